@@ -1,0 +1,271 @@
+package abi
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// A batch is the host's columnar encoding of decoded records, written into
+// the guest's input buffer before wagg_process. Little-endian throughout;
+// every section starts on an 8-byte boundary of the batch.
+//
+//	header (32 bytes)
+//	  0  u32  BatchMagic
+//	  4  u32  n, the number of records
+//	  8  u32  f, the number of input fields (as declared, in order)
+//	 12  u32  flags: bit 0 set when the raw section is present
+//	 16  u64  total length of the batch in bytes
+//	 24  u64  reserved, zero
+//	timestamps  n x i64, event time in Unix milliseconds
+//	per field, in schema order:
+//	  int64, float64: n x 8 bytes
+//	  string: (n+1) x u32 offsets into the column's data, padded to 8,
+//	          then the data, padded to 8
+//	raw (flag bit 0): one more string column with each record's value
+const (
+	BatchMagic  = 0x31424757 // "WGB1"
+	batchHeader = 32
+	flagRaw     = 1
+)
+
+// MaxBatchRecords bounds n so that offsets and lengths stay within u32.
+const MaxBatchRecords = 1 << 20
+
+// Column is one decoded input column of a batch. Exactly one of the slices is
+// set, by the field's type.
+type BatchColumn struct {
+	Ints    []int64
+	Floats  []float64
+	Offsets []uint32 // string columns: n+1 offsets into Data
+	Data    []byte
+}
+
+// Str returns record i of a string column without copying.
+func (c *BatchColumn) Str(i int) []byte { return c.Data[c.Offsets[i]:c.Offsets[i+1]] }
+
+// Batch is a decoded batch. Columns follow the schema's Input order; Raw is
+// set when the schema asked for raw values.
+type Batch struct {
+	Times   []int64
+	Columns []BatchColumn
+	Raw     *BatchColumn
+}
+
+// Len is the number of records.
+func (b *Batch) Len() int { return len(b.Times) }
+
+// BatchEncoder builds batches for one schema, reusing its buffer.
+type BatchEncoder struct {
+	types []Type
+	raw   bool
+	buf   []byte
+}
+
+// NewBatchEncoder returns an encoder for the schema's input.
+func NewBatchEncoder(s *Schema) *BatchEncoder {
+	e := &BatchEncoder{raw: s.Raw}
+	for _, f := range s.Input {
+		e.types = append(e.types, f.Type)
+	}
+	return e
+}
+
+// Encode lays out b and returns the bytes, valid until the next call.
+func (e *BatchEncoder) Encode(b *Batch) ([]byte, error) {
+	n := len(b.Times)
+	if n > MaxBatchRecords {
+		return nil, fmt.Errorf("abi: batch of %d records, at most %d", n, MaxBatchRecords)
+	}
+	if len(b.Columns) != len(e.types) || (b.Raw != nil) != e.raw {
+		return nil, errors.New("abi: batch columns do not match the schema")
+	}
+	buf := e.buf[:0]
+	buf = binary.LittleEndian.AppendUint32(buf, BatchMagic)
+	buf = binary.LittleEndian.AppendUint32(buf, uint32(n))
+	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(e.types)))
+	var flags uint32
+	if e.raw {
+		flags |= flagRaw
+	}
+	buf = binary.LittleEndian.AppendUint32(buf, flags)
+	buf = append(buf, make([]byte, 16)...) // length and reserved, set below
+	for _, t := range b.Times {
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(t))
+	}
+	for i, t := range e.types {
+		c := &b.Columns[i]
+		var err error
+		switch t {
+		case Int64:
+			if len(c.Ints) != n {
+				return nil, fmt.Errorf("abi: column %d has %d values, want %d", i, len(c.Ints), n)
+			}
+			for _, v := range c.Ints {
+				buf = binary.LittleEndian.AppendUint64(buf, uint64(v))
+			}
+		case Float64:
+			if len(c.Floats) != n {
+				return nil, fmt.Errorf("abi: column %d has %d values, want %d", i, len(c.Floats), n)
+			}
+			for _, v := range c.Floats {
+				buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(v))
+			}
+		case String:
+			if buf, err = appendStrings(buf, c, n); err != nil {
+				return nil, fmt.Errorf("abi: column %d: %w", i, err)
+			}
+		}
+	}
+	if e.raw {
+		var err error
+		if buf, err = appendStrings(buf, b.Raw, n); err != nil {
+			return nil, fmt.Errorf("abi: raw column: %w", err)
+		}
+	}
+	if uint64(len(buf)) > math.MaxUint32 {
+		return nil, errors.New("abi: batch larger than 4 GiB")
+	}
+	binary.LittleEndian.PutUint64(buf[16:], uint64(len(buf)))
+	e.buf = buf
+	return buf, nil
+}
+
+func appendStrings(buf []byte, c *BatchColumn, n int) ([]byte, error) {
+	if len(c.Offsets) != n+1 || c.Offsets[0] != 0 || int(c.Offsets[n]) != len(c.Data) {
+		return nil, errors.New("offsets do not describe the data")
+	}
+	for _, o := range c.Offsets {
+		buf = binary.LittleEndian.AppendUint32(buf, o)
+	}
+	buf = pad8(buf)
+	buf = append(buf, c.Data...)
+	return pad8(buf), nil
+}
+
+func pad8(b []byte) []byte {
+	for len(b)%8 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// ErrBatch is wrapped by every batch decoding error.
+var ErrBatch = errors.New("abi: malformed batch")
+
+// DecodeBatch decodes buf for the given input types into dst, reusing its
+// slices. Numeric columns are copied out; string data aliases buf. It checks
+// every length and offset, so any byte string is safe to pass.
+func DecodeBatch(buf []byte, types []Type, raw bool, dst *Batch) error {
+	if len(buf) < batchHeader {
+		return fmt.Errorf("%w: %d bytes, shorter than the header", ErrBatch, len(buf))
+	}
+	le := binary.LittleEndian
+	if le.Uint32(buf) != BatchMagic {
+		return fmt.Errorf("%w: bad magic", ErrBatch)
+	}
+	n := int(le.Uint32(buf[4:]))
+	if n > MaxBatchRecords {
+		return fmt.Errorf("%w: %d records", ErrBatch, n)
+	}
+	if int(le.Uint32(buf[8:])) != len(types) {
+		return fmt.Errorf("%w: %d fields, the schema declares %d", ErrBatch, le.Uint32(buf[8:]), len(types))
+	}
+	if (le.Uint32(buf[12:])&flagRaw != 0) != raw {
+		return fmt.Errorf("%w: raw flag does not match the schema", ErrBatch)
+	}
+	if total := le.Uint64(buf[16:]); total != uint64(len(buf)) {
+		return fmt.Errorf("%w: header says %d bytes, got %d", ErrBatch, total, len(buf))
+	}
+	r := reader{buf: buf, off: batchHeader}
+	dst.Times = r.int64s(dst.Times[:0], n)
+	if cap(dst.Columns) < len(types) {
+		dst.Columns = make([]BatchColumn, len(types))
+	}
+	dst.Columns = dst.Columns[:len(types)]
+	for i, t := range types {
+		c := &dst.Columns[i]
+		*c = BatchColumn{Ints: c.Ints[:0], Floats: c.Floats[:0], Offsets: c.Offsets[:0]}
+		switch t {
+		case Int64:
+			c.Ints = r.int64s(c.Ints, n)
+		case Float64:
+			c.Floats = r.float64s(c.Floats, n)
+		case String:
+			r.strings(c, n)
+		default:
+			return fmt.Errorf("%w: unknown type %q", ErrBatch, t)
+		}
+	}
+	dst.Raw = nil
+	if raw {
+		c := &BatchColumn{}
+		r.strings(c, n)
+		dst.Raw = c
+	}
+	if r.err != nil {
+		return r.err
+	}
+	if r.off != len(buf) {
+		return fmt.Errorf("%w: %d trailing bytes", ErrBatch, len(buf)-r.off)
+	}
+	return nil
+}
+
+type reader struct {
+	buf []byte
+	off int
+	err error
+}
+
+func (r *reader) take(k int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if k < 0 || k > len(r.buf)-r.off {
+		r.err = fmt.Errorf("%w: section of %d bytes at %d overruns the batch", ErrBatch, k, r.off)
+		return nil
+	}
+	b := r.buf[r.off : r.off+k]
+	r.off += k
+	return b
+}
+
+func (r *reader) int64s(dst []int64, n int) []int64 {
+	b := r.take(8 * n)
+	for i := 0; i+8 <= len(b); i += 8 {
+		dst = append(dst, int64(binary.LittleEndian.Uint64(b[i:])))
+	}
+	return dst
+}
+
+func (r *reader) float64s(dst []float64, n int) []float64 {
+	b := r.take(8 * n)
+	for i := 0; i+8 <= len(b); i += 8 {
+		dst = append(dst, math.Float64frombits(binary.LittleEndian.Uint64(b[i:])))
+	}
+	return dst
+}
+
+func (r *reader) strings(c *BatchColumn, n int) {
+	ob := r.take(4 * (n + 1))
+	r.take(pad(4 * (n + 1)))
+	if r.err != nil {
+		return
+	}
+	prev := uint32(0)
+	for i := 0; i < len(ob); i += 4 {
+		o := binary.LittleEndian.Uint32(ob[i:])
+		if o < prev || (i == 0 && o != 0) {
+			r.err = fmt.Errorf("%w: string offsets go backwards", ErrBatch)
+			return
+		}
+		prev = o
+		c.Offsets = append(c.Offsets, o)
+	}
+	c.Data = r.take(int(prev))
+	r.take(pad(int(prev)))
+}
+
+func pad(k int) int { return (8 - k%8) % 8 }

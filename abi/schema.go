@@ -1,0 +1,161 @@
+package abi
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+)
+
+// Type is the type of an input field, a group key column or a metric.
+type Type string
+
+const (
+	Int64   Type = "int64"
+	Float64 Type = "float64"
+	String  Type = "string"
+)
+
+// Kind says how a metric combines values, and so how the host merges the
+// per-partition values of one group into the value a dashboard shows.
+type Kind string
+
+const (
+	Count Kind = "count" // int64, +1 per record (or +n); merged by sum
+	Sum   Kind = "sum"   // int64 or float64; merged by sum
+	Min   Kind = "min"   // int64 or float64; merged by min
+	Max   Kind = "max"   // int64 or float64; merged by max
+)
+
+// Field is one typed input field the host extracts from each record's JSON
+// value before the batch reaches the guest. Path is the top-level JSON key;
+// it defaults to Name. A record that lacks a required field, or holds a value
+// of another type, is dead-lettered by the host with the reason.
+type Field struct {
+	Name     string `json:"name"`
+	Type     Type   `json:"type"`
+	Path     string `json:"path,omitempty"`
+	Optional bool   `json:"optional,omitempty"` // missing means zero value
+}
+
+// Column is one group key column of the output.
+type Column struct {
+	Name string `json:"name"`
+	Type Type   `json:"type"`
+}
+
+// Metric is one value column of the output.
+type Metric struct {
+	Name string `json:"name"`
+	Kind Kind   `json:"kind"`
+	Type Type   `json:"type"`
+}
+
+// Schema is what a plugin declares about itself through wagg_describe: what
+// it reads and what it writes. The host derives the ClickHouse table, the
+// JSON of live deltas and the decoding of records from it.
+type Schema struct {
+	ABI     int      `json:"abi"`
+	Input   []Field  `json:"input"`
+	Raw     bool     `json:"raw,omitempty"` // also hand the guest each record's raw value
+	Keys    []Column `json:"keys"`
+	Metrics []Metric `json:"metrics"`
+}
+
+var nameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// reserved are the output column names the host adds itself.
+var reserved = map[string]bool{
+	"window": true, "window_start": true, "window_end": true, "partition": true,
+	"final": true, "version": true, "inserted_at": true,
+}
+
+// Limits on a declared schema, so a hostile plugin cannot make the host
+// build absurd tables.
+const (
+	MaxFields  = 64
+	MaxKeys    = 16
+	MaxMetrics = 64
+)
+
+// Validate reports the first problem with a declared schema, naming the
+// offending field.
+func (s *Schema) Validate() error {
+	if s.ABI != Version {
+		return fmt.Errorf("abi: plugin speaks ABI %d, this host speaks %d", s.ABI, Version)
+	}
+	if len(s.Input) == 0 && !s.Raw {
+		return errors.New("input: declare at least one field, or raw")
+	}
+	if len(s.Input) > MaxFields {
+		return fmt.Errorf("input: %d fields, at most %d", len(s.Input), MaxFields)
+	}
+	if len(s.Keys) > MaxKeys {
+		return fmt.Errorf("keys: %d columns, at most %d", len(s.Keys), MaxKeys)
+	}
+	if len(s.Metrics) == 0 || len(s.Metrics) > MaxMetrics {
+		return fmt.Errorf("metrics: %d, want 1 to %d", len(s.Metrics), MaxMetrics)
+	}
+	seen := map[string]bool{}
+	for i, f := range s.Input {
+		if !nameRE.MatchString(f.Name) {
+			return fmt.Errorf("input[%d].name %q: want lower-case letters, digits and _", i, f.Name)
+		}
+		if !f.Type.valid() {
+			return fmt.Errorf("input[%d].type %q: want int64, float64 or string", i, f.Type)
+		}
+		if len(f.Path) > 256 {
+			return fmt.Errorf("input[%d].path: longer than 256 bytes", i)
+		}
+		if seen[f.Name] {
+			return fmt.Errorf("input[%d].name %q: declared twice", i, f.Name)
+		}
+		seen[f.Name] = true
+	}
+	out := map[string]bool{}
+	for i, c := range s.Keys {
+		if err := checkColumn(out, c.Name, c.Type); err != nil {
+			return fmt.Errorf("keys[%d]: %w", i, err)
+		}
+	}
+	for i, m := range s.Metrics {
+		if err := checkColumn(out, m.Name, m.Type); err != nil {
+			return fmt.Errorf("metrics[%d]: %w", i, err)
+		}
+		switch {
+		case m.Kind == Count && m.Type != Int64:
+			return fmt.Errorf("metrics[%d].type: a count is int64", i)
+		case m.Kind != Count && m.Kind != Sum && m.Kind != Min && m.Kind != Max:
+			return fmt.Errorf("metrics[%d].kind %q: want count, sum, min or max", i, m.Kind)
+		case m.Type == String:
+			return fmt.Errorf("metrics[%d].type: want int64 or float64", i)
+		}
+	}
+	return nil
+}
+
+func checkColumn(seen map[string]bool, name string, t Type) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("name %q: want lower-case letters, digits and _", name)
+	}
+	if reserved[name] {
+		return fmt.Errorf("name %q: reserved for the host's own column", name)
+	}
+	if seen[name] {
+		return fmt.Errorf("name %q: declared twice", name)
+	}
+	seen[name] = true
+	if !t.valid() {
+		return fmt.Errorf("type %q: want int64, float64 or string", t)
+	}
+	return nil
+}
+
+func (t Type) valid() bool { return t == Int64 || t == Float64 || t == String }
+
+// JSONPath returns the key a field is read from.
+func (f Field) JSONPath() string {
+	if f.Path != "" {
+		return f.Path
+	}
+	return f.Name
+}

@@ -1,0 +1,123 @@
+package abi
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+)
+
+// WindowKind is the shape of a window.
+type WindowKind string
+
+const (
+	Tumbling WindowKind = "tumbling" // fixed size, no overlap
+	Hopping  WindowKind = "hopping"  // fixed size, a new one every slide
+	Global   WindowKind = "global"   // one window for all time: running totals
+)
+
+// Window is one window a deployment aggregates in. Times are Unix
+// milliseconds of event time. Sizes and slides are whole seconds so that
+// window bounds are exact in ClickHouse DateTime columns.
+type Window struct {
+	Name    string     `json:"name"`
+	Kind    WindowKind `json:"kind"`
+	SizeMs  int64      `json:"size_ms,omitempty"`
+	SlideMs int64      `json:"slide_ms,omitempty"`
+}
+
+// MaxWindowsPerRecord bounds how many hopping windows one record joins.
+const MaxWindowsPerRecord = 64
+
+// Validate names the first problem with a window.
+func (w Window) Validate() error {
+	if !nameRE.MatchString(w.Name) {
+		return fmt.Errorf("name %q: want lower-case letters, digits and _", w.Name)
+	}
+	switch w.Kind {
+	case Global:
+		if w.SizeMs != 0 || w.SlideMs != 0 {
+			return fmt.Errorf("%s: a global window has no size or slide", w.Name)
+		}
+		return nil
+	case Tumbling:
+		if w.SlideMs != 0 && w.SlideMs != w.SizeMs {
+			return fmt.Errorf("%s.slide: a tumbling window has no slide", w.Name)
+		}
+	case Hopping:
+		if w.SlideMs <= 0 || w.SlideMs%1000 != 0 {
+			return fmt.Errorf("%s.slide: want a positive whole number of seconds", w.Name)
+		}
+		if w.SizeMs%w.SlideMs != 0 || w.SizeMs/w.SlideMs > MaxWindowsPerRecord {
+			return fmt.Errorf("%s.size: want a multiple of the slide, at most %d slides", w.Name, MaxWindowsPerRecord)
+		}
+	default:
+		return fmt.Errorf("%s.kind %q: want tumbling, hopping or global", w.Name, w.Kind)
+	}
+	if w.SizeMs <= 0 || w.SizeMs%1000 != 0 {
+		return fmt.Errorf("%s.size: want a positive whole number of seconds", w.Name)
+	}
+	return nil
+}
+
+func (w Window) slide() int64 {
+	if w.Kind == Hopping {
+		return w.SlideMs
+	}
+	return w.SizeMs
+}
+
+// Starts appends to dst the start of every window of w that contains ts,
+// latest first. A global window has the single start 0.
+func (w Window) Starts(ts int64, dst []int64) []int64 {
+	if w.Kind == Global {
+		return append(dst, 0)
+	}
+	slide := w.slide()
+	for s := floorDiv(ts, slide) * slide; s > ts-w.SizeMs; s -= slide {
+		dst = append(dst, s)
+	}
+	return dst
+}
+
+// End is the exclusive end of the window that starts at start.
+func (w Window) End(start int64) int64 {
+	if w.Kind == Global {
+		return math.MaxInt64
+	}
+	return start + w.SizeMs
+}
+
+// Closed reports whether the window starting at start is final once the
+// watermark has reached watermark.
+func (w Window) Closed(start, watermark int64) bool {
+	return w.Kind != Global && w.End(start) <= watermark
+}
+
+// Late reports whether a record with event time ts arrives after the earliest
+// window it belongs to has closed. Such a record is dead-lettered whole, so
+// that every window either counts it or the dead-letter topic holds it.
+func (w Window) Late(ts, watermark int64) bool {
+	if w.Kind == Global {
+		return false
+	}
+	slide := w.slide()
+	earliest := floorDiv(ts, slide)*slide - (w.SizeMs - slide)
+	return earliest+w.SizeMs <= watermark
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+// Config is what the host hands a guest in wagg_init: the windows of its
+// deployment, in the order that row window indexes refer to, and the
+// deployment's own settings for the aggregator, as raw JSON.
+type Config struct {
+	ABI     int      `json:"abi"`
+	Windows []Window `json:"windows"`
+	Params  json.RawMessage `json:"params,omitempty"`
+}

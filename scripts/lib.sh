@@ -1,0 +1,88 @@
+# Shared helpers for scripts/kafka.sh, scripts/clickhouse.sh, scripts/chromium.sh.
+# Sourced, not run. Callers set -euo pipefail themselves.
+
+# Repo root (scripts/..) and the git-ignored cache under it.
+WAGG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WAGG_CACHE=${WAGG_CACHE_DIR:-$WAGG_ROOT/.cache}
+
+log() { printf '%s\n' "$*" >&2; }
+
+# Run a command as root (sudo only when not root already).
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# apt-get update + noninteractive install, serialised across our scripts
+# (they may run in parallel) and patient with other apt users.
+apt_install() {
+  local lock=/tmp/wagg-apt.lock
+  log "installing with apt-get: $*"
+  as_root flock "$lock" env DEBIAN_FRONTEND=noninteractive bash -c '
+    set -euo pipefail
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    apt-get -o DPkg::Lock::Timeout=300 install -y -q "$@"
+  ' _ "$@"
+}
+
+# True when PID is a live process (not a zombie).
+pid_alive() {
+  local pid=$1 state
+  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [ "$state" != Z ]
+}
+
+# PID from a pid file if that process is alive and its command line contains PATTERN.
+live_pid() {
+  local file=$1 pattern=$2 pid
+  [ -f "$file" ] || return 1
+  pid=$(cat "$file" 2>/dev/null || true)
+  pid_alive "$pid" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pattern" || return 1
+  echo "$pid"
+}
+
+# True when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+  timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# Who listens on PORT (for error messages).
+port_owner() {
+  if command -v ss >/dev/null; then
+    ss -Hltnp "sport = :$1" 2>/dev/null | sed 's/^/    /' || true
+  fi
+}
+
+# Stop PID: SIGTERM, wait up to GRACE seconds, then SIGKILL.
+stop_pid() {
+  local pid=$1 grace=${2:-30} i
+  pid_alive "$pid" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < grace * 10; i++)); do
+    pid_alive "$pid" || return 0
+    sleep 0.1
+  done
+  log "process $pid still alive after ${grace}s, sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    pid_alive "$pid" || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# Start a detached background command (own session, no stdin) writing its own
+# pid to PIDFILE and its output to LOGFILE: start_detached PIDFILE LOGFILE CMD...
+start_detached() {
+  local pidfile=$1 logfile=$2
+  shift 2
+  nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >"$logfile" 2>&1 </dev/null &
+  # Wait for the pid file (written at once by the child).
+  local i
+  for ((i = 0; i < 50; i++)); do
+    [ -s "$pidfile" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}

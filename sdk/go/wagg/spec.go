@@ -1,0 +1,144 @@
+package wagg
+
+import (
+	"errors"
+	"math"
+
+	"github.com/wagg/wagg/abi"
+)
+
+// Field is a typed input field. Create it with Int64, Float64 or String and
+// list it in Spec.Input.
+type Field struct {
+	def abi.Field
+	idx int
+}
+
+// Int64 declares an integer input field read from the JSON key name.
+func Int64(name string) *Field { return &Field{def: abi.Field{Name: name, Type: abi.Int64}, idx: -1} }
+
+// Float64 declares a number input field read from the JSON key name.
+func Float64(name string) *Field {
+	return &Field{def: abi.Field{Name: name, Type: abi.Float64}, idx: -1}
+}
+
+// String declares a string input field read from the JSON key name.
+func String(name string) *Field { return &Field{def: abi.Field{Name: name, Type: abi.String}, idx: -1} }
+
+// From reads the field from another top-level JSON key.
+func (f *Field) From(key string) *Field { f.def.Path = key; return f }
+
+// Optional makes a missing field read as its zero value instead of sending
+// the record to the dead-letter topic.
+func (f *Field) Optional() *Field { f.def.Optional = true; return f }
+
+// Metric is an output value. Create it with Count, Sum, Min or Max.
+type Metric struct {
+	def abi.Metric
+	idx int
+}
+
+// Count declares an int64 counter.
+func Count(name string) *Metric {
+	return &Metric{def: abi.Metric{Name: name, Kind: abi.Count, Type: abi.Int64}, idx: -1}
+}
+
+// Sum declares a sum of int64 values (use SumFloat for float64).
+func Sum(name string) *Metric {
+	return &Metric{def: abi.Metric{Name: name, Kind: abi.Sum, Type: abi.Int64}, idx: -1}
+}
+
+// SumFloat declares a sum of float64 values.
+func SumFloat(name string) *Metric {
+	return &Metric{def: abi.Metric{Name: name, Kind: abi.Sum, Type: abi.Float64}, idx: -1}
+}
+
+// Min declares the minimum of int64 values (Float makes it float64).
+func Min(name string) *Metric {
+	return &Metric{def: abi.Metric{Name: name, Kind: abi.Min, Type: abi.Int64}, idx: -1}
+}
+
+// Max declares the maximum of int64 values (Float makes it float64).
+func Max(name string) *Metric {
+	return &Metric{def: abi.Metric{Name: name, Kind: abi.Max, Type: abi.Int64}, idx: -1}
+}
+
+// Float makes a Min or Max metric hold float64 values.
+func (m *Metric) Float() *Metric { m.def.Type = abi.Float64; return m }
+
+// identity is the value a metric starts from before its first update.
+func identity(m abi.Metric) uint64 {
+	switch {
+	case m.Kind == abi.Min && m.Type == abi.Float64:
+		return math.Float64bits(math.Inf(1))
+	case m.Kind == abi.Max && m.Type == abi.Float64:
+		return math.Float64bits(math.Inf(-1))
+	case m.Kind == abi.Min:
+		return math.MaxInt64
+	case m.Kind == abi.Max:
+		return 1 << 63 // math.MinInt64
+	case m.Type == abi.Float64:
+		return math.Float64bits(0)
+	}
+	return 0
+}
+
+// Fields lists input fields, in the order the batch carries them.
+func Fields(f ...*Field) []*Field { return f }
+
+// Metrics lists output metrics, in column order.
+func Metrics(m ...*Metric) []*Metric { return m }
+
+// Keys lists the group key columns, in the order Key's methods fill them.
+func Keys(c ...abi.Column) []abi.Column { return c }
+
+// Int64Key, Float64Key and StringKey declare group key columns.
+func Int64Key(name string) abi.Column { return abi.Column{Name: name, Type: abi.Int64} }
+
+// Float64Key declares a float64 group key column.
+func Float64Key(name string) abi.Column { return abi.Column{Name: name, Type: abi.Float64} }
+
+// StringKey declares a string group key column.
+func StringKey(name string) abi.Column { return abi.Column{Name: name, Type: abi.String} }
+
+// Spec is what an aggregator declares.
+type Spec struct {
+	Input   []*Field
+	Raw     bool // also receive each record's raw value (Batch.Raw)
+	Keys    []abi.Column
+	Metrics []*Metric
+}
+
+// Func folds a batch into groups. It must be deterministic: the same batches
+// in the same order must give the same groups, so a replay emits the same
+// rows. An error fails the whole batch.
+type Func func(b *Batch, g *Groups) error
+
+var registered struct {
+	spec   Spec
+	schema abi.Schema
+	fn     Func
+}
+
+// Register installs the aggregator. Call it once, from an init function.
+// It panics on a spec the host would refuse, so the mistake shows at once.
+func Register(s Spec, fn Func) {
+	if fn == nil {
+		panic("wagg: Register with a nil Func")
+	}
+	schema := abi.Schema{ABI: abi.Version, Raw: s.Raw, Keys: s.Keys}
+	for i, f := range s.Input {
+		f.idx = i
+		schema.Input = append(schema.Input, f.def)
+	}
+	for i, m := range s.Metrics {
+		m.idx = i
+		schema.Metrics = append(schema.Metrics, m.def)
+	}
+	if err := schema.Validate(); err != nil {
+		panic("wagg: " + err.Error())
+	}
+	registered.spec, registered.schema, registered.fn = s, schema, fn
+}
+
+var errNotRegistered = errors.New("wagg: no aggregator registered (call wagg.Register from init)")
