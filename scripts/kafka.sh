@@ -8,17 +8,17 @@
 #   scripts/kafka.sh topics …  run kafka-topics (TopicCommand) against the local broker
 #   scripts/kafka.sh tool CLASS …  run any Kafka tool main class with the cached classpath
 #
-# Env: WAGG_KAFKA_PORT (9092), WAGG_KAFKA_CONTROLLER_PORT (9093), WAGG_KAFKA_TIMEOUT (90 s),
+# Env: WAGG_KAFKA_PORT (9092), WAGG_KAFKA_CONTROLLER_PORT (9093), WAGG_KAFKA_TIMEOUT (120 s),
 #      WAGG_KAFKA_HEAP (1g), WAGG_CACHE_DIR (<repo>/.cache).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib.sh
+# shellcheck source=scripts/lib.sh
 . "$HERE/lib.sh"
 
 PORT=${WAGG_KAFKA_PORT:-9092}
 CPORT=${WAGG_KAFKA_CONTROLLER_PORT:-9093}
-TIMEOUT=${WAGG_KAFKA_TIMEOUT:-90}
+TIMEOUT=${WAGG_KAFKA_TIMEOUT:-120}
 HEAP=${WAGG_KAFKA_HEAP:-1g}
 BOOTSTRAP=127.0.0.1:$PORT
 
@@ -36,11 +36,20 @@ MAIN=kafka.Kafka
 TOOL_JAVA_OPTS=(-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto
   "-Dlog4j2.configurationFile=$HERE/kafka/tools-log4j2.properties")
 
+# Pid of the process this run started: a failed 'up' stops it again.
+STARTED=
+
 die() {
   log "kafka did not come up: $*"
   if [ -f "$LOG" ]; then
     log "---- last 40 lines of $LOG ----"
     tail -n 40 "$LOG" >&2 || true
+  fi
+  if [ -n "$STARTED" ]; then
+    stop_pid "$STARTED" 10 || true
+    rm -f "$PIDFILE"
+  elif [ -f "$PIDFILE" ]; then
+    log "(an earlier broker is still running: 'scripts/kafka.sh down' stops it)"
   fi
   exit 1
 }
@@ -102,7 +111,7 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
-  # Client settings for our own checks: fail fast instead of retrying for minutes.
+  # Client settings for the tools (scripts/kafka.sh tool … --command-config): fail fast.
   cat >"$CLIENT_CONF" <<EOF
 request.timeout.ms=5000
 default.api.timeout.ms=10000
@@ -119,10 +128,18 @@ ensure_formatted() {
     die "storage format failed: $(tail -n 5 "$DIR/format.log")"
 }
 
-# Real check: the broker serves metadata (topic list) to an admin client.
+# Real check, without a JVM (fast even on a loaded machine): an ApiVersions v0
+# round trip on the client port must answer correlation id 1, error 0. The broker
+# enables request processing on that port only once it is registered and unfenced.
 answers() {
-  timeout 30 java "${TOOL_JAVA_OPTS[@]}" -cp "$LIBS/*" org.apache.kafka.tools.TopicCommand \
-    --bootstrap-server "$BOOTSTRAP" --command-config "$CLIENT_CONF" --list >/dev/null 2>&1
+  local reply
+  # shellcheck disable=SC2016 # $0 expands in the child shell
+  reply=$(timeout 5 bash -c '
+    exec 3<>"/dev/tcp/127.0.0.1/$0"
+    printf "\x00\x00\x00\x0e\x00\x12\x00\x00\x00\x00\x00\x01\x00\x04wagg" >&3
+    head -c 10 <&3 | od -An -v -tx1' "$PORT" 2>/dev/null) || return 1
+  # size (4 bytes), correlation id (4), error code (2)
+  [ "$(echo "$reply" | tr -d ' \n' | cut -c9-)" = 000000010000 ]
 }
 
 # Wait for the broker with pid $1 until it answers, or die with the reason.
@@ -130,8 +147,8 @@ await() {
   local pid=$1 deadline=$((SECONDS + TIMEOUT))
   while ((SECONDS < deadline)); do
     pid_alive "$pid" || die "the broker process ($pid) exited"
-    if port_open "$PORT" && answers; then return 0; fi
-    sleep 0.5
+    answers && return 0
+    sleep 0.3
   done
   die "no answer on $BOOTSTRAP within ${TIMEOUT}s"
 }
@@ -169,6 +186,7 @@ up() {
     "-Dlog4j2.configurationFile=$HERE/kafka/log4j2.properties" "-Dkafka.logs.dir=$DIR" \
     -cp "$LIBS/*" "$MAIN" "$CONF" 9>&- || die "could not start java"
   pid=$(cat "$PIDFILE")
+  STARTED=$pid
   await "$pid"
   log "kafka: up on $BOOTSTRAP (pid $pid, started in $((SECONDS - start))s)"
 }

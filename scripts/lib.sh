@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared helpers for scripts/kafka.sh, scripts/clickhouse.sh, scripts/chromium.sh.
 # Sourced, not run. Callers set -euo pipefail themselves.
 
@@ -77,6 +78,7 @@ stop_pid() {
 start_detached() {
   local pidfile=$1 logfile=$2
   shift 2
+  # shellcheck disable=SC2016 # $$ and $@ expand in the child shell
   nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >"$logfile" 2>&1 </dev/null &
   # Wait for the pid file (written at once by the child).
   local i
