@@ -1,6 +1,9 @@
 package abi
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Version is the ABI version this package speaks. A plugin declares it by
 // exporting the function named VersionExport; the loader refuses modules that
@@ -69,12 +72,16 @@ func (c Code) String() string {
 
 // Pack returns the i64 an export uses to hand the host a region of guest
 // memory: the pointer in the high 32 bits, the length in the low 32 bits.
+// The pointer must be below 2^31 (a guest memory under 2 GiB), or the result
+// is negative and reads as an error.
 func Pack(ptr, n uint32) int64 { return int64(uint64(ptr)<<32 | uint64(n)) }
 
-// Unpack splits a packed result. A negative value is an error Code.
+// Unpack splits a packed result. A negative value is an error Code; one
+// below the int32 range (which no Code is) unpacks as math.MinInt32, so that
+// a garbage result never reads as OK.
 func Unpack(v int64) (ptr, n uint32, code Code) {
 	if v < 0 {
-		return 0, 0, Code(int32(v))
+		return 0, 0, Code(max(v, math.MinInt32))
 	}
 	return uint32(uint64(v) >> 32), uint32(v), OK
 }

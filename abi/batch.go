@@ -15,7 +15,7 @@ import (
 //	  0  u32  BatchMagic
 //	  4  u32  n, the number of records
 //	  8  u32  f, the number of input fields (as declared, in order)
-//	 12  u32  flags: bit 0 set when the raw section is present
+//	 12  u32  flags: bit 0 set when the raw section is present, others zero
 //	 16  u64  total length of the batch in bytes
 //	 24  u64  reserved, zero
 //	timestamps  n x i64, event time in Unix milliseconds
@@ -24,6 +24,9 @@ import (
 //	  string: (n+1) x u32 offsets into the column's data, padded to 8,
 //	          then the data, padded to 8
 //	raw (flag bit 0): one more string column with each record's value
+//
+// Offsets start at 0 and never decrease; padding is zero bytes. A decoder
+// refuses anything else, so a batch that decodes has exactly one encoding.
 const (
 	BatchMagic  = 0x31424757 // "WGB1"
 	batchHeader = 32
@@ -33,7 +36,7 @@ const (
 // MaxBatchRecords bounds n so that offsets and lengths stay within u32.
 const MaxBatchRecords = 1 << 20
 
-// Column is one decoded input column of a batch. Exactly one of the slices is
+// BatchColumn is one decoded input column of a batch. Exactly one of the slices is
 // set, by the field's type.
 type BatchColumn struct {
 	Ints    []int64
@@ -116,6 +119,8 @@ func (e *BatchEncoder) Encode(b *Batch) ([]byte, error) {
 			if buf, err = appendStrings(buf, c, n); err != nil {
 				return nil, fmt.Errorf("abi: column %d: %w", i, err)
 			}
+		default:
+			return nil, fmt.Errorf("abi: column %d has unknown type %q", i, t)
 		}
 	}
 	if e.raw {
@@ -133,10 +138,15 @@ func (e *BatchEncoder) Encode(b *Batch) ([]byte, error) {
 }
 
 func appendStrings(buf []byte, c *BatchColumn, n int) ([]byte, error) {
-	if len(c.Offsets) != n+1 || c.Offsets[0] != 0 || int(c.Offsets[n]) != len(c.Data) {
+	if len(c.Offsets) != n+1 || c.Offsets[0] != 0 || uint64(c.Offsets[n]) != uint64(len(c.Data)) {
 		return nil, errors.New("offsets do not describe the data")
 	}
+	prev := uint32(0)
 	for _, o := range c.Offsets {
+		if o < prev {
+			return nil, errors.New("offsets go backwards")
+		}
+		prev = o
 		buf = binary.LittleEndian.AppendUint32(buf, o)
 	}
 	buf = pad8(buf)
@@ -172,11 +182,18 @@ func DecodeBatch(buf []byte, types []Type, raw bool, dst *Batch) error {
 	if int(le.Uint32(buf[8:])) != len(types) {
 		return fmt.Errorf("%w: %d fields, the schema declares %d", ErrBatch, le.Uint32(buf[8:]), len(types))
 	}
-	if (le.Uint32(buf[12:])&flagRaw != 0) != raw {
+	flags := le.Uint32(buf[12:])
+	if flags&^flagRaw != 0 {
+		return fmt.Errorf("%w: unknown flags %#x", ErrBatch, flags)
+	}
+	if (flags&flagRaw != 0) != raw {
 		return fmt.Errorf("%w: raw flag does not match the schema", ErrBatch)
 	}
 	if total := le.Uint64(buf[16:]); total != uint64(len(buf)) {
 		return fmt.Errorf("%w: header says %d bytes, got %d", ErrBatch, total, len(buf))
+	}
+	if le.Uint64(buf[24:]) != 0 {
+		return fmt.Errorf("%w: reserved header bytes are not zero", ErrBatch)
 	}
 	r := reader{buf: buf, off: batchHeader}
 	dst.Times = r.int64s(dst.Times[:0], n)
@@ -198,11 +215,14 @@ func DecodeBatch(buf []byte, types []Type, raw bool, dst *Batch) error {
 			return fmt.Errorf("%w: unknown type %q", ErrBatch, t)
 		}
 	}
-	dst.Raw = nil
 	if raw {
-		c := &BatchColumn{}
-		r.strings(c, n)
-		dst.Raw = c
+		if dst.Raw == nil {
+			dst.Raw = &BatchColumn{}
+		}
+		dst.Raw.Offsets, dst.Raw.Data = dst.Raw.Offsets[:0], nil
+		r.strings(dst.Raw, n)
+	} else {
+		dst.Raw = nil
 	}
 	if r.err != nil {
 		return r.err
@@ -248,9 +268,19 @@ func (r *reader) float64s(dst []float64, n int) []float64 {
 	return dst
 }
 
+// padding takes k bytes of padding, which must be zero.
+func (r *reader) padding(k int) {
+	for _, b := range r.take(k) {
+		if b != 0 {
+			r.err = fmt.Errorf("%w: padding at %d is not zero", ErrBatch, r.off-k)
+			return
+		}
+	}
+}
+
 func (r *reader) strings(c *BatchColumn, n int) {
 	ob := r.take(4 * (n + 1))
-	r.take(pad(4 * (n + 1)))
+	r.padding(pad(4 * (n + 1)))
 	if r.err != nil {
 		return
 	}
@@ -265,7 +295,7 @@ func (r *reader) strings(c *BatchColumn, n int) {
 		c.Offsets = append(c.Offsets, o)
 	}
 	c.Data = r.take(int(prev))
-	r.take(pad(int(prev)))
+	r.padding(pad(int(prev)))
 }
 
 func pad(k int) int { return (8 - k%8) % 8 }

@@ -104,8 +104,18 @@ var ErrRows = errors.New("abi: malformed rows")
 
 // DecodeRows decodes rows written for schema s by a guest whose deployment
 // has windows windows. The input comes from untrusted code: every length is
-// checked and the result never aliases buf.
+// checked and the result never aliases buf. It appends to dst; on error it
+// returns dst as it was.
 func DecodeRows(buf []byte, s *Schema, windows int, dst []Row) ([]Row, error) {
+	rows, err := decodeRows(buf, s, windows, dst)
+	if err != nil {
+		clear(rows[len(dst):])
+		return dst, err
+	}
+	return rows, nil
+}
+
+func decodeRows(buf []byte, s *Schema, windows int, dst []Row) ([]Row, error) {
 	if len(buf) < rowsHeader {
 		return dst, fmt.Errorf("%w: %d bytes, shorter than the header", ErrRows, len(buf))
 	}

@@ -67,21 +67,45 @@ func (w Window) slide() int64 {
 }
 
 // Starts appends to dst the start of every window of w that contains ts,
-// latest first. A global window has the single start 0.
+// latest first. A global window has the single start 0. Starts that would
+// fall below math.MinInt64 are left out, so any ts is safe to pass.
 func (w Window) Starts(ts int64, dst []int64) []int64 {
 	if w.Kind == Global {
 		return append(dst, 0)
 	}
 	slide := w.slide()
-	for s := floorDiv(ts, slide) * slide; s > ts-w.SizeMs; s -= slide {
+	s, ok := latestStart(ts, slide)
+	if !ok {
+		return dst
+	}
+	// ts-s never overflows: 0 <= ts-s < size+slide.
+	for ts-s < w.SizeMs {
 		dst = append(dst, s)
+		if s < math.MinInt64+slide {
+			break
+		}
+		s -= slide
 	}
 	return dst
 }
 
-// End is the exclusive end of the window that starts at start.
+// latestStart is the start of the latest window of the given slide that
+// begins at or before ts, and false when that start is below math.MinInt64.
+func latestStart(ts, slide int64) (int64, bool) {
+	m := ts % slide
+	if m < 0 {
+		m += slide
+	}
+	if ts < math.MinInt64+m {
+		return 0, false
+	}
+	return ts - m, true
+}
+
+// End is the exclusive end of the window that starts at start. It saturates
+// at math.MaxInt64 instead of overflowing.
 func (w Window) End(start int64) int64 {
-	if w.Kind == Global {
+	if w.Kind == Global || start > math.MaxInt64-w.SizeMs {
 		return math.MaxInt64
 	}
 	return start + w.SizeMs
@@ -94,30 +118,32 @@ func (w Window) Closed(start, watermark int64) bool {
 }
 
 // Late reports whether a record with event time ts arrives after the earliest
-// window it belongs to has closed. Such a record is dead-lettered whole, so
-// that every window either counts it or the dead-letter topic holds it.
+// window it belongs to has closed, that is End(earliest start) <= watermark.
+// Such a record is dead-lettered whole, so that every window either counts it
+// or the dead-letter topic holds it. A ts so low that none of its windows has
+// a representable start is late.
 func (w Window) Late(ts, watermark int64) bool {
 	if w.Kind == Global {
 		return false
 	}
 	slide := w.slide()
-	earliest := floorDiv(ts, slide)*slide - (w.SizeMs - slide)
-	return earliest+w.SizeMs <= watermark
-}
-
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if (a%b != 0) && ((a < 0) != (b < 0)) {
-		q--
+	s, ok := latestStart(ts, slide)
+	if !ok || ts-s >= w.SizeMs {
+		return !ok
 	}
-	return q
+	// The earliest window holding ts starts j slides before s, with j the
+	// largest such that ts-(s-j*slide) < size, unless that underflows.
+	j := uint64(w.SizeMs-1-(ts-s)) / uint64(slide)
+	j = min(j, (uint64(s)+1<<63)/uint64(slide)) // s - MinInt64, without overflow
+	earliest := int64(uint64(s) - j*uint64(slide))
+	return w.End(earliest) <= watermark
 }
 
 // Config is what the host hands a guest in wagg_init: the windows of its
 // deployment, in the order that row window indexes refer to, and the
 // deployment's own settings for the aggregator, as raw JSON.
 type Config struct {
-	ABI     int      `json:"abi"`
-	Windows []Window `json:"windows"`
+	ABI     int             `json:"abi"`
+	Windows []Window        `json:"windows"`
 	Params  json.RawMessage `json:"params,omitempty"`
 }

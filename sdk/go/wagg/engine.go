@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/wagg/wagg/abi"
 )
@@ -51,28 +52,81 @@ func newEngineJSON(cfg []byte) (*engine, error) {
 	return newEngine(c)
 }
 
+// errSchema marks a batch laid out for other input fields than the
+// registered ones: the host and the plugin disagree on the schema.
+var errSchema = errors.New("wagg: batch does not match the declared input")
+
 // process decodes an encoded batch and folds it in.
 func (e *engine) process(buf []byte) error {
+	if len(buf) >= 16 && binary.LittleEndian.Uint32(buf) == abi.BatchMagic {
+		fields, raw := binary.LittleEndian.Uint32(buf[8:]), buf[12]&1 != 0
+		if int(fields) != len(e.types) || raw != e.schema.Raw {
+			return fmt.Errorf("%w: %d fields (raw %v), declared %d (raw %v)", errSchema, fields, raw, len(e.types), e.schema.Raw)
+		}
+	}
 	if err := abi.DecodeBatch(buf, e.types, e.schema.Raw, &e.batch.b); err != nil {
 		return err
 	}
-	return e.run()
+	return e.run(&e.batch)
 }
 
-func (e *engine) run() error {
+// run folds a batch in. On error the batch may be partly folded in: the
+// host discards the instance, Local's caller should discard the Local.
+func (e *engine) run(b *Batch) error {
 	g := e.groups
-	g.key.err = nil
-	if err := e.fn(&e.batch, g); err != nil {
+	g.err, g.key.err = nil, nil
+	if err := e.fn(b, g); err != nil {
 		return err
 	}
-	return g.key.err
+	return g.err
+}
+
+// check reports how a decoded batch differs from the declared input, so
+// that Local.Process fails with a message where the aggregator would panic.
+func (e *engine) check(b *abi.Batch) error {
+	n := len(b.Times)
+	if len(b.Columns) != len(e.types) {
+		return fmt.Errorf("%w: %d columns, declared %d input fields", errSchema, len(b.Columns), len(e.types))
+	}
+	if (b.Raw != nil) != e.schema.Raw {
+		return fmt.Errorf("%w: Raw set %v, Spec.Raw %v", errSchema, b.Raw != nil, e.schema.Raw)
+	}
+	checkStrings := func(c *abi.BatchColumn) bool {
+		if len(c.Offsets) != n+1 || c.Offsets[0] != 0 || uint64(c.Offsets[n]) > uint64(len(c.Data)) {
+			return false
+		}
+		for i := range n {
+			if c.Offsets[i] > c.Offsets[i+1] {
+				return false
+			}
+		}
+		return true
+	}
+	for i, t := range e.types {
+		c, name := &b.Columns[i], e.schema.Input[i].Name
+		switch {
+		case t == abi.Int64 && len(c.Ints) != n,
+			t == abi.Float64 && len(c.Floats) != n:
+			return fmt.Errorf("%w: column %d %q (%s) does not hold %d values", errSchema, i, name, t, n)
+		case t == abi.String && !checkStrings(c):
+			return fmt.Errorf("%w: column %d %q (string): want %d+1 increasing offsets from 0 into Data", errSchema, i, name, n)
+		}
+	}
+	if b.Raw != nil && !checkStrings(b.Raw) {
+		return fmt.Errorf("%w: raw column: want %d+1 increasing offsets from 0 into Data", errSchema, n)
+	}
+	return nil
 }
 
 // Snapshot layout (private to this SDK, opaque to the host):
 //
 //	u32 snapMagic, u32 windows
 //	per window: u32 panes; per pane: i64 start, u32 groups;
-//	per group: u32 key length, key, metrics x u64, u8 dirty
+//	per group: u32 key length, key, metrics x u64, u8 dirty (0 or 1)
+//
+// Panes come in increasing start and groups in increasing key order, so the
+// same state always has the same snapshot, and restore accepts exactly the
+// snapshots that snapshot writes.
 const snapMagic = 0x31534757 // "WGS1"
 
 func (e *engine) snapshot() []byte {
@@ -82,10 +136,16 @@ func (e *engine) snapshot() []byte {
 	b = le.AppendUint32(b, uint32(len(g.windows)))
 	for w := range g.windows {
 		b = le.AppendUint32(b, uint32(len(g.panes[w])))
-		for start, p := range g.panes[w] {
+		g.order = g.order[:0]
+		for start := range g.panes[w] {
+			g.order = append(g.order, start)
+		}
+		slices.Sort(g.order)
+		for _, start := range g.order {
+			p := g.panes[w][start]
 			b = le.AppendUint64(b, uint64(start))
 			b = le.AppendUint32(b, uint32(len(p.groups)))
-			for _, gr := range p.groups {
+			for _, gr := range g.sortGroups(p.groups) {
 				b = le.AppendUint32(b, uint32(len(gr.key)))
 				b = append(b, gr.key...)
 				for _, v := range gr.vals {
@@ -97,6 +157,7 @@ func (e *engine) snapshot() []byte {
 					b = append(b, 0)
 				}
 			}
+			clear(g.sorted)
 		}
 	}
 	e.snap = b
@@ -110,6 +171,14 @@ func (e *engine) restore(b []byte) error {
 	old := e.groups
 	g := newGroups(old.windows, e.schema)
 	e.groups = g
+	if err := e.decodeSnapshot(b, g); err != nil {
+		e.groups = newGroups(old.windows, e.schema)
+		return err
+	}
+	return nil
+}
+
+func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 	le := binary.LittleEndian
 	nm := len(e.schema.Metrics)
 	take := func(n int) []byte {
@@ -130,29 +199,51 @@ func (e *engine) restore(b []byte) error {
 	if m, ok := u32(); !ok || m != snapMagic {
 		return fmt.Errorf("%w: bad magic", errSnapshot)
 	}
-	if n, ok := u32(); !ok || n != len(g.windows) {
+	if n, ok := u32(); !ok {
+		return fmt.Errorf("%w: truncated", errSnapshot)
+	} else if n != len(g.windows) {
 		return fmt.Errorf("%w: taken with %d windows, the deployment has %d", errSnapshot, n, len(g.windows))
 	}
-	for w := range g.windows {
+	for w, win := range g.windows {
 		panes, ok := u32()
 		if !ok {
 			return fmt.Errorf("%w: truncated", errSnapshot)
 		}
-		for range panes {
+		var starts []int64
+		var prevStart int64
+		for i := range panes {
 			h := take(12)
 			if h == nil {
 				return fmt.Errorf("%w: truncated pane", errSnapshot)
 			}
 			p := &pane{start: int64(le.Uint64(h)), groups: map[string]*group{}}
+			if i > 0 && p.start <= prevStart {
+				return fmt.Errorf("%w: window %d: panes out of order", errSnapshot, w)
+			}
+			prevStart = p.start
+			if starts = win.Starts(p.start, starts[:0]); len(starts) == 0 || starts[0] != p.start {
+				return fmt.Errorf("%w: window %d: %d is not a window start", errSnapshot, w, p.start)
+			}
 			n := int(le.Uint32(h[8:]))
-			for range n {
+			prev := ""
+			for j := range n {
 				kl, ok := u32()
 				key := take(kl)
 				body := take(8*nm + 1)
 				if !ok || key == nil || body == nil {
 					return fmt.Errorf("%w: truncated group", errSnapshot)
 				}
+				if j > 0 && string(key) <= prev {
+					return fmt.Errorf("%w: window %d pane %d: groups out of order", errSnapshot, w, p.start)
+				}
+				if _, err := e.schema.KeyValues(string(key)); err != nil {
+					return fmt.Errorf("%w: window %d pane %d: %v", errSnapshot, w, p.start, err)
+				}
+				if body[8*nm] > 1 {
+					return fmt.Errorf("%w: dirty flag %d", errSnapshot, body[8*nm])
+				}
 				gr := &group{key: string(key), vals: make([]uint64, nm), dirty: body[8*nm] == 1}
+				prev = gr.key
 				for j := range gr.vals {
 					gr.vals[j] = le.Uint64(body[8*j:])
 				}
@@ -191,13 +282,18 @@ func NewLocal(windows ...abi.Window) (*Local, error) {
 	return &Local{e: e}, nil
 }
 
-// Process folds a decoded batch in, as wagg_process would.
+// Process folds a decoded batch in, as wagg_process would. It refuses a
+// batch whose columns do not match the registered Spec.Input. On error the
+// batch may be partly folded in, as in the guest, where the host then
+// discards the instance: discard the Local too.
 func (l *Local) Process(b *abi.Batch) error {
-	l.e.batch.b = *b
-	return l.e.run()
+	if err := l.e.check(b); err != nil {
+		return err
+	}
+	return l.e.run(&Batch{b: *b})
 }
 
-// ProcessEncoded folds in a batch in its ABI encoding.
+// ProcessEncoded folds in a batch in its ABI encoding (abi.BatchEncoder).
 func (l *Local) ProcessEncoded(buf []byte) error { return l.e.process(buf) }
 
 // Flush returns the rows a flush at watermark emits.
@@ -208,5 +304,6 @@ func (l *Local) Flush(watermark int64) ([]abi.Row, error) {
 // Snapshot returns the state; Restore puts it back.
 func (l *Local) Snapshot() []byte { return append([]byte(nil), l.e.snapshot()...) }
 
-// Restore replaces the state with a snapshot taken by Snapshot.
+// Restore replaces the state with a snapshot taken by Snapshot for the same
+// windows. It refuses anything else, leaving the state empty.
 func (l *Local) Restore(b []byte) error { return l.e.restore(b) }

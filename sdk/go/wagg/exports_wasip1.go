@@ -3,6 +3,7 @@
 package wagg
 
 import (
+	"errors"
 	"unsafe"
 
 	"github.com/wagg/wagg/abi"
@@ -15,6 +16,7 @@ var (
 	input   []byte  // the host writes batches, configs and snapshots here
 	current *engine // set by wagg_init
 	lastErr []byte  // the message of the last failed call
+	schema  []byte  // wagg_describe's answer, kept alive for the host to read
 )
 
 func ptr(b []byte) uint32 {
@@ -29,6 +31,20 @@ func fail(c abi.Code, err error) int32 {
 	return int32(c)
 }
 
+// code is the status of an error of init, process or restore.
+func code(err error) abi.Code {
+	switch {
+	case errors.Is(err, errNotRegistered):
+		return abi.ErrNotReady
+	case errors.Is(err, errSchema):
+		return abi.ErrSchema
+	case errors.Is(err, abi.ErrBatch), errors.Is(err, errSnapshot):
+		return abi.ErrBadInput
+	}
+	return abi.ErrAggregate
+}
+
+// region hands the host b, which must stay reachable until the next call.
 func region(b []byte) int64 { return abi.Pack(ptr(b), uint32(len(b))) }
 
 func in(n int32) ([]byte, bool) {
@@ -38,6 +54,8 @@ func in(n int32) ([]byte, bool) {
 	return input[:n], true
 }
 
+// wagg_abi_version_1() -> (): never called; its presence declares ABI v1.
+//
 //go:wasmexport wagg_abi_version_1
 func abiVersion1() {}
 
@@ -57,6 +75,11 @@ func inputBuffer(size int32) uint32 {
 	return ptr(input)
 }
 
+// wagg_init(len) -> status: reads an abi.Config as JSON from the first len
+// bytes of the input buffer and starts an empty state for its windows.
+// ErrBadInput when the config does not decode or validate (message in
+// wagg_last_error), ErrNotReady when no aggregator is registered.
+//
 //go:wasmexport wagg_init
 func initExport(n int32) int32 {
 	b, ok := in(n)
@@ -65,21 +88,33 @@ func initExport(n int32) int32 {
 	}
 	e, err := newEngineJSON(b)
 	if err != nil {
+		if errors.Is(err, errNotRegistered) {
+			return fail(abi.ErrNotReady, err)
+		}
 		return fail(abi.ErrBadInput, err)
 	}
 	current = e
 	return int32(abi.OK)
 }
 
+// wagg_describe() -> packed: the registered abi.Schema as JSON. Callable
+// before wagg_init. Negative (ErrNotReady) when nothing is registered.
+//
 //go:wasmexport wagg_describe
 func describeExport() int64 {
 	s, err := Describe()
 	if err != nil {
 		return int64(fail(abi.ErrNotReady, err))
 	}
-	return region(marshalSchema(&s))
+	schema = marshalSchema(&s)
+	return region(schema)
 }
 
+// wagg_process(len) -> status: folds in the batch (abi batch layout) in the
+// first len bytes of the input buffer. ErrSchema when the batch carries other
+// fields than declared, ErrBadInput when it does not decode, ErrAggregate
+// when the aggregator fails; the state may then hold part of the batch.
+//
 //go:wasmexport wagg_process
 func processExport(n int32) int32 {
 	if current == nil {
@@ -90,11 +125,15 @@ func processExport(n int32) int32 {
 		return fail(abi.ErrBadInput, errLength)
 	}
 	if err := current.process(b); err != nil {
-		return fail(abi.ErrAggregate, err)
+		return fail(code(err), err)
 	}
 	return int32(abi.OK)
 }
 
+// wagg_flush(watermark) -> packed: the rows (abi rows layout) of the groups
+// changed since the last flush, and of every group of the windows that end at
+// or before watermark, final; those windows are then forgotten.
+//
 //go:wasmexport wagg_flush
 func flushExport(watermark int64) int64 {
 	if current == nil {
@@ -103,6 +142,8 @@ func flushExport(watermark int64) int64 {
 	return region(current.groups.flush(watermark))
 }
 
+// wagg_snapshot() -> packed: the whole state, opaque to the host.
+//
 //go:wasmexport wagg_snapshot
 func snapshotExport() int64 {
 	if current == nil {
@@ -111,6 +152,10 @@ func snapshotExport() int64 {
 	return region(current.snapshot())
 }
 
+// wagg_restore(len) -> status: replaces the state with the snapshot in the
+// first len bytes of the input buffer. ErrBadInput (state left empty) when
+// it is not a snapshot of this aggregator with these windows.
+//
 //go:wasmexport wagg_restore
 func restoreExport(n int32) int32 {
 	if current == nil {
@@ -126,5 +171,7 @@ func restoreExport(n int32) int32 {
 	return int32(abi.OK)
 }
 
+// wagg_last_error() -> packed: the UTF-8 message of the last failed call.
+//
 //go:wasmexport wagg_last_error
 func lastErrorExport() int64 { return region(lastErr) }

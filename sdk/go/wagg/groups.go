@@ -3,6 +3,8 @@ package wagg
 import (
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 
 	"github.com/wagg/wagg/abi"
 )
@@ -34,7 +36,9 @@ type Groups struct {
 	key     Key
 	starts  []int64
 	out     abi.RowsWriter
-	rowsErr error
+	err     error    // the first misuse in the current batch
+	order   []int64  // flush's scratch: pane starts in order
+	sorted  []*group // flush's scratch: groups in key order
 }
 
 func newGroups(windows []abi.Window, s *abi.Schema) *Groups {
@@ -63,6 +67,16 @@ func (g *Groups) At(ts int64) *Key {
 	return k
 }
 
+// fail records the first misuse of the batch; the key stops updating.
+func (k *Key) fail(err error) {
+	if k.err == nil {
+		k.err = err
+	}
+	if k.g.err == nil {
+		k.g.err = err
+	}
+}
+
 // Key is a group key being built. It is reused by the next At: do not keep it.
 type Key struct {
 	g        *Groups
@@ -74,11 +88,23 @@ type Key struct {
 	err      error
 }
 
+// method is the Key method that fills a column of each type.
+var method = map[abi.Type]string{abi.Int64: "Int64", abi.Float64: "Float64", abi.String: "String"}
+
 func (k *Key) next(t abi.Type) bool {
-	if k.col >= len(k.g.keys) || k.g.keys[k.col].Type != t {
-		if k.err == nil {
-			k.err = fmt.Errorf("wagg: key column %d filled as %s, but the spec declares %d key columns: %v", k.col, t, len(k.g.keys), k.g.keys)
-		}
+	if k.err != nil {
+		return false
+	}
+	if k.resolved {
+		k.fail(fmt.Errorf("wagg: Key.%s after Add: fill every key column first", method[t]))
+		return false
+	}
+	if k.col >= len(k.g.keys) {
+		k.fail(fmt.Errorf("wagg: Key.%s fills key column %d, but the spec declares %d key columns", method[t], k.col, len(k.g.keys)))
+		return false
+	}
+	if c := k.g.keys[k.col]; c.Type != t {
+		k.fail(fmt.Errorf("wagg: key column %d %q is declared %s, but Key.%s filled it", k.col, c.Name, c.Type, method[t]))
 		return false
 	}
 	k.col++
@@ -117,7 +143,7 @@ func (k *Key) resolve() bool {
 	}
 	k.resolved = true
 	if k.err == nil && k.col != len(k.g.keys) {
-		k.err = fmt.Errorf("wagg: %d of %d key columns filled", k.col, len(k.g.keys))
+		k.fail(fmt.Errorf("wagg: Add before key column %d %q was filled (%d of %d key columns filled)", k.col, k.g.keys[k.col].Name, k.col, len(k.g.keys)))
 	}
 	if k.err != nil {
 		return false
@@ -155,14 +181,28 @@ func (g *Groups) lookup(w int, start int64, key []byte) *group {
 	return gr
 }
 
+// known reports whether m is listed in the registered spec (Register sets
+// idx), so that a stray Metric is an error rather than a panic.
+func (k *Key) known(m *Metric) bool {
+	if m == nil || m.idx < 0 || m.idx >= len(k.g.metrics) {
+		name := "<nil>"
+		if m != nil {
+			name = m.def.Name
+		}
+		k.fail(fmt.Errorf("wagg: metric %s is not one of the registered spec's Metrics", name))
+		return false
+	}
+	return true
+}
+
 // Add folds an int64 value into an int64 metric of the key's groups: a count
 // or sum adds it, a min or max keeps the extreme. For a Count, v is usually 1.
 func (k *Key) Add(m *Metric, v int64) *Key {
-	if !k.resolve() {
+	if !k.resolve() || !k.known(m) {
 		return k
 	}
 	if m.def.Type != abi.Int64 {
-		k.err = fmt.Errorf("wagg: metric %s is %s, use AddFloat", m.def.Name, m.def.Type)
+		k.fail(fmt.Errorf("wagg: metric %s is %s, use AddFloat", m.def.Name, m.def.Type))
 		return k
 	}
 	j := m.idx
@@ -183,11 +223,11 @@ func (k *Key) Add(m *Metric, v int64) *Key {
 
 // AddFloat folds a float64 value into a float64 metric.
 func (k *Key) AddFloat(m *Metric, v float64) *Key {
-	if !k.resolve() {
+	if !k.resolve() || !k.known(m) {
 		return k
 	}
 	if m.def.Type != abi.Float64 {
-		k.err = fmt.Errorf("wagg: metric %s is %s, use Add", m.def.Name, m.def.Type)
+		k.fail(fmt.Errorf("wagg: metric %s is %s, use Add", m.def.Name, m.def.Type))
 		return k
 	}
 	j := m.idx
@@ -208,26 +248,49 @@ func (k *Key) AddFloat(m *Metric, v float64) *Key {
 
 // flush writes the rows of every changed group, and every group of each
 // window that watermark closed (final), then forgets the closed windows.
+// Rows come in a fixed order (window, start, key), whatever the history of
+// the maps, so that a replay from a snapshot emits the same bytes.
 func (g *Groups) flush(watermark int64) []byte {
 	g.out.Reset()
 	for w, win := range g.windows {
-		for start, p := range g.panes[w] {
+		g.order = g.order[:0]
+		for start := range g.panes[w] {
+			g.order = append(g.order, start)
+		}
+		slices.Sort(g.order)
+		for _, start := range g.order {
+			p := g.panes[w][start]
 			if win.Closed(start, watermark) {
-				for _, gr := range p.groups {
+				for _, gr := range g.sortGroups(p.groups) {
 					g.out.Append(uint8(w), true, start, gr.key, gr.vals)
 				}
+				clear(g.sorted) // do not keep the forgotten groups alive
 				delete(g.panes[w], start)
 				if g.last[w] == p {
 					g.last[w] = nil
 				}
 				continue
 			}
+			slices.SortFunc(p.dirty, byKey)
 			for _, gr := range p.dirty {
 				g.out.Append(uint8(w), false, start, gr.key, gr.vals)
 				gr.dirty = false
 			}
+			clear(p.dirty)
 			p.dirty = p.dirty[:0]
 		}
 	}
 	return g.out.Bytes()
 }
+
+// sortGroups returns the groups of a pane in key order, in scratch memory.
+func (g *Groups) sortGroups(m map[string]*group) []*group {
+	g.sorted = g.sorted[:0]
+	for _, gr := range m {
+		g.sorted = append(g.sorted, gr)
+	}
+	slices.SortFunc(g.sorted, byKey)
+	return g.sorted
+}
+
+func byKey(a, b *group) int { return strings.Compare(a.key, b.key) }
