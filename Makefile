@@ -1,0 +1,61 @@
+# wagg: make demo runs the whole thing locally; make test runs every test
+# against real Kafka and ClickHouse (started by scripts/services.sh).
+
+GO        ?= go
+BIN       := bin
+KAFKA     ?= 127.0.0.1:9092
+CLICKHOUSE?= 127.0.0.1:9000
+DEMO_ADDR ?= 127.0.0.1:8080
+DEMO_DIR  := .cache/demo
+TEST_ENV  := WAGG_TEST_KAFKA=$(KAFKA) WAGG_TEST_CLICKHOUSE=$(CLICKHOUSE)
+
+.PHONY: all build wasm services services-down test check fuzz bench bench-peers demo demo-stop clean
+
+all: build
+
+build: wasm
+	$(GO) build -o $(BIN)/wagg ./cmd/wagg
+
+# Every example aggregator, built with the standard toolchain.
+wasm:
+	@mkdir -p $(BIN)
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o $(BIN)/votes.wasm ./examples/votes
+
+services:
+	bash scripts/services.sh up
+
+services-down:
+	bash scripts/services.sh down
+
+# Unit, fuzz-seed, browser and integration tests against the real services.
+test: services
+	$(GO) vet ./...
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./examples/votes
+	$(TEST_ENV) $(GO) test -count=1 -timeout 20m ./...
+
+check:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./examples/votes
+
+# A short run of every fuzz target (go test runs one target at a time).
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzDecodeBatch -fuzztime $(FUZZTIME) ./abi
+	$(GO) test -run XXX -fuzz FuzzDecodeRows -fuzztime $(FUZZTIME) ./abi
+	$(GO) test -run XXX -fuzz FuzzKeyValues -fuzztime $(FUZZTIME) ./abi
+	$(GO) test -run XXX -fuzz FuzzRestore -fuzztime $(FUZZTIME) ./sdk/go/wagg
+	$(GO) test -run XXX -fuzz FuzzDecoder -fuzztime $(FUZZTIME) ./host/decode
+
+# The Wasm stage against native Go, and the host decoder (BENCHMARKS.md).
+bench:
+	$(GO) test -run XXX -bench . -benchtime 2s -count 3 ./examples/votes ./host/decode | tee $(BIN)/bench.txt
+
+demo: build services
+	bash scripts/demo.sh up $(DEMO_ADDR) $(KAFKA) $(CLICKHOUSE)
+
+demo-stop:
+	bash scripts/demo.sh down
+
+clean:
+	rm -rf $(BIN)

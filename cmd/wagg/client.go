@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/wagg/wagg/host/api"
+)
+
+func plugin(ctx context.Context, args []string) error {
+	if len(args) == 0 || (args[0] != "push" && args[0] != "list") {
+		return fmt.Errorf("plugin: want push or list")
+	}
+	fs := flag.NewFlagSet("plugin "+args[0], flag.ContinueOnError)
+	srv := serverFlag(fs)
+	name := fs.String("name", "", "plugin name (default: the file name)")
+	version := fs.String("version", "", "plugin version, e.g. 1 or 1.2.0")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if args[0] == "list" {
+		return call(ctx, http.MethodGet, *srv+"/v1/plugins", "", nil)
+	}
+	if fs.NArg() != 1 || *version == "" {
+		return fmt.Errorf("plugin push: want -version V and one .wasm file")
+	}
+	wasm, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if *name == "" {
+		*name = strings.TrimSuffix(filepath.Base(fs.Arg(0)), ".wasm")
+	}
+	return call(ctx, http.MethodPost, *srv+"/v1/plugins/"+*name+"/"+*version, "application/wasm", wasm)
+}
+
+func deploy(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
+	srv := serverFlag(fs)
+	file := fs.String("f", "", "deployment spec, YAML or JSON (see examples/votes/deploy.yaml)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *file == "" {
+		return fmt.Errorf("deploy: want -f FILE")
+	}
+	spec, err := os.ReadFile(*file)
+	if err != nil {
+		return err
+	}
+	return call(ctx, http.MethodPost, *srv+"/v1/deployments", "application/yaml", spec)
+}
+
+// call sends a request and prints the JSON answer; an error answer becomes
+// the command's error, with the server's message.
+func call(ctx context.Context, method, url, ctype string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(string(body)))
+	if err != nil {
+		return err
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if resp.StatusCode >= 300 {
+		var e api.ErrorBody
+		if json.Unmarshal(out, &e) == nil && e.Error.Message != "" {
+			return fmt.Errorf("%s (%d %s)", e.Error.Message, resp.StatusCode, e.Error.Code)
+		}
+		return fmt.Errorf("%s: %s", resp.Status, out)
+	}
+	os.Stdout.Write(out)
+	return nil
+}

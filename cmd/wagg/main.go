@@ -1,0 +1,65 @@
+// Command wagg is the wagg host and its client: serve runs the host; plugin
+// push, deploy and tail talk to a running host; produce writes demo votes to
+// Kafka.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `wagg turns Kafka topics into live dashboard numbers with WebAssembly aggregators.
+
+Usage:
+  wagg serve   [-config wagg.yaml] [flags]        run the host
+  wagg plugin push -name N -version V FILE.wasm  upload a plugin
+  wagg plugin list                               list uploaded plugins
+  wagg deploy  -f deployment.yaml                run a plugin on a topic
+  wagg tail    -aggregator NAME                  print live deltas
+  wagg produce -topic T [-count N | -rate R]     write demo votes to Kafka
+
+Run "wagg COMMAND -h" for a command's flags.
+`
+
+var commands = map[string]func(ctx context.Context, args []string) error{
+	"serve":   serve,
+	"plugin":  plugin,
+	"deploy":  deploy,
+	"tail":    tail,
+	"produce": produce,
+}
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmd, ok := commands[os.Args[1]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "wagg: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cmd(ctx, os.Args[2:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "wagg:", err)
+		os.Exit(1)
+	}
+}
+
+// serverFlag adds the -server flag shared by client commands.
+func serverFlag(fs *flag.FlagSet) *string {
+	def := os.Getenv("WAGG_SERVER")
+	if def == "" {
+		def = "http://127.0.0.1:8080"
+	}
+	return fs.String("server", def, "wagg host URL (env WAGG_SERVER)")
+}

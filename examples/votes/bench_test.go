@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/wagg/wagg/abi"
+	"github.com/wagg/wagg/sdk/go/wagg"
+)
+
+// The Wasm stage of the votes aggregator against the same aggregation in
+// native Go (the SDK compiled for the host), per batch size. Each iteration
+// folds one batch; a flush every 64 batches keeps the dirty sets realistic.
+// Reproduce: make bench (BENCHMARKS.md).
+
+var batchSizes = []int{256, 1024, 4096, 16384}
+
+func BenchmarkVotesDecoded(b *testing.B) {
+	all, _, _ := makeVotes(1<<18, 100000)
+	schema, _ := wagg.Describe()
+	for _, n := range batchSizes {
+		batches := split(all, n)
+		b.Run(fmt.Sprintf("native/batch=%d", n), func(b *testing.B) {
+			l, _ := wagg.NewLocal(windows...)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := l.Process(batches[i%len(batches)]); err != nil {
+					b.Fatal(err)
+				}
+				if i%64 == 63 {
+					l.Flush(0)
+				}
+			}
+			report(b, n)
+		})
+		b.Run(fmt.Sprintf("wasm/batch=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			inst, done := instance(b)
+			defer done()
+			enc := abi.NewBatchEncoder(&schema)
+			bufs := make([][]byte, len(batches))
+			for i, bt := range batches {
+				buf, _ := enc.Encode(bt)
+				bufs[i] = append([]byte(nil), buf...)
+			}
+			var rows []abi.Row
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := inst.Process(ctx, bufs[i%len(bufs)]); err != nil {
+					b.Fatal(err)
+				}
+				if i%64 == 63 {
+					rows, _ = inst.Flush(ctx, 0, rows[:0])
+				}
+			}
+			report(b, n)
+		})
+	}
+}
+
+func split(all *abi.Batch, n int) []*abi.Batch {
+	var out []*abi.Batch
+	for lo := 0; lo+n <= len(all.Times); lo += n {
+		b := &abi.Batch{Times: all.Times[lo : lo+n], Columns: make([]abi.BatchColumn, 2)}
+		b.Columns[0].Ints = all.Columns[0].Ints[lo : lo+n]
+		s := &all.Columns[1]
+		base := s.Offsets[lo]
+		for _, o := range s.Offsets[lo : lo+n+1] {
+			b.Columns[1].Offsets = append(b.Columns[1].Offsets, o-base)
+		}
+		b.Columns[1].Data = s.Data[base:s.Offsets[lo+n]]
+		out = append(out, b)
+	}
+	return out
+}
+
+func report(b *testing.B, perOp int) {
+	ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N*perOp)
+	b.ReportMetric(ns, "ns/event")
+	b.ReportMetric(1e9/ns, "events/s")
+}

@@ -1,0 +1,207 @@
+// Package config is the one configuration tree of `wagg serve`: a YAML file,
+// overridden by flags, validated once at start so that a mistake stops the
+// binary with a message naming the field. It does not start anything.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration. Zero values take the defaults below.
+type Config struct {
+	// Listen is the HTTP address of the API, the live WebSocket and the
+	// dashboard. Default 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// DataDir holds the plugin registry and deployment specs. Default ./data.
+	DataDir string `yaml:"data_dir"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel   string     `yaml:"log_level"`
+	Kafka      Kafka      `yaml:"kafka"`
+	ClickHouse ClickHouse `yaml:"clickhouse"`
+	Sandbox    Sandbox    `yaml:"sandbox"`
+	Live       Live       `yaml:"live"`
+}
+
+// Kafka is where topics are read and dead letters written.
+type Kafka struct {
+	// Brokers are seed brokers, host:port. Default [127.0.0.1:9092].
+	Brokers []string `yaml:"brokers"`
+}
+
+// ClickHouse is where rows and checkpoints are written (native protocol).
+type ClickHouse struct {
+	Addr     string `yaml:"addr"`     // default 127.0.0.1:9000
+	Database string `yaml:"database"` // default wagg; created when missing
+	Username string `yaml:"username"` // default "default"
+	Password string `yaml:"password"`
+}
+
+// Sandbox limits each plugin instance.
+type Sandbox struct {
+	MemoryPages   uint32 `yaml:"memory_pages"`    // 64 KiB pages per instance, default 1024 (64 MiB)
+	MaxUploadSize int    `yaml:"max_upload_size"` // bytes, default 32 MiB
+}
+
+// Live configures the WebSocket hub.
+type Live struct {
+	// AllowedOrigins are host patterns (as in coder/websocket) of pages
+	// allowed to subscribe from other origins. Same-origin always works.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+}
+
+// Defaults returns the configuration with every default filled in.
+func Defaults() Config {
+	var c Config
+	c.applyDefaults()
+	return c
+}
+
+func (c *Config) applyDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.Listen, "127.0.0.1:8080")
+	def(&c.DataDir, "data")
+	def(&c.LogLevel, "info")
+	if len(c.Kafka.Brokers) == 0 {
+		c.Kafka.Brokers = []string{"127.0.0.1:9092"}
+	}
+	def(&c.ClickHouse.Addr, "127.0.0.1:9000")
+	def(&c.ClickHouse.Database, "wagg")
+	def(&c.ClickHouse.Username, "default")
+	if c.Sandbox.MemoryPages == 0 {
+		c.Sandbox.MemoryPages = 1024
+	}
+	if c.Sandbox.MaxUploadSize == 0 {
+		c.Sandbox.MaxUploadSize = 32 << 20
+	}
+}
+
+// Load reads a YAML file (unknown fields are errors), applies the defaults
+// and validates. An empty path means defaults only.
+func Load(path string) (Config, error) {
+	var c Config
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("config: %w", err)
+		}
+		if err := Parse(b, &c); err != nil {
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	c.applyDefaults()
+	return c, c.Validate()
+}
+
+// Parse decodes YAML into c, refusing unknown fields.
+func Parse(b []byte, c *Config) error {
+	d := yaml.NewDecoder(bytes.NewReader(b))
+	d.KnownFields(true)
+	err := d.Decode(c)
+	if err == nil || errors.Is(err, io.EOF) {
+		return nil
+	}
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		// yaml reports type errors by line: name the field as well.
+		var root yaml.Node
+		if yaml.Unmarshal(b, &root) == nil {
+			fields := map[int]string{}
+			fieldLines(&root, "", fields)
+			for i, msg := range te.Errors {
+				var line int
+				if _, e := fmt.Sscanf(msg, "line %d:", &line); e == nil && fields[line] != "" {
+					te.Errors[i] = "field " + fields[line] + ": " + msg
+				}
+			}
+		}
+	}
+	return err
+}
+
+// fieldLines maps the line of each scalar value to its dotted field path.
+func fieldLines(n *yaml.Node, path string, out map[int]string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			fieldLines(c, path, out)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			p := n.Content[i].Value
+			if path != "" {
+				p = path + "." + p
+			}
+			fieldLines(n.Content[i+1], p, out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			fieldLines(c, fmt.Sprintf("%s[%d]", path, i), out)
+		}
+	default:
+		out[n.Line] = path
+	}
+}
+
+var dbRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
+// Validate names the first field that is wrong. Call it after applying
+// flags, so overrides are checked too.
+func (c *Config) Validate() error {
+	bad := func(field, format string, a ...any) error {
+		return fmt.Errorf("config field %s: %s", field, fmt.Sprintf(format, a...))
+	}
+	if err := hostPort(c.Listen); err != nil {
+		return bad("listen", "%q: %v", c.Listen, err)
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		return bad("data_dir", "empty")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log_level", "%q: want debug, info, warn or error", c.LogLevel)
+	}
+	for i, b := range c.Kafka.Brokers {
+		if err := hostPort(b); err != nil {
+			return bad(fmt.Sprintf("kafka.brokers[%d]", i), "%q: %v", b, err)
+		}
+	}
+	if err := hostPort(c.ClickHouse.Addr); err != nil {
+		return bad("clickhouse.addr", "%q: %v", c.ClickHouse.Addr, err)
+	}
+	if !dbRE.MatchString(c.ClickHouse.Database) {
+		return bad("clickhouse.database", "%q: want letters, digits and _", c.ClickHouse.Database)
+	}
+	if c.Sandbox.MemoryPages < 16 || c.Sandbox.MemoryPages > 65536 {
+		return bad("sandbox.memory_pages", "%d: want 16 to 65536 (1 MiB to 4 GiB)", c.Sandbox.MemoryPages)
+	}
+	if c.Sandbox.MaxUploadSize < 1024 || c.Sandbox.MaxUploadSize > 256<<20 {
+		return bad("sandbox.max_upload_size", "%d: want 1 KiB to 256 MiB", c.Sandbox.MaxUploadSize)
+	}
+	return nil
+}
+
+func hostPort(s string) error {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("want host:port")
+	}
+	_ = h
+	if p == "" {
+		return fmt.Errorf("missing port")
+	}
+	return nil
+}

@@ -1,0 +1,298 @@
+package hub
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/wagg/wagg/abi"
+)
+
+// Options configure a Hub. A nil *Options, and every zero field, takes the
+// default stated on the field.
+type Options struct {
+	// QueueFrames is how many deltas a subscriber may be behind before it is
+	// treated as slow (default 256). A slow subscriber's backlog is coalesced
+	// into one delta holding the latest value of each row, so a subscriber on
+	// a thin link gets fewer, larger frames instead of an ever-growing lag.
+	QueueFrames int
+	// KeepClosed is how many closed panes of each tumbling or hopping window
+	// the hub keeps for snapshots (default 60). Older closed panes are evicted
+	// and announced in the delta that evicts them; rows arriving later for an
+	// evicted pane are dropped (ClickHouse has them).
+	KeepClosed int
+	// History is how many deltas of each aggregator are kept (default 1024,
+	// at least QueueFrames). They serve resumes after a reconnect and
+	// subscribers that are behind; a subscriber that needs a delta no longer
+	// kept is closed with StatusSlowConsumer. The kept deltas are also
+	// bounded to 64 MiB of encoded frames.
+	History int
+	// OriginPatterns are the cross-origin hosts allowed to open the
+	// WebSocket, passed to websocket.AcceptOptions. The request's own host
+	// is always allowed.
+	OriginPatterns []string
+	// Logger receives the hub's warnings and debug events (default
+	// slog.Default()).
+	Logger *slog.Logger
+
+	// Timings, unexported so tests can shorten them.
+	pingEvery    time.Duration // WebSocket ping to an idle subscriber (30s)
+	writeTimeout time.Duration // one frame write; past it the TCP connection is dropped (30s)
+	sweepEvery   time.Duration // how often subscribers that fell out of History are found (250ms)
+	closeGrace   time.Duration // Close waits this long for close handshakes before dropping connections (3s)
+}
+
+func (o *Options) withDefaults() Options {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.QueueFrames, 256)
+	def(&c.KeepClosed, 60)
+	def(&c.History, 1024)
+	c.History = max(c.History, c.QueueFrames)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defd(&c.pingEvery, 30*time.Second)
+	defd(&c.writeTimeout, 30*time.Second)
+	defd(&c.sweepEvery, 250*time.Millisecond)
+	defd(&c.closeGrace, 3*time.Second)
+	return c
+}
+
+// Hub merges the per-partition rows of every registered aggregator and
+// serves them to WebSocket subscribers. Its methods are safe for concurrent
+// use.
+type Hub struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.RWMutex
+	aggs     map[string]*aggState
+	sessions map[*session]struct{}
+	closed   bool
+	quit     chan struct{}
+	wg       sync.WaitGroup // sessions and the sweeper
+}
+
+// New returns a running hub. Close it to release its goroutines.
+func New(o *Options) *Hub {
+	h := &Hub{
+		opts:     o.withDefaults(),
+		aggs:     map[string]*aggState{},
+		sessions: map[*session]struct{}{},
+		quit:     make(chan struct{}),
+	}
+	h.log = h.opts.Logger
+	h.wg.Add(1)
+	go h.sweep()
+	return h
+}
+
+// Register declares an aggregator, or declares it again. The same schema and
+// windows keep its state; another schema or other windows start a new epoch
+// with empty state, because the old rows no longer mean the same thing, and
+// close its subscribers with StatusRedeployed so they resubscribe.
+//
+// Rows name windows by their index into windows (abi.Row.Window).
+func (h *Hub) Register(aggregator string, s *abi.Schema, windows []abi.Window) {
+	if s == nil || len(s.Metrics) == 0 {
+		h.log.Error("hub: register without metrics ignored", "aggregator", aggregator)
+		return
+	}
+	sc := &abi.Schema{
+		ABI:     s.ABI,
+		Input:   slices.Clone(s.Input),
+		Raw:     s.Raw,
+		Keys:    slices.Clone(s.Keys),
+		Metrics: slices.Clone(s.Metrics),
+	}
+	wc := slices.Clone(windows)
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	old := h.aggs[aggregator]
+	if old != nil && reflect.DeepEqual(old.schema, sc) && slices.Equal(old.windows, wc) {
+		h.mu.Unlock()
+		return
+	}
+	h.aggs[aggregator] = newAggState(aggregator, newEpoch(), sc, wc, &h.opts)
+	h.mu.Unlock()
+	if old != nil {
+		h.log.Info("hub: aggregator redeployed with a new schema; subscribers must resubscribe", "aggregator", aggregator)
+		old.retire(StatusRedeployed, "aggregator redeployed")
+	}
+}
+
+// newEpoch names a fresh state. It changes with every Register of a new
+// schema and every process, so a client can never resume across either.
+func newEpoch() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (h *Hub) lookup(name string) *aggState {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.aggs[name]
+}
+
+// locked returns the current state of an aggregator with its lock held, or
+// nil when it is not registered. It steps over a state that a concurrent
+// Register replaced.
+func (h *Hub) locked(name string) *aggState {
+	for range 8 {
+		a := h.lookup(name)
+		if a == nil {
+			return nil
+		}
+		a.mu.Lock()
+		if !a.gone {
+			return a
+		}
+		a.mu.Unlock()
+	}
+	return nil
+}
+
+// Publish merges one partition's rows into the aggregator's state: each row
+// is that partition's absolute value of one group in one pane, final once
+// the partition's watermark closed the pane. The merged rows that changed
+// become one delta, numbered with the next seq and encoded once for every
+// subscriber. Rows that change nothing (a replay re-sending the same values)
+// make no delta.
+//
+// Publish never waits for a subscriber. Rows of an aggregator that is not
+// registered are dropped. The hub does not keep rows after Publish returns.
+func (h *Hub) Publish(aggregator string, partition int32, rows []abi.Row) {
+	if len(rows) == 0 {
+		return
+	}
+	a := h.locked(aggregator)
+	if a == nil {
+		h.log.Debug("hub: rows for an unregistered aggregator dropped", "aggregator", aggregator, "rows", len(rows))
+		return
+	}
+	defer a.mu.Unlock()
+	out, evicted := a.apply(partition, rows)
+	if len(out) == 0 && len(evicted) == 0 {
+		return
+	}
+	a.seq++
+	d := &delta{seq: a.seq, rows: out, evicted: evicted}
+	d.frame = a.encodeDelta(d.seq, d.seq-1, out, evicted, nil)
+	a.push(d)
+}
+
+// retire marks a replaced state and closes its subscribers.
+func (a *aggState) retire(code websocket.StatusCode, reason string) {
+	a.mu.Lock()
+	a.gone = true
+	subs := make([]*subscription, 0, len(a.subs))
+	for s := range a.subs {
+		subs = append(subs, s)
+	}
+	close(a.notify)
+	a.notify = make(chan struct{})
+	a.mu.Unlock()
+	for _, s := range subs {
+		s.sess.closeWith(code, reason)
+	}
+}
+
+// sweep closes the subscribers that need deltas no longer kept. A writer
+// notices that itself when it next looks at the history; the sweep is for
+// writers stuck in a write to a peer that stopped reading, so the close is
+// queued behind that write and reaches the peer as soon as it reads again.
+func (h *Hub) sweep() {
+	defer h.wg.Done()
+	t := time.NewTicker(h.opts.sweepEvery)
+	defer t.Stop()
+	var aggs []*aggState
+	var slow []*subscription
+	for {
+		select {
+		case <-h.quit:
+			return
+		case <-t.C:
+		}
+		h.mu.RLock()
+		aggs = aggs[:0]
+		for _, a := range h.aggs {
+			aggs = append(aggs, a)
+		}
+		h.mu.RUnlock()
+		slow = slow[:0]
+		for _, a := range aggs {
+			a.mu.RLock()
+			oldest := a.oldest()
+			for s := range a.subs {
+				if s.cursor.Load()+1 < oldest {
+					slow = append(slow, s)
+				}
+			}
+			a.mu.RUnlock()
+		}
+		for _, s := range slow {
+			s.sess.closeWith(StatusSlowConsumer, "slow consumer")
+		}
+	}
+}
+
+// Close closes every subscriber with StatusGoingAway and returns when their
+// goroutines are done. Peers that do not answer the close handshake within a
+// few seconds are disconnected. The hub serves no new connections after
+// Close; Register and Publish become no-ops for new aggregators.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		h.wg.Wait()
+		return
+	}
+	h.closed = true
+	close(h.quit)
+	sessions := make([]*session, 0, len(h.sessions))
+	for s := range h.sessions {
+		sessions = append(sessions, s)
+	}
+	h.mu.Unlock()
+	for _, s := range sessions {
+		s.closeWith(websocket.StatusGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() {
+		h.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(h.opts.closeGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return
+	case <-t.C:
+	}
+	for _, s := range sessions {
+		s.conn.CloseNow()
+	}
+	<-done
+}

@@ -1,0 +1,415 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Per-connection limits on what a client sends: a burst of frames, then a
+// steady rate. A dashboard sends one subscribe and the odd ping.
+const (
+	frameBurst   = 20
+	framesPerSec = 10
+	cmdQueue     = 16 // answers (errors, pongs, the subscription) waiting for the writer
+)
+
+// session is one WebSocket connection. The goroutine of ServeHTTP reads; a
+// second goroutine writes everything, so that a peer that stops reading
+// never blocks the reader and nothing else ever blocks on the peer.
+type session struct {
+	h    *Hub
+	conn *websocket.Conn
+	cmds chan cmd
+	done chan struct{}
+
+	closeOnce sync.Once
+	code      websocket.StatusCode // why done was closed; 0 when the connection just ended
+	reason    string
+
+	sub *subscription // set and read by the reader only
+
+	tokens float64 // reader only
+	last   time.Time
+}
+
+type cmd struct {
+	frame []byte
+	sub   *subscription
+}
+
+// subscription is a session's view of one aggregator.
+type subscription struct {
+	sess     *session
+	agg      *aggState
+	f        *filter
+	interval time.Duration
+	// cursor is the seq of the last delta the writer has dealt with (sent or
+	// filtered away); the sweep reads it.
+	cursor atomic.Uint64
+
+	// Owned by the writer.
+	lastSent uint64      // seq of the last frame sent: the next delta's prev
+	next     time.Time   // interval: earliest time of the next delta
+	resumed  []byte      // the first frame when resuming
+	snap     *sharedSnap // the snapshot when not
+}
+
+// ServeHTTP is the WebSocket endpoint (mounted at /v1/live). The protocol is
+// in docs/protocol.md.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	defer h.wg.Done()
+
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.opts.OriginPatterns})
+	if err != nil {
+		h.log.Debug("hub: websocket accept failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	conn.SetReadLimit(ReadLimit)
+	s := &session{h: h, conn: conn, cmds: make(chan cmd, cmdQueue), done: make(chan struct{}), tokens: frameBurst, last: time.Now()}
+
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		conn.Close(websocket.StatusGoingAway, "server shutting down")
+		return
+	}
+	h.sessions[s] = struct{}{}
+	h.mu.Unlock()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.writeLoop()
+	}()
+	s.readLoop()
+	s.closeWith(0, "")
+	wg.Wait()
+
+	if s.sub != nil {
+		a := s.sub.agg
+		a.mu.Lock()
+		delete(a.subs, s.sub)
+		a.mu.Unlock()
+	}
+	h.mu.Lock()
+	delete(h.sessions, s)
+	h.mu.Unlock()
+}
+
+// closeWith ends the session. With a code, the writer sends that close
+// frame after the frame it is writing, if any; without one, the connection is
+// dropped. The first call wins.
+func (s *session) closeWith(code websocket.StatusCode, reason string) {
+	s.closeOnce.Do(func() {
+		s.code, s.reason = code, reason
+		close(s.done)
+	})
+}
+
+func (s *session) readLoop() {
+	for {
+		typ, b, err := s.conn.Read(context.Background())
+		if err != nil {
+			return
+		}
+		if !s.allow() {
+			s.closeWith(websocket.StatusPolicyViolation, "too many frames")
+			return
+		}
+		if typ != websocket.MessageText {
+			s.closeWith(websocket.StatusUnsupportedData, "send JSON text frames")
+			return
+		}
+		c := s.handle(b)
+		select {
+		case s.cmds <- c:
+		default:
+			// The peer sends faster than it reads our answers.
+			s.closeWith(websocket.StatusPolicyViolation, "too many frames")
+			return
+		}
+	}
+}
+
+// allow is a token bucket over the frames a client sends.
+func (s *session) allow() bool {
+	now := time.Now()
+	s.tokens = min(frameBurst, s.tokens+now.Sub(s.last).Seconds()*framesPerSec)
+	s.last = now
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
+}
+
+func (s *session) handle(b []byte) cmd {
+	f, perr := decodeClientFrame(b)
+	if perr != nil {
+		return cmd{frame: encodeError(perr)}
+	}
+	if f.Type == TypePing {
+		return cmd{frame: pongFrame}
+	}
+	if s.sub != nil {
+		return cmd{frame: encodeError(refuse(CodeAlreadySubscribed,
+			"this connection follows %q; open another connection for another subscription", s.sub.agg.name))}
+	}
+	sub, perr := s.h.subscribe(s, &f.Subscribe)
+	if perr != nil {
+		return cmd{frame: encodeError(perr)}
+	}
+	s.sub = sub
+	return cmd{sub: sub}
+}
+
+// subscribe checks a subscription and registers it. The snapshot is copied
+// (or the resume accepted) under the same lock Publish holds while it
+// applies rows and numbers the delta, so the first delta the subscriber gets
+// is exactly the one after its snapshot.
+func (h *Hub) subscribe(s *session, req *Subscribe) (*subscription, *protoError) {
+	a := h.lookup(req.Aggregator)
+	if a == nil {
+		return nil, refuse(CodeUnknownAggregator, "no aggregator %.64q is registered on this host", req.Aggregator)
+	}
+	// Windows and schema do not change within a state, so the filter needs
+	// no lock; it is compiled again only if a Register replaced the state
+	// meanwhile.
+	f, perr := compileFilter(a, req)
+	if perr != nil {
+		return nil, perr
+	}
+	locked := h.locked(req.Aggregator)
+	if locked == nil {
+		return nil, refuse(CodeUnknownAggregator, "no aggregator %.64q is registered on this host", req.Aggregator)
+	}
+	defer locked.mu.Unlock()
+	if locked != a {
+		a = locked
+		if f, perr = compileFilter(a, req); perr != nil {
+			return nil, perr
+		}
+	}
+	sub := &subscription{sess: s, agg: a, f: f, interval: time.Duration(req.IntervalMs) * time.Millisecond}
+	if r := req.Resume; r != nil && r.Epoch == a.epoch && r.Seq <= a.seq && r.Seq+1 >= a.oldest() {
+		sub.resumed = a.encodeResumed(r.Seq)
+		sub.lastSent = r.Seq
+	} else {
+		sub.snap = a.snapshot(f)
+		sub.lastSent = a.seq
+	}
+	sub.cursor.Store(sub.lastSent)
+	a.subs[sub] = struct{}{}
+	return sub, nil
+}
+
+var errSlow = errors.New("hub: subscriber fell out of the history")
+
+// writeLoop writes every frame of the session: answers, the snapshot, the
+// deltas, pings and finally the close frame.
+func (s *session) writeLoop() {
+	h := s.h
+	ping := time.NewTicker(h.opts.pingEvery)
+	defer ping.Stop()
+	pace := time.NewTimer(time.Hour)
+	pace.Stop()
+	defer pace.Stop()
+	defer func() {
+		if s.code != 0 {
+			s.conn.Close(s.code, s.reason)
+		} else {
+			s.conn.CloseNow()
+		}
+	}()
+
+	var sub *subscription
+	for {
+		select {
+		case <-s.done:
+			return
+		default:
+		}
+		var wake <-chan struct{}
+		var paced <-chan time.Time
+		if sub != nil {
+			more, notify, wait, err := s.step(sub)
+			if err != nil {
+				if errors.Is(err, errSlow) {
+					s.closeWith(StatusSlowConsumer, "slow consumer")
+				} else {
+					s.closeWith(0, "")
+				}
+				continue
+			}
+			if more {
+				select {
+				case c := <-s.cmds:
+					if sub, err = s.run(c, sub); err != nil {
+						s.closeWith(0, "")
+					}
+				default:
+				}
+				continue
+			}
+			wake = notify
+			if wait > 0 {
+				pace.Reset(wait)
+				paced = pace.C
+			}
+		}
+		select {
+		case <-s.done:
+			return
+		case c := <-s.cmds:
+			var err error
+			if sub, err = s.run(c, sub); err != nil {
+				s.closeWith(0, "")
+			}
+		case <-wake:
+		case <-paced:
+		case <-ping.C:
+			ctx, cancel := context.WithTimeout(context.Background(), h.opts.writeTimeout)
+			err := s.conn.Ping(ctx)
+			cancel()
+			if err != nil {
+				s.closeWith(0, "")
+			}
+		}
+	}
+}
+
+// run writes an answer, or the first frame of a new subscription.
+func (s *session) run(c cmd, sub *subscription) (*subscription, error) {
+	if c.sub == nil {
+		return sub, s.write(c.frame)
+	}
+	sub = c.sub
+	a := sub.agg
+	if sub.resumed != nil {
+		b := sub.resumed
+		sub.resumed = nil
+		return sub, s.write(b)
+	}
+	snap := sub.snap
+	sub.snap = nil
+	if sub.interval > 0 {
+		sub.next = time.Now().Add(sub.interval)
+	}
+	return sub, s.write(snap.frame(a))
+}
+
+// step sends what the subscriber is missing: delta by delta while it keeps
+// up, or coalesced into one delta when it is more than QueueFrames behind or
+// asked for an interval. It reports whether it did anything (so the caller
+// looks again), else the channel that signals the next delta and, when
+// pacing, how long to wait.
+func (s *session) step(sub *subscription) (more bool, notify <-chan struct{}, wait time.Duration, err error) {
+	a := sub.agg
+	if sub.interval > 0 {
+		if d := time.Until(sub.next); d > 0 {
+			return false, nil, d, nil
+		}
+	}
+	cur := sub.cursor.Load()
+	a.mu.RLock()
+	head := a.seq
+	if a.gone || cur == head {
+		notify = a.notify
+		a.mu.RUnlock()
+		return false, notify, 0, nil
+	}
+	if cur+1 < a.oldest() {
+		a.mu.RUnlock()
+		return false, nil, 0, errSlow
+	}
+	coalesce := sub.interval > 0 || lag(head, cur) > s.h.opts.QueueFrames
+	ds := a.since(cur, lag(head, cur))
+	a.mu.RUnlock()
+
+	if coalesce {
+		if b := a.encodeCoalesced(sub, ds, head); b != nil {
+			if err := s.write(b); err != nil {
+				return false, nil, 0, err
+			}
+			sub.lastSent = head
+			if sub.interval > 0 {
+				sub.next = time.Now().Add(sub.interval)
+			}
+		}
+		sub.cursor.Store(head)
+		return true, nil, 0, nil
+	}
+	for _, d := range ds {
+		select {
+		case <-s.done:
+			return false, nil, 0, nil
+		default:
+		}
+		var b []byte
+		if sub.f.all && sub.lastSent == d.seq-1 {
+			b = d.frame
+		} else {
+			b = a.encodeDelta(d.seq, sub.lastSent, d.rows, d.evicted, sub.f)
+		}
+		if b != nil {
+			if err := s.write(b); err != nil {
+				return false, nil, 0, err
+			}
+			sub.lastSent = d.seq
+		}
+		sub.cursor.Store(d.seq)
+	}
+	return true, nil, 0, nil
+}
+
+// encodeCoalesced folds deltas into one: the latest value of every row they
+// touched, then every pane they evicted, from the subscriber's last seq to
+// head. Rows and deltas are immutable, so this runs without the lock.
+func (a *aggState) encodeCoalesced(sub *subscription, ds []*delta, head uint64) []byte {
+	type rowID struct {
+		win   int
+		start int64
+		key   string
+	}
+	idx := map[rowID]int{}
+	var rows []outRow
+	var evicted []paneRef
+	for _, d := range ds {
+		for i := range d.rows {
+			r := &d.rows[i]
+			if !sub.f.matchRow(r) {
+				continue
+			}
+			id := rowID{r.win, r.start, r.k.key}
+			if j, ok := idx[id]; ok {
+				rows[j] = *r
+			} else {
+				idx[id] = len(rows)
+				rows = append(rows, *r)
+			}
+		}
+		evicted = append(evicted, d.evicted...)
+	}
+	return a.encodeDelta(head, sub.lastSent, rows, evicted, sub.f)
+}
+
+func (s *session) write(b []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.h.opts.writeTimeout)
+	defer cancel()
+	return s.conn.Write(ctx, websocket.MessageText, b)
+}

@@ -1,0 +1,190 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/wagg/wagg/abi"
+)
+
+// Instance is one plugin instance: the state of one partition of one
+// deployment. Not safe for concurrent use. After a call returns an error for
+// which Broken is true, the instance must be closed and replaced.
+type Instance struct {
+	m      *Module
+	mod    api.Module
+	mem    api.Memory
+	maxOut uint32
+	broken bool
+
+	inPtr, inCap uint32
+	stack        [1]uint64
+	windows      int
+
+	input, init, describe, process, flush, snapshot, restore, lastErr api.Function
+}
+
+// GuestError is a failed call into a plugin.
+type GuestError struct {
+	Export  string
+	Code    abi.Code // the status the guest returned, or OK when it trapped
+	Message string   // the guest's wagg_last_error, or the trap
+	trap    error
+}
+
+func (e *GuestError) Error() string {
+	if e.trap != nil {
+		return fmt.Sprintf("plugin trapped in %s: %v", e.Export, e.trap)
+	}
+	return fmt.Sprintf("plugin %s failed (%s): %s", e.Export, e.Code, e.Message)
+}
+
+func (e *GuestError) Unwrap() error { return e.trap }
+
+// Instantiate starts an instance for a deployment's windows and settings.
+func (m *Module) Instantiate(ctx context.Context, cfg abi.Config) (*Instance, error) {
+	i, err := m.instantiate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ABI = abi.Version
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		i.Close(ctx)
+		return nil, err
+	}
+	if err := i.status(ctx, i.init, b); err != nil {
+		i.Close(ctx)
+		return nil, err
+	}
+	i.windows = len(cfg.Windows)
+	return i, nil
+}
+
+// Close releases the instance.
+func (i *Instance) Close(ctx context.Context) error { return i.mod.Close(ctx) }
+
+// Broken reports whether the instance trapped and must be replaced.
+func (i *Instance) Broken() bool { return i.broken }
+
+// Process hands the guest an encoded batch (abi batch layout).
+func (i *Instance) Process(ctx context.Context, batch []byte) error {
+	return i.status(ctx, i.process, batch)
+}
+
+// Flush returns the rows the guest emits at watermark.
+func (i *Instance) Flush(ctx context.Context, watermark int64, dst []abi.Row) ([]abi.Row, error) {
+	i.stack[0] = uint64(watermark)
+	b, err := i.packed(ctx, i.flush)
+	if err != nil {
+		return dst, err
+	}
+	rows, err := abi.DecodeRows(b, &i.m.Schema, i.windows, dst)
+	if err != nil {
+		return dst, &GuestError{Export: abi.FlushExport, Code: abi.ErrBadInput, Message: err.Error()}
+	}
+	return rows, nil
+}
+
+// Snapshot returns a copy of the guest's state.
+func (i *Instance) Snapshot(ctx context.Context) ([]byte, error) {
+	b, err := i.packed(ctx, i.snapshot)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.Clone(b), nil
+}
+
+// Restore replaces the guest's state with a snapshot.
+func (i *Instance) Restore(ctx context.Context, snap []byte) error {
+	return i.status(ctx, i.restore, snap)
+}
+
+// write copies b into the guest's input buffer, growing it when needed.
+func (i *Instance) write(ctx context.Context, b []byte) error {
+	if uint32(len(b)) > i.inCap || i.inPtr == 0 {
+		size := max(uint32(len(b)), 64<<10)
+		i.stack[0] = uint64(size)
+		if err := i.call(ctx, i.input); err != nil {
+			return err
+		}
+		i.inPtr, i.inCap = uint32(i.stack[0]), size
+		if i.inPtr == 0 {
+			return &GuestError{Export: abi.InputExport, Code: abi.ErrBadInput, Message: "returned a null buffer"}
+		}
+	}
+	if !i.mem.Write(i.inPtr, b) {
+		return &GuestError{Export: abi.InputExport, Code: abi.ErrBadInput, Message: "input buffer lies outside memory"}
+	}
+	return nil
+}
+
+func (i *Instance) call(ctx context.Context, f api.Function) error {
+	if i.broken {
+		return &GuestError{Export: f.Definition().Name(), Message: "instance is broken", trap: errBroken}
+	}
+	if err := f.CallWithStack(ctx, i.stack[:]); err != nil {
+		i.broken = true
+		return &GuestError{Export: f.Definition().Name(), trap: err}
+	}
+	return nil
+}
+
+// status calls an export that takes the length of the input it was given
+// and returns a status code.
+func (i *Instance) status(ctx context.Context, f api.Function, in []byte) error {
+	if err := i.write(ctx, in); err != nil {
+		return err
+	}
+	i.stack[0] = uint64(len(in))
+	if err := i.call(ctx, f); err != nil {
+		return err
+	}
+	if c := abi.Code(int32(uint32(i.stack[0]))); c != abi.OK {
+		return &GuestError{Export: f.Definition().Name(), Code: c, Message: i.message(ctx)}
+	}
+	return nil
+}
+
+// packed calls an export that returns a region of guest memory; the bytes
+// are a view valid until the next call.
+func (i *Instance) packed(ctx context.Context, f api.Function) ([]byte, error) {
+	if err := i.call(ctx, f); err != nil {
+		return nil, err
+	}
+	ptr, n, code := abi.Unpack(int64(i.stack[0]))
+	if code != abi.OK {
+		return nil, &GuestError{Export: f.Definition().Name(), Code: code, Message: i.message(ctx)}
+	}
+	return i.view(f.Definition().Name(), ptr, n)
+}
+
+func (i *Instance) view(export string, ptr, n uint32) ([]byte, error) {
+	if n > i.maxOut {
+		return nil, &GuestError{Export: export, Code: abi.ErrOutputLimit, Message: fmt.Sprintf("returned %d bytes, the limit is %d", n, i.maxOut)}
+	}
+	b, ok := i.mem.Read(ptr, n)
+	if !ok {
+		return nil, &GuestError{Export: export, Code: abi.ErrBadInput, Message: "returned a region outside its memory"}
+	}
+	return b, nil
+}
+
+func (i *Instance) message(ctx context.Context) string {
+	if err := i.call(ctx, i.lastErr); err != nil {
+		return "(no message: " + err.Error() + ")"
+	}
+	ptr, n, code := abi.Unpack(int64(i.stack[0]))
+	if code != abi.OK || n > 4096 {
+		n = min(n, 4096)
+	}
+	b, ok := i.mem.Read(ptr, n)
+	if !ok {
+		return "(no message)"
+	}
+	return string(b)
+}

@@ -1,0 +1,332 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/wagg/wagg/examples/votes/gen"
+	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/host/config"
+	"github.com/wagg/wagg/host/hub"
+	"github.com/wagg/wagg/host/server"
+	"github.com/wagg/wagg/internal/testwasm"
+)
+
+// env is the real Kafka and ClickHouse that `make test` starts.
+type env struct {
+	brokers []string
+	chAddr  string
+}
+
+func services(t *testing.T) env {
+	t.Helper()
+	b, c := os.Getenv("WAGG_TEST_KAFKA"), os.Getenv("WAGG_TEST_CLICKHOUSE")
+	if b == "" || c == "" {
+		t.Skip("integration test: needs the Kafka and ClickHouse that `make test` starts (WAGG_TEST_KAFKA, WAGG_TEST_CLICKHOUSE)")
+	}
+	return env{brokers: strings.Split(b, ","), chAddr: c}
+}
+
+// host is a wagg server running in-process on its own database.
+type host struct {
+	url string
+	db  string
+	ch  driver.Conn
+}
+
+func startHost(t *testing.T, e env) *host {
+	t.Helper()
+	id := fmt.Sprintf("%d_%d", time.Now().Unix(), rand.IntN(1e6))
+	cfg := config.Defaults()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.Kafka.Brokers = e.brokers
+	cfg.ClickHouse.Addr = e.chAddr
+	cfg.ClickHouse.Database = "wagg_it_" + id
+	ctx, cancel := context.WithCancel(context.Background())
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	s, err := server.New(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, ln) }()
+	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+		ch.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database)
+		ch.Close()
+	})
+	return &host{url: "http://" + ln.Addr().String(), db: cfg.ClickHouse.Database, ch: ch}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func (h *host) post(t *testing.T, path, ctype string, body []byte) (int, []byte) {
+	t.Helper()
+	resp, err := http.Post(h.url+path, ctype, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func newTopic(t *testing.T, e env, partitions int) (string, *kgo.Client) {
+	t.Helper()
+	topic := fmt.Sprintf("votes-it-%d-%d", time.Now().UnixNano(), rand.IntN(1e6))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := adm.CreateTopic(ctx, int32(partitions), 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatalf("create topic: %v", err)
+	}
+	t.Cleanup(func() {
+		adm.DeleteTopics(context.Background(), topic, topic+".dead-letters")
+		cl.Close()
+	})
+	return topic, cl
+}
+
+// eventually retries check until it returns nil or the deadline passes.
+func eventually(t *testing.T, d time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached within %s: %v", what, d, err)
+		}
+		time.Sleep(200 * time.Millisecond) // poll interval, not a wait for an outcome
+	}
+}
+
+func TestVotes_EndToEndCountsMatchInClickHouseAndLive(t *testing.T) {
+	e := services(t)
+	const votes, partitions, bad = 100_000, 4, 25
+	topic, cl := newTopic(t, e, partitions)
+
+	// Produce the votes, keyed by user so they spread over all partitions,
+	// and some records the aggregator cannot parse. Expected counts come
+	// from what was produced.
+	want := gen.Counts{}
+	g := gen.New(gen.Options{Seed: rand.Uint64(), Polls: 500})
+	t0 := time.Now().Add(-time.Minute).UnixMilli()
+	ctx := context.Background()
+	var recs []*kgo.Record
+	for i := range votes {
+		v := g.Next(t0 + int64(i)/4) // 25 s of event time
+		want.Add(v)
+		recs = append(recs, &kgo.Record{Key: []byte(v.UserID), Value: v.AppendJSON(nil), Timestamp: time.UnixMilli(v.TS)})
+		if i%(votes/bad) == 0 {
+			recs = append(recs, &kgo.Record{Key: []byte(v.UserID), Value: []byte(`{"poll_id":"not a number","option":"x"}`), Timestamp: time.UnixMilli(v.TS)})
+		}
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	h := startHost(t, e)
+	wasm := testwasm.Build(t, "examples/votes")
+	if code, body := h.post(t, "/v1/plugins/votes/1", "application/wasm", wasm); code != http.StatusCreated {
+		t.Fatalf("push: %d %s", code, body)
+	}
+	spec := fmt.Sprintf(`{"name":"votes","plugin":"votes@1","topic":%q,
+		"windows":[{"name":"second","kind":"tumbling","size":"1s"},{"name":"total","kind":"global"}],
+		"lateness":"2s","checkpoint_every":"500ms"}`, topic)
+	if code, body := h.post(t, "/v1/deployments", "application/json", []byte(spec)); code != http.StatusCreated {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+
+	wsURL := strings.Replace(h.url, "http", "ws", 1) + "/v1/live"
+	live, err := hub.Dial(ctx, wsURL, hub.Subscribe{Aggregator: "votes", Windows: []string{"total"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	view := &hub.View{}
+	frames := make(chan error, 1)
+	go func() {
+		for {
+			f, err := live.Next(ctx)
+			if err == nil {
+				err = view.Apply(f)
+			}
+			if err != nil {
+				frames <- err
+				return
+			}
+		}
+	}()
+
+	eventually(t, 3*time.Minute, "ClickHouse totals equal the produced votes", func() error {
+		got, err := h.totals(ctx)
+		if err != nil {
+			return err
+		}
+		return diff(got, want)
+	})
+	var windowed int64
+	if err := h.ch.QueryRow(ctx, "SELECT sum(votes) FROM "+h.db+".votes WHERE window_name = 'second'").Scan(&windowed); err != nil {
+		t.Fatal(err)
+	}
+	if windowed != votes {
+		t.Errorf("1-second windows sum to %d votes, want %d", windowed, votes)
+	}
+	eventually(t, time.Minute, "the live view equals the produced votes", func() error {
+		select {
+		case err := <-frames:
+			t.Fatalf("live connection: %v", err)
+		default:
+		}
+		got := gen.Counts{}
+		for _, r := range view.Rows() {
+			n, err := r.Values["votes"].Int64()
+			if err != nil {
+				return err
+			}
+			id, _ := r.Key["poll_id"].(json.Number).Int64()
+			got[gen.Key{PollID: id, Option: r.Key["option"].(string)}] = n
+		}
+		return diff(got, want)
+	})
+	dead := consumeAll(t, e, topic+".dead-letters", bad)
+	for _, r := range dead {
+		if !strings.Contains(header(r, "wagg.error"), "poll_id") || header(r, "wagg.topic") != topic {
+			t.Fatalf("dead letter without reason or source: %v", r.Headers)
+		}
+	}
+}
+
+func (h *host) totals(ctx context.Context) (gen.Counts, error) {
+	rows, err := h.ch.Query(ctx, "SELECT poll_id, option, votes FROM "+h.db+".votes WHERE window_name = 'total'")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	got := gen.Counts{}
+	for rows.Next() {
+		var k gen.Key
+		var n int64
+		if err := rows.Scan(&k.PollID, &k.Option, &n); err != nil {
+			return nil, err
+		}
+		got[k] = n
+	}
+	return got, rows.Err()
+}
+
+func diff(got, want gen.Counts) error {
+	var total int64
+	for k, n := range want {
+		total += n
+		if got[k] != n {
+			return fmt.Errorf("%v: got %d, want %d (%d of %d groups present)", k, got[k], n, len(got), len(want))
+		}
+	}
+	if len(got) != len(want) {
+		return fmt.Errorf("%d groups, want %d", len(got), len(want))
+	}
+	return nil
+}
+
+func consumeAll(t *testing.T, e env, topic string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < n {
+		f := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("%s: %d records, want %d", topic, len(out), n)
+		}
+		out = append(out, f.Records()...)
+	}
+	return out
+}
+
+func header(r *kgo.Record, k string) string {
+	for _, h := range r.Headers {
+		if h.Key == k {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+func TestPluginPush_RefusesWhatIsNotAPlugin(t *testing.T) {
+	e := services(t)
+	h := startHost(t, e)
+	cases := []struct {
+		name string
+		body []byte
+		code int
+		msg  string
+	}{
+		{"not wasm", []byte("hello, I am a text file"), 422, "not a WebAssembly module"},
+		{"truncated wasm", []byte("\x00asm\x01\x00\x00\x00\x01"), 422, "compile"},
+		{"wasm without the ABI", testwasm.Build(t, "internal/testwasm/notaplugin"), 422, "wagg_abi_version_1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, body := h.post(t, "/v1/plugins/bad/1", "application/wasm", c.body)
+			var e api.ErrorBody
+			json.Unmarshal(body, &e)
+			if code != c.code || !strings.Contains(e.Error.Message, c.msg) {
+				t.Fatalf("got %d %s, want %d with %q", code, body, c.code, c.msg)
+			}
+		})
+	}
+	code, body := h.post(t, "/v1/deployments", "application/json", []byte(`{"name":"x","plugin":"nope@1","topic":"t","windows":[{"name":"w","kind":"sliding"}]}`))
+	if code != 400 || !strings.Contains(string(body), "windows[0]") {
+		t.Fatalf("bad deployment: got %d %s", code, body)
+	}
+}

@@ -1,0 +1,325 @@
+// Package server assembles a wagg host from its configuration: the
+// ClickHouse connection, the sandbox runtime, the plugin registry, the live
+// hub and one pipeline per deployment, and serves the HTTP API. It is what
+// `wagg serve` runs and what integration tests start in-process.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/wagg/wagg/abi"
+	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/host/checkpoint"
+	"github.com/wagg/wagg/host/config"
+	"github.com/wagg/wagg/host/hub"
+	"github.com/wagg/wagg/host/pipeline"
+	"github.com/wagg/wagg/host/sandbox"
+	"github.com/wagg/wagg/host/sink"
+	"github.com/wagg/wagg/host/web"
+	"github.com/wagg/wagg/plugins"
+)
+
+// Server is one wagg host.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	ch      driver.Conn
+	admin   *kadm.Client
+	rt      *sandbox.Runtime
+	reg     *plugins.Registry
+	specs   *plugins.Deployments
+	hub     *hub.Hub
+	cps     *checkpoint.Store
+	prom    *prometheus.Registry
+	metrics *pipeline.Metrics
+
+	mu      sync.Mutex
+	running map[string]*running
+}
+
+type running struct {
+	spec    plugins.Deployment
+	started time.Time
+	cancel  context.CancelFunc
+	done    chan struct{}
+	err     error
+}
+
+// New connects to ClickHouse and Kafka and opens the registry. It fails
+// with a message saying which service is unreachable.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, running: map[string]*running{}}
+	ch, err := clickhouse.Open(&clickhouse.Options{
+		Addr:        []string{cfg.ClickHouse.Addr},
+		Auth:        clickhouse.Auth{Database: "default", Username: cfg.ClickHouse.Username, Password: cfg.ClickHouse.Password},
+		Protocol:    clickhouse.Native,
+		DialTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse %s: %w", cfg.ClickHouse.Addr, err)
+	}
+	s.ch = ch
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := ch.Ping(pctx); err != nil {
+		return nil, fmt.Errorf("clickhouse %s is not reachable: %w", cfg.ClickHouse.Addr, err)
+	}
+	if err := ch.Exec(pctx, "CREATE DATABASE IF NOT EXISTS "+sink.Quote(cfg.ClickHouse.Database)); err != nil {
+		return nil, fmt.Errorf("clickhouse: create database: %w", err)
+	}
+	if s.cps, err = checkpoint.Open(pctx, ch, cfg.ClickHouse.Database); err != nil {
+		return nil, err
+	}
+	kc, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka.Brokers...))
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	s.admin = kadm.NewClient(kc)
+	if _, err := s.admin.BrokerMetadata(pctx); err != nil {
+		return nil, fmt.Errorf("kafka %v is not reachable: %w", cfg.Kafka.Brokers, err)
+	}
+	if s.rt, err = sandbox.New(ctx, &sandbox.Options{
+		MemoryPages: cfg.Sandbox.MemoryPages,
+		CacheDir:    filepath.Join(cfg.DataDir, "compiled"),
+		Log:         log,
+	}); err != nil {
+		return nil, err
+	}
+	if s.reg, err = plugins.Open(cfg.DataDir, s.rt, cfg.Sandbox.MaxUploadSize); err != nil {
+		return nil, err
+	}
+	if s.specs, err = plugins.OpenDeployments(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	s.hub = hub.New(&hub.Options{OriginPatterns: cfg.Live.AllowedOrigins, Logger: log})
+	s.prom = prometheus.NewRegistry()
+	s.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics = pipeline.NewMetrics(s.prom)
+	return s, nil
+}
+
+// Handler is the whole HTTP surface: API, live WebSocket, metrics, page.
+func (s *Server) Handler() http.Handler {
+	return api.New(s, api.Handlers{
+		Live:    s.hub,
+		Metrics: promhttp.HandlerFor(s.prom, promhttp.HandlerOpts{Registry: s.prom}),
+		Web:     web.Handler(),
+	})
+}
+
+// Run starts the stored deployments and serves HTTP on ln until ctx ends,
+// then stops every deployment (each checkpoints) and closes the hub.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	specs, err := s.specs.List()
+	if err != nil {
+		return err
+	}
+	for _, d := range specs {
+		if _, err := s.Deploy(ctx, d); err != nil {
+			s.log.Error("stored deployment not started", "deployment", d.Name, "err", err)
+		}
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("wagg serving", "addr", ln.Addr().String())
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s.stopAll()
+	s.hub.Close()
+	srv.Shutdown(sctx)
+	s.rt.Close(sctx)
+	s.ch.Close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Server) stopAll() {
+	s.mu.Lock()
+	rs := s.running
+	s.running = map[string]*running{}
+	s.mu.Unlock()
+	for _, r := range rs {
+		r.cancel()
+	}
+	for _, r := range rs {
+		<-r.done
+	}
+}
+
+// PushPlugin validates and stores a plugin.
+func (s *Server) PushPlugin(ctx context.Context, name, version string, wasm []byte) (plugins.Manifest, error) {
+	return s.reg.Push(ctx, name, version, wasm)
+}
+
+// Plugins lists stored plugins.
+func (s *Server) Plugins() ([]plugins.Manifest, error) { return s.reg.List() }
+
+// MaxUpload is the plugin size limit.
+func (s *Server) MaxUpload() int { return s.reg.MaxSize() }
+
+// Deploy starts (or restarts with the new spec) a deployment: the plugin
+// must be pushed and the topic must exist; the dead-letter topic and the
+// ClickHouse table are created when missing.
+func (s *Server) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployment, error) {
+	if err := d.Validate(); err != nil {
+		return api.Deployment{}, err
+	}
+	name, version := d.PluginRef()
+	m, err := s.reg.Get(name, version)
+	if errors.Is(err, plugins.ErrNotFound) {
+		return api.Deployment{}, fmt.Errorf("%w: deployment field plugin: %s is not pushed (wagg plugin push)", plugins.ErrInvalid, d.Plugin)
+	}
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	mod, err := s.reg.Module(ctx, m)
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	partitions, err := s.ensureTopics(ctx, d)
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	windows := make([]abi.Window, len(d.Windows))
+	for i, w := range d.Windows {
+		windows[i] = w.ABI()
+	}
+	table, err := sink.Ensure(ctx, s.ch, s.cfg.ClickHouse.Database, d.Name, &mod.Schema, windows)
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	params, _ := json.Marshal(d.Params)
+	if d.Params == nil {
+		params = nil
+	}
+	runner, err := pipeline.New(pipeline.Spec{
+		Name: d.Name, Topic: d.Topic, DeadLetterTopic: d.DeadLetterTopic, Windows: windows,
+		Lateness: time.Duration(d.Lateness), IdleAfter: time.Duration(d.IdleAfter),
+		EmitEvery: time.Duration(d.EmitEvery), CheckpointEvery: time.Duration(d.CheckpointEvery),
+		MaxBatch: d.MaxBatch, Params: params,
+	}, pipeline.Deps{
+		Brokers: s.cfg.Kafka.Brokers, Module: mod, PluginSHA: m.SHA256, Table: table,
+		Checkpoints: s.cps, Hub: s.hub, Metrics: s.metrics, Log: s.log,
+	})
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	if err := s.specs.Put(d); err != nil {
+		return api.Deployment{}, err
+	}
+	s.stop(d.Name)
+	rctx, cancel := context.WithCancel(context.Background())
+	r := &running{spec: d, started: time.Now().UTC(), cancel: cancel, done: make(chan struct{})}
+	s.mu.Lock()
+	s.running[d.Name] = r
+	s.mu.Unlock()
+	go func() {
+		defer close(r.done)
+		r.err = runner.Run(rctx)
+	}()
+	s.log.Info("deployment started", "deployment", d.Name, "plugin", d.Plugin, "topic", d.Topic, "partitions", partitions)
+	return s.status(r), nil
+}
+
+func (s *Server) stop(name string) bool {
+	s.mu.Lock()
+	r := s.running[name]
+	delete(s.running, name)
+	s.mu.Unlock()
+	if r == nil {
+		return false
+	}
+	r.cancel()
+	<-r.done
+	return true
+}
+
+// Undeploy stops a deployment (it checkpoints) and forgets its spec. Its
+// ClickHouse table stays.
+func (s *Server) Undeploy(_ context.Context, name string) error {
+	stopped := s.stop(name)
+	if err := s.specs.Delete(name); err != nil && !(stopped && errors.Is(err, plugins.ErrNotFound)) {
+		return err
+	}
+	return nil
+}
+
+// Deployments lists running deployments.
+func (s *Server) Deployments() []api.Deployment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []api.Deployment{}
+	for _, r := range s.running {
+		out = append(out, s.status(r))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (s *Server) status(r *running) api.Deployment {
+	return api.Deployment{Deployment: r.spec, Started: r.started, Table: s.cfg.ClickHouse.Database + "." + r.spec.Name}
+}
+
+// Health reports whether ClickHouse and Kafka answer.
+func (s *Server) Health(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := s.ch.Ping(ctx); err != nil {
+		return fmt.Errorf("clickhouse: %w", err)
+	}
+	if _, err := s.admin.BrokerMetadata(ctx); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) ensureTopics(ctx context.Context, d plugins.Deployment) (int, error) {
+	topics, err := s.admin.ListTopics(ctx, d.Topic, d.DeadLetterTopic)
+	if err != nil {
+		return 0, fmt.Errorf("kafka: list topics: %w", err)
+	}
+	in, ok := topics[d.Topic]
+	if !ok || in.Err != nil {
+		return 0, fmt.Errorf("%w: deployment field topic: topic %q does not exist in Kafka", plugins.ErrInvalid, d.Topic)
+	}
+	n := len(in.Partitions)
+	if dl, ok := topics[d.DeadLetterTopic]; !ok || dl.Err != nil {
+		resp, err := s.admin.CreateTopic(ctx, int32(n), -1, nil, d.DeadLetterTopic)
+		if err != nil {
+			return 0, fmt.Errorf("kafka: create dead-letter topic %s: %w", d.DeadLetterTopic, err)
+		}
+		if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+			return 0, fmt.Errorf("kafka: create dead-letter topic %s: %w", d.DeadLetterTopic, resp.Err)
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,135 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/wagg/wagg/abi"
+)
+
+// Table is the result table of one deployment.
+type Table struct {
+	conn    driver.Conn
+	db      string
+	name    string // the deployment's name: the view analysts query
+	schema  *abi.Schema
+	windows []abi.Window
+	insert  string
+}
+
+// Quote quotes an identifier for ClickHouse.
+func Quote(id string) string { return "`" + strings.ReplaceAll(id, "`", "") + "`" }
+
+// RawTable is the name of the per-partition table behind a deployment's view.
+func RawTable(deployment string) string { return deployment + "__partitions" }
+
+// Ensure creates the table and view of a deployment when missing and
+// returns the Table to write to.
+func Ensure(ctx context.Context, conn driver.Conn, db, deployment string, s *abi.Schema, windows []abi.Window) (*Table, error) {
+	t := &Table{conn: conn, db: db, name: deployment, schema: s, windows: windows}
+	raw := Quote(db) + "." + Quote(RawTable(deployment))
+	var cols, keys, insertCols []string
+	add := func(name, typ string) {
+		cols = append(cols, Quote(name)+" "+typ)
+		insertCols = append(insertCols, Quote(name))
+	}
+	add("window_name", "String")
+	add("window_start", "DateTime")
+	add("window_end", "DateTime")
+	for _, k := range s.Keys {
+		add(k.Name, chType(k.Type))
+		keys = append(keys, Quote(k.Name))
+	}
+	add("source_partition", "UInt32")
+	for _, m := range s.Metrics {
+		add(m.Name, chType(m.Type))
+	}
+	add("is_final", "UInt8")
+	add("version", "UInt64")
+	order := append([]string{"`window_name`", "`window_start`"}, keys...)
+	order = append(order, "`source_partition`")
+	ddl := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s, `inserted_at` DateTime DEFAULT now()) ENGINE = ReplacingMergeTree(`version`) ORDER BY (%s)",
+		raw, strings.Join(cols, ", "), strings.Join(order, ", "))
+	if err := conn.Exec(ctx, ddl); err != nil {
+		return nil, fmt.Errorf("sink: create table %s: %w", raw, err)
+	}
+	group := append([]string{"`window_name`", "`window_start`", "`window_end`"}, keys...)
+	sel := append([]string(nil), group...)
+	for _, m := range s.Metrics {
+		fn := "sum"
+		switch m.Kind {
+		case abi.Min:
+			fn = "min"
+		case abi.Max:
+			fn = "max"
+		}
+		sel = append(sel, fmt.Sprintf("%s(%s) AS %s", fn, Quote(m.Name), Quote(m.Name)))
+	}
+	sel = append(sel, "min(`is_final`) AS `is_final`")
+	view := fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s.%s AS SELECT %s FROM %s FINAL GROUP BY %s",
+		Quote(db), Quote(deployment), strings.Join(sel, ", "), raw, strings.Join(group, ", "))
+	if err := conn.Exec(ctx, view); err != nil {
+		return nil, fmt.Errorf("sink: create view %s.%s: %w", db, deployment, err)
+	}
+	t.insert = fmt.Sprintf("INSERT INTO %s (%s)", raw, strings.Join(insertCols, ", "))
+	return t, nil
+}
+
+func chType(t abi.Type) string {
+	switch t {
+	case abi.Int64:
+		return "Int64"
+	case abi.Float64:
+		return "Float64"
+	}
+	return "String"
+}
+
+// Write inserts rows of one partition, all current as of the Kafka offset
+// version (the next offset to read). Rewriting the same rows with the same
+// version, as a replay after a crash does, changes nothing that FINAL or the
+// view returns.
+func (t *Table) Write(ctx context.Context, partition int32, version int64, rows []abi.Row) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	b, err := t.conn.PrepareBatch(ctx, t.insert)
+	if err != nil {
+		return fmt.Errorf("sink: prepare insert into %s: %w", t.name, err)
+	}
+	defer b.Abort()
+	vals := make([]any, 0, 6+len(t.schema.Keys)+len(t.schema.Metrics))
+	for _, r := range rows {
+		w := t.windows[r.Window]
+		start, end := time.Unix(0, 0).UTC(), time.Unix(0, 0).UTC()
+		if w.Kind != abi.Global {
+			start, end = time.UnixMilli(r.Start).UTC(), time.UnixMilli(w.End(r.Start)).UTC()
+		}
+		keys, err := t.schema.KeyValues(r.Key)
+		if err != nil {
+			return err
+		}
+		vals = append(vals[:0], w.Name, start, end)
+		vals = append(vals, keys...)
+		vals = append(vals, uint32(partition))
+		for j, m := range r.Metrics {
+			vals = append(vals, t.schema.MetricValue(j, m))
+		}
+		final := uint8(0)
+		if r.Final {
+			final = 1
+		}
+		vals = append(vals, final, uint64(version))
+		if err := b.Append(vals...); err != nil {
+			return fmt.Errorf("sink: append to %s: %w", t.name, err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("sink: insert into %s: %w", t.name, err)
+	}
+	return nil
+}

@@ -1,0 +1,251 @@
+package plugins
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/wagg/wagg/abi"
+)
+
+// Deployment runs a plugin on a topic. It is written as YAML or JSON:
+//
+//	name: votes
+//	plugin: votes@1
+//	topic: votes
+//	windows:
+//	  - {name: second, kind: tumbling, size: 1s}
+//	  - {name: total, kind: global}
+//	lateness: 5s
+type Deployment struct {
+	Name            string         `json:"name" yaml:"name"`
+	Plugin          string         `json:"plugin" yaml:"plugin"` // name@version
+	Topic           string         `json:"topic" yaml:"topic"`
+	DeadLetterTopic string         `json:"dead_letter_topic,omitempty" yaml:"dead_letter_topic"`
+	Windows         []WindowSpec   `json:"windows" yaml:"windows"`
+	Lateness        Duration       `json:"lateness,omitempty" yaml:"lateness"`
+	IdleAfter       Duration       `json:"idle_after,omitempty" yaml:"idle_after"`
+	EmitEvery       Duration       `json:"emit_every,omitempty" yaml:"emit_every"`
+	CheckpointEvery Duration       `json:"checkpoint_every,omitempty" yaml:"checkpoint_every"`
+	MaxBatch        int            `json:"max_batch,omitempty" yaml:"max_batch"`
+	Params          map[string]any `json:"params,omitempty" yaml:"params"`
+}
+
+// WindowSpec is one window of a deployment.
+type WindowSpec struct {
+	Name  string         `json:"name" yaml:"name"`
+	Kind  abi.WindowKind `json:"kind" yaml:"kind"`
+	Size  Duration       `json:"size,omitempty" yaml:"size"`
+	Slide Duration       `json:"slide,omitempty" yaml:"slide"`
+}
+
+// Defaults of a deployment's optional settings.
+const (
+	DefaultLateness        = 5 * time.Second
+	DefaultIdleAfter       = 10 * time.Second
+	DefaultEmitEvery       = 100 * time.Millisecond
+	DefaultCheckpointEvery = 2 * time.Second
+	DefaultMaxBatch        = 4096
+)
+
+// ParseDeployment reads a YAML or JSON deployment, refusing unknown fields,
+// applies the defaults and validates it.
+func ParseDeployment(b []byte) (Deployment, error) {
+	var d Deployment
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&d); err != nil {
+		return d, fmt.Errorf("%w: deployment: %v", ErrInvalid, err)
+	}
+	d.applyDefaults()
+	return d, d.Validate()
+}
+
+func (d *Deployment) applyDefaults() {
+	if d.DeadLetterTopic == "" && d.Topic != "" {
+		d.DeadLetterTopic = d.Topic + ".dead-letters"
+	}
+	if d.Lateness == 0 {
+		d.Lateness = Duration(DefaultLateness)
+	}
+	if d.IdleAfter == 0 {
+		d.IdleAfter = Duration(DefaultIdleAfter)
+	}
+	if d.EmitEvery == 0 {
+		d.EmitEvery = Duration(DefaultEmitEvery)
+	}
+	if d.CheckpointEvery == 0 {
+		d.CheckpointEvery = Duration(DefaultCheckpointEvery)
+	}
+	if d.MaxBatch == 0 {
+		d.MaxBatch = DefaultMaxBatch
+	}
+}
+
+var topicRE = func(s string) bool {
+	if len(s) == 0 || len(s) > 249 || s == "." || s == ".." {
+		return false
+	}
+	for _, c := range s {
+		if !(c == '.' || c == '_' || c == '-' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// Validate names the first wrong field.
+func (d *Deployment) Validate() error {
+	bad := func(field, format string, a ...any) error {
+		return fmt.Errorf("%w: deployment field %s: %s", ErrInvalid, field, fmt.Sprintf(format, a...))
+	}
+	switch {
+	case !nameRE.MatchString(d.Name) || strings.Contains(d.Name, "__"):
+		return bad("name", "%q: want a lower-case letter, then letters, digits or single _ (at most 48)", d.Name)
+	case !strings.Contains(d.Plugin, "@"):
+		return bad("plugin", "%q: want name@version of a pushed plugin", d.Plugin)
+	case !topicRE(d.Topic):
+		return bad("topic", "%q: not a valid Kafka topic name", d.Topic)
+	case !topicRE(d.DeadLetterTopic) || d.DeadLetterTopic == d.Topic:
+		return bad("dead_letter_topic", "%q: want a valid topic other than the input", d.DeadLetterTopic)
+	case len(d.Windows) == 0 || len(d.Windows) > 16:
+		return bad("windows", "%d windows, want 1 to 16", len(d.Windows))
+	case d.Lateness < 0 || time.Duration(d.Lateness) > 24*time.Hour:
+		return bad("lateness", "%s: want 0 to 24h", d.Lateness)
+	case d.IdleAfter < 0:
+		return bad("idle_after", "%s: want >= 0 (0 never advances an idle partition)", d.IdleAfter)
+	case time.Duration(d.EmitEvery) < 10*time.Millisecond || time.Duration(d.EmitEvery) > time.Minute:
+		return bad("emit_every", "%s: want 10ms to 1m", d.EmitEvery)
+	case time.Duration(d.CheckpointEvery) < 100*time.Millisecond || time.Duration(d.CheckpointEvery) > 10*time.Minute:
+		return bad("checkpoint_every", "%s: want 100ms to 10m", d.CheckpointEvery)
+	case d.MaxBatch < 1 || d.MaxBatch > abi.MaxBatchRecords:
+		return bad("max_batch", "%d: want 1 to %d", d.MaxBatch, abi.MaxBatchRecords)
+	}
+	seen := map[string]bool{}
+	for i, w := range d.Windows {
+		aw := w.ABI()
+		if err := aw.Validate(); err != nil {
+			return bad(fmt.Sprintf("windows[%d]", i), "%v", err)
+		}
+		if seen[w.Name] {
+			return bad(fmt.Sprintf("windows[%d].name", i), "%q used twice", w.Name)
+		}
+		seen[w.Name] = true
+	}
+	if _, err := json.Marshal(d.Params); err != nil {
+		return bad("params", "%v", err)
+	}
+	return nil
+}
+
+// ABI converts the window for the pipeline and the guest.
+func (w WindowSpec) ABI() abi.Window {
+	return abi.Window{Name: w.Name, Kind: w.Kind, SizeMs: time.Duration(w.Size).Milliseconds(), SlideMs: time.Duration(w.Slide).Milliseconds()}
+}
+
+// PluginRef splits Plugin into name and version.
+func (d *Deployment) PluginRef() (name, version string) {
+	name, version, _ = strings.Cut(d.Plugin, "@")
+	return name, version
+}
+
+// Duration is a time.Duration written as "1s", "250ms" in YAML and JSON.
+type Duration time.Duration
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads "1s" (or 0).
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a duration like \"5s\" or \"250ms\"")
+	}
+	return d.parse(s)
+}
+
+// UnmarshalYAML reads 1s.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a duration like 5s or 250ms", n.Line)
+	}
+	if err := d.parse(n.Value); err != nil {
+		return fmt.Errorf("line %d: %v", n.Line, err)
+	}
+	return nil
+}
+
+func (d *Duration) parse(s string) error {
+	if s == "0" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration like 5s or 250ms", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Deployments persists deployment specs as <dir>/deployments/<name>.json.
+type Deployments struct{ dir string }
+
+// OpenDeployments opens (creating) the store in dir.
+func OpenDeployments(dir string) (*Deployments, error) {
+	d := filepath.Join(dir, "deployments")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return nil, fmt.Errorf("plugins: %w", err)
+	}
+	return &Deployments{dir: d}, nil
+}
+
+// Put stores d, replacing a deployment of the same name.
+func (s *Deployments) Put(d Deployment) error {
+	b, err := json.MarshalIndent(d, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(s.dir, d.Name+".json"), b)
+}
+
+// Delete removes a deployment.
+func (s *Deployments) Delete(name string) error {
+	err := os.Remove(filepath.Join(s.dir, name+".json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w: deployment %s", ErrNotFound, name)
+	}
+	return err
+}
+
+// List returns the stored deployments by name.
+func (s *Deployments) List() ([]Deployment, error) {
+	paths, err := filepath.Glob(filepath.Join(s.dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(paths)
+	out := []Deployment{}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		d, err := ParseDeployment(b)
+		if err != nil {
+			return nil, fmt.Errorf("stored deployment %s: %w", filepath.Base(p), err)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}

@@ -1,0 +1,264 @@
+package plugins
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/wagg/wagg/abi"
+	"github.com/wagg/wagg/host/sandbox"
+)
+
+// Manifest describes a stored plugin.
+type Manifest struct {
+	Name       string     `json:"name"`
+	Version    string     `json:"version"`
+	SHA256     string     `json:"sha256"`
+	ABI        int        `json:"abi"`
+	Size       int        `json:"size"`
+	Schema     abi.Schema `json:"schema"`
+	UploadedAt time.Time  `json:"uploaded_at"`
+}
+
+// Ref is name@version.
+func (m Manifest) Ref() string { return m.Name + "@" + m.Version }
+
+// Errors a caller maps to HTTP statuses.
+var (
+	ErrInvalid  = errors.New("invalid")   // 400/422: the upload or spec is wrong
+	ErrTooLarge = errors.New("too large") // 413
+	ErrConflict = errors.New("conflict")  // 409: name@version exists with other bytes
+	ErrNotFound = errors.New("not found") // 404
+)
+
+// Registry stores plugins in a directory:
+//
+//	blobs/<sha256>.wasm             the module, content-addressed
+//	plugins/<name>/<version>.json   its manifest, written last
+type Registry struct {
+	dir     string
+	rt      *sandbox.Runtime
+	maxSize int
+
+	mu      sync.Mutex
+	modules map[string]*sandbox.Module // by sha256, compiled once
+}
+
+// DefaultMaxSize is the upload limit unless configured.
+const DefaultMaxSize = 32 << 20
+
+// Open opens (creating) a registry in dir.
+func Open(dir string, rt *sandbox.Runtime, maxSize int) (*Registry, error) {
+	if maxSize <= 0 {
+		maxSize = DefaultMaxSize
+	}
+	for _, d := range []string{"blobs", "plugins"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("plugins: %w", err)
+		}
+	}
+	return &Registry{dir: dir, rt: rt, maxSize: maxSize, modules: map[string]*sandbox.Module{}}, nil
+}
+
+// MaxSize is the largest module Push accepts.
+func (r *Registry) MaxSize() int { return r.maxSize }
+
+var (
+	nameRE    = regexp.MustCompile(`^[a-z][a-z0-9_]{0,47}$`)
+	versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$`)
+)
+
+// Push validates wasm and stores it as name@version. Pushing the same bytes
+// again is a no-op; other bytes under an existing name@version are refused.
+func (r *Registry) Push(ctx context.Context, name, version string, wasm []byte) (Manifest, error) {
+	if !nameRE.MatchString(name) {
+		return Manifest{}, fmt.Errorf("%w: name %q: want a lower-case letter, then letters, digits or _ (at most 48)", ErrInvalid, name)
+	}
+	if !versionRE.MatchString(version) {
+		return Manifest{}, fmt.Errorf("%w: version %q: want letters, digits and . _ + - (at most 64)", ErrInvalid, version)
+	}
+	if len(wasm) > r.maxSize {
+		return Manifest{}, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, len(wasm), r.maxSize)
+	}
+	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" {
+		return Manifest{}, fmt.Errorf("%w: not a WebAssembly module (no \\0asm header); upload the .wasm built with GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared", ErrInvalid)
+	}
+	sum := sha256.Sum256(wasm)
+	sha := hex.EncodeToString(sum[:])
+	if old, err := r.Get(name, version); err == nil {
+		if old.SHA256 == sha {
+			return old, nil
+		}
+		return Manifest{}, fmt.Errorf("%w: %s@%s exists with sha256 %s; push a new version", ErrConflict, name, version, old.SHA256)
+	}
+	mod, err := r.compile(ctx, sha, wasm)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if err := dryRun(ctx, mod); err != nil {
+		return Manifest{}, fmt.Errorf("%w: dry run on a sample batch: %v", ErrInvalid, err)
+	}
+	m := Manifest{Name: name, Version: version, SHA256: sha, ABI: abi.Version, Size: len(wasm), Schema: mod.Schema, UploadedAt: time.Now().UTC()}
+	if err := writeAtomic(filepath.Join(r.dir, "blobs", sha+".wasm"), wasm); err != nil {
+		return Manifest{}, err
+	}
+	b, _ := json.MarshalIndent(m, "", "  ")
+	if err := os.MkdirAll(filepath.Join(r.dir, "plugins", name), 0o755); err != nil {
+		return Manifest{}, err
+	}
+	if err := writeAtomic(filepath.Join(r.dir, "plugins", name, version+".json"), b); err != nil {
+		return Manifest{}, err
+	}
+	return m, nil
+}
+
+func (r *Registry) compile(ctx context.Context, sha string, wasm []byte) (*sandbox.Module, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m := r.modules[sha]; m != nil {
+		return m, nil
+	}
+	m, err := r.rt.Compile(ctx, wasm)
+	if err != nil {
+		if errors.Is(err, sandbox.ErrInvalid) {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		return nil, err
+	}
+	r.modules[sha] = m
+	return m, nil
+}
+
+// Get returns the manifest of name@version.
+func (r *Registry) Get(name, version string) (Manifest, error) {
+	if !nameRE.MatchString(name) || !versionRE.MatchString(version) {
+		return Manifest{}, fmt.Errorf("%w: plugin %s@%s", ErrNotFound, name, version)
+	}
+	b, err := os.ReadFile(filepath.Join(r.dir, "plugins", name, version+".json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return Manifest{}, fmt.Errorf("%w: plugin %s@%s", ErrNotFound, name, version)
+	}
+	if err != nil {
+		return Manifest{}, err
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Manifest{}, fmt.Errorf("plugins: manifest %s@%s: %w", name, version, err)
+	}
+	return m, nil
+}
+
+// Module returns the compiled module of a stored plugin.
+func (r *Registry) Module(ctx context.Context, m Manifest) (*sandbox.Module, error) {
+	wasm, err := os.ReadFile(filepath.Join(r.dir, "blobs", m.SHA256+".wasm"))
+	if err != nil {
+		return nil, fmt.Errorf("plugins: module of %s: %w", m.Ref(), err)
+	}
+	return r.compile(ctx, m.SHA256, wasm)
+}
+
+// List returns every stored manifest, by name then version.
+func (r *Registry) List() ([]Manifest, error) {
+	paths, err := filepath.Glob(filepath.Join(r.dir, "plugins", "*", "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	out := []Manifest{}
+	for _, p := range paths {
+		v := filepath.Base(p)
+		m, err := r.Get(filepath.Base(filepath.Dir(p)), v[:len(v)-len(".json")])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Ref() < out[j].Ref() })
+	return out, nil
+}
+
+func writeAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// dryRun exercises every export on a sample batch built from the schema:
+// init, process, flush, snapshot and restore must all succeed, and the rows
+// must decode.
+func dryRun(ctx context.Context, mod *sandbox.Module) error {
+	windows := []abi.Window{{Name: "dry_second", Kind: abi.Tumbling, SizeMs: 1000}, {Name: "dry_total", Kind: abi.Global}}
+	inst, err := mod.Instantiate(ctx, abi.Config{Windows: windows})
+	if err != nil {
+		return err
+	}
+	defer inst.Close(ctx)
+	s := &mod.Schema
+	b := &abi.Batch{Columns: make([]abi.BatchColumn, len(s.Input))}
+	const n = 3
+	for i := range n {
+		b.Times = append(b.Times, 1_700_000_000_000+int64(i)*700)
+	}
+	sample := func(c *abi.BatchColumn) {
+		c.Offsets = []uint32{0}
+		for i := range n {
+			c.Data = append(c.Data, fmt.Sprintf("sample-%d", i)...)
+			c.Offsets = append(c.Offsets, uint32(len(c.Data)))
+		}
+	}
+	for i, f := range s.Input {
+		c := &b.Columns[i]
+		for j := range n {
+			switch f.Type {
+			case abi.Int64:
+				c.Ints = append(c.Ints, int64(j+1))
+			case abi.Float64:
+				c.Floats = append(c.Floats, float64(j)+0.5)
+			}
+		}
+		if f.Type == abi.String {
+			sample(c)
+		}
+	}
+	if s.Raw {
+		b.Raw = &abi.BatchColumn{}
+		sample(b.Raw)
+	}
+	buf, err := abi.NewBatchEncoder(s).Encode(b)
+	if err != nil {
+		return err
+	}
+	if err := inst.Process(ctx, buf); err != nil {
+		return err
+	}
+	if _, err := inst.Flush(ctx, 1_700_000_001_000, nil); err != nil {
+		return err
+	}
+	snap, err := inst.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	return inst.Restore(ctx, snap)
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The demo: wagg serve in the background, the votes aggregator pushed and
+# deployed, votes produced at a steady rate. `make demo` runs `up` (after
+# building and starting Kafka and ClickHouse); `make demo-stop` runs `down`.
+#   scripts/demo.sh up [ADDR] [KAFKA] [CLICKHOUSE] | down
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+DIR=$WAGG_CACHE/demo
+ADDR=${2:-127.0.0.1:8080}
+KAFKA=${3:-127.0.0.1:9092}
+CLICKHOUSE=${4:-127.0.0.1:9000}
+RATE=${WAGG_DEMO_RATE:-2000}
+WAGG=$WAGG_ROOT/bin/wagg
+
+down() {
+  for p in produce serve; do
+    if pid=$(live_pid "$DIR/$p.pid" "wagg"); then
+      stop_pid "$pid" 30
+    fi
+    rm -f "$DIR/$p.pid"
+  done
+}
+
+up() {
+  mkdir -p "$DIR"
+  down
+  [ -x "$WAGG" ] || { log "demo: $WAGG is missing: run make demo"; exit 1; }
+  start_detached "$DIR/serve.pid" "$DIR/serve.log" \
+    "$WAGG" serve -listen "$ADDR" -data-dir "$DIR/data" -kafka "$KAFKA" -clickhouse "$CLICKHOUSE" -database wagg_demo
+  local i
+  for ((i = 0; i < 120; i++)); do
+    if curl -fsS "http://$ADDR/healthz" >/dev/null 2>&1; then break; fi
+    if ! live_pid "$DIR/serve.pid" wagg >/dev/null; then
+      log "demo: wagg serve exited:"; tail -n 20 "$DIR/serve.log" >&2; exit 1
+    fi
+    sleep 0.5
+  done
+  curl -fsS "http://$ADDR/healthz" >/dev/null || { log "demo: wagg serve is not healthy:"; tail -n 20 "$DIR/serve.log" >&2; exit 1; }
+  export WAGG_SERVER="http://$ADDR"
+  # Create the topic with a first vote, then push and deploy.
+  "$WAGG" produce -kafka "$KAFKA" -topic votes -partitions 12 -count 1 >/dev/null
+  "$WAGG" plugin push -name votes -version 1 "$WAGG_ROOT/bin/votes.wasm" >/dev/null
+  "$WAGG" deploy -f "$WAGG_ROOT/examples/votes/deploy.yaml" >/dev/null
+  start_detached "$DIR/produce.pid" "$DIR/produce.log" \
+    "$WAGG" produce -kafka "$KAFKA" -topic votes -rate "$RATE"
+  cat <<MSG
+
+wagg is running: votes flow from Kafka through the votes aggregator.
+
+  dashboard:   http://$ADDR/?aggregator=votes
+  live deltas: bin/wagg tail -server http://$ADDR -aggregator votes -windows total
+  SQL:         clickhouse-client -q "SELECT poll_id, option, votes FROM wagg_demo.votes WHERE window_name = 'total' ORDER BY votes DESC LIMIT 10"
+  logs:        $DIR/serve.log, $DIR/produce.log
+  stop:        make demo-stop
+
+MSG
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) log "usage: $0 up [ADDR] [KAFKA] [CLICKHOUSE] | down"; exit 2 ;;
+esac
