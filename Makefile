@@ -3,8 +3,13 @@
 
 GO        ?= go
 BIN       := bin
-KAFKA     ?= 127.0.0.1:9092
-CLICKHOUSE?= 127.0.0.1:9000
+# Ports of the local services (scripts/kafka.sh and scripts/clickhouse.sh
+# read the same variables).
+WAGG_KAFKA_PORT      ?= 9092
+WAGG_CLICKHOUSE_PORT ?= 9000
+export WAGG_KAFKA_PORT WAGG_CLICKHOUSE_PORT
+KAFKA     ?= 127.0.0.1:$(WAGG_KAFKA_PORT)
+CLICKHOUSE?= 127.0.0.1:$(WAGG_CLICKHOUSE_PORT)
 DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_DIR  := .cache/demo
 TEST_ENV  := WAGG_TEST_KAFKA=$(KAFKA) WAGG_TEST_CLICKHOUSE=$(CLICKHOUSE)
