@@ -122,7 +122,7 @@ func (e *engine) check(b *abi.Batch) error {
 //
 //	u32 snapMagic, u32 windows
 //	per window: u32 panes; per pane: i64 start, u32 groups;
-//	per group: u32 key length, key, metrics x u64, u8 dirty (0 or 1)
+//	per group: u32 key length, key, metrics x u64
 //
 // Panes come in increasing start and groups in increasing key order, so the
 // same state always has the same snapshot, and restore accepts exactly the
@@ -150,11 +150,6 @@ func (e *engine) snapshot() []byte {
 				b = append(b, gr.key...)
 				for _, v := range gr.vals {
 					b = le.AppendUint64(b, v)
-				}
-				if gr.dirty {
-					b = append(b, 1)
-				} else {
-					b = append(b, 0)
 				}
 			}
 			clear(g.sorted)
@@ -229,7 +224,7 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 			for j := range n {
 				kl, ok := u32()
 				key := take(kl)
-				body := take(8*nm + 1)
+				body := take(8 * nm)
 				if !ok || key == nil || body == nil {
 					return fmt.Errorf("%w: truncated group", errSnapshot)
 				}
@@ -239,18 +234,17 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 				if _, err := e.schema.KeyValues(string(key)); err != nil {
 					return fmt.Errorf("%w: window %d pane %d: %v", errSnapshot, w, p.start, err)
 				}
-				if body[8*nm] > 1 {
-					return fmt.Errorf("%w: dirty flag %d", errSnapshot, body[8*nm])
-				}
-				gr := &group{key: string(key), vals: make([]uint64, nm), dirty: body[8*nm] == 1}
+				// Every restored group is dirty, whatever it was when the
+				// snapshot was taken: the first flush after a restore emits the
+				// whole state, so a host that starts afresh (its live hub
+				// empty) shows every group, not only those that change next.
+				gr := &group{key: string(key), vals: make([]uint64, nm), dirty: true}
 				prev = gr.key
 				for j := range gr.vals {
 					gr.vals[j] = le.Uint64(body[8*j:])
 				}
 				p.groups[gr.key] = gr
-				if gr.dirty {
-					p.dirty = append(p.dirty, gr)
-				}
+				p.dirty = append(p.dirty, gr)
 			}
 			g.panes[w][p.start] = p
 		}
