@@ -140,7 +140,12 @@ func (w *worker) handle(ctx context.Context, recs []*kgo.Record) {
 		case w.wm.Late(ts):
 			w.deadLetter(ctx, rec, "late", fmt.Sprintf("late: event time %d is before the watermark %d allows (window closed)", ts, w.wm.Value()))
 		default:
-			if err := w.dec.Add(rec.Value, ts); err != nil {
+			err := w.dec.Add(rec.Value, ts)
+			if errors.Is(err, decode.ErrFull) {
+				w.process(ctx)
+				err = w.dec.Add(rec.Value, ts)
+			}
+			if err != nil {
 				w.deadLetter(ctx, rec, "malformed", err.Error())
 				break
 			}
