@@ -67,7 +67,7 @@ func (w *RowsWriter) Reset() {
 }
 
 // Append adds a row whose key is already encoded.
-func (w *RowsWriter) Append(window uint8, final bool, start int64, key string, metrics []uint64) {
+func (w *RowsWriter) Append(window uint8, final bool, start int64, key []byte, metrics []uint64) {
 	if len(w.buf) < rowsHeader {
 		w.Reset()
 	}

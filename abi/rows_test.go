@@ -49,7 +49,7 @@ func TestRows_RoundTrip(t *testing.T) {
 	for round := range 2 { // the second round checks Reset reuses the writer
 		w.Reset()
 		for _, r := range want {
-			w.Append(r.Window, r.Final, r.Start, r.Key, r.Metrics)
+			w.Append(r.Window, r.Final, r.Start, []byte(r.Key), r.Metrics)
 		}
 		if w.Len() != len(want) {
 			t.Fatalf("Len = %d", w.Len())
@@ -80,7 +80,7 @@ func TestRowsWriter_ZeroValueAndEmpty(t *testing.T) {
 		t.Fatalf("DecodeRows(empty) = %v, %v", rows, err)
 	}
 	var z abi.RowsWriter // Append without Reset
-	z.Append(0, false, 0, key(1, 1, "a"), make([]uint64, 7))
+	z.Append(0, false, 0, []byte(key(1, 1, "a")), make([]uint64, 7))
 	if rows, err := abi.DecodeRows(z.Bytes(), rowSchema, 1, nil); err != nil || len(rows) != 1 {
 		t.Fatalf("zero-value writer: %v, %v", rows, err)
 	}
@@ -89,7 +89,7 @@ func TestRowsWriter_ZeroValueAndEmpty(t *testing.T) {
 func TestDecodeRows_RefusesMalformed(t *testing.T) {
 	var w abi.RowsWriter
 	w.Reset()
-	w.Append(1, true, 5, key(1, 2, "abc"), []uint64{1, 2, 3, 4, 5, 6, 7})
+	w.Append(1, true, 5, []byte(key(1, 2, "abc")), []uint64{1, 2, 3, 4, 5, 6, 7})
 	good := bytes.Clone(w.Bytes())
 	le := binary.LittleEndian
 	const row = 16                  // first row
@@ -211,8 +211,8 @@ func FuzzDecodeRows(f *testing.F) {
 	var w abi.RowsWriter
 	w.Reset()
 	f.Add(bytes.Clone(w.Bytes()))
-	w.Append(0, false, 1000, key(1, 0.5, "yes"), []uint64{1, 2, 3, 4, 5, 6, 7})
-	w.Append(1, true, -1000, key(-1, 0, ""), []uint64{7, 6, 5, 4, 3, 2, 1})
+	w.Append(0, false, 1000, []byte(key(1, 0.5, "yes")), []uint64{1, 2, 3, 4, 5, 6, 7})
+	w.Append(1, true, -1000, []byte(key(-1, 0, "")), []uint64{7, 6, 5, 4, 3, 2, 1})
 	f.Add(bytes.Clone(w.Bytes()))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rows, err := abi.DecodeRows(data, rowSchema, 2, nil)
@@ -228,7 +228,7 @@ func FuzzDecodeRows(f *testing.F) {
 			if _, err := rowSchema.KeyValues(r.Key); err != nil {
 				t.Fatalf("a decoded key does not decode: %v", err)
 			}
-			w.Append(r.Window, r.Final, r.Start, r.Key, r.Metrics)
+			w.Append(r.Window, r.Final, r.Start, []byte(r.Key), r.Metrics)
 		}
 		if !bytes.Equal(w.Bytes(), data) {
 			t.Fatalf("re-encoding differs:\n got %x\nwant %x", w.Bytes(), data)
@@ -280,9 +280,9 @@ func ExampleRowsWriter() {
 	var w abi.RowsWriter
 	w.Reset()
 	k := abi.AppendKeyString(abi.AppendKeyInt64(nil, 42), []byte("yes"))
-	w.Append(0, true, 1_700_000_000_000, string(k), []uint64{3})
+	w.Append(0, true, 1_700_000_000_000, k, []uint64{3})
 	k = abi.AppendKeyString(abi.AppendKeyInt64(nil, 42), []byte("no"))
-	w.Append(1, false, 0, string(k), []uint64{7})
+	w.Append(1, false, 0, k, []uint64{7})
 
 	// The host side: decode, check against the schema, read the values.
 	rows, err := abi.DecodeRows(w.Bytes(), schema, 2, nil)

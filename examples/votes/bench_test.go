@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/wagg/wagg/abi"
+	"github.com/wagg/wagg/host/decode"
 	"github.com/wagg/wagg/sdk/go/wagg"
 )
 
@@ -55,6 +56,62 @@ func BenchmarkVotesDecoded(b *testing.B) {
 				}
 			}
 			report(b, n)
+		})
+	}
+}
+
+// BenchmarkVotesJSON includes decoding: the host decoder turns each
+// record's JSON into the declared columns (where the design puts decoding),
+// then the batch goes through the plugin, or natively through the SDK.
+func BenchmarkVotesJSON(b *testing.B) {
+	_, raw, _ := makeVotes(1<<18, 100000)
+	schema, _ := wagg.Describe()
+	for _, n := range batchSizes {
+		run := func(b *testing.B, fold func(*abi.Batch) error) {
+			dec := decode.New(&schema)
+			b.ResetTimer()
+			next := 0
+			for i := 0; i < b.N; i++ {
+				dec.Reset()
+				for range n {
+					if err := dec.Add(raw[next], t0+int64(next)/100); err != nil {
+						b.Fatal(err)
+					}
+					next = (next + 1) % len(raw)
+				}
+				if err := fold(dec.Batch()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			report(b, n)
+		}
+		b.Run(fmt.Sprintf("native/batch=%d", n), func(b *testing.B) {
+			l, _ := wagg.NewLocal(windows...)
+			i := 0
+			run(b, func(bt *abi.Batch) error {
+				if i++; i%64 == 0 {
+					l.Flush(0)
+				}
+				return l.Process(bt)
+			})
+		})
+		b.Run(fmt.Sprintf("wasm/batch=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			inst, done := instance(b)
+			defer done()
+			enc := abi.NewBatchEncoder(&schema)
+			var rows []abi.Row
+			i := 0
+			run(b, func(bt *abi.Batch) error {
+				buf, err := enc.Encode(bt)
+				if err != nil {
+					return err
+				}
+				if i++; i%64 == 0 {
+					rows, _ = inst.Flush(ctx, 0, rows[:0])
+				}
+				return inst.Process(ctx, buf)
+			})
 		})
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/wagg/wagg/abi"
 )
@@ -124,7 +123,7 @@ func (e *engine) check(b *abi.Batch) error {
 //	per window: u32 panes; per pane: i64 start, u32 groups;
 //	per group: u32 key length, key, metrics x u64
 //
-// Panes come in increasing start and groups in increasing key order, so the
+// Panes come in increasing start and groups in the order they were created,
 // same state always has the same snapshot, and restore accepts exactly the
 // snapshots that snapshot writes.
 const snapMagic = 0x31534757 // "WGS1"
@@ -135,24 +134,20 @@ func (e *engine) snapshot() []byte {
 	b := le.AppendUint32(e.snap[:0], snapMagic)
 	b = le.AppendUint32(b, uint32(len(g.windows)))
 	for w := range g.windows {
-		b = le.AppendUint32(b, uint32(len(g.panes[w])))
-		g.order = g.order[:0]
-		for start := range g.panes[w] {
-			g.order = append(g.order, start)
-		}
-		slices.Sort(g.order)
-		for _, start := range g.order {
+		starts := g.paneStarts(w)
+		b = le.AppendUint32(b, uint32(len(starts)))
+		for _, start := range starts {
 			p := g.panes[w][start]
 			b = le.AppendUint64(b, uint64(start))
-			b = le.AppendUint32(b, uint32(len(p.groups)))
-			for _, gr := range g.sortGroups(p.groups) {
-				b = le.AppendUint32(b, uint32(len(gr.key)))
-				b = append(b, gr.key...)
-				for _, v := range gr.vals {
+			b = le.AppendUint32(b, uint32(p.len()))
+			for i := range uint32(p.len()) {
+				k := p.key(i)
+				b = le.AppendUint32(b, uint32(len(k)))
+				b = append(b, k...)
+				for _, v := range p.values(i) {
 					b = le.AppendUint64(b, v)
 				}
 			}
-			clear(g.sorted)
 		}
 	}
 	e.snap = b
@@ -211,7 +206,7 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 			if h == nil {
 				return fmt.Errorf("%w: truncated pane", errSnapshot)
 			}
-			p := &pane{start: int64(le.Uint64(h)), groups: map[string]*group{}}
+			p := newPane(int64(le.Uint64(h)), nm)
 			if i > 0 && p.start <= prevStart {
 				return fmt.Errorf("%w: window %d: panes out of order", errSnapshot, w)
 			}
@@ -220,31 +215,29 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 				return fmt.Errorf("%w: window %d: %d is not a window start", errSnapshot, w, p.start)
 			}
 			n := int(le.Uint32(h[8:]))
-			prev := ""
-			for j := range n {
+			for range n {
 				kl, ok := u32()
 				key := take(kl)
 				body := take(8 * nm)
 				if !ok || key == nil || body == nil {
 					return fmt.Errorf("%w: truncated group", errSnapshot)
 				}
-				if j > 0 && string(key) <= prev {
-					return fmt.Errorf("%w: window %d pane %d: groups out of order", errSnapshot, w, p.start)
-				}
 				if _, err := e.schema.KeyValues(string(key)); err != nil {
 					return fmt.Errorf("%w: window %d pane %d: %v", errSnapshot, w, p.start, err)
 				}
-				// Every restored group is dirty, whatever it was when the
-				// snapshot was taken: the first flush after a restore emits the
-				// whole state, so a host that starts afresh (its live hub
-				// empty) shows every group, not only those that change next.
-				gr := &group{key: string(key), vals: make([]uint64, nm), dirty: true}
-				prev = gr.key
-				for j := range gr.vals {
-					gr.vals[j] = le.Uint64(body[8*j:])
+				h := hashKey(key)
+				if p.has(key, h) {
+					return fmt.Errorf("%w: window %d pane %d: a group appears twice", errSnapshot, w, p.start)
 				}
-				p.groups[gr.key] = gr
-				p.dirty = append(p.dirty, gr)
+				// Every restored group is marked changed, whatever it was when
+				// the snapshot was taken: the first flush after a restore emits
+				// the whole state, so a host that starts afresh (its live hub
+				// empty) shows every group, not only those that change next.
+				i := p.find(key, h, g.idents)
+				for j := range nm {
+					p.vals[int(i)*nm+j] = le.Uint64(body[8*j:])
+				}
+				p.touch(i)
 			}
 			g.panes[w][p.start] = p
 		}

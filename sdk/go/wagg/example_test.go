@@ -62,9 +62,9 @@ func Example() {
 		fmt.Println(windows[r.Window].Name, r.Start, key, "votes", r.Metrics[0], "final", r.Final)
 	}
 	// Output:
-	// second 0 [7 no] votes 1 final true
 	// second 0 [7 yes] votes 1 final true
+	// second 0 [7 no] votes 1 final true
 	// second 1000 [7 yes] votes 1 final false
-	// total 0 [7 no] votes 1 final false
 	// total 0 [7 yes] votes 2 final false
+	// total 0 [7 no] votes 1 final false
 }

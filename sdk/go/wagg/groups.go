@@ -1,27 +1,13 @@
 package wagg
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 
 	"github.com/wagg/wagg/abi"
 )
-
-// group is the state of one group key in one window.
-type group struct {
-	key   string
-	vals  []uint64
-	dirty bool
-}
-
-// pane is one window instance (one start) of one window.
-type pane struct {
-	start  int64
-	groups map[string]*group
-	dirty  []*group
-}
 
 // Groups holds the aggregator's state: per window of the deployment, per
 // window start, per group key, the metric values. Aggregators reach it
@@ -32,13 +18,38 @@ type Groups struct {
 	last    []*pane           // per window, the pane used last (the common case)
 	metrics []abi.Metric
 	keys    []abi.Column
+	kinds   []winKind // per window
+	types   []keyType // per key column
 	idents  []uint64
 	key     Key
 	starts  []int64
 	out     abi.RowsWriter
-	err     error    // the first misuse in the current batch
-	order   []int64  // flush's scratch: pane starts in order
-	sorted  []*group // flush's scratch: groups in key order
+	err     error   // the first misuse in the current batch
+	order   []int64 // scratch: pane starts in order
+}
+
+type winKind uint8
+
+const (
+	winGlobal winKind = iota
+	winTumbling
+	winHopping
+)
+
+type keyType uint8
+
+const (
+	keyInt64 keyType = iota
+	keyFloat64
+	keyString
+)
+
+var keyTypes = map[abi.Type]keyType{abi.Int64: keyInt64, abi.Float64: keyFloat64, abi.String: keyString}
+
+// target is one group a key resolved to.
+type target struct {
+	p *pane
+	g uint32
 }
 
 func newGroups(windows []abi.Window, s *abi.Schema) *Groups {
@@ -54,6 +65,19 @@ func newGroups(windows []abi.Window, s *abi.Schema) *Groups {
 	}
 	for _, m := range s.Metrics {
 		g.idents = append(g.idents, identity(m))
+	}
+	for _, c := range s.Keys {
+		g.types = append(g.types, keyTypes[c.Type])
+	}
+	for _, w := range windows {
+		k := winHopping
+		switch w.Kind {
+		case abi.Global:
+			k = winGlobal
+		case abi.Tumbling:
+			k = winTumbling
+		}
+		g.kinds = append(g.kinds, k)
 	}
 	g.key.g = g
 	return g
@@ -84,53 +108,75 @@ type Key struct {
 	col      int
 	buf      []byte
 	resolved bool
-	targets  []*group
+	targets  []target
 	err      error
 }
 
 // method is the Key method that fills a column of each type.
-var method = map[abi.Type]string{abi.Int64: "Int64", abi.Float64: "Float64", abi.String: "String"}
+var method = map[keyType]string{keyInt64: "Int64", keyFloat64: "Float64", keyString: "String"}
 
-func (k *Key) next(t abi.Type) bool {
-	if k.err != nil {
-		return false
+// next claims the next key column for a value of type t. The common case
+// is a few integer compares; misuse takes the slow path and is reported
+// once by Process.
+func (k *Key) next(t keyType) bool {
+	if k.err == nil && !k.resolved && k.col < len(k.g.types) && k.g.types[k.col] == t {
+		k.col++
+		return true
 	}
-	if k.resolved {
+	k.misuse(t)
+	return false
+}
+
+func (k *Key) misuse(t keyType) {
+	switch {
+	case k.err != nil:
+	case k.resolved:
 		k.fail(fmt.Errorf("wagg: Key.%s after Add: fill every key column first", method[t]))
-		return false
-	}
-	if k.col >= len(k.g.keys) {
+	case k.col >= len(k.g.keys):
 		k.fail(fmt.Errorf("wagg: Key.%s fills key column %d, but the spec declares %d key columns", method[t], k.col, len(k.g.keys)))
-		return false
-	}
-	if c := k.g.keys[k.col]; c.Type != t {
+	default:
+		c := k.g.keys[k.col]
 		k.fail(fmt.Errorf("wagg: key column %d %q is declared %s, but Key.%s filled it", k.col, c.Name, c.Type, method[t]))
-		return false
 	}
-	k.col++
-	return true
+}
+
+// grow makes room for n more key bytes.
+func (k *Key) grow(n int) {
+	if cap(k.buf)-len(k.buf) < n {
+		k.buf = append(make([]byte, 0, 2*cap(k.buf)+n), k.buf...)
+	}
 }
 
 // Int64 fills the next key column, which must be declared Int64Key.
 func (k *Key) Int64(v int64) *Key {
-	if k.next(abi.Int64) {
-		k.buf = abi.AppendKeyInt64(k.buf, v)
+	if k.next(keyInt64) {
+		k.grow(8)
+		n := len(k.buf)
+		k.buf = k.buf[:n+8]
+		binary.LittleEndian.PutUint64(k.buf[n:], uint64(v))
 	}
 	return k
 }
 
 // Float64 fills the next key column, which must be declared Float64Key.
 func (k *Key) Float64(v float64) *Key {
-	if k.next(abi.Float64) {
-		k.buf = abi.AppendKeyFloat64(k.buf, v)
+	if k.next(keyFloat64) {
+		k.grow(8)
+		n := len(k.buf)
+		k.buf = k.buf[:n+8]
+		binary.LittleEndian.PutUint64(k.buf[n:], math.Float64bits(v))
 	}
 	return k
 }
 
 // String fills the next key column, which must be declared StringKey.
 func (k *Key) String(v []byte) *Key {
-	if k.next(abi.String) {
-		k.buf = abi.AppendKeyString(k.buf, v)
+	if k.next(keyString) {
+		k.grow(4 + len(v))
+		n := len(k.buf)
+		k.buf = k.buf[:n+4+len(v)]
+		binary.LittleEndian.PutUint32(k.buf[n:], uint32(len(v)))
+		copy(k.buf[n+4:], v)
 	}
 	return k
 }
@@ -149,36 +195,50 @@ func (k *Key) resolve() bool {
 		return false
 	}
 	g := k.g
+	h := hashKey(k.buf)
 	k.targets = k.targets[:0]
-	for w := range g.windows {
-		g.starts = g.windows[w].Starts(k.ts, g.starts[:0])
-		for _, s := range g.starts {
-			k.targets = append(k.targets, g.lookup(w, s, k.buf))
+	for w, kind := range g.kinds {
+		switch kind {
+		case winGlobal:
+			k.target(w, 0, h)
+		case winTumbling:
+			size := g.windows[w].SizeMs
+			m := k.ts % size
+			if m < 0 {
+				m += size
+			}
+			if k.ts >= math.MinInt64+m { // else no window holds ts (the host dead-letters it)
+				k.target(w, k.ts-m, h)
+			}
+		default:
+			g.starts = g.windows[w].Starts(k.ts, g.starts[:0])
+			for _, s := range g.starts {
+				k.target(w, s, h)
+			}
 		}
 	}
 	return true
 }
 
-func (g *Groups) lookup(w int, start int64, key []byte) *group {
+func (k *Key) target(w int, start int64, h uint64) {
+	p := k.g.pane(w, start)
+	i := p.find(k.buf, h, k.g.idents)
+	p.touch(i)
+	k.targets = append(k.targets, target{p, i})
+}
+
+// pane returns the pane of window w starting at start, creating it.
+func (g *Groups) pane(w int, start int64) *pane {
 	p := g.last[w]
 	if p == nil || p.start != start {
 		p = g.panes[w][start]
 		if p == nil {
-			p = &pane{start: start, groups: map[string]*group{}}
+			p = newPane(start, len(g.metrics))
 			g.panes[w][start] = p
 		}
 		g.last[w] = p
 	}
-	gr := p.groups[string(key)]
-	if gr == nil {
-		gr = &group{key: string(key), vals: append([]uint64(nil), g.idents...)}
-		p.groups[gr.key] = gr
-	}
-	if !gr.dirty {
-		gr.dirty = true
-		p.dirty = append(p.dirty, gr)
-	}
-	return gr
+	return p
 }
 
 // known reports whether m is listed in the registered spec (Register sets
@@ -201,22 +261,23 @@ func (k *Key) Add(m *Metric, v int64) *Key {
 	if !k.resolve() || !k.known(m) {
 		return k
 	}
-	if m.def.Type != abi.Int64 {
+	if m.float {
 		k.fail(fmt.Errorf("wagg: metric %s is %s, use AddFloat", m.def.Name, m.def.Type))
 		return k
 	}
 	j := m.idx
-	for _, gr := range k.targets {
-		cur := int64(gr.vals[j])
-		switch m.def.Kind {
-		case abi.Min:
+	for _, t := range k.targets {
+		val := &t.p.vals[int(t.g)*t.p.nm+j]
+		cur := int64(*val)
+		switch m.op {
+		case opMin:
 			cur = min(cur, v)
-		case abi.Max:
+		case opMax:
 			cur = max(cur, v)
 		default:
 			cur += v
 		}
-		gr.vals[j] = uint64(cur)
+		*val = uint64(cur)
 	}
 	return k
 }
@@ -226,71 +287,63 @@ func (k *Key) AddFloat(m *Metric, v float64) *Key {
 	if !k.resolve() || !k.known(m) {
 		return k
 	}
-	if m.def.Type != abi.Float64 {
+	if !m.float {
 		k.fail(fmt.Errorf("wagg: metric %s is %s, use Add", m.def.Name, m.def.Type))
 		return k
 	}
 	j := m.idx
-	for _, gr := range k.targets {
-		cur := math.Float64frombits(gr.vals[j])
-		switch m.def.Kind {
-		case abi.Min:
+	for _, t := range k.targets {
+		val := &t.p.vals[int(t.g)*t.p.nm+j]
+		cur := math.Float64frombits(*val)
+		switch m.op {
+		case opMin:
 			cur = math.Min(cur, v)
-		case abi.Max:
+		case opMax:
 			cur = math.Max(cur, v)
 		default:
 			cur += v
 		}
-		gr.vals[j] = math.Float64bits(cur)
+		*val = math.Float64bits(cur)
 	}
 	return k
 }
 
 // flush writes the rows of every changed group, and every group of each
 // window that watermark closed (final), then forgets the closed windows.
-// Rows come in a fixed order (window, start, key), whatever the history of
-// the maps, so that a replay from a snapshot emits the same bytes.
+// Rows come in a fixed order (window, start, then the order groups were
+// created in), which depends only on the input, so a replay from a snapshot
+// emits the same bytes.
 func (g *Groups) flush(watermark int64) []byte {
 	g.out.Reset()
 	for w, win := range g.windows {
-		g.order = g.order[:0]
-		for start := range g.panes[w] {
-			g.order = append(g.order, start)
-		}
-		slices.Sort(g.order)
-		for _, start := range g.order {
+		for _, start := range g.paneStarts(w) {
 			p := g.panes[w][start]
 			if win.Closed(start, watermark) {
-				for _, gr := range g.sortGroups(p.groups) {
-					g.out.Append(uint8(w), true, start, gr.key, gr.vals)
+				for i := range uint32(p.len()) {
+					g.out.Append(uint8(w), true, start, p.key(i), p.values(i))
 				}
-				clear(g.sorted) // do not keep the forgotten groups alive
 				delete(g.panes[w], start)
 				if g.last[w] == p {
 					g.last[w] = nil
 				}
 				continue
 			}
-			slices.SortFunc(p.dirty, byKey)
-			for _, gr := range p.dirty {
-				g.out.Append(uint8(w), false, start, gr.key, gr.vals)
-				gr.dirty = false
+			for _, i := range p.dirty {
+				g.out.Append(uint8(w), false, start, p.key(i), p.values(i))
+				p.marked[i] = false
 			}
-			clear(p.dirty)
 			p.dirty = p.dirty[:0]
 		}
 	}
 	return g.out.Bytes()
 }
 
-// sortGroups returns the groups of a pane in key order, in scratch memory.
-func (g *Groups) sortGroups(m map[string]*group) []*group {
-	g.sorted = g.sorted[:0]
-	for _, gr := range m {
-		g.sorted = append(g.sorted, gr)
+// paneStarts returns the starts of window w's panes in order, in scratch memory.
+func (g *Groups) paneStarts(w int) []int64 {
+	g.order = g.order[:0]
+	for start := range g.panes[w] {
+		g.order = append(g.order, start)
 	}
-	slices.SortFunc(g.sorted, byKey)
-	return g.sorted
+	slices.Sort(g.order)
+	return g.order
 }
-
-func byKey(a, b *group) int { return strings.Compare(a.key, b.key) }

@@ -220,7 +220,7 @@ func TestIdentity_IsNeutral(t *testing.T) {
 	}
 }
 
-func TestFlush_OrdersRowsByWindowStartAndKey(t *testing.T) {
+func TestFlush_OrdersRowsByWindowStartThenFirstArrival(t *testing.T) {
 	l := localWith(t, func(b *Batch, g *Groups) error {
 		names := b.Strings(inName)
 		for i := range b.Len() {
@@ -241,7 +241,7 @@ func TestFlush_OrdersRowsByWindowStartAndKey(t *testing.T) {
 		k, _ := l.e.schema.KeyValues(r.Key)
 		got = append(got, r.Start, k[0].(int64))
 	}
-	want := []int64{0, 1, 0, 2, 0, 2, 1000, 1, 2000, 3}
+	want := []int64{0, 2, 0, 1, 0, 2, 1000, 1, 2000, 3} // pane 0: (2,y), (1,a), (2,b) as they arrived
 	for i := range want {
 		if len(got) != len(want) || got[i] != want[i] {
 			t.Fatalf("rows (start, poll) = %v, want %v", got, want)

@@ -36,35 +36,48 @@ func (f *Field) Optional() *Field { f.def.Optional = true; return f }
 type Metric struct {
 	def abi.Metric
 	idx int
+	// Mirrors of def.Kind and def.Type, so that the per-record path
+	// compares small integers, not strings (string compares are slow in Wasm).
+	op    op
+	float bool
 }
+
+// op is how a metric folds a value in.
+type op uint8
+
+const (
+	opAdd op = iota
+	opMin
+	opMax
+)
 
 // Count declares an int64 counter.
 func Count(name string) *Metric {
-	return &Metric{def: abi.Metric{Name: name, Kind: abi.Count, Type: abi.Int64}, idx: -1}
+	return &Metric{def: abi.Metric{Name: name, Kind: abi.Count, Type: abi.Int64}, idx: -1, op: opAdd}
 }
 
 // Sum declares a sum of int64 values (use SumFloat for float64).
 func Sum(name string) *Metric {
-	return &Metric{def: abi.Metric{Name: name, Kind: abi.Sum, Type: abi.Int64}, idx: -1}
+	return &Metric{def: abi.Metric{Name: name, Kind: abi.Sum, Type: abi.Int64}, idx: -1, op: opAdd}
 }
 
 // SumFloat declares a sum of float64 values.
 func SumFloat(name string) *Metric {
-	return &Metric{def: abi.Metric{Name: name, Kind: abi.Sum, Type: abi.Float64}, idx: -1}
+	return &Metric{def: abi.Metric{Name: name, Kind: abi.Sum, Type: abi.Float64}, idx: -1, op: opAdd, float: true}
 }
 
 // Min declares the minimum of int64 values (Float makes it float64).
 func Min(name string) *Metric {
-	return &Metric{def: abi.Metric{Name: name, Kind: abi.Min, Type: abi.Int64}, idx: -1}
+	return &Metric{def: abi.Metric{Name: name, Kind: abi.Min, Type: abi.Int64}, idx: -1, op: opMin}
 }
 
 // Max declares the maximum of int64 values (Float makes it float64).
 func Max(name string) *Metric {
-	return &Metric{def: abi.Metric{Name: name, Kind: abi.Max, Type: abi.Int64}, idx: -1}
+	return &Metric{def: abi.Metric{Name: name, Kind: abi.Max, Type: abi.Int64}, idx: -1, op: opMax}
 }
 
 // Float makes a Min or Max metric hold float64 values.
-func (m *Metric) Float() *Metric { m.def.Type = abi.Float64; return m }
+func (m *Metric) Float() *Metric { m.def.Type, m.float = abi.Float64, true; return m }
 
 // identity is the value a metric starts from before its first update.
 func identity(m abi.Metric) uint64 {

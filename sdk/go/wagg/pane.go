@@ -1,0 +1,119 @@
+package wagg
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/bits"
+)
+
+// pane is one window instance (one start): its groups in a hash table of
+// their own. Groups live in flat arrays in insertion order: no pointer per
+// group for the garbage collector to chase, good locality, and an order that
+// depends only on the input, so flushes and snapshots are deterministic
+// without sorting.
+type pane struct {
+	start  int64
+	nm     int      // metrics per group
+	keys   []byte   // every group's encoded key, back to back
+	ends   []uint32 // ends[i]: end of group i's key in keys
+	hashes []uint64 // hashes[i]: hash of group i's key
+	vals   []uint64 // nm values per group
+	dirty  []uint32 // groups changed since the last flush
+	marked []bool   // marked[i]: group i is in dirty
+	slots  []uint32 // open addressing: group index + 1; 0 is empty
+}
+
+func newPane(start int64, nm int) *pane {
+	return &pane{start: start, nm: nm, slots: make([]uint32, 16)}
+}
+
+func (p *pane) len() int { return len(p.ends) }
+
+func (p *pane) key(i uint32) []byte {
+	from := uint32(0)
+	if i > 0 {
+		from = p.ends[i-1]
+	}
+	return p.keys[from:p.ends[i]]
+}
+
+func (p *pane) values(i uint32) []uint64 { return p.vals[int(i)*p.nm : int(i+1)*p.nm] }
+
+// find returns the group of key (hash h), creating it with the identity
+// values when missing.
+func (p *pane) find(key []byte, h uint64, idents []uint64) uint32 {
+	mask := uint64(len(p.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		s := p.slots[i]
+		if s == 0 {
+			g := uint32(len(p.ends))
+			p.keys = append(p.keys, key...)
+			p.ends = append(p.ends, uint32(len(p.keys)))
+			p.hashes = append(p.hashes, h)
+			p.vals = append(p.vals, idents...)
+			p.marked = append(p.marked, false)
+			p.slots[i] = g + 1
+			if 2*len(p.ends) > len(p.slots) {
+				p.grow()
+			}
+			return g
+		}
+		if g := s - 1; p.hashes[g] == h && bytes.Equal(p.key(g), key) {
+			return g
+		}
+	}
+}
+
+// has reports whether key is a group of p.
+func (p *pane) has(key []byte, h uint64) bool {
+	mask := uint64(len(p.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		s := p.slots[i]
+		if s == 0 {
+			return false
+		}
+		if g := s - 1; p.hashes[g] == h && bytes.Equal(p.key(g), key) {
+			return true
+		}
+	}
+}
+
+func (p *pane) grow() {
+	p.slots = make([]uint32, 2*len(p.slots))
+	mask := uint64(len(p.slots) - 1)
+	for g, h := range p.hashes {
+		i := h & mask
+		for p.slots[i] != 0 {
+			i = (i + 1) & mask
+		}
+		p.slots[i] = uint32(g) + 1
+	}
+}
+
+// touch marks group g changed since the last flush.
+func (p *pane) touch(g uint32) {
+	if !p.marked[g] {
+		p.marked[g] = true
+		p.dirty = append(p.dirty, g)
+	}
+}
+
+// hashKey hashes an encoded key, 8 bytes at a time: keys are short (an
+// int64 is one word), and a cheap multiply-rotate mix is plenty for a table
+// that compares full keys anyway.
+func hashKey(b []byte) uint64 {
+	const m1, m2 = 0x9e3779b97f4a7c15, 0xc2b2ae3d27d4eb4f
+	h := uint64(len(b)) * m1
+	for len(b) >= 8 {
+		h = bits.RotateLeft64((h^binary.LittleEndian.Uint64(b))*m2, 31)
+		b = b[8:]
+	}
+	var t uint64
+	for i, c := range b {
+		t |= uint64(c) << (8 * i)
+	}
+	h = (h ^ t) * m2
+	h ^= h >> 29
+	h *= m1
+	return h ^ h>>32
+}
