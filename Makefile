@@ -54,6 +54,7 @@ fuzz:
 
 # The Wasm stage against native Go, and the host decoder (BENCHMARKS.md).
 bench:
+	@mkdir -p $(BIN)
 	$(GO) test -run XXX -bench . -benchtime 2s -count 3 ./examples/votes ./host/decode | tee $(BIN)/bench.txt
 
 demo: build services

@@ -220,6 +220,8 @@ func (k *Key) resolve() bool {
 	return true
 }
 
+// target finds (or creates) the key's group in the pane of window w at
+// start, and marks it changed.
 func (k *Key) target(w int, start int64, h uint64) {
 	p := k.g.pane(w, start)
 	i := p.find(k.buf, h, k.g.idents)

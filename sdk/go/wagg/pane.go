@@ -46,22 +46,27 @@ func (p *pane) find(key []byte, h uint64, idents []uint64) uint32 {
 	for i := h & mask; ; i = (i + 1) & mask {
 		s := p.slots[i]
 		if s == 0 {
-			g := uint32(len(p.ends))
-			p.keys = append(p.keys, key...)
-			p.ends = append(p.ends, uint32(len(p.keys)))
-			p.hashes = append(p.hashes, h)
-			p.vals = append(p.vals, idents...)
-			p.marked = append(p.marked, false)
-			p.slots[i] = g + 1
-			if 2*len(p.ends) > len(p.slots) {
-				p.grow()
-			}
-			return g
+			return p.insert(key, h, idents, i)
 		}
 		if g := s - 1; p.hashes[g] == h && bytes.Equal(p.key(g), key) {
 			return g
 		}
 	}
+}
+
+// insert adds a group for key in the empty slot i.
+func (p *pane) insert(key []byte, h uint64, idents []uint64, i uint64) uint32 {
+	g := uint32(len(p.ends))
+	p.keys = append(p.keys, key...)
+	p.ends = append(p.ends, uint32(len(p.keys)))
+	p.hashes = append(p.hashes, h)
+	p.vals = append(p.vals, idents...)
+	p.marked = append(p.marked, false)
+	p.slots[i] = g + 1
+	if 2*len(p.ends) > len(p.slots) {
+		p.grow()
+	}
+	return g
 }
 
 // has reports whether key is a group of p.
