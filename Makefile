@@ -65,3 +65,13 @@ demo-stop:
 
 clean:
 	rm -rf $(BIN)
+
+# wagg against the Kafka Streams peer on the same broker (BENCHMARKS.md).
+# EVENTS, ROUNDS, RATE and SECONDS size the run.
+EVENTS ?= 2000000
+ROUNDS ?= 3
+RATE   ?= 50000
+SECONDS?= 30
+bench-peers: build services
+	cd bench/peers/kstreams && mvn -q -B -o package -DskipTests 2>/dev/null || (cd bench/peers/kstreams && mvn -q -B package -DskipTests)
+	$(GO) run ./bench/peers/harness -kafka $(KAFKA) -clickhouse $(CLICKHOUSE) -events $(EVENTS) -rounds $(ROUNDS) -rate $(RATE) -seconds $(SECONDS)
