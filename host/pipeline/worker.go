@@ -36,7 +36,14 @@ type worker struct {
 	in      chan []*kgo.Record
 	quit    chan bool // true: checkpoint before leaving
 	done    chan struct{}
+	saves   chan save // to the partition's checkpoint writer, in order
 	partStr string
+}
+
+// save is one checkpoint on its way to ClickHouse.
+type save struct {
+	rows []abi.Row
+	cp   checkpoint.Checkpoint
 }
 
 type rowKey struct {
@@ -65,6 +72,7 @@ func newWorker(ctx context.Context, r *Runner, p int32) (*worker, error) {
 		in:      make(chan []*kgo.Record, 4),
 		quit:    make(chan bool, 1),
 		done:    make(chan struct{}),
+		saves:   make(chan save, 1),
 		partStr: strconv.Itoa(int(p)),
 	}
 	if !fresh {
@@ -85,6 +93,22 @@ func (w *worker) run() {
 	defer close(w.done)
 	ctx := context.Background()
 	defer w.inst.Close(ctx)
+	// The checkpoint writer runs beside the worker, so that ClickHouse round
+	// trips do not hold up records and live deltas. It writes the saves in
+	// order; leaving, the worker waits for it (or, when the partition was
+	// lost to another host, stops it: that host writes from now on).
+	wctx, stopWriter := context.WithCancel(ctx)
+	written := make(chan struct{})
+	go w.writer(wctx, written)
+	defer func() {
+		close(w.saves)
+		select {
+		case <-written:
+		case <-time.After(30 * time.Second):
+			w.r.log.Error("checkpoint writer still busy after 30s; leaving it", "partition", w.p)
+		}
+		stopWriter()
+	}()
 	emit := time.NewTicker(w.r.spec.EmitEvery)
 	defer emit.Stop()
 	cp := time.NewTicker(w.r.spec.CheckpointEvery)
@@ -98,8 +122,9 @@ func (w *worker) run() {
 			w.emit(ctx)
 		case <-cp.C:
 			w.checkpoint(ctx)
-		case save := <-w.quit:
-			if !save {
+		case keep := <-w.quit:
+			if !keep {
+				stopWriter()
 				return
 			}
 			for {
@@ -111,9 +136,7 @@ func (w *worker) run() {
 				}
 				break
 			}
-			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			w.checkpoint(sctx)
-			cancel()
+			w.checkpoint(ctx)
 			return
 		}
 	}
@@ -217,47 +240,68 @@ func (w *worker) emit(ctx context.Context) {
 	}
 }
 
-// checkpoint makes the progress durable in order: dead letters, rows, then
-// the checkpoint (snapshot, next offset, watermark); the Kafka commit
-// follows from the poll loop. A crash between steps replays from the
-// previous checkpoint and rewrites identical rows.
+// checkpoint hands the writer what makes the progress durable: the rows
+// emitted since the last checkpoint and the plugin's snapshot at the next
+// offset. The writer stores them in order (dead letters, rows, then the
+// checkpoint); the Kafka commit follows from the poll loop. A crash between
+// steps replays from the previous checkpoint and rewrites identical rows.
 func (w *worker) checkpoint(ctx context.Context) {
 	w.emit(ctx)
 	if w.failed != nil || !w.dirty && len(w.pending) == 0 {
 		return
 	}
-	m := w.r.deps.Metrics
-	if err := w.checkpointOnce(ctx); err != nil {
-		m.Checkpoints.WithLabelValues(w.r.spec.Name, "error").Inc()
-		w.r.log.Warn("checkpoint failed; retrying at the next one", "partition", w.p, "err", err)
+	snap, err := w.inst.Snapshot(ctx)
+	if err != nil {
+		w.fail(err)
 		return
-	}
-	m.Checkpoints.WithLabelValues(w.r.spec.Name, "ok").Inc()
-	m.Watermark.WithLabelValues(w.r.spec.Name, w.partStr).Set(float64(w.wm.Value()) / 1000)
-	clear(w.pending)
-	w.dirty = false
-	w.r.checkpointed(w.p, w.next)
-}
-
-func (w *worker) checkpointOnce(ctx context.Context) error {
-	if err := w.r.cl.Flush(ctx); err != nil {
-		return fmt.Errorf("dead letters: %w", err)
 	}
 	rows := make([]abi.Row, 0, len(w.pending))
 	for _, r := range w.pending {
 		rows = append(rows, r)
 	}
-	if err := w.r.deps.Table.Write(ctx, w.p, w.next, rows); err != nil {
-		return err
-	}
-	snap, err := w.inst.Snapshot(ctx)
-	if err != nil {
-		return err
-	}
-	return w.r.deps.Checkpoints.Save(ctx, checkpoint.Checkpoint{
+	w.saves <- save{rows: rows, cp: checkpoint.Checkpoint{
 		Deployment: w.r.spec.Name, Topic: w.r.spec.Topic, Partition: w.p,
 		NextOffset: w.next, Watermark: w.wm.Value(), Snapshot: snap, Plugin: w.r.deps.PluginSHA,
-	})
+	}}
+	clear(w.pending)
+	w.dirty = false
+}
+
+// writer stores saves in order, retrying each until it is stored or ctx
+// ends, then closes done.
+func (w *worker) writer(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	m := w.r.deps.Metrics
+	for s := range w.saves {
+		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+			if ctx.Err() != nil {
+				break
+			}
+			err := w.store(ctx, s)
+			if err == nil {
+				m.Checkpoints.WithLabelValues(w.r.spec.Name, "ok").Inc()
+				m.Watermark.WithLabelValues(w.r.spec.Name, w.partStr).Set(float64(s.cp.Watermark) / 1000)
+				w.r.checkpointed(w.p, s.cp.NextOffset)
+				break
+			}
+			m.Checkpoints.WithLabelValues(w.r.spec.Name, "error").Inc()
+			w.r.log.Warn("checkpoint failed; retrying", "partition", w.p, "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+		}
+	}
+}
+
+func (w *worker) store(ctx context.Context, s save) error {
+	if err := w.r.cl.Flush(ctx); err != nil {
+		return fmt.Errorf("dead letters: %w", err)
+	}
+	if err := w.r.deps.Table.Write(ctx, w.p, s.cp.NextOffset, s.rows); err != nil {
+		return err
+	}
+	return w.r.deps.Checkpoints.Save(ctx, s.cp)
 }
 
 // deadLetter sends a record that cannot be counted to the dead-letter topic,
