@@ -14,7 +14,7 @@ DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_DIR  := .cache/demo
 TEST_ENV  := WAGG_TEST_KAFKA=$(KAFKA) WAGG_TEST_CLICKHOUSE=$(CLICKHOUSE)
 
-.PHONY: all build wasm services services-down test check fuzz bench bench-peers demo demo-stop clean
+.PHONY: all build wasm services services-down browser-deps test check fuzz bench bench-peers demo demo-stop clean test-peers
 
 all: build
 
@@ -32,8 +32,13 @@ services:
 services-down:
 	bash scripts/services.sh down
 
+# Chromium (Debian) and playwright-core (npm) for the browser test.
+browser-deps:
+	bash scripts/chromium.sh
+	cd host/web/e2e && npm ci --no-audit --no-fund --loglevel=error
+
 # Unit, fuzz-seed, browser and integration tests against the real services.
-test: services
+test: services browser-deps
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./examples/votes
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m ./...

@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -233,11 +235,47 @@ func TestVotes_EndToEndCountsMatchInClickHouseAndLive(t *testing.T) {
 		}
 		return diff(got, want)
 	})
+	t.Run("browser", func(t *testing.T) {
+		// The group with the most votes is on the page's top list.
+		var top gen.Key
+		for k, n := range want {
+			if n > want[top] || n == want[top] && (k.PollID < top.PollID || k.PollID == top.PollID && k.Option < top.Option) {
+				top = k
+			}
+		}
+		browser(t, h.url+"/?aggregator=votes", fmt.Sprintf("poll_id=%d,option=%s", top.PollID, top.Option), want[top])
+	})
 	dead := consumeAll(t, e, topic+".dead-letters", bad)
 	for _, r := range dead {
 		if !strings.Contains(header(r, "wagg.error"), "poll_id") || header(r, "wagg.topic") != topic {
 			t.Fatalf("dead letter without reason or source: %v", r.Headers)
 		}
+	}
+}
+
+// browser runs host/web/e2e in headless Chromium against the live page:
+// the running total of key must reach want. make test installs Chromium and
+// playwright-core; without them the subtest is skipped.
+func browser(t *testing.T, url, key string, want int64) {
+	dir := filepath.Join(testwasm.Root(t), "host", "web", "e2e")
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("browser test: no node (make test installs what it needs)")
+	}
+	for _, need := range []string{"/usr/bin/chromium", filepath.Join(dir, "node_modules", "playwright-core")} {
+		if _, err := os.Stat(need); err != nil {
+			t.Skipf("browser test: %s is missing (make test installs it)", need)
+		}
+	}
+	cmd := exec.Command(node, "--test", "live.test.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "WAGG_E2E_URL="+url, "WAGG_E2E_KEY="+key, fmt.Sprintf("WAGG_E2E_WANT=%d", want))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("browser test failed: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "# pass 1") {
+		t.Fatalf("browser test did not pass:\n%s", out)
 	}
 }
 

@@ -37,6 +37,9 @@ class BrokerVerifyTest {
     @ValueSource(strings = {"at_least_once", "exactly_once_v2"})
     void finalCountsEqualTheExactAnswer(String guarantee) throws Exception {
         String b = bootstrap();
+        if (!reachable(b)) {
+            System.err.println("BrokerVerifyTest: SKIPPED: no Kafka broker at " + b + " (bash scripts/kafka.sh up)");
+        }
         assumeTrue(reachable(b), "no Kafka broker at " + b + ": run `bash scripts/kafka.sh up` to run this test");
         int rc = Verify.run(new Args(new String[] {"verify", "--bootstrap", b, "--guarantee", guarantee,
             "--events", "20000", "--timeout-s", "180"}, 1));
