@@ -226,7 +226,7 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 					return fmt.Errorf("%w: window %d pane %d: %v", errSnapshot, w, p.start, err)
 				}
 				h := hashKey(key)
-				if p.has(key, h) {
+				if _, _, dup := p.lookup(key, h); dup {
 					return fmt.Errorf("%w: window %d pane %d: a group appears twice", errSnapshot, w, p.start)
 				}
 				// Every restored group is marked changed, whatever it was when

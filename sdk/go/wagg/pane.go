@@ -42,14 +42,23 @@ func (p *pane) values(i uint32) []uint64 { return p.vals[int(i)*p.nm : int(i+1)*
 // find returns the group of key (hash h), creating it with the identity
 // values when missing.
 func (p *pane) find(key []byte, h uint64, idents []uint64) uint32 {
+	g, slot, ok := p.lookup(key, h)
+	if !ok {
+		g = p.insert(key, h, idents, slot)
+	}
+	return g
+}
+
+// lookup returns key's group, or the empty slot where it would go.
+func (p *pane) lookup(key []byte, h uint64) (g uint32, slot uint64, ok bool) {
 	mask := uint64(len(p.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		s := p.slots[i]
 		if s == 0 {
-			return p.insert(key, h, idents, i)
+			return 0, i, false
 		}
 		if g := s - 1; p.hashes[g] == h && bytes.Equal(p.key(g), key) {
-			return g
+			return g, 0, true
 		}
 	}
 }
@@ -67,20 +76,6 @@ func (p *pane) insert(key []byte, h uint64, idents []uint64, i uint64) uint32 {
 		p.grow()
 	}
 	return g
-}
-
-// has reports whether key is a group of p.
-func (p *pane) has(key []byte, h uint64) bool {
-	mask := uint64(len(p.slots) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
-		s := p.slots[i]
-		if s == 0 {
-			return false
-		}
-		if g := s - 1; p.hashes[g] == h && bytes.Equal(p.key(g), key) {
-			return true
-		}
-	}
 }
 
 func (p *pane) grow() {
