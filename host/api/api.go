@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/wagg/wagg/plugins"
@@ -62,6 +63,9 @@ func New(b Backend, h Handlers) http.Handler {
 	a := &handler{b: b}
 	mux.HandleFunc("GET /healthz", a.health)
 	mux.Handle("GET /metrics", h.Metrics)
+	// Go profiles, for finding what limits a host (BENCHMARKS.md uses them).
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.Handle("GET /v1/live", h.Live)
 	mux.HandleFunc("POST /v1/plugins/{name}/{version}", a.pushPlugin)
 	mux.HandleFunc("GET /v1/plugins", a.listPlugins)

@@ -72,6 +72,7 @@ func New(ctx context.Context, o *Options) (*Runtime, error) {
 	cfg := wazero.NewRuntimeConfig().
 		WithCompilationCache(cache).
 		WithMemoryLimitPages(opts.MemoryPages).
+		WithMemoryCapacityFromMax(true). // grow in place: no copy of the whole memory per page
 		WithCloseOnContextDone(opts.Interruptible)
 	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {

@@ -53,6 +53,7 @@ var (
 	peerJar  = flag.String("peer", "bench/peers/kstreams/target/wagg-kstreams-peer.jar", "Kafka Streams peer jar")
 	skipPeer = flag.Bool("skip-peer", false, "measure wagg only")
 	out      = flag.String("out", "bin/bench-peers.md", "where to write the table")
+	profile  = flag.String("profile", "bin/wagg-catchup.pprof", "CPU profile of wagg during its first catch-up (empty: none)")
 )
 
 // result is one measurement of one system.
@@ -213,6 +214,20 @@ func (w *waggProc) records() float64 {
 	return n
 }
 
+// profile saves a 5-second CPU profile of the host.
+func (w *waggProc) profile(path string) {
+	resp, err := http.Get(w.url + "/debug/pprof/profile?seconds=5")
+	if err != nil {
+		log.Printf("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		log.Printf("profile: %v", err)
+	}
+}
+
 func (w *waggProc) stop() {
 	w.cmd.Process.Signal(os.Interrupt)
 	w.cmd.Wait()
@@ -225,6 +240,9 @@ func waggCatchUp(_ context.Context, topic string, round int) result {
 	cpu0 := cpuSeconds(w.cmd.Process.Pid)
 	start := time.Now()
 	w.deploy("votes", topic)
+	if *profile != "" && round == 0 {
+		go w.profile(*profile)
+	}
 	for w.records() < float64(*events) {
 		if time.Since(start) > 30*time.Minute {
 			log.Fatal("wagg did not catch up in 30 minutes")
