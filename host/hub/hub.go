@@ -22,7 +22,7 @@ type Options struct {
 	// a thin link gets fewer, larger frames instead of an ever-growing lag.
 	QueueFrames int
 	// KeepClosed is how many closed panes of each tumbling or hopping window
-	// the hub keeps for snapshots (default 60). Older closed panes are evicted
+	// the hub keeps for snapshots (default 10). Older closed panes are evicted
 	// and announced in the delta that evicts them; rows arriving later for an
 	// evicted pane are dropped (ClickHouse has them).
 	KeepClosed int
@@ -58,7 +58,7 @@ func (o *Options) withDefaults() Options {
 		}
 	}
 	def(&c.QueueFrames, 256)
-	def(&c.KeepClosed, 60)
+	def(&c.KeepClosed, 10)
 	def(&c.History, 1024)
 	c.History = max(c.History, c.QueueFrames)
 	if c.Logger == nil {
