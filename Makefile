@@ -75,8 +75,8 @@ clean:
 # EVENTS, ROUNDS, RATE and SECONDS size the run.
 EVENTS ?= 2000000
 ROUNDS ?= 3
-RATE   ?= 50000
-SECONDS?= 30
+RATE   ?= 20000
+SECONDS?= 60
 bench-peers: build services
 	cd bench/peers/kstreams && mvn -q -B -o package -DskipTests 2>/dev/null || (cd bench/peers/kstreams && mvn -q -B package -DskipTests)
 	$(GO) run ./bench/peers/harness -kafka $(KAFKA) -clickhouse $(CLICKHOUSE) -events $(EVENTS) -rounds $(ROUNDS) -rate $(RATE) -seconds $(SECONDS)

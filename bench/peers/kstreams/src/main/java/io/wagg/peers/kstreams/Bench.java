@@ -96,8 +96,7 @@ final class Bench {
                         s.threads, s.commitMs, s.cacheBytes >> 20, s.parser,
                         brokerPid > 0 ? (brokerDone - brokerAtFirst[0]) / 1e9 : Double.NaN));
             }
-            r.close();
-            r.streams.cleanUp(); // local state of a throw-away application id
+            r.closeAndWipe(s.stateDir, appId); // local state of a throw-away application id
         } finally {
             Progress.unregister(appId);
             if (!keep) {

@@ -19,7 +19,7 @@ public final class Main {
             "                                                             print RESULT events=.. seconds=.. events_per_sec=.. cpu_seconds=..",
             "  verify   [--events 20k] [--span-ms 30000] [--keep]       produce a known input to fresh topics, run the peer,",
             "                                                             compare the last value per output key with the exact counts",
-            "  latency  [--rate 50000] [--seconds 60] [--warmup-s 10]   fresh topics; produce at a fixed rate, print RESULT_LATENCY",
+            "  latency  [--rate 50000] [--seconds 60] [--warmup-s 30]   fresh topics; produce at a fixed rate, print RESULT_LATENCY",
             "                                                             p50/p99 from send to the updated total readable downstream",
             "  produce  --topic T [--events 1M] [--rate R]              write Zipf votes (10k polls x 8 options) keyed by user_id",
             "  describe [--input T --output T]                           print the topology",

@@ -77,6 +77,21 @@ final class Runner implements AutoCloseable {
         streams.close(Duration.ofSeconds(60));
     }
 
+    /**
+     * Closes, wipes the local state ({@link KafkaStreams#cleanUp()}) and removes the application's
+     * directory under state.dir, which cleanUp leaves behind (lock and process-id files).
+     */
+    void closeAndWipe(java.nio.file.Path stateDir, String applicationId) {
+        close();
+        streams.cleanUp();
+        java.nio.file.Path dir = stateDir.resolve(applicationId);
+        try (java.util.stream.Stream<java.nio.file.Path> files = java.nio.file.Files.walk(dir)) {
+            files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
+        } catch (java.io.IOException e) {
+            // nothing there, or already gone
+        }
+    }
+
     /** CPU time of the whole process (all threads, including RocksDB's), in nanoseconds. */
     static long processCpuNanos() {
         java.lang.management.OperatingSystemMXBean os = ManagementFactory.getOperatingSystemMXBean();

@@ -155,8 +155,8 @@ final class Verify {
                 return 1;
             }
             dropped = r.taskMetricSum("dropped-records-total");
-            r.close(); // flushes the caches and commits: every final value is now in the output topic
-            r.streams.cleanUp();
+            // close flushes the caches and commits: every final value is now in the output topic
+            r.closeAndWipe(s.stateDir, appId);
         } finally {
             Progress.unregister(appId);
         }
