@@ -12,8 +12,8 @@ import (
 )
 
 // Instance is one plugin instance: the state of one partition of one
-// deployment. Not safe for concurrent use. After a call returns an error for
-// which Broken is true, the instance must be closed and replaced.
+// deployment. Not safe for concurrent use. After a trap every call fails:
+// the instance must be closed and replaced.
 type Instance struct {
 	m      *Module
 	mod    api.Module
@@ -67,9 +67,6 @@ func (m *Module) Instantiate(ctx context.Context, cfg abi.Config) (*Instance, er
 
 // Close releases the instance.
 func (i *Instance) Close(ctx context.Context) error { return i.mod.Close(ctx) }
-
-// Broken reports whether the instance trapped and must be replaced.
-func (i *Instance) Broken() bool { return i.broken }
 
 // Process hands the guest an encoded batch (abi batch layout).
 func (i *Instance) Process(ctx context.Context, batch []byte) error {
