@@ -37,8 +37,9 @@ browser-deps:
 	bash scripts/chromium.sh
 	cd host/web/e2e && npm ci --no-audit --no-fund --loglevel=error
 
-# Unit, fuzz-seed, browser and integration tests against the real services.
-test: services browser-deps
+# Unit, fuzz-seed, browser and integration tests against the real services,
+# and the Kafka Streams peer's correctness check.
+test: services browser-deps test-peers
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./examples/votes
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m ./...
@@ -77,6 +78,16 @@ EVENTS ?= 2000000
 ROUNDS ?= 3
 RATE   ?= 20000
 SECONDS?= 60
+# The peer's correctness check against the real broker: its final window
+# counts and totals equal the exact counts of a known input, both guarantees.
+test-peers: services
+	@mkdir -p $(BIN)
+	cd bench/peers/kstreams && WAGG_KAFKA_BOOTSTRAP=$(KAFKA) mvn -q -B test > $(CURDIR)/$(BIN)/test-peers.log 2>&1 \
+	  || (tail -n 80 $(CURDIR)/$(BIN)/test-peers.log; echo "test-peers failed: full log in $(BIN)/test-peers.log"; exit 1)
+	@grep -q 'skipped="0"' bench/peers/kstreams/target/surefire-reports/TEST-io.wagg.peers.kstreams.BrokerVerifyTest.xml \
+	  || (echo "test-peers: the broker check was skipped"; exit 1)
+	@echo "test-peers: the Kafka Streams peer's counts equal the exact counts (both guarantees)"
+
 bench-peers: build services
 	cd bench/peers/kstreams && mvn -q -B -o package -DskipTests 2>/dev/null || (cd bench/peers/kstreams && mvn -q -B package -DskipTests)
 	$(GO) run ./bench/peers/harness -kafka $(KAFKA) -clickhouse $(CLICKHOUSE) -events $(EVENTS) -rounds $(ROUNDS) -rate $(RATE) -seconds $(SECONDS)
