@@ -133,16 +133,19 @@ func newTopic(t *testing.T, e env, partitions int) (string, *kgo.Client) {
 // eventually retries check until it returns nil or the deadline passes.
 func eventually(t *testing.T, d time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.After(d)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		err := check()
 		if err == nil {
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline:
 			t.Fatalf("%s: not reached within %s: %v", what, d, err)
+		case <-tick.C:
 		}
-		time.Sleep(200 * time.Millisecond) // poll interval, not a wait for an outcome
 	}
 }
 
