@@ -37,8 +37,9 @@ browser-deps:
 	bash scripts/chromium.sh
 	cd host/web/e2e && npm ci --no-audit --no-fund --loglevel=error
 
-# Unit, fuzz-seed, browser and integration tests against the real services.
-test: services browser-deps
+# Unit, fuzz-seed, browser and integration tests against the real services,
+# and the Kafka Streams peer's correctness check.
+test: services browser-deps test-peers
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./examples/votes
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m ./...
@@ -79,8 +80,6 @@ RATE   ?= 20000
 SECONDS?= 60
 # The peer's correctness check against the real broker: its final window
 # counts and totals equal the exact counts of a known input, both guarantees.
-# Not part of `make test` yet: on a freshly formatted broker its
-# exactly_once_v2 run once stalled producing its input (a 120 s timeout).
 test-peers: services
 	@mkdir -p $(BIN)
 	cd bench/peers/kstreams && WAGG_KAFKA_BOOTSTRAP=$(KAFKA) mvn -q -B test > $(CURDIR)/$(BIN)/test-peers.log 2>&1 \

@@ -18,6 +18,10 @@ final class Produce {
     }
 
     static KafkaProducer<String, String> producer(String bootstrap) {
+        return producer(bootstrap, new Properties());
+    }
+
+    static KafkaProducer<String, String> producer(String bootstrap, Properties extra) {
         Properties p = new Properties();
         p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class);
@@ -26,6 +30,7 @@ final class Produce {
         p.put(ProducerConfig.LINGER_MS_CONFIG, 10);
         p.put(ProducerConfig.BATCH_SIZE_CONFIG, 256 * 1024);
         p.put(ProducerConfig.BUFFER_MEMORY_CONFIG, 128L * 1024 * 1024);
+        p.putAll(extra);
         return new KafkaProducer<>(p);
     }
 

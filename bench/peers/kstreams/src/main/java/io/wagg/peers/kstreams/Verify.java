@@ -10,6 +10,7 @@ import java.util.TreeSet;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 
 /**
@@ -78,7 +79,13 @@ final class Verify {
         SplittableRandom rnd = g.random().split();
         long base = (System.currentTimeMillis() / 1000) * 1000 - spanMs - 60_000;
         AtomicReference<Exception> failure = new AtomicReference<>();
-        try (KafkaProducer<String, String> p = Produce.producer(s.bootstrap)) {
+        // One request in flight: on a freshly created topic the first batch to
+        // a partition can fail while later ones land, and the idempotent
+        // producer then retries OUT_OF_ORDER_SEQUENCE until its delivery
+        // timeout (seen on a freshly formatted broker). The input is small.
+        Properties one = new Properties();
+        one.put(ProducerConfig.MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, 1);
+        try (KafkaProducer<String, String> p = Produce.producer(s.bootstrap, one)) {
             for (int i = 0; i < n; i++) {
                 g.next();
                 long t = base + i * spanMs / n;
