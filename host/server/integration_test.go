@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,20 +48,36 @@ func services(t *testing.T) env {
 
 // host is a wagg server running in-process on its own database.
 type host struct {
-	url string
-	db  string
-	ch  driver.Conn
+	url  string
+	db   string
+	ch   driver.Conn
+	stop func() // stops the server (it checkpoints); safe to call twice
 }
 
-func startHost(t *testing.T, e env) *host {
-	t.Helper()
-	id := fmt.Sprintf("%d_%d", time.Now().Unix(), rand.IntN(1e6))
+func hostConfig(t *testing.T, e env) config.Config {
 	cfg := config.Defaults()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	cfg.Kafka.Brokers = e.brokers
 	cfg.ClickHouse.Addr = e.chAddr
-	cfg.ClickHouse.Database = "wagg_it_" + id
+	cfg.ClickHouse.Database = fmt.Sprintf("wagg_it_%d_%d", time.Now().Unix(), rand.IntN(1e6))
+	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ch.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database)
+		ch.Close()
+	})
+	return cfg
+}
+
+func startHost(t *testing.T, e env) *host { return runHost(t, e, hostConfig(t, e)) }
+
+// runHost starts a server with cfg; several may run one after the other on
+// the same data directory and database.
+func runHost(t *testing.T, e env, cfg config.Config) *host {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	s, err := server.New(ctx, cfg, log)
@@ -77,15 +94,18 @@ func startHost(t *testing.T, e env) *host {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-		ch.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database)
-		ch.Close()
-	})
-	return &host{url: "http://" + ln.Addr().String(), db: cfg.ClickHouse.Database, ch: ch}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("server: %v", err)
+			}
+			ch.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return &host{url: "http://" + ln.Addr().String(), db: cfg.ClickHouse.Database, ch: ch, stop: stop}
 }
 
 type testWriter struct{ t *testing.T }
@@ -369,5 +389,61 @@ func TestPluginPush_RefusesWhatIsNotAPlugin(t *testing.T) {
 	code, body := h.post(t, "/v1/deployments", "application/json", []byte(`{"name":"x","plugin":"nope@1","topic":"t","windows":[{"name":"w","kind":"sliding"}]}`))
 	if code != 400 || !strings.Contains(string(body), "windows[0]") {
 		t.Fatalf("bad deployment: got %d %s", code, body)
+	}
+}
+
+func TestVotes_RestartResumesFromTheCheckpointWithoutDoubleCounting(t *testing.T) {
+	e := services(t)
+	topic, cl := newTopic(t, e, 3)
+	cfg := hostConfig(t, e)
+	want := gen.Counts{}
+	g := gen.New(gen.Options{Seed: rand.Uint64(), Polls: 100})
+	t0 := time.Now().Add(-time.Minute).UnixMilli()
+	next := 0
+	produce := func(n int) {
+		var recs []*kgo.Record
+		for range n {
+			v := g.Next(t0 + int64(next)/2)
+			next++
+			want.Add(v)
+			recs = append(recs, &kgo.Record{Key: []byte(v.UserID), Value: v.AppendJSON(nil), Timestamp: time.UnixMilli(v.TS)})
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	counted := func(h *host) func() error {
+		return func() error {
+			got, err := h.totals(context.Background())
+			if err != nil {
+				return err
+			}
+			return diff(got, want)
+		}
+	}
+
+	first := runHost(t, e, cfg)
+	if code, body := first.post(t, "/v1/plugins/votes/1", "application/wasm", testwasm.Build(t, "examples/votes")); code != http.StatusCreated {
+		t.Fatalf("push: %d %s", code, body)
+	}
+	spec := fmt.Sprintf(`{"name":"votes","plugin":"votes@1","topic":%q,"windows":[{"name":"second","kind":"tumbling","size":"1s"},{"name":"total","kind":"global"}],"checkpoint_every":"300ms"}`, topic)
+	if code, body := first.post(t, "/v1/deployments", "application/json", []byte(spec)); code != http.StatusCreated {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	produce(20_000)
+	eventually(t, 2*time.Minute, "first host counted the first votes", counted(first))
+	first.stop()
+
+	// The second host finds the deployment in the data directory, restores
+	// each partition from its checkpoint and reads on from its offset.
+	produce(20_000)
+	second := runHost(t, e, cfg)
+	eventually(t, 2*time.Minute, "second host counted every vote exactly once", counted(second))
+	var windowed int64
+	if err := second.ch.QueryRow(context.Background(), "SELECT sum(votes) FROM "+second.db+".votes WHERE window_name = 'second'").Scan(&windowed); err != nil {
+		t.Fatal(err)
+	}
+	if windowed != int64(next) {
+		t.Fatalf("1-second windows sum to %d, want %d", windowed, next)
 	}
 }
