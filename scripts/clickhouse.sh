@@ -124,18 +124,7 @@ up() {
 }
 
 down() {
-  local pid
-  mkdir -p "$DIR"
-  exec 9>"$DIR/lock"
-  flock 9
-  if pid=$(live_pid "$PIDFILE" "$SERVER"); then
-    log "clickhouse: stopping pid $pid"
-    stop_pid "$pid" 30 || { log "clickhouse: could not stop pid $pid"; exit 1; }
-    log "clickhouse: stopped"
-  else
-    log "clickhouse: not running"
-  fi
-  rm -f "$PIDFILE"
+  stop_service clickhouse "$DIR" "$PIDFILE" "$SERVER"
 }
 
 status() {

@@ -192,18 +192,7 @@ up() {
 }
 
 down() {
-  local pid
-  mkdir -p "$DIR"
-  exec 9>"$DIR/lock"
-  flock 9
-  if pid=$(live_pid "$PIDFILE" "$MAIN"); then
-    log "kafka: stopping pid $pid"
-    stop_pid "$pid" 30 || { log "kafka: could not stop pid $pid"; exit 1; }
-    log "kafka: stopped"
-  else
-    log "kafka: not running"
-  fi
-  rm -f "$PIDFILE"
+  stop_service kafka "$DIR" "$PIDFILE" "$MAIN"
 }
 
 status() {

@@ -88,3 +88,20 @@ start_detached() {
   done
   return 1
 }
+
+# Stop a service started by our scripts: stop_service NAME DIR PIDFILE PATTERN
+# (serialised with its up/down lock in DIR).
+stop_service() {
+  local name=$1 dir=$2 pidfile=$3 pattern=$4 pid
+  mkdir -p "$dir"
+  exec 9>"$dir/lock"
+  flock 9
+  if pid=$(live_pid "$pidfile" "$pattern"); then
+    log "$name: stopping pid $pid"
+    stop_pid "$pid" 30 || { log "$name: could not stop pid $pid"; exit 1; }
+    log "$name: stopped"
+  else
+    log "$name: not running"
+  fi
+  rm -f "$pidfile"
+}
