@@ -36,6 +36,8 @@ type Deployment struct {
 	EmitEvery       Duration       `json:"emit_every,omitempty" yaml:"emit_every"`
 	CheckpointEvery Duration       `json:"checkpoint_every,omitempty" yaml:"checkpoint_every"`
 	MaxBatch        int            `json:"max_batch,omitempty" yaml:"max_batch"`
+	MaxFuture       Duration       `json:"max_future,omitempty" yaml:"max_future"`
+	MaxPluginErrors int            `json:"max_plugin_errors,omitempty" yaml:"max_plugin_errors"`
 	Params          map[string]any `json:"params,omitempty" yaml:"params"`
 }
 
@@ -54,6 +56,8 @@ const (
 	DefaultEmitEvery       = 100 * time.Millisecond
 	DefaultCheckpointEvery = 2 * time.Second
 	DefaultMaxBatch        = 4096
+	DefaultMaxFuture       = time.Minute
+	DefaultMaxPluginErrors = 100
 )
 
 // ParseDeployment reads a YAML or JSON deployment, refusing unknown fields,
@@ -87,6 +91,12 @@ func (d *Deployment) applyDefaults() {
 	}
 	if d.MaxBatch == 0 {
 		d.MaxBatch = DefaultMaxBatch
+	}
+	if d.MaxFuture == 0 {
+		d.MaxFuture = Duration(DefaultMaxFuture)
+	}
+	if d.MaxPluginErrors == 0 {
+		d.MaxPluginErrors = DefaultMaxPluginErrors
 	}
 }
 
@@ -128,6 +138,10 @@ func (d *Deployment) Validate() error {
 		return bad("checkpoint_every", "%s: want 100ms to 10m", d.CheckpointEvery)
 	case d.MaxBatch < 1 || d.MaxBatch > abi.MaxBatchRecords:
 		return bad("max_batch", "%d: want 1 to %d", d.MaxBatch, abi.MaxBatchRecords)
+	case time.Duration(d.MaxFuture) < time.Second || time.Duration(d.MaxFuture) > 366*24*time.Hour:
+		return bad("max_future", "%s: want 1s to 8784h", d.MaxFuture)
+	case d.MaxPluginErrors < 1 || d.MaxPluginErrors > 1_000_000_000:
+		return bad("max_plugin_errors", "%d: want 1 to 1000000000", d.MaxPluginErrors)
 	}
 	seen := map[string]bool{}
 	for i, w := range d.Windows {
@@ -219,13 +233,52 @@ func (s *Deployments) Put(d Deployment) error {
 	return writeAtomic(filepath.Join(s.dir, d.Name+".json"), b)
 }
 
-// Delete removes a deployment.
+// Delete removes a deployment and its failure, if any.
 func (s *Deployments) Delete(name string) error {
+	os.Remove(s.failedPath(name))
 	err := os.Remove(filepath.Join(s.dir, name+".json"))
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("%w: deployment %s", ErrNotFound, name)
 	}
 	return err
+}
+
+// Failure is why a deployment stopped by itself. A failed deployment is not
+// started again when the host restarts; deploying it again clears it.
+type Failure struct {
+	Error string    `json:"error"`
+	At    time.Time `json:"at"`
+}
+
+func (s *Deployments) failedPath(name string) string {
+	return filepath.Join(s.dir, name+".failed")
+}
+
+// SetFailed records that the deployment failed.
+func (s *Deployments) SetFailed(name string, f Failure) error {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(s.failedPath(name), b)
+}
+
+// ClearFailed forgets a failure.
+func (s *Deployments) ClearFailed(name string) error {
+	if err := os.Remove(s.failedPath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Failed returns the deployment's recorded failure, if any.
+func (s *Deployments) Failed(name string) (Failure, bool) {
+	var f Failure
+	b, err := os.ReadFile(s.failedPath(name))
+	if err != nil || json.Unmarshal(b, &f) != nil {
+		return f, false
+	}
+	return f, true
 }
 
 // List returns the stored deployments by name.

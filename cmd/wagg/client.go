@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/wagg/wagg/host/api"
 )
@@ -58,9 +60,43 @@ func deploy(ctx context.Context, args []string) error {
 	return call(ctx, http.MethodPost, *srv+"/v1/deployments", "application/yaml", spec)
 }
 
+// deployments prints the host's deployments, one per line, with the error
+// of a failed one.
+func deployments(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("deployments", flag.ContinueOnError)
+	srv := serverFlag(fs)
+	asJSON := fs.Bool("json", false, "print the API's JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := callTo(ctx, &buf, http.MethodGet, *srv+"/v1/deployments", "", nil); err != nil {
+		return err
+	}
+	if *asJSON {
+		_, err := io.Copy(os.Stdout, &buf)
+		return err
+	}
+	var ds []api.Deployment
+	if err := json.Unmarshal(buf.Bytes(), &ds); err != nil {
+		return fmt.Errorf("deployments: %w", err)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATUS\tPLUGIN\tTOPIC\tTABLE\tERROR")
+	for _, d := range ds {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Status, d.Plugin, d.Topic, d.Table, d.Error)
+	}
+	return tw.Flush()
+}
+
 // call sends a request and prints the JSON answer; an error answer becomes
 // the command's error, with the server's message.
 func call(ctx context.Context, method, url, ctype string, body []byte) error {
+	return callTo(ctx, os.Stdout, method, url, ctype, body)
+}
+
+// callTo is call writing the answer to out.
+func callTo(ctx context.Context, out io.Writer, method, url, ctype string, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(string(body)))
 	if err != nil {
 		return err
@@ -73,14 +109,14 @@ func call(ctx context.Context, method, url, ctype string, body []byte) error {
 		return err
 	}
 	defer resp.Body.Close()
-	out, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if resp.StatusCode >= 300 {
 		var e api.ErrorBody
-		if json.Unmarshal(out, &e) == nil && e.Error.Message != "" {
+		if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
 			return fmt.Errorf("%s (%d %s)", e.Error.Message, resp.StatusCode, e.Error.Code)
 		}
-		return fmt.Errorf("%s: %s", resp.Status, out)
+		return fmt.Errorf("%s: %s", resp.Status, b)
 	}
-	os.Stdout.Write(out)
-	return nil
+	_, err = out.Write(b)
+	return err
 }

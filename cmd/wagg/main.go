@@ -20,6 +20,7 @@ Usage:
   wagg plugin push -name N -version V FILE.wasm  upload a plugin
   wagg plugin list                               list uploaded plugins
   wagg deploy  -f deployment.yaml                run a plugin on a topic
+  wagg deployments [-json]                       list deployments, their status and errors
   wagg tail    -aggregator NAME                  print live deltas
   wagg produce -topic T [-count N | -rate R]     write demo votes to Kafka
 
@@ -27,11 +28,12 @@ Run "wagg COMMAND -h" for a command's flags.
 `
 
 var commands = map[string]func(ctx context.Context, args []string) error{
-	"serve":   serve,
-	"plugin":  plugin,
-	"deploy":  deploy,
-	"tail":    tail,
-	"produce": produce,
+	"serve":       serve,
+	"plugin":      plugin,
+	"deploy":      deploy,
+	"deployments": deployments,
+	"tail":        tail,
+	"produce":     produce,
 }
 
 func main() {

@@ -25,14 +25,30 @@ type Backend interface {
 	Deploy(ctx context.Context, d plugins.Deployment) (Deployment, error)
 	Undeploy(ctx context.Context, name string) error
 	Deployments() []Deployment
-	Health(ctx context.Context) error
+	Health(ctx context.Context) Health
 }
+
+// Health is the answer of /healthz. A degraded host still serves (the API,
+// live deltas of what it read); the reasons say what does not work.
+type Health struct {
+	Status  string   `json:"status"` // ok or degraded
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+// Statuses of a deployment.
+const (
+	StatusRunning = "running"
+	StatusFailed  = "failed" // stopped by itself: Error says why; deploy it again to restart it
+)
 
 // Deployment is a running deployment as the API shows it.
 type Deployment struct {
 	plugins.Deployment
 	Started time.Time `json:"started"`
 	Table   string    `json:"table"` // the ClickHouse view to query
+	Status  string    `json:"status"`
+	Error   string    `json:"error,omitempty"`    // the last error of a failed deployment
+	Failed  time.Time `json:"failed_at,omitzero"` // when it failed
 }
 
 // Handlers are the parts served by other packages.
@@ -82,11 +98,7 @@ func New(b Backend, h Handlers) http.Handler {
 type handler struct{ b Backend }
 
 func (a *handler) health(w http.ResponseWriter, r *http.Request) {
-	if err := a.b.Health(r.Context()); err != nil {
-		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, a.b.Health(r.Context()))
 }
 
 func (a *handler) pushPlugin(w http.ResponseWriter, r *http.Request) {

@@ -1,10 +1,12 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -13,31 +15,69 @@ import (
 	"github.com/wagg/wagg/host/checkpoint"
 	"github.com/wagg/wagg/host/decode"
 	"github.com/wagg/wagg/host/sandbox"
+	"github.com/wagg/wagg/host/sink"
 	"github.com/wagg/wagg/host/window"
 )
 
-// worker owns one partition: its plugin instance, watermark and the rows
-// emitted since the last checkpoint. Only its own goroutine touches them.
-type worker struct {
-	r    *Runner
-	p    int32
-	inst *sandbox.Instance
-	dec  *decode.Decoder
-	enc  *abi.BatchEncoder
-	wm   *window.Watermark
-	next int64 // the next offset to process
-	// pending holds the latest row per (window, start, key) since the last
-	// checkpoint; the checkpoint writes them, versioned by next.
-	pending map[rowKey]abi.Row
-	rows    []abi.Row
-	dirty   bool  // processed records since the last checkpoint
-	failed  error // set by fail: the partition is parked
+// Dead-letter reasons set by the worker (window.Reason* are the others).
+const (
+	ReasonLate        = "late"
+	ReasonMalformed   = "malformed"
+	ReasonPluginError = "plugin_error"
+)
 
-	in      chan []*kgo.Record
-	quit    chan bool // true: checkpoint before leaving
-	done    chan struct{}
-	saves   chan save // to the partition's checkpoint writer, in order
+// worker owns one partition: its plugin instance, watermark and the rows
+// emitted since the last checkpoint. Only its own goroutine touches them;
+// the checkpoint writer beside it gets each save by value.
+type worker struct {
+	env   *env
+	p     int32
+	queue *queue
+	gate  *gate
+
+	inst *sandbox.Instance
+	// base is the plugin's state at the last good point (nil: a fresh
+	// instance) and ops what was applied since, in order: after a failed
+	// call a fresh instance is restored to base and ops are replayed, so no
+	// half-applied batch survives.
+	base []byte
+	ops  []op
+	opsB int // bytes held by ops
+
+	dec, one *decode.Decoder
+	enc      *abi.BatchEncoder
+	batch    []*kgo.Record // the records in dec, in order
+	wm       *window.Watermark
+	guard    window.Guard
+	next     int64 // the next offset to process
+
+	// pending holds the latest row per (window, start, key) since the last
+	// save; the next save writes them, versioned by next.
+	pending    map[rowKey]abi.Row
+	rows       []abi.Row
+	dirty      bool // records handled since the last save
+	lastRecord time.Time
+
+	inflight bool // a save is with the writer
+	due      bool // a checkpoint fell due while one was in flight
+	hold     bool // an idle advance waits until its checkpoint is durable
+
+	saves chan save
+	acks  chan error
+	quit  chan bool // true: checkpoint before leaving
+	done  chan struct{}
+
+	dlMu     sync.Mutex
+	dlFailed []*kgo.Record // dead letters Kafka refused, produced again before the next save
+
 	partStr string
+}
+
+// op is one call applied to the instance since base: a batch or a flush.
+type op struct {
+	batch []byte
+	flush bool
+	wm    int64
 }
 
 // save is one checkpoint on its way to ClickHouse.
@@ -52,39 +92,70 @@ type rowKey struct {
 	key    string
 }
 
-func newWorker(ctx context.Context, r *Runner, p int32) (*worker, error) {
-	cp, err := r.deps.Checkpoints.Load(ctx, r.spec.Name, r.spec.Topic, p)
-	if err != nil && !errors.Is(err, checkpoint.ErrNone) {
-		return nil, err
+func newWorker(e *env, p int32) *worker {
+	schema := &e.module.Schema
+	g := &gate{p: p, kafka: e.kafka}
+	var maxWindow int64
+	for _, w := range e.spec.Windows {
+		maxWindow = max(maxWindow, w.SizeMs)
 	}
-	fresh := errors.Is(err, checkpoint.ErrNone)
-	schema := &r.deps.Module.Schema
-	inst, err := r.deps.Module.Instantiate(ctx, abi.Config{Windows: r.spec.Windows, Params: r.spec.Params})
-	if err != nil {
-		return nil, fmt.Errorf("partition %d: %w", p, err)
+	return &worker{
+		env: e, p: p, gate: g,
+		queue:      newQueue(e.spec.MaxQueued, g),
+		dec:        decode.New(schema),
+		one:        decode.New(schema),
+		enc:        abi.NewBatchEncoder(schema),
+		wm:         window.New(e.spec.Windows, e.spec.Lateness.Milliseconds(), window.Start),
+		guard:      window.NewGuard(e.spec.MaxFuture.Milliseconds(), maxWindow),
+		pending:    map[rowKey]abi.Row{},
+		lastRecord: time.Now(),
+		saves:      make(chan save, 1),
+		acks:       make(chan error, 1),
+		quit:       make(chan bool, 1),
+		done:       make(chan struct{}),
+		partStr:    strconv.Itoa(int(p)),
 	}
-	w := &worker{
-		r: r, p: p, inst: inst,
-		dec:     decode.New(schema),
-		enc:     abi.NewBatchEncoder(schema),
-		wm:      window.New(r.spec.Windows, r.spec.Lateness.Milliseconds(), r.spec.IdleAfter.Milliseconds(), window.Start),
-		pending: map[rowKey]abi.Row{},
-		in:      make(chan []*kgo.Record, 4),
-		quit:    make(chan bool, 1),
-		done:    make(chan struct{}),
-		saves:   make(chan save, 1),
-		partStr: strconv.Itoa(int(p)),
+}
+
+// restore loads the partition's checkpoint, retrying while ClickHouse does
+// not answer (until ctx ends), and starts the plugin instance from it.
+func (w *worker) restore(ctx context.Context) error {
+	e := w.env
+	var cp checkpoint.Checkpoint
+	fresh := false
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		err := e.breaker.Do(ctx, func(ctx context.Context) error {
+			var err error
+			cp, err = e.cps.Load(ctx, e.spec.Name, e.spec.Topic, w.p)
+			fresh = errors.Is(err, checkpoint.ErrNone)
+			if fresh {
+				return nil
+			}
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("partition %d: loading its checkpoint: %w", w.p, err)
+		}
+		e.log.Warn("checkpoint not loaded; retrying", "partition", w.p, "err", err, "in", backoff)
+		if !sleep(ctx, backoff) {
+			return ctx.Err()
+		}
 	}
 	if !fresh {
-		if err := inst.Restore(ctx, cp.Snapshot); err != nil {
-			inst.Close(ctx)
-			return nil, fmt.Errorf("partition %d: restoring checkpoint at offset %d: %w", p, cp.NextOffset, err)
-		}
+		w.base = cp.Snapshot
 		w.next = cp.NextOffset
-		w.wm = window.New(r.spec.Windows, r.spec.Lateness.Milliseconds(), r.spec.IdleAfter.Milliseconds(), cp.Watermark)
-		r.log.Info("partition restored", "partition", p, "offset", cp.NextOffset)
+		w.wm = window.New(e.spec.Windows, e.spec.Lateness.Milliseconds(), cp.Watermark)
 	}
-	return w, nil
+	if err := w.rebuild(ctx); err != nil {
+		return fmt.Errorf("partition %d: restoring its checkpoint at offset %d: %w", w.p, cp.NextOffset, err)
+	}
+	if !fresh {
+		e.log.Info("partition restored", "partition", w.p, "offset", cp.NextOffset)
+	}
+	return nil
 }
 
 func (w *worker) stop(checkpoint bool) { w.quit <- checkpoint }
@@ -92,241 +163,524 @@ func (w *worker) stop(checkpoint bool) { w.quit <- checkpoint }
 func (w *worker) run() {
 	defer close(w.done)
 	ctx := context.Background()
-	defer w.inst.Close(ctx)
+	defer func() {
+		if w.inst != nil {
+			w.inst.Close(ctx)
+		}
+	}()
 	// The checkpoint writer runs beside the worker, so that ClickHouse round
-	// trips do not hold up records and live deltas. It writes the saves in
-	// order; leaving, the worker waits for it (or, when the partition was
-	// lost to another host, stops it: that host writes from now on).
+	// trips, outages included, hold up neither records nor live deltas. It
+	// gets one save at a time; rows coalesce in pending meanwhile.
 	wctx, stopWriter := context.WithCancel(ctx)
 	written := make(chan struct{})
 	go w.writer(wctx, written)
 	defer func() {
 		close(w.saves)
-		select {
-		case <-written:
-		case <-time.After(30 * time.Second):
-			w.r.log.Error("checkpoint writer still busy after 30s; leaving it", "partition", w.p)
-		}
 		stopWriter()
+		<-written
+		w.gate.open(pauseQueue | pauseBacklog)
 	}()
-	emit := time.NewTicker(w.r.spec.EmitEvery)
+	emit := time.NewTicker(w.env.spec.EmitEvery)
 	defer emit.Stop()
-	cp := time.NewTicker(w.r.spec.CheckpointEvery)
+	cp := time.NewTicker(w.env.spec.CheckpointEvery)
 	defer cp.Stop()
 	for {
+		var ready <-chan struct{}
+		if !w.hold {
+			ready = w.queue.ready
+		}
 		select {
-		case recs := <-w.in:
-			w.handle(ctx, recs)
+		case <-ready:
+			w.take(ctx)
 		case <-emit.C:
-			w.wm.Tick(time.Now().UnixMilli())
 			w.emit(ctx)
 		case <-cp.C:
-			w.checkpoint(ctx)
+			w.tick(ctx)
+		case err := <-w.acks:
+			w.acked(ctx, err)
 		case keep := <-w.quit:
-			if !keep {
-				stopWriter()
-				return
+			if keep && !w.env.hasFailed() {
+				w.leave(ctx)
 			}
-			for {
-				select {
-				case recs := <-w.in:
-					w.handle(ctx, recs)
-					continue
-				default:
-				}
-				break
-			}
-			w.checkpoint(ctx)
 			return
 		}
 	}
 }
 
-// handle decodes and checks records and folds the good ones in, in batches
-// of at most MaxBatch.
-func (w *worker) handle(ctx context.Context, recs []*kgo.Record) {
-	if w.failed != nil {
+func (w *worker) take(ctx context.Context) {
+	for _, recs := range w.queue.take() {
+		w.lastRecord = time.Now()
+		w.handle(ctx, recs)
+	}
+}
+
+// leave makes what the partition read durable, waiting for ClickHouse no
+// longer than the spec's StopTimeout in all: what is not durable then is
+// replayed by the partition's next owner.
+func (w *worker) leave(ctx context.Context) {
+	deadline := time.NewTimer(w.env.spec.StopTimeout)
+	defer deadline.Stop()
+	wait := func() bool {
+		if !w.inflight {
+			return true
+		}
+		select {
+		case err := <-w.acks:
+			w.inflight, w.hold = false, false
+			return err == nil
+		case <-deadline.C:
+			w.env.log.Warn("stopping without a final checkpoint: ClickHouse did not take it in time; the next owner replays from the last one",
+				"partition", w.p, "timeout", w.env.spec.StopTimeout)
+			return false
+		}
+	}
+	if !wait() { // an idle advance's checkpoint first: what is queued is judged against it
 		return
 	}
+	w.take(ctx)
+	w.checkpoint(ctx, false)
+	wait()
+}
+
+// handle checks records and folds the good ones in, in batches of at most
+// MaxBatch. Every decision depends on the record and on the watermark, which
+// depends on the records before it, and on nothing else but the wall clock
+// of the max_future guard.
+func (w *worker) handle(ctx context.Context, recs []*kgo.Record) {
 	now := time.Now().UnixMilli()
-	m := w.r.deps.Metrics
-	name := w.r.spec.Name
 	for _, rec := range recs {
-		if w.failed != nil {
+		if w.env.hasFailed() {
 			return
 		}
 		if rec.Offset < w.next {
 			continue // covered by the checkpoint already
 		}
-		ts := rec.Timestamp.UnixMilli()
-		switch {
-		case w.wm.Late(ts):
-			w.deadLetter(ctx, rec, "late", fmt.Sprintf("late: event time %d is before the watermark %d allows (window closed)", ts, w.wm.Value()))
-		default:
-			err := w.dec.Add(rec.Value, ts)
-			if errors.Is(err, decode.ErrFull) {
-				w.process(ctx)
-				err = w.dec.Add(rec.Value, ts)
-			}
-			if err != nil {
-				w.deadLetter(ctx, rec, "malformed", err.Error())
-				break
-			}
-			w.wm.Advance(ts, now)
-			m.Records.WithLabelValues(name, "processed").Inc()
-		}
 		w.next = rec.Offset + 1
 		w.dirty = true
-		if w.dec.Len() >= w.r.spec.MaxBatch {
+		if rec.Attrs.IsControl() {
+			continue // a transaction marker: it only moves the offset
+		}
+		ts := rec.Timestamp.UnixMilli()
+		if reason, msg := w.guard.Check(ts, now); reason != "" {
+			w.deadLetter(ctx, rec, reason, msg)
+			continue
+		}
+		if w.wm.Late(ts) {
+			w.deadLetter(ctx, rec, ReasonLate, fmt.Sprintf("late: event time %d is before the watermark %d allows (window closed)", ts, w.wm.Value()))
+			continue
+		}
+		err := w.dec.Add(rec.Value, ts)
+		if errors.Is(err, decode.ErrFull) {
+			w.process(ctx)
+			err = w.dec.Add(rec.Value, ts)
+		}
+		if err != nil {
+			w.deadLetter(ctx, rec, ReasonMalformed, err.Error())
+			continue
+		}
+		w.batch = append(w.batch, rec)
+		w.wm.Advance(ts)
+		if w.dec.Len() >= w.env.spec.MaxBatch {
 			w.process(ctx)
 		}
 	}
 	w.process(ctx)
 }
 
+// process hands the decoded batch to the plugin. When the call fails, the
+// records it fails on are found one by one and dead-lettered; the rest are
+// counted, in a fresh instance restored to the last good point.
 func (w *worker) process(ctx context.Context) {
-	if w.dec.Len() == 0 {
+	if w.dec.Len() == 0 || w.env.hasFailed() {
 		return
 	}
-	defer w.dec.Reset()
+	defer func() {
+		w.dec.Reset()
+		clear(w.batch)
+		w.batch = w.batch[:0]
+	}()
+	m, name := w.env.m, w.env.spec.Name
 	buf, err := w.enc.Encode(w.dec.Batch())
 	if err != nil {
-		w.fail(fmt.Errorf("encoding batch: %w", err))
+		w.env.fail(fmt.Errorf("partition %d: encoding a batch: %w", w.p, err))
 		return
 	}
 	start := time.Now()
-	if err := w.inst.Process(ctx, buf); err != nil {
-		w.fail(err)
+	err = w.inst.Process(ctx, buf)
+	m.CallSeconds.WithLabelValues(name, "process").Observe(time.Since(start).Seconds())
+	if err == nil {
+		w.applied(op{batch: bytes.Clone(buf)})
+		m.Records.WithLabelValues(name, "processed").Add(float64(len(w.batch)))
 		return
 	}
-	w.r.deps.Metrics.CallSeconds.WithLabelValues(w.r.spec.Name, "process").Observe(time.Since(start).Seconds())
+	w.env.log.Warn("plugin failed on a batch; isolating the records it fails on", "partition", w.p, "records", len(w.batch), "err", err)
+	if err := w.rebuild(ctx); err != nil {
+		w.env.fail(err)
+		return
+	}
+	for _, rec := range w.batch {
+		w.one.Reset()
+		if err := w.one.Add(rec.Value, rec.Timestamp.UnixMilli()); err != nil {
+			w.env.fail(fmt.Errorf("partition %d: a record decoded once and not again: %w", w.p, err))
+			return
+		}
+		one, err := w.enc.Encode(w.one.Batch())
+		if err == nil {
+			err = w.inst.Process(ctx, one)
+		}
+		if err == nil {
+			w.applied(op{batch: bytes.Clone(one)})
+			m.Records.WithLabelValues(name, "processed").Inc()
+			continue
+		}
+		w.deadLetter(ctx, rec, ReasonPluginError, err.Error())
+		w.env.pluginError(err)
+		if w.env.hasFailed() {
+			return
+		}
+		if err := w.rebuild(ctx); err != nil {
+			w.env.fail(err)
+			return
+		}
+	}
+	w.rebase(ctx) // a new last good point: the singles need not be replayed again
 }
 
-// fail parks the partition after a plugin failure: it stops fetching and
-// writes no further checkpoint, so nothing after the last checkpoint is lost;
-// the partition resumes from it when it is assigned again (restart or
-// rebalance). Isolating the poison record is the sandbox's job (RATIONALE.md).
-func (w *worker) fail(err error) {
-	if w.failed != nil {
-		return
+// applied records a successful call since base; past a bound it takes a
+// snapshot instead, so replays stay short.
+func (w *worker) applied(o op) {
+	w.ops = append(w.ops, o)
+	w.opsB += len(o.batch) + 16
+	if w.opsB > maxOpsBytes {
+		w.rebase(context.Background())
 	}
-	w.failed = err
-	w.r.log.Error("partition stopped: plugin failed; it resumes from its last checkpoint on the next assignment", "partition", w.p, "err", err)
-	w.r.cl.PauseFetchPartitions(map[string][]int32{w.r.spec.Topic: {w.p}})
-	w.r.deps.Metrics.Failures.WithLabelValues(w.r.spec.Name).Inc()
+}
+
+// maxOpsBytes bounds the batches kept for a replay between snapshots.
+const maxOpsBytes = 64 << 20
+
+// rebuild replaces the instance by a fresh one restored to base with ops
+// replayed. An error means the plugin cannot reach its last good state
+// again (a broken snapshot, or a plugin that is not deterministic).
+func (w *worker) rebuild(ctx context.Context) error {
+	e := w.env
+	if w.inst != nil {
+		w.inst.Close(ctx)
+		w.inst = nil
+	}
+	inst, err := e.module.Instantiate(ctx, abi.Config{Windows: e.spec.Windows, Params: e.spec.Params})
+	if err != nil {
+		return fmt.Errorf("partition %d: starting the plugin: %w", w.p, err)
+	}
+	if w.base != nil {
+		if err := inst.Restore(ctx, w.base); err != nil {
+			inst.Close(ctx)
+			return fmt.Errorf("partition %d: restoring the plugin's state: %w", w.p, err)
+		}
+	}
+	for i, o := range w.ops {
+		if o.flush {
+			_, err = inst.Flush(ctx, o.wm, w.rows[:0])
+		} else {
+			err = inst.Process(ctx, o.batch)
+		}
+		if err != nil {
+			inst.Close(ctx)
+			return fmt.Errorf("partition %d: replaying call %d of %d since the last snapshot failed where it had succeeded (is the plugin deterministic?): %w", w.p, i+1, len(w.ops), err)
+		}
+	}
+	w.inst = inst
+	return nil
+}
+
+// rebase makes the current state the last good point.
+func (w *worker) rebase(ctx context.Context) bool {
+	snap, err := w.inst.Snapshot(ctx)
+	if err != nil {
+		if err = w.rebuild(ctx); err == nil {
+			snap, err = w.inst.Snapshot(ctx)
+		}
+	}
+	if err != nil {
+		w.env.fail(fmt.Errorf("partition %d: snapshot: %w", w.p, err))
+		return false
+	}
+	w.base = snap
+	clear(w.ops)
+	w.ops, w.opsB = w.ops[:0], 0
+	return true
 }
 
 // emit flushes the plugin at the watermark and hands the rows to the live
-// hub; they wait in pending for the next checkpoint.
+// hub; they wait in pending for the next save.
 func (w *worker) emit(ctx context.Context) {
-	if w.failed != nil {
+	e := w.env
+	if e.hasFailed() {
 		return
 	}
+	wm := w.wm.Value()
 	start := time.Now()
-	rows, err := w.inst.Flush(ctx, w.wm.Value(), w.rows[:0])
+	rows, err := w.inst.Flush(ctx, wm, w.rows[:0])
 	if err != nil {
-		w.fail(err)
-		return
+		// Not tied to a record: a fresh instance at the same state gets one
+		// more try.
+		e.log.Warn("plugin flush failed; retrying in a fresh instance", "partition", w.p, "err", err)
+		if err = w.rebuild(ctx); err == nil {
+			rows, err = w.inst.Flush(ctx, wm, w.rows[:0])
+		}
+		if err != nil {
+			e.fail(fmt.Errorf("partition %d: flush: %w", w.p, err))
+			return
+		}
 	}
-	w.r.deps.Metrics.CallSeconds.WithLabelValues(w.r.spec.Name, "flush").Observe(time.Since(start).Seconds())
+	e.m.CallSeconds.WithLabelValues(e.spec.Name, "flush").Observe(time.Since(start).Seconds())
+	w.applied(op{flush: true, wm: wm})
 	w.rows = rows
 	if len(rows) == 0 {
 		return
 	}
-	w.r.deps.Metrics.Rows.WithLabelValues(w.r.spec.Name).Add(float64(len(rows)))
-	w.r.deps.Hub.Publish(w.r.spec.Name, w.p, rows)
+	e.m.Rows.WithLabelValues(e.spec.Name).Add(float64(len(rows)))
+	e.live.Publish(e.spec.Name, w.p, rows)
 	for _, r := range rows {
 		w.pending[rowKey{r.Window, r.Start, r.Key}] = r
 	}
+	if len(w.pending) >= e.spec.MaxPendingRows {
+		w.gate.close(pauseBacklog) // ClickHouse is behind: stop fetching
+	}
+}
+
+// tick is the checkpoint cadence: an idle advance when the partition has
+// nothing left to fetch, then a checkpoint.
+func (w *worker) tick(ctx context.Context) {
+	if w.env.hasFailed() {
+		return
+	}
+	idle := w.idleAdvance(ctx)
+	w.checkpoint(ctx, idle)
+	if idle && w.inflight {
+		// Nothing is judged against the advanced watermark before the
+		// checkpoint that records it is durable, so a replay after a
+		// crash reaches the same decisions.
+		w.hold = true
+	}
+}
+
+// idleAdvance moves the watermark of a quiet partition by the wall clock so
+// that its last windows close, but only when the partition is truly caught
+// up: nothing queued, not paused, no save in flight, ClickHouse taking
+// writes, quiet for IdleAfter, and the broker's last stable offset is where
+// the partition stands.
+func (w *worker) idleAdvance(ctx context.Context) bool {
+	e := w.env
+	if e.spec.IdleAfter <= 0 || w.inflight || w.hold || time.Since(w.lastRecord) < e.spec.IdleAfter ||
+		!w.queue.empty() || w.gate.paused() {
+		return false
+	}
+	if s, _ := e.breaker.Status(); s != sink.Closed {
+		return false
+	}
+	target := w.wm.IdleTo(time.Now().UnixMilli())
+	if !closesPane(e.spec.Windows, w.wm.Value(), target) {
+		return false
+	}
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	end, err := e.kafka.endOffset(lctx, w.p)
+	if err != nil || end > w.next {
+		return false
+	}
+	w.wm.Set(target)
+	return true
+}
+
+// closesPane reports whether moving the watermark from wm to target closes
+// at least one pane of a windowed window.
+func closesPane(windows []abi.Window, wm, target int64) bool {
+	if target <= wm {
+		return false
+	}
+	var starts []int64
+	for _, win := range windows {
+		if win.Kind == abi.Global {
+			continue
+		}
+		starts = win.Starts(wm+1, starts[:0])
+		for _, s := range starts {
+			if win.Closed(s, target) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // checkpoint hands the writer what makes the progress durable: the rows
-// emitted since the last checkpoint and the plugin's snapshot at the next
-// offset. The writer stores them in order (dead letters, rows, then the
-// checkpoint); the Kafka commit follows from the poll loop. A crash between
-// steps replays from the previous checkpoint and rewrites identical rows.
-func (w *worker) checkpoint(ctx context.Context) {
+// emitted since the last save and the plugin's snapshot at the next offset.
+// While a save is in flight it only takes the snapshot (the new last good
+// point) and sends when the writer is free again; rows coalesce meanwhile.
+// force writes even when nothing changed (an idle advance).
+func (w *worker) checkpoint(ctx context.Context, force bool) {
 	w.emit(ctx)
-	if w.failed != nil || !w.dirty && len(w.pending) == 0 {
+	if w.env.hasFailed() || !force && !w.dirty && len(w.pending) == 0 {
 		return
 	}
-	snap, err := w.inst.Snapshot(ctx)
-	if err != nil {
-		w.fail(err)
+	if !w.rebase(ctx) {
+		return
+	}
+	if w.inflight {
+		w.due = true
 		return
 	}
 	rows := make([]abi.Row, 0, len(w.pending))
 	for _, r := range w.pending {
 		rows = append(rows, r)
 	}
+	e := w.env
 	w.saves <- save{rows: rows, cp: checkpoint.Checkpoint{
-		Deployment: w.r.spec.Name, Topic: w.r.spec.Topic, Partition: w.p,
-		NextOffset: w.next, Watermark: w.wm.Value(), Snapshot: snap, Plugin: w.r.deps.PluginSHA,
+		Deployment: e.spec.Name, Topic: e.spec.Topic, Partition: w.p,
+		NextOffset: w.next, Watermark: w.wm.Value(), Snapshot: w.base, Plugin: e.plugin,
 	}}
 	clear(w.pending)
-	w.dirty = false
+	w.inflight, w.due, w.dirty = true, false, false
+	w.gate.open(pauseBacklog)
 }
 
-// writer stores saves in order, retrying each until it is stored or ctx
-// ends, then closes done.
+func (w *worker) acked(ctx context.Context, err error) {
+	w.inflight, w.hold = false, false
+	if err == nil && w.due {
+		w.checkpoint(ctx, false)
+	}
+}
+
+// writer stores saves in order, each until it is stored or ctx ends, and
+// acknowledges each; it returns when saves is closed.
 func (w *worker) writer(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
-	m := w.r.deps.Metrics
+	e := w.env
 	for s := range w.saves {
-		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-			if ctx.Err() != nil {
-				break
-			}
-			err := w.store(ctx, s)
-			if err == nil {
-				m.Checkpoints.WithLabelValues(w.r.spec.Name, "ok").Inc()
-				m.Watermark.WithLabelValues(w.r.spec.Name, w.partStr).Set(float64(s.cp.Watermark) / 1000)
-				w.r.checkpointed(w.p, s.cp.NextOffset)
-				break
-			}
-			m.Checkpoints.WithLabelValues(w.r.spec.Name, "error").Inc()
-			w.r.log.Warn("checkpoint failed; retrying", "partition", w.p, "err", err, "in", backoff)
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
+		err := w.store(ctx, s)
+		if err == nil {
+			e.m.Checkpoints.WithLabelValues(e.spec.Name, "ok").Inc()
+			e.m.Watermark.WithLabelValues(e.spec.Name, w.partStr).Set(float64(s.cp.Watermark) / 1000)
+			e.checkpointed(w.p, s.cp.NextOffset)
+		}
+		w.acks <- err
+	}
+}
+
+// storeTimeout bounds one attempt at a save, so a ClickHouse that accepts
+// connections and never answers counts as down.
+const storeTimeout = 30 * time.Second
+
+// store writes dead letters, rows, then the checkpoint, retrying with
+// backoff behind the host's circuit breaker until it succeeds or ctx ends.
+func (w *worker) store(ctx context.Context, s save) error {
+	e := w.env
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		err := w.flushDeadLetters(ctx)
+		if err == nil {
+			err = e.breaker.Do(ctx, func(ctx context.Context) error {
+				ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+				defer cancel()
+				if err := e.rows.Write(ctx, w.p, s.cp.NextOffset, s.rows); err != nil {
+					return err
+				}
+				return e.cps.Save(ctx, s.cp)
+			})
+		}
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		e.m.Checkpoints.WithLabelValues(e.spec.Name, "error").Inc()
+		e.log.Warn("checkpoint failed; retrying", "partition", w.p, "err", err, "in", backoff)
+		if !sleep(ctx, backoff) {
+			return ctx.Err()
 		}
 	}
 }
 
-func (w *worker) store(ctx context.Context, s save) error {
-	if err := w.r.cl.Flush(ctx); err != nil {
+// flushDeadLetters waits until every dead letter produced so far is in
+// Kafka, producing again those Kafka refused: a checkpoint never covers a
+// record whose dead letter is not written.
+func (w *worker) flushDeadLetters(ctx context.Context) error {
+	k := w.env.kafka
+	if err := k.flush(ctx); err != nil {
 		return fmt.Errorf("dead letters: %w", err)
 	}
-	if err := w.r.deps.Table.Write(ctx, w.p, s.cp.NextOffset, s.rows); err != nil {
-		return err
+	w.dlMu.Lock()
+	again := w.dlFailed
+	w.dlFailed = nil
+	w.dlMu.Unlock()
+	if len(again) == 0 {
+		return nil
 	}
-	return w.r.deps.Checkpoints.Save(ctx, s.cp)
+	for _, r := range again {
+		w.produceDeadLetter(ctx, r)
+	}
+	if err := k.flush(ctx); err != nil {
+		return fmt.Errorf("dead letters: %w", err)
+	}
+	w.dlMu.Lock()
+	n := len(w.dlFailed)
+	w.dlMu.Unlock()
+	if n > 0 {
+		return fmt.Errorf("dead letters: %d not written yet", n)
+	}
+	return nil
 }
+
+// maxMessage bounds the error message a dead letter carries.
+const maxMessage = 1024
 
 // deadLetter sends a record that cannot be counted to the dead-letter topic,
 // with the reason and where it came from in headers.
 func (w *worker) deadLetter(ctx context.Context, rec *kgo.Record, reason, msg string) {
-	w.r.deps.Metrics.Records.WithLabelValues(w.r.spec.Name, "dead_letter").Inc()
-	w.r.deps.Metrics.DeadLetters.WithLabelValues(w.r.spec.Name, reason).Inc()
-	dl := &kgo.Record{
-		Topic:     w.r.spec.DeadLetterTopic,
+	e := w.env
+	e.m.Records.WithLabelValues(e.spec.Name, "dead_letter").Inc()
+	e.m.DeadLetters.WithLabelValues(e.spec.Name, reason).Inc()
+	if len(msg) > maxMessage {
+		msg = msg[:maxMessage]
+	}
+	w.produceDeadLetter(ctx, &kgo.Record{
+		Topic:     e.spec.DeadLetterTopic,
 		Key:       rec.Key,
 		Value:     rec.Value,
 		Timestamp: rec.Timestamp,
 		Headers: []kgo.RecordHeader{
 			{Key: "wagg.error", Value: []byte(msg)},
 			{Key: "wagg.reason", Value: []byte(reason)},
-			{Key: "wagg.deployment", Value: []byte(w.r.spec.Name)},
+			{Key: "wagg.deployment", Value: []byte(e.spec.Name)},
 			{Key: "wagg.topic", Value: []byte(rec.Topic)},
 			{Key: "wagg.partition", Value: []byte(strconv.Itoa(int(rec.Partition)))},
 			{Key: "wagg.offset", Value: []byte(strconv.FormatInt(rec.Offset, 10))},
 		},
-	}
-	w.r.cl.Produce(ctx, dl, func(_ *kgo.Record, err error) {
-		if err != nil {
-			w.r.deps.Metrics.DeadLetters.WithLabelValues(w.r.spec.Name, "produce_failed").Inc()
-			w.r.log.Error("dead letter not written", "partition", rec.Partition, "offset", rec.Offset, "err", err)
-		}
 	})
+}
+
+func (w *worker) produceDeadLetter(ctx context.Context, dl *kgo.Record) {
+	w.env.kafka.produce(ctx, dl, func(r *kgo.Record, err error) {
+		if err == nil {
+			return
+		}
+		w.env.m.DeadLetters.WithLabelValues(w.env.spec.Name, "produce_retry").Inc()
+		w.env.log.Warn("dead letter not written yet; it is retried before the next checkpoint", "partition", w.p, "err", err)
+		w.dlMu.Lock()
+		w.dlFailed = append(w.dlFailed, r)
+		w.dlMu.Unlock()
+	})
+}
+
+// sleep waits d or until ctx ends, reporting whether it waited d.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

@@ -5,13 +5,17 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -51,17 +55,31 @@ type Server struct {
 	cps     *checkpoint.Store
 	prom    *prometheus.Registry
 	metrics *pipeline.Metrics
+	failed  *prometheus.GaugeVec
+	// breaker guards every write to ClickHouse of this host.
+	breaker *sink.Breaker
+	// hostID makes the host a static member of its consumer groups.
+	hostID string
 
 	mu      sync.Mutex
 	running map[string]*running
 }
 
+// running is a deployment this host runs, or ran until it failed.
 type running struct {
 	spec    plugins.Deployment
 	started time.Time
 	cancel  context.CancelFunc
 	done    chan struct{}
-	err     error
+
+	mu      sync.Mutex
+	failure *plugins.Failure
+}
+
+func (r *running) failed() *plugins.Failure {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failure
 }
 
 // New connects to ClickHouse and Kafka and opens the registry. It fails
@@ -113,10 +131,23 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if s.specs, err = plugins.OpenDeployments(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	if s.hostID, err = hostID(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	s.hub = hub.New(&hub.Options{OriginPatterns: cfg.Live.AllowedOrigins, Logger: log})
+	s.breaker = &sink.Breaker{}
 	s.prom = prometheus.NewRegistry()
 	s.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = pipeline.NewMetrics(s.prom)
+	s.failed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wagg_deployment_failed", Help: "1 for a deployment that stopped by itself (see GET /v1/deployments), else 0.",
+	}, []string{"deployment"})
+	s.prom.MustRegister(s.failed, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "wagg_clickhouse_breaker_state", Help: "The ClickHouse circuit breaker: 0 closed, 1 half-open (trying), 2 open (ClickHouse failing).",
+	}, func() float64 {
+		st, _ := s.breaker.Status()
+		return float64(st)
+	}))
 	return s, nil
 }
 
@@ -137,6 +168,14 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	for _, d := range specs {
+		if f, ok := s.specs.Failed(d.Name); ok {
+			s.log.Warn("stored deployment failed before; not started (deploy it again to restart it)", "deployment", d.Name, "err", f.Error)
+			s.mu.Lock()
+			s.running[d.Name] = &running{spec: d, done: closed(), cancel: func() {}, failure: &f}
+			s.mu.Unlock()
+			s.failed.WithLabelValues(d.Name).Set(1)
+			continue
+		}
 		if _, err := s.Deploy(ctx, d); err != nil {
 			s.log.Error("stored deployment not started", "deployment", d.Name, "err", err)
 		}
@@ -186,9 +225,9 @@ func (s *Server) Plugins() ([]plugins.Manifest, error) { return s.reg.List() }
 // MaxUpload is the plugin size limit.
 func (s *Server) MaxUpload() int { return s.reg.MaxSize() }
 
-// Deploy starts (or restarts with the new spec) a deployment: the plugin
-// must be pushed and the topic must exist; the dead-letter topic and the
-// ClickHouse table are created when missing.
+// Deploy starts (or restarts with the new spec) a deployment, clearing a
+// failure: the plugin must be pushed and the topic must exist; the
+// dead-letter topic and the ClickHouse table are created when missing.
 func (s *Server) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployment, error) {
 	if err := d.Validate(); err != nil {
 		return api.Deployment{}, err
@@ -225,10 +264,12 @@ func (s *Server) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployme
 		Name: d.Name, Topic: d.Topic, DeadLetterTopic: d.DeadLetterTopic, Windows: windows,
 		Lateness: time.Duration(d.Lateness), IdleAfter: time.Duration(d.IdleAfter),
 		EmitEvery: time.Duration(d.EmitEvery), CheckpointEvery: time.Duration(d.CheckpointEvery),
-		MaxBatch: d.MaxBatch, Params: params,
+		MaxBatch: d.MaxBatch, MaxFuture: time.Duration(d.MaxFuture), MaxPluginErrors: d.MaxPluginErrors,
+		Params: params,
 	}, pipeline.Deps{
-		Brokers: s.cfg.Kafka.Brokers, Module: mod, PluginSHA: m.SHA256, Table: table,
-		Checkpoints: s.cps, Hub: s.hub, Metrics: s.metrics, Log: s.log,
+		Brokers: s.cfg.Kafka.Brokers, Admin: s.admin, Module: mod, PluginSHA: m.SHA256,
+		Rows: table, Checkpoints: s.cps, Breaker: s.breaker, Live: s.hub,
+		Metrics: s.metrics, Log: s.log, InstanceID: s.hostID,
 	})
 	if err != nil {
 		return api.Deployment{}, err
@@ -237,6 +278,11 @@ func (s *Server) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployme
 		return api.Deployment{}, err
 	}
 	s.stop(d.Name)
+	if err := s.specs.ClearFailed(d.Name); err != nil {
+		return api.Deployment{}, err
+	}
+	s.failed.WithLabelValues(d.Name).Set(0)
+	s.hub.Register(d.Name, &mod.Schema, windows)
 	rctx, cancel := context.WithCancel(context.Background())
 	r := &running{spec: d, started: time.Now().UTC(), cancel: cancel, done: make(chan struct{})}
 	s.mu.Lock()
@@ -244,7 +290,19 @@ func (s *Server) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployme
 	s.mu.Unlock()
 	go func() {
 		defer close(r.done)
-		r.err = runner.Run(rctx)
+		err := runner.Run(rctx)
+		if err == nil {
+			return
+		}
+		// It stopped by itself: keep it visible, and stopped across restarts.
+		f := plugins.Failure{Error: err.Error(), At: time.Now().UTC()}
+		r.mu.Lock()
+		r.failure = &f
+		r.mu.Unlock()
+		s.failed.WithLabelValues(d.Name).Set(1)
+		if err := s.specs.SetFailed(d.Name, f); err != nil {
+			s.log.Error("recording a deployment's failure", "deployment", d.Name, "err", err)
+		}
 	}()
 	s.log.Info("deployment started", "deployment", d.Name, "plugin", d.Plugin, "topic", d.Topic, "partitions", partitions)
 	return s.status(r), nil
@@ -286,20 +344,71 @@ func (s *Server) Deployments() []api.Deployment {
 }
 
 func (s *Server) status(r *running) api.Deployment {
-	return api.Deployment{Deployment: r.spec, Started: r.started, Table: s.cfg.ClickHouse.Database + "." + r.spec.Name}
+	d := api.Deployment{Deployment: r.spec, Started: r.started, Table: s.cfg.ClickHouse.Database + "." + r.spec.Name, Status: api.StatusRunning}
+	if f := r.failed(); f != nil {
+		d.Status, d.Error, d.Failed = api.StatusFailed, f.Error, f.At
+	}
+	return d
 }
 
-// Health reports whether ClickHouse and Kafka answer.
-func (s *Server) Health(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+// healthTimeout bounds each probe of /healthz, so that it answers quickly
+// while a service hangs.
+const healthTimeout = 800 * time.Millisecond
+
+// Health probes ClickHouse and Kafka (together, briefly) and reports the
+// ClickHouse circuit breaker and failed deployments.
+func (s *Server) Health(ctx context.Context) api.Health {
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
 	defer cancel()
-	if err := s.ch.Ping(ctx); err != nil {
-		return fmt.Errorf("clickhouse: %w", err)
+	var chErr, kErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { chErr = s.ch.Ping(ctx) })
+	wg.Go(func() { _, kErr = s.admin.BrokerMetadata(ctx) })
+	wg.Wait()
+	var reasons []string
+	if chErr != nil {
+		reasons = append(reasons, "clickhouse: not answering: "+chErr.Error())
 	}
-	if _, err := s.admin.BrokerMetadata(ctx); err != nil {
-		return fmt.Errorf("kafka: %w", err)
+	if st, err := s.breaker.Status(); st != sink.Closed {
+		reasons = append(reasons, fmt.Sprintf("clickhouse: writes failing, circuit %s: %v; results wait in memory and are written when it recovers", st, err))
 	}
-	return nil
+	if kErr != nil {
+		reasons = append(reasons, "kafka: not answering: "+kErr.Error())
+	}
+	for _, d := range s.Deployments() {
+		if d.Status == api.StatusFailed {
+			reasons = append(reasons, fmt.Sprintf("deployment %s failed: %s", d.Name, d.Error))
+		}
+	}
+	if len(reasons) > 0 {
+		return api.Health{Status: "degraded", Reasons: reasons}
+	}
+	return api.Health{Status: "ok"}
+}
+
+// hostID returns the host's identity, kept in data_dir so that a restarted
+// host rejoins its consumer groups as the member it was.
+func hostID(dataDir string) (string, error) {
+	p := filepath.Join(dataDir, "host-id")
+	if b, err := os.ReadFile(p); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		return string(bytes.TrimSpace(b)), nil
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	id := "wagg-" + hex.EncodeToString(b[:])
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return "", fmt.Errorf("data_dir: %w", err)
+	}
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("data_dir: %w", err)
+	}
+	return id, nil
+}
+
+func closed() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
 }
 
 func (s *Server) ensureTopics(ctx context.Context, d plugins.Deployment) (int, error) {

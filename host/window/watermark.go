@@ -6,21 +6,23 @@ import (
 	"github.com/wagg/wagg/abi"
 )
 
-// Watermark is one partition's watermark: the largest event time seen minus
-// the allowed lateness, advanced by the wall clock when the partition is
-// idle so that its windows still close. It never goes backwards.
+// Watermark is one partition's watermark: the largest accepted event time
+// minus the allowed lateness. It never goes backwards and it is a function
+// of the records accepted since the checkpoint it started from, so a replay
+// reaches the same values at the same offsets. The one movement that does
+// not come from a record, the idle advance, is made by the pipeline only at
+// a checkpoint (where it is recorded) and only for a partition that has
+// nothing left to fetch.
 type Watermark struct {
 	windows  []abi.Window
 	lateness int64
-	idle     int64
 	value    int64
-	lastSeen int64 // wall clock ms of the last record
 }
 
 // New returns the watermark for a deployment's windows, starting from value
-// (from a checkpoint; math.MinInt64 when none).
-func New(windows []abi.Window, latenessMs, idleMs, value int64) *Watermark {
-	return &Watermark{windows: windows, lateness: latenessMs, idle: idleMs, value: value}
+// (from a checkpoint; Start when none).
+func New(windows []abi.Window, latenessMs, value int64) *Watermark {
+	return &Watermark{windows: windows, lateness: latenessMs, value: value}
 }
 
 // Start is the value of a watermark with no history.
@@ -43,25 +45,25 @@ func (w *Watermark) Late(ts int64) bool {
 // Advance moves the watermark past an accepted record. Checking each record
 // with Late before advancing, record by record, makes the outcome
 // independent of how records were batched.
-func (w *Watermark) Advance(ts, nowMs int64) {
-	w.lastSeen = nowMs
+func (w *Watermark) Advance(ts int64) {
 	if ts > math.MinInt64+w.lateness && ts-w.lateness > w.value {
 		w.value = ts - w.lateness
 	}
 }
 
-// Tick advances an idle partition's watermark by the wall clock: once no
-// record has arrived for the idle timeout, the watermark moves to
-// now - lateness, so the last windows of a quiet partition close.
-func (w *Watermark) Tick(nowMs int64) {
-	if w.idle <= 0 || w.value == Start {
-		return // nothing to close yet
+// IdleTo is the watermark an idle advance at wall clock nowMs would reach:
+// now - lateness, or the current value when that is not ahead. An idle
+// advance never starts a watermark that has seen no record.
+func (w *Watermark) IdleTo(nowMs int64) int64 {
+	if w.value == Start || nowMs-w.lateness <= w.value {
+		return w.value
 	}
-	if w.lastSeen == 0 {
-		w.lastSeen = nowMs // restored from a checkpoint: idle counts from now
-		return
-	}
-	if nowMs-w.lastSeen >= w.idle && nowMs-w.lateness > w.value {
-		w.value = nowMs - w.lateness
+	return nowMs - w.lateness
+}
+
+// Set moves the watermark forward to v (an idle advance); never backwards.
+func (w *Watermark) Set(v int64) {
+	if v > w.value {
+		w.value = v
 	}
 }
