@@ -4,6 +4,7 @@ package wagg
 
 import (
 	"errors"
+	"fmt"
 	"unsafe"
 
 	"github.com/wagg/wagg/abi"
@@ -113,10 +114,16 @@ func describeExport() int64 {
 // wagg_process(len) -> status: folds in the batch (abi batch layout) in the
 // first len bytes of the input buffer. ErrSchema when the batch carries other
 // fields than declared, ErrBadInput when it does not decode, ErrAggregate
-// when the aggregator fails; the state may then hold part of the batch.
+// when the aggregator fails or panics (the message says which); the state
+// may then hold part of the batch.
 //
 //go:wasmexport wagg_process
-func processExport(n int32) int32 {
+func processExport(n int32) (status int32) {
+	defer func() {
+		if r := recover(); r != nil {
+			status = fail(abi.ErrAggregate, fmt.Errorf("aggregator panicked: %v", r))
+		}
+	}()
 	if current == nil {
 		return fail(abi.ErrNotReady, errNotInit)
 	}

@@ -1,0 +1,620 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/wagg/wagg/abi"
+	"github.com/wagg/wagg/host/checkpoint"
+	"github.com/wagg/wagg/host/sandbox"
+	"github.com/wagg/wagg/host/sink"
+	"github.com/wagg/wagg/internal/testwasm"
+)
+
+// These tests run one partition worker against the real plugin sandbox and
+// in-memory stand-ins for ClickHouse and Kafka that the test switches into
+// faults on purpose. Expected counts come from what the test produced.
+
+var errDown = errors.New("clickhouse: connection refused")
+
+// store is ClickHouse: rows replace rows of the same key with a higher
+// version (ReplacingMergeTree), checkpoints replace checkpoints.
+type store struct {
+	mu   sync.Mutex
+	down bool // every call fails at once
+	hang bool // every call waits until its context ends
+	rows map[storeKey]storedRow
+	cps  map[int32]checkpoint.Checkpoint
+}
+
+type storeKey struct {
+	p      int32
+	window uint8
+	start  int64
+	key    string
+}
+
+type storedRow struct {
+	version int64
+	row     abi.Row
+}
+
+func newStore() *store {
+	return &store{rows: map[storeKey]storedRow{}, cps: map[int32]checkpoint.Checkpoint{}}
+}
+
+func (s *store) set(down, hang bool) {
+	s.mu.Lock()
+	s.down, s.hang = down, hang
+	s.mu.Unlock()
+}
+
+func (s *store) fault(ctx context.Context) error {
+	s.mu.Lock()
+	down, hang := s.down, s.hang
+	s.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if down {
+		return errDown
+	}
+	return nil
+}
+
+func (s *store) Write(ctx context.Context, p int32, version int64, rows []abi.Row) error {
+	if err := s.fault(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range rows {
+		k := storeKey{p, r.Window, r.Start, r.Key}
+		if old, ok := s.rows[k]; !ok || version >= old.version {
+			r.Metrics = append([]uint64(nil), r.Metrics...)
+			s.rows[k] = storedRow{version, r}
+		}
+	}
+	return nil
+}
+
+func (s *store) Load(ctx context.Context, _, _ string, p int32) (checkpoint.Checkpoint, error) {
+	if err := s.fault(ctx); err != nil {
+		return checkpoint.Checkpoint{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cp, ok := s.cps[p]
+	if !ok {
+		return cp, checkpoint.ErrNone
+	}
+	return cp, nil
+}
+
+func (s *store) Save(ctx context.Context, c checkpoint.Checkpoint) error {
+	if err := s.fault(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cps[c.Partition] = c
+	return nil
+}
+
+func (s *store) next(p int32) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cps[p].NextOffset
+}
+
+// sums adds up the metric of every stored row of a window by key (across
+// partitions and, for a windowed window, panes), as the ClickHouse view does.
+func (s *store) sums(window uint8) map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int64{}
+	for k, r := range s.rows {
+		if k.window == window {
+			out[k.key] += int64(r.row.Metrics[0])
+		}
+	}
+	return out
+}
+
+// broker is Kafka as a worker sees it: pauses, dead letters, end offsets.
+type broker struct {
+	mu      sync.Mutex
+	paused  bool
+	pauses  int
+	dls     []*kgo.Record
+	refuse  bool // produce fails, as while the broker restarts
+	end     atomic.Int64
+	flushes atomic.Int64
+}
+
+func (b *broker) pause(int32) {
+	b.mu.Lock()
+	b.paused = true
+	b.pauses++
+	b.mu.Unlock()
+}
+
+func (b *broker) resume(int32) {
+	b.mu.Lock()
+	b.paused = false
+	b.mu.Unlock()
+}
+
+func (b *broker) isPaused() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.paused
+}
+
+func (b *broker) produce(_ context.Context, r *kgo.Record, done func(*kgo.Record, error)) {
+	b.mu.Lock()
+	refuse := b.refuse
+	if !refuse {
+		b.dls = append(b.dls, r)
+	}
+	b.mu.Unlock()
+	if refuse {
+		done(r, errors.New("kafka: broker not available"))
+		return
+	}
+	done(r, nil)
+}
+
+func (b *broker) flush(context.Context) error {
+	b.flushes.Add(1)
+	return nil
+}
+
+func (b *broker) endOffset(context.Context, int32) (int64, error) { return b.end.Load(), nil }
+
+func (b *broker) deadLetters() []*kgo.Record {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]*kgo.Record(nil), b.dls...)
+}
+
+type live struct{ rows atomic.Int64 }
+
+func (l *live) Publish(_ string, _ int32, rows []abi.Row) { l.rows.Add(int64(len(rows))) }
+
+// rig is one worker with its stand-ins.
+type rig struct {
+	t      *testing.T
+	env    *env
+	store  *store
+	broker *broker
+	live   *live
+	w      *worker
+	offset int64 // the next offset the test produces
+}
+
+var (
+	modMu   sync.Mutex
+	modules = map[string]*sandbox.Module{}
+)
+
+func module(t *testing.T, pkg string) *sandbox.Module {
+	t.Helper()
+	modMu.Lock()
+	defer modMu.Unlock()
+	if m, ok := modules[pkg]; ok {
+		return m
+	}
+	rt, err := sandbox.New(context.Background(), &sandbox.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := rt.Compile(context.Background(), testwasm.Build(t, pkg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	modules[pkg] = m
+	return m
+}
+
+var windows = []abi.Window{
+	{Name: "second", Kind: abi.Tumbling, SizeMs: 1000},
+	{Name: "total", Kind: abi.Global},
+}
+
+func newRig(t *testing.T, pkg string, spec Spec) *rig {
+	spec.Name, spec.Topic, spec.DeadLetterTopic, spec.Windows = "t", "in", "in.dead-letters", windows
+	if spec.EmitEvery == 0 {
+		spec.EmitEvery = 10 * time.Millisecond
+	}
+	if spec.CheckpointEvery == 0 {
+		spec.CheckpointEvery = 20 * time.Millisecond
+	}
+	if spec.Lateness == 0 {
+		spec.Lateness = 100 * time.Millisecond
+	}
+	if spec.StopTimeout == 0 {
+		spec.StopTimeout = time.Second
+	}
+	spec.applyDefaults()
+	r := &rig{t: t, store: newStore(), broker: &broker{}, live: &live{}}
+	e := newEnv()
+	e.spec, e.module, e.plugin = spec, module(t, pkg), "sha"
+	e.rows, e.cps, e.live = r.store, r.store, r.live
+	e.breaker = &sink.Breaker{Failures: 1, CoolDown: 10 * time.Millisecond, MaxCoolDown: 50 * time.Millisecond}
+	e.m = NewMetrics(prometheus.NewRegistry())
+	e.log = slog.New(slog.NewTextHandler(testLog{t}, nil))
+	e.kafka = r.broker
+	e.checkpointed = func(int32, int64) {}
+	r.env = e
+	return r
+}
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// start restores the worker from the store and runs it.
+func (r *rig) start() {
+	r.t.Helper()
+	r.w = newWorker(r.env, 0)
+	if err := r.w.restore(context.Background()); err != nil {
+		r.t.Fatal(err)
+	}
+	go r.w.run()
+	w := r.w
+	r.t.Cleanup(func() {
+		select {
+		case <-w.done:
+		default:
+			w.stop(false)
+			<-w.done
+		}
+	})
+}
+
+// stop stops the worker, checkpointing when keep.
+func (r *rig) stop(keep bool) {
+	r.w.stop(keep)
+	<-r.w.done
+}
+
+// vote makes the record of a vote for poll at ts.
+func (r *rig) vote(poll int, option string, ts int64) *kgo.Record {
+	rec := &kgo.Record{
+		Topic: "in", Partition: 0, Offset: r.offset, Timestamp: time.UnixMilli(ts),
+		Value: fmt.Appendf(nil, `{"poll_id":%d,"option":%q}`, poll, option),
+	}
+	r.offset++
+	return rec
+}
+
+// feed hands records to the worker as the poll loop does: never while the
+// partition is paused (the records stay in Kafka meanwhile).
+func (r *rig) feed(recs []*kgo.Record) {
+	r.broker.end.Store(recs[len(recs)-1].Offset + 1)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for len(recs) > 0 {
+		if r.broker.isPaused() {
+			<-tick.C
+			continue
+		}
+		n := min(len(recs), 50)
+		r.w.queue.push(recs[:n])
+		recs = recs[n:]
+	}
+}
+
+func eventually(t *testing.T, d time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.After(d)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("%s: not within %s: %v", what, d, err)
+		case <-tick.C:
+		}
+	}
+}
+
+// want is the oracle: votes per encoded key of the votes plugin.
+type want map[string]int64
+
+func (w want) add(poll int, option string) {
+	k := abi.AppendKeyInt64(nil, int64(poll))
+	k = abi.AppendKeyString(k, []byte(option))
+	w[string(k)]++
+}
+
+func (w want) addPoll(poll int) { w[string(abi.AppendKeyInt64(nil, int64(poll)))]++ }
+
+func (w want) diff(got map[string]int64) error {
+	for k, n := range w {
+		if got[k] != n {
+			return fmt.Errorf("key %x: %d, want %d", k, got[k], n)
+		}
+	}
+	if len(got) != len(w) {
+		return fmt.Errorf("%d keys, want %d", len(got), len(w))
+	}
+	return nil
+}
+
+func (r *rig) counted(w want, next int64) func() error {
+	return func() error {
+		if n := r.store.next(0); n != next {
+			return fmt.Errorf("checkpoint at offset %d, want %d", n, next)
+		}
+		if err := w.diff(r.store.sums(1)); err != nil {
+			return fmt.Errorf("totals: %w", err)
+		}
+		if err := w.diff(r.store.sums(0)); err != nil {
+			return fmt.Errorf("1-second windows: %w", err)
+		}
+		return nil
+	}
+}
+
+func header(r *kgo.Record, k string) string {
+	for _, h := range r.Headers {
+		if h.Key == k {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+var options = []string{"a", "b", "c", "d", "e"}
+
+// A ClickHouse outage with votes arriving live (event time = wall clock),
+// a quiet spell past idle_after while it is down and a lateness shorter
+// than the outage: every vote is counted once it is back, none is
+// dead-lettered, the partition paused instead of buffering without bound,
+// and live deltas went on from what was read.
+func TestWorker_ClickHouseOutageDeadLettersNoValidRecord(t *testing.T) {
+	r := newRig(t, "examples/votes", Spec{IdleAfter: 30 * time.Millisecond, MaxPendingRows: 40, MaxQueued: 200, MaxBatch: 64})
+	r.start()
+	w := want{}
+	batch := func(n int) []*kgo.Record {
+		var recs []*kgo.Record
+		now := time.Now().UnixMilli()
+		for i := range n {
+			poll, opt := i%20+1, options[i%len(options)]
+			w.add(poll, opt)
+			recs = append(recs, r.vote(poll, opt, now))
+		}
+		return recs
+	}
+	r.feed(batch(1000))
+	eventually(t, 10*time.Second, "first votes checkpointed", r.counted(w, 1000))
+
+	r.store.set(true, false)
+	liveBefore := r.live.rows.Load()
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		for range 10 {
+			r.feed(batch(200))
+		}
+	}()
+	eventually(t, 10*time.Second, "partition paused and breaker open while ClickHouse is down", func() error {
+		if st, _ := r.env.breaker.Status(); st == sink.Closed {
+			return errors.New("breaker closed")
+		}
+		if !r.broker.isPaused() {
+			return errors.New("not paused")
+		}
+		return nil
+	})
+	if r.live.rows.Load() == liveBefore {
+		t.Error("no live deltas while ClickHouse was down")
+	}
+	// Down for many checkpoint intervals, longer than the lateness,
+	// idle_after and a window: what an outage must not turn into late
+	// records.
+	<-time.After(1500 * time.Millisecond)
+	r.store.set(false, false)
+	<-fed
+	eventually(t, 20*time.Second, "every vote counted after ClickHouse is back", r.counted(w, r.offset))
+	if dl := r.broker.deadLetters(); len(dl) > 0 {
+		t.Fatalf("%d valid records dead-lettered, first: %s %s", len(dl), header(dl[0], "wagg.reason"), header(dl[0], "wagg.error"))
+	}
+	if st, _ := r.env.breaker.Status(); st != sink.Closed {
+		t.Errorf("breaker %s after recovery", st)
+	}
+}
+
+// A plugin that fails on one value: each such record is dead-lettered with
+// the plugin's message and its source, everything else is counted exactly,
+// the partition goes on.
+func TestWorker_PoisonRecordsAreIsolated(t *testing.T) {
+	r := newRig(t, "internal/testwasm/panics", Spec{MaxBatch: 256, MaxPluginErrors: 100})
+	r.start()
+	w := want{}
+	var recs []*kgo.Record
+	poison := map[int64]bool{}
+	now := time.Now().UnixMilli()
+	for i := range 3000 {
+		poll := i%40 + 1
+		if i%300 == 7 {
+			poll = 13 // the plugin panics on poll 13
+		}
+		if poll == 13 {
+			poison[r.offset] = true
+		} else {
+			w.addPoll(poll)
+		}
+		recs = append(recs, r.vote(poll, "a", now-int64(3000-i)))
+	}
+	r.feed(recs)
+	eventually(t, 30*time.Second, "every other record counted", r.counted(w, r.offset))
+	dl := r.broker.deadLetters()
+	if len(dl) != len(poison) {
+		t.Fatalf("%d dead letters, want %d", len(dl), len(poison))
+	}
+	for _, d := range dl {
+		off, _ := strconv.ParseInt(header(d, "wagg.offset"), 10, 64)
+		if !poison[off] || header(d, "wagg.reason") != ReasonPluginError || header(d, "wagg.topic") != "in" || header(d, "wagg.partition") != "0" {
+			t.Fatalf("dead letter %v", d.Headers)
+		}
+		if !strings.Contains(header(d, "wagg.error"), "poll 13 is cursed") {
+			t.Fatalf("dead letter without the plugin's message: %q", header(d, "wagg.error"))
+		}
+	}
+	if r.env.hasFailed() {
+		t.Fatalf("deployment failed: %v", r.env.failure)
+	}
+}
+
+// A plugin that fails on every record stops after max_plugin_errors, as a
+// failed deployment, instead of dead-lettering the whole topic.
+func TestWorker_APluginThatAlwaysFailsStopsTheDeployment(t *testing.T) {
+	r := newRig(t, "internal/testwasm/panics", Spec{MaxBatch: 32, MaxPluginErrors: 5})
+	r.start()
+	var recs []*kgo.Record
+	for range 500 {
+		recs = append(recs, r.vote(13, "a", time.Now().UnixMilli()))
+	}
+	go r.feed(recs)
+	select {
+	case <-r.env.failed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("deployment did not fail")
+	}
+	var fe *FailedError
+	if !errors.As(r.env.failure, &fe) || fe.Reason != "plugin_errors" || !strings.Contains(fe.Error(), "poll 13 is cursed") {
+		t.Fatalf("failure %v", r.env.failure)
+	}
+	if n := len(r.broker.deadLetters()); n > 6 {
+		t.Fatalf("%d dead letters after failing, want at most 6", n)
+	}
+	if r.store.next(0) != 0 {
+		t.Fatalf("a failed partition checkpointed offset %d", r.store.next(0))
+	}
+}
+
+// Event times the host refuses: a record from the future does not move the
+// watermark (the valid records after it are counted), a record before 1970
+// gets its own reason.
+func TestWorker_EventTimeGuard(t *testing.T) {
+	r := newRig(t, "examples/votes", Spec{MaxFuture: time.Minute})
+	r.start()
+	w := want{}
+	now := time.Now().UnixMilli()
+	var recs []*kgo.Record
+	for i := range 500 {
+		if i == 100 {
+			recs = append(recs, r.vote(1, "a", now+time.Hour.Milliseconds()))
+		}
+		if i == 200 {
+			recs = append(recs, r.vote(1, "a", -5000))
+		}
+		w.add(2, "b")
+		recs = append(recs, r.vote(2, "b", now-5000+int64(i)))
+	}
+	r.feed(recs)
+	eventually(t, 10*time.Second, "valid records counted", r.counted(w, r.offset))
+	dl := r.broker.deadLetters()
+	if len(dl) != 2 || header(dl[0], "wagg.reason") != "future" || header(dl[1], "wagg.reason") != "out_of_range" {
+		for _, d := range dl {
+			t.Log(header(d, "wagg.reason"), header(d, "wagg.error"))
+		}
+		t.Fatalf("%d dead letters, want future then out_of_range", len(dl))
+	}
+}
+
+// Stopping while ClickHouse hangs waits no longer than StopTimeout.
+func TestWorker_StopIsBoundedWhileClickHouseHangs(t *testing.T) {
+	r := newRig(t, "examples/votes", Spec{StopTimeout: 300 * time.Millisecond})
+	r.start()
+	r.store.set(false, true)
+	var recs []*kgo.Record
+	for range 100 {
+		recs = append(recs, r.vote(1, "a", time.Now().UnixMilli()))
+	}
+	r.feed(recs)
+	eventually(t, 5*time.Second, "a save in flight", func() error {
+		if r.w.queue.empty() {
+			return nil
+		}
+		return errors.New("records still queued")
+	})
+	stopped := make(chan struct{})
+	go func() {
+		r.stop(true)
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("stop waited on a hanging ClickHouse")
+	}
+}
+
+// Dead letters Kafka refuses are produced again, and no checkpoint covers
+// their records until they are written.
+func TestWorker_DeadLettersSurviveABrokerOutage(t *testing.T) {
+	r := newRig(t, "examples/votes", Spec{})
+	r.start()
+	r.broker.mu.Lock()
+	r.broker.refuse = true
+	r.broker.mu.Unlock()
+	w := want{}
+	var recs []*kgo.Record
+	for i := range 300 {
+		if i%30 == 0 {
+			rec := r.vote(1, "a", time.Now().UnixMilli())
+			rec.Value = []byte(`{"poll_id":"x"}`)
+			recs = append(recs, rec)
+			continue
+		}
+		w.add(3, "c")
+		recs = append(recs, r.vote(3, "c", time.Now().UnixMilli()))
+	}
+	r.feed(recs)
+	eventually(t, 10*time.Second, "checkpoints retried while dead letters fail", func() error {
+		if r.broker.flushes.Load() < 5 {
+			return errors.New("few attempts")
+		}
+		return nil
+	})
+	if n := r.store.next(0); n != 0 {
+		t.Fatalf("checkpoint at %d covers dead letters not written", n)
+	}
+	r.broker.mu.Lock()
+	r.broker.refuse = false
+	r.broker.mu.Unlock()
+	eventually(t, 10*time.Second, "counted once the broker is back", r.counted(w, r.offset))
+	dl := r.broker.deadLetters()
+	if len(dl) != 10 {
+		t.Fatalf("%d dead letters, want 10", len(dl))
+	}
+	for _, d := range dl {
+		if header(d, "wagg.reason") != ReasonMalformed {
+			t.Fatalf("dead letter %v", d.Headers)
+		}
+	}
+}
