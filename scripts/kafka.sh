@@ -9,7 +9,8 @@
 #   scripts/kafka.sh tool CLASS …  run any Kafka tool main class with the cached classpath
 #
 # Env: WAGG_KAFKA_PORT (9092), WAGG_KAFKA_CONTROLLER_PORT (9093), WAGG_KAFKA_TIMEOUT (120 s),
-#      WAGG_KAFKA_HEAP (1g), WAGG_CACHE_DIR (<repo>/.cache).
+#      WAGG_KAFKA_HEAP (1g), WAGG_CACHE_DIR (<repo>/.cache),
+#      WAGG_KAFKA_LIBS (the jars, default $WAGG_CACHE_DIR/kafka/libs: a second broker can share them).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,7 +24,7 @@ HEAP=${WAGG_KAFKA_HEAP:-1g}
 BOOTSTRAP=127.0.0.1:$PORT
 
 DIR=$WAGG_CACHE/kafka
-LIBS=$DIR/libs
+LIBS=${WAGG_KAFKA_LIBS:-$DIR/libs}
 DATA=$DIR/data
 CONF=$DIR/server.properties
 CLIENT_CONF=$DIR/client.properties

@@ -88,10 +88,13 @@ func (e *env) hasFailed() bool {
 	}
 }
 
-// pluginError counts one record the plugin failed on, failing the
-// deployment past the spec's MaxPluginErrors.
-func (e *env) pluginError(err error) {
-	if n := e.pluginErrors.Add(1); e.spec.MaxPluginErrors > 0 && n > int64(e.spec.MaxPluginErrors) {
-		e.fail(&FailedError{Reason: "plugin_errors", Err: err, Count: n})
+// pluginError counts one record the plugin failed on; streak is how many
+// records in a row of the partition it failed on. Past the spec's
+// MaxPluginErrors in a row the deployment fails: the plugin cannot handle
+// the stream, and dead-lettering all of it would help no one.
+func (e *env) pluginError(err error, streak int) {
+	n := e.pluginErrors.Add(1)
+	if e.spec.MaxPluginErrors > 0 && streak >= e.spec.MaxPluginErrors {
+		e.fail(&FailedError{Reason: "plugin_errors", Err: err, Count: n, Streak: streak})
 	}
 }

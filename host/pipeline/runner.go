@@ -30,8 +30,9 @@ type Spec struct {
 	EmitEvery       time.Duration
 	CheckpointEvery time.Duration
 	MaxBatch        int
-	// MaxPluginErrors is how many records the plugin may fail on (each
-	// dead-lettered) before the deployment is stopped as failed; 0: no limit.
+	// MaxPluginErrors is how many records in a row of one partition the
+	// plugin may fail on (each dead-lettered) before the deployment is
+	// stopped as failed; 0: no limit.
 	MaxPluginErrors int
 	Params          json.RawMessage
 
@@ -43,6 +44,11 @@ type Spec struct {
 	// StopTimeout bounds how long stopping waits for ClickHouse to take the
 	// final checkpoints (default 10s).
 	StopTimeout time.Duration
+
+	// UnsafeReplayOverlap breaks exactness on purpose, for the negative
+	// control of the crash tests: a restored partition resumes this many
+	// offsets before its checkpoint, so those records are counted twice.
+	UnsafeReplayOverlap int64
 }
 
 func (s *Spec) applyDefaults() {
@@ -84,12 +90,13 @@ type Deps struct {
 type FailedError struct {
 	Reason string // plugin_errors or plugin
 	Count  int64  // records the plugin failed on, for plugin_errors
+	Streak int    // of which in a row, in one partition
 	Err    error  // the last plugin error
 }
 
 func (e *FailedError) Error() string {
 	if e.Reason == "plugin_errors" {
-		return fmt.Sprintf("stopped after the plugin failed on %d records; last: %v", e.Count, e.Err)
+		return fmt.Sprintf("stopped after the plugin failed on %d records in a row (%d in all); last: %v", e.Streak, e.Count, e.Err)
 	}
 	return fmt.Sprintf("stopped: %v", e.Err)
 }

@@ -50,6 +50,8 @@ type worker struct {
 	wm       *window.Watermark
 	guard    window.Guard
 	next     int64 // the next offset to process
+	// failStreak counts the records in a row the plugin failed on.
+	failStreak int
 
 	// pending holds the latest row per (window, start, key) since the last
 	// save; the next save writes them, versioned by next.
@@ -146,7 +148,7 @@ func (w *worker) restore(ctx context.Context) error {
 	}
 	if !fresh {
 		w.base = cp.Snapshot
-		w.next = cp.NextOffset
+		w.next = max(0, cp.NextOffset-e.spec.UnsafeReplayOverlap)
 		w.wm = window.New(e.spec.Windows, e.spec.Lateness.Milliseconds(), cp.Watermark)
 	}
 	if err := w.rebuild(ctx); err != nil {
@@ -311,6 +313,7 @@ func (w *worker) process(ctx context.Context) {
 	if err == nil {
 		w.applied(op{batch: bytes.Clone(buf)})
 		m.Records.WithLabelValues(name, "processed").Add(float64(len(w.batch)))
+		w.failStreak = 0
 		return
 	}
 	w.env.log.Warn("plugin failed on a batch; isolating the records it fails on", "partition", w.p, "records", len(w.batch), "err", err)
@@ -331,10 +334,12 @@ func (w *worker) process(ctx context.Context) {
 		if err == nil {
 			w.applied(op{batch: bytes.Clone(one)})
 			m.Records.WithLabelValues(name, "processed").Inc()
+			w.failStreak = 0
 			continue
 		}
 		w.deadLetter(ctx, rec, ReasonPluginError, err.Error())
-		w.env.pluginError(err)
+		w.failStreak++
+		w.env.pluginError(err, w.failStreak)
 		if w.env.hasFailed() {
 			return
 		}

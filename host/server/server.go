@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -60,6 +61,9 @@ type Server struct {
 	breaker *sink.Breaker
 	// hostID makes the host a static member of its consumer groups.
 	hostID string
+	// unsafeReplayOverlap is the crash tests' negative control
+	// (WAGG_UNSAFE_REPLAY_OVERLAP): it makes results wrong on purpose.
+	unsafeReplayOverlap int64
 
 	mu      sync.Mutex
 	running map[string]*running
@@ -133,6 +137,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	if s.hostID, err = hostID(cfg.DataDir); err != nil {
 		return nil, err
+	}
+	if v := os.Getenv("WAGG_UNSAFE_REPLAY_OVERLAP"); v != "" {
+		if s.unsafeReplayOverlap, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return nil, fmt.Errorf("WAGG_UNSAFE_REPLAY_OVERLAP: %w", err)
+		}
+		log.Warn("WAGG_UNSAFE_REPLAY_OVERLAP is set: restored partitions count records twice (a test's negative control)", "offsets", s.unsafeReplayOverlap)
 	}
 	s.hub = hub.New(&hub.Options{OriginPatterns: cfg.Live.AllowedOrigins, Logger: log})
 	s.breaker = &sink.Breaker{}
@@ -265,7 +275,7 @@ func (s *Server) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployme
 		Lateness: time.Duration(d.Lateness), IdleAfter: time.Duration(d.IdleAfter),
 		EmitEvery: time.Duration(d.EmitEvery), CheckpointEvery: time.Duration(d.CheckpointEvery),
 		MaxBatch: d.MaxBatch, MaxFuture: time.Duration(d.MaxFuture), MaxPluginErrors: d.MaxPluginErrors,
-		Params: params,
+		Params: params, UnsafeReplayOverlap: s.unsafeReplayOverlap,
 	}, pipeline.Deps{
 		Brokers: s.cfg.Kafka.Brokers, Admin: s.admin, Module: mod, PluginSHA: m.SHA256,
 		Rows: table, Checkpoints: s.cps, Breaker: s.breaker, Live: s.hub,
