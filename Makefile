@@ -12,7 +12,8 @@ KAFKA     ?= 127.0.0.1:$(WAGG_KAFKA_PORT)
 CLICKHOUSE?= 127.0.0.1:$(WAGG_CLICKHOUSE_PORT)
 DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_DIR  := .cache/demo
-TEST_ENV  := WAGG_TEST_KAFKA=$(KAFKA) WAGG_TEST_CLICKHOUSE=$(CLICKHOUSE)
+TEST_REPORT := .cache/test-report.txt
+TEST_ENV  := WAGG_TEST_KAFKA=$(KAFKA) WAGG_TEST_CLICKHOUSE=$(CLICKHOUSE) WAGG_TEST_REPORT=$(CURDIR)/$(TEST_REPORT)
 
 .PHONY: all build wasm services services-down browser-deps test check fuzz bench bench-peers demo demo-stop clean test-peers
 
@@ -42,7 +43,9 @@ browser-deps:
 test: services browser-deps test-peers
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./examples/votes
+	@mkdir -p .cache && rm -f $(TEST_REPORT)
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m ./...
+	@if [ -f $(TEST_REPORT) ]; then echo "== fault suite =="; cat $(TEST_REPORT); fi
 
 check:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

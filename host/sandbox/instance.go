@@ -3,7 +3,9 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/tetratelabs/wazero/api"
@@ -18,8 +20,9 @@ type Instance struct {
 	m      *Module
 	mod    api.Module
 	mem    api.Memory
-	maxOut uint32
+	out    *guestLog
 	broken bool
+	closed bool
 
 	inPtr, inCap uint32
 	stack        [1]uint64
@@ -37,6 +40,9 @@ type GuestError struct {
 }
 
 func (e *GuestError) Error() string {
+	if errors.Is(e.trap, ErrDeadline) {
+		return fmt.Sprintf("plugin %s %s: the instance was stopped", e.Export, e.Message)
+	}
 	if e.trap != nil {
 		return fmt.Sprintf("plugin trapped in %s: %v", e.Export, e.trap)
 	}
@@ -65,8 +71,14 @@ func (m *Module) Instantiate(ctx context.Context, cfg abi.Config) (*Instance, er
 	return i, nil
 }
 
-// Close releases the instance.
-func (i *Instance) Close(ctx context.Context) error { return i.mod.Close(ctx) }
+// Close releases the instance and its memory; every later call fails.
+func (i *Instance) Close(ctx context.Context) error {
+	if i.closed {
+		return nil
+	}
+	i.closed, i.broken = true, true
+	return i.mod.Close(ctx)
+}
 
 // Process hands the guest an encoded batch (abi batch layout).
 func (i *Instance) Process(ctx context.Context, batch []byte) error {
@@ -76,9 +88,15 @@ func (i *Instance) Process(ctx context.Context, batch []byte) error {
 // Flush returns the rows the guest emits at watermark.
 func (i *Instance) Flush(ctx context.Context, watermark int64, dst []abi.Row) ([]abi.Row, error) {
 	i.stack[0] = uint64(watermark)
-	b, err := i.packed(ctx, i.flush)
+	b, err := i.packed(ctx, i.flush, i.m.r.opts.MaxOutput)
 	if err != nil {
 		return dst, err
+	}
+	if len(b) >= 8 {
+		if n := binary.LittleEndian.Uint32(b[4:]); uint64(n) > uint64(i.m.r.opts.MaxRows) {
+			return dst, &GuestError{Export: abi.FlushExport, Code: abi.ErrOutputLimit,
+				Message: fmt.Sprintf("returned %d rows, the limit is %d (sandbox.max_rows)", n, i.m.r.opts.MaxRows)}
+		}
 	}
 	rows, err := abi.DecodeRows(b, &i.m.Schema, i.windows, dst)
 	if err != nil {
@@ -89,7 +107,7 @@ func (i *Instance) Flush(ctx context.Context, watermark int64, dst []abi.Row) ([
 
 // Snapshot returns a copy of the guest's state.
 func (i *Instance) Snapshot(ctx context.Context) ([]byte, error) {
-	b, err := i.packed(ctx, i.snapshot)
+	b, err := i.packed(ctx, i.snapshot, i.m.r.opts.MaxSnapshot)
 	if err != nil {
 		return nil, err
 	}
@@ -103,6 +121,10 @@ func (i *Instance) Restore(ctx context.Context, snap []byte) error {
 
 // write copies b into the guest's input buffer, growing it when needed.
 func (i *Instance) write(ctx context.Context, b []byte) error {
+	if i.broken {
+		// Its memory may be unmapped already: touch nothing.
+		return &GuestError{Export: abi.InputExport, Message: "instance is broken", trap: errBroken}
+	}
 	if uint32(len(b)) > i.inCap || i.inPtr == 0 {
 		size := max(uint32(len(b)), 64<<10)
 		i.stack[0] = uint64(size)
@@ -120,13 +142,25 @@ func (i *Instance) write(ctx context.Context, b []byte) error {
 	return nil
 }
 
+// call calls f under the runtime's per-call deadline. Any failure breaks
+// the instance: a trapped or interrupted guest may have left its state half
+// updated, and wazero has closed an interrupted module already.
 func (i *Instance) call(ctx context.Context, f api.Function) error {
+	name := exportName(f)
 	if i.broken {
-		return &GuestError{Export: f.Definition().Name(), Message: "instance is broken", trap: errBroken}
+		return &GuestError{Export: name, Message: "instance is broken", trap: errBroken}
 	}
-	if err := f.CallWithStack(ctx, i.stack[:]); err != nil {
+	cctx, cancel := i.m.r.deadline(ctx)
+	i.out.begin()
+	err := f.CallWithStack(cctx, i.stack[:])
+	cancel()
+	if err != nil {
 		i.broken = true
-		return &GuestError{Export: f.Definition().Name(), trap: err}
+		return i.m.r.guestError(cctx, name, err)
+	}
+	if err := i.out.end(name); err != nil {
+		i.broken = true
+		return err
 	}
 	return nil
 }
@@ -142,27 +176,27 @@ func (i *Instance) status(ctx context.Context, f api.Function, in []byte) error 
 		return err
 	}
 	if c := abi.Code(int32(uint32(i.stack[0]))); c != abi.OK {
-		return &GuestError{Export: f.Definition().Name(), Code: c, Message: i.message(ctx)}
+		return &GuestError{Export: exportName(f), Code: c, Message: i.message(ctx)}
 	}
 	return nil
 }
 
 // packed calls an export that returns a region of guest memory; the bytes
 // are a view valid until the next call.
-func (i *Instance) packed(ctx context.Context, f api.Function) ([]byte, error) {
+func (i *Instance) packed(ctx context.Context, f api.Function, limit uint32) ([]byte, error) {
 	if err := i.call(ctx, f); err != nil {
 		return nil, err
 	}
 	ptr, n, code := abi.Unpack(int64(i.stack[0]))
 	if code != abi.OK {
-		return nil, &GuestError{Export: f.Definition().Name(), Code: code, Message: i.message(ctx)}
+		return nil, &GuestError{Export: exportName(f), Code: code, Message: i.message(ctx)}
 	}
-	return i.view(f.Definition().Name(), ptr, n)
+	return i.view(exportName(f), ptr, n, limit)
 }
 
-func (i *Instance) view(export string, ptr, n uint32) ([]byte, error) {
-	if n > i.maxOut {
-		return nil, &GuestError{Export: export, Code: abi.ErrOutputLimit, Message: fmt.Sprintf("returned %d bytes, the limit is %d", n, i.maxOut)}
+func (i *Instance) view(export string, ptr, n, limit uint32) ([]byte, error) {
+	if n > limit {
+		return nil, &GuestError{Export: export, Code: abi.ErrOutputLimit, Message: fmt.Sprintf("returned %d bytes, the limit is %d", n, limit)}
 	}
 	b, ok := i.mem.Read(ptr, n)
 	if !ok {
@@ -184,4 +218,12 @@ func (i *Instance) message(ctx context.Context) string {
 		return "(no message)"
 	}
 	return string(b)
+}
+
+// exportName is the name the module exports f under (the ABI's name).
+func exportName(f api.Function) string {
+	if names := f.Definition().ExportNames(); len(names) > 0 {
+		return names[0]
+	}
+	return f.Definition().Name()
 }

@@ -2,14 +2,22 @@ package sandbox
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/wagg/wagg/abi"
 )
 
 // guestLog forwards guest stdout and stderr to the host log, line by line,
 // at most burst lines per second, so a chatty or hostile guest cannot flood
 // the host's log. Dropped lines are counted and reported.
+//
+// It also counts the lines of the current call: past maxPerCall the writes
+// fail (the guest sees an I/O error) and the call itself fails when it
+// returns, since a guest that writes that much is broken or hostile.
 type guestLog struct {
 	log     *slog.Logger
 	mu      sync.Mutex
@@ -17,15 +25,44 @@ type guestLog struct {
 	window  time.Time
 	lines   int
 	dropped int
+
+	maxPerCall int
+	inCall     int
 }
 
 const burst = 20
 
-func newGuestLog(l *slog.Logger) *guestLog { return &guestLog{log: l} }
+var errLogLimit = errors.New("too many log lines in one call")
+
+func newGuestLog(l *slog.Logger, maxPerCall int) *guestLog {
+	return &guestLog{log: l, maxPerCall: maxPerCall}
+}
+
+// begin starts counting the lines of a call.
+func (g *guestLog) begin() {
+	g.mu.Lock()
+	g.inCall = 0
+	g.mu.Unlock()
+}
+
+// end reports a call that wrote more lines than allowed.
+func (g *guestLog) end(export string) error {
+	g.mu.Lock()
+	n := g.inCall
+	g.mu.Unlock()
+	if n > g.maxPerCall {
+		return &GuestError{Export: export, Code: abi.ErrOutputLimit,
+			Message: fmt.Sprintf("wrote more than %d lines to stdout/stderr in one call (sandbox.max_log_lines)", g.maxPerCall)}
+	}
+	return nil
+}
 
 func (g *guestLog) Write(p []byte) (int, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.inCall > g.maxPerCall {
+		return 0, errLogLimit
+	}
 	g.partial = append(g.partial, p...)
 	for {
 		i := bytes.IndexByte(g.partial, '\n')
@@ -43,6 +80,10 @@ func (g *guestLog) Write(p []byte) (int, error) {
 }
 
 func (g *guestLog) emit(line string) {
+	g.inCall++
+	if g.inCall > g.maxPerCall {
+		return
+	}
 	now := time.Now()
 	if now.Sub(g.window) >= time.Second {
 		if g.dropped > 0 {

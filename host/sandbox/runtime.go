@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/wagg/wagg/abi"
 )
@@ -19,13 +22,31 @@ type Options struct {
 	// MemoryPages caps each instance's linear memory, in 64 KiB pages
 	// (default 1024, 64 MiB).
 	MemoryPages uint32
+	// MemoryBudget caps the linear memory reserved by all live instances
+	// together, in bytes (default 4 GiB). Each instance reserves its cap
+	// (MemoryPages, or the module's declared maximum when smaller) at
+	// Instantiate, which fails with ErrMemoryBudget past the budget. The
+	// reservation is address space, not RSS: see memory.go.
+	MemoryBudget uint64
+	// CallTimeout bounds every call into a guest, the start function and
+	// the upload's dry run included (default 1s). A call past it fails with
+	// a *GuestError wrapping ErrDeadline and breaks its instance. Negative
+	// turns deadlines off, and with them the checks compiled into guest
+	// loops: for measuring their cost only, never for untrusted code.
+	CallTimeout time.Duration
 	// MaxOutput caps the bytes a guest may hand back from one call
 	// (default 64 MiB).
 	MaxOutput uint32
-	// Interruptible makes a call stop when its context ends, at the cost of
-	// checks in the guest's loops (wazero's WithCloseOnContextDone). Off by
-	// default: see RATIONALE.md.
-	Interruptible bool
+	// MaxRows caps the rows one flush may return (default 1<<20).
+	MaxRows int
+	// MaxSnapshot caps the bytes of one snapshot (default 64 MiB).
+	MaxSnapshot uint32
+	// MaxLogLines caps the lines a guest may write to stdout and stderr in
+	// one call (default 1000); past it the call fails. The host log is also
+	// rate-limited per second, whatever this cap.
+	MaxLogLines int
+	// Code limits what Compile accepts before it compiles anything.
+	Code CodeLimits
 	// CacheDir keeps compiled code across restarts; empty keeps it in memory.
 	CacheDir string
 	// Log receives guest stdout and stderr (rate-limited). Default slog.Default.
@@ -40,9 +61,25 @@ func (o *Options) withDefaults() Options {
 	if r.MemoryPages == 0 {
 		r.MemoryPages = 1024
 	}
+	if r.MemoryBudget == 0 {
+		r.MemoryBudget = 4 << 30
+	}
+	if r.CallTimeout == 0 {
+		r.CallTimeout = time.Second
+	}
 	if r.MaxOutput == 0 {
 		r.MaxOutput = 64 << 20
 	}
+	if r.MaxRows == 0 {
+		r.MaxRows = 1 << 20
+	}
+	if r.MaxSnapshot == 0 {
+		r.MaxSnapshot = 64 << 20
+	}
+	if r.MaxLogLines == 0 {
+		r.MaxLogLines = 1000
+	}
+	r.Code = r.Code.withDefaults()
 	if r.Log == nil {
 		r.Log = slog.Default()
 	}
@@ -51,9 +88,10 @@ func (o *Options) withDefaults() Options {
 
 // Runtime compiles and instantiates plugins. It is safe for concurrent use.
 type Runtime struct {
-	opts  Options
-	rt    wazero.Runtime
-	cache wazero.CompilationCache
+	opts   Options
+	rt     wazero.Runtime
+	cache  wazero.CompilationCache
+	budget budget
 }
 
 // New starts a runtime with WASI preview 1 available to guests.
@@ -72,15 +110,20 @@ func New(ctx context.Context, o *Options) (*Runtime, error) {
 	cfg := wazero.NewRuntimeConfig().
 		WithCompilationCache(cache).
 		WithMemoryLimitPages(opts.MemoryPages).
-		WithMemoryCapacityFromMax(true). // grow in place: no copy of the whole memory per page
-		WithCloseOnContextDone(opts.Interruptible)
+		// Every loop header returns to Go to check whether the module was
+		// closed, which is what makes a looping guest preemptible at all
+		// (RATIONALE.md, "Every guest call has a deadline").
+		WithCloseOnContextDone(opts.CallTimeout > 0)
 	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		rt.Close(ctx)
 		return nil, fmt.Errorf("sandbox: wasi: %w", err)
 	}
-	return &Runtime{opts: opts, rt: rt, cache: cache}, nil
+	return &Runtime{opts: opts, rt: rt, cache: cache, budget: budget{limit: opts.MemoryBudget}}, nil
 }
+
+// Reserved is the linear memory reserved by live instances, in bytes.
+func (r *Runtime) Reserved() uint64 { return r.budget.used.Load() }
 
 // Close releases every module and instance of the runtime.
 func (r *Runtime) Close(ctx context.Context) error {
@@ -92,11 +135,21 @@ func (r *Runtime) Close(ctx context.Context) error {
 type Module struct {
 	r        *Runtime
 	compiled wazero.CompiledModule
+	memCap   uint64 // bytes of linear memory one instance reserves
 	Schema   abi.Schema
 }
 
-// ErrInvalid is wrapped by every reason Compile refuses a module.
-var ErrInvalid = errors.New("invalid plugin")
+// Errors of the sandbox, for errors.Is.
+var (
+	// ErrInvalid is wrapped by every reason Compile refuses a module.
+	ErrInvalid = errors.New("invalid plugin")
+	// ErrTooLarge is wrapped, with ErrInvalid, when a module is over one of
+	// the CodeLimits; the message names the limit.
+	ErrTooLarge = errors.New("plugin too large")
+	// ErrDeadline is wrapped by the *GuestError of a call that ran past
+	// Options.CallTimeout.
+	ErrDeadline = errors.New("sandbox: guest call deadline exceeded")
+)
 
 var i32, i64 = api.ValueTypeI32, api.ValueTypeI64
 
@@ -120,6 +173,9 @@ var exports = []struct {
 // Compile compiles wasm, checks it against the ABI and reads its schema by
 // instantiating it once. Every refusal wraps ErrInvalid and says what to fix.
 func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
+	if _, err := ScanCode(wasm, r.opts.Code); err != nil {
+		return nil, err
+	}
 	c, err := r.rt.CompileModule(ctx, wasm)
 	if err != nil {
 		return nil, fmt.Errorf("%w: not a WebAssembly module wagg can compile: %v", ErrInvalid, err)
@@ -129,16 +185,21 @@ func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 		c.Close(ctx)
 		return nil, err
 	}
+	pages := r.opts.MemoryPages
+	if max, ok := c.ExportedMemories()["memory"].Max(); ok && max < pages {
+		pages = max
+	}
+	m.memCap = uint64(pages) * pageSize
 	inst, err := m.instantiate(ctx)
 	if err != nil {
 		c.Close(ctx)
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	defer inst.Close(ctx)
-	raw, err := inst.packed(ctx, inst.describe)
+	raw, err := inst.packed(ctx, inst.describe, r.opts.MaxOutput)
 	if err != nil {
 		c.Close(ctx)
-		return nil, fmt.Errorf("%w: wagg_describe: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: wagg_describe: %w", ErrInvalid, err)
 	}
 	if err := decodeSchema(raw, &m.Schema); err != nil {
 		c.Close(ctx)
@@ -207,17 +268,37 @@ func names(ts []api.ValueType) []string {
 func (m *Module) Close(ctx context.Context) error { return m.compiled.Close(ctx) }
 
 func (m *Module) instantiate(ctx context.Context) (*Instance, error) {
-	out := newGuestLog(m.r.opts.Log)
+	r := m.r
+	if err := r.budget.reserve(m.memCap); err != nil {
+		return nil, err
+	}
+	alloc := &allocator{b: &r.budget, reserved: m.memCap}
+	out := newGuestLog(r.opts.Log, r.opts.MaxLogLines)
 	cfg := wazero.NewModuleConfig().
 		WithName("").
 		WithStartFunctions(abi.InitializeExport).
 		WithStdout(out).WithStderr(out).
 		WithStdin(eof{})
-	mod, err := m.r.rt.InstantiateModule(ctx, m.compiled, cfg)
+	cctx, cancel := r.deadline(experimental.WithMemoryAllocator(ctx, alloc))
+	out.begin()
+	mod, err := r.rt.InstantiateModule(cctx, m.compiled, cfg)
+	cancel()
 	if err != nil {
+		// wazero closes a module whose start function failed, but not one
+		// that failed before (a data segment out of bounds): give back what
+		// it held either way (Free is idempotent).
+		if alloc.made != nil {
+			alloc.made.Free()
+		} else if alloc.reserved > 0 {
+			r.budget.release(alloc.reserved)
+		}
+		return nil, fmt.Errorf("instantiate: %w", r.guestError(cctx, abi.InitializeExport, err))
+	}
+	i := &Instance{m: m, mod: mod, mem: mod.Memory(), out: out}
+	if err := out.end(abi.InitializeExport); err != nil {
+		mod.Close(ctx)
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
-	i := &Instance{m: m, mod: mod, mem: mod.Memory(), maxOut: m.r.opts.MaxOutput}
 	i.input = mod.ExportedFunction(abi.InputExport)
 	i.init = mod.ExportedFunction(abi.InitExport)
 	i.describe = mod.ExportedFunction(abi.DescribeExport)
@@ -227,6 +308,26 @@ func (m *Module) instantiate(ctx context.Context) (*Instance, error) {
 	i.restore = mod.ExportedFunction(abi.RestoreExport)
 	i.lastErr = mod.ExportedFunction(abi.LastErrorExport)
 	return i, nil
+}
+
+// deadline bounds one guest call.
+func (r *Runtime) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.opts.CallTimeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, r.opts.CallTimeout)
+}
+
+// guestError turns the error of a guest call made under ctx into a
+// *GuestError: a deadline becomes ErrDeadline, anything else a trap.
+func (r *Runtime) guestError(ctx context.Context, export string, err error) *GuestError {
+	var exit *sys.ExitError
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) ||
+		errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeDeadlineExceeded {
+		return &GuestError{Export: export, Message: fmt.Sprintf("ran past its %v deadline", r.opts.CallTimeout),
+			trap: fmt.Errorf("%w (%v): %v", ErrDeadline, r.opts.CallTimeout, err)}
+	}
+	return &GuestError{Export: export, trap: err}
 }
 
 type eof struct{}

@@ -719,7 +719,8 @@ func (p *serveProc) kill() {
 
 // crashTest runs `wagg serve` on a backlog of votes (out of order, with
 // malformed records, more arriving live) and kills it with SIGKILL at
-// random points of the catch-up, kills times, then lets it finish. It
+// random points of the catch-up until kills of them fell within it, then
+// lets it finish. It
 // returns the host's view of the results and the oracle.
 func crashTest(t *testing.T, backlog, kills int, extraEnv []string) (*host, expected) {
 	e := services(t)
@@ -799,11 +800,37 @@ func crashTest(t *testing.T, backlog, kills int, extraEnv []string) (*host, expe
 		}
 		return err
 	}
-	var times []string
-	for i := range kills {
-		eventually(t, time.Minute, "progress", progress)
-		<-time.After(time.Duration(200+rand.IntN(1500)) * time.Millisecond)
+	// How far the checkpoints are at each kill: the kills must fall
+	// within the catch-up, not after it.
+	done := func() int64 {
+		var n int64
+		h.ch.QueryRow(context.Background(), "SELECT toInt64(sum(next_offset)) FROM "+h.db+"._wagg_checkpoints FINAL WHERE deployment = 'votes'").Scan(&n)
+		return n
+	}
+	// The kill points: a random offset in each of kills equal stretches
+	// of the first 85% of the backlog, each reached by a checkpoint; the
+	// kill follows within a random fifth of a second.
+	targets := make([]int64, kills)
+	stretch := int64(backlog) * 85 / 100 / int64(kills)
+	for i := range targets {
+		targets[i] = int64(i)*stretch + 1 + rand.Int64N(stretch)
+	}
+	var times, at []string
+	inCatchUp := 0
+	for i, target := range targets {
+		eventually(t, 2*time.Minute, fmt.Sprintf("checkpoints reach offset %d", target), func() error {
+			if n := done(); n < target {
+				return fmt.Errorf("at %d", n)
+			}
+			return nil
+		})
+		<-time.After(time.Duration(rand.IntN(200)) * time.Millisecond)
 		p.kill()
+		n := done()
+		if n < int64(backlog) {
+			inCatchUp++
+		}
+		at = append(at, strconv.FormatInt(n, 10))
 		start := time.Now()
 		p = startServe(t, bin, args, extraEnv, logf)
 		eventually(t, time.Minute, fmt.Sprintf("progress after kill %d", i+1), progress)
@@ -814,7 +841,8 @@ func crashTest(t *testing.T, backlog, kills int, extraEnv []string) (*host, expe
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		<-p.done
 	})
-	report(t, "%d kill -9s over a backlog of %d votes (+%d live); restart -> progress: %s", kills, backlog, sent, strings.Join(times, " "))
+	report(t, "%d kill -9s (%d within the catch-up) over a backlog of %d votes (+%d live); restart -> progress: %s; checkpointed offsets at each kill: %s",
+		len(at), inCatchUp, backlog, sent, strings.Join(times, " "), strings.Join(at, " "))
 	return h, readTopic(t, e.brokers, topic)
 }
 

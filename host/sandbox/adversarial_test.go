@@ -1,0 +1,379 @@
+package sandbox_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wagg/wagg/abi"
+	"github.com/wagg/wagg/host/sandbox"
+	"github.com/wagg/wagg/internal/testwasm"
+)
+
+// Each guest here misbehaves in one way; each test asserts that the host
+// answers with a clear error, within a bounded time, and gives back what the
+// guest held. Guests are assembled by internal/testwasm.Guest.
+
+const timeout = 200 * time.Millisecond
+
+// bound is how long containment may take at most: the deadline plus
+// generous slack for a loaded CI box. It is a bound on a hang, not a
+// performance assertion.
+const bound = 10 * time.Second
+
+func runtimeFor(t *testing.T, o sandbox.Options) *sandbox.Runtime {
+	t.Helper()
+	ctx := context.Background()
+	if o.CallTimeout == 0 {
+		o.CallTimeout = timeout
+	}
+	if o.MemoryPages == 0 {
+		o.MemoryPages = 64
+	}
+	o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	rt, err := sandbox.New(ctx, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if n := rt.Reserved(); n != 0 {
+			t.Errorf("%d bytes of memory budget still reserved after every instance closed", n)
+		}
+		rt.Close(ctx)
+	})
+	return rt
+}
+
+// within runs f on its own goroutine and fails the test if it does not
+// return within bound, forcing garbage collections meanwhile: a guest that
+// cannot be preempted would hold up the collector's stop-the-world forever.
+func within(t *testing.T, f func() error) (error, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	gcs := make(chan struct{})
+	go func() {
+		defer close(gcs)
+		for i := 0; i < 3; i++ {
+			runtime.GC()
+		}
+	}()
+	deadline := time.NewTimer(bound)
+	defer deadline.Stop()
+	var err error
+	select {
+	case err = <-done:
+	case <-deadline.C:
+		t.Fatalf("guest call still running after %v", bound)
+	}
+	select {
+	case <-gcs:
+	case <-deadline.C:
+		t.Fatalf("garbage collection blocked for %v while a guest ran", bound)
+	}
+	return err, time.Since(start)
+}
+
+func wantDeadline(t *testing.T, err error, export string) {
+	t.Helper()
+	var ge *sandbox.GuestError
+	if !errors.As(err, &ge) || !errors.Is(err, sandbox.ErrDeadline) || ge.Export != export {
+		t.Fatalf("got %v, want a *GuestError in %s wrapping ErrDeadline", err, export)
+	}
+	if !strings.Contains(err.Error(), "deadline") {
+		t.Fatalf("message %q does not say deadline", err)
+	}
+}
+
+func compileGuest(t *testing.T, rt *sandbox.Runtime, g testwasm.Guest) *sandbox.Module {
+	t.Helper()
+	m, err := rt.Compile(context.Background(), g.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	return m
+}
+
+func guestBatch(t *testing.T, m *sandbox.Module) []byte {
+	t.Helper()
+	return batch(t, m, 1, 2, 3)
+}
+
+func TestAdversarial_LoopInProcessIsInterruptedAtTheDeadline(t *testing.T) {
+	ctx := context.Background()
+	rt := runtimeFor(t, sandbox.Options{})
+	m := compileGuest(t, rt, testwasm.Guest{Bodies: map[string][]byte{abi.ProcessExport: testwasm.Loop()}})
+	inst, err := m.Instantiate(ctx, abi.Config{Windows: total})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close(ctx)
+	b := guestBatch(t, m)
+	err, took := within(t, func() error { return inst.Process(ctx, b) })
+	wantDeadline(t, err, abi.ProcessExport)
+	if took < timeout {
+		t.Fatalf("interrupted after %v, before its %v deadline", took, timeout)
+	}
+	// The interrupted instance is broken for good; the module is not.
+	if err := inst.Process(ctx, b); err == nil {
+		t.Fatal("an interrupted instance accepted another call")
+	}
+	other := compileGuest(t, rt, testwasm.Guest{})
+	fresh, err := other.Instantiate(ctx, abi.Config{Windows: total})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close(ctx)
+	if err := fresh.Process(ctx, guestBatch(t, other)); err != nil {
+		t.Fatalf("a well-behaved instance after the interruption: %v", err)
+	}
+}
+
+func TestAdversarial_LoopInFlushSnapshotRestore(t *testing.T) {
+	ctx := context.Background()
+	for _, export := range []string{abi.FlushExport, abi.SnapshotExport, abi.RestoreExport, abi.InitExport} {
+		t.Run(export, func(t *testing.T) {
+			rt := runtimeFor(t, sandbox.Options{})
+			m := compileGuest(t, rt, testwasm.Guest{Bodies: map[string][]byte{export: testwasm.Loop()}})
+			var inst *sandbox.Instance
+			err, _ := within(t, func() error {
+				var err error
+				inst, err = m.Instantiate(ctx, abi.Config{Windows: total})
+				if err != nil {
+					return err
+				}
+				switch export {
+				case abi.FlushExport:
+					_, err = inst.Flush(ctx, 0, nil)
+				case abi.SnapshotExport:
+					_, err = inst.Snapshot(ctx)
+				case abi.RestoreExport:
+					err = inst.Restore(ctx, []byte("state"))
+				}
+				return err
+			})
+			if inst != nil {
+				inst.Close(ctx)
+			}
+			wantDeadline(t, err, export)
+		})
+	}
+}
+
+func TestAdversarial_LoopInStartFunctionOrDescribeFailsTheCompile(t *testing.T) {
+	for _, export := range []string{abi.InitializeExport, abi.DescribeExport} {
+		t.Run(export, func(t *testing.T) {
+			rt := runtimeFor(t, sandbox.Options{})
+			wasm := testwasm.Guest{Bodies: map[string][]byte{export: testwasm.Loop()}}.Bytes()
+			err, _ := within(t, func() error {
+				_, err := rt.Compile(context.Background(), wasm)
+				return err
+			})
+			if !errors.Is(err, sandbox.ErrInvalid) || !errors.Is(err, sandbox.ErrDeadline) {
+				t.Fatalf("got %v, want ErrInvalid wrapping ErrDeadline", err)
+			}
+		})
+	}
+}
+
+func TestAdversarial_MemoryGrowthStopsAtTheCap(t *testing.T) {
+	ctx := context.Background()
+	rt := runtimeFor(t, sandbox.Options{MemoryPages: 32})
+	m := compileGuest(t, rt, testwasm.Guest{Bodies: map[string][]byte{abi.ProcessExport: testwasm.GrowForever()}})
+	inst, err := m.Instantiate(ctx, abi.Config{Windows: total})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rt.Reserved(); got != 32<<16 {
+		t.Fatalf("an instance reserves %d bytes, want its cap %d", got, 32<<16)
+	}
+	err, _ = within(t, func() error { return inst.Process(ctx, guestBatch(t, m)) })
+	var ge *sandbox.GuestError
+	if !errors.As(err, &ge) || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("got %v, want the guest's trap once memory.grow failed at the cap", err)
+	}
+	inst.Close(ctx)
+}
+
+func TestAdversarial_MemoryBudgetRefusesInstancesPastIt(t *testing.T) {
+	ctx := context.Background()
+	rt := runtimeFor(t, sandbox.Options{MemoryPages: 16, MemoryBudget: 2 * 16 << 16})
+	m := compileGuest(t, rt, testwasm.Guest{})
+	a, err := m.Instantiate(ctx, abi.Config{Windows: total})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.Instantiate(ctx, abi.Config{Windows: total})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Instantiate(ctx, abi.Config{Windows: total})
+	if !errors.Is(err, sandbox.ErrMemoryBudget) || !strings.Contains(err.Error(), "memory_budget") {
+		t.Fatalf("third instance: %v, want ErrMemoryBudget naming sandbox.memory_budget", err)
+	}
+	a.Close(ctx)
+	c, err := m.Instantiate(ctx, abi.Config{Windows: total})
+	if err != nil {
+		t.Fatalf("after a close gave its memory back: %v", err)
+	}
+	b.Close(ctx)
+	c.Close(ctx)
+}
+
+func TestAdversarial_DataSegmentsAndMemoryDeclarations(t *testing.T) {
+	ctx := context.Background()
+	rt := runtimeFor(t, sandbox.Options{MemoryPages: 16})
+	cases := []struct {
+		name string
+		g    testwasm.Guest
+		msg  string
+	}{
+		// 3 MiB of data for a memory of 2 pages: it cannot be placed.
+		{"data segment past memory", testwasm.Guest{MemMax: 2, Data: []testwasm.Segment{{Offset: 0, Bytes: make([]byte, 3<<20)}}}, "out of bounds"},
+		{"data segment at the end of the address space", testwasm.Guest{Data: []testwasm.Segment{{Offset: 0xffffff00, Bytes: make([]byte, 512)}}}, "out of bounds"},
+		{"minimum memory over the cap", testwasm.Guest{MemMin: 17}, "16"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := rt.Compile(ctx, c.g.Bytes())
+			if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), c.msg) {
+				t.Fatalf("got %v, want ErrInvalid mentioning %q", err, c.msg)
+			}
+		})
+	}
+}
+
+func TestAdversarial_OutputCaps(t *testing.T) {
+	ctx := context.Background()
+	manyRows := make([]byte, 16)
+	binary.LittleEndian.PutUint32(manyRows, abi.RowsMagic)
+	binary.LittleEndian.PutUint32(manyRows[4:], 1<<30)
+	binary.LittleEndian.PutUint64(manyRows[8:], 16)
+	cases := []struct {
+		name string
+		g    testwasm.Guest
+		call func(*sandbox.Instance) error
+		msg  string
+	}{
+		{"flush region over the output cap", testwasm.Guest{Bodies: map[string][]byte{abi.FlushExport: testwasm.Packed(0, 1<<30)}},
+			func(i *sandbox.Instance) error { _, err := i.Flush(ctx, 0, nil); return err }, "limit"},
+		{"flush rows over the row cap", testwasm.Guest{
+			Bodies: map[string][]byte{abi.FlushExport: testwasm.Packed(4096, 16)},
+			Data:   []testwasm.Segment{{Offset: 4096, Bytes: manyRows}}},
+			func(i *sandbox.Instance) error { _, err := i.Flush(ctx, 0, nil); return err }, "max_rows"},
+		{"snapshot over its cap", testwasm.Guest{Bodies: map[string][]byte{abi.SnapshotExport: testwasm.Packed(0, 1<<20+1)}},
+			func(i *sandbox.Instance) error { _, err := i.Snapshot(ctx); return err }, "limit is 1048576"},
+		{"flush region outside memory", testwasm.Guest{Bodies: map[string][]byte{abi.FlushExport: testwasm.Packed(0x7fff0000, 64)}},
+			func(i *sandbox.Instance) error { _, err := i.Flush(ctx, 0, nil); return err }, "outside its memory"},
+		{"input buffer outside memory", testwasm.Guest{Bodies: map[string][]byte{abi.InputExport: testwasm.I32(-16)}},
+			func(i *sandbox.Instance) error { return i.Process(ctx, []byte("batch")) }, "outside memory"},
+		{"null input buffer", testwasm.Guest{Bodies: map[string][]byte{abi.InputExport: testwasm.I32(0)}},
+			func(i *sandbox.Instance) error { return i.Process(ctx, []byte("batch")) }, "null buffer"},
+		{"garbage rows", testwasm.Guest{Bodies: map[string][]byte{abi.FlushExport: testwasm.Packed(testwasm.RowsPtr, 12)}},
+			func(i *sandbox.Instance) error { _, err := i.Flush(ctx, 0, nil); return err }, "malformed rows"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rt := runtimeFor(t, sandbox.Options{MaxOutput: 8 << 20, MaxRows: 1000, MaxSnapshot: 1 << 20})
+			m := compileGuest(t, rt, c.g)
+			inst, err := m.Instantiate(ctx, abi.Config{Windows: total})
+			if err == nil {
+				defer inst.Close(ctx)
+				err = c.call(inst)
+			}
+			var ge *sandbox.GuestError
+			if !errors.As(err, &ge) || !strings.Contains(err.Error(), c.msg) {
+				t.Fatalf("got %v, want a *GuestError mentioning %q", err, c.msg)
+			}
+		})
+	}
+}
+
+func TestAdversarial_RefusedBeforeCompiling(t *testing.T) {
+	ctx := context.Background()
+	rt := runtimeFor(t, sandbox.Options{Code: sandbox.CodeLimits{MaxFunctionSize: 64 << 10, MaxFunctions: 100, MaxCodeSize: 1 << 20, MaxLocals: 1000}})
+	// A body of 100k nops (0x01): harmless, but over the function size limit.
+	huge := bytes.Repeat([]byte{0x01}, 100_000)
+	many := make([][]byte, 120)
+	manyLocals := append(testwasm.ULEB(1), testwasm.ULEB(1_000_000)...)
+	manyLocals = append(manyLocals, 0x7f)
+	cases := []struct {
+		name string
+		g    testwasm.Guest
+		msg  string
+	}{
+		{"one huge function", testwasm.Guest{ExtraFns: [][]byte{huge}}, "max_function_size"},
+		{"too many functions", testwasm.Guest{ExtraFns: many}, "max_functions"},
+		{"a million locals", testwasm.Guest{Locals: map[string][]byte{abi.ProcessExport: manyLocals}}, "max_locals"},
+		{"code section too large", testwasm.Guest{ExtraFns: [][]byte{huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000], huge[:60_000]}}, "max_code_size"},
+		{"forbidden import", testwasm.Guest{Imports: []testwasm.Import{{Module: "env", Name: "evil"}}}, "env.evil"},
+		{"a WASI call outside the allow-list", testwasm.Guest{Imports: []testwasm.Import{{Module: "wasi_snapshot_preview1", Name: "sock_accept"}}}, "sock_accept"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			_, err := rt.Compile(ctx, c.g.Bytes())
+			if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), c.msg) {
+				t.Fatalf("got %v, want ErrInvalid mentioning %q", err, c.msg)
+			}
+			if strings.HasPrefix(c.msg, "max_") && !errors.Is(err, sandbox.ErrTooLarge) {
+				t.Fatalf("got %v, want ErrTooLarge", err)
+			}
+			if d := time.Since(start); d > bound {
+				t.Fatalf("refusal took %v", d)
+			}
+		})
+	}
+}
+
+// The largest function the default limits accept, made of the cheapest
+// instructions to emit in bulk, still compiles in bounded time.
+func TestAdversarial_CompileBombWithinTheLimits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles a 512 KiB function")
+	}
+	ctx := context.Background()
+	rt := runtimeFor(t, sandbox.Options{})
+	const size = 512<<10 - 16
+	bodies := map[string][]byte{
+		// (i32.const 1) (drop), repeated: many short-lived values.
+		"const-drop": bytes.Repeat([]byte{0x41, 0x01, 0x1a}, size/3),
+		// N constants on the stack, then N-1 adds: N values live at once,
+		// the register allocator's worst case.
+		"all-live": func() []byte {
+			n := size / 3
+			b := bytes.Repeat([]byte{0x41, 0x01}, n)
+			b = append(b, bytes.Repeat([]byte{0x6a}, n-1)...)
+			return append(b, 0x1a)
+		}(),
+		// Nested blocks, as deep as the bytes allow.
+		"nested-blocks": func() []byte {
+			n := size / 3
+			b := bytes.Repeat([]byte{0x02, 0x40}, n)
+			return append(b, bytes.Repeat([]byte{0x0b}, n)...)
+		}(),
+	}
+	for name, body := range bodies {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			m, err := rt.Compile(ctx, testwasm.Guest{ExtraFns: [][]byte{body}}.Bytes())
+			took := time.Since(start)
+			if err == nil {
+				m.Close(ctx)
+			}
+			t.Logf("a %d-byte function: %v in %v", len(body), err, took)
+			if took > bound {
+				t.Fatalf("compiling the largest accepted function took %v", took)
+			}
+		})
+	}
+}
