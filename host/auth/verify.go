@@ -1,0 +1,260 @@
+package auth
+
+import (
+	"crypto/ecdsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Errors of Verify. Every other failure wraps ErrInvalid with the reason.
+var (
+	ErrNoToken = errors.New("no token")
+	ErrExpired = errors.New("token expired")
+	ErrInvalid = errors.New("invalid token")
+)
+
+// MaxTokenSize bounds a token before it is parsed.
+const MaxTokenSize = 8 << 10
+
+// Options say where the keys are and what a token must claim.
+type Options struct {
+	HMACKeyFiles   []string // HMAC secrets (HS256/384/512), one per file
+	PublicKeyFiles []string // PEM public keys (RS*/PS*, ES*, EdDSA), one per file
+	JWKSFiles      []string // JSON Web Key Sets, for rotation
+	Issuer         string   // when set, "iss" must equal it
+	Audience       string   // when set, "aud" must contain it
+	// Leeway forgives clock skew on exp and nbf (default 10s; negative: none).
+	Leeway time.Duration
+	// ReloadEvery is how often key files are checked for changes
+	// (default 10s), so that rotating keys needs no restart.
+	ReloadEvery time.Duration
+}
+
+// Token is what a verified token says.
+type Token struct {
+	Subject string
+	Scopes  []string
+	// Expires is when the token stops being accepted (exp plus the leeway).
+	Expires time.Time
+}
+
+// Allows reports whether the token grants scope (admin grants everything,
+// live:* every live:<aggregator>, deployments:write deployments:read).
+func (t *Token) Allows(scope string) bool {
+	for _, s := range t.Scopes {
+		if grants(s, scope) {
+			return true
+		}
+	}
+	return false
+}
+
+// Verifier checks tokens. It is safe for concurrent use.
+type Verifier struct {
+	opts   Options
+	parser *jwt.Parser
+
+	mu      sync.Mutex
+	keys    []key
+	mtimes  map[string]time.Time
+	checked time.Time
+}
+
+// validMethods are the algorithms accepted; "none" never is.
+var validMethods = []string{"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// New reads the keys. It fails, naming the file, when one does not load or
+// when there are none.
+func New(o Options) (*Verifier, error) {
+	if o.Leeway == 0 {
+		o.Leeway = 10 * time.Second
+	}
+	if o.Leeway < 0 {
+		o.Leeway = 0
+	}
+	if o.ReloadEvery <= 0 {
+		o.ReloadEvery = 10 * time.Second
+	}
+	popts := []jwt.ParserOption{
+		jwt.WithValidMethods(validMethods),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(o.Leeway),
+	}
+	if o.Issuer != "" {
+		popts = append(popts, jwt.WithIssuer(o.Issuer))
+	}
+	if o.Audience != "" {
+		popts = append(popts, jwt.WithAudience(o.Audience))
+	}
+	v := &Verifier{opts: o, parser: jwt.NewParser(popts...)}
+	keys, mtimes, err := v.load()
+	if err != nil {
+		return nil, err
+	}
+	v.keys, v.mtimes, v.checked = keys, mtimes, time.Now()
+	return v, nil
+}
+
+func (v *Verifier) files() []string {
+	return slices.Concat(v.opts.HMACKeyFiles, v.opts.PublicKeyFiles, v.opts.JWKSFiles)
+}
+
+func (v *Verifier) load() ([]key, map[string]time.Time, error) {
+	var keys []key
+	mtimes := map[string]time.Time{}
+	for _, f := range v.files() {
+		if st, err := os.Stat(f); err == nil {
+			mtimes[f] = st.ModTime()
+		}
+	}
+	for _, f := range v.opts.HMACKeyFiles {
+		s, kid, err := LoadHMACKey(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		keys = append(keys, key{kid, "HS", s})
+	}
+	for _, f := range v.opts.PublicKeyFiles {
+		k, err := loadPublicKey(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		keys = append(keys, k)
+	}
+	for _, f := range v.opts.JWKSFiles {
+		ks, err := loadJWKS(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		keys = append(keys, ks...)
+	}
+	if len(keys) == 0 {
+		return nil, nil, errors.New("auth: no keys")
+	}
+	return keys, mtimes, nil
+}
+
+// current returns the keys, reading the files again when one changed. A
+// file that no longer loads keeps the keys that were good: a half-written
+// JWKS must not lock everyone out.
+func (v *Verifier) current() []key {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if time.Since(v.checked) < v.opts.ReloadEvery {
+		return v.keys
+	}
+	v.checked = time.Now()
+	changed := false
+	for _, f := range v.files() {
+		st, err := os.Stat(f)
+		if err != nil || !st.ModTime().Equal(v.mtimes[f]) {
+			changed = true
+			break
+		}
+	}
+	if changed {
+		if keys, mtimes, err := v.load(); err == nil {
+			v.keys, v.mtimes = keys, mtimes
+		}
+	}
+	return v.keys
+}
+
+// scopeClaim is the "scope" claim: a space-separated string (OAuth 2.0), or
+// an array of strings.
+type scopeClaim []string
+
+func (s *scopeClaim) UnmarshalJSON(b []byte) error {
+	var str string
+	if err := json.Unmarshal(b, &str); err == nil {
+		*s = strings.Fields(str)
+		return nil
+	}
+	var list []string
+	if err := json.Unmarshal(b, &list); err != nil {
+		return errors.New(`"scope" is neither a string nor an array of strings`)
+	}
+	*s = list
+	return nil
+}
+
+type claims struct {
+	jwt.RegisteredClaims
+	Scope scopeClaim `json:"scope"`
+}
+
+func family(alg string) string {
+	if alg == "EdDSA" {
+		return alg
+	}
+	if strings.HasPrefix(alg, "PS") {
+		return "RS"
+	}
+	if len(alg) >= 2 {
+		return alg[:2]
+	}
+	return ""
+}
+
+// ecCurveFits reports whether an ECDSA key has the curve its algorithm needs.
+func ecCurveFits(alg string, k *ecdsa.PublicKey) bool {
+	want := map[string]int{"ES256": 256, "ES384": 384, "ES512": 521}[alg]
+	return k.Curve.Params().BitSize == want
+}
+
+func (v *Verifier) keyfunc(t *jwt.Token) (any, error) {
+	alg := t.Method.Alg()
+	kid, _ := t.Header["kid"].(string)
+	var set jwt.VerificationKeySet
+	for _, k := range v.current() {
+		if k.family != family(alg) || (kid != "" && k.kid != kid) {
+			continue
+		}
+		if ek, ok := k.key.(*ecdsa.PublicKey); ok && !ecCurveFits(alg, ek) {
+			continue
+		}
+		set.Keys = append(set.Keys, k.key)
+	}
+	if len(set.Keys) == 0 {
+		if kid != "" {
+			return nil, fmt.Errorf("no %s key with kid %q", alg, kid)
+		}
+		return nil, fmt.Errorf("no %s key", alg)
+	}
+	return set, nil
+}
+
+// Verify checks a token's signature and claims. It returns ErrNoToken for
+// an empty one, ErrExpired for an expired one and an error wrapping
+// ErrInvalid, with the reason, for everything else.
+func (v *Verifier) Verify(raw string) (*Token, error) {
+	if raw == "" {
+		return nil, ErrNoToken
+	}
+	if len(raw) > MaxTokenSize {
+		return nil, fmt.Errorf("%w: longer than %d bytes", ErrInvalid, MaxTokenSize)
+	}
+	var c claims
+	_, err := v.parser.ParseWithClaims(raw, &c, v.keyfunc)
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return nil, ErrExpired
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return nil, fmt.Errorf("%w: bad signature", ErrInvalid)
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return nil, fmt.Errorf("%w: wrong issuer (want %q)", ErrInvalid, v.opts.Issuer)
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return nil, fmt.Errorf("%w: wrong audience (want %q)", ErrInvalid, v.opts.Audience)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return &Token{Subject: c.Subject, Scopes: c.Scope, Expires: c.ExpiresAt.Add(v.opts.Leeway)}, nil
+}
