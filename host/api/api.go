@@ -1,7 +1,9 @@
 // Package api is wagg's HTTP API: plugin upload and listing, deployments,
 // health, and the mounting of the live WebSocket, the metrics and the
 // dashboard page. Every error is JSON with a stable code from the catalog
-// below. It holds no state: the Backend does the work.
+// below. Every endpoint checks the scope of the bearer token (docs/security.md
+// has the table); state-changing requests are refused cross-site. It holds no
+// state: the Backend does the work.
 package api
 
 import (
@@ -10,10 +12,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
+	"github.com/wagg/wagg/host/auth"
 	"github.com/wagg/wagg/plugins"
 )
 
@@ -56,6 +62,11 @@ type Handlers struct {
 	Live    http.Handler // WebSocket, at /v1/live
 	Metrics http.Handler // Prometheus, at /metrics
 	Web     http.Handler // the dashboard, at /
+	// Auth verifies bearer tokens. Nil is open mode: every request is
+	// allowed without a token, which config validation permits on a
+	// loopback address only; requests naming another host are then refused
+	// (a DNS-rebinding page cannot reach the API).
+	Auth *auth.Verifier
 }
 
 // Error codes of the API (the "code" of an error body).
@@ -68,6 +79,12 @@ const (
 	CodeNotFound      = "not_found"      // no such plugin or deployment
 	CodeUnavailable   = "unavailable"    // Kafka or ClickHouse does not answer
 	CodeInternal      = "internal"       // a bug or an unexpected failure
+	// Access: docs/security.md.
+	CodeUnauthorized     = "unauthorized"           // 401: no bearer token, or one that does not verify (signature, issuer, audience, nbf)
+	CodeTokenExpired     = "token_expired"          // 401: the token expired: get a new one
+	CodeForbidden        = "forbidden"              // 403: the token lacks the scope the message names
+	CodeCrossOrigin      = "cross_origin"           // 403: a state-changing request from another site, or (open mode) for a non-loopback host name
+	CodeUnsupportedMedia = "unsupported_media_type" // 415: a POST body with a form or text/plain content type (what a cross-site form can send)
 )
 
 // maxSpecSize bounds a deployment spec body.
@@ -76,29 +93,138 @@ const maxSpecSize = 1 << 20
 // New returns the HTTP handler.
 func New(b Backend, h Handlers) http.Handler {
 	mux := http.NewServeMux()
-	a := &handler{b: b}
+	a := &handler{b: b, v: h.Auth}
+	// /healthz answers everyone, so that load balancers need no token; the
+	// reasons (which name addresses and errors) only with admin.
 	mux.HandleFunc("GET /healthz", a.health)
-	mux.Handle("GET /metrics", h.Metrics)
+	mux.Handle("GET /metrics", a.need(h.Metrics, auth.ScopeAdmin))
 	// Go profiles, for finding what limits a host (BENCHMARKS.md uses them).
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.Handle("GET /debug/pprof/", a.need(http.HandlerFunc(pprof.Index), auth.ScopeAdmin))
+	mux.Handle("GET /debug/pprof/profile", a.need(http.HandlerFunc(pprof.Profile), auth.ScopeAdmin))
+	// The hub checks live:<aggregator> per subscription: browsers cannot
+	// set headers on a WebSocket, so the token may come in the subscribe
+	// frame (docs/protocol.md).
 	mux.Handle("GET /v1/live", h.Live)
-	mux.HandleFunc("POST /v1/plugins/{name}/{version}", a.pushPlugin)
-	mux.HandleFunc("GET /v1/plugins", a.listPlugins)
-	mux.HandleFunc("POST /v1/deployments", a.deploy)
-	mux.HandleFunc("GET /v1/deployments", a.listDeployments)
-	mux.HandleFunc("DELETE /v1/deployments/{name}", a.undeploy)
+	mux.Handle("POST /v1/plugins/{name}/{version}", a.need(http.HandlerFunc(a.pushPlugin), auth.ScopePluginsWrite))
+	mux.Handle("GET /v1/plugins", a.need(http.HandlerFunc(a.listPlugins), auth.ScopeDeploymentsRead, auth.ScopePluginsWrite))
+	mux.Handle("POST /v1/deployments", a.need(http.HandlerFunc(a.deploy), auth.ScopeDeploymentsWrite))
+	mux.Handle("GET /v1/deployments", a.need(http.HandlerFunc(a.listDeployments), auth.ScopeDeploymentsRead))
+	mux.Handle("DELETE /v1/deployments/{name}", a.need(http.HandlerFunc(a.undeploy), auth.ScopeDeploymentsWrite))
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, CodeNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
 	})
+	// The page's files hold no data: they are public; what the page shows
+	// comes from the API and the hub, which check its token.
 	mux.Handle("/", h.Web)
-	return mux
+	return a.guard(mux)
 }
 
-type handler struct{ b Backend }
+type handler struct {
+	b Backend
+	v *auth.Verifier
+}
+
+// guard refuses what no endpoint should see: in open mode a request for a
+// host name that is not loopback (DNS rebinding), and a state-changing
+// request from another site (Sec-Fetch-Site, then Origin against Host).
+func (a *handler) guard(next http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, CodeCrossOrigin, "cross-origin "+r.Method+" refused: state-changing requests must come from the same origin or a client that is not a browser")
+	}))
+	checked := cop.Handler(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.v == nil && !loopbackHost(r.Host) {
+			writeError(w, http.StatusForbidden, CodeCrossOrigin, fmt.Sprintf("host %q: without auth keys wagg answers only to loopback names (127.0.0.1, [::1], localhost)", r.Host))
+			return
+		}
+		checked.ServeHTTP(w, r)
+	})
+}
+
+// loopbackHost reports whether a Host header names this machine's loopback.
+func loopbackHost(hostport string) bool {
+	h := hostport
+	if hh, _, err := net.SplitHostPort(hostport); err == nil {
+		h = hh
+	}
+	h = strings.Trim(h, "[]")
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// token verifies the request's bearer token. In open mode it returns nil,
+// nil: everything is allowed.
+func (a *handler) token(r *http.Request) (*auth.Token, error) {
+	if a.v == nil {
+		return nil, nil
+	}
+	return a.v.Verify(auth.FromHeader(r.Header.Get("Authorization")))
+}
+
+// need lets a request through when its token has one of the scopes, and
+// refuses POST bodies of the content types a cross-site form can send.
+func (a *handler) need(next http.Handler, scopes ...string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.v != nil {
+			tok, err := a.token(r)
+			if err != nil {
+				writeAuthError(w, err)
+				return
+			}
+			ok := false
+			for _, s := range scopes {
+				ok = ok || tok.Allows(s)
+			}
+			if !ok {
+				writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("%s %s needs scope %s", r.Method, r.URL.Path, strings.Join(scopes, " or ")))
+				return
+			}
+		}
+		if r.Method == http.MethodPost {
+			mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			switch mt {
+			case "", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data":
+				writeError(w, http.StatusUnsupportedMediaType, CodeUnsupportedMedia,
+					fmt.Sprintf("content type %q refused: send application/wasm for a plugin, application/json or application/yaml for a spec", r.Header.Get("Content-Type")))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeAuthError(w http.ResponseWriter, err error) {
+	code, why := CodeUnauthorized, "invalid_token"
+	switch {
+	case errors.Is(err, auth.ErrNoToken):
+		why = ""
+	case errors.Is(err, auth.ErrExpired):
+		code = CodeTokenExpired
+	}
+	v := `Bearer realm="wagg"`
+	if why != "" {
+		v += `, error="` + why + `"`
+	}
+	w.Header().Set("WWW-Authenticate", v)
+	msg := err.Error()
+	if errors.Is(err, auth.ErrNoToken) {
+		msg = "no token: send Authorization: Bearer <token> (wagg token mints one; wagg commands take -token or WAGG_TOKEN)"
+	}
+	writeError(w, http.StatusUnauthorized, code, msg)
+}
 
 func (a *handler) health(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.b.Health(r.Context()))
+	h := a.b.Health(r.Context())
+	if a.v != nil {
+		if tok, err := a.token(r); err != nil || !tok.Allows(auth.ScopeAdmin) {
+			h.Reasons = nil
+		}
+	}
+	writeJSON(w, http.StatusOK, h)
 }
 
 func (a *handler) pushPlugin(w http.ResponseWriter, r *http.Request) {
