@@ -81,7 +81,11 @@ func deployments(ctx context.Context, args []string) error {
 	if err := json.Unmarshal(buf.Bytes(), &ds); err != nil {
 		return fmt.Errorf("deployments: %w", err)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 2, 8, 2, ' ', 0)
+	return printDeployments(os.Stdout, ds)
+}
+
+func printDeployments(w io.Writer, ds []api.Deployment) error {
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSTATUS\tPLUGIN\tTOPIC\tTABLE\tERROR")
 	for _, d := range ds {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Status, d.Plugin, d.Topic, d.Table, d.Error)

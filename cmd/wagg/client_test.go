@@ -1,0 +1,32 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/plugins"
+)
+
+func TestDeployments_ShowsTheStatusAndTheErrorOfAFailedOne(t *testing.T) {
+	ds := []api.Deployment{
+		{Deployment: plugins.Deployment{Name: "votes", Plugin: "votes@1", Topic: "votes"}, Table: "wagg.votes", Status: api.StatusRunning},
+		{Deployment: plugins.Deployment{Name: "cursed", Plugin: "panics@1", Topic: "t"}, Table: "wagg.cursed", Status: api.StatusFailed,
+			Error: "stopped after the plugin failed on 5 records in a row"},
+	}
+	var out bytes.Buffer
+	if err := printDeployments(&out, ds); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "NAME") {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	if f := strings.Fields(lines[2]); f[0] != "cursed" || f[1] != "failed" || !strings.Contains(lines[2], "5 records in a row") {
+		t.Fatalf("failed deployment line: %q", lines[2])
+	}
+	if f := strings.Fields(lines[1]); f[0] != "votes" || f[1] != "running" {
+		t.Fatalf("running deployment line: %q", lines[1])
+	}
+}
