@@ -11,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/wagg/wagg/abi"
+	"github.com/wagg/wagg/host/auth"
 )
 
 // Options configure a Hub. A nil *Options, and every zero field, takes the
@@ -36,6 +37,9 @@ type Options struct {
 	// WebSocket, passed to websocket.AcceptOptions. The request's own host
 	// is always allowed.
 	OriginPatterns []string
+	// Auth verifies the tokens of subscriptions; nil lets every
+	// subscription through (open mode, loopback only).
+	Auth *auth.Verifier
 	// Logger receives the hub's warnings and debug events (default
 	// slog.Default()).
 	Logger *slog.Logger

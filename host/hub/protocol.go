@@ -33,6 +33,9 @@ const (
 	CodeUnknownKey        = "unknown_key"        // the aggregator has no key column of that name
 	CodeBadKey            = "bad_key"            // a key filter value does not have its column's type
 	CodeAlreadySubscribed = "already_subscribed" // a connection carries one subscription
+	CodeUnauthorized      = "unauthorized"       // no token, or one that does not verify (signature, issuer, audience)
+	CodeTokenExpired      = "token_expired"      // the token expired: get a new one and subscribe again
+	CodeForbidden         = "forbidden"          // the token has no live:<aggregator> (nor live:*) for this aggregator
 )
 
 // Close codes the hub uses besides the standard ones (1001 going away on
@@ -47,6 +50,20 @@ const (
 	// registered again with another schema or other windows: their state no
 	// longer means anything. Resubscribing gets a snapshot of the new epoch.
 	StatusRedeployed websocket.StatusCode = 4009
+	// StatusTokenExpired closes a subscription whose token expired. The
+	// client gets a fresh token, reconnects and resumes with its (epoch,
+	// seq): no gap.
+	StatusTokenExpired websocket.StatusCode = 4010
+)
+
+// Subprotocol is the WebSocket subprotocol the hub selects. A browser
+// that wants to pass its token in the handshake offers it together with
+// BearerProtocolPrefix+token (Sec-WebSocket-Protocol: wagg,
+// wagg.bearer.<jwt>); the server answers with Subprotocol only, so the token
+// is never echoed.
+const (
+	Subprotocol          = "wagg"
+	BearerProtocolPrefix = "wagg.bearer."
 )
 
 // Limits on what a client may ask for, so that one frame cannot make the hub
@@ -78,6 +95,10 @@ type Subscribe struct {
 	// this same subscription; the hub answers with "resumed" and the missed
 	// deltas when it still has them, and with a snapshot otherwise.
 	Resume *Resume `json:"resume,omitempty"`
+	// Token is the bearer token (a JWT with live:<aggregator> or live:*),
+	// for clients that cannot set headers. It overrides a token of the
+	// handshake. Needed only when the host has auth keys.
+	Token string `json:"token,omitempty"`
 }
 
 // Resume names a state a client holds.

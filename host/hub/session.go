@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/wagg/wagg/host/auth"
 )
 
 // Per-connection limits on what a client sends: a burst of frames, then a
@@ -36,6 +38,13 @@ type session struct {
 
 	tokens float64 // reader only
 	last   time.Time
+
+	// bearer is the token of the handshake (Authorization or
+	// Sec-WebSocket-Protocol); a subscribe frame's token overrides it.
+	bearer string
+	// expiry closes the session with StatusTokenExpired when the token of
+	// its subscription expires.
+	expiry *time.Timer
 }
 
 type cmd struct {
@@ -73,13 +82,21 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Unlock()
 	defer h.wg.Done()
 
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.opts.OriginPatterns})
+	bearer := auth.FromHeader(r.Header.Get("Authorization"))
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); strings.HasPrefix(p, BearerProtocolPrefix) {
+				bearer = strings.TrimPrefix(p, BearerProtocolPrefix)
+			}
+		}
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.opts.OriginPatterns, Subprotocols: []string{Subprotocol}})
 	if err != nil {
 		h.log.Debug("hub: websocket accept failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	conn.SetReadLimit(ReadLimit)
-	s := &session{h: h, conn: conn, cmds: make(chan cmd, cmdQueue), done: make(chan struct{}), tokens: frameBurst, last: time.Now()}
+	s := &session{h: h, conn: conn, cmds: make(chan cmd, cmdQueue), done: make(chan struct{}), tokens: frameBurst, last: time.Now(), bearer: bearer}
 
 	h.mu.Lock()
 	if h.closed {
@@ -99,6 +116,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.readLoop()
 	s.closeWith(0, "")
 	wg.Wait()
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
 
 	if s.sub != nil {
 		a := s.sub.agg
@@ -170,11 +190,36 @@ func (s *session) handle(b []byte) cmd {
 		return cmd{frame: encodeError(refuse(CodeAlreadySubscribed,
 			"this connection follows %q; open another connection for another subscription", s.sub.agg.name))}
 	}
+	var expires time.Time
+	if v := s.h.opts.Auth; v != nil {
+		raw := f.Token
+		if raw == "" {
+			raw = s.bearer
+		}
+		tok, err := v.Verify(raw)
+		switch {
+		case errors.Is(err, auth.ErrNoToken):
+			return cmd{frame: encodeError(refuse(CodeUnauthorized, `no token: send "token" in the subscribe frame (a JWT with scope %s)`, auth.Live(f.Aggregator)))}
+		case errors.Is(err, auth.ErrExpired):
+			return cmd{frame: encodeError(refuse(CodeTokenExpired, "the token expired: get a new one"))}
+		case err != nil:
+			return cmd{frame: encodeError(refuse(CodeUnauthorized, "%v", err))}
+		case !tok.Allows(auth.Live(f.Aggregator)):
+			return cmd{frame: encodeError(refuse(CodeForbidden, "the token has no scope %.300s (nor %s)", auth.Live(f.Aggregator), auth.ScopeLiveAll))}
+		}
+		expires = tok.Expires
+	}
+	f.Token = ""
 	sub, perr := s.h.subscribe(s, &f.Subscribe)
 	if perr != nil {
 		return cmd{frame: encodeError(perr)}
 	}
 	s.sub = sub
+	if !expires.IsZero() {
+		s.expiry = time.AfterFunc(time.Until(expires), func() {
+			s.closeWith(StatusTokenExpired, "token expired")
+		})
+	}
 	return cmd{sub: sub}
 }
 
