@@ -87,6 +87,10 @@ const (
 	CodeUnsupportedMedia = "unsupported_media_type" // 415: a POST body with a form or text/plain content type (what a cross-site form can send)
 )
 
+// ErrUnavailable wraps a backend error caused by Kafka or ClickHouse not
+// answering: the request may succeed later (503).
+var ErrUnavailable = errors.New("unavailable")
+
 // maxSpecSize bounds a deployment spec body.
 const maxSpecSize = 1 << 20
 
@@ -311,6 +315,8 @@ func writeErr(w http.ResponseWriter, err error, invalid string) {
 		writeError(w, http.StatusConflict, CodeConflict, err.Error())
 	case errors.Is(err, plugins.ErrNotFound):
 		writeError(w, http.StatusNotFound, CodeNotFound, err.Error())
+	case errors.Is(err, ErrUnavailable):
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
 	default:
 		writeError(w, http.StatusInternalServerError, CodeInternal, err.Error())
 	}

@@ -264,7 +264,7 @@ func (s *Server) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployme
 	}
 	table, err := sink.Ensure(ctx, s.ch, s.cfg.ClickHouse.Database, d.Name, &mod.Schema, windows)
 	if err != nil {
-		return api.Deployment{}, err
+		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
 	params, _ := json.Marshal(d.Params)
 	if d.Params == nil {
@@ -424,7 +424,7 @@ func closed() chan struct{} {
 func (s *Server) ensureTopics(ctx context.Context, d plugins.Deployment) (int, error) {
 	topics, err := s.admin.ListTopics(ctx, d.Topic, d.DeadLetterTopic)
 	if err != nil {
-		return 0, fmt.Errorf("kafka: list topics: %w", err)
+		return 0, fmt.Errorf("%w: kafka: list topics: %w", api.ErrUnavailable, err)
 	}
 	in, ok := topics[d.Topic]
 	if !ok || in.Err != nil {
@@ -434,7 +434,7 @@ func (s *Server) ensureTopics(ctx context.Context, d plugins.Deployment) (int, e
 	if dl, ok := topics[d.DeadLetterTopic]; !ok || dl.Err != nil {
 		resp, err := s.admin.CreateTopic(ctx, int32(n), -1, nil, d.DeadLetterTopic)
 		if err != nil {
-			return 0, fmt.Errorf("kafka: create dead-letter topic %s: %w", d.DeadLetterTopic, err)
+			return 0, fmt.Errorf("%w: kafka: create dead-letter topic %s: %w", api.ErrUnavailable, d.DeadLetterTopic, err)
 		}
 		if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
 			return 0, fmt.Errorf("kafka: create dead-letter topic %s: %w", d.DeadLetterTopic, resp.Err)
