@@ -403,6 +403,15 @@ func TestFaults_ClickHouseOutage(t *testing.T) {
 		}
 		return nil
 	})
+	// A deploy that needs ClickHouse now is refused as unavailable (503),
+	// and nothing of it is kept.
+	spec := fmt.Sprintf(`{"name":"later","plugin":"votes@1","topic":%q,"windows":[{"name":"total","kind":"global"}]}`, topic)
+	code, body := h.post(t, "/v1/deployments", "application/json", []byte(spec))
+	var eb api.ErrorBody
+	json.Unmarshal(body, &eb)
+	if code != http.StatusServiceUnavailable || eb.Error.Code != api.CodeUnavailable {
+		t.Fatalf("deploy while ClickHouse is down: %d %s", code, body)
+	}
 	eventually(t, 30*time.Second, "breaker open in /metrics", func() error {
 		v, err := metric(h.url, "wagg_clickhouse_breaker_state")
 		if err == nil && v == 0 {
