@@ -22,13 +22,14 @@ func plugin(ctx context.Context, args []string) error {
 	}
 	fs := flag.NewFlagSet("plugin "+args[0], flag.ContinueOnError)
 	srv := serverFlag(fs)
+	tok := tokenFlag(fs)
 	name := fs.String("name", "", "plugin name (default: the file name)")
 	version := fs.String("version", "", "plugin version, e.g. 1 or 1.2.0")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	if args[0] == "list" {
-		return call(ctx, http.MethodGet, *srv+"/v1/plugins", "", nil)
+		return call(ctx, token(*tok), http.MethodGet, *srv+"/v1/plugins", "", nil)
 	}
 	if fs.NArg() != 1 || *version == "" {
 		return fmt.Errorf("plugin push: want -version V and one .wasm file")
@@ -40,12 +41,13 @@ func plugin(ctx context.Context, args []string) error {
 	if *name == "" {
 		*name = strings.TrimSuffix(filepath.Base(fs.Arg(0)), ".wasm")
 	}
-	return call(ctx, http.MethodPost, *srv+"/v1/plugins/"+*name+"/"+*version, "application/wasm", wasm)
+	return call(ctx, token(*tok), http.MethodPost, *srv+"/v1/plugins/"+*name+"/"+*version, "application/wasm", wasm)
 }
 
 func deploy(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
 	srv := serverFlag(fs)
+	tok := tokenFlag(fs)
 	file := fs.String("f", "", "deployment spec, YAML or JSON (see examples/votes/deploy.yaml)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -57,7 +59,7 @@ func deploy(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return call(ctx, http.MethodPost, *srv+"/v1/deployments", "application/yaml", spec)
+	return call(ctx, token(*tok), http.MethodPost, *srv+"/v1/deployments", "application/yaml", spec)
 }
 
 // deployments prints the host's deployments, one per line, with the error
@@ -65,12 +67,13 @@ func deploy(ctx context.Context, args []string) error {
 func deployments(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("deployments", flag.ContinueOnError)
 	srv := serverFlag(fs)
+	tok := tokenFlag(fs)
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var buf bytes.Buffer
-	if err := callTo(ctx, &buf, http.MethodGet, *srv+"/v1/deployments", "", nil); err != nil {
+	if err := callTo(ctx, &buf, token(*tok), http.MethodGet, *srv+"/v1/deployments", "", nil); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -95,18 +98,22 @@ func printDeployments(w io.Writer, ds []api.Deployment) error {
 
 // call sends a request and prints the JSON answer; an error answer becomes
 // the command's error, with the server's message.
-func call(ctx context.Context, method, url, ctype string, body []byte) error {
-	return callTo(ctx, os.Stdout, method, url, ctype, body)
+func call(ctx context.Context, token, method, url, ctype string, body []byte) error {
+	return callTo(ctx, os.Stdout, token, method, url, ctype, body)
 }
 
-// callTo is call writing the answer to out.
-func callTo(ctx context.Context, out io.Writer, method, url, ctype string, body []byte) error {
+// callTo is call writing the answer to out. A token goes in the
+// Authorization header.
+func callTo(ctx context.Context, out io.Writer, token, method, url, ctype string, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(string(body)))
 	if err != nil {
 		return err
 	}
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -23,6 +23,9 @@ Usage:
   wagg deployments [-json]                       list deployments, their status and errors
   wagg tail    -aggregator NAME                  print live deltas
   wagg produce -topic T [-count N | -rate R]     write demo votes to Kafka
+  wagg token   -scopes S [-ttl D] [-config F]    mint a token from the configured HMAC key
+
+Client commands take -server (WAGG_SERVER) and -token (WAGG_TOKEN).
 
 Run "wagg COMMAND -h" for a command's flags.
 `
@@ -34,6 +37,7 @@ var commands = map[string]func(ctx context.Context, args []string) error{
 	"deployments": deployments,
 	"tail":        tail,
 	"produce":     produce,
+	"token":       mintToken,
 }
 
 func main() {
@@ -64,4 +68,17 @@ func serverFlag(fs *flag.FlagSet) *string {
 		def = "http://127.0.0.1:8080"
 	}
 	return fs.String("server", def, "wagg host URL (env WAGG_SERVER)")
+}
+
+// tokenFlag adds the -token flag shared by client commands. WAGG_TOKEN is
+// read when it is empty (not as the flag's default, which -h would print).
+func tokenFlag(fs *flag.FlagSet) *string {
+	return fs.String("token", "", "bearer token (default env WAGG_TOKEN; mint one with wagg token)")
+}
+
+func token(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	return os.Getenv("WAGG_TOKEN")
 }

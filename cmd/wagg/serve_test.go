@@ -19,6 +19,8 @@ func TestServe_ConfigErrorStopsAtStartNamingTheField(t *testing.T) {
 		{"bad value in the file", "clickhouse:\n  addr: nowhere\n", nil, "clickhouse.addr"},
 		{"bad flag overrides a good file", "listen: 127.0.0.1:0\n", []string{"-kafka", "a:1,b"}, "kafka.brokers[1]"},
 		{"bad log level flag", "", []string{"-log-level", "chatty"}, "log_level"},
+		{"every interface without keys", "", []string{"-listen", ":8080"}, "auth.hmac_key_files"},
+		{"a LAN address without keys", "listen: 10.0.0.1:8080\n", nil, "config field listen"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

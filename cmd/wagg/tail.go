@@ -16,6 +16,7 @@ import (
 func tail(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	srv := serverFlag(fs)
+	tok := tokenFlag(fs)
 	agg := fs.String("aggregator", "", "deployment to follow")
 	windows := fs.String("windows", "", "comma-separated windows to follow (default all)")
 	snapshot := fs.Bool("snapshot", false, "also print the snapshot rows")
@@ -31,7 +32,7 @@ func tail(ctx context.Context, args []string) error {
 	}
 	u.Scheme = strings.Replace(u.Scheme, "http", "ws", 1)
 	u.Path = "/v1/live"
-	sub := hub.Subscribe{Aggregator: *agg}
+	sub := hub.Subscribe{Aggregator: *agg, Token: token(*tok)}
 	if *windows != "" {
 		sub.Windows = strings.Split(*windows, ",")
 	}

@@ -29,7 +29,33 @@ type Config struct {
 	ClickHouse ClickHouse `yaml:"clickhouse"`
 	Sandbox    Sandbox    `yaml:"sandbox"`
 	Live       Live       `yaml:"live"`
+	Auth       Auth       `yaml:"auth"`
+	TLS        TLS        `yaml:"tls"`
 }
+
+// Auth says which keys verify bearer tokens (docs/security.md). With no
+// keys wagg runs open, and only on a loopback listen address.
+type Auth struct {
+	HMACKeyFiles   []string `yaml:"hmac_key_files"`   // HMAC secrets, one per file (>= 32 bytes); wagg token signs with the first
+	PublicKeyFiles []string `yaml:"public_key_files"` // PEM public keys: RSA, ECDSA, Ed25519
+	JWKSFiles      []string `yaml:"jwks_files"`       // JSON Web Key Sets
+	Issuer         string   `yaml:"issuer"`           // when set, tokens must carry this iss
+	Audience       string   `yaml:"audience"`         // when set, tokens must carry this aud
+}
+
+// Enabled reports whether any key is configured.
+func (a *Auth) Enabled() bool {
+	return len(a.HMACKeyFiles)+len(a.PublicKeyFiles)+len(a.JWKSFiles) > 0
+}
+
+// TLS serves HTTPS (and wss://) when both files are set.
+type TLS struct {
+	CertFile string `yaml:"cert_file"` // PEM certificate chain
+	KeyFile  string `yaml:"key_file"`  // PEM private key
+}
+
+// Enabled reports whether TLS is configured.
+func (t *TLS) Enabled() bool { return t.CertFile != "" }
 
 // Kafka is where topics are read and dead letters written.
 type Kafka struct {
@@ -191,7 +217,46 @@ func (c *Config) Validate() error {
 	if c.Sandbox.MaxUploadSize < 1024 || c.Sandbox.MaxUploadSize > 256<<20 {
 		return bad("sandbox.max_upload_size", "%d: want 1 KiB to 256 MiB", c.Sandbox.MaxUploadSize)
 	}
+	for _, fs := range []struct {
+		field string
+		files []string
+	}{{"auth.hmac_key_files", c.Auth.HMACKeyFiles}, {"auth.public_key_files", c.Auth.PublicKeyFiles}, {"auth.jwks_files", c.Auth.JWKSFiles}} {
+		for i, f := range fs.files {
+			if _, err := os.Stat(f); err != nil {
+				return bad(fmt.Sprintf("%s[%d]", fs.field, i), "%v", err)
+			}
+		}
+	}
+	if !c.Auth.Enabled() && !Loopback(c.Listen) {
+		return bad("listen", "%q is not a loopback address and auth has no keys: anyone on the network could upload and run code. "+
+			"Set auth.hmac_key_files, auth.public_key_files or auth.jwks_files (docs/security.md), or listen on 127.0.0.1", c.Listen)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return bad("tls", "set both cert_file and key_file, or neither")
+	}
+	for field, f := range map[string]string{"tls.cert_file": c.TLS.CertFile, "tls.key_file": c.TLS.KeyFile} {
+		if f != "" {
+			if _, err := os.Stat(f); err != nil {
+				return bad(field, "%v", err)
+			}
+		}
+	}
 	return nil
+}
+
+// Loopback reports whether a listen address binds this machine's loopback
+// only: 127.0.0.0/8, ::1 or localhost. An empty host (":8080") binds every
+// interface.
+func Loopback(addr string) bool {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 func hostPort(s string) error {

@@ -15,6 +15,7 @@ func TestLoad_ExampleFileEqualsDefaults(t *testing.T) {
 	}
 	d := Defaults()
 	c.Live.AllowedOrigins, d.Live.AllowedOrigins = nil, nil
+	c.Auth.HMACKeyFiles, c.Auth.PublicKeyFiles, c.Auth.JWKSFiles = nil, nil, nil
 	if !reflect.DeepEqual(c, d) {
 		t.Fatalf("example config %+v differs from defaults %+v", c, d)
 	}
@@ -30,6 +31,12 @@ func TestLoad_ErrorsNameTheField(t *testing.T) {
 		{"bad level", "log_level: loud\n", "log_level"},
 		{"bad pages", "sandbox: {memory_pages: 3}\n", "sandbox.memory_pages"},
 		{"wrong type", "sandbox:\n  memory_pages: many\n", "sandbox.memory_pages"},
+		{"open on every interface", "listen: \":8080\"\n", "auth.hmac_key_files"},
+		{"open on a LAN address", "listen: 192.168.1.5:8080\n", "config field listen"},
+		{"missing key file", "auth: {hmac_key_files: [/nonexistent/k]}\n", "auth.hmac_key_files[0]"},
+		{"missing jwks", "auth: {jwks_files: [/nonexistent/k.json]}\n", "auth.jwks_files[0]"},
+		{"tls half set", "tls: {cert_file: /etc/hostname}\n", "tls"},
+		{"tls missing file", "tls: {cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem}\n", "tls."},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -40,5 +47,34 @@ func TestLoad_ErrorsNameTheField(t *testing.T) {
 				t.Fatalf("error %v does not name %s", err, c.field)
 			}
 		})
+	}
+}
+
+func TestValidate_WideAddressNeedsKeys(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "k.key")
+	os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef"), 0o600)
+	for _, c := range []struct {
+		listen string
+		keys   bool
+		ok     bool
+	}{
+		{"127.0.0.1:8080", false, true},
+		{"127.1.2.3:0", false, true},
+		{"localhost:8080", false, true},
+		{"[::1]:8080", false, true},
+		{"0.0.0.0:8080", false, false},
+		{":8080", false, false},
+		{"[::]:8080", false, false},
+		{"0.0.0.0:8080", true, true},
+		{":8080", true, true},
+	} {
+		cfg := Defaults()
+		cfg.Listen = c.listen
+		if c.keys {
+			cfg.Auth.HMACKeyFiles = []string{key}
+		}
+		if err := cfg.Validate(); (err == nil) != c.ok {
+			t.Errorf("listen %s keys %v: %v", c.listen, c.keys, err)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -27,6 +28,7 @@ import (
 	"github.com/wagg/wagg/examples/votes/gen"
 	"github.com/wagg/wagg/host/api"
 	"github.com/wagg/wagg/host/hub"
+	"github.com/wagg/wagg/host/server"
 	"github.com/wagg/wagg/internal/testwasm"
 )
 
@@ -907,4 +909,56 @@ func TestFaults_KillNineNegativeControlDetectsDoubleCounting(t *testing.T) {
 		t.Fatalf("double counting not detected: %d votes for %d in the topic (%v)", got, x.votes, err)
 	}
 	report(t, "detected: %d votes counted for %d in the topic", got, x.votes)
+}
+
+// A host started while ClickHouse is down waits for it instead of exiting,
+// so that a host and a ClickHouse restarted together come up together.
+func TestFaults_HostStartsWhileClickHouseIsDown(t *testing.T) {
+	e := services(t)
+	ch := startPrivate(t, "clickhouse", 19000)
+	pe := env{brokers: e.brokers, chAddr: ch.addr()}
+	cfg := hostConfig(t, pe)
+	ch.run("down")
+	waiting := &logWatch{want: "waiting for clickhouse", seen: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		s, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(waiting, nil)))
+		if err == nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			ln, _ := net.Listen("tcp", "127.0.0.1:0")
+			err = s.Run(ctx, ln)
+		}
+		started <- err
+	}()
+	select {
+	case <-waiting.seen:
+	case err := <-started:
+		t.Fatalf("the host did not wait for ClickHouse: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no 'waiting for clickhouse' in the log")
+	}
+	ch.run("up")
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the host did not start once ClickHouse was back")
+	}
+}
+
+// logWatch closes seen when a log line contains want.
+type logWatch struct {
+	want string
+	once sync.Once
+	seen chan struct{}
+}
+
+func (w *logWatch) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
 }

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -33,6 +34,7 @@ import (
 
 	"github.com/wagg/wagg/abi"
 	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/host/auth"
 	"github.com/wagg/wagg/host/checkpoint"
 	"github.com/wagg/wagg/host/config"
 	"github.com/wagg/wagg/host/hub"
@@ -53,6 +55,7 @@ type Server struct {
 	reg     *plugins.Registry
 	specs   *plugins.Deployments
 	hub     *hub.Hub
+	auth    *auth.Verifier // nil: open mode, loopback only
 	cps     *checkpoint.Store
 	prom    *prometheus.Registry
 	metrics *pipeline.Metrics
@@ -86,13 +89,29 @@ func (r *running) failed() *plugins.Failure {
 	return r.failure
 }
 
-// New connects to ClickHouse and Kafka and opens the registry. It fails
-// with a message saying which service is unreachable.
+// New connects to ClickHouse and Kafka, waiting up to a minute for each,
+// and opens the registry. It fails with a message saying which service is
+// unreachable.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, running: map[string]*running{}}
+	if cfg.Auth.Enabled() {
+		v, err := auth.New(auth.Options{
+			HMACKeyFiles: cfg.Auth.HMACKeyFiles, PublicKeyFiles: cfg.Auth.PublicKeyFiles, JWKSFiles: cfg.Auth.JWKSFiles,
+			Issuer: cfg.Auth.Issuer, Audience: cfg.Auth.Audience,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("config field auth: %w", err)
+		}
+		s.auth = v
+	}
+	if cfg.TLS.Enabled() {
+		if _, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+			return nil, fmt.Errorf("config field tls: %w", err)
+		}
+	}
 	ch, err := clickhouse.Open(&clickhouse.Options{
 		Addr:        []string{cfg.ClickHouse.Addr},
 		Auth:        clickhouse.Auth{Database: "default", Username: cfg.ClickHouse.Username, Password: cfg.ClickHouse.Password},
@@ -103,11 +122,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, fmt.Errorf("clickhouse %s: %w", cfg.ClickHouse.Addr, err)
 	}
 	s.ch = ch
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := ch.Ping(pctx); err != nil {
+	if err := waitFor(ctx, log, "clickhouse "+cfg.ClickHouse.Addr, ch.Ping); err != nil {
 		return nil, fmt.Errorf("clickhouse %s is not reachable: %w", cfg.ClickHouse.Addr, err)
 	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	if err := ch.Exec(pctx, "CREATE DATABASE IF NOT EXISTS "+sink.Quote(cfg.ClickHouse.Database)); err != nil {
 		return nil, fmt.Errorf("clickhouse: create database: %w", err)
 	}
@@ -119,7 +138,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	s.admin = kadm.NewClient(kc)
-	if _, err := s.admin.BrokerMetadata(pctx); err != nil {
+	if err := waitFor(ctx, log, fmt.Sprintf("kafka %v", cfg.Kafka.Brokers), func(ctx context.Context) error {
+		_, err := s.admin.BrokerMetadata(ctx)
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("kafka %v is not reachable: %w", cfg.Kafka.Brokers, err)
 	}
 	if s.rt, err = sandbox.New(ctx, &sandbox.Options{
@@ -144,7 +166,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		}
 		log.Warn("WAGG_UNSAFE_REPLAY_OVERLAP is set: restored partitions count records twice (a test's negative control)", "offsets", s.unsafeReplayOverlap)
 	}
-	s.hub = hub.New(&hub.Options{OriginPatterns: cfg.Live.AllowedOrigins, Logger: log})
+	s.hub = hub.New(&hub.Options{OriginPatterns: cfg.Live.AllowedOrigins, Logger: log, Auth: s.auth})
 	s.breaker = &sink.Breaker{}
 	s.prom = prometheus.NewRegistry()
 	s.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -167,12 +189,16 @@ func (s *Server) Handler() http.Handler {
 		Live:    s.hub,
 		Metrics: promhttp.HandlerFor(s.prom, promhttp.HandlerOpts{Registry: s.prom}),
 		Web:     web.Handler(),
+		Auth:    s.auth,
 	})
 }
 
 // Run starts the stored deployments and serves HTTP on ln until ctx ends,
 // then stops every deployment (each checkpoints) and closes the hub.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	if s.auth == nil && !config.Loopback(ln.Addr().String()) {
+		return fmt.Errorf("config field listen: %s is not a loopback address and auth has no keys (docs/security.md)", ln.Addr())
+	}
 	specs, err := s.specs.List()
 	if err != nil {
 		return err
@@ -192,8 +218,17 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	s.log.Info("wagg serving", "addr", ln.Addr().String())
+	scheme := "http"
+	if s.cfg.TLS.Enabled() {
+		scheme = "https"
+		go func() { errc <- srv.ServeTLS(ln, s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile) }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	s.log.Info("wagg serving", "addr", ln.Addr().String(), "scheme", scheme)
+	if s.auth == nil {
+		s.log.Warn("auth: no keys configured: open mode, listening on loopback only; anyone on this machine may push, deploy and subscribe (docs/security.md)", "addr", ln.Addr().String())
+	}
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
