@@ -23,6 +23,8 @@ func Handler() http.Handler {
 		// The page talks to its own origin only.
 		h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'")
 		h.Set("X-Content-Type-Options", "nosniff")
+		// The page may hold a token (from #token=): never leak its URL.
+		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cache-Control", "no-cache")
 		files.ServeHTTP(w, r)
 	})

@@ -16,6 +16,21 @@ const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2
 let live = null;
 let pending = false;
 
+// The token comes in the URL fragment (#token=...), which browsers never
+// send to a server, so it stays out of access logs. It is kept for this tab
+// only and removed from the address bar.
+function takeToken() {
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (m) {
+    sessionStorage.setItem('wagg-token', decodeURIComponent(m[1]));
+    const u = new URL(location.href);
+    u.hash = '';
+    history.replaceState(null, '', u);
+  }
+  return sessionStorage.getItem('wagg-token') || '';
+}
+const token = takeToken();
+
 function setStatus(state, detail) {
   const el = $('#status');
   el.textContent = state;
@@ -26,7 +41,9 @@ function setStatus(state, detail) {
 
 async function listDeployments() {
   try {
-    const res = await fetch('/v1/deployments', { headers: { Accept: 'application/json' } });
+    const headers = { Accept: 'application/json' };
+    if (token) headers.Authorization = 'Bearer ' + token;
+    const res = await fetch('/v1/deployments', { headers });
     if (!res.ok) throw new Error(res.status + ' ' + res.statusText);
     const list = await res.json();
     const dl = $('#deployments');
@@ -53,7 +70,9 @@ function follow(name) {
   u.searchParams.set('aggregator', name);
   history.replaceState(null, '', u);
   document.title = name + ' · wagg live';
-  live = new Live(liveURL(), { aggregator: name, panes: 2 }, {
+  const sub = { aggregator: name, panes: 2 };
+  if (token) sub.token = token;
+  live = new Live(liveURL(), sub, {
     keepClosed: 2,
     onStatus: setStatus,
     onChange: schedule,

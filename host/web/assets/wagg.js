@@ -14,6 +14,7 @@
 // (epoch, seq) it holds: the hub answers with the missed deltas or a fresh
 // snapshot. Statuses: "connecting", "live", "reconnecting", "error".
 
+const AUTH_CODES = new Set(['unauthorized', 'forbidden', 'token_expired']);
 const PING_EVERY_MS = 20000; // browsers cannot send WebSocket pings; the protocol has its own
 const SILENCE_MS = 45000;    // no frame for this long: the connection is dead
 
@@ -127,6 +128,19 @@ export class Live {
       if (this.stopped) return;
       // 4009: the aggregator was redeployed; the old state means nothing.
       if (ev.code === 4009) this._forget();
+      // 4010: the token expired. With opts.refreshToken (a function that
+      // resolves to a new token) reconnect and resume; without, stop.
+      if (ev.code === 4010) {
+        if (!this.opts.refreshToken) {
+          this._status('error', 'token expired: open the page again with a new #token=');
+          return;
+        }
+        Promise.resolve(this.opts.refreshToken()).then((t) => {
+          this.sub = Object.assign({}, this.sub, { token: t });
+          this._retry('token refreshed');
+        }, (e) => this._status('error', 'token refresh failed: ' + e));
+        return;
+      }
       this._retry(ev.reason || `closed (${ev.code})`);
     };
   }
@@ -206,6 +220,12 @@ export class Live {
         break;
       case 'error':
         if (this.opts.onError) this.opts.onError(f);
+        if (!this.live && AUTH_CODES.has(f.code)) {
+          // A token problem does not go away by retrying.
+          this._status('error', `${f.code}: ${f.message}`);
+          this.stop();
+          return;
+        }
         if (!this.live) {
           // The subscription was refused (unknown aggregator, bad filter):
           // say so and try again later, the aggregator may be deployed soon.
