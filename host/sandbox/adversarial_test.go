@@ -335,45 +335,89 @@ func TestAdversarial_RefusedBeforeCompiling(t *testing.T) {
 	}
 }
 
-// The largest function the default limits accept, made of the cheapest
-// instructions to emit in bulk, still compiles in bounded time.
+// The worst functions the default limits accept still compile in bounded
+// time: the largest body of cheap instructions, and the most blocks allowed
+// (compile time grows with the square of a function's blocks), flat and
+// nested.
 func TestAdversarial_CompileBombWithinTheLimits(t *testing.T) {
 	if testing.Short() {
-		t.Skip("compiles a 512 KiB function")
+		t.Skip("compiles the largest functions the limits accept")
 	}
 	ctx := context.Background()
 	rt := runtimeFor(t, sandbox.Options{})
 	const size = 512<<10 - 16
+	const blocks = 5_000
 	bodies := map[string][]byte{
 		// (i32.const 1) (drop), repeated: many short-lived values.
 		"const-drop": bytes.Repeat([]byte{0x41, 0x01, 0x1a}, size/3),
-		// N constants on the stack, then N-1 adds: N values live at once,
-		// the register allocator's worst case.
+		// N constants on the stack, then N-1 adds: N values live at once.
 		"all-live": func() []byte {
 			n := size / 3
 			b := bytes.Repeat([]byte{0x41, 0x01}, n)
 			b = append(b, bytes.Repeat([]byte{0x6a}, n-1)...)
 			return append(b, 0x1a)
 		}(),
-		// Nested blocks, as deep as the bytes allow.
-		"nested-blocks": func() []byte {
-			n := size / 3
-			b := bytes.Repeat([]byte{0x02, 0x40}, n)
-			return append(b, bytes.Repeat([]byte{0x0b}, n)...)
-		}(),
+		"flat-blocks":   bytes.Repeat([]byte{0x02, 0x40, 0x0b}, blocks),
+		"nested-blocks": append(bytes.Repeat([]byte{0x02, 0x40}, blocks), bytes.Repeat([]byte{0x0b}, blocks)...),
 	}
 	for name, body := range bodies {
 		t.Run(name, func(t *testing.T) {
 			start := time.Now()
 			m, err := rt.Compile(ctx, testwasm.Guest{ExtraFns: [][]byte{body}}.Bytes())
 			took := time.Since(start)
-			if err == nil {
-				m.Close(ctx)
+			if err != nil {
+				t.Fatal(err)
 			}
-			t.Logf("a %d-byte function: %v in %v", len(body), err, took)
+			m.Close(ctx)
+			t.Logf("a %d-byte function compiled in %v", len(body), took)
 			if took > bound {
-				t.Fatalf("compiling the largest accepted function took %v", took)
+				t.Fatalf("compiling it took %v", took)
 			}
 		})
+	}
+	// One more block than allowed is refused before compiling.
+	_, err := rt.Compile(ctx, testwasm.Guest{ExtraFns: [][]byte{bytes.Repeat([]byte{0x02, 0x40, 0x0b}, blocks+1)}}.Bytes())
+	if !errors.Is(err, sandbox.ErrTooLarge) || !strings.Contains(err.Error(), "max_blocks") {
+		t.Fatalf("got %v, want ErrTooLarge naming max_blocks", err)
+	}
+	// Many functions just under the per-function limit add up past the
+	// module's budget.
+	fns := make([][]byte, 3)
+	for i := range fns {
+		fns[i] = bytes.Repeat([]byte{0x02, 0x40, 0x0b}, blocks)
+	}
+	_, err = rt.Compile(ctx, testwasm.Guest{ExtraFns: fns}.Bytes())
+	if !errors.Is(err, sandbox.ErrTooLarge) || !strings.Contains(err.Error(), "max_block_work") {
+		t.Fatalf("got %v, want ErrTooLarge naming max_block_work", err)
+	}
+}
+
+func TestAdversarial_TrapBreaksOnlyItsInstance(t *testing.T) {
+	ctx := context.Background()
+	rt := runtimeFor(t, sandbox.Options{})
+	m := compileGuest(t, rt, testwasm.Guest{Bodies: map[string][]byte{abi.ProcessExport: testwasm.Trap()}})
+	inst, err := m.Instantiate(ctx, abi.Config{Windows: total})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close(ctx)
+	err = inst.Process(ctx, guestBatch(t, m))
+	var ge *sandbox.GuestError
+	if !errors.As(err, &ge) || ge.Export != abi.ProcessExport || errors.Unwrap(err) == nil || errors.Is(err, sandbox.ErrDeadline) {
+		t.Fatalf("got %v, want a trap in %s", err, abi.ProcessExport)
+	}
+	if _, err := inst.Flush(ctx, 0, nil); err == nil || !strings.Contains(err.Error(), "trapped") {
+		t.Fatalf("call after a trap: %v, want a refusal", err)
+	}
+	if _, err := inst.Snapshot(ctx); err == nil {
+		t.Fatal("snapshot of a trapped instance succeeded")
+	}
+	other, err := m.Instantiate(ctx, abi.Config{Windows: total})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	if _, err := other.Flush(ctx, 0, nil); err != nil {
+		t.Fatalf("another instance of the same module: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
 )
 
@@ -13,6 +14,11 @@ type CodeLimits struct {
 	MaxFunctionSize int // bytes of one function body (default 512 KiB)
 	MaxCodeSize     int // bytes of the code section (default 24 MiB)
 	MaxLocals       int // locals declared by one function (default 50,000)
+	MaxBlocks       int // block, loop and if instructions in one function (default 5,000; a Go plugin has under 1,000)
+	// MaxBlockWork bounds the sum over functions of their blocks squared
+	// (default 50,000,000, about 1.5 s of compiling on the 2-core box; a Go
+	// plugin needs about 10,000,000).
+	MaxBlockWork int
 }
 
 func (l CodeLimits) withDefaults() CodeLimits {
@@ -28,6 +34,12 @@ func (l CodeLimits) withDefaults() CodeLimits {
 	if l.MaxLocals == 0 {
 		l.MaxLocals = 50_000
 	}
+	if l.MaxBlocks == 0 {
+		l.MaxBlocks = 5_000
+	}
+	if l.MaxBlockWork == 0 {
+		l.MaxBlockWork = 50_000_000
+	}
 	return l
 }
 
@@ -37,13 +49,17 @@ type CodeStats struct {
 	CodeSize        int // bytes of the code section
 	MaxFunctionSize int // bytes of the largest body
 	MaxLocals       int // most locals declared by one body
+	MaxBlocks       int // most block, loop and if instructions in one body
+	Blocks          int // block, loop and if instructions in all bodies
+	BlockWork       int // the sum over bodies of blocks squared
 }
 
-// ScanCode reads the section headers of a WebAssembly binary and the
-// code section's function sizes and local declarations, without decoding
-// any instruction, and checks them against l (zero fields take the
-// defaults). Its work is linear in the number of sections and functions and
-// it allocates nothing per function. A malformed binary wraps ErrInvalid; a
+// ScanCode reads the section headers of a WebAssembly binary, the code
+// section's function sizes and local declarations, and each body's
+// instructions far enough to count its blocks (the compiler's time grows
+// with the square of the blocks of one function: 43k empty blocks took it
+// 30 s), and checks them against l (zero fields take the defaults). Its
+// work is linear in the size of the module and it allocates nothing. A malformed binary wraps ErrInvalid; a
 // module over a limit wraps ErrTooLarge and ErrInvalid and names the limit.
 // Anything else about the module is left to the compiler.
 func ScanCode(wasm []byte, l CodeLimits) (CodeStats, error) {
@@ -120,6 +136,19 @@ func ScanCode(wasm []byte, l CodeLimits) (CodeStats, error) {
 				}
 			}
 			st.MaxLocals = max(st.MaxLocals, int(total))
+			blocks, err := countBlocks(locals.b[locals.off:], l.MaxBlocks)
+			if errors.Is(err, errBlocks) {
+				return st, big("function %d has more than %d blocks (sandbox code limit max_blocks)", i, l.MaxBlocks)
+			}
+			if err != nil {
+				return st, bad("function %d: %v", i, err)
+			}
+			st.MaxBlocks = max(st.MaxBlocks, blocks)
+			st.Blocks += blocks
+			st.BlockWork += blocks * blocks
+			if st.BlockWork > l.MaxBlockWork {
+				return st, big("the functions' blocks squared add up to more than %d (sandbox code limit max_block_work): split large functions or shrink the module", l.MaxBlockWork)
+			}
 			body.off = fend
 		}
 		if body.off != end {
@@ -153,4 +182,129 @@ func (r *reader) u32() (uint32, bool) {
 		}
 	}
 	return 0, false
+}
+
+var errBlocks = errors.New("too many blocks")
+
+// countBlocks walks the instructions of a function body (WebAssembly 2.0:
+// the features wazero enables by default) and counts block, loop and if,
+// stopping with errBlocks past limit. It checks only what it needs to stay
+// in step; the compiler validates the rest.
+func countBlocks(code []byte, limit int) (int, error) {
+	r := reader{b: code}
+	blocks := 0
+	skip := func(n int) bool {
+		for range n {
+			if _, ok := r.leb(); !ok {
+				return false
+			}
+		}
+		return true
+	}
+	fixed := func(n int) bool {
+		if len(r.b)-r.off < n {
+			return false
+		}
+		r.off += n
+		return true
+	}
+	for r.off < len(r.b) {
+		op := r.b[r.off]
+		at := r.off
+		r.off++
+		ok := true
+		switch {
+		case op == 0x02 || op == 0x03 || op == 0x04: // block, loop, if
+			blocks++
+			if blocks > limit {
+				return blocks, errBlocks
+			}
+			ok = r.off < len(r.b)
+			if ok {
+				switch t := r.b[r.off]; t {
+				case 0x40, 0x7f, 0x7e, 0x7d, 0x7c, 0x7b, 0x70, 0x6f:
+					r.off++
+				default: // a type index, as a signed LEB
+					_, ok = r.leb()
+				}
+			}
+		case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x0b || op == 0x0f ||
+			op == 0x1a || op == 0x1b || (op >= 0x45 && op <= 0xc4) || op == 0xd1:
+		case op == 0x0c || op == 0x0d || op == 0x10 || // br, br_if, call
+			(op >= 0x20 && op <= 0x26) || // locals, globals, table.get/set
+			op == 0x3f || op == 0x40 || op == 0xd2: // memory.size, memory.grow, ref.func
+			ok = skip(1)
+		case op == 0x0e: // br_table
+			var n uint32
+			n, ok = r.u32()
+			ok = ok && int64(n) < int64(len(r.b)) && skip(int(n)+1)
+		case op == 0x11: // call_indirect
+			ok = skip(2)
+		case op == 0x1c: // typed select
+			var n uint32
+			n, ok = r.u32()
+			ok = ok && fixed(int(n))
+		case op >= 0x28 && op <= 0x3e: // loads and stores: memarg
+			ok = skip(2)
+		case op == 0x41 || op == 0x42: // i32.const, i64.const
+			ok = skip(1)
+		case op == 0x43:
+			ok = fixed(4)
+		case op == 0x44:
+			ok = fixed(8)
+		case op == 0xd0: // ref.null
+			ok = fixed(1)
+		case op == 0xfc:
+			var sub uint32
+			sub, ok = r.u32()
+			switch {
+			case !ok:
+			case sub <= 7:
+			case sub == 9 || sub == 11 || sub == 13 || sub == 15 || sub == 16 || sub == 17:
+				ok = skip(1)
+			case sub == 8 || sub == 10 || sub == 12 || sub == 14:
+				ok = skip(2)
+			default:
+				return blocks, fmt.Errorf("unknown instruction 0xfc %d at byte %d", sub, at)
+			}
+		case op == 0xfd:
+			var sub uint32
+			sub, ok = r.u32()
+			switch {
+			case !ok:
+			case sub <= 11 || sub == 92 || sub == 93: // loads, store, load zero
+				ok = skip(2)
+			case sub == 12 || sub == 13: // v128.const, i8x16.shuffle
+				ok = fixed(16)
+			case sub >= 21 && sub <= 34: // extract/replace lane
+				ok = fixed(1)
+			case sub >= 84 && sub <= 91: // load/store lane
+				ok = skip(2) && fixed(1)
+			case sub <= 255:
+			default:
+				return blocks, fmt.Errorf("unknown instruction 0xfd %d at byte %d", sub, at)
+			}
+		default:
+			return blocks, fmt.Errorf("unknown instruction 0x%02x at byte %d", op, at)
+		}
+		if !ok {
+			return blocks, fmt.Errorf("instruction 0x%02x at byte %d runs past the end of the body", op, at)
+		}
+	}
+	return blocks, nil
+}
+
+// leb skips one LEB128 of at most 10 bytes (any width, signed or not).
+func (r *reader) leb() (struct{}, bool) {
+	for i := 0; i < 10; i++ {
+		if r.off >= len(r.b) {
+			return struct{}{}, false
+		}
+		c := r.b[r.off]
+		r.off++
+		if c&0x80 == 0 {
+			return struct{}{}, true
+		}
+	}
+	return struct{}{}, false
 }

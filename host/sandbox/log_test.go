@@ -1,0 +1,46 @@
+package sandbox
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/wagg/wagg/abi"
+)
+
+func TestGuestLog_TooManyLinesInOneCallFailTheCall(t *testing.T) {
+	g := newGuestLog(slog.New(slog.NewTextHandler(io.Discard, nil)), 10)
+	g.begin()
+	for range 10 {
+		if _, err := g.Write([]byte("line\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.end(abi.ProcessExport); err != nil {
+		t.Fatalf("10 lines with a cap of 10: %v", err)
+	}
+	g.begin()
+	var werr error
+	for range 100 {
+		if _, werr = g.Write([]byte("line\nline\n")); werr != nil {
+			break
+		}
+	}
+	if werr == nil {
+		t.Fatal("writes past the cap kept succeeding")
+	}
+	err := g.end(abi.ProcessExport)
+	var ge *GuestError
+	if !errors.As(err, &ge) || ge.Code != abi.ErrOutputLimit || !strings.Contains(err.Error(), "max_log_lines") {
+		t.Fatalf("got %v, want an output-limit *GuestError naming sandbox.max_log_lines", err)
+	}
+	// One line without a newline, as long as the guest likes, counts as
+	// lines of 4 KiB.
+	g.begin()
+	_, werr = g.Write(make([]byte, 1<<20))
+	if g.end(abi.ProcessExport) == nil {
+		t.Fatalf("a 1 MiB line passed a cap of 10 lines (write: %v)", werr)
+	}
+}
