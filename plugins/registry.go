@@ -49,9 +49,16 @@ type Registry struct {
 	rt      *sandbox.Runtime
 	maxSize int
 
+	// compiling admits a bounded few compilations at a time: each takes a
+	// core and up to hundreds of MiB while it runs, and none holds mu.
+	compiling chan struct{}
+
 	mu      sync.Mutex
-	modules map[string]*sandbox.Module // by sha256, compiled once
+	modules map[string]*sandbox.Module // by sha256, compiled once, checked by a dry run
 }
+
+// Compilers is how many modules the registry compiles at once.
+const Compilers = 2
 
 // DefaultMaxSize is the upload limit unless configured.
 const DefaultMaxSize = 32 << 20
@@ -66,7 +73,7 @@ func Open(dir string, rt *sandbox.Runtime, maxSize int) (*Registry, error) {
 			return nil, fmt.Errorf("plugins: %w", err)
 		}
 	}
-	return &Registry{dir: dir, rt: rt, maxSize: maxSize, modules: map[string]*sandbox.Module{}}, nil
+	return &Registry{dir: dir, rt: rt, maxSize: maxSize, compiling: make(chan struct{}, Compilers), modules: map[string]*sandbox.Module{}}, nil
 }
 
 // MaxSize is the largest module Push accepts.
@@ -104,9 +111,6 @@ func (r *Registry) Push(ctx context.Context, name, version string, wasm []byte) 
 	if err != nil {
 		return Manifest{}, err
 	}
-	if err := dryRun(ctx, mod); err != nil {
-		return Manifest{}, fmt.Errorf("%w: dry run on a sample batch: %v", ErrInvalid, err)
-	}
 	m := Manifest{Name: name, Version: version, SHA256: sha, ABI: abi.Version, Size: len(wasm), Schema: mod.Schema, UploadedAt: time.Now().UTC()}
 	if err := writeAtomic(filepath.Join(r.dir, "blobs", sha+".wasm"), wasm); err != nil {
 		return Manifest{}, err
@@ -121,18 +125,52 @@ func (r *Registry) Push(ctx context.Context, name, version string, wasm []byte) 
 	return m, nil
 }
 
+// compile returns the module of sha, compiling wasm and dry-running it
+// the first time. Compilation and the dry run happen outside r.mu, at most
+// Compilers at a time, so a slow or hostile upload holds up neither lookups
+// of compiled modules nor more than its own slot; a module that fails is
+// closed, so its compiled code does not stay in memory.
 func (r *Registry) compile(ctx context.Context, sha string, wasm []byte) (*sandbox.Module, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if m := r.modules[sha]; m != nil {
+	m := r.modules[sha]
+	r.mu.Unlock()
+	if m != nil {
+		return m, nil
+	}
+	select {
+	case r.compiling <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-r.compiling }()
+	r.mu.Lock()
+	m = r.modules[sha] // compiled meanwhile by another caller
+	r.mu.Unlock()
+	if m != nil {
 		return m, nil
 	}
 	m, err := r.rt.Compile(ctx, wasm)
 	if err != nil {
-		if errors.Is(err, sandbox.ErrInvalid) {
+		switch {
+		case errors.Is(err, sandbox.ErrTooLarge):
+			return nil, fmt.Errorf("%w: %v", ErrTooLarge, err)
+		case errors.Is(err, sandbox.ErrInvalid):
 			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
 		return nil, err
+	}
+	if err := dryRun(ctx, m); err != nil {
+		m.Close(ctx)
+		if errors.Is(err, sandbox.ErrMemoryBudget) {
+			return nil, fmt.Errorf("dry run on a sample batch: %w", err)
+		}
+		return nil, fmt.Errorf("%w: dry run on a sample batch: %v", ErrInvalid, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old := r.modules[sha]; old != nil {
+		m.Close(ctx)
+		return old, nil
 	}
 	r.modules[sha] = m
 	return m, nil

@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -75,6 +76,12 @@ type ClickHouse struct {
 type Sandbox struct {
 	MemoryPages   uint32 `yaml:"memory_pages"`    // 64 KiB pages per instance, default 1024 (64 MiB)
 	MaxUploadSize int    `yaml:"max_upload_size"` // bytes, default 32 MiB
+	// CallTimeout bounds every call into a plugin (default 1s); a call past
+	// it fails like a trap and its instance is replaced.
+	CallTimeout time.Duration `yaml:"call_timeout"`
+	// MemoryBudget bounds the linear memory reserved by all instances on
+	// this host, in bytes (default 4 GiB); an instance past it is refused.
+	MemoryBudget uint64 `yaml:"memory_budget"`
 }
 
 // Live configures the WebSocket hub.
@@ -111,6 +118,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Sandbox.MaxUploadSize == 0 {
 		c.Sandbox.MaxUploadSize = 32 << 20
+	}
+	if c.Sandbox.CallTimeout == 0 {
+		c.Sandbox.CallTimeout = time.Second
+	}
+	if c.Sandbox.MemoryBudget == 0 {
+		c.Sandbox.MemoryBudget = 4 << 30
 	}
 }
 
@@ -216,6 +229,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Sandbox.MaxUploadSize < 1024 || c.Sandbox.MaxUploadSize > 256<<20 {
 		return bad("sandbox.max_upload_size", "%d: want 1 KiB to 256 MiB", c.Sandbox.MaxUploadSize)
+	}
+	if c.Sandbox.CallTimeout < 10*time.Millisecond || c.Sandbox.CallTimeout > time.Minute {
+		return bad("sandbox.call_timeout", "%v: want 10ms to 1m", c.Sandbox.CallTimeout)
+	}
+	if inst := uint64(c.Sandbox.MemoryPages) << 16; c.Sandbox.MemoryBudget < inst {
+		return bad("sandbox.memory_budget", "%d: less than one instance's memory (sandbox.memory_pages = %d, %d bytes)", c.Sandbox.MemoryBudget, c.Sandbox.MemoryPages, inst)
 	}
 	for _, fs := range []struct {
 		field string

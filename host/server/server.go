@@ -145,9 +145,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, fmt.Errorf("kafka %v is not reachable: %w", cfg.Kafka.Brokers, err)
 	}
 	if s.rt, err = sandbox.New(ctx, &sandbox.Options{
-		MemoryPages: cfg.Sandbox.MemoryPages,
-		CacheDir:    filepath.Join(cfg.DataDir, "compiled"),
-		Log:         log,
+		MemoryPages:  cfg.Sandbox.MemoryPages,
+		CallTimeout:  cfg.Sandbox.CallTimeout,
+		MemoryBudget: cfg.Sandbox.MemoryBudget,
+		CacheDir:     filepath.Join(cfg.DataDir, "compiled"),
+		Log:          log,
 	}); err != nil {
 		return nil, err
 	}
