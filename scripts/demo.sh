@@ -27,8 +27,19 @@ up() {
   mkdir -p "$DIR"
   down
   [ -x "$WAGG" ] || { log "demo: $WAGG is missing: run make demo"; exit 1; }
+  # The demo runs with auth on: an HMAC key made once, tokens minted from it
+  # (docs/security.md). Nothing here needs a token typed by hand.
+  if [ ! -s "$DIR/demo.key" ]; then
+    (umask 077; head -c 32 /dev/urandom | base64 > "$DIR/demo.key")
+  fi
+  cat > "$DIR/wagg.yaml" <<YAML
+auth:
+  hmac_key_files: [$DIR/demo.key]
+  issuer: wagg-demo
+  audience: wagg
+YAML
   start_detached "$DIR/serve.pid" "$DIR/serve.log" \
-    "$WAGG" serve -listen "$ADDR" -data-dir "$DIR/data" -kafka "$KAFKA" -clickhouse "$CLICKHOUSE" -database wagg_demo
+    "$WAGG" serve -config "$DIR/wagg.yaml" -listen "$ADDR" -data-dir "$DIR/data" -kafka "$KAFKA" -clickhouse "$CLICKHOUSE" -database wagg_demo
   local i
   for ((i = 0; i < 120; i++)); do
     if curl -fsS "http://$ADDR/healthz" >/dev/null 2>&1; then break; fi
@@ -39,6 +50,12 @@ up() {
   done
   curl -fsS "http://$ADDR/healthz" >/dev/null || { log "demo: wagg serve is not healthy:"; tail -n 20 "$DIR/serve.log" >&2; exit 1; }
   export WAGG_SERVER="http://$ADDR"
+  # A short-lived token for the set-up calls below, and a read-only one for
+  # the dashboard and tail (live:votes only: it can neither push nor deploy).
+  WAGG_TOKEN=$("$WAGG" token -config "$DIR/wagg.yaml" -sub demo-setup -scopes plugins:write,deployments:write -ttl 10m)
+  export WAGG_TOKEN
+  local view
+  view=$("$WAGG" token -config "$DIR/wagg.yaml" -sub demo-viewer -scopes live:votes -ttl 24h)
   # Create the topic with a first vote, then push and deploy.
   "$WAGG" produce -kafka "$KAFKA" -topic votes -partitions 12 -count 1 >/dev/null
   "$WAGG" plugin push -name votes -version 1 "$WAGG_ROOT/bin/votes.wasm" >/dev/null
@@ -49,8 +66,10 @@ up() {
 
 wagg is running: votes flow from Kafka through the votes aggregator.
 
-  dashboard:   http://$ADDR/?aggregator=votes
-  live deltas: bin/wagg tail -server http://$ADDR -aggregator votes -windows total
+  dashboard (read-only, 24 h):
+               http://$ADDR/?aggregator=votes#token=$view
+  live deltas: bin/wagg tail -server http://$ADDR -aggregator votes -windows total -token $view
+  more tokens: bin/wagg token -config $DIR/wagg.yaml -scopes live:votes -ttl 1h
   SQL:         clickhouse-client -q "SELECT poll_id, option, votes FROM wagg_demo.votes WHERE window_name = 'total' ORDER BY votes DESC LIMIT 10"
   logs:        $DIR/serve.log, $DIR/produce.log
   stop:        make demo-stop
