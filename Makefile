@@ -60,6 +60,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzKeyValues -fuzztime $(FUZZTIME) ./abi
 	$(GO) test -run XXX -fuzz FuzzRestore -fuzztime $(FUZZTIME) ./sdk/go/wagg
 	$(GO) test -run XXX -fuzz FuzzDecoder -fuzztime $(FUZZTIME) ./host/decode
+	$(GO) test -run XXX -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./host/auth
 
 # The Wasm stage against native Go, and the host decoder (BENCHMARKS.md).
 bench:
