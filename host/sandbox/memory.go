@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/tetratelabs/wazero/experimental"
 )
@@ -65,7 +64,7 @@ func (a *allocator) Allocate(_, max uint64) experimental.LinearMemory {
 	if max == 0 {
 		return m
 	}
-	mem, err := syscall.Mmap(-1, 0, int(max), syscall.PROT_NONE, syscall.MAP_PRIVATE|syscall.MAP_ANON|syscall.MAP_NORESERVE)
+	mem, err := reserve(int(max))
 	if err != nil {
 		return m
 	}
@@ -84,7 +83,7 @@ func (m *mmapMemory) Reallocate(size uint64) []byte {
 		// whole system pages.
 		end := (size + pageSize - 1) &^ (pageSize - 1)
 		end = min(end, uint64(len(m.mem)))
-		if err := syscall.Mprotect(m.mem[m.writable:end], syscall.PROT_READ|syscall.PROT_WRITE); err != nil {
+		if err := commit(m.mem[m.writable:end]); err != nil {
 			return nil
 		}
 		m.writable = end
@@ -94,7 +93,7 @@ func (m *mmapMemory) Reallocate(size uint64) []byte {
 
 func (m *mmapMemory) Free() {
 	if m.mem != nil {
-		_ = syscall.Munmap(m.mem)
+		_ = unmap(m.mem)
 		m.mem = nil
 	}
 	if m.reserved > 0 {
