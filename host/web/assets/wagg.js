@@ -222,8 +222,8 @@ export class Live {
         if (this.opts.onError) this.opts.onError(f);
         if (!this.live && AUTH_CODES.has(f.code)) {
           // A token problem does not go away by retrying.
-          this._status('error', `${f.code}: ${f.message}`);
           this.stop();
+          this._status('error', `${f.code}: ${f.message}`);
           return;
         }
         if (!this.live) {
