@@ -85,6 +85,7 @@ const (
 	CodeForbidden        = "forbidden"              // 403: the token lacks the scope the message names
 	CodeCrossOrigin      = "cross_origin"           // 403: a state-changing request from another site, or (open mode) for a non-loopback host name
 	CodeUnsupportedMedia = "unsupported_media_type" // 415: a POST body with a form or text/plain content type (what a cross-site form can send)
+	CodeRateLimited      = "rate_limited"           // 429: more than RequestsPerSecond from one client: wait Retry-After seconds
 )
 
 // ErrUnavailable wraps a backend error caused by Kafka or ClickHouse not
@@ -97,7 +98,7 @@ const maxSpecSize = 1 << 20
 // New returns the HTTP handler.
 func New(b Backend, h Handlers) http.Handler {
 	mux := http.NewServeMux()
-	a := &handler{b: b, v: h.Auth}
+	a := &handler{b: b, v: h.Auth, limit: newLimiter()}
 	// /healthz answers everyone, so that load balancers need no token; the
 	// reasons (which name addresses and errors) only with admin.
 	mux.HandleFunc("GET /healthz", a.health)
@@ -124,8 +125,9 @@ func New(b Backend, h Handlers) http.Handler {
 }
 
 type handler struct {
-	b Backend
-	v *auth.Verifier
+	b     Backend
+	v     *auth.Verifier
+	limit *limiter
 }
 
 // guard refuses what no endpoint should see: in open mode a request for a
@@ -173,11 +175,16 @@ func (a *handler) token(r *http.Request) (*auth.Token, error) {
 // refuses POST bodies of the content types a cross-site form can send.
 func (a *handler) need(next http.Handler, scopes ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		client := "" // open mode: one machine, no per-client limit
 		if a.v != nil {
 			tok, err := a.token(r)
 			if err != nil {
 				writeAuthError(w, err)
 				return
+			}
+			client = "sub:" + tok.Subject
+			if tok.Subject == "" {
+				client = "tok:" + auth.FromHeader(r.Header.Get("Authorization"))
 			}
 			ok := false
 			for _, s := range scopes {
@@ -187,6 +194,11 @@ func (a *handler) need(next http.Handler, scopes ...string) http.Handler {
 				writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("%s %s needs scope %s", r.Method, r.URL.Path, strings.Join(scopes, " or ")))
 				return
 			}
+		}
+		if client != "" && !a.limit.allow(client) {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusTooManyRequests, CodeRateLimited, fmt.Sprintf("more than %d requests per second (burst %d) from this client", RequestsPerSecond, RequestBurst))
+			return
 		}
 		if r.Method == http.MethodPost {
 			mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))

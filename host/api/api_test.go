@@ -32,12 +32,12 @@ func (fakeBackend) PushPlugin(_ context.Context, name, version string, _ []byte)
 	return plugins.Manifest{Name: name, Version: version}, nil
 }
 func (fakeBackend) Plugins() ([]plugins.Manifest, error) { return []plugins.Manifest{}, nil }
-func (fakeBackend) MaxUpload() int                      { return 1 << 20 }
+func (fakeBackend) MaxUpload() int                       { return 1 << 20 }
 func (fakeBackend) Deploy(_ context.Context, d plugins.Deployment) (Deployment, error) {
 	return Deployment{Deployment: d}, nil
 }
 func (fakeBackend) Undeploy(context.Context, string) error { return nil }
-func (fakeBackend) Deployments() []Deployment               { return []Deployment{} }
+func (fakeBackend) Deployments() []Deployment              { return []Deployment{} }
 func (fakeBackend) Health(context.Context) Health {
 	return Health{Status: "degraded", Reasons: []string{"clickhouse: not answering: dial 10.0.0.9:9000"}}
 }
@@ -261,5 +261,30 @@ func TestAPI_OpenModeAnswersLoopbackNamesOnly(t *testing.T) {
 		if status, _, body := do(t, srv, ep.method, ep.path, ep.ctype, ep.body, nil); status != ep.okStatus {
 			t.Errorf("open mode %s %s: %d %s", ep.method, ep.path, status, body)
 		}
+	}
+}
+
+func TestAPI_RequestsPerClientAreLimited(t *testing.T) {
+	srv := newServer(t, true)
+	ann := map[string]string{"Authorization": "Bearer " + token(t, secret, issuer, audience, time.Hour, auth.ScopeDeploymentsRead)}
+	limited := 0
+	for range RequestBurst + 20 {
+		status, e, _ := do(t, srv, "GET", "/v1/deployments", "", "", ann)
+		if status == http.StatusTooManyRequests {
+			if e.Error.Code != CodeRateLimited {
+				t.Fatalf("429 with code %q", e.Error.Code)
+			}
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Fatal("a client far over its burst was never limited")
+	}
+	// Another client (another subject) is not slowed down by the first.
+	bob, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "bob", "iss": issuer, "aud": audience, "exp": time.Now().Add(time.Hour).Unix(), "scope": auth.ScopeDeploymentsRead,
+	}).SignedString([]byte(secret))
+	if status, _, body := do(t, srv, "GET", "/v1/deployments", "", "", map[string]string{"Authorization": "Bearer " + bob}); status != 200 {
+		t.Fatalf("another client: %d %s", status, body)
 	}
 }

@@ -152,3 +152,23 @@ func TestHub_CrossOriginHandshakeRefused(t *testing.T) {
 		t.Fatalf("a cross-origin handshake was not refused: %v %v", resp, err)
 	}
 }
+
+func TestHub_ConnectionsPerAddressAreBounded(t *testing.T) {
+	_, url := serve(t, &Options{Auth: testVerifier(t), MaxConnsPerIP: 2})
+	first := dial(t, url, Subscribe{Aggregator: "votes"})
+	dial(t, url, Subscribe{Aggregator: "votes"})
+	_, resp, err := websocket.Dial(testCtx(t), url, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a third connection from one address: %v %v", resp, err)
+	}
+	// Closing one makes room again.
+	first.Close()
+	eventually(t, "a free slot", func() bool {
+		c, _, err := websocket.Dial(testCtx(t), url, nil)
+		if err != nil {
+			return false
+		}
+		c.CloseNow()
+		return true
+	})
+}

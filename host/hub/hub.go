@@ -40,6 +40,10 @@ type Options struct {
 	// Auth verifies the tokens of subscriptions; nil lets every
 	// subscription through (open mode, loopback only).
 	Auth *auth.Verifier
+	// MaxConnsPerIP bounds the WebSocket connections of one remote address
+	// when Auth is set (default 256); the next handshake gets 429. Open
+	// mode serves loopback only and has no such bound.
+	MaxConnsPerIP int
 	// Logger receives the hub's warnings and debug events (default
 	// slog.Default()).
 	Logger *slog.Logger
@@ -64,6 +68,7 @@ func (o *Options) withDefaults() Options {
 	def(&c.QueueFrames, 256)
 	def(&c.KeepClosed, 10)
 	def(&c.History, 1024)
+	def(&c.MaxConnsPerIP, 256)
 	c.History = max(c.History, c.QueueFrames)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -90,6 +95,7 @@ type Hub struct {
 	mu       sync.RWMutex
 	aggs     map[string]*aggState
 	sessions map[*session]struct{}
+	perIP    map[string]int // open connections per remote address (with Auth)
 	closed   bool
 	quit     chan struct{}
 	wg       sync.WaitGroup // sessions and the sweeper
@@ -101,6 +107,7 @@ func New(o *Options) *Hub {
 		opts:     o.withDefaults(),
 		aggs:     map[string]*aggState{},
 		sessions: map[*session]struct{}{},
+		perIP:    map[string]int{},
 		quit:     make(chan struct{}),
 	}
 	h.log = h.opts.Logger

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -78,9 +79,31 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	ip := ""
+	if h.opts.Auth != nil {
+		ip = r.RemoteAddr
+		if host, _, err := net.SplitHostPort(ip); err == nil {
+			ip = host
+		}
+		if h.perIP[ip] >= h.opts.MaxConnsPerIP {
+			h.mu.Unlock()
+			http.Error(w, "too many connections from this address", http.StatusTooManyRequests)
+			return
+		}
+		h.perIP[ip]++
+	}
 	h.wg.Add(1)
 	h.mu.Unlock()
 	defer h.wg.Done()
+	if ip != "" {
+		defer func() {
+			h.mu.Lock()
+			if h.perIP[ip]--; h.perIP[ip] <= 0 {
+				delete(h.perIP, ip)
+			}
+			h.mu.Unlock()
+		}()
+	}
 
 	bearer := auth.FromHeader(r.Header.Get("Authorization"))
 	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
