@@ -5,6 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,4 +96,85 @@ func votesBatches(tb testing.TB, m *sandbox.Module, n, count int) [][]byte {
 		out[c] = append([]byte(nil), buf...)
 	}
 	return out
+}
+
+// BenchmarkMemory measures the resident memory of idle votes partitions:
+// 24 instances, each initialized and fed one batch of 1024 votes, then the
+// RSS after 100 restarts (close an instance, start a new one, feed it).
+// Run with -benchtime 1x (BENCHMARKS.md).
+func BenchmarkMemory(b *testing.B) {
+	ctx := context.Background()
+	wasm := testwasm.Build(b, "examples/votes")
+	windows := []abi.Window{{Name: "second", Kind: abi.Tumbling, SizeMs: 1000}, {Name: "total", Kind: abi.Global}}
+	for i := 0; i < b.N; i++ {
+		rt, err := sandbox.New(ctx, &sandbox.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		m, err := rt.Compile(ctx, wasm)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bufs := votesBatches(b, m, 1024, 4)
+		start := func() *sandbox.Instance {
+			inst, err := m.Instantiate(ctx, abi.Config{Windows: windows})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := inst.Process(ctx, bufs[0]); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := inst.Flush(ctx, 0, nil); err != nil {
+				b.Fatal(err)
+			}
+			return inst
+		}
+		// One instance first, so the compiled code and the runtime's own
+		// memory are not counted per partition.
+		first := start()
+		base := rss(b)
+		const partitions = 24
+		insts := make([]*sandbox.Instance, partitions)
+		for p := range insts {
+			insts[p] = start()
+		}
+		before := rss(b)
+		for r := 0; r < 100; r++ {
+			p := r % partitions
+			insts[p].Close(ctx)
+			insts[p] = start()
+		}
+		after := rss(b)
+		b.ReportMetric(float64(before-base)/partitions/(1<<20), "MiB-RSS/partition")
+		b.ReportMetric(float64(before)/(1<<20), "MiB-RSS-before")
+		b.ReportMetric(float64(after)/(1<<20), "MiB-RSS-after-100-restarts")
+		b.ReportMetric(float64(rt.Reserved())/(1<<20), "MiB-reserved")
+		for _, inst := range insts {
+			inst.Close(ctx)
+		}
+		first.Close(ctx)
+		rt.Close(ctx)
+	}
+}
+
+// rss is the process's resident set, after a collection that returns
+// what it can to the system.
+func rss(tb testing.TB) int64 {
+	runtime.GC()
+	debug.FreeOSMemory()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		tb.Skip("no /proc/self/status")
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	tb.Fatal("no VmRSS")
+	return 0
 }
