@@ -176,12 +176,14 @@ func (a *handler) token(r *http.Request) (*auth.Token, error) {
 func (a *handler) need(next http.Handler, scopes ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		client := "" // open mode: one machine, no per-client limit
+		caller := auth.Caller{Remote: r.RemoteAddr, Open: a.v == nil}
 		if a.v != nil {
 			tok, err := a.token(r)
 			if err != nil {
 				writeAuthError(w, err)
 				return
 			}
+			caller.Subject = tok.Subject
 			client = "sub:" + tok.Subject
 			if tok.Subject == "" {
 				client = "tok:" + auth.FromHeader(r.Header.Get("Authorization"))
@@ -200,6 +202,7 @@ func (a *handler) need(next http.Handler, scopes ...string) http.Handler {
 			writeError(w, http.StatusTooManyRequests, CodeRateLimited, fmt.Sprintf("more than %d requests per second (burst %d) from this client", RequestsPerSecond, RequestBurst))
 			return
 		}
+		r = r.WithContext(auth.WithCaller(r.Context(), caller))
 		if r.Method == http.MethodPost {
 			mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 			switch mt {

@@ -133,6 +133,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if s.cps, err = checkpoint.Open(pctx, ch, cfg.ClickHouse.Database); err != nil {
 		return nil, err
 	}
+	if err := ch.Exec(pctx, "CREATE TABLE IF NOT EXISTS "+s.auditTable()+` (
+		at DateTime DEFAULT now(), subject String, remote String, action String, target String, detail String
+	) ENGINE = MergeTree ORDER BY at`); err != nil {
+		return nil, fmt.Errorf("clickhouse: create audit table: %w", err)
+	}
 	kc, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka.Brokers...))
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
@@ -261,9 +266,49 @@ func (s *Server) stopAll() {
 	}
 }
 
+// AuditTable is the ClickHouse table (in the host's database) that records
+// who pushed, deployed and deleted what and when (docs/security.md).
+const AuditTable = "_wagg_audit"
+
+func (s *Server) auditTable() string { return sink.Quote(s.cfg.ClickHouse.Database) + "." + AuditTable }
+
+// audit records a change made through the API. It does not fail the change
+// it records: the change is done by now. A row that cannot be written is
+// logged at error level with everything it held.
+func (s *Server) audit(ctx context.Context, action, target, detail string) {
+	c, ok := auth.CallerFrom(ctx)
+	if !ok {
+		return // not from a request: a stored deployment restarting
+	}
+	subject := c.Subject
+	if c.Open {
+		subject = "(open mode)"
+	}
+	err := func() error {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		b, err := s.ch.PrepareBatch(actx, "INSERT INTO "+s.auditTable()+" (subject, remote, action, target, detail)")
+		if err != nil {
+			return err
+		}
+		defer b.Abort()
+		if err := b.Append(subject, c.Remote, action, target, detail); err != nil {
+			return err
+		}
+		return b.Send()
+	}()
+	if err != nil {
+		s.log.Error("audit: row not written", "subject", subject, "remote", c.Remote, "action", action, "target", target, "detail", detail, "err", err)
+	}
+}
+
 // PushPlugin validates and stores a plugin.
 func (s *Server) PushPlugin(ctx context.Context, name, version string, wasm []byte) (plugins.Manifest, error) {
-	return s.reg.Push(ctx, name, version, wasm)
+	m, err := s.reg.Push(ctx, name, version, wasm)
+	if err == nil {
+		s.audit(ctx, "plugin_push", name+"@"+version, "sha256 "+m.SHA256)
+	}
+	return m, err
 }
 
 // Plugins lists stored plugins.
@@ -352,6 +397,7 @@ func (s *Server) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployme
 		}
 	}()
 	s.log.Info("deployment started", "deployment", d.Name, "plugin", d.Plugin, "topic", d.Topic, "partitions", partitions)
+	s.audit(ctx, "deploy", d.Name, fmt.Sprintf("plugin %s topic %s dead letters %s", d.Plugin, d.Topic, d.DeadLetterTopic))
 	return s.status(r), nil
 }
 
@@ -370,11 +416,12 @@ func (s *Server) stop(name string) bool {
 
 // Undeploy stops a deployment (it checkpoints) and forgets its spec. Its
 // ClickHouse table stays.
-func (s *Server) Undeploy(_ context.Context, name string) error {
+func (s *Server) Undeploy(ctx context.Context, name string) error {
 	stopped := s.stop(name)
 	if err := s.specs.Delete(name); err != nil && !(stopped && errors.Is(err, plugins.ErrNotFound)) {
 		return err
 	}
+	s.audit(ctx, "undeploy", name, "")
 	return nil
 }
 
