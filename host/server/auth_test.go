@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/wagg/wagg/examples/votes/gen"
 	"github.com/wagg/wagg/host/auth"
 	"github.com/wagg/wagg/host/hub"
 	"github.com/wagg/wagg/internal/testwasm"
@@ -27,7 +30,7 @@ func TestAuth_HostWithKeysChecksScopesAndAuditsChanges(t *testing.T) {
 	cfg.Auth.HMACKeyFiles = []string{key}
 	cfg.Auth.Issuer, cfg.Auth.Audience = "wagg-it", "wagg"
 	h := runHost(t, e, cfg)
-	topic, _ := newTopic(t, e, 2)
+	topic, cl := newTopic(t, e, 2)
 	secret, kid, _ := auth.LoadHMACKey(key)
 	mint := func(sub string, scopes ...string) string {
 		s, err := auth.Mint(secret, kid, auth.Claims{Subject: sub, Issuer: "wagg-it", Audience: "wagg", Scopes: scopes, TTL: time.Minute})
@@ -88,6 +91,22 @@ func TestAuth_HostWithKeysChecksScopesAndAuditsChanges(t *testing.T) {
 			t.Fatalf("subscribe: %+v %v, want %s", f, err, c.want)
 		}
 	}
+
+	// The page, in headless Chromium, with a read-only token in its
+	// fragment: it goes live and shows the count.
+	const votes = 40
+	var recs []*kgo.Record
+	now := time.Now()
+	for i := range votes {
+		v := gen.Vote{PollID: 1, Option: "option-1", UserID: fmt.Sprint("u", i), TS: now.UnixMilli()}
+		recs = append(recs, &kgo.Record{Key: []byte(v.UserID), Value: v.AppendJSON(nil), Timestamp: now})
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("browser", func(t *testing.T) {
+		browser(t, h.url+"/?aggregator=votes#token="+mint("viewer", "live:votes"), "poll_id=1,option=option-1", votes)
+	})
 
 	if code, body := call("DELETE", "/v1/deployments/votes", "", mint("bob", "deployments:write"), nil); code != 204 {
 		t.Fatalf("undeploy: %d %s", code, body)
