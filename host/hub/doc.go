@@ -19,6 +19,11 @@
 // (the latest value per row); one that falls out of the ring is closed with
 // StatusSlowConsumer. The same ring serves resumes after a reconnect.
 //
+// Access: with Options.Auth set, every subscribe needs a token granting
+// live:<aggregator> (in the frame, the wagg.bearer subprotocol or an
+// Authorization header), and a subscription ends with StatusTokenExpired
+// when its token does (docs/security.md).
+//
 // It is not a store: it keeps the running state the pipeline publishes, the
 // last KeepClosed panes of each window and History deltas, and forgets the
 // rest. ClickHouse holds the history.
