@@ -62,6 +62,25 @@ func deploy(ctx context.Context, args []string) error {
 	return call(ctx, token(*tok), http.MethodPost, *srv+"/v1/deployments", "application/yaml", spec)
 }
 
+// query runs read-only SQL on the host's ClickHouse (POST /v1/query) and
+// prints the JSON answer.
+func query(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("query", flag.ContinueOnError)
+	srv := serverFlag(fs)
+	tok := tokenFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf(`query: want one SQL argument, e.g. wagg query "SELECT count() FROM wagg.votes"`)
+	}
+	body, err := json.Marshal(map[string]string{"sql": fs.Arg(0)})
+	if err != nil {
+		return err
+	}
+	return call(ctx, token(*tok), http.MethodPost, *srv+"/v1/query", "application/json", body)
+}
+
 // deployments prints the host's deployments, one per line, with the error
 // of a failed one.
 func deployments(ctx context.Context, args []string) error {

@@ -21,6 +21,7 @@ Usage:
   wagg plugin list                               list uploaded plugins
   wagg deploy  -f deployment.yaml                run a plugin on a topic
   wagg deployments [-json]                       list deployments, their status and errors
+  wagg query   "SELECT ..."                      read-only SQL over the history (JSON rows)
   wagg tail    -aggregator NAME                  print live deltas
   wagg produce -topic T [-count N | -rate R]     write demo votes to Kafka
   wagg token   -scopes S [-ttl D] [-config F]    mint a token from the configured HMAC key
@@ -35,6 +36,7 @@ var commands = map[string]func(ctx context.Context, args []string) error{
 	"plugin":      plugin,
 	"deploy":      deploy,
 	"deployments": deployments,
+	"query":       query,
 	"tail":        tail,
 	"produce":     produce,
 	"token":       mintToken,

@@ -7,6 +7,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,7 +33,29 @@ type Backend interface {
 	Undeploy(ctx context.Context, name string) error
 	Deployments() []Deployment
 	Health(ctx context.Context) Health
+	Query(ctx context.Context, sql string) (QueryResult, error)
 }
+
+// QueryResult is the answer of POST /v1/query.
+type QueryResult struct {
+	Columns   []QueryColumn `json:"columns"`
+	Rows      [][]any       `json:"rows"`
+	Truncated bool          `json:"truncated"` // more rows than MaxQueryRows: only the first are here
+	ElapsedMs int64         `json:"elapsed_ms"`
+}
+
+// QueryColumn names a result column and its ClickHouse type.
+type QueryColumn struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// MaxQueryRows is the most rows POST /v1/query returns.
+const MaxQueryRows = 10_000
+
+// ErrInvalidQuery wraps ClickHouse's refusal of a query (syntax, unknown
+// table, a write in read-only mode, a limit): 400 with its message.
+var ErrInvalidQuery = errors.New("invalid query")
 
 // Health is the answer of /healthz. A degraded host still serves (the API,
 // live deltas of what it read); the reasons say what does not work.
@@ -78,6 +101,7 @@ const (
 	CodeConflict      = "conflict"       // name@version exists with other bytes
 	CodeNotFound      = "not_found"      // no such plugin or deployment
 	CodeUnavailable   = "unavailable"    // Kafka or ClickHouse does not answer
+	CodeInvalidQuery  = "invalid_query"  // ClickHouse refused the SQL: the message is its own
 	CodeInternal      = "internal"       // a bug or an unexpected failure
 	// Access: docs/security.md.
 	CodeUnauthorized     = "unauthorized"           // 401: no bearer token, or one that does not verify (signature, issuer, audience, nbf)
@@ -115,6 +139,7 @@ func New(b Backend, h Handlers) http.Handler {
 	mux.Handle("POST /v1/deployments", a.need(http.HandlerFunc(a.deploy), auth.ScopeDeploymentsWrite))
 	mux.Handle("GET /v1/deployments", a.need(http.HandlerFunc(a.listDeployments), auth.ScopeDeploymentsRead))
 	mux.Handle("DELETE /v1/deployments/{name}", a.need(http.HandlerFunc(a.undeploy), auth.ScopeDeploymentsWrite))
+	mux.Handle("POST /v1/query", a.need(http.HandlerFunc(a.query), auth.ScopeSQLRead))
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, CodeNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -298,6 +323,32 @@ func (a *handler) listDeployments(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, a.b.Deployments())
 }
 
+// maxQuerySize bounds the body of POST /v1/query.
+const maxQuerySize = 64 << 10
+
+func (a *handler) query(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxQuerySize))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("query larger than %d bytes", maxQuerySize))
+		return
+	}
+	var q struct {
+		SQL string `json:"sql"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&q); err != nil || strings.TrimSpace(q.SQL) == "" {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, `want a JSON body {"sql": "SELECT ..."}`)
+		return
+	}
+	res, err := a.b.Query(r.Context(), q.SQL)
+	if err != nil {
+		writeErr(w, err, CodeInvalidQuery)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
 func (a *handler) undeploy(w http.ResponseWriter, r *http.Request) {
 	if err := a.b.Undeploy(r.Context(), r.PathValue("name")); err != nil {
 		writeErr(w, err, CodeInvalidSpec)
@@ -332,6 +383,8 @@ func writeErr(w http.ResponseWriter, err error, invalid string) {
 		writeError(w, http.StatusNotFound, CodeNotFound, err.Error())
 	case errors.Is(err, ErrUnavailable):
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
+	case errors.Is(err, ErrInvalidQuery):
+		writeError(w, http.StatusBadRequest, CodeInvalidQuery, err.Error())
 	default:
 		writeError(w, http.StatusInternalServerError, CodeInternal, err.Error())
 	}

@@ -38,6 +38,9 @@ func (fakeBackend) Deploy(_ context.Context, d plugins.Deployment) (Deployment, 
 }
 func (fakeBackend) Undeploy(context.Context, string) error { return nil }
 func (fakeBackend) Deployments() []Deployment              { return []Deployment{} }
+func (fakeBackend) Query(context.Context, string) (QueryResult, error) {
+	return QueryResult{Columns: []QueryColumn{}, Rows: [][]any{}}, nil
+}
 func (fakeBackend) Health(context.Context) Health {
 	return Health{Status: "degraded", Reasons: []string{"clickhouse: not answering: dial 10.0.0.9:9000"}}
 }
@@ -88,6 +91,7 @@ var endpoints = []endpoint{
 	{"POST", "/v1/deployments", "application/json", spec, auth.ScopeDeploymentsWrite, 201},
 	{"GET", "/v1/deployments", "", "", auth.ScopeDeploymentsRead, 200},
 	{"DELETE", "/v1/deployments/v", "", "", auth.ScopeDeploymentsWrite, 204},
+	{"POST", "/v1/query", "application/json", `{"sql":"SELECT 1"}`, auth.ScopeSQLRead, 200},
 	{"GET", "/metrics", "", "", auth.ScopeAdmin, 200},
 	{"GET", "/debug/pprof/", "", "", auth.ScopeAdmin, 200},
 }
@@ -116,6 +120,9 @@ func TestAPI_EveryEndpointChecksItsScope(t *testing.T) {
 	srv := newServer(t, true)
 	for _, ep := range endpoints {
 		other := auth.ScopeSQLRead
+		if ep.scope == other {
+			other = auth.ScopeDeploymentsRead
+		}
 		cases := []struct {
 			name   string
 			auth   string

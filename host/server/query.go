@@ -1,0 +1,91 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/wagg/wagg/host/api"
+)
+
+// querySettings make POST /v1/query read-only and bounded: ClickHouse
+// refuses writes, DDL, SET and SETTINGS clauses, and stops a query past
+// these limits with an error. (Numbers only: ClickHouse 18.16 takes no
+// string settings over the native protocol, so results past
+// api.MaxQueryRows are cut by the host, not by result_overflow_mode.)
+var querySettings = clickhouse.Settings{
+	"readonly":           1,
+	"max_execution_time": 10, // seconds
+	"max_memory_usage":   1 << 30,
+	"max_result_bytes":   64 << 20,
+}
+
+// Query runs read-only SQL on ClickHouse and returns at most
+// api.MaxQueryRows rows. ClickHouse's refusals wrap api.ErrInvalidQuery;
+// a ClickHouse that does not answer, api.ErrUnavailable.
+func (s *Server) Query(ctx context.Context, sql string) (api.QueryResult, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	rows, err := s.ch.Query(clickhouse.Context(ctx, clickhouse.WithSettings(querySettings)), sql)
+	if err != nil {
+		return api.QueryResult{}, queryError(err)
+	}
+	defer rows.Close()
+	res := api.QueryResult{Columns: []api.QueryColumn{}, Rows: [][]any{}}
+	types := rows.ColumnTypes()
+	dst := make([]any, len(types))
+	for i, ct := range types {
+		res.Columns = append(res.Columns, api.QueryColumn{Name: ct.Name(), Type: ct.DatabaseTypeName()})
+		dst[i] = reflect.New(ct.ScanType()).Interface()
+	}
+	for rows.Next() {
+		if len(res.Rows) == api.MaxQueryRows {
+			res.Truncated = true
+			break
+		}
+		if err := rows.Scan(dst...); err != nil {
+			return api.QueryResult{}, queryError(err)
+		}
+		row := make([]any, len(dst))
+		for i, d := range dst {
+			row[i] = jsonValue(reflect.ValueOf(d).Elem().Interface())
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	if err := rows.Err(); err != nil {
+		return api.QueryResult{}, queryError(err)
+	}
+	res.ElapsedMs = time.Since(start).Milliseconds()
+	return res, nil
+}
+
+// queryError tells ClickHouse's refusal of the query from ClickHouse not
+// answering.
+func queryError(err error) error {
+	var ex *clickhouse.Exception
+	if errors.As(err, &ex) {
+		return fmt.Errorf("%w: clickhouse: %s", api.ErrInvalidQuery, ex.Message)
+	}
+	return fmt.Errorf("%w: clickhouse: %w", api.ErrUnavailable, err)
+}
+
+// jsonValue makes a scanned value encodable: JSON has no NaN or infinity.
+func jsonValue(v any) any {
+	switch f := v.(type) {
+	case float64:
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return fmt.Sprint(f)
+		}
+	case float32:
+		if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+			return fmt.Sprint(f)
+		}
+	}
+	return v
+}

@@ -1,0 +1,77 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/wagg/wagg/examples/votes/gen"
+	"github.com/wagg/wagg/host/api"
+)
+
+// POST /v1/query answers read-only SQL over a deployment's history, with
+// column types, bounded results and ClickHouse's own refusals.
+func TestQuery_ReadOnlySQLOverTheHistory(t *testing.T) {
+	e := services(t)
+	topic, cl := newTopic(t, e, 2)
+	h := startHost(t, e)
+	g := gen.New(gen.Options{Seed: rand.Uint64(), Polls: 20})
+	var recs []*kgo.Record
+	t0 := time.Now().Add(-time.Minute)
+	for i := range 1000 {
+		v := g.Next(t0.Add(time.Duration(i) * time.Millisecond).UnixMilli())
+		recs = append(recs, &kgo.Record{Key: []byte(v.UserID), Value: v.AppendJSON(nil), Timestamp: time.UnixMilli(v.TS)})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	h.deployVotes(t, "votes", topic, "")
+	query := func(sql string) (int, api.QueryResult, api.ErrorBody) {
+		body, _ := json.Marshal(map[string]string{"sql": sql})
+		code, b := h.post(t, "/v1/query", "application/json", body)
+		var res api.QueryResult
+		var eb api.ErrorBody
+		json.Unmarshal(b, &res)
+		json.Unmarshal(b, &eb)
+		return code, res, eb
+	}
+	sum := fmt.Sprintf("SELECT toInt64(sum(votes)) AS votes FROM %s.votes WHERE window_name = 'total'", h.db)
+	eventually(t, time.Minute, "the votes are queryable", func() error {
+		code, res, eb := query(sum)
+		if code != http.StatusOK {
+			return fmt.Errorf("%d %s", code, eb.Error.Message)
+		}
+		if len(res.Rows) != 1 || res.Columns[0].Name != "votes" || res.Columns[0].Type != "Int64" {
+			return fmt.Errorf("result %+v", res)
+		}
+		if n, _ := res.Rows[0][0].(float64); n != 1000 {
+			return fmt.Errorf("%v votes, want 1000", res.Rows[0][0])
+		}
+		return nil
+	})
+	code, res, _ := query("SELECT number FROM system.numbers LIMIT 20000")
+	if code != http.StatusOK || !res.Truncated || len(res.Rows) != api.MaxQueryRows {
+		t.Fatalf("a large result: %d, %d rows, truncated %v", code, len(res.Rows), res.Truncated)
+	}
+	for _, bad := range []struct{ sql, msg string }{
+		{"DROP TABLE " + h.db + ".votes", "readonly"},
+		{"INSERT INTO " + h.db + ".votes__partitions (window_name) VALUES ('x')", "readonly"},
+		{"SELECT 1 SETTINGS readonly = 0", "readonly"},
+		{"SELEKT 1", "Syntax error"},
+	} {
+		code, _, eb := query(bad.sql)
+		if code != http.StatusBadRequest || eb.Error.Code != api.CodeInvalidQuery || !strings.Contains(eb.Error.Message, bad.msg) {
+			t.Fatalf("%s: %d %q %q", bad.sql, code, eb.Error.Code, eb.Error.Message)
+		}
+	}
+	if code, _, _ := query(sum); code != http.StatusOK {
+		t.Fatal("the table is gone")
+	}
+}
