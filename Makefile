@@ -61,11 +61,15 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzRestore -fuzztime $(FUZZTIME) ./sdk/go/wagg
 	$(GO) test -run XXX -fuzz FuzzDecoder -fuzztime $(FUZZTIME) ./host/decode
 	$(GO) test -run XXX -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./host/auth
+	$(GO) test -run XXX -fuzz FuzzScanCode -fuzztime $(FUZZTIME) ./host/sandbox
 
-# The Wasm stage against native Go, and the host decoder (BENCHMARKS.md).
+# The Wasm stage against native Go, the host decoder, the cost of per-call
+# deadlines and the memory of idle partitions (BENCHMARKS.md).
 bench:
 	@mkdir -p $(BIN)
 	$(GO) test -run XXX -bench . -benchtime 2s -count 3 ./examples/votes ./host/decode | tee $(BIN)/bench.txt
+	$(GO) test -run XXX -bench Deadline -benchtime 2s -count 3 ./host/sandbox | tee -a $(BIN)/bench.txt
+	$(GO) test -run XXX -bench Memory -benchtime 1x ./host/sandbox | tee -a $(BIN)/bench.txt
 
 demo: build services
 	bash scripts/demo.sh up $(DEMO_ADDR) $(KAFKA) $(CLICKHOUSE)
