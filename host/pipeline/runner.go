@@ -186,13 +186,16 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-pctx.Done():
 		}
 	}()
+	backoff := 50 * time.Millisecond
 	for {
 		fetches := r.cl.PollRecords(pctx, 8*r.spec.MaxBatch)
 		if fetches.IsClientClosed() || pctx.Err() != nil {
 			break
 		}
+		failed := false
 		fetches.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) {
+				failed = true
 				r.log.Warn("fetch", "topic", t, "partition", p, "err", err)
 			}
 		})
@@ -206,6 +209,14 @@ func (r *Runner) Run(ctx context.Context) error {
 		})
 		r.commit(ctx, false)
 		r.cl.AllowRebalance()
+		if failed && fetches.NumRecords() == 0 {
+			// Nothing but errors (the broker away, the topic deleted): do
+			// not spin on them.
+			backoff = min(2*backoff, time.Second)
+			sleep(pctx, backoff)
+		} else {
+			backoff = 50 * time.Millisecond
+		}
 	}
 	// Stopping: checkpoint what we own, commit, then leave the group.
 	failed := r.env.hasFailed()

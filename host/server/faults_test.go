@@ -789,6 +789,14 @@ func crashTest(t *testing.T, backlog, kills int, extraEnv []string) (*host, expe
 
 	// The first run deploys; every later one finds the deployment on disk.
 	p := startServe(t, bin, args, extraEnv, logf)
+	t.Cleanup(func() { // whichever run is current, even when the test fails
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			p.kill()
+		}
+	})
 	eventually(t, time.Minute, "wagg serve answers", func() error {
 		resp, err := http.Get(url + "/healthz")
 		if err == nil {
@@ -848,10 +856,6 @@ func crashTest(t *testing.T, backlog, kills int, extraEnv []string) (*host, expe
 		times = append(times, time.Since(start).Round(10*time.Millisecond).String())
 	}
 	sent, _ := live.finish()
-	t.Cleanup(func() {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		<-p.done
-	})
 	report(t, "%d kill -9s (%d within the catch-up) over a backlog of %d votes (+%d live); restart -> progress: %s; checkpointed offsets at each kill: %s",
 		len(at), inCatchUp, backlog, sent, strings.Join(times, " "), strings.Join(at, " "))
 	return h, readTopic(t, e.brokers, topic)
