@@ -192,10 +192,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		if fetches.IsClientClosed() || pctx.Err() != nil {
 			break
 		}
-		failed := false
+		fetchFailed := false
 		fetches.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) {
-				failed = true
+				fetchFailed = true
 				r.log.Warn("fetch", "topic", t, "partition", p, "err", err)
 			}
 		})
@@ -209,7 +209,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		})
 		r.commit(ctx, false)
 		r.cl.AllowRebalance()
-		if failed && fetches.NumRecords() == 0 {
+		if fetchFailed && fetches.NumRecords() == 0 {
 			// Nothing but errors (the broker away, the topic deleted): do
 			// not spin on them.
 			backoff = min(2*backoff, time.Second)
