@@ -124,8 +124,10 @@ func (d *Deployment) Validate() error {
 		return bad("plugin", "%q: want name@version of a pushed plugin", d.Plugin)
 	case !topicRE(d.Topic):
 		return bad("topic", "%q: not a valid Kafka topic name", d.Topic)
-	case !topicRE(d.DeadLetterTopic) || d.DeadLetterTopic == d.Topic:
-		return bad("dead_letter_topic", "%q: want a valid topic other than the input", d.DeadLetterTopic)
+	case !topicRE(d.DeadLetterTopic):
+		return bad("dead_letter_topic", "%q: not a valid Kafka topic name", d.DeadLetterTopic)
+	case d.DeadLetterTopic == d.Topic:
+		return bad("dead_letter_topic", "%q is the input topic of deployment %s: its dead letters would be read again (a dead-letter loop); want another topic", d.DeadLetterTopic, d.Name)
 	case len(d.Windows) == 0 || len(d.Windows) > 16:
 		return bad("windows", "%d windows, want 1 to 16", len(d.Windows))
 	case d.Lateness < 0 || time.Duration(d.Lateness) > 24*time.Hour:
@@ -156,6 +158,50 @@ func (d *Deployment) Validate() error {
 	}
 	if _, err := json.Marshal(d.Params); err != nil {
 		return bad("params", "%v", err)
+	}
+	return nil
+}
+
+// LoopError refuses a deployment that would close a dead-letter loop: a
+// record one deployment dead-letters would be read by another (or itself),
+// fail there too, come back and bounce for ever. It matches ErrConflict
+// (409): the spec is fine alone, not next to the deployment it names.
+type LoopError struct {
+	Deployment string // the one being deployed
+	Other      string // the stored deployment it would loop with
+	Topic      string // the topic both name
+	// Input: Topic is Deployment's input and Other's dead-letter topic;
+	// else Deployment's dead-letter topic and Other's input.
+	Input bool
+}
+
+func (e *LoopError) Error() string {
+	if e.Input {
+		return fmt.Sprintf("dead-letter loop: deployment %s would read topic %q, which is the dead_letter_topic of deployment %s; "+
+			"records %s dead-letters would be fed back into a plugin, fail again and bounce for ever. Read dead letters with a Kafka consumer, or give %s another dead_letter_topic",
+			e.Deployment, e.Topic, e.Other, e.Other, e.Other)
+	}
+	return fmt.Sprintf("dead-letter loop: deployment %s would dead-letter into topic %q, which is the input topic of deployment %s; "+
+		"a record that fails in both would bounce between them for ever. Give %s another dead_letter_topic",
+		e.Deployment, e.Topic, e.Other, e.Deployment)
+}
+
+// Is makes a LoopError match ErrConflict.
+func (e *LoopError) Is(target error) bool { return target == ErrConflict }
+
+// CheckDeadLetterLoop refuses d when its dead-letter topic is the input of
+// any deployment in others, or its input is the dead-letter topic of any of
+// them. others are the stored deployments; one named like d is the one d
+// replaces and is skipped (d against itself is Validate's check).
+func CheckDeadLetterLoop(d Deployment, others []Deployment) error {
+	for _, o := range others {
+		switch {
+		case o.Name == d.Name:
+		case d.DeadLetterTopic == o.Topic:
+			return &LoopError{Deployment: d.Name, Other: o.Name, Topic: o.Topic}
+		case d.Topic == o.DeadLetterTopic:
+			return &LoopError{Deployment: d.Name, Other: o.Name, Topic: d.Topic, Input: true}
+		}
 	}
 	return nil
 }

@@ -88,3 +88,46 @@ func TestDeployments_AFailureIsKeptUntilDeployedAgainOrDeleted(t *testing.T) {
 		t.Fatal("a deleted deployment keeps its failure")
 	}
 }
+
+func TestCheckDeadLetterLoop_RefusesATopicThatIsBothInputAndDeadLetters(t *testing.T) {
+	spec := func(name, topic, dl string) Deployment {
+		return Deployment{Name: name, Topic: topic, DeadLetterTopic: dl}
+	}
+	stored := []Deployment{spec("a", "in-a", "dl-a"), spec("b", "in-b", "dl-b")}
+	cases := []struct {
+		name  string
+		d     Deployment
+		other string
+		topic string
+	}{
+		{"dead letters into another's input", spec("c", "in-c", "in-a"), "a", "in-a"},
+		{"input is another's dead letters", spec("c", "dl-b", "dl-c"), "b", "dl-b"},
+		{"a replaced deployment into another's input", spec("b", "in-b", "in-a"), "a", "in-a"},
+		{"each other's inputs", spec("c", "dl-a", "in-a"), "a", "in-a"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := CheckDeadLetterLoop(c.d, stored)
+			var le *LoopError
+			if !errors.As(err, &le) || !errors.Is(err, ErrConflict) {
+				t.Fatalf("got %v, want a LoopError matching ErrConflict", err)
+			}
+			msg := err.Error()
+			for _, want := range []string{"deployment " + c.d.Name, "deployment " + c.other, `"` + c.topic + `"`, "dead_letter_topic"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("message %q does not name %s", msg, want)
+				}
+			}
+		})
+	}
+	for _, d := range []Deployment{
+		spec("c", "in-c", "dl-c"),
+		spec("c", "in-a", "dl-c"),   // a second reader of a's input
+		spec("c", "in-c", "dl-a"),   // dead letters shared with a
+		spec("a", "in-a2", "dl-a2"), // a itself, replaced
+	} {
+		if err := CheckDeadLetterLoop(d, stored); err != nil {
+			t.Errorf("%+v: %v, want no loop", d, err)
+		}
+	}
+}

@@ -36,7 +36,7 @@ func (m Manifest) Ref() string { return m.Name + "@" + m.Version }
 var (
 	ErrInvalid  = errors.New("invalid")   // 400/422: the upload or spec is wrong
 	ErrTooLarge = errors.New("too large") // 413
-	ErrConflict = errors.New("conflict")  // 409: name@version exists with other bytes
+	ErrConflict = errors.New("conflict")  // 409: name@version exists with other bytes, or a dead-letter loop with another deployment
 	ErrNotFound = errors.New("not found") // 404
 )
 

@@ -98,7 +98,7 @@ const (
 	CodeInvalidPlugin = "invalid_plugin" // the upload is not a valid plugin: the message says what to fix
 	CodeInvalidSpec   = "invalid_spec"   // the deployment spec is wrong: the message names the field
 	CodeTooLarge      = "too_large"      // the body exceeds the limit
-	CodeConflict      = "conflict"       // name@version exists with other bytes
+	CodeConflict      = "conflict"       // name@version exists with other bytes, or a deploy would close a dead-letter loop with the deployment the message names
 	CodeNotFound      = "not_found"      // no such plugin or deployment
 	CodeUnavailable   = "unavailable"    // Kafka or ClickHouse does not answer
 	CodeInvalidQuery  = "invalid_query"  // ClickHouse refused the SQL: the message is its own

@@ -68,6 +68,10 @@ type Server struct {
 	// (WAGG_UNSAFE_REPLAY_OVERLAP): it makes results wrong on purpose.
 	unsafeReplayOverlap int64
 
+	// deploying serializes deploys, so that the dead-letter loop check and
+	// the spec it admits are one step.
+	deploying sync.Mutex
+
 	mu      sync.Mutex
 	running map[string]*running
 }
@@ -318,10 +322,20 @@ func (s *Server) Plugins() ([]plugins.Manifest, error) { return s.reg.List() }
 func (s *Server) MaxUpload() int { return s.reg.MaxSize() }
 
 // Deploy starts (or restarts with the new spec) a deployment, clearing a
-// failure: the plugin must be pushed and the topic must exist; the
-// dead-letter topic and the ClickHouse table are created when missing.
+// failure: the plugin must be pushed, the topic must exist and no
+// dead-letter loop may form with a stored deployment; the dead-letter topic
+// and the ClickHouse table are created when missing.
 func (s *Server) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployment, error) {
 	if err := d.Validate(); err != nil {
+		return api.Deployment{}, err
+	}
+	s.deploying.Lock()
+	defer s.deploying.Unlock()
+	stored, err := s.specs.List()
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	if err := plugins.CheckDeadLetterLoop(d, stored); err != nil {
 		return api.Deployment{}, err
 	}
 	name, version := d.PluginRef()
