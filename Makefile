@@ -60,6 +60,8 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzKeyValues -fuzztime $(FUZZTIME) ./abi
 	$(GO) test -run XXX -fuzz FuzzRestore -fuzztime $(FUZZTIME) ./sdk/go/wagg
 	$(GO) test -run XXX -fuzz FuzzDecoder -fuzztime $(FUZZTIME) ./host/decode
+	$(GO) test -run XXX -fuzz FuzzDecodeClientFrame -fuzztime $(FUZZTIME) ./host/hub
+	$(GO) test -run XXX -fuzz FuzzParseSSE -fuzztime $(FUZZTIME) ./host/hub
 	$(GO) test -run XXX -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./host/auth
 	$(GO) test -run XXX -fuzz FuzzScanCode -fuzztime $(FUZZTIME) ./host/sandbox
 

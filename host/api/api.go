@@ -83,6 +83,7 @@ type Deployment struct {
 // Handlers are the parts served by other packages.
 type Handlers struct {
 	Live    http.Handler // WebSocket, at /v1/live
+	LiveSSE http.Handler // Server-Sent Events, at /v1/live/sse
 	Metrics http.Handler // Prometheus, at /metrics
 	Web     http.Handler // the dashboard, at /
 	// Auth verifies bearer tokens. Nil is open mode: every request is
@@ -134,6 +135,7 @@ func New(b Backend, h Handlers) http.Handler {
 	// set headers on a WebSocket, so the token may come in the subscribe
 	// frame (docs/protocol.md).
 	mux.Handle("GET /v1/live", h.Live)
+	mux.Handle("GET /v1/live/sse", h.LiveSSE)
 	mux.Handle("POST /v1/plugins/{name}/{version}", a.need(http.HandlerFunc(a.pushPlugin), auth.ScopePluginsWrite))
 	mux.Handle("GET /v1/plugins", a.need(http.HandlerFunc(a.listPlugins), auth.ScopeDeploymentsRead, auth.ScopePluginsWrite))
 	mux.Handle("POST /v1/deployments", a.need(http.HandlerFunc(a.deploy), auth.ScopeDeploymentsWrite))

@@ -60,7 +60,7 @@ func newServer(t *testing.T, withAuth bool) *httptest.Server {
 			t.Fatal(err)
 		}
 	}
-	srv := httptest.NewServer(New(fakeBackend{}, Handlers{Live: ok("live"), Metrics: ok("metrics"), Web: ok("page"), Auth: v}))
+	srv := httptest.NewServer(New(fakeBackend{}, Handlers{Live: ok("live"), LiveSSE: ok("sse"), Metrics: ok("metrics"), Web: ok("page"), Auth: v}))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -190,10 +190,11 @@ func TestAPI_PublicEndpoints(t *testing.T) {
 	if len(h.Reasons) != 1 {
 		t.Errorf("admin /healthz has no reasons: %s", body)
 	}
-	// The page's files and the live handshake (the hub checks its token).
-	for _, p := range []string{"/", "/v1/live"} {
-		if status, _, body := do(t, srv, "GET", p, "", "", nil); status != 200 {
-			t.Errorf("%s: %d %s", p, status, body)
+	// The page's files, the live handshake and the SSE stream (the hub
+	// checks their tokens).
+	for p, want := range map[string]string{"/": "page", "/v1/live": "live", "/v1/live/sse?aggregator=votes": "sse"} {
+		if status, _, body := do(t, srv, "GET", p, "", "", nil); status != 200 || body != want {
+			t.Errorf("%s: %d %s, want %s", p, status, body, want)
 		}
 	}
 }

@@ -1,5 +1,6 @@
 // Package hub delivers an aggregator's live results to dashboards over
-// WebSocket.
+// WebSocket, and over Server-Sent Events for clients that cannot open one
+// (ServeSSE: the same frames, resume through Last-Event-ID).
 //
 // The pipeline calls Publish with the absolute per-partition values of the
 // groups that changed; the hub merges them across partitions (by each

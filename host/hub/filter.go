@@ -71,6 +71,12 @@ func compileFilter(a *aggState, s *Subscribe) (*filter, *protoError) {
 // keyValue converts a JSON filter value to the Go value KeyValues decodes for
 // a column of type t, so that the two compare equal as map keys.
 func keyValue(t abi.Type, v any) (any, bool) {
+	if q, ok := v.(queryValue); ok {
+		if t == abi.String {
+			return string(q), true
+		}
+		v = json.Number(q)
+	}
 	switch t {
 	case abi.String:
 		s, ok := v.(string)

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"encoding/json"
+	"net/url"
 	"slices"
 	"testing"
 )
@@ -82,6 +83,44 @@ func FuzzAppendString(f *testing.F) {
 		}
 		if got != want {
 			t.Fatalf("%q decodes to %q, encoding/json's to %q", s, got, want)
+		}
+	})
+}
+
+// FuzzParseSSE feeds arbitrary query strings and Last-Event-ID headers
+// through the SSE subscription parser and the filter compiler: no panic, a
+// documented code, and what it accepts is within the limits of a frame.
+func FuzzParseSSE(f *testing.F) {
+	for _, s := range [][2]string{
+		{"aggregator=votes&window=total&key.poll_id=1&key.poll_id=2&key.option=a&panes=2&interval_ms=250", "e:41"},
+		{"aggregator=votes&key.poll_id=1e3&last_event_id=e%3A7", ""},
+		{"aggregator=votes&key.poll_id=x", ""},
+		{"aggregator=votes&aggregator=x", ":"},
+		{"key.=1&%zz", "e:-1"},
+		{"aggregator=votes&token=abc&interval_ms=99999999999999999999", "e:18446744073709551616"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	o := (&Options{Logger: quietLogger()}).withDefaults()
+	a := newAggState("votes", "e", testSchema, testWindows, &o)
+	f.Fuzz(func(t *testing.T, rawQuery, lastEventID string) {
+		q, _ := url.ParseQuery(rawQuery)
+		s, perr := ParseSSE(q, lastEventID)
+		if perr != nil {
+			if s != nil {
+				t.Fatal("a subscription and an error")
+			}
+			checkError(t, perr)
+			return
+		}
+		if s.Aggregator == "" || len(s.Windows) > maxFilterWindows || s.IntervalMs < 0 || s.IntervalMs > MaxIntervalMs || s.Panes < 0 {
+			t.Fatalf("accepted %+v", s)
+		}
+		if (lastEventID != "" || q.Has("last_event_id")) && s.Resume == nil {
+			t.Fatalf("a last event id and no resume: %+v", s)
+		}
+		if _, perr := compileFilter(a, s); perr != nil {
+			checkError(t, perr)
 		}
 	})
 }

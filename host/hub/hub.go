@@ -303,7 +303,7 @@ func (h *Hub) Close() {
 	case <-t.C:
 	}
 	for _, s := range sessions {
-		s.conn.CloseNow()
+		s.conn.closeNow()
 	}
 	<-done
 }

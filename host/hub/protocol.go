@@ -202,27 +202,35 @@ func decodeClientFrame(b []byte) (*clientFrame, *protoError) {
 	default:
 		return nil, refuse(CodeUnknownType, "unknown frame type %.64q: want subscribe or ping", f.Type)
 	}
-	s := &f.Subscribe
+	if perr := checkSubscribe(&f.Subscribe); perr != nil {
+		return nil, perr
+	}
+	return &f, nil
+}
+
+// checkSubscribe bounds what one subscription may ask for, however it came
+// (a frame or an SSE query string).
+func checkSubscribe(s *Subscribe) *protoError {
 	switch {
 	case s.Aggregator == "":
-		return nil, refuse(CodeBadRequest, `subscribe needs "aggregator"`)
+		return refuse(CodeBadRequest, `subscribe needs "aggregator"`)
 	case len(s.Aggregator) > 256:
-		return nil, refuse(CodeBadRequest, "aggregator name longer than 256 bytes")
+		return refuse(CodeBadRequest, "aggregator name longer than 256 bytes")
 	case len(s.Windows) > maxFilterWindows:
-		return nil, refuse(CodeBadRequest, "%d windows, at most %d", len(s.Windows), maxFilterWindows)
+		return refuse(CodeBadRequest, "%d windows, at most %d", len(s.Windows), maxFilterWindows)
 	case s.Panes < 0:
-		return nil, refuse(CodeBadRequest, "panes %d: want 0 (all) or more", s.Panes)
+		return refuse(CodeBadRequest, "panes %d: want 0 (all) or more", s.Panes)
 	case s.IntervalMs < 0 || s.IntervalMs > MaxIntervalMs:
-		return nil, refuse(CodeBadRequest, "interval_ms %d: want 0 to %d", s.IntervalMs, MaxIntervalMs)
+		return refuse(CodeBadRequest, "interval_ms %d: want 0 to %d", s.IntervalMs, MaxIntervalMs)
 	}
 	n := 0
 	for _, vs := range s.Keys {
 		n += len(vs)
 	}
 	if n > MaxFilterValues {
-		return nil, refuse(CodeBadRequest, "%d key values, at most %d", n, MaxFilterValues)
+		return refuse(CodeBadRequest, "%d key values, at most %d", n, MaxFilterValues)
 	}
-	return &f, nil
+	return nil
 }
 
 func jsonKind(goKind string) string {

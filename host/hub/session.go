@@ -22,12 +22,13 @@ const (
 	cmdQueue     = 16 // answers (errors, pongs, the subscription) waiting for the writer
 )
 
-// session is one WebSocket connection. The goroutine of ServeHTTP reads; a
-// second goroutine writes everything, so that a peer that stops reading
-// never blocks the reader and nothing else ever blocks on the peer.
+// session is one connection: a WebSocket or an SSE stream. For a WebSocket
+// the goroutine of ServeHTTP reads and a second goroutine writes everything,
+// so that a peer that stops reading never blocks the reader and nothing else
+// ever blocks on the peer; an SSE stream has only the writer.
 type session struct {
 	h    *Hub
-	conn *websocket.Conn
+	conn transport
 	cmds chan cmd
 	done chan struct{}
 
@@ -73,37 +74,11 @@ type subscription struct {
 // ServeHTTP is the WebSocket endpoint (mounted at /v1/live). The protocol is
 // in docs/protocol.md.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+	release, ok := h.admit(w, r)
+	if !ok {
 		return
 	}
-	ip := ""
-	if h.opts.Auth != nil {
-		ip = r.RemoteAddr
-		if host, _, err := net.SplitHostPort(ip); err == nil {
-			ip = host
-		}
-		if h.perIP[ip] >= h.opts.MaxConnsPerIP {
-			h.mu.Unlock()
-			http.Error(w, "too many connections from this address", http.StatusTooManyRequests)
-			return
-		}
-		h.perIP[ip]++
-	}
-	h.wg.Add(1)
-	h.mu.Unlock()
-	defer h.wg.Done()
-	if ip != "" {
-		defer func() {
-			h.mu.Lock()
-			if h.perIP[ip]--; h.perIP[ip] <= 0 {
-				delete(h.perIP, ip)
-			}
-			h.mu.Unlock()
-		}()
-	}
+	defer release()
 
 	bearer := auth.FromHeader(r.Header.Get("Authorization"))
 	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
@@ -119,16 +94,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conn.SetReadLimit(ReadLimit)
-	s := &session{h: h, conn: conn, cmds: make(chan cmd, cmdQueue), done: make(chan struct{}), tokens: frameBurst, last: time.Now(), bearer: bearer}
-
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
+	s := h.newSession(wsTransport{conn}, bearer)
+	if !h.track(s) {
 		conn.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
-	h.sessions[s] = struct{}{}
-	h.mu.Unlock()
+	defer h.untrack(s)
 
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -136,13 +107,68 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer wg.Done()
 		s.writeLoop()
 	}()
-	s.readLoop()
+	s.readLoop(conn)
 	s.closeWith(0, "")
 	wg.Wait()
+}
+
+// admit counts a new connection of the request's remote address (with Auth)
+// and answers 503 after Close or 429 past MaxConnsPerIP. When it admits,
+// release undoes it; the hub's Close waits for that.
+func (h *Hub) admit(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return nil, false
+	}
+	ip := ""
+	if h.opts.Auth != nil {
+		ip = r.RemoteAddr
+		if host, _, err := net.SplitHostPort(ip); err == nil {
+			ip = host
+		}
+		if h.perIP[ip] >= h.opts.MaxConnsPerIP {
+			h.mu.Unlock()
+			http.Error(w, "too many connections from this address", http.StatusTooManyRequests)
+			return nil, false
+		}
+		h.perIP[ip]++
+	}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	return func() {
+		if ip != "" {
+			h.mu.Lock()
+			if h.perIP[ip]--; h.perIP[ip] <= 0 {
+				delete(h.perIP, ip)
+			}
+			h.mu.Unlock()
+		}
+		h.wg.Done()
+	}, true
+}
+
+func (h *Hub) newSession(t transport, bearer string) *session {
+	return &session{h: h, conn: t, cmds: make(chan cmd, cmdQueue), done: make(chan struct{}), tokens: frameBurst, last: time.Now(), bearer: bearer}
+}
+
+// track adds a session to those Close ends; false after Close.
+func (h *Hub) track(s *session) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.sessions[s] = struct{}{}
+	return true
+}
+
+// untrack forgets an ended session and its subscription.
+func (h *Hub) untrack(s *session) {
 	if s.expiry != nil {
 		s.expiry.Stop()
 	}
-
 	if s.sub != nil {
 		a := s.sub.agg
 		a.mu.Lock()
@@ -164,9 +190,9 @@ func (s *session) closeWith(code websocket.StatusCode, reason string) {
 	})
 }
 
-func (s *session) readLoop() {
+func (s *session) readLoop(conn *websocket.Conn) {
 	for {
-		typ, b, err := s.conn.Read(context.Background())
+		typ, b, err := conn.Read(context.Background())
 		if err != nil {
 			return
 		}
@@ -213,29 +239,39 @@ func (s *session) handle(b []byte) cmd {
 		return cmd{frame: encodeError(refuse(CodeAlreadySubscribed,
 			"this connection follows %q; open another connection for another subscription", s.sub.agg.name))}
 	}
+	sub, perr := s.start(&f.Subscribe)
+	if perr != nil {
+		return cmd{frame: encodeError(perr)}
+	}
+	return cmd{sub: sub}
+}
+
+// start checks the token of a subscription (with Auth) and registers it as
+// the session's one subscription.
+func (s *session) start(req *Subscribe) (*subscription, *protoError) {
 	var expires time.Time
 	if v := s.h.opts.Auth; v != nil {
-		raw := f.Token
+		raw := req.Token
 		if raw == "" {
 			raw = s.bearer
 		}
 		tok, err := v.Verify(raw)
 		switch {
 		case errors.Is(err, auth.ErrNoToken):
-			return cmd{frame: encodeError(refuse(CodeUnauthorized, `no token: send "token" in the subscribe frame (a JWT with scope %s)`, auth.Live(f.Aggregator)))}
+			return nil, refuse(CodeUnauthorized, `no token: send "token" in the subscribe frame (a JWT with scope %s)`, auth.Live(req.Aggregator))
 		case errors.Is(err, auth.ErrExpired):
-			return cmd{frame: encodeError(refuse(CodeTokenExpired, "the token expired: get a new one"))}
+			return nil, refuse(CodeTokenExpired, "the token expired: get a new one")
 		case err != nil:
-			return cmd{frame: encodeError(refuse(CodeUnauthorized, "%v", err))}
-		case !tok.Allows(auth.Live(f.Aggregator)):
-			return cmd{frame: encodeError(refuse(CodeForbidden, "the token has no scope %.300s (nor %s)", auth.Live(f.Aggregator), auth.ScopeLiveAll))}
+			return nil, refuse(CodeUnauthorized, "%v", err)
+		case !tok.Allows(auth.Live(req.Aggregator)):
+			return nil, refuse(CodeForbidden, "the token has no scope %.300s (nor %s)", auth.Live(req.Aggregator), auth.ScopeLiveAll)
 		}
 		expires = tok.Expires
 	}
-	f.Token = ""
-	sub, perr := s.h.subscribe(s, &f.Subscribe)
+	req.Token = ""
+	sub, perr := s.h.subscribe(s, req)
 	if perr != nil {
-		return cmd{frame: encodeError(perr)}
+		return nil, perr
 	}
 	s.sub = sub
 	if !expires.IsZero() {
@@ -243,7 +279,7 @@ func (s *session) handle(b []byte) cmd {
 			s.closeWith(StatusTokenExpired, "token expired")
 		})
 	}
-	return cmd{sub: sub}
+	return sub, nil
 }
 
 // subscribe checks a subscription and registers it. The snapshot is copied
@@ -299,9 +335,9 @@ func (s *session) writeLoop() {
 	defer pace.Stop()
 	defer func() {
 		if s.code != 0 {
-			s.conn.Close(s.code, s.reason)
+			s.conn.close(s.code, s.reason)
 		} else {
-			s.conn.CloseNow()
+			s.conn.closeNow()
 		}
 	}()
 
@@ -352,7 +388,7 @@ func (s *session) writeLoop() {
 		case <-paced:
 		case <-ping.C:
 			ctx, cancel := context.WithTimeout(context.Background(), h.opts.writeTimeout)
-			err := s.conn.Ping(ctx)
+			err := s.conn.ping(ctx)
 			cancel()
 			if err != nil {
 				s.closeWith(0, "")
@@ -364,21 +400,21 @@ func (s *session) writeLoop() {
 // run writes an answer, or the first frame of a new subscription.
 func (s *session) run(c cmd, sub *subscription) (*subscription, error) {
 	if c.sub == nil {
-		return sub, s.write(c.frame)
+		return sub, s.write(c.frame, nil)
 	}
 	sub = c.sub
 	a := sub.agg
 	if sub.resumed != nil {
 		b := sub.resumed
 		sub.resumed = nil
-		return sub, s.write(b)
+		return sub, s.write(b, &state{a.epoch, sub.lastSent})
 	}
 	snap := sub.snap
 	sub.snap = nil
 	if sub.interval > 0 {
 		sub.next = time.Now().Add(sub.interval)
 	}
-	return sub, s.write(snap.frame(a))
+	return sub, s.write(snap.frame(a), &state{a.epoch, snap.seq})
 }
 
 // step sends what the subscriber is missing: delta by delta while it keeps
@@ -411,7 +447,7 @@ func (s *session) step(sub *subscription) (more bool, notify <-chan struct{}, wa
 
 	if coalesce {
 		if b := a.encodeCoalesced(sub, ds, head); b != nil {
-			if err := s.write(b); err != nil {
+			if err := s.write(b, &state{a.epoch, head}); err != nil {
 				return false, nil, 0, err
 			}
 			sub.lastSent = head
@@ -435,7 +471,7 @@ func (s *session) step(sub *subscription) (more bool, notify <-chan struct{}, wa
 			b = a.encodeDelta(d.seq, sub.lastSent, d.rows, d.evicted, sub.f)
 		}
 		if b != nil {
-			if err := s.write(b); err != nil {
+			if err := s.write(b, &state{a.epoch, d.seq}); err != nil {
 				return false, nil, 0, err
 			}
 			sub.lastSent = d.seq
@@ -476,8 +512,10 @@ func (a *aggState) encodeCoalesced(sub *subscription, ds []*delta, head uint64) 
 	return a.encodeDelta(head, sub.lastSent, rows, evicted, sub.f)
 }
 
-func (s *session) write(b []byte) error {
+// write writes one frame; at is the state the frame brings the client to
+// (snapshot, resumed, delta), nil for the others.
+func (s *session) write(b []byte, at *state) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.h.opts.writeTimeout)
 	defer cancel()
-	return s.conn.Write(ctx, websocket.MessageText, b)
+	return s.conn.write(ctx, b, at)
 }

@@ -198,6 +198,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 func (s *Server) Handler() http.Handler {
 	return api.New(s, api.Handlers{
 		Live:    s.hub,
+		LiveSSE: http.HandlerFunc(s.hub.ServeSSE),
 		Metrics: promhttp.HandlerFor(s.prom, promhttp.HandlerOpts{Registry: s.prom}),
 		Web:     web.Handler(),
 		Auth:    s.auth,
