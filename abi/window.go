@@ -142,8 +142,13 @@ func (w Window) Late(ts, watermark int64) bool {
 // Config is what the host hands a guest in wagg_init: the windows of its
 // deployment, in the order that row window indexes refer to, and the
 // deployment's own settings for the aggregator, as raw JSON.
+//
+// MaxGroups is the most groups the host keeps in one pane of this
+// deployment (its sandbox.max_groups_per_pane); a guest should refuse a
+// record that would create more, with ErrAggregate. 0: no limit.
 type Config struct {
-	ABI     int             `json:"abi"`
-	Windows []Window        `json:"windows"`
-	Params  json.RawMessage `json:"params,omitempty"`
+	ABI       int             `json:"abi"`
+	Windows   []Window        `json:"windows"`
+	Params    json.RawMessage `json:"params,omitempty"`
+	MaxGroups int             `json:"max_groups,omitempty"`
 }

@@ -82,6 +82,11 @@ type Sandbox struct {
 	// MemoryBudget bounds the linear memory reserved by all instances on
 	// this host, in bytes (default 4 GiB); an instance past it is refused.
 	MemoryBudget uint64 `yaml:"memory_budget"`
+	// MaxGroupsPerPane bounds the groups the host keeps for one pane of a
+	// deployment, all partitions merged (default 1,000,000). Plugins are
+	// told it and should refuse records past it (dead letters); rows past
+	// it stop the deployment as failed.
+	MaxGroupsPerPane int `yaml:"max_groups_per_pane"`
 }
 
 // Live configures the WebSocket hub.
@@ -124,6 +129,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Sandbox.MemoryBudget == 0 {
 		c.Sandbox.MemoryBudget = 4 << 30
+	}
+	if c.Sandbox.MaxGroupsPerPane == 0 {
+		c.Sandbox.MaxGroupsPerPane = 1_000_000
 	}
 }
 
@@ -232,6 +240,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Sandbox.CallTimeout < 10*time.Millisecond || c.Sandbox.CallTimeout > time.Minute {
 		return bad("sandbox.call_timeout", "%v: want 10ms to 1m", c.Sandbox.CallTimeout)
+	}
+	if c.Sandbox.MaxGroupsPerPane < 1 || c.Sandbox.MaxGroupsPerPane > 1<<30 {
+		return bad("sandbox.max_groups_per_pane", "%d: want 1 to %d", c.Sandbox.MaxGroupsPerPane, 1<<30)
 	}
 	if inst := uint64(c.Sandbox.MemoryPages) << 16; c.Sandbox.MemoryBudget < inst {
 		return bad("sandbox.memory_budget", "%d: less than one instance's memory (sandbox.memory_pages = %d, %d bytes)", c.Sandbox.MemoryBudget, c.Sandbox.MemoryPages, inst)

@@ -34,6 +34,7 @@ func TestLoad_ErrorsNameTheField(t *testing.T) {
 		{"call timeout too short", "sandbox: {call_timeout: 1ms}\n", "sandbox.call_timeout"},
 		{"call timeout not a duration", "sandbox: {call_timeout: soon}\n", "sandbox.call_timeout"},
 		{"budget under one instance", "sandbox: {memory_budget: 1000}\n", "sandbox.memory_budget"},
+		{"no groups per pane", "sandbox: {max_groups_per_pane: -1}\n", "sandbox.max_groups_per_pane"},
 		{"open on every interface", "listen: \":8080\"\n", "auth.hmac_key_files"},
 		{"open on a LAN address", "listen: 192.168.1.5:8080\n", "config field listen"},
 		{"missing key file", "auth: {hmac_key_files: [/nonexistent/k]}\n", "auth.hmac_key_files[0]"},

@@ -3,6 +3,7 @@ package hub
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"slices"
@@ -44,6 +45,12 @@ type Options struct {
 	// when Auth is set (default 256); the next handshake gets 429. Open
 	// mode serves loopback only and has no such bound.
 	MaxConnsPerIP int
+	// MaxGroupsPerPane bounds the groups one pane of an aggregator holds,
+	// the rows of all partitions merged (default 1,000,000): the hub's
+	// memory grows with what plugins emit, and a plugin may emit a new key
+	// per record. Publish leaves out rows that would create more and
+	// returns a *TooManyGroupsError.
+	MaxGroupsPerPane int
 	// Logger receives the hub's warnings and debug events (default
 	// slog.Default()).
 	Logger *slog.Logger
@@ -69,6 +76,7 @@ func (o *Options) withDefaults() Options {
 	def(&c.KeepClosed, 10)
 	def(&c.History, 1024)
 	def(&c.MaxConnsPerIP, 256)
+	def(&c.MaxGroupsPerPane, DefaultMaxGroupsPerPane)
 	c.History = max(c.History, c.QueueFrames)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -194,24 +202,45 @@ func (h *Hub) locked(name string) *aggState {
 //
 // Publish never waits for a subscriber. Rows of an aggregator that is not
 // registered are dropped. The hub does not keep rows after Publish returns.
-func (h *Hub) Publish(aggregator string, partition int32, rows []abi.Row) {
+// Rows that would make a pane hold more than MaxGroupsPerPane groups are
+// left out, and the error says where: the caller should stop the plugin.
+func (h *Hub) Publish(aggregator string, partition int32, rows []abi.Row) error {
 	if len(rows) == 0 {
-		return
+		return nil
 	}
 	a := h.locked(aggregator)
 	if a == nil {
 		h.log.Debug("hub: rows for an unregistered aggregator dropped", "aggregator", aggregator, "rows", len(rows))
-		return
+		return nil
 	}
 	defer a.mu.Unlock()
-	out, evicted := a.apply(partition, rows)
+	out, evicted, err := a.apply(partition, rows)
 	if len(out) == 0 && len(evicted) == 0 {
-		return
+		return err
 	}
 	a.seq++
 	d := &delta{seq: a.seq, rows: out, evicted: evicted}
 	d.frame = a.encodeDelta(d.seq, d.seq-1, out, evicted, nil)
 	a.push(d)
+	return err
+}
+
+// DefaultMaxGroupsPerPane is the default of Options.MaxGroupsPerPane.
+const DefaultMaxGroupsPerPane = 1_000_000
+
+// TooManyGroupsError is a Publish whose rows would make one pane hold more
+// groups than Options.MaxGroupsPerPane.
+type TooManyGroupsError struct {
+	Aggregator string
+	Window     string
+	Start      int64 // the pane's start, Unix ms (0 for a global window)
+	Limit      int
+	Dropped    int // rows left out
+}
+
+func (e *TooManyGroupsError) Error() string {
+	return fmt.Sprintf("aggregator %s: window %s, pane at %d: the plugin emitted more than %d groups for one pane (sandbox.max_groups_per_pane); "+
+		"%d rows left out. Key by fewer distinct values, or raise the limit", e.Aggregator, e.Window, e.Start, e.Limit, e.Dropped)
 }
 
 // retire marks a replaced state and closes its subscribers.

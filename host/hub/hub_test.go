@@ -1,8 +1,10 @@
 package hub
 
 import (
+	"errors"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/wagg/wagg/abi"
@@ -464,5 +466,36 @@ func TestHub_UnfilteredSnapshotsOfOneSeqAreCopiedAndEncodedOnce(t *testing.T) {
 	f1, f2 := snapshot(t, url, Subscribe{Aggregator: "votes"}), snapshot(t, url, Subscribe{Aggregator: "votes"})
 	if len(f1.Rows) != 7 || len(f2.Rows) != 7 {
 		t.Fatalf("snapshots of %d and %d rows", len(f1.Rows), len(f2.Rows))
+	}
+}
+
+func TestHub_RefusesMoreGroupsPerPaneThanTheLimit(t *testing.T) {
+	h, url := serve(t, &Options{MaxGroupsPerPane: 3})
+	h.Register("votes", testSchema, testWindows)
+	// Two partitions fill the global pane between them; a pane of another
+	// window has a limit of its own.
+	if err := h.Publish("votes", 0, []abi.Row{row(total, 0, 1, "a", 1, 5, 5, 0), row(total, 0, 2, "a", 1, 5, 5, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	err := h.Publish("votes", 1, []abi.Row{
+		row(total, 0, 1, "a", 2, 5, 5, 0), // an existing group: merged
+		row(total, 0, 3, "a", 1, 5, 5, 0), // the third
+		row(total, 0, 4, "a", 1, 5, 5, 0), // one too many
+		row(total, 0, 5, "a", 1, 5, 5, 0),
+		row(second, t0, 9, "z", 1, 5, 5, 0),
+	})
+	var tm *TooManyGroupsError
+	if !errors.As(err, &tm) || tm.Window != "total" || tm.Limit != 3 || tm.Dropped != 2 ||
+		!strings.Contains(err.Error(), "sandbox.max_groups_per_pane") || !strings.Contains(err.Error(), "aggregator votes") {
+		t.Fatalf("got %v, want a TooManyGroupsError for window total dropping 2 rows", err)
+	}
+	got := compact(snapshot(t, url, Subscribe{Aggregator: "votes"}).Rows)
+	want := []string{"total 0 1/a 3 5 5 0", "total 0 2/a 1 5 5 0", "total 0 3/a 1 5 5 0", "second 1764000000000 9/z 1 5 5 0"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("rows %q, want %q", got, want)
+	}
+	// A later value of a group that exists is still taken.
+	if err := h.Publish("votes", 0, []abi.Row{row(total, 0, 3, "a", 7, 5, 5, 0)}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -102,6 +102,7 @@ type aggState struct {
 
 	keepClosed int
 	history    int
+	maxGroups  int
 
 	// JSON pieces computed once at Register.
 	metricNames [][]byte // `"votes":`
@@ -173,6 +174,7 @@ func newAggState(name, epoch string, s *abi.Schema, windows []abi.Window, o *Opt
 		log:        o.Logger.With("aggregator", name),
 		keepClosed: o.KeepClosed,
 		history:    o.History,
+		maxGroups:  o.MaxGroupsPerPane,
 		keyCache:   map[string]*keyInfo{},
 		notify:     make(chan struct{}),
 		subs:       map[*subscription]struct{}{},
@@ -256,10 +258,13 @@ func (a *aggState) keyInfo(key string) (*keyInfo, error) {
 }
 
 // apply merges one partition's rows into the state and returns the merged
-// rows that changed, and the panes evicted. Called with a.mu held.
-func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef) {
+// rows that changed, and the panes evicted; rows that would pass maxGroups
+// in their pane are left out, and the error says where. Called with a.mu
+// held.
+func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, error) {
 	nm := len(a.schema.Metrics)
 	var evicted []paneRef
+	var tooMany *TooManyGroupsError
 	touched := a.touched[:0]
 	where := a.touchedW[:0]
 	for i := range rows {
@@ -296,6 +301,13 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef) 
 		}
 		g := p.groups[r.Key]
 		fresh := g == nil
+		if fresh && len(p.groups) >= a.maxGroups {
+			if tooMany == nil {
+				tooMany = &TooManyGroupsError{Aggregator: a.name, Window: w.def.Name, Start: start, Limit: a.maxGroups}
+			}
+			tooMany.Dropped++
+			continue
+		}
 		if fresh {
 			k, err := a.keyInfo(r.Key)
 			if err != nil {
@@ -343,7 +355,10 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef) 
 			evicted = a.evictClosed(wi, evicted)
 		}
 	}
-	return out, evicted
+	if tooMany != nil {
+		return out, evicted, tooMany
+	}
+	return out, evicted, nil
 }
 
 // set records a partition's value and reports whether it changed. A partition

@@ -25,9 +25,11 @@ type Checkpoints interface {
 	Save(ctx context.Context, c checkpoint.Checkpoint) error
 }
 
-// Live receives the rows a partition emits (hub.Hub).
+// Live receives the rows a partition emits (hub.Hub). An error means the
+// rows would grow it past its bounds (too many groups in a pane): the
+// deployment stops.
 type Live interface {
-	Publish(aggregator string, partition int32, rows []abi.Row)
+	Publish(aggregator string, partition int32, rows []abi.Row) error
 }
 
 // kafka is what a partition worker does with Kafka besides receiving

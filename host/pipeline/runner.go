@@ -34,7 +34,11 @@ type Spec struct {
 	// plugin may fail on (each dead-lettered) before the deployment is
 	// stopped as failed; 0: no limit.
 	MaxPluginErrors int
-	Params          json.RawMessage
+	// MaxGroupsPerPane is handed to the plugin (abi.Config.MaxGroups), which
+	// should refuse records past it; Live enforces it whatever the plugin
+	// does. 0: no limit.
+	MaxGroupsPerPane int
+	Params           json.RawMessage
 
 	// Bounds of what a partition holds while it or ClickHouse is behind;
 	// past them its fetching pauses. Defaults: 16 batches of records and
@@ -88,7 +92,7 @@ type Deps struct {
 
 // FailedError is why a deployment stopped by itself.
 type FailedError struct {
-	Reason string // plugin_errors or plugin
+	Reason string // plugin_errors, groups (Live refused the rows) or plugin
 	Count  int64  // records the plugin failed on, for plugin_errors
 	Streak int    // of which in a row, in one partition
 	Err    error  // the last plugin error

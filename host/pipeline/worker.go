@@ -373,7 +373,7 @@ func (w *worker) rebuild(ctx context.Context) error {
 		w.inst.Close(ctx)
 		w.inst = nil
 	}
-	inst, err := e.module.Instantiate(ctx, abi.Config{Windows: e.spec.Windows, Params: e.spec.Params})
+	inst, err := e.module.Instantiate(ctx, abi.Config{Windows: e.spec.Windows, Params: e.spec.Params, MaxGroups: e.spec.MaxGroupsPerPane})
 	if err != nil {
 		return fmt.Errorf("partition %d: starting the plugin: %w", w.p, err)
 	}
@@ -445,7 +445,10 @@ func (w *worker) emit(ctx context.Context) {
 		return
 	}
 	e.m.Rows.WithLabelValues(e.spec.Name).Add(float64(len(rows)))
-	e.live.Publish(e.spec.Name, w.p, rows)
+	if err := e.live.Publish(e.spec.Name, w.p, rows); err != nil {
+		e.fail(&FailedError{Reason: "groups", Err: fmt.Errorf("partition %d: %w", w.p, err)})
+		return
+	}
 	for _, r := range rows {
 		w.pending[rowKey{r.Window, r.Start, r.Key}] = r
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/wagg/wagg/abi"
 	"github.com/wagg/wagg/host/checkpoint"
+	"github.com/wagg/wagg/host/hub"
 	"github.com/wagg/wagg/host/sandbox"
 	"github.com/wagg/wagg/host/sink"
 	"github.com/wagg/wagg/internal/testwasm"
@@ -193,7 +194,10 @@ func (b *broker) deadLetters() []*kgo.Record {
 
 type live struct{ rows atomic.Int64 }
 
-func (l *live) Publish(_ string, _ int32, rows []abi.Row) { l.rows.Add(int64(len(rows))) }
+func (l *live) Publish(_ string, _ int32, rows []abi.Row) error {
+	l.rows.Add(int64(len(rows)))
+	return nil
+}
 
 // rig is one worker with its stand-ins.
 type rig struct {
@@ -616,5 +620,69 @@ func TestWorker_DeadLettersSurviveABrokerOutage(t *testing.T) {
 		if header(d, "wagg.reason") != ReasonMalformed {
 			t.Fatalf("dead letter %v", d.Headers)
 		}
+	}
+}
+
+// A plugin told the host's limit of groups per pane (the Go SDK) refuses the
+// records that would pass it: they are dead-lettered, the groups that exist
+// go on counting.
+func TestWorker_RecordsPastTheGroupLimitAreDeadLettered(t *testing.T) {
+	r := newRig(t, "examples/votes", Spec{MaxBatch: 64, MaxPluginErrors: 1000, MaxGroupsPerPane: 50})
+	r.start()
+	w := want{}
+	var recs []*kgo.Record
+	now := time.Now().UnixMilli()
+	for i := range 150 {
+		poll := i%100 + 1 // 100 groups, then the first 50 again
+		if poll <= 50 {
+			w.add(poll, "a")
+		}
+		recs = append(recs, r.vote(poll, "a", now))
+	}
+	r.feed(recs)
+	eventually(t, 30*time.Second, "the first 50 groups counted", func() error {
+		if n := r.store.next(0); n != r.offset {
+			return fmt.Errorf("checkpoint at offset %d, want %d", n, r.offset)
+		}
+		return w.diff(r.store.sums(1))
+	})
+	dl := r.broker.deadLetters()
+	if len(dl) != 50 {
+		t.Fatalf("%d dead letters, want the 50 records of new groups past the limit", len(dl))
+	}
+	for _, d := range dl {
+		if off, _ := strconv.Atoi(header(d, "wagg.offset")); off < 50 || off >= 100 || header(d, "wagg.reason") != ReasonPluginError ||
+			!strings.Contains(header(d, "wagg.error"), "too many groups in one pane") {
+			t.Fatalf("dead letter %v", d.Headers)
+		}
+	}
+	if r.env.hasFailed() {
+		t.Fatalf("deployment failed: %v", r.env.failure)
+	}
+}
+
+// A plugin that emits more groups for a pane than the host keeps, whatever
+// it was told, stops the deployment as failed instead of growing the hub.
+func TestWorker_RowsPastTheHubGroupLimitFailTheDeployment(t *testing.T) {
+	r := newRig(t, "examples/votes", Spec{MaxBatch: 64}) // the plugin is not told a limit
+	h := hub.New(&hub.Options{MaxGroupsPerPane: 50, Logger: r.env.log})
+	t.Cleanup(h.Close)
+	h.Register("t", &r.env.module.Schema, windows)
+	r.env.live = h
+	r.start()
+	var recs []*kgo.Record
+	for i := range 500 {
+		recs = append(recs, r.vote(i+1, "a", time.Now().UnixMilli()))
+	}
+	go r.feed(recs)
+	select {
+	case <-r.env.failed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("deployment did not fail")
+	}
+	var fe *FailedError
+	var tm *hub.TooManyGroupsError
+	if !errors.As(r.env.failure, &fe) || fe.Reason != "groups" || !errors.As(r.env.failure, &tm) || tm.Limit != 50 {
+		t.Fatalf("failure %v, want the hub's group limit", r.env.failure)
 	}
 }

@@ -177,7 +177,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		}
 		log.Warn("WAGG_UNSAFE_REPLAY_OVERLAP is set: restored partitions count records twice (a test's negative control)", "offsets", s.unsafeReplayOverlap)
 	}
-	s.hub = hub.New(&hub.Options{OriginPatterns: cfg.Live.AllowedOrigins, Logger: log, Auth: s.auth})
+	s.hub = hub.New(&hub.Options{OriginPatterns: cfg.Live.AllowedOrigins, Logger: log, Auth: s.auth, MaxGroupsPerPane: cfg.Sandbox.MaxGroupsPerPane})
 	s.breaker = &sink.Breaker{}
 	s.prom = prometheus.NewRegistry()
 	s.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -372,7 +372,8 @@ func (s *Server) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployme
 		Lateness: time.Duration(d.Lateness), IdleAfter: time.Duration(d.IdleAfter),
 		EmitEvery: time.Duration(d.EmitEvery), CheckpointEvery: time.Duration(d.CheckpointEvery),
 		MaxBatch: d.MaxBatch, MaxFuture: time.Duration(d.MaxFuture), MaxPluginErrors: d.MaxPluginErrors,
-		Params: params, UnsafeReplayOverlap: s.unsafeReplayOverlap,
+		MaxGroupsPerPane: s.cfg.Sandbox.MaxGroupsPerPane,
+		Params:           params, UnsafeReplayOverlap: s.unsafeReplayOverlap,
 	}, pipeline.Deps{
 		Brokers: s.cfg.Kafka.Brokers, Admin: s.admin, Module: mod, PluginSHA: m.SHA256,
 		Rows: table, Checkpoints: s.cps, Breaker: s.breaker, Live: s.hub,

@@ -36,7 +36,7 @@ func newEngine(cfg abi.Config) (*engine, error) {
 		}
 	}
 	s := &registered.schema
-	e := &engine{schema: s, fn: registered.fn, groups: newGroups(cfg.Windows, s)}
+	e := &engine{schema: s, fn: registered.fn, groups: newGroups(cfg.Windows, s, cfg.MaxGroups)}
 	for _, f := range s.Input {
 		e.types = append(e.types, f.Type)
 	}
@@ -159,10 +159,10 @@ var errSnapshot = errors.New("wagg: malformed snapshot")
 // restore replaces the state with a snapshot's. On error the state is empty.
 func (e *engine) restore(b []byte) error {
 	old := e.groups
-	g := newGroups(old.windows, e.schema)
+	g := newGroups(old.windows, e.schema, old.maxGroups)
 	e.groups = g
 	if err := e.decodeSnapshot(b, g); err != nil {
-		e.groups = newGroups(old.windows, e.schema)
+		e.groups = newGroups(old.windows, e.schema, old.maxGroups)
 		return err
 	}
 	return nil
@@ -262,7 +262,13 @@ type Local struct{ e *engine }
 
 // NewLocal prepares the registered aggregator for the given windows.
 func NewLocal(windows ...abi.Window) (*Local, error) {
-	e, err := newEngine(abi.Config{ABI: abi.Version, Windows: windows})
+	return NewLocalConfig(abi.Config{ABI: abi.Version, Windows: windows})
+}
+
+// NewLocalConfig prepares the registered aggregator with the config
+// wagg_init would hand it (windows, params, the host's group limit).
+func NewLocalConfig(cfg abi.Config) (*Local, error) {
+	e, err := newEngine(cfg)
 	if err != nil {
 		return nil, err
 	}

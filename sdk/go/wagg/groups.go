@@ -2,6 +2,7 @@ package wagg
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -26,6 +27,8 @@ type Groups struct {
 	out     abi.RowsWriter
 	err     error   // the first misuse in the current batch
 	order   []int64 // scratch: pane starts in order
+	// maxGroups is the host's limit of groups per pane (abi.Config.MaxGroups); 0: none.
+	maxGroups int
 }
 
 type winKind uint8
@@ -52,13 +55,14 @@ type target struct {
 	g uint32
 }
 
-func newGroups(windows []abi.Window, s *abi.Schema) *Groups {
+func newGroups(windows []abi.Window, s *abi.Schema, maxGroups int) *Groups {
 	g := &Groups{
-		windows: windows,
-		panes:   make([]map[int64]*pane, len(windows)),
-		last:    make([]*pane, len(windows)),
-		metrics: s.Metrics,
-		keys:    s.Keys,
+		windows:   windows,
+		maxGroups: maxGroups,
+		panes:     make([]map[int64]*pane, len(windows)),
+		last:      make([]*pane, len(windows)),
+		metrics:   s.Metrics,
+		keys:      s.Keys,
 	}
 	for i := range g.panes {
 		g.panes[i] = map[int64]*pane{}
@@ -217,14 +221,29 @@ func (k *Key) resolve() bool {
 			}
 		}
 	}
-	return true
+	return k.err == nil
 }
+
+// ErrTooManyGroups fails a batch with a record that would create a group in
+// a pane that holds the host's limit already (abi.Config.MaxGroups, the
+// host's sandbox.max_groups_per_pane). The host dead-letters such records
+// (plugin_error); the groups that exist go on counting.
+var ErrTooManyGroups = errors.New("wagg: too many groups in one pane")
 
 // target finds (or creates) the key's group in the pane of window w at
 // start, and marks it changed.
 func (k *Key) target(w int, start int64, h uint64) {
-	p := k.g.pane(w, start)
-	i := p.find(k.buf, h, k.g.idents)
+	g := k.g
+	p := g.pane(w, start)
+	i, slot, ok := p.lookup(k.buf, h)
+	if !ok {
+		if g.maxGroups > 0 && p.len() >= g.maxGroups {
+			k.fail(fmt.Errorf("%w: window %q, pane at %d holds %d groups, the host's limit (sandbox.max_groups_per_pane); a key with fewer distinct values, or a higher limit, is needed",
+				ErrTooManyGroups, g.windows[w].Name, start, p.len()))
+			return
+		}
+		i = p.insert(k.buf, h, g.idents, slot)
+	}
 	p.touch(i)
 	k.targets = append(k.targets, target{p, i})
 }

@@ -48,7 +48,7 @@ func localWith(t *testing.T, fn Func, windows ...abi.Window) *Local {
 	if err := schema.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	e := &engine{schema: schema, fn: fn, groups: newGroups(windows, schema)}
+	e := &engine{schema: schema, fn: fn, groups: newGroups(windows, schema, 0)}
 	for _, f := range schema.Input {
 		e.types = append(e.types, f.Type)
 	}
@@ -246,5 +246,44 @@ func TestFlush_OrdersRowsByWindowStartThenFirstArrival(t *testing.T) {
 		if len(got) != len(want) || got[i] != want[i] {
 			t.Fatalf("rows (start, poll) = %v, want %v", got, want)
 		}
+	}
+}
+
+func TestGroups_RefuseMoreGroupsPerPaneThanTheHostKeeps(t *testing.T) {
+	fn := func(b *Batch, g *Groups) error {
+		names := b.Strings(inName)
+		for i := range b.Len() {
+			g.At(b.Time(i)).Int64(b.Int64s(inPoll)[i]).String(names.At(i)).Add(mCount, 1)
+		}
+		return nil
+	}
+	l := localWith(t, fn, tumbling, abi.Window{Name: "total", Kind: abi.Global})
+	l.e.groups.maxGroups = 2
+	one := func(name string, ts int64) *abi.Batch {
+		return &abi.Batch{Times: []int64{ts}, Columns: []abi.BatchColumn{
+			{Ints: []int64{1}}, {Offsets: []uint32{0, uint32(len(name))}, Data: []byte(name)}, {Floats: []float64{0}},
+		}}
+	}
+	if err := l.Process(batch3()); err != nil { // groups a and b
+		t.Fatal(err)
+	}
+	check := func(err error) {
+		t.Helper()
+		if !errors.Is(err, ErrTooManyGroups) || !strings.Contains(err.Error(), `window "w"`) || !strings.Contains(err.Error(), "max_groups_per_pane") {
+			t.Fatalf("got %v, want ErrTooManyGroups naming the window and the limit", err)
+		}
+	}
+	check(l.Process(one("c", 40)))
+	// Restored, the limit holds still, groups that exist go on counting, and
+	// a record for a new tumbling pane still meets the full global one.
+	if err := l.Restore(l.Snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Process(one("a", 50)); err != nil {
+		t.Fatalf("an existing group: %v", err)
+	}
+	check(l.Process(one("c", 60)))
+	if err := l.Process(one("c", 1500)); err == nil || !strings.Contains(err.Error(), `window "total"`) {
+		t.Fatalf("a new tumbling pane, but the global pane is full: got %v", err)
 	}
 }
