@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"strings"
@@ -10,10 +9,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/wagg/wagg/examples/votes/gen"
+	"github.com/wagg/wagg/host/source"
+	"github.com/wagg/wagg/internal/gen"
 )
 
 func produce(ctx context.Context, args []string) error {
@@ -39,7 +38,7 @@ func produce(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cl.Close()
-	if err := ensureTopic(ctx, kadm.NewClient(cl), *topic, *partitions); err != nil {
+	if err := source.EnsureTopic(ctx, kadm.NewClient(cl), *topic, int32(*partitions), nil); err != nil {
 		return err
 	}
 	g := gen.New(gen.Options{Seed: *seed, Polls: *polls, Choices: *choices})
@@ -90,16 +89,5 @@ func produce(ctx context.Context, args []string) error {
 	default:
 	}
 	fmt.Printf("produced %d votes to %s in %s\n", sent, *topic, time.Since(start).Round(time.Millisecond))
-	return nil
-}
-
-func ensureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions int) error {
-	resp, err := adm.CreateTopic(ctx, int32(partitions), -1, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("creating topic %s: %w", topic, err)
-	}
 	return nil
 }

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/wagg/wagg/abi"
-	"github.com/wagg/wagg/examples/votes/gen"
 	"github.com/wagg/wagg/host/sandbox"
+	"github.com/wagg/wagg/internal/gen"
 	"github.com/wagg/wagg/internal/testwasm"
 	"github.com/wagg/wagg/sdk/go/wagg"
 )

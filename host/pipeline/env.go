@@ -35,12 +35,13 @@ type Live interface {
 // kafka is what a partition worker does with Kafka besides receiving
 // records: pause and resume its partition, write dead letters and wait for
 // them, and ask whether anything is left to fetch.
+// source.Group is the one in production.
 type kafka interface {
-	pause(p int32)
-	resume(p int32)
-	produce(ctx context.Context, r *kgo.Record, done func(*kgo.Record, error))
-	flush(ctx context.Context) error
-	endOffset(ctx context.Context, p int32) (int64, error)
+	Pause(p int32)
+	Resume(p int32)
+	Produce(ctx context.Context, r *kgo.Record, done func(*kgo.Record, error))
+	Flush(ctx context.Context) error
+	EndOffset(ctx context.Context, p int32) (int64, error)
 }
 
 // env is what the workers of one deployment share: the spec, the plugin,

@@ -77,7 +77,7 @@ func (g *gate) close(reason int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.reasons == 0 {
-		g.kafka.pause(g.p)
+		g.kafka.Pause(g.p)
 	}
 	g.reasons |= reason
 }
@@ -90,7 +90,7 @@ func (g *gate) open(reason int) {
 	}
 	g.reasons &^= reason
 	if g.reasons == 0 {
-		g.kafka.resume(g.p)
+		g.kafka.Resume(g.p)
 	}
 }
 

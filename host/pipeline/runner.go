@@ -11,11 +11,11 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/wagg/wagg/abi"
 	"github.com/wagg/wagg/host/sandbox"
 	"github.com/wagg/wagg/host/sink"
+	"github.com/wagg/wagg/host/source"
 )
 
 // Spec is a validated deployment, as the pipeline needs it.
@@ -107,23 +107,18 @@ func (e *FailedError) Error() string {
 
 func (e *FailedError) Unwrap() error { return e.Err }
 
-// Runner runs one deployment until its context ends or it fails.
+// Runner runs one deployment until its context ends or it fails: a member
+// of the deployment's consumer group with one worker per partition it owns.
 type Runner struct {
 	spec  Spec
 	deps  Deps
 	log   *slog.Logger
-	cl    *kgo.Client
+	group *source.Group
 	env   *env
-	group string
 
 	mu      sync.Mutex
 	workers map[int32]*worker
-	commits map[int32]int64 // checkpointed next offsets not yet committed to Kafka
 }
-
-// sessionTimeout is how long the group waits for a member that stopped
-// heartbeating (a host that died and does not come back).
-const sessionTimeout = 10 * time.Second
 
 // New prepares a runner; Run starts it.
 func New(spec Spec, deps Deps) (*Runner, error) {
@@ -139,40 +134,23 @@ func New(spec Spec, deps Deps) (*Runner, error) {
 		spec:    spec,
 		deps:    deps,
 		log:     log.With("deployment", spec.Name),
-		group:   "wagg." + spec.Name,
 		workers: map[int32]*worker{},
-		commits: map[int32]int64{},
 	}
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(deps.Brokers...),
-		kgo.ConsumerGroup(r.group),
-		kgo.ConsumeTopics(spec.Topic),
-		kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(), // transaction markers move a partition's offset to the end
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.OnPartitionsRevoked(r.revoked),
-		kgo.OnPartitionsLost(r.lost),
-		kgo.AdjustFetchOffsetsFn(r.adjust),
-		kgo.SessionTimeout(sessionTimeout),
-		kgo.HeartbeatInterval(time.Second),
-		kgo.ProducerLinger(5 * time.Millisecond),
-	}
-	if deps.InstanceID != "" {
-		opts = append(opts, kgo.InstanceID(deps.InstanceID))
-	}
-	cl, err := kgo.NewClient(append(opts, deps.ClientOpts...)...)
+	g, err := source.New(source.Options{
+		Brokers: deps.Brokers, Group: "wagg." + spec.Name, Topic: spec.Topic,
+		InstanceID: deps.InstanceID, Admin: deps.Admin, MaxPoll: 8 * spec.MaxBatch,
+		Log: r.log, ClientOpts: deps.ClientOpts,
+	}, r)
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: kafka client: %w", err)
+		return nil, fmt.Errorf("pipeline: %w", err)
 	}
-	r.cl = cl
+	r.group = g
 	e := newEnv()
 	e.spec, e.module, e.plugin = spec, deps.Module, deps.PluginSHA
 	e.rows, e.cps, e.breaker, e.live = deps.Rows, deps.Checkpoints, deps.Breaker, deps.Live
 	e.m, e.log = deps.Metrics, r.log
-	e.kafka = clientKafka{cl: cl, adm: deps.Admin, topic: spec.Topic}
-	e.checkpointed = r.checkpointed
+	e.kafka = g
+	e.checkpointed = g.Checkpointed
 	r.env = e
 	return r, nil
 }
@@ -190,38 +168,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-pctx.Done():
 		}
 	}()
-	backoff := 50 * time.Millisecond
-	for {
-		fetches := r.cl.PollRecords(pctx, 8*r.spec.MaxBatch)
-		if fetches.IsClientClosed() || pctx.Err() != nil {
-			break
-		}
-		fetchFailed := false
-		fetches.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				fetchFailed = true
-				r.log.Warn("fetch", "topic", t, "partition", p, "err", err)
-			}
-		})
-		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			r.mu.Lock()
-			w := r.workers[p.Partition]
-			r.mu.Unlock()
-			if w != nil && len(p.Records) > 0 {
-				w.queue.push(p.Records) // never waits: a full queue pauses the partition
-			}
-		})
-		r.commit(ctx, false)
-		r.cl.AllowRebalance()
-		if fetchFailed && fetches.NumRecords() == 0 {
-			// Nothing but errors (the broker away, the topic deleted): do
-			// not spin on them.
-			backoff = min(2*backoff, time.Second)
-			sleep(pctx, backoff)
-		} else {
-			backoff = 50 * time.Millisecond
-		}
-	}
+	r.group.Poll(pctx)
 	// Stopping: checkpoint what we own, commit, then leave the group.
 	failed := r.env.hasFailed()
 	r.mu.Lock()
@@ -229,69 +176,33 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.workers = map[int32]*worker{}
 	r.mu.Unlock()
 	r.stopAll(ws, !failed)
-	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer ccancel()
-	r.commit(cctx, true)
-	r.cl.AllowRebalance() // leaving the group revokes: let it
-	r.cl.Close()
-	r.leave(cctx)
+	r.group.Close()
 	if failed {
 		return r.env.failure
 	}
 	return nil
 }
 
-// leave hands the partitions over at once: a static member's Close does not
-// leave the group (so that a restart keeps its partitions), a stop must.
-func (r *Runner) leave(ctx context.Context) {
-	if r.deps.InstanceID == "" || r.deps.Admin == nil {
-		return
-	}
-	_, err := r.deps.Admin.LeaveGroup(ctx, kadm.LeaveGroup(r.group).InstanceIDs(r.deps.InstanceID).Reason("wagg: deployment stopped"))
-	if err != nil {
-		r.log.Warn("leaving the consumer group; its partitions move after the session timeout", "err", err)
-	}
-}
-
-// commit hands Kafka the offsets that checkpoints already cover. Kafka's
-// commit is not what makes results exact (the checkpoint is), but it keeps
-// consumer-lag tooling truthful.
-func (r *Runner) commit(ctx context.Context, sync bool) {
+// Records queues fetched records with their partition's worker; it never
+// waits: a full queue pauses the partition.
+func (r *Runner) Records(p int32, recs []*kgo.Record) {
 	r.mu.Lock()
-	if len(r.commits) == 0 {
-		r.mu.Unlock()
-		return
-	}
-	offs := map[string]map[int32]kgo.EpochOffset{r.spec.Topic: {}}
-	for p, o := range r.commits {
-		offs[r.spec.Topic][p] = kgo.EpochOffset{Epoch: -1, Offset: o}
-	}
-	clear(r.commits)
+	w := r.workers[p]
 	r.mu.Unlock()
-	if sync {
-		r.cl.CommitOffsetsSync(ctx, offs, nil)
-		return
+	if w != nil {
+		w.queue.push(recs)
 	}
-	r.cl.CommitOffsets(ctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			r.log.Warn("offset commit", "err", err)
-		}
-	})
 }
 
-// adjust starts each assigned partition at its checkpoint's offset (or the
-// start of the log when it has none), not at Kafka's committed offset: the
-// checkpoint is what the restored plugin state corresponds to. Loading
-// waits for ClickHouse (the group keeps heartbeating meanwhile).
-func (r *Runner) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	for p := range offsets[r.spec.Topic] {
-		w, err := r.ensure(ctx, p)
-		if err != nil {
-			return nil, err
-		}
-		offsets[r.spec.Topic][p] = kgo.NewOffset().At(w.next).WithEpoch(-1)
+// Assigned starts partition p's worker from its checkpoint (or the start of
+// the log when it has none) and returns where to fetch from: the offset the
+// restored plugin state corresponds to, not Kafka's committed offset.
+func (r *Runner) Assigned(ctx context.Context, p int32) (int64, error) {
+	w, err := r.ensure(ctx, p)
+	if err != nil {
+		return 0, err
 	}
-	return offsets, nil
+	return w.next, nil
 }
 
 // ensure returns the worker of partition p, restoring it from its
@@ -330,16 +241,9 @@ func (r *Runner) ensure(ctx context.Context, p int32) (*worker, error) {
 	return w, nil
 }
 
-func (r *Runner) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
-	r.stopPartitions(revoked[r.spec.Topic], !r.env.hasFailed())
-	r.commit(ctx, true)
-}
-
-func (r *Runner) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	r.stopPartitions(lost[r.spec.Topic], false)
-}
-
-func (r *Runner) stopPartitions(ps []int32, checkpoint bool) {
+// Revoked stops the workers of partitions that leave this member, with a
+// checkpoint unless they were lost or the deployment failed.
+func (r *Runner) Revoked(ps []int32, checkpoint bool) {
 	r.mu.Lock()
 	ws := map[int32]*worker{}
 	for _, p := range ps {
@@ -349,7 +253,7 @@ func (r *Runner) stopPartitions(ps []int32, checkpoint bool) {
 		}
 	}
 	r.mu.Unlock()
-	r.stopAll(ws, checkpoint)
+	r.stopAll(ws, checkpoint && !r.env.hasFailed())
 }
 
 // stopAll stops workers together, so the time to stop is one StopTimeout at
@@ -362,52 +266,4 @@ func (r *Runner) stopAll(ws map[int32]*worker, checkpoint bool) {
 		<-w.done
 		r.deps.Metrics.Partitions.WithLabelValues(r.spec.Name).Dec()
 	}
-}
-
-// checkpointed records that a partition's checkpoint covers offsets up to next.
-func (r *Runner) checkpointed(p int32, next int64) {
-	r.mu.Lock()
-	r.commits[p] = next
-	r.mu.Unlock()
-}
-
-// clientKafka is the worker's view of the deployment's Kafka client.
-type clientKafka struct {
-	cl    *kgo.Client
-	adm   *kadm.Client
-	topic string
-}
-
-func (k clientKafka) pause(p int32) {
-	k.cl.PauseFetchPartitions(map[string][]int32{k.topic: {p}})
-}
-
-func (k clientKafka) resume(p int32) {
-	k.cl.ResumeFetchPartitions(map[string][]int32{k.topic: {p}})
-}
-
-func (k clientKafka) produce(ctx context.Context, r *kgo.Record, done func(*kgo.Record, error)) {
-	k.cl.Produce(ctx, r, done)
-}
-
-func (k clientKafka) flush(ctx context.Context) error { return k.cl.Flush(ctx) }
-
-// endOffset is the partition's last stable offset: where a read-committed
-// consumer that has read everything stands.
-func (k clientKafka) endOffset(ctx context.Context, p int32) (int64, error) {
-	if k.adm == nil {
-		return 0, errors.New("no admin client")
-	}
-	offs, err := k.adm.ListCommittedOffsets(ctx, k.topic)
-	if err != nil {
-		return 0, err
-	}
-	o, ok := offs.Lookup(k.topic, p)
-	if !ok {
-		return 0, fmt.Errorf("no end offset for partition %d", p)
-	}
-	if o.Err != nil {
-		return 0, o.Err
-	}
-	return o.Offset, nil
 }

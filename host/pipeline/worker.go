@@ -16,6 +16,7 @@ import (
 	"github.com/wagg/wagg/host/decode"
 	"github.com/wagg/wagg/host/sandbox"
 	"github.com/wagg/wagg/host/sink"
+	"github.com/wagg/wagg/host/source"
 	"github.com/wagg/wagg/host/window"
 )
 
@@ -493,7 +494,7 @@ func (w *worker) idleAdvance(ctx context.Context) bool {
 	}
 	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	end, err := e.kafka.endOffset(lctx, w.p)
+	end, err := e.kafka.EndOffset(lctx, w.p)
 	if err != nil || end > w.next {
 		return false
 	}
@@ -615,7 +616,7 @@ func (w *worker) store(ctx context.Context, s save) error {
 // record whose dead letter is not written.
 func (w *worker) flushDeadLetters(ctx context.Context) error {
 	k := w.env.kafka
-	if err := k.flush(ctx); err != nil {
+	if err := k.Flush(ctx); err != nil {
 		return fmt.Errorf("dead letters: %w", err)
 	}
 	w.dlMu.Lock()
@@ -628,7 +629,7 @@ func (w *worker) flushDeadLetters(ctx context.Context) error {
 	for _, r := range again {
 		w.produceDeadLetter(ctx, r)
 	}
-	if err := k.flush(ctx); err != nil {
+	if err := k.Flush(ctx); err != nil {
 		return fmt.Errorf("dead letters: %w", err)
 	}
 	w.dlMu.Lock()
@@ -640,36 +641,16 @@ func (w *worker) flushDeadLetters(ctx context.Context) error {
 	return nil
 }
 
-// maxMessage bounds the error message a dead letter carries.
-const maxMessage = 1024
-
-// deadLetter sends a record that cannot be counted to the dead-letter topic,
-// with the reason and where it came from in headers.
+// deadLetter sends a record that cannot be counted to the dead-letter topic.
 func (w *worker) deadLetter(ctx context.Context, rec *kgo.Record, reason, msg string) {
 	e := w.env
 	e.m.Records.WithLabelValues(e.spec.Name, "dead_letter").Inc()
 	e.m.DeadLetters.WithLabelValues(e.spec.Name, reason).Inc()
-	if len(msg) > maxMessage {
-		msg = msg[:maxMessage]
-	}
-	w.produceDeadLetter(ctx, &kgo.Record{
-		Topic:     e.spec.DeadLetterTopic,
-		Key:       rec.Key,
-		Value:     rec.Value,
-		Timestamp: rec.Timestamp,
-		Headers: []kgo.RecordHeader{
-			{Key: "wagg.error", Value: []byte(msg)},
-			{Key: "wagg.reason", Value: []byte(reason)},
-			{Key: "wagg.deployment", Value: []byte(e.spec.Name)},
-			{Key: "wagg.topic", Value: []byte(rec.Topic)},
-			{Key: "wagg.partition", Value: []byte(strconv.Itoa(int(rec.Partition)))},
-			{Key: "wagg.offset", Value: []byte(strconv.FormatInt(rec.Offset, 10))},
-		},
-	})
+	w.produceDeadLetter(ctx, source.DeadLetter(e.spec.DeadLetterTopic, e.spec.Name, rec, reason, msg))
 }
 
 func (w *worker) produceDeadLetter(ctx context.Context, dl *kgo.Record) {
-	w.env.kafka.produce(ctx, dl, func(r *kgo.Record, err error) {
+	w.env.kafka.Produce(ctx, dl, func(r *kgo.Record, err error) {
 		if err == nil {
 			return
 		}

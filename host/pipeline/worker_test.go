@@ -146,14 +146,14 @@ type broker struct {
 	flushes atomic.Int64
 }
 
-func (b *broker) pause(int32) {
+func (b *broker) Pause(int32) {
 	b.mu.Lock()
 	b.paused = true
 	b.pauses++
 	b.mu.Unlock()
 }
 
-func (b *broker) resume(int32) {
+func (b *broker) Resume(int32) {
 	b.mu.Lock()
 	b.paused = false
 	b.mu.Unlock()
@@ -165,7 +165,7 @@ func (b *broker) isPaused() bool {
 	return b.paused
 }
 
-func (b *broker) produce(_ context.Context, r *kgo.Record, done func(*kgo.Record, error)) {
+func (b *broker) Produce(_ context.Context, r *kgo.Record, done func(*kgo.Record, error)) {
 	b.mu.Lock()
 	refuse := b.refuse
 	if !refuse {
@@ -179,12 +179,12 @@ func (b *broker) produce(_ context.Context, r *kgo.Record, done func(*kgo.Record
 	done(r, nil)
 }
 
-func (b *broker) flush(context.Context) error {
+func (b *broker) Flush(context.Context) error {
 	b.flushes.Add(1)
 	return nil
 }
 
-func (b *broker) endOffset(context.Context, int32) (int64, error) { return b.end.Load(), nil }
+func (b *broker) EndOffset(context.Context, int32) (int64, error) { return b.end.Load(), nil }
 
 func (b *broker) deadLetters() []*kgo.Record {
 	b.mu.Lock()

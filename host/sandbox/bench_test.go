@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/wagg/wagg/abi"
-	"github.com/wagg/wagg/examples/votes/gen"
 	"github.com/wagg/wagg/host/sandbox"
+	"github.com/wagg/wagg/internal/gen"
 	"github.com/wagg/wagg/internal/testwasm"
 )
 

@@ -13,9 +13,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/wagg/wagg/examples/votes/gen"
 	"github.com/wagg/wagg/host/auth"
 	"github.com/wagg/wagg/host/hub"
+	"github.com/wagg/wagg/internal/gen"
 	"github.com/wagg/wagg/internal/testwasm"
 )
 

@@ -25,10 +25,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/wagg/wagg/examples/votes/gen"
 	"github.com/wagg/wagg/host/api"
 	"github.com/wagg/wagg/host/hub"
 	"github.com/wagg/wagg/host/server"
+	"github.com/wagg/wagg/internal/gen"
 	"github.com/wagg/wagg/internal/testwasm"
 )
 

@@ -12,8 +12,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/wagg/wagg/examples/votes/gen"
 	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/internal/gen"
 )
 
 // POST /v1/query answers read-only SQL over a deployment's history, with

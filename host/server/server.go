@@ -10,7 +10,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,7 +17,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -29,14 +27,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/wagg/wagg/abi"
 	"github.com/wagg/wagg/host/api"
 	"github.com/wagg/wagg/host/auth"
 	"github.com/wagg/wagg/host/checkpoint"
 	"github.com/wagg/wagg/host/config"
+	"github.com/wagg/wagg/host/deploy"
 	"github.com/wagg/wagg/host/hub"
 	"github.com/wagg/wagg/host/pipeline"
 	"github.com/wagg/wagg/host/sandbox"
@@ -47,50 +44,19 @@ import (
 
 // Server is one wagg host.
 type Server struct {
-	cfg     config.Config
-	log     *slog.Logger
-	ch      driver.Conn
-	admin   *kadm.Client
-	rt      *sandbox.Runtime
-	reg     *plugins.Registry
-	specs   *plugins.Deployments
-	hub     *hub.Hub
-	auth    *auth.Verifier // nil: open mode, loopback only
-	cps     *checkpoint.Store
-	prom    *prometheus.Registry
-	metrics *pipeline.Metrics
-	failed  *prometheus.GaugeVec
+	cfg   config.Config
+	log   *slog.Logger
+	ch    driver.Conn
+	admin *kadm.Client
+	rt    *sandbox.Runtime
+	reg   *plugins.Registry
+	hub   *hub.Hub
+	auth  *auth.Verifier // nil: open mode, loopback only
+	cps   *checkpoint.Store
+	prom  *prometheus.Registry
 	// breaker guards every write to ClickHouse of this host.
 	breaker *sink.Breaker
-	// hostID makes the host a static member of its consumer groups.
-	hostID string
-	// unsafeReplayOverlap is the crash tests' negative control
-	// (WAGG_UNSAFE_REPLAY_OVERLAP): it makes results wrong on purpose.
-	unsafeReplayOverlap int64
-
-	// deploying serializes deploys, so that the dead-letter loop check and
-	// the spec it admits are one step.
-	deploying sync.Mutex
-
-	mu      sync.Mutex
-	running map[string]*running
-}
-
-// running is a deployment this host runs, or ran until it failed.
-type running struct {
-	spec    plugins.Deployment
-	started time.Time
-	cancel  context.CancelFunc
-	done    chan struct{}
-
-	mu      sync.Mutex
-	failure *plugins.Failure
-}
-
-func (r *running) failed() *plugins.Failure {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.failure
+	deploys *deploy.Manager
 }
 
 // New connects to ClickHouse and Kafka, waiting up to a minute for each,
@@ -100,7 +66,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, running: map[string]*running{}}
+	s := &Server{cfg: cfg, log: log}
 	if cfg.Auth.Enabled() {
 		v, err := auth.New(auth.Options{
 			HMACKeyFiles: cfg.Auth.HMACKeyFiles, PublicKeyFiles: cfg.Auth.PublicKeyFiles, JWKSFiles: cfg.Auth.JWKSFiles,
@@ -165,27 +131,32 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if s.reg, err = plugins.Open(cfg.DataDir, s.rt, cfg.Sandbox.MaxUploadSize); err != nil {
 		return nil, err
 	}
-	if s.specs, err = plugins.OpenDeployments(cfg.DataDir); err != nil {
+	specs, err := plugins.OpenDeployments(cfg.DataDir)
+	if err != nil {
 		return nil, err
 	}
-	if s.hostID, err = hostID(cfg.DataDir); err != nil {
+	id, err := hostID(cfg.DataDir)
+	if err != nil {
 		return nil, err
 	}
+	var unsafeReplayOverlap int64
 	if v := os.Getenv("WAGG_UNSAFE_REPLAY_OVERLAP"); v != "" {
-		if s.unsafeReplayOverlap, err = strconv.ParseInt(v, 10, 64); err != nil {
+		if unsafeReplayOverlap, err = strconv.ParseInt(v, 10, 64); err != nil {
 			return nil, fmt.Errorf("WAGG_UNSAFE_REPLAY_OVERLAP: %w", err)
 		}
-		log.Warn("WAGG_UNSAFE_REPLAY_OVERLAP is set: restored partitions count records twice (a test's negative control)", "offsets", s.unsafeReplayOverlap)
+		log.Warn("WAGG_UNSAFE_REPLAY_OVERLAP is set: restored partitions count records twice (a test's negative control)", "offsets", unsafeReplayOverlap)
 	}
 	s.hub = hub.New(&hub.Options{OriginPatterns: cfg.Live.AllowedOrigins, Logger: log, Auth: s.auth, MaxGroupsPerPane: cfg.Sandbox.MaxGroupsPerPane})
 	s.breaker = &sink.Breaker{}
 	s.prom = prometheus.NewRegistry()
 	s.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.metrics = pipeline.NewMetrics(s.prom)
-	s.failed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "wagg_deployment_failed", Help: "1 for a deployment that stopped by itself (see GET /v1/deployments), else 0.",
-	}, []string{"deployment"})
-	s.prom.MustRegister(s.failed, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	s.deploys = deploy.New(deploy.Options{
+		Registry: s.reg, Specs: specs, Brokers: cfg.Kafka.Brokers, Admin: s.admin,
+		ClickHouse: ch, Database: cfg.ClickHouse.Database, Checkpoints: s.cps, Breaker: s.breaker,
+		Live: s.hub, Metrics: pipeline.NewMetrics(s.prom), Prometheus: s.prom,
+		InstanceID: id, UnsafeReplayOverlap: unsafeReplayOverlap, MaxGroupsPerPane: cfg.Sandbox.MaxGroupsPerPane, Log: log,
+	})
+	s.prom.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "wagg_clickhouse_breaker_state", Help: "The ClickHouse circuit breaker: 0 closed, 1 half-open (trying), 2 open (ClickHouse failing).",
 	}, func() float64 {
 		st, _ := s.breaker.Status()
@@ -211,22 +182,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if s.auth == nil && !config.Loopback(ln.Addr().String()) {
 		return fmt.Errorf("config field listen: %s is not a loopback address and auth has no keys (docs/security.md)", ln.Addr())
 	}
-	specs, err := s.specs.List()
-	if err != nil {
+	if err := s.deploys.Start(ctx); err != nil {
 		return err
-	}
-	for _, d := range specs {
-		if f, ok := s.specs.Failed(d.Name); ok {
-			s.log.Warn("stored deployment failed before; not started (deploy it again to restart it)", "deployment", d.Name, "err", f.Error)
-			s.mu.Lock()
-			s.running[d.Name] = &running{spec: d, done: closed(), cancel: func() {}, failure: &f}
-			s.mu.Unlock()
-			s.failed.WithLabelValues(d.Name).Set(1)
-			continue
-		}
-		if _, err := s.Deploy(ctx, d); err != nil {
-			s.log.Error("stored deployment not started", "deployment", d.Name, "err", err)
-		}
 	}
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
@@ -241,13 +198,14 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if s.auth == nil {
 		s.log.Warn("auth: no keys configured: open mode, listening on loopback only; anyone on this machine may push, deploy and subscribe (docs/security.md)", "addr", ln.Addr().String())
 	}
+	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s.stopAll()
+	s.deploys.Stop()
 	s.hub.Close()
 	srv.Shutdown(sctx)
 	s.rt.Close(sctx)
@@ -256,19 +214,6 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		err = nil
 	}
 	return err
-}
-
-func (s *Server) stopAll() {
-	s.mu.Lock()
-	rs := s.running
-	s.running = map[string]*running{}
-	s.mu.Unlock()
-	for _, r := range rs {
-		r.cancel()
-	}
-	for _, r := range rs {
-		<-r.done
-	}
 }
 
 // AuditTable is the ClickHouse table (in the host's database) that records
@@ -322,144 +267,26 @@ func (s *Server) Plugins() ([]plugins.Manifest, error) { return s.reg.List() }
 // MaxUpload is the plugin size limit.
 func (s *Server) MaxUpload() int { return s.reg.MaxSize() }
 
-// Deploy starts (or restarts with the new spec) a deployment, clearing a
-// failure: the plugin must be pushed, the topic must exist and no
-// dead-letter loop may form with a stored deployment; the dead-letter topic
-// and the ClickHouse table are created when missing.
+// Deploy starts (or restarts with the new spec) a deployment (deploy.Manager).
 func (s *Server) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployment, error) {
-	if err := d.Validate(); err != nil {
-		return api.Deployment{}, err
+	st, err := s.deploys.Deploy(ctx, d)
+	if err == nil {
+		s.audit(ctx, "deploy", d.Name, fmt.Sprintf("plugin %s topic %s dead letters %s", d.Plugin, d.Topic, d.DeadLetterTopic))
 	}
-	s.deploying.Lock()
-	defer s.deploying.Unlock()
-	stored, err := s.specs.List()
-	if err != nil {
-		return api.Deployment{}, err
-	}
-	if err := plugins.CheckDeadLetterLoop(d, stored); err != nil {
-		return api.Deployment{}, err
-	}
-	name, version := d.PluginRef()
-	m, err := s.reg.Get(name, version)
-	if errors.Is(err, plugins.ErrNotFound) {
-		return api.Deployment{}, fmt.Errorf("%w: deployment field plugin: %s is not pushed (wagg plugin push)", plugins.ErrInvalid, d.Plugin)
-	}
-	if err != nil {
-		return api.Deployment{}, err
-	}
-	mod, err := s.reg.Module(ctx, m)
-	if err != nil {
-		return api.Deployment{}, err
-	}
-	partitions, err := s.ensureTopics(ctx, d)
-	if err != nil {
-		return api.Deployment{}, err
-	}
-	windows := make([]abi.Window, len(d.Windows))
-	for i, w := range d.Windows {
-		windows[i] = w.ABI()
-	}
-	table, err := sink.Ensure(ctx, s.ch, s.cfg.ClickHouse.Database, d.Name, &mod.Schema, windows)
-	if err != nil {
-		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
-	}
-	params, _ := json.Marshal(d.Params)
-	if d.Params == nil {
-		params = nil
-	}
-	runner, err := pipeline.New(pipeline.Spec{
-		Name: d.Name, Topic: d.Topic, DeadLetterTopic: d.DeadLetterTopic, Windows: windows,
-		Lateness: time.Duration(d.Lateness), IdleAfter: time.Duration(d.IdleAfter),
-		EmitEvery: time.Duration(d.EmitEvery), CheckpointEvery: time.Duration(d.CheckpointEvery),
-		MaxBatch: d.MaxBatch, MaxFuture: time.Duration(d.MaxFuture), MaxPluginErrors: d.MaxPluginErrors,
-		MaxGroupsPerPane: s.cfg.Sandbox.MaxGroupsPerPane,
-		Params:           params, UnsafeReplayOverlap: s.unsafeReplayOverlap,
-	}, pipeline.Deps{
-		Brokers: s.cfg.Kafka.Brokers, Admin: s.admin, Module: mod, PluginSHA: m.SHA256,
-		Rows: table, Checkpoints: s.cps, Breaker: s.breaker, Live: s.hub,
-		Metrics: s.metrics, Log: s.log, InstanceID: s.hostID,
-	})
-	if err != nil {
-		return api.Deployment{}, err
-	}
-	if err := s.specs.Put(d); err != nil {
-		return api.Deployment{}, err
-	}
-	s.stop(d.Name)
-	if err := s.specs.ClearFailed(d.Name); err != nil {
-		return api.Deployment{}, err
-	}
-	s.failed.WithLabelValues(d.Name).Set(0)
-	s.hub.Register(d.Name, &mod.Schema, windows)
-	rctx, cancel := context.WithCancel(context.Background())
-	r := &running{spec: d, started: time.Now().UTC(), cancel: cancel, done: make(chan struct{})}
-	s.mu.Lock()
-	s.running[d.Name] = r
-	s.mu.Unlock()
-	go func() {
-		defer close(r.done)
-		err := runner.Run(rctx)
-		if err == nil {
-			return
-		}
-		// It stopped by itself: keep it visible, and stopped across restarts.
-		f := plugins.Failure{Error: err.Error(), At: time.Now().UTC()}
-		r.mu.Lock()
-		r.failure = &f
-		r.mu.Unlock()
-		s.failed.WithLabelValues(d.Name).Set(1)
-		if err := s.specs.SetFailed(d.Name, f); err != nil {
-			s.log.Error("recording a deployment's failure", "deployment", d.Name, "err", err)
-		}
-	}()
-	s.log.Info("deployment started", "deployment", d.Name, "plugin", d.Plugin, "topic", d.Topic, "partitions", partitions)
-	s.audit(ctx, "deploy", d.Name, fmt.Sprintf("plugin %s topic %s dead letters %s", d.Plugin, d.Topic, d.DeadLetterTopic))
-	return s.status(r), nil
+	return st, err
 }
 
-func (s *Server) stop(name string) bool {
-	s.mu.Lock()
-	r := s.running[name]
-	delete(s.running, name)
-	s.mu.Unlock()
-	if r == nil {
-		return false
-	}
-	r.cancel()
-	<-r.done
-	return true
-}
-
-// Undeploy stops a deployment (it checkpoints) and forgets its spec. Its
-// ClickHouse table stays.
+// Undeploy stops a deployment and forgets its spec; its table stays.
 func (s *Server) Undeploy(ctx context.Context, name string) error {
-	stopped := s.stop(name)
-	if err := s.specs.Delete(name); err != nil && !(stopped && errors.Is(err, plugins.ErrNotFound)) {
+	if err := s.deploys.Undeploy(ctx, name); err != nil {
 		return err
 	}
 	s.audit(ctx, "undeploy", name, "")
 	return nil
 }
 
-// Deployments lists running deployments.
-func (s *Server) Deployments() []api.Deployment {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := []api.Deployment{}
-	for _, r := range s.running {
-		out = append(out, s.status(r))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-func (s *Server) status(r *running) api.Deployment {
-	d := api.Deployment{Deployment: r.spec, Started: r.started, Table: s.cfg.ClickHouse.Database + "." + r.spec.Name, Status: api.StatusRunning}
-	if f := r.failed(); f != nil {
-		d.Status, d.Error, d.Failed = api.StatusFailed, f.Error, f.At
-	}
-	return d
-}
+// Deployments lists the deployments and their status.
+func (s *Server) Deployments() []api.Deployment { return s.deploys.List() }
 
 // healthTimeout bounds each probe of /healthz, so that it answers quickly
 // while a service hangs.
@@ -513,32 +340,4 @@ func hostID(dataDir string) (string, error) {
 		return "", fmt.Errorf("data_dir: %w", err)
 	}
 	return id, nil
-}
-
-func closed() chan struct{} {
-	c := make(chan struct{})
-	close(c)
-	return c
-}
-
-func (s *Server) ensureTopics(ctx context.Context, d plugins.Deployment) (int, error) {
-	topics, err := s.admin.ListTopics(ctx, d.Topic, d.DeadLetterTopic)
-	if err != nil {
-		return 0, fmt.Errorf("%w: kafka: list topics: %w", api.ErrUnavailable, err)
-	}
-	in, ok := topics[d.Topic]
-	if !ok || in.Err != nil {
-		return 0, fmt.Errorf("%w: deployment field topic: topic %q does not exist in Kafka", plugins.ErrInvalid, d.Topic)
-	}
-	n := len(in.Partitions)
-	if dl, ok := topics[d.DeadLetterTopic]; !ok || dl.Err != nil {
-		resp, err := s.admin.CreateTopic(ctx, int32(n), -1, nil, d.DeadLetterTopic)
-		if err != nil {
-			return 0, fmt.Errorf("%w: kafka: create dead-letter topic %s: %w", api.ErrUnavailable, d.DeadLetterTopic, err)
-		}
-		if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
-			return 0, fmt.Errorf("kafka: create dead-letter topic %s: %w", d.DeadLetterTopic, resp.Err)
-		}
-	}
-	return n, nil
 }

@@ -37,8 +37,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/wagg/wagg/examples/votes/gen"
 	"github.com/wagg/wagg/host/hub"
+	"github.com/wagg/wagg/host/source"
+	"github.com/wagg/wagg/internal/gen"
 )
 
 var (
@@ -105,12 +106,8 @@ func main() {
 }
 
 func createTopic(ctx context.Context, cl *kgo.Client, topic string) {
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, 12, 1, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		log.Fatalf("create %s: %v", topic, err)
+	if err := source.EnsureTopic(ctx, kadm.NewClient(cl), topic, 12, nil); err != nil {
+		log.Fatal(err)
 	}
 }
 

@@ -1,4 +1,4 @@
-// Package gen generates realistic poll votes for the votes example: polls
+// Package gen generates realistic poll votes (the input of the votes example): polls
 // drawn from a Zipf distribution (a few hot polls, a long tail), several
 // options per poll with uneven popularity, users spread evenly. It is the
 // input of `wagg produce`, of the integration tests and of the benchmarks.

@@ -1,0 +1,305 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/wagg/wagg/abi"
+	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/host/checkpoint"
+	"github.com/wagg/wagg/host/pipeline"
+	"github.com/wagg/wagg/host/sink"
+	"github.com/wagg/wagg/host/source"
+	"github.com/wagg/wagg/plugins"
+)
+
+// Live is the host's hub: it learns each deployment's schema and windows
+// before the deployment's rows reach it.
+type Live interface {
+	pipeline.Live
+	Register(aggregator string, s *abi.Schema, windows []abi.Window)
+}
+
+// Options are what a Manager starts deployments with. All are required
+// but Log, InstanceID and UnsafeReplayOverlap.
+type Options struct {
+	Registry    *plugins.Registry
+	Specs       *plugins.Deployments
+	Brokers     []string
+	Admin       *kadm.Client
+	ClickHouse  driver.Conn
+	Database    string
+	Checkpoints *checkpoint.Store
+	Breaker     *sink.Breaker // shared by every deployment of the host
+	Live        Live
+	Metrics     *pipeline.Metrics
+	// Prometheus gets the wagg_deployment_failed gauge.
+	Prometheus prometheus.Registerer
+	// InstanceID makes the host a static member of each consumer group.
+	InstanceID string
+	// UnsafeReplayOverlap is the crash tests' negative control
+	// (WAGG_UNSAFE_REPLAY_OVERLAP): it makes results wrong on purpose.
+	UnsafeReplayOverlap int64
+	// MaxGroupsPerPane is the host's limit of groups per pane
+	// (sandbox.max_groups_per_pane), told to each plugin.
+	MaxGroupsPerPane int
+	Log              *slog.Logger
+}
+
+// Manager starts, replaces and stops the deployments of one host.
+type Manager struct {
+	o      Options
+	failed *prometheus.GaugeVec
+
+	// deploying serializes deploys, so that the dead-letter loop check and
+	// the spec it admits are one step.
+	deploying sync.Mutex
+
+	mu      sync.Mutex
+	running map[string]*running
+}
+
+// running is a deployment this host runs, or ran until it failed.
+type running struct {
+	spec    plugins.Deployment
+	started time.Time
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	mu      sync.Mutex
+	failure *plugins.Failure
+}
+
+func (r *running) failed() *plugins.Failure {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failure
+}
+
+// New makes a Manager; Start starts the stored deployments.
+func New(o Options) *Manager {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	m := &Manager{o: o, running: map[string]*running{}}
+	m.failed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wagg_deployment_failed", Help: "1 for a deployment that stopped by itself (see GET /v1/deployments), else 0.",
+	}, []string{"deployment"})
+	o.Prometheus.MustRegister(m.failed)
+	return m
+}
+
+// Start starts every stored deployment but those that failed before: they
+// stay failed (and visible) until deployed again.
+func (m *Manager) Start(ctx context.Context) error {
+	specs, err := m.o.Specs.List()
+	if err != nil {
+		return err
+	}
+	for _, d := range specs {
+		if f, ok := m.o.Specs.Failed(d.Name); ok {
+			m.o.Log.Warn("stored deployment failed before; not started (deploy it again to restart it)", "deployment", d.Name, "err", f.Error)
+			m.mu.Lock()
+			m.running[d.Name] = &running{spec: d, done: closed(), cancel: func() {}, failure: &f}
+			m.mu.Unlock()
+			m.failed.WithLabelValues(d.Name).Set(1)
+			continue
+		}
+		if _, err := m.Deploy(ctx, d); err != nil {
+			m.o.Log.Error("stored deployment not started", "deployment", d.Name, "err", err)
+		}
+	}
+	return nil
+}
+
+// Deploy starts (or restarts with the new spec) a deployment, clearing a
+// failure: the plugin must be pushed, the topic must exist and no
+// dead-letter loop may form with a stored deployment; the dead-letter topic
+// and the ClickHouse table are created when missing. The
+// old runner of the name has stopped (and made its last flush) before the
+// new one registers with the hub.
+func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployment, error) {
+	if err := d.Validate(); err != nil {
+		return api.Deployment{}, err
+	}
+	m.deploying.Lock()
+	defer m.deploying.Unlock()
+	stored, err := m.o.Specs.List()
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	if err := plugins.CheckDeadLetterLoop(d, stored); err != nil {
+		return api.Deployment{}, err
+	}
+	name, version := d.PluginRef()
+	man, err := m.o.Registry.Get(name, version)
+	if errors.Is(err, plugins.ErrNotFound) {
+		return api.Deployment{}, fmt.Errorf("%w: deployment field plugin: %s is not pushed (wagg plugin push)", plugins.ErrInvalid, d.Plugin)
+	}
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	mod, err := m.o.Registry.Module(ctx, man)
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	partitions, err := m.ensureTopics(ctx, d)
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	windows := make([]abi.Window, len(d.Windows))
+	for i, w := range d.Windows {
+		windows[i] = w.ABI()
+	}
+	table, err := sink.Ensure(ctx, m.o.ClickHouse, m.o.Database, d.Name, &mod.Schema, windows)
+	if err != nil {
+		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	params, _ := json.Marshal(d.Params)
+	if d.Params == nil {
+		params = nil
+	}
+	runner, err := pipeline.New(pipeline.Spec{
+		Name: d.Name, Topic: d.Topic, DeadLetterTopic: d.DeadLetterTopic, Windows: windows,
+		Lateness: time.Duration(d.Lateness), IdleAfter: time.Duration(d.IdleAfter),
+		EmitEvery: time.Duration(d.EmitEvery), CheckpointEvery: time.Duration(d.CheckpointEvery),
+		MaxBatch: d.MaxBatch, MaxFuture: time.Duration(d.MaxFuture), MaxPluginErrors: d.MaxPluginErrors,
+		MaxGroupsPerPane: m.o.MaxGroupsPerPane,
+		Params:           params, UnsafeReplayOverlap: m.o.UnsafeReplayOverlap,
+	}, pipeline.Deps{
+		Brokers: m.o.Brokers, Admin: m.o.Admin, Module: mod, PluginSHA: man.SHA256,
+		Rows: table, Checkpoints: m.o.Checkpoints, Breaker: m.o.Breaker, Live: m.o.Live,
+		Metrics: m.o.Metrics, Log: m.o.Log, InstanceID: m.o.InstanceID,
+	})
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	if err := m.o.Specs.Put(d); err != nil {
+		return api.Deployment{}, err
+	}
+	m.stop(d.Name)
+	if err := m.o.Specs.ClearFailed(d.Name); err != nil {
+		return api.Deployment{}, err
+	}
+	m.failed.WithLabelValues(d.Name).Set(0)
+	m.o.Live.Register(d.Name, &mod.Schema, windows)
+	rctx, cancel := context.WithCancel(context.Background())
+	r := &running{spec: d, started: time.Now().UTC(), cancel: cancel, done: make(chan struct{})}
+	m.mu.Lock()
+	m.running[d.Name] = r
+	m.mu.Unlock()
+	go func() {
+		defer close(r.done)
+		err := runner.Run(rctx)
+		if err == nil {
+			return
+		}
+		// It stopped by itself: keep it visible, and stopped across restarts.
+		f := plugins.Failure{Error: err.Error(), At: time.Now().UTC()}
+		r.mu.Lock()
+		r.failure = &f
+		r.mu.Unlock()
+		m.failed.WithLabelValues(d.Name).Set(1)
+		if err := m.o.Specs.SetFailed(d.Name, f); err != nil {
+			m.o.Log.Error("recording a deployment's failure", "deployment", d.Name, "err", err)
+		}
+	}()
+	m.o.Log.Info("deployment started", "deployment", d.Name, "plugin", d.Plugin, "topic", d.Topic, "partitions", partitions)
+	return m.status(r), nil
+}
+
+// stop stops a deployment's runner (it checkpoints) and waits for it,
+// reporting whether one ran.
+func (m *Manager) stop(name string) bool {
+	m.mu.Lock()
+	r := m.running[name]
+	delete(m.running, name)
+	m.mu.Unlock()
+	if r == nil {
+		return false
+	}
+	r.cancel()
+	<-r.done
+	return true
+}
+
+// Undeploy stops a deployment (it checkpoints) and forgets its spec. Its
+// ClickHouse table stays.
+func (m *Manager) Undeploy(_ context.Context, name string) error {
+	stopped := m.stop(name)
+	if err := m.o.Specs.Delete(name); err != nil && !(stopped && errors.Is(err, plugins.ErrNotFound)) {
+		return err
+	}
+	return nil
+}
+
+// Stop stops every deployment together; each checkpoints.
+func (m *Manager) Stop() {
+	m.mu.Lock()
+	rs := m.running
+	m.running = map[string]*running{}
+	m.mu.Unlock()
+	for _, r := range rs {
+		r.cancel()
+	}
+	for _, r := range rs {
+		<-r.done
+	}
+}
+
+// List is the status of every deployment, by name.
+func (m *Manager) List() []api.Deployment {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []api.Deployment{}
+	for _, r := range m.running {
+		out = append(out, m.status(r))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (m *Manager) status(r *running) api.Deployment {
+	d := api.Deployment{Deployment: r.spec, Started: r.started, Table: m.o.Database + "." + r.spec.Name, Status: api.StatusRunning}
+	if f := r.failed(); f != nil {
+		d.Status, d.Error, d.Failed = api.StatusFailed, f.Error, f.At
+	}
+	return d
+}
+
+// ensureTopics checks that the deployment's topic exists and creates its
+// dead-letter topic with as many partitions when missing. It returns the
+// topic's partition count.
+func (m *Manager) ensureTopics(ctx context.Context, d plugins.Deployment) (int, error) {
+	topics, err := m.o.Admin.ListTopics(ctx, d.Topic, d.DeadLetterTopic)
+	if err != nil {
+		return 0, fmt.Errorf("%w: kafka: list topics: %w", api.ErrUnavailable, err)
+	}
+	in, ok := topics[d.Topic]
+	if !ok || in.Err != nil {
+		return 0, fmt.Errorf("%w: deployment field topic: topic %q does not exist in Kafka", plugins.ErrInvalid, d.Topic)
+	}
+	n := len(in.Partitions)
+	if dl, ok := topics[d.DeadLetterTopic]; !ok || dl.Err != nil {
+		if err := source.EnsureTopic(ctx, m.o.Admin, d.DeadLetterTopic, int32(n), nil); err != nil {
+			return 0, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+		}
+	}
+	return n, nil
+}
+
+func closed() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}

@@ -1,0 +1,261 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Handler is what a Group calls as partitions come, go and receive records.
+// Assigned and the stops run inside the group's rebalance callbacks: the
+// group does not move on until they return.
+type Handler interface {
+	// Assigned is called for each newly assigned partition and returns the
+	// offset to start fetching at (its checkpoint's next offset). An error
+	// leaves the partition unfetched.
+	Assigned(ctx context.Context, p int32) (next int64, err error)
+	// Revoked stops partitions that move to another member; checkpoint
+	// says whether they may checkpoint first (they may not once lost).
+	Revoked(ps []int32, checkpoint bool)
+	// Records hands over fetched records of a partition. It must not block.
+	Records(p int32, recs []*kgo.Record)
+}
+
+// Options configure a Group.
+type Options struct {
+	Brokers []string
+	Group   string
+	Topic   string
+	// InstanceID makes the member static: restarted after a crash it gets
+	// its partitions back at once instead of after the session timeout.
+	InstanceID string
+	// Admin reads end offsets and makes a static member leave on Close.
+	Admin *kadm.Client
+	// MaxPoll bounds the records of one poll (default 32768).
+	MaxPoll int
+	Log     *slog.Logger
+	// ClientOpts are extra franz-go options (tests shorten timeouts).
+	ClientOpts []kgo.Opt
+}
+
+// SessionTimeout is how long a group waits for a member that stopped
+// heartbeating (a host that died and does not come back).
+const SessionTimeout = 10 * time.Second
+
+// Group is one member of a consumer group reading one topic, which also
+// produces the deployment's dead letters.
+type Group struct {
+	o  Options
+	h  Handler
+	cl *kgo.Client
+
+	mu      sync.Mutex
+	commits map[int32]int64 // checkpointed next offsets not yet committed
+}
+
+// New creates the member; Poll joins the group.
+func New(o Options, h Handler) (*Group, error) {
+	if o.MaxPoll <= 0 {
+		o.MaxPoll = 32768
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	g := &Group{o: o, h: h, commits: map[int32]int64{}}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(o.Brokers...),
+		kgo.ConsumerGroup(o.Group),
+		kgo.ConsumeTopics(o.Topic),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), // transaction markers move a partition's offset to the end
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.OnPartitionsRevoked(g.revoked),
+		kgo.OnPartitionsLost(g.lost),
+		kgo.AdjustFetchOffsetsFn(g.adjust),
+		kgo.SessionTimeout(SessionTimeout),
+		kgo.HeartbeatInterval(time.Second),
+		kgo.ProducerLinger(5 * time.Millisecond),
+	}
+	if o.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(o.InstanceID))
+	}
+	cl, err := kgo.NewClient(append(opts, o.ClientOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("source: kafka client: %w", err)
+	}
+	g.cl = cl
+	return g, nil
+}
+
+// Poll fetches and hands records over until ctx ends, committing what
+// checkpoints cover as it goes. It returns with the group still joined:
+// stop the partitions, then Close.
+func (g *Group) Poll(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	for {
+		fetches := g.cl.PollRecords(ctx, g.o.MaxPoll)
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			return
+		}
+		fetchFailed := false
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				fetchFailed = true
+				g.o.Log.Warn("fetch", "topic", t, "partition", p, "err", err)
+			}
+		})
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) > 0 {
+				g.h.Records(p.Partition, p.Records)
+			}
+		})
+		g.commit(ctx, false)
+		g.cl.AllowRebalance()
+		if fetchFailed && fetches.NumRecords() == 0 {
+			// Nothing but errors (the broker away, the topic deleted): do
+			// not spin on them.
+			backoff = min(2*backoff, time.Second)
+			sleep(ctx, backoff)
+		} else {
+			backoff = 50 * time.Millisecond
+		}
+	}
+}
+
+// Close commits what checkpoints cover, closes the client and leaves the
+// group, so that the partitions move at once.
+func (g *Group) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g.commit(ctx, true)
+	g.cl.AllowRebalance() // leaving the group revokes: let it
+	g.cl.Close()
+	g.leave(ctx)
+}
+
+// leave hands the partitions over at once: a static member's Close does not
+// leave the group (so that a restart keeps its partitions), a stop must.
+func (g *Group) leave(ctx context.Context) {
+	if g.o.InstanceID == "" || g.o.Admin == nil {
+		return
+	}
+	_, err := g.o.Admin.LeaveGroup(ctx, kadm.LeaveGroup(g.o.Group).InstanceIDs(g.o.InstanceID).Reason("wagg: deployment stopped"))
+	if err != nil {
+		g.o.Log.Warn("leaving the consumer group; its partitions move after the session timeout", "err", err)
+	}
+}
+
+// Checkpointed records that a partition's checkpoint covers offsets up to
+// next: the next commit hands it to Kafka.
+func (g *Group) Checkpointed(p int32, next int64) {
+	g.mu.Lock()
+	g.commits[p] = next
+	g.mu.Unlock()
+}
+
+// commit hands Kafka the offsets that checkpoints already cover.
+func (g *Group) commit(ctx context.Context, sync bool) {
+	offs := g.pending()
+	if offs == nil {
+		return
+	}
+	if sync {
+		g.cl.CommitOffsetsSync(ctx, offs, nil)
+		return
+	}
+	g.cl.CommitOffsets(ctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			g.o.Log.Warn("offset commit", "err", err)
+		}
+	})
+}
+
+// pending takes the offsets to commit (nil: none).
+func (g *Group) pending() map[string]map[int32]kgo.EpochOffset {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.commits) == 0 {
+		return nil
+	}
+	offs := map[string]map[int32]kgo.EpochOffset{g.o.Topic: {}}
+	for p, o := range g.commits {
+		offs[g.o.Topic][p] = kgo.EpochOffset{Epoch: -1, Offset: o}
+	}
+	clear(g.commits)
+	return offs
+}
+
+// adjust starts each assigned partition where the handler says (its
+// checkpoint), not at Kafka's committed offset. The group keeps
+// heartbeating while the handler waits for ClickHouse.
+func (g *Group) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	for p := range offsets[g.o.Topic] {
+		next, err := g.h.Assigned(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		offsets[g.o.Topic][p] = kgo.NewOffset().At(next).WithEpoch(-1)
+	}
+	return offsets, nil
+}
+
+func (g *Group) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	g.h.Revoked(revoked[g.o.Topic], true)
+	g.commit(ctx, true)
+}
+
+func (g *Group) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	g.h.Revoked(lost[g.o.Topic], false)
+}
+
+// Pause stops fetching partition p (its worker is full).
+func (g *Group) Pause(p int32) { g.cl.PauseFetchPartitions(map[string][]int32{g.o.Topic: {p}}) }
+
+// Resume fetches partition p again.
+func (g *Group) Resume(p int32) { g.cl.ResumeFetchPartitions(map[string][]int32{g.o.Topic: {p}}) }
+
+// Produce writes a record (a dead letter) with the group's client.
+func (g *Group) Produce(ctx context.Context, r *kgo.Record, done func(*kgo.Record, error)) {
+	g.cl.Produce(ctx, r, done)
+}
+
+// Flush waits until every record produced so far is written or failed.
+func (g *Group) Flush(ctx context.Context) error { return g.cl.Flush(ctx) }
+
+// EndOffset is the partition's last stable offset: where a read-committed
+// consumer that has read everything stands.
+func (g *Group) EndOffset(ctx context.Context, p int32) (int64, error) {
+	if g.o.Admin == nil {
+		return 0, errors.New("no admin client")
+	}
+	offs, err := g.o.Admin.ListCommittedOffsets(ctx, g.o.Topic)
+	if err != nil {
+		return 0, err
+	}
+	o, ok := offs.Lookup(g.o.Topic, p)
+	if !ok {
+		return 0, fmt.Errorf("no end offset for partition %d", p)
+	}
+	if o.Err != nil {
+		return 0, o.Err
+	}
+	return o.Offset, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
