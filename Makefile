@@ -15,7 +15,7 @@ DEMO_DIR  := .cache/demo
 TEST_REPORT := .cache/test-report.txt
 TEST_ENV  := WAGG_TEST_KAFKA=$(KAFKA) WAGG_TEST_CLICKHOUSE=$(CLICKHOUSE) WAGG_TEST_REPORT=$(CURDIR)/$(TEST_REPORT)
 
-.PHONY: all build wasm services services-down browser-deps test check fuzz bench bench-peers demo demo-stop clean test-peers
+.PHONY: all build wasm web services services-down browser-deps test check fuzz bench bench-peers demo demo-stop clean test-peers
 
 all: build
 
@@ -33,10 +33,16 @@ services:
 services-down:
 	bash scripts/services.sh down
 
-# Chromium (Debian) and playwright-core (npm) for the browser test.
+# Chromium (Debian) and the page's npm packages (playwright-core for the
+# browser tests, esbuild and uPlot for the bundle).
 browser-deps:
 	bash scripts/chromium.sh
-	cd host/web/e2e && npm ci --no-audit --no-fund --loglevel=error
+	cd host/web && npm ci --no-audit --no-fund --loglevel=error
+
+# The dashboard's bundle (host/web/assets/app.js, app.css, worker.js) from
+# host/web/src; committed, and a test fails when it is stale.
+web:
+	cd host/web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
 
 # Unit, fuzz-seed, browser and integration tests against the real services,
 # and the Kafka Streams peer's correctness check.

@@ -285,7 +285,7 @@ func browser(t *testing.T, url, key string, want int64) {
 	if err != nil {
 		t.Skip("browser test: no node (make test installs what it needs)")
 	}
-	for _, need := range []string{"/usr/bin/chromium", filepath.Join(dir, "node_modules", "playwright-core")} {
+	for _, need := range []string{"/usr/bin/chromium", filepath.Join(dir, "..", "node_modules", "playwright-core")} {
 		if _, err := os.Stat(need); err != nil {
 			t.Skipf("browser test: %s is missing (make test installs it)", need)
 		}

@@ -1,12 +1,16 @@
-// Package web holds the built-in live dashboard: a page that lists the
-// deployed aggregators, subscribes to one over the hub's WebSocket endpoint
-// and shows its top groups moving, with wagg.js, the small browser client of
-// the live protocol (docs/protocol.md), which dashboards may reuse as is.
+// Package web holds the built-in dashboard and wagg.js, the browser client
+// of the live protocol and of the history (docs/protocol.md), which other
+// dashboards may import as it is (an ES module, with wagg.d.ts).
 //
-// The assets are plain files embedded in the binary: no build step, no
-// framework, no external URL. The page expects the hub at /v1/live and the
-// deployment list at /v1/deployments on the same origin; it works without
-// the list (the user types a name, or passes ?aggregator=NAME).
+// The page (src/app.js) follows an aggregator in a Web Worker
+// (src/worker.js), draws a window over the last minutes from ClickHouse
+// history continued by live deltas, ranks the running totals, runs SQL
+// through POST /v1/query, uploads plugins, deploys and undeploys. build.mjs
+// bundles it with uPlot into assets/ (make web); the bundle is committed so
+// that a fresh clone builds without node, and TestBundle_IsWhatTheSourcesBuild
+// fails when it is stale. Everything is embedded in the binary and served
+// from its origin: no external URL.
 //
-// It is not an API: it only serves files.
+// It is not an API: it only serves files; the page calls the API with the
+// token it was opened with (#token=).
 package web

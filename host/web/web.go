@@ -4,12 +4,15 @@ import (
 	"embed"
 	"io/fs"
 	"net/http"
+	"strings"
 )
 
 //go:embed assets
 var assets embed.FS
 
-// Handler serves the live page at / (index.html, app.js, wagg.js). Mount it
+// Handler serves the dashboard at / (index.html and the bundle that
+// host/web/build.mjs makes from src/: app.js, app.css, worker.js) and the
+// client for other dashboards (wagg.js, wagg.d.ts). Mount it
 // at the root, or under a prefix with http.StripPrefix: the page loads its
 // scripts by relative URLs and calls the API at absolute ones.
 func Handler() http.Handler {
@@ -26,6 +29,9 @@ func Handler() http.Handler {
 		// The page may hold a token (from #token=): never leak its URL.
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cache-Control", "no-cache")
+		if strings.HasSuffix(r.URL.Path, ".d.ts") {
+			h.Set("Content-Type", "text/plain; charset=utf-8") // not an MPEG transport stream
+		}
 		files.ServeHTTP(w, r)
 	})
 }

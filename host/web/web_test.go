@@ -4,6 +4,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -15,8 +18,11 @@ func TestHandler_ServesThePageAndItsScripts(t *testing.T) {
 		path, contentType, contains string
 	}{
 		{"/", "text/html", `id="status"`},
-		{"/app.js", "text/javascript", "from './wagg.js'"},
+		{"/app.js", "text/javascript", "worker.js"},
+		{"/app.css", "text/css", ".uplot"},
+		{"/worker.js", "text/javascript", "/v1/live"},
 		{"/wagg.js", "text/javascript", "export class Live"},
+		{"/wagg.d.ts", "", "export class Series"},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			res, err := http.Get(srv.URL + tc.path)
@@ -41,5 +47,22 @@ func TestHandler_ServesThePageAndItsScripts(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBundle_IsWhatTheSourcesBuild fails when host/web/assets holds a
+// bundle other than what host/web/src builds: run make web and commit it.
+// It needs node and the page's npm packages (make test installs them).
+func TestBundle_IsWhatTheSourcesBuild(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("no node: make test installs what this test needs")
+	}
+	if _, err := os.Stat(filepath.Join("node_modules", "esbuild")); err != nil {
+		t.Skip("no host/web/node_modules (make browser-deps installs it)")
+	}
+	out, err := exec.Command(node, "build.mjs", "--check").CombinedOutput()
+	if err != nil {
+		t.Fatalf("the committed bundle is stale: %v\n%s", err, out)
 	}
 }

@@ -20,11 +20,11 @@ test('the live page shows the running total of a group', { skip: !url && 'WAGG_E
     const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
     await page.goto(url);
     await page.waitForFunction(() => document.querySelector('#status')?.textContent.trim() === 'live', null, { timeout: 30000 });
-    const value = page.locator(`section[data-kind="global"] li[data-key="${key}"] [data-value]`).first();
+    const value = page.locator(`section[data-kind="global"] tr[data-key="${key}"] [data-value]`).first();
     await value.waitFor({ timeout: 30000 });
     await page.waitForFunction(
       ([k, n]) => {
-        const el = document.querySelector(`section[data-kind="global"] li[data-key="${k}"] [data-value]`);
+        const el = document.querySelector(`section[data-kind="global"] tr[data-key="${k}"] [data-value]`);
         return el && Number(el.dataset.value) === n;
       },
       [key, want],
