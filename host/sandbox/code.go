@@ -186,13 +186,60 @@ func (r *reader) u32() (uint32, bool) {
 
 var errBlocks = errors.New("too many blocks")
 
-// countBlocks walks the instructions of a function body (WebAssembly 2.0:
-// the features wazero enables by default) and counts block, loop and if,
-// stopping with errBlocks past limit. It checks only what it needs to stay
-// in step; the compiler validates the rest.
+// countBlocks walks the instructions of a function body and counts block,
+// loop and if, stopping with errBlocks past limit.
 func countBlocks(code []byte, limit int) (int, error) {
-	r := reader{b: code}
 	blocks := 0
+	for off := 0; off < len(code); {
+		in, err := decodeInstr(code, off)
+		if err != nil {
+			return blocks, err
+		}
+		if in.op == opBlock || in.op == opLoop || in.op == opIf {
+			blocks++
+			if blocks > limit {
+				return blocks, errBlocks
+			}
+		}
+		off = in.end
+	}
+	return blocks, nil
+}
+
+// Opcodes the scanner and the meter look at.
+const (
+	opBlock      = 0x02
+	opLoop       = 0x03
+	opIf         = 0x04
+	opEnd        = 0x0b
+	opCall       = 0x10
+	opGlobalGet  = 0x23
+	opGlobalSet  = 0x24
+	opI32Const   = 0x41
+	opI32LtS     = 0x48
+	opI32Sub     = 0x6b
+	opRefFunc    = 0xd2
+	blockTypeNil = 0x40
+)
+
+// instr is one decoded instruction: its opcode, where it ends, and for the
+// instructions that name a function (call, ref.func) or a global
+// (global.get, global.set) that index and where its LEB128 lies.
+type instr struct {
+	op            byte
+	end           int
+	index         uint32
+	idxAt, idxEnd int // the index's bytes; idxAt == 0 when there is none
+}
+
+// decodeInstr decodes the instruction at code[off:] (WebAssembly 2.0: the
+// features wazero enables by default). It checks only what it needs to stay
+// in step; the compiler validates the rest.
+func decodeInstr(code []byte, off int) (instr, error) {
+	r := reader{b: code, off: off}
+	op := code[off]
+	r.off++
+	in := instr{op: op}
 	skip := func(n int) bool {
 		for range n {
 			if _, ok := r.leb(); !ok {
@@ -208,90 +255,86 @@ func countBlocks(code []byte, limit int) (int, error) {
 		r.off += n
 		return true
 	}
-	for r.off < len(r.b) {
-		op := r.b[r.off]
-		at := r.off
-		r.off++
-		ok := true
+	ok := true
+	switch {
+	case op == opBlock || op == opLoop || op == opIf:
+		ok = r.off < len(r.b)
+		if ok {
+			switch t := r.b[r.off]; t {
+			case blockTypeNil, 0x7f, 0x7e, 0x7d, 0x7c, 0x7b, 0x70, 0x6f:
+				r.off++
+			default: // a type index, as a signed LEB
+				_, ok = r.leb()
+			}
+		}
+	case op == 0x00 || op == 0x01 || op == 0x05 || op == opEnd || op == 0x0f ||
+		op == 0x1a || op == 0x1b || (op >= 0x45 && op <= 0xc4) || op == 0xd1:
+	case op == opCall || op == opRefFunc || op == opGlobalGet || op == opGlobalSet:
+		in.idxAt = r.off
+		in.index, ok = r.u32()
+		in.idxEnd = r.off
+	case op == 0x0c || op == 0x0d || // br, br_if
+		(op >= 0x20 && op <= 0x26) || // locals, table.get/set
+		op == 0x3f || op == 0x40: // memory.size, memory.grow
+		ok = skip(1)
+	case op == 0x0e: // br_table
+		var n uint32
+		n, ok = r.u32()
+		ok = ok && int64(n) < int64(len(r.b)) && skip(int(n)+1)
+	case op == 0x11: // call_indirect
+		ok = skip(2)
+	case op == 0x1c: // typed select
+		var n uint32
+		n, ok = r.u32()
+		ok = ok && fixed(int(n))
+	case op >= 0x28 && op <= 0x3e: // loads and stores: memarg
+		ok = skip(2)
+	case op == opI32Const || op == 0x42: // i32.const, i64.const
+		ok = skip(1)
+	case op == 0x43:
+		ok = fixed(4)
+	case op == 0x44:
+		ok = fixed(8)
+	case op == 0xd0: // ref.null
+		ok = fixed(1)
+	case op == 0xfc:
+		var sub uint32
+		sub, ok = r.u32()
 		switch {
-		case op == 0x02 || op == 0x03 || op == 0x04: // block, loop, if
-			blocks++
-			if blocks > limit {
-				return blocks, errBlocks
-			}
-			ok = r.off < len(r.b)
-			if ok {
-				switch t := r.b[r.off]; t {
-				case 0x40, 0x7f, 0x7e, 0x7d, 0x7c, 0x7b, 0x70, 0x6f:
-					r.off++
-				default: // a type index, as a signed LEB
-					_, ok = r.leb()
-				}
-			}
-		case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x0b || op == 0x0f ||
-			op == 0x1a || op == 0x1b || (op >= 0x45 && op <= 0xc4) || op == 0xd1:
-		case op == 0x0c || op == 0x0d || op == 0x10 || // br, br_if, call
-			(op >= 0x20 && op <= 0x26) || // locals, globals, table.get/set
-			op == 0x3f || op == 0x40 || op == 0xd2: // memory.size, memory.grow, ref.func
+		case !ok:
+		case sub <= 7:
+		case sub == 9 || sub == 11 || sub == 13 || sub == 15 || sub == 16 || sub == 17:
 			ok = skip(1)
-		case op == 0x0e: // br_table
-			var n uint32
-			n, ok = r.u32()
-			ok = ok && int64(n) < int64(len(r.b)) && skip(int(n)+1)
-		case op == 0x11: // call_indirect
+		case sub == 8 || sub == 10 || sub == 12 || sub == 14:
 			ok = skip(2)
-		case op == 0x1c: // typed select
-			var n uint32
-			n, ok = r.u32()
-			ok = ok && fixed(int(n))
-		case op >= 0x28 && op <= 0x3e: // loads and stores: memarg
-			ok = skip(2)
-		case op == 0x41 || op == 0x42: // i32.const, i64.const
-			ok = skip(1)
-		case op == 0x43:
-			ok = fixed(4)
-		case op == 0x44:
-			ok = fixed(8)
-		case op == 0xd0: // ref.null
-			ok = fixed(1)
-		case op == 0xfc:
-			var sub uint32
-			sub, ok = r.u32()
-			switch {
-			case !ok:
-			case sub <= 7:
-			case sub == 9 || sub == 11 || sub == 13 || sub == 15 || sub == 16 || sub == 17:
-				ok = skip(1)
-			case sub == 8 || sub == 10 || sub == 12 || sub == 14:
-				ok = skip(2)
-			default:
-				return blocks, fmt.Errorf("unknown instruction 0xfc %d at byte %d", sub, at)
-			}
-		case op == 0xfd:
-			var sub uint32
-			sub, ok = r.u32()
-			switch {
-			case !ok:
-			case sub <= 11 || sub == 92 || sub == 93: // loads, store, load zero
-				ok = skip(2)
-			case sub == 12 || sub == 13: // v128.const, i8x16.shuffle
-				ok = fixed(16)
-			case sub >= 21 && sub <= 34: // extract/replace lane
-				ok = fixed(1)
-			case sub >= 84 && sub <= 91: // load/store lane
-				ok = skip(2) && fixed(1)
-			case sub <= 255:
-			default:
-				return blocks, fmt.Errorf("unknown instruction 0xfd %d at byte %d", sub, at)
-			}
 		default:
-			return blocks, fmt.Errorf("unknown instruction 0x%02x at byte %d", op, at)
+			return in, fmt.Errorf("unknown instruction 0xfc %d at byte %d", sub, off)
 		}
-		if !ok {
-			return blocks, fmt.Errorf("instruction 0x%02x at byte %d runs past the end of the body", op, at)
+	case op == 0xfd:
+		var sub uint32
+		sub, ok = r.u32()
+		switch {
+		case !ok:
+		case sub <= 11 || sub == 92 || sub == 93: // loads, store, load zero
+			ok = skip(2)
+		case sub == 12 || sub == 13: // v128.const, i8x16.shuffle
+			ok = fixed(16)
+		case sub >= 21 && sub <= 34: // extract/replace lane
+			ok = fixed(1)
+		case sub >= 84 && sub <= 91: // load/store lane
+			ok = skip(2) && fixed(1)
+		case sub <= 255:
+		default:
+			return in, fmt.Errorf("unknown instruction 0xfd %d at byte %d", sub, off)
 		}
+	default:
+		return in, fmt.Errorf("unknown instruction 0x%02x at byte %d", op, off)
 	}
-	return blocks, nil
+	if !ok {
+		return in, fmt.Errorf("instruction 0x%02x at byte %d runs past the end of the body", op, off)
+	}
+	in.end = r.off
+	return in, nil
 }
 
 // leb skips one LEB128 of at most 10 bytes (any width, signed or not).

@@ -23,6 +23,7 @@ type Instance struct {
 	out    *guestLog
 	broken bool
 	closed bool
+	meter  callMeter
 
 	inPtr, inCap uint32
 	stack        [1]uint64
@@ -150,13 +151,11 @@ func (i *Instance) call(ctx context.Context, f api.Function) error {
 	if i.broken {
 		return &GuestError{Export: name, Message: "instance is broken", trap: errBroken}
 	}
-	cctx, cancel := i.m.r.deadline(ctx)
 	i.out.begin()
-	err := f.CallWithStack(cctx, i.stack[:])
-	cancel()
+	err := f.CallWithStack(i.m.r.metered(ctx, &i.meter), i.stack[:])
 	if err != nil {
 		i.broken = true
-		return i.m.r.guestError(cctx, name, err)
+		return i.m.r.guestError(name, err)
 	}
 	if err := i.out.end(name); err != nil {
 		i.broken = true

@@ -12,7 +12,6 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
-	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/wagg/wagg/abi"
 )
@@ -31,8 +30,8 @@ type Options struct {
 	// CallTimeout bounds every call into a guest, the start function and
 	// the upload's dry run included (default 1s). A call past it fails with
 	// a *GuestError wrapping ErrDeadline and breaks its instance. Negative
-	// turns deadlines off, and with them the checks compiled into guest
-	// loops: for measuring their cost only, never for untrusted code.
+	// turns deadlines off, and with them the meter Compile adds to guest
+	// code (meter.go): for measuring its cost only, never for untrusted code.
 	CallTimeout time.Duration
 	// MaxOutput caps the bytes a guest may hand back from one call
 	// (default 64 MiB).
@@ -109,15 +108,15 @@ func New(ctx context.Context, o *Options) (*Runtime, error) {
 	}
 	cfg := wazero.NewRuntimeConfig().
 		WithCompilationCache(cache).
-		WithMemoryLimitPages(opts.MemoryPages).
-		// Every loop header returns to Go to check whether the module was
-		// closed, which is what makes a looping guest preemptible at all
-		// (RATIONALE.md, "Every guest call has a deadline").
-		WithCloseOnContextDone(opts.CallTimeout > 0)
+		WithMemoryLimitPages(opts.MemoryPages)
 	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		rt.Close(ctx)
 		return nil, fmt.Errorf("sandbox: wasi: %w", err)
+	}
+	if err := instantiateMeter(ctx, rt); err != nil {
+		rt.Close(ctx)
+		return nil, fmt.Errorf("sandbox: meter: %w", err)
 	}
 	return &Runtime{opts: opts, rt: rt, cache: cache, budget: budget{limit: opts.MemoryBudget}}, nil
 }
@@ -176,6 +175,12 @@ func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	if _, err := ScanCode(wasm, r.opts.Code); err != nil {
 		return nil, err
 	}
+	if r.opts.CallTimeout > 0 {
+		var err error
+		if wasm, err = instrument(wasm); err != nil {
+			return nil, err
+		}
+	}
 	c, err := r.rt.CompileModule(ctx, wasm)
 	if err != nil {
 		return nil, fmt.Errorf("%w: not a WebAssembly module wagg can compile: %v", ErrInvalid, err)
@@ -217,6 +222,9 @@ func check(c wazero.CompiledModule) error {
 	}
 	for _, f := range c.ImportedFunctions() {
 		mod, name, _ := f.Import()
+		if mod == meterModule { // added by instrument, which refuses it in an upload
+			continue
+		}
 		if !allowed[[2]string{mod, name}] {
 			return fmt.Errorf("%w: imports %s.%s, which wagg does not provide (allowed: wasi_snapshot_preview1 basics, see abi/ABI.md)", ErrInvalid, mod, name)
 		}
@@ -279,10 +287,10 @@ func (m *Module) instantiate(ctx context.Context) (*Instance, error) {
 		WithStartFunctions(abi.InitializeExport).
 		WithStdout(out).WithStderr(out).
 		WithStdin(eof{})
-	cctx, cancel := r.deadline(experimental.WithMemoryAllocator(ctx, alloc))
+	var meter callMeter
+	cctx := r.metered(experimental.WithMemoryAllocator(ctx, alloc), &meter)
 	out.begin()
 	mod, err := r.rt.InstantiateModule(cctx, m.compiled, cfg)
-	cancel()
 	if err != nil {
 		// wazero closes a module whose start function failed, but not one
 		// that failed before (a data segment out of bounds): give back what
@@ -292,7 +300,7 @@ func (m *Module) instantiate(ctx context.Context) (*Instance, error) {
 		} else if alloc.reserved > 0 {
 			r.budget.release(alloc.reserved)
 		}
-		return nil, fmt.Errorf("instantiate: %w", r.guestError(cctx, abi.InitializeExport, err))
+		return nil, fmt.Errorf("instantiate: %w", r.guestError(abi.InitializeExport, err))
 	}
 	i := &Instance{m: m, mod: mod, mem: mod.Memory(), out: out}
 	if err := out.end(abi.InitializeExport); err != nil {
@@ -310,22 +318,20 @@ func (m *Module) instantiate(ctx context.Context) (*Instance, error) {
 	return i, nil
 }
 
-// deadline bounds one guest call.
-func (r *Runtime) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
+// metered returns ctx carrying c, the meter of one guest call under the
+// runtime's deadline.
+func (r *Runtime) metered(ctx context.Context, c *callMeter) context.Context {
 	if r.opts.CallTimeout <= 0 {
-		return ctx, func() {}
+		return ctx
 	}
-	return context.WithTimeout(ctx, r.opts.CallTimeout)
+	return metered(ctx, c, r.opts.CallTimeout)
 }
 
-// guestError turns the error of a guest call made under ctx into a
-// *GuestError: a deadline becomes ErrDeadline, anything else a trap.
-func (r *Runtime) guestError(ctx context.Context, export string, err error) *GuestError {
-	var exit *sys.ExitError
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) ||
-		errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeDeadlineExceeded {
-		return &GuestError{Export: export, Message: fmt.Sprintf("ran past its %v deadline", r.opts.CallTimeout),
-			trap: fmt.Errorf("%w (%v): %v", ErrDeadline, r.opts.CallTimeout, err)}
+// guestError turns the error of a guest call into a *GuestError: a deadline
+// becomes ErrDeadline, anything else a trap.
+func (r *Runtime) guestError(export string, err error) *GuestError {
+	if errors.Is(err, ErrDeadline) {
+		return &GuestError{Export: export, Message: fmt.Sprintf("ran past its %v deadline", r.opts.CallTimeout), trap: err}
 	}
 	return &GuestError{Export: export, trap: err}
 }

@@ -1,0 +1,671 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+)
+
+// The meter is how a guest call is held to its deadline without costing
+// the guest's speed (RATIONALE.md, "Every guest call has a deadline").
+//
+// Compile rewrites a module before compiling it: it adds a mutable i32
+// global, the fuel, and a function import, wagg_sandbox.refuel. Every
+// function entry and every loop header subtracts from the fuel what the code
+// it starts can run before it reaches the next such point: one unit, plus
+// one per fuelBytes bytes of the function or loop body. When the fuel runs
+// out the guest calls refuel, which is the only place it returns to Go: it
+// checks the call's deadline and its context, and hands out fuelPerRefill
+// more units. Between two refuels a guest runs a bounded amount of code, so
+// a looping guest comes back to Go within about a millisecond, where the Go
+// scheduler can stop it for a garbage collection, and is stopped within
+// that time of its deadline.
+//
+// Without instrumentation the guest could not be preempted at all (the Go
+// runtime cannot stop a goroutine inside compiled guest code, so the next
+// stop-the-world waits for it), and wazero's own remedy, close-on-context-
+// done, returns to Go at every loop header, which made the votes plugin 3-5
+// times slower.
+const (
+	meterModule   = "wagg_sandbox"
+	meterFunc     = "refuel"
+	fuelPerRefill = 1 << 20
+	fuelBytes     = 64
+)
+
+// meterKey is the context key of the *callMeter of a guest call.
+type meterKey struct{}
+
+// callMeter is what refuel checks during one guest call.
+type callMeter struct {
+	deadline time.Time
+	timeout  time.Duration
+}
+
+// metered returns ctx carrying a meter for one call under timeout.
+func metered(ctx context.Context, c *callMeter, timeout time.Duration) context.Context {
+	c.timeout = timeout
+	c.deadline = time.Now().Add(timeout)
+	return context.WithValue(ctx, meterKey{}, c)
+}
+
+// refuel is the host side of wagg_sandbox.refuel: it stops the call (a
+// panic, which wazero turns into the call's error) when the call is past its
+// deadline or its context is done, and otherwise returns more fuel.
+func refuel(ctx context.Context, _ api.Module, stack []uint64) {
+	if c, ok := ctx.Value(meterKey{}).(*callMeter); ok {
+		if err := ctx.Err(); err != nil {
+			panic(fmt.Errorf("sandbox: guest call stopped: %w", err))
+		}
+		if time.Now().After(c.deadline) {
+			panic(fmt.Errorf("%w (%v)", ErrDeadline, c.timeout))
+		}
+	}
+	stack[0] = fuelPerRefill
+}
+
+func instantiateMeter(ctx context.Context, rt wazero.Runtime) error {
+	_, err := rt.NewHostModuleBuilder(meterModule).
+		NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(refuel), nil, []api.ValueType{api.ValueTypeI32}).
+		Export(meterFunc).
+		Instantiate(ctx)
+	return err
+}
+
+// Section ids, and the order the binary format requires of them.
+const (
+	secCustom = 0
+	secType   = 1
+	secImport = 2
+	secGlobal = 6
+	secExport = 7
+	secStart  = 8
+	secElem   = 9
+	secCode   = 10
+)
+
+var sectionRank = map[byte]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13}
+
+// instrumenter holds what the rewrite has learnt of a module so far.
+type instrumenter struct {
+	types       uint32 // function types of the original
+	funcImports uint32 // imported functions: defined functions move up one
+	globals     uint32 // globals of the original, imported and defined
+	fuel        uint32 // the fuel's global index
+	emitted     [3]bool
+	loops       []int // pass one of a body: the length of each loop
+	stack       []int
+}
+
+// instrument returns wasm with the meter added (see above). It refuses what
+// it cannot rewrite faithfully (wrapping ErrInvalid), and a module that
+// names globals past its own: after the rewrite such an index would reach
+// the fuel. Everything else it leaves to the compiler's validation.
+func instrument(wasm []byte) ([]byte, error) {
+	if len(wasm) < 8 {
+		return nil, invalid("no header")
+	}
+	m := &instrumenter{}
+	out := make([]byte, 0, len(wasm)+len(wasm)/8+64)
+	out = append(out, wasm[:8]...)
+	r := reader{b: wasm, off: 8}
+	last := 0
+	for r.off < len(r.b) {
+		id := r.b[r.off]
+		r.off++
+		size, ok := r.u32()
+		if !ok || int(size) > len(r.b)-r.off {
+			return nil, invalid("section %d: size runs past the end", id)
+		}
+		body := wasm[r.off : r.off+int(size)]
+		r.off += int(size)
+		if id != secCustom {
+			rank, known := sectionRank[id]
+			if !known || rank <= last {
+				return nil, invalid("section %d out of order or unknown", id)
+			}
+			last = rank
+			out = m.synthesize(out, rank)
+		}
+		var err error
+		if out, err = m.section(out, id, body); err != nil {
+			return nil, err
+		}
+	}
+	return m.synthesize(out, len(sectionRank)+1), nil
+}
+
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: not a WebAssembly module wagg can compile: %s", ErrInvalid, fmt.Sprintf(format, a...))
+}
+
+// synthesize emits the type, import and global sections the meter needs
+// when the module has none and the next section must come after them.
+func (m *instrumenter) synthesize(out []byte, before int) []byte {
+	for k, id := range []byte{secType, secImport, secGlobal} {
+		if !m.emitted[k] && sectionRank[id] < before {
+			out, _ = m.section(out, id, []byte{0})
+		}
+	}
+	return out
+}
+
+func (m *instrumenter) section(out []byte, id byte, body []byte) ([]byte, error) {
+	var content []byte
+	var err error
+	switch id {
+	case secType:
+		m.emitted[0] = true
+		content, err = m.typeSection(body)
+	case secImport:
+		m.emitted[1] = true
+		content, err = m.importSection(body)
+	case secGlobal:
+		m.emitted[2] = true
+		content, err = m.globalSection(body)
+	case secExport:
+		content, err = m.exportSection(body)
+	case secStart:
+		content, err = m.startSection(body)
+	case secElem:
+		content, err = m.elemSection(body)
+	case secCode:
+		content, err = m.codeSection(body)
+	case secCustom:
+		content = m.customSection(body)
+		if content == nil {
+			return out, nil
+		}
+	default:
+		content = body
+	}
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, id)
+	out = appendULEB(out, uint32(len(content)))
+	return append(out, content...), nil
+}
+
+// vector reads the count of a vector section and returns a reader at its
+// first element.
+func vector(body []byte, what string) (reader, uint32, error) {
+	r := reader{b: body}
+	n, ok := r.u32()
+	if !ok {
+		return r, 0, invalid("%s section: count", what)
+	}
+	return r, n, nil
+}
+
+func (m *instrumenter) typeSection(body []byte) ([]byte, error) {
+	r, n, err := vector(body, "type")
+	if err != nil {
+		return nil, err
+	}
+	m.types = n
+	out := appendULEB(nil, n+1)
+	out = append(out, body[r.off:]...)
+	return append(out, 0x60, 0x00, 0x01, 0x7f), nil // () -> i32
+}
+
+func (m *instrumenter) importSection(body []byte) ([]byte, error) {
+	r, n, err := vector(body, "import")
+	if err != nil {
+		return nil, err
+	}
+	first := r.off
+	for i := uint32(0); i < n; i++ {
+		mod, ok1 := r.name()
+		_, ok2 := r.name()
+		if !ok1 || !ok2 || r.off >= len(r.b) {
+			return nil, invalid("import %d: names", i)
+		}
+		if mod == meterModule {
+			return nil, fmt.Errorf("%w: imports from %s, which is the sandbox's own", ErrInvalid, meterModule)
+		}
+		kind := r.b[r.off]
+		r.off++
+		ok := true
+		switch kind {
+		case 0x00: // function: type index
+			_, ok = r.u32()
+			m.funcImports++
+		case 0x01: // table: reference type, limits
+			ok = r.skipBytes(1) && r.limits()
+		case 0x02: // memory: limits
+			ok = r.limits()
+		case 0x03: // global: value type, mutability
+			ok = r.skipBytes(2)
+			m.globals++
+		default:
+			ok = false
+		}
+		if !ok {
+			return nil, invalid("import %d: description", i)
+		}
+	}
+	if r.off != len(r.b) {
+		return nil, invalid("import section: bytes after the last import")
+	}
+	out := appendULEB(nil, n+1)
+	out = append(out, body[first:]...)
+	out = appendName(out, meterModule)
+	out = appendName(out, meterFunc)
+	out = append(out, 0x00)
+	return appendULEB(out, m.types), nil
+}
+
+func (m *instrumenter) globalSection(body []byte) ([]byte, error) {
+	r, n, err := vector(body, "global")
+	if err != nil {
+		return nil, err
+	}
+	imported := m.globals
+	m.globals += n
+	m.fuel = m.globals
+	out := appendULEB(nil, n+1)
+	for i := uint32(0); i < n; i++ {
+		if !r.skipBytes(2) {
+			return nil, invalid("global %d: type", i)
+		}
+		out = append(out, r.b[r.off-2:r.off]...)
+		// A constant expression may only read imported globals.
+		if out, err = m.constExpr(out, &r, imported); err != nil {
+			return nil, err
+		}
+	}
+	if r.off != len(r.b) {
+		return nil, invalid("global section: bytes after the last global")
+	}
+	out = append(out, 0x7f, 0x01, opI32Const) // mutable i32
+	out = appendSLEB(out, fuelPerRefill)
+	return append(out, opEnd), nil
+}
+
+func (m *instrumenter) exportSection(body []byte) ([]byte, error) {
+	r, n, err := vector(body, "export")
+	if err != nil {
+		return nil, err
+	}
+	out := appendULEB(nil, n)
+	for i := uint32(0); i < n; i++ {
+		start := r.off
+		if _, ok := r.name(); !ok || r.off >= len(r.b) {
+			return nil, invalid("export %d: name", i)
+		}
+		kind := r.b[r.off]
+		r.off++
+		out = append(out, r.b[start:r.off]...)
+		idx, ok := r.u32()
+		if !ok {
+			return nil, invalid("export %d: index", i)
+		}
+		switch kind {
+		case 0x00:
+			idx = m.function(idx)
+		case 0x03:
+			if idx >= m.globals {
+				return nil, fmt.Errorf("%w: exports global %d, the module has %d", ErrInvalid, idx, m.globals)
+			}
+		}
+		out = appendULEB(out, idx)
+	}
+	if r.off != len(r.b) {
+		return nil, invalid("export section: bytes after the last export")
+	}
+	return out, nil
+}
+
+func (m *instrumenter) startSection(body []byte) ([]byte, error) {
+	r := reader{b: body}
+	idx, ok := r.u32()
+	if !ok || r.off != len(r.b) {
+		return nil, invalid("start section")
+	}
+	return appendULEB(nil, m.function(idx)), nil
+}
+
+func (m *instrumenter) elemSection(body []byte) ([]byte, error) {
+	r, n, err := vector(body, "element")
+	if err != nil {
+		return nil, err
+	}
+	out := appendULEB(nil, n)
+	for i := uint32(0); i < n; i++ {
+		flags, ok := r.u32()
+		if !ok || flags > 7 {
+			return nil, invalid("element segment %d: flags", i)
+		}
+		out = appendULEB(out, flags)
+		if flags&2 != 0 && flags&1 == 0 { // an explicit table index
+			t, ok := r.u32()
+			if !ok {
+				return nil, invalid("element segment %d: table", i)
+			}
+			out = appendULEB(out, t)
+		}
+		if flags&1 == 0 { // active: an offset expression
+			if out, err = m.constExpr(out, &r, m.globals); err != nil {
+				return nil, err
+			}
+		}
+		if flags&3 != 0 { // the element kind or reference type
+			if !r.skipBytes(1) {
+				return nil, invalid("element segment %d: kind", i)
+			}
+			out = append(out, r.b[r.off-1])
+		}
+		count, ok := r.u32()
+		if !ok {
+			return nil, invalid("element segment %d: count", i)
+		}
+		out = appendULEB(out, count)
+		for j := uint32(0); j < count; j++ {
+			if flags&4 != 0 {
+				if out, err = m.constExpr(out, &r, m.globals); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			idx, ok := r.u32()
+			if !ok {
+				return nil, invalid("element segment %d: function %d", i, j)
+			}
+			out = appendULEB(out, m.function(idx))
+		}
+	}
+	if r.off != len(r.b) {
+		return nil, invalid("element section: bytes after the last segment")
+	}
+	return out, nil
+}
+
+// constExpr copies a constant expression up to its end, moving function
+// indices and refusing globals past readable.
+func (m *instrumenter) constExpr(out []byte, r *reader, readable uint32) ([]byte, error) {
+	for r.off < len(r.b) {
+		in, err := decodeInstr(r.b, r.off)
+		if err != nil {
+			return nil, invalid("constant expression: %v", err)
+		}
+		if out, err = m.copyInstr(out, r.b, r.off, in, readable); err != nil {
+			return nil, err
+		}
+		r.off = in.end
+		if in.op == opEnd {
+			return out, nil
+		}
+	}
+	return nil, invalid("constant expression without an end")
+}
+
+// function is where function index idx of the original lies after the
+// import of refuel.
+func (m *instrumenter) function(idx uint32) uint32 {
+	if idx >= m.funcImports {
+		return idx + 1
+	}
+	return idx
+}
+
+// copyInstr appends the instruction in at code[off:], with its function
+// index moved. An index to a global past readable is refused: in the
+// original it was invalid, after the rewrite it would be the fuel.
+func (m *instrumenter) copyInstr(out, code []byte, off int, in instr, readable uint32) ([]byte, error) {
+	switch in.op {
+	case opCall, opRefFunc:
+		out = append(out, code[off:in.idxAt]...)
+		out = appendULEB(out, m.function(in.index))
+		return append(out, code[in.idxEnd:in.end]...), nil
+	case opGlobalGet, opGlobalSet:
+		if in.index >= readable {
+			return nil, fmt.Errorf("%w: uses global %d, the module has %d", ErrInvalid, in.index, readable)
+		}
+	}
+	return append(out, code[off:in.end]...), nil
+}
+
+func (m *instrumenter) codeSection(body []byte) ([]byte, error) {
+	r, n, err := vector(body, "code")
+	if err != nil {
+		return nil, err
+	}
+	out := appendULEB(make([]byte, 0, len(body)+len(body)/8), n)
+	var fn []byte
+	for i := uint32(0); i < n; i++ {
+		size, ok := r.u32()
+		if !ok || int(size) > len(r.b)-r.off {
+			return nil, invalid("function %d: size", i)
+		}
+		if fn, err = m.body(fn[:0], r.b[r.off:r.off+int(size)]); err != nil {
+			return nil, fmt.Errorf("function %d: %w", i, err)
+		}
+		r.off += int(size)
+		out = appendULEB(out, uint32(len(fn)))
+		out = append(out, fn...)
+	}
+	if r.off != len(r.b) {
+		return nil, invalid("code section: bytes after the last function")
+	}
+	return out, nil
+}
+
+// body rewrites one function body: the meter at its entry and after every
+// loop header, function indices moved.
+func (m *instrumenter) body(out, fn []byte) ([]byte, error) {
+	r := reader{b: fn}
+	groups, ok := r.u32()
+	for g := uint32(0); ok && g < groups; g++ {
+		_, ok = r.u32()
+		ok = ok && r.skipBytes(1)
+	}
+	if !ok {
+		return nil, invalid("local declarations")
+	}
+	out = append(out, fn[:r.off]...)
+	code := fn[r.off:]
+
+	// Pass one: the length of every loop, in the order the loops start.
+	m.loops, m.stack = m.loops[:0], m.stack[:0]
+	closed := false
+	for off := 0; off < len(code); {
+		if closed {
+			return nil, invalid("instructions after the end of the body")
+		}
+		in, err := decodeInstr(code, off)
+		if err != nil {
+			return nil, invalid("%v", err)
+		}
+		switch in.op {
+		case opBlock, opIf:
+			m.stack = append(m.stack, -1)
+		case opLoop:
+			m.stack = append(m.stack, len(m.loops))
+			m.loops = append(m.loops, off)
+		case opEnd:
+			if len(m.stack) == 0 {
+				closed = true
+				break
+			}
+			if top := m.stack[len(m.stack)-1]; top >= 0 {
+				m.loops[top] = off - m.loops[top]
+			}
+			m.stack = m.stack[:len(m.stack)-1]
+		}
+		off = in.end
+	}
+	if !closed {
+		return nil, invalid("a block or the body has no end")
+	}
+
+	// Pass two: copy, with the meter.
+	out = m.meter(out, len(code))
+	loop := 0
+	for off := 0; off < len(code); {
+		in, _ := decodeInstr(code, off) // decoded once already
+		var err error
+		if out, err = m.copyInstr(out, code, off, in, m.globals); err != nil {
+			return nil, err
+		}
+		if in.op == opLoop {
+			out = m.meter(out, m.loops[loop])
+			loop++
+		}
+		off = in.end
+	}
+	return out, nil
+}
+
+// meter appends the fuel check for a stretch of n bytes of code:
+//
+//	fuel -= 1 + n/fuelBytes
+//	if fuel < 0 { fuel = refuel() }
+func (m *instrumenter) meter(out []byte, n int) []byte {
+	out = append(out, opGlobalGet)
+	out = appendULEB(out, m.fuel)
+	out = append(out, opI32Const)
+	out = appendSLEB(out, int32(1+n/fuelBytes))
+	out = append(out, opI32Sub, opGlobalSet)
+	out = appendULEB(out, m.fuel)
+	out = append(out, opGlobalGet)
+	out = appendULEB(out, m.fuel)
+	out = append(out, opI32Const, 0x00, opI32LtS, opIf, blockTypeNil, opCall)
+	out = appendULEB(out, m.funcImports)
+	out = append(out, opGlobalSet)
+	out = appendULEB(out, m.fuel)
+	return append(out, opEnd)
+}
+
+// customSection keeps the name section, with function indices moved (a
+// trap's stack trace names the guest's functions), and every other custom
+// section as it is. It drops a name section it cannot read, and the
+// subsections past local names, rather than refuse the module.
+func (m *instrumenter) customSection(body []byte) []byte {
+	r := reader{b: body}
+	name, ok := r.name()
+	if !ok || name != "name" {
+		return body
+	}
+	out := append([]byte(nil), body[:r.off]...)
+	for r.off < len(r.b) {
+		id := r.b[r.off]
+		r.off++
+		size, ok := r.u32()
+		if !ok || int(size) > len(r.b)-r.off {
+			return nil
+		}
+		sub := reader{b: r.b[:r.off+int(size)], off: r.off}
+		r.off += int(size)
+		if id > 2 {
+			continue
+		}
+		if id == 0 {
+			out = append(out, id)
+			out = appendULEB(out, size)
+			out = append(out, sub.b[sub.off:]...)
+			continue
+		}
+		n, ok := sub.u32()
+		if !ok {
+			return nil
+		}
+		content := appendULEB(nil, n)
+		for i := uint32(0); i < n; i++ {
+			idx, ok := sub.u32()
+			if !ok {
+				return nil
+			}
+			content = appendULEB(content, m.function(idx))
+			start := sub.off
+			if id == 1 {
+				ok = sub.skipName()
+			} else { // local names: a map of local index to name
+				var k uint32
+				k, ok = sub.u32()
+				for j := uint32(0); ok && j < k; j++ {
+					_, ok = sub.u32()
+					ok = ok && sub.skipName()
+				}
+			}
+			if !ok {
+				return nil
+			}
+			content = append(content, sub.b[start:sub.off]...)
+		}
+		out = append(out, id)
+		out = appendULEB(out, uint32(len(content)))
+		out = append(out, content...)
+	}
+	return out
+}
+
+func (r *reader) skipBytes(n int) bool {
+	if len(r.b)-r.off < n {
+		return false
+	}
+	r.off += n
+	return true
+}
+
+func (r *reader) name() (string, bool) {
+	n, ok := r.u32()
+	if !ok || !r.skipBytes(int(n)) {
+		return "", false
+	}
+	return string(r.b[r.off-int(n) : r.off]), true
+}
+
+func (r *reader) skipName() bool {
+	n, ok := r.u32()
+	return ok && r.skipBytes(int(n))
+}
+
+// limits skips table or memory limits: a flag, a minimum, and a maximum when
+// the flag says so.
+func (r *reader) limits() bool {
+	if r.off >= len(r.b) {
+		return false
+	}
+	flag := r.b[r.off]
+	r.off++
+	if _, ok := r.leb(); !ok {
+		return false
+	}
+	if flag&1 != 0 {
+		_, ok := r.leb()
+		return ok
+	}
+	return true
+}
+
+func appendName(b []byte, s string) []byte {
+	b = appendULEB(b, uint32(len(s)))
+	return append(b, s...)
+}
+
+func appendULEB(b []byte, v uint32) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if v == 0 {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}
+
+func appendSLEB(b []byte, v int32) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}
