@@ -70,6 +70,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParseSSE -fuzztime $(FUZZTIME) ./host/hub
 	$(GO) test -run XXX -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./host/auth
 	$(GO) test -run XXX -fuzz FuzzScanCode -fuzztime $(FUZZTIME) ./host/sandbox
+	$(GO) test -run XXX -fuzz FuzzInstrument -fuzztime $(FUZZTIME) ./host/sandbox
 
 # The Wasm stage against native Go, the host decoder, the cost of per-call
 # deadlines and the memory of idle partitions (BENCHMARKS.md).

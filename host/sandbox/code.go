@@ -87,6 +87,14 @@ func ScanCode(wasm []byte, l CodeLimits) (CodeStats, error) {
 			return st, bad("section %d at byte %d: size runs past the end", id, r.off)
 		}
 		end := r.off + int(size)
+		if vectorSection[id] {
+			// Each element takes at least a byte: a larger count is a lie
+			// the compiler would believe, and allocate for, first.
+			v := reader{b: r.b[:end], off: r.off}
+			if n, ok := v.u32(); !ok || int64(n) > int64(end-v.off) {
+				return st, bad("section %d at byte %d: count runs past the section", id, r.off)
+			}
+		}
 		if id != 10 {
 			r.off = end
 			continue
@@ -158,6 +166,10 @@ func ScanCode(wasm []byte, l CodeLimits) (CodeStats, error) {
 	}
 	return st, nil
 }
+
+// vectorSection marks the sections that are a vector of elements: type,
+// import, function, table, memory, global, export, element, code and data.
+var vectorSection = map[byte]bool{1: true, 2: true, 3: true, 4: true, 5: true, 6: true, 7: true, 9: true, 10: true, 11: true}
 
 type reader struct {
 	b   []byte

@@ -19,6 +19,16 @@ func TestScanCode_AcceptsTheGoPlugin(t *testing.T) {
 	}
 }
 
+// A section whose element count is larger than its bytes could hold is
+// refused before the compiler allocates for the count.
+func TestScanCode_RefusesCountsLargerThanTheirSection(t *testing.T) {
+	// An export section of 5 bytes claiming 2^27 exports.
+	wasm := []byte("\x00asm\x01\x00\x00\x00\x07\x05\x80\x80\x80\x40\x00")
+	if _, err := sandbox.ScanCode(wasm, sandbox.CodeLimits{}); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Fatalf("got %v, want ErrInvalid", err)
+	}
+}
+
 // FuzzScanCode feeds the scanner arbitrary bytes: it must never panic, must
 // return ErrInvalid for anything it refuses, and its stats must stay within
 // the limits it was given.

@@ -214,6 +214,10 @@ func ExportIndex(name string, imports int) uint32 {
 	panic("no export " + name)
 }
 
+// ExtraIndex is the function index of g.ExtraFns[k] in a module with n
+// imports.
+func ExtraIndex(k, imports int) uint32 { return uint32(imports + len(sigs) + k) }
+
 func section(out []byte, id byte, body []byte) []byte {
 	out = append(out, id)
 	out = append(out, uleb(uint64(len(body)))...)

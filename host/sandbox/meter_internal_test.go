@@ -1,0 +1,65 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/tetratelabs/wazero"
+
+	"github.com/wagg/wagg/abi"
+	"github.com/wagg/wagg/internal/testwasm"
+)
+
+// FuzzInstrument: the rewrite never panics, refuses only with ErrInvalid,
+// and every module the compiler accepts before it accepts after it, with
+// one more import and the same exports.
+func FuzzInstrument(f *testing.F) {
+	f.Add(testwasm.Guest{}.Bytes())
+	f.Add(testwasm.Guest{Bodies: map[string][]byte{abi.ProcessExport: testwasm.Loop()}}.Bytes())
+	f.Add(testwasm.Guest{Imports: []testwasm.Import{{Module: "wasi_snapshot_preview1", Name: "sched_yield"}},
+		ExtraFns: [][]byte{{0x02, 0x40, 0x03, 0x40, 0x0c, 0x01, 0x0b, 0x0b}}}.Bytes())
+	f.Add([]byte("\x00asm\x01\x00\x00\x00"))
+	f.Add([]byte("\x00asm\x01\x00\x00\x00\x01\x04\x01\x60\x00\x00\x03\x02\x01\x00\x0a\x04\x01\x02\x00\x0b"))
+	ctx := context.Background()
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	defer rt.Close(ctx)
+	f.Fuzz(func(t *testing.T, wasm []byte) {
+		if _, err := ScanCode(wasm, CodeLimits{}); err != nil {
+			return // Compile refuses it before anything else sees it
+		}
+		out, err := instrument(wasm)
+		if err != nil && !errors.Is(err, ErrInvalid) {
+			t.Fatalf("refusal without ErrInvalid: %v", err)
+		}
+		before, verr := rt.CompileModule(ctx, wasm)
+		if verr != nil {
+			return
+		}
+		defer before.Close(ctx)
+		if err != nil {
+			if imp := before.ImportedFunctions(); len(imp) > 0 {
+				for _, d := range imp {
+					if m, _, _ := d.Import(); m == meterModule {
+						return // the sandbox's own import, refused on purpose
+					}
+				}
+			}
+			t.Fatalf("refused a module the compiler accepts: %v", err)
+		}
+		after, err := rt.CompileModule(ctx, out)
+		if err != nil {
+			t.Fatalf("the rewrite of a valid module does not compile: %v", err)
+		}
+		defer after.Close(ctx)
+		if len(after.ImportedFunctions()) != len(before.ImportedFunctions())+1 {
+			t.Fatalf("imports: %d before, %d after", len(before.ImportedFunctions()), len(after.ImportedFunctions()))
+		}
+		for name, fb := range before.ExportedFunctions() {
+			fa, ok := after.ExportedFunctions()[name]
+			if !ok || len(fa.ParamTypes()) != len(fb.ParamTypes()) || len(fa.ResultTypes()) != len(fb.ResultTypes()) {
+				t.Fatalf("export %s changed", name)
+			}
+		}
+	})
+}

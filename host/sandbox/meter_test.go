@@ -1,0 +1,152 @@
+package sandbox_test
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wagg/wagg/abi"
+	"github.com/wagg/wagg/host/sandbox"
+	"github.com/wagg/wagg/internal/testwasm"
+)
+
+// A guest that loops must not hold up the Go runtime: garbage collections
+// (which stop the world) complete while the guest still runs, and the
+// call ends when its context does.
+func TestMeter_GarbageCollectsWhileAGuestLoops(t *testing.T) {
+	rt := runtimeFor(t, sandbox.Options{CallTimeout: time.Hour})
+	m := compileGuest(t, rt, testwasm.Guest{Bodies: map[string][]byte{abi.ProcessExport: testwasm.Loop()}})
+	inst, err := m.Instantiate(context.Background(), abi.Config{Windows: total})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close(context.Background())
+	b := guestBatch(t, m)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- inst.Process(ctx, b) }()
+	gcs := make(chan struct{})
+	go func() {
+		defer close(gcs)
+		for range 5 {
+			runtime.GC()
+		}
+	}()
+	hang := time.NewTimer(bound)
+	defer hang.Stop()
+	select {
+	case <-gcs:
+	case err := <-done:
+		t.Fatalf("the looping call returned before it was stopped: %v", err)
+	case <-hang.C:
+		t.Fatalf("garbage collection blocked for %v by a looping guest", bound)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want the call stopped by its context", err)
+		}
+	case <-hang.C:
+		t.Fatalf("a looping call ignored its context for %v", bound)
+	}
+}
+
+// Code without loops can still run for ever: a function that calls itself
+// twice 40 levels deep. The meter at every function entry stops it.
+func TestMeter_RecursionWithoutLoopsMeetsTheDeadline(t *testing.T) {
+	self := testwasm.ExtraIndex(0, 0)
+	call := append([]byte{0x10}, testwasm.ULEB(uint64(self))...)
+	// depth lives at address 0: if depth < 40 { depth++; f(); f(); depth-- }
+	load := []byte{0x41, 0, 0x28, 2, 0}
+	body := append(append([]byte{}, load...), 0x41, 40, 0x49, 0x04, 0x40)
+	body = append(body, 0x41, 0)
+	body = append(body, load...)
+	body = append(body, 0x41, 1, 0x6a, 0x36, 2, 0)
+	body = append(body, call...)
+	body = append(body, call...)
+	body = append(body, 0x41, 0)
+	body = append(body, load...)
+	body = append(body, 0x41, 1, 0x6b, 0x36, 2, 0, 0x0b)
+	rt := runtimeFor(t, sandbox.Options{})
+	m := compileGuest(t, rt, testwasm.Guest{
+		ExtraFns: [][]byte{body},
+		Bodies:   map[string][]byte{abi.ProcessExport: append(append([]byte{}, call...), testwasm.I32(0)...)},
+	})
+	inst, err := m.Instantiate(context.Background(), abi.Config{Windows: total})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close(context.Background())
+	b := guestBatch(t, m)
+	err, _ = within(t, func() error { return inst.Process(context.Background(), b) })
+	wantDeadline(t, err, abi.ProcessExport)
+}
+
+// The meter's global and import belong to the sandbox: an upload that
+// names either is refused, not given access to its own fuel.
+func TestMeter_GuestCannotReachTheFuel(t *testing.T) {
+	rt := runtimeFor(t, sandbox.Options{})
+	for name, g := range map[string]testwasm.Guest{
+		// The module defines no globals: global 0 would be the fuel.
+		"global past the module's": {Bodies: map[string][]byte{abi.ProcessExport: {0x41, 0, 0x24, 0, 0x41, 0}}},
+		"the sandbox's import":     {Imports: []testwasm.Import{{Module: "wagg_sandbox", Name: "refuel"}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := rt.Compile(context.Background(), g.Bytes())
+			if !errors.Is(err, sandbox.ErrInvalid) {
+				t.Fatalf("got %v, want ErrInvalid", err)
+			}
+			if !strings.Contains(err.Error(), "global") && !strings.Contains(err.Error(), "sandbox") {
+				t.Fatalf("message %q does not say what was refused", err)
+			}
+		})
+	}
+}
+
+// The metered votes plugin computes exactly what the unmetered one does.
+func TestMeter_KeepsWhatTheGoPluginComputes(t *testing.T) {
+	ctx := context.Background()
+	wasm := testwasm.Build(t, "examples/votes")
+	windows := []abi.Window{{Name: "second", Kind: abi.Tumbling, SizeMs: 1000}, {Name: "total", Kind: abi.Global}}
+	run := func(timeout time.Duration) ([]abi.Row, []byte) {
+		rt := runtimeFor(t, sandbox.Options{CallTimeout: timeout, MemoryPages: 1024})
+		m, err := rt.Compile(ctx, wasm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close(ctx)
+		inst, err := m.Instantiate(ctx, abi.Config{Windows: windows})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer inst.Close(ctx)
+		for _, b := range votesBatches(t, m, 1024, 8) {
+			if err := inst.Process(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rows, err := inst.Flush(ctx, 1_764_000_000_000+100, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, err := inst.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rows, snap
+	}
+	rowsOn, snapOn := run(10 * time.Second)
+	rowsOff, snapOff := run(-1)
+	if len(rowsOn) == 0 || !reflect.DeepEqual(rowsOn, rowsOff) {
+		t.Fatalf("metered plugin flushed %d rows, unmetered %d, or they differ", len(rowsOn), len(rowsOff))
+	}
+	if !reflect.DeepEqual(snapOn, snapOff) {
+		t.Fatal("metered and unmetered snapshots differ")
+	}
+}
