@@ -13,9 +13,12 @@ CLICKHOUSE?= 127.0.0.1:$(WAGG_CLICKHOUSE_PORT)
 DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_DIR  := .cache/demo
 TEST_REPORT := .cache/test-report.txt
-TEST_ENV  := WAGG_TEST_KAFKA=$(KAFKA) WAGG_TEST_CLICKHOUSE=$(CLICKHOUSE) WAGG_TEST_REPORT=$(CURDIR)/$(TEST_REPORT)
+TEST_ENV  := WAGG_TEST_KAFKA=$(KAFKA) WAGG_TEST_CLICKHOUSE=$(CLICKHOUSE) WAGG_TEST_REPORT=$(CURDIR)/$(TEST_REPORT) WAGG_TEST_SDKS=1
+# Debian's Rust (scripts/toolchains.sh), whatever else is on PATH; one
+# target directory so guests and tests build once.
+CARGO     := CARGO_TARGET_DIR=$(CURDIR)/.cache/cargo RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc /usr/bin/cargo
 
-.PHONY: all build wasm web services services-down browser-deps test check fuzz bench bench-peers demo demo-stop clean test-peers
+.PHONY: all build wasm web services services-down browser-deps toolchains test-sdks test check fuzz bench bench-peers demo demo-stop clean test-peers
 
 all: build
 
@@ -44,9 +47,24 @@ browser-deps:
 web:
 	cd host/web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
 
+# clang + wasi-libc and Rust with its wasm32 std, from Debian's packages,
+# for the C and Rust SDKs.
+toolchains:
+	bash scripts/toolchains.sh
+
+# The C and Rust SDKs' native tests (their Wasm builds run in go test:
+# sdk/conformance).
+test-sdks: toolchains
+	@mkdir -p $(BIN)
+	cc -O2 -Wall -Wextra -Werror -std=c11 -Isdk/c -o $(BIN)/votes-c-test \
+	  examples/votes/c/votes.c examples/votes/c/votes_test.c sdk/c/wagg.c sdk/c/wagg_local.c
+	$(BIN)/votes-c-test
+	$(CARGO) test -q --offline --manifest-path sdk/rust/Cargo.toml
+	$(CARGO) test -q --offline --manifest-path examples/votes/rust/Cargo.toml
+
 # Unit, fuzz-seed, browser and integration tests against the real services,
-# and the Kafka Streams peer's correctness check.
-test: services browser-deps test-peers
+# the SDKs' conformance, and the Kafka Streams peer's correctness check.
+test: services browser-deps test-peers test-sdks
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./examples/votes
 	@mkdir -p .cache && rm -f $(TEST_REPORT)

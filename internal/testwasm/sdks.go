@@ -1,0 +1,115 @@
+package testwasm
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// The toolchains of the C and Rust SDKs come from Debian's packages
+// (scripts/toolchains.sh). A test that needs one skips without it, unless
+// WAGG_TEST_SDKS is set (make test sets it), when a missing toolchain fails.
+
+// Clang is the C compiler for wasm32-wasi guests.
+func Clang() string { return tool("WAGG_CLANG", "/usr/bin/clang", "clang") }
+
+// Cargo and Rustc are Debian's Rust, which ships the wasm32 standard
+// library (a rustup toolchain elsewhere on PATH may lack it).
+func Cargo() string { return tool("WAGG_CARGO", "/usr/bin/cargo", "cargo") }
+
+// Rustc is the compiler Cargo runs.
+func Rustc() string { return tool("WAGG_RUSTC", "/usr/bin/rustc", "rustc") }
+
+func tool(env, debian, name string) string {
+	if p := os.Getenv(env); p != "" {
+		return p
+	}
+	if _, err := os.Stat(debian); err == nil {
+		return debian
+	}
+	return name
+}
+
+// Need skips tb when a toolchain is missing, or fails it under WAGG_TEST_SDKS.
+func Need(tb testing.TB, tools ...string) {
+	tb.Helper()
+	for _, t := range tools {
+		if _, err := exec.LookPath(t); err != nil {
+			msg := fmt.Sprintf("%s not found: run bash scripts/toolchains.sh (make test does)", t)
+			if os.Getenv("WAGG_TEST_SDKS") != "" {
+				tb.Fatal(msg)
+			}
+			tb.Skip(msg)
+		}
+	}
+}
+
+// CFlags build a C guest with the C SDK: a WASI reactor (its _initialize
+// runs the C runtime's constructors), optimized, stripped.
+var CFlags = []string{"--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-Wall", "-Werror", "-Wl,--strip-all"}
+
+// BuildC compiles C sources (paths relative to the module root) with the C
+// SDK (sdk/c/wagg.c) into a plugin.
+func BuildC(tb testing.TB, srcs ...string) []byte {
+	tb.Helper()
+	Need(tb, Clang())
+	return cached(tb, "c:"+strings.Join(srcs, ","), func(dir string) (string, *exec.Cmd) {
+		out := filepath.Join(dir, "guest.wasm")
+		args := append([]string{}, CFlags...)
+		args = append(args, "-Isdk/c", "-o", out)
+		args = append(args, srcs...)
+		args = append(args, "sdk/c/wagg.c")
+		return out, exec.Command(Clang(), args...)
+	})
+}
+
+var crateName = regexp.MustCompile(`(?m)^name\s*=\s*"([^"]+)"`)
+
+// BuildRust builds the cdylib crate at dir (relative to the module root)
+// for wasm32-unknown-unknown. Cargo's output is kept under .cache/cargo,
+// so a second run rebuilds nothing.
+func BuildRust(tb testing.TB, dir string) []byte {
+	tb.Helper()
+	Need(tb, Cargo(), Rustc())
+	root := Root(tb)
+	manifest, err := os.ReadFile(filepath.Join(root, dir, "Cargo.toml"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m := crateName.FindSubmatch(manifest)
+	if m == nil {
+		tb.Fatalf("%s/Cargo.toml names no package", dir)
+	}
+	target := filepath.Join(root, ".cache", "cargo")
+	return cached(tb, "rust:"+dir, func(string) (string, *exec.Cmd) {
+		cmd := exec.Command(Cargo(), "build", "-q", "--offline", "--release", "--target", "wasm32-unknown-unknown",
+			"--manifest-path", filepath.Join(dir, "Cargo.toml"))
+		cmd.Env = append(os.Environ(), "CARGO_TARGET_DIR="+target, "RUSTC="+Rustc())
+		return filepath.Join(target, "wasm32-unknown-unknown", "release", strings.ReplaceAll(string(m[1]), "-", "_")+".wasm"), cmd
+	})
+}
+
+// cached runs the build that make returns once per test binary and key.
+func cached(tb testing.TB, key string, make func(dir string) (string, *exec.Cmd)) []byte {
+	tb.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if b, ok := built[key]; ok {
+		return b
+	}
+	out, cmd := make(tb.TempDir())
+	cmd.Dir = Root(tb)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("building %s: %v\n%s", key, err, msg)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	built[key] = b
+	return b
+}

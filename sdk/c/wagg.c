@@ -1,0 +1,1112 @@
+/* wagg.c: the engine of the C SDK and, in the Wasm build, the ABI exports.
+ *
+ * The state mirrors the Go SDK's so that the same input gives the same
+ * bytes: per window a list of panes (one per window start) in increasing
+ * start; per pane the groups in creation order (keys back to back, one hash
+ * table of group indexes) and the groups changed since the last flush in
+ * the order they were first touched. Rows and snapshots are written in that
+ * order, which depends only on the input, so a replay emits the same bytes.
+ */
+#include "wagg.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_FIELDS 64
+#define MAX_KEYS 16
+#define MAX_METRICS 64
+#define MAX_WINDOWS 255
+#define MAX_WINDOWS_PER_RECORD 64
+#define MAX_BATCH_RECORDS (1u << 20)
+#define BATCH_MAGIC 0x31424757u /* "WGB1" */
+#define ROWS_MAGIC 0x31524757u  /* "WGR1" */
+#define SNAP_MAGIC 0x31534757u  /* "WGS1" */
+
+enum type { T_INT64, T_FLOAT64, T_STRING };
+enum op { OP_ADD, OP_MIN, OP_MAX };
+enum wkind { W_GLOBAL, W_TUMBLING, W_HOPPING };
+
+static const char *type_names[] = {"int64", "float64", "string"};
+
+/* ---- little-endian bytes (Wasm and the usual hosts are little-endian) ---- */
+
+static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+} buf;
+
+static void buf_grow(buf *b, size_t n) {
+    if (b->cap - b->len >= n) return;
+    size_t c = b->cap ? b->cap : 256;
+    while (c - b->len < n) c *= 2;
+    b->p = realloc(b->p, c);
+    if (!b->p) abort();
+    b->cap = c;
+}
+static void put(buf *b, const void *v, size_t n) {
+    buf_grow(b, n);
+    memcpy(b->p + b->len, v, n);
+    b->len += n;
+}
+static void put8(buf *b, uint8_t v) { put(b, &v, 1); }
+static void put32(buf *b, uint32_t v) { put(b, &v, 4); }
+static void put64(buf *b, uint64_t v) { put(b, &v, 8); }
+static void puts_(buf *b, const char *s) { put(b, s, strlen(s)); }
+static void put_uint(buf *b, uint64_t v) {
+    char d[20];
+    int n = 0;
+    do d[n++] = (char)('0' + v % 10); while ((v /= 10) != 0);
+    while (n) put8(b, (uint8_t)d[--n]);
+}
+
+static void *xrealloc(void *p, size_t n) {
+    p = realloc(p, n ? n : 1);
+    if (!p) abort(); /* out of memory traps: the host discards the instance */
+    return p;
+}
+
+/* ---- the spec ---- */
+
+typedef struct {
+    const char *name, *path;
+    enum type type;
+    int optional;
+} field;
+typedef struct {
+    const char *name;
+    enum type type;
+} column;
+typedef struct {
+    const char *name, *kind;
+    enum type type;
+    enum op op;
+    uint64_t ident; /* the value before the first update */
+} metric;
+
+struct wagg_spec {
+    field in[MAX_FIELDS];
+    int nin, raw;
+    column keys[MAX_KEYS];
+    int nkeys;
+    metric m[MAX_METRICS];
+    int nm;
+    const char *err; /* the first mistake, reported by wagg_describe */
+};
+
+static wagg_spec spec;
+static int defined;
+
+static void define(void) {
+    if (!defined) {
+        defined = 1;
+        wagg_define(&spec);
+    }
+}
+
+static int add_input(wagg_spec *s, const char *name, enum type t) {
+    if (s->nin == MAX_FIELDS) { s->err = "more than 64 input fields"; return 0; }
+    s->in[s->nin] = (field){name, NULL, t, 0};
+    return s->nin++;
+}
+int wagg_input_int64(wagg_spec *s, const char *n) { return add_input(s, n, T_INT64); }
+int wagg_input_float64(wagg_spec *s, const char *n) { return add_input(s, n, T_FLOAT64); }
+int wagg_input_string(wagg_spec *s, const char *n) { return add_input(s, n, T_STRING); }
+void wagg_input_from(wagg_spec *s, int f, const char *path) {
+    if (f >= 0 && f < s->nin) s->in[f].path = path;
+}
+void wagg_input_optional(wagg_spec *s, int f) {
+    if (f >= 0 && f < s->nin) s->in[f].optional = 1;
+}
+void wagg_input_raw(wagg_spec *s) { s->raw = 1; }
+
+static void add_key(wagg_spec *s, const char *name, enum type t) {
+    if (s->nkeys == MAX_KEYS) { s->err = "more than 16 key columns"; return; }
+    s->keys[s->nkeys++] = (column){name, t};
+}
+void wagg_key_int64(wagg_spec *s, const char *n) { add_key(s, n, T_INT64); }
+void wagg_key_float64(wagg_spec *s, const char *n) { add_key(s, n, T_FLOAT64); }
+void wagg_key_string(wagg_spec *s, const char *n) { add_key(s, n, T_STRING); }
+
+static uint64_t fbits(double d) { uint64_t v; memcpy(&v, &d, 8); return v; }
+static double bitsf(uint64_t v) { double d; memcpy(&d, &v, 8); return d; }
+
+static int add_metric(wagg_spec *s, const char *name, const char *kind, enum type t, enum op op) {
+    if (s->nm == MAX_METRICS) { s->err = "more than 64 metrics"; return 0; }
+    uint64_t ident = 0;
+    if (op == OP_MIN) ident = t == T_FLOAT64 ? fbits(1.0 / 0.0) : (uint64_t)INT64_MAX;
+    if (op == OP_MAX) ident = t == T_FLOAT64 ? fbits(-1.0 / 0.0) : (uint64_t)INT64_MIN;
+    s->m[s->nm] = (metric){name, kind, t, op, ident};
+    return s->nm++;
+}
+int wagg_count(wagg_spec *s, const char *n) { return add_metric(s, n, "count", T_INT64, OP_ADD); }
+int wagg_sum(wagg_spec *s, const char *n) { return add_metric(s, n, "sum", T_INT64, OP_ADD); }
+int wagg_sum_float(wagg_spec *s, const char *n) { return add_metric(s, n, "sum", T_FLOAT64, OP_ADD); }
+int wagg_min(wagg_spec *s, const char *n) { return add_metric(s, n, "min", T_INT64, OP_MIN); }
+int wagg_min_float(wagg_spec *s, const char *n) { return add_metric(s, n, "min", T_FLOAT64, OP_MIN); }
+int wagg_max(wagg_spec *s, const char *n) { return add_metric(s, n, "max", T_INT64, OP_MAX); }
+int wagg_max_float(wagg_spec *s, const char *n) { return add_metric(s, n, "max", T_FLOAT64, OP_MAX); }
+
+/* ---- errors ---- */
+
+static buf last_err;
+
+static int fail(int code, const char *msg) {
+    last_err.len = 0;
+    puts_(&last_err, msg);
+    return code;
+}
+
+wagg_bytes wagg_engine_last_error(void) { return (wagg_bytes){last_err.p, (uint32_t)last_err.len}; }
+
+/* ---- describe ---- */
+
+static void put_json_string(buf *b, const char *s) {
+    put8(b, '"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            put8(b, '\\');
+            put8(b, c);
+        } else if (c < 0x20) {
+            puts_(b, "\\u00");
+            put8(b, "0123456789abcdef"[c >> 4]);
+            put8(b, "0123456789abcdef"[c & 15]);
+        } else {
+            put8(b, c);
+        }
+    }
+    put8(b, '"');
+}
+
+static buf schema_json;
+
+wagg_bytes wagg_engine_describe(void) {
+    define();
+    buf *b = &schema_json;
+    b->len = 0;
+    if (spec.err) {
+        fail(WAGG_ERR_NOT_READY, spec.err);
+        return (wagg_bytes){NULL, 0};
+    }
+    puts_(b, "{\"abi\":1,\"input\":[");
+    for (int i = 0; i < spec.nin; i++) {
+        field *f = &spec.in[i];
+        if (i) put8(b, ',');
+        puts_(b, "{\"name\":");
+        put_json_string(b, f->name);
+        puts_(b, ",\"type\":\"");
+        puts_(b, type_names[f->type]);
+        put8(b, '"');
+        if (f->path) {
+            puts_(b, ",\"path\":");
+            put_json_string(b, f->path);
+        }
+        if (f->optional) puts_(b, ",\"optional\":true");
+        put8(b, '}');
+    }
+    put8(b, ']');
+    if (spec.raw) puts_(b, ",\"raw\":true");
+    puts_(b, ",\"keys\":[");
+    for (int i = 0; i < spec.nkeys; i++) {
+        if (i) put8(b, ',');
+        puts_(b, "{\"name\":");
+        put_json_string(b, spec.keys[i].name);
+        puts_(b, ",\"type\":\"");
+        puts_(b, type_names[spec.keys[i].type]);
+        puts_(b, "\"}");
+    }
+    puts_(b, "],\"metrics\":[");
+    for (int i = 0; i < spec.nm; i++) {
+        if (i) put8(b, ',');
+        puts_(b, "{\"name\":");
+        put_json_string(b, spec.m[i].name);
+        puts_(b, ",\"kind\":\"");
+        puts_(b, spec.m[i].kind);
+        puts_(b, "\",\"type\":\"");
+        puts_(b, type_names[spec.m[i].type]);
+        puts_(b, "\"}");
+    }
+    puts_(b, "]}");
+    return (wagg_bytes){b->p, (uint32_t)b->len};
+}
+
+static char key_types[MAX_KEYS + 1], metric_types[MAX_METRICS + 1];
+
+const char *wagg_engine_key_types(void) {
+    define();
+    for (int i = 0; i < spec.nkeys; i++) key_types[i] = "ifs"[spec.keys[i].type];
+    key_types[spec.nkeys] = 0;
+    return key_types;
+}
+
+const char *wagg_engine_metric_types(void) {
+    define();
+    for (int i = 0; i < spec.nm; i++) metric_types[i] = "ifs"[spec.m[i].type];
+    metric_types[spec.nm] = 0;
+    return metric_types;
+}
+
+/* ---- the config: a small JSON reader for what wagg_init receives ---- */
+
+typedef struct {
+    const char *name;
+    uint32_t name_len;
+    enum wkind kind;
+    int64_t size, slide; /* slide = size for tumbling */
+} window;
+
+typedef struct {
+    const uint8_t *p, *end;
+    int depth;
+    const char *err;
+} json;
+
+static void ws(json *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+}
+static int lit(json *j, char c) {
+    ws(j);
+    if (j->p < j->end && *j->p == c) { j->p++; return 1; }
+    return 0;
+}
+/* A string without escapes (names and kinds never need them); escapes are
+ * skipped correctly but make the value unusable (*esc set). */
+static int str(json *j, const uint8_t **s, uint32_t *n, int *esc) {
+    if (!lit(j, '"')) return 0;
+    const uint8_t *start = j->p;
+    *esc = 0;
+    while (j->p < j->end && *j->p != '"') {
+        if (*j->p < 0x20) return 0;
+        if (*j->p == '\\') {
+            *esc = 1;
+            if (++j->p == j->end) return 0;
+        }
+        j->p++;
+    }
+    if (j->p == j->end) return 0;
+    *s = start;
+    *n = (uint32_t)(j->p - start);
+    j->p++;
+    return 1;
+}
+/* An integer; a fraction or exponent is refused (the fields are int64). */
+static int integer(json *j, int64_t *v) {
+    ws(j);
+    int neg = 0;
+    if (j->p < j->end && *j->p == '-') { neg = 1; j->p++; }
+    if (j->p == j->end || *j->p < '0' || *j->p > '9') return 0;
+    uint64_t u = 0;
+    while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
+        uint64_t d = (uint64_t)(*j->p++ - '0');
+        if (u > (UINT64_MAX - d) / 10) return 0;
+        u = u * 10 + d;
+    }
+    if (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E')) return 0;
+    if (neg ? u > (uint64_t)INT64_MAX + 1 : u > (uint64_t)INT64_MAX) return 0;
+    *v = neg ? (int64_t)(0 - u) : (int64_t)u;
+    return 1;
+}
+static int word(json *j, const char *w) {
+    ws(j);
+    size_t n = strlen(w);
+    if ((size_t)(j->end - j->p) < n || memcmp(j->p, w, n) != 0) return 0;
+    j->p += n;
+    return 1;
+}
+static int skip(json *j) {
+    ws(j);
+    if (j->p == j->end || ++j->depth > 64) return 0;
+    int ok = 1;
+    const uint8_t *s;
+    uint32_t n;
+    int esc;
+    int64_t v;
+    switch (*j->p) {
+    case '{':
+        j->p++;
+        if (!lit(j, '}')) {
+            do ok = str(j, &s, &n, &esc) && lit(j, ':') && skip(j);
+            while (ok && lit(j, ','));
+            ok = ok && lit(j, '}');
+        }
+        break;
+    case '[':
+        j->p++;
+        if (!lit(j, ']')) {
+            do ok = skip(j);
+            while (ok && lit(j, ','));
+            ok = ok && lit(j, ']');
+        }
+        break;
+    case '"': ok = str(j, &s, &n, &esc); break;
+    case 't': ok = word(j, "true"); break;
+    case 'f': ok = word(j, "false"); break;
+    case 'n': ok = word(j, "null"); break;
+    default:
+        ok = integer(j, &v);
+        if (!ok) { /* any other number */
+            while (j->p < j->end && strchr("+-.eE0123456789", *j->p)) j->p++;
+            ok = 1;
+        }
+    }
+    j->depth--;
+    return ok;
+}
+static int key_is(const uint8_t *s, uint32_t n, const char *k) { return n == strlen(k) && memcmp(s, k, n) == 0; }
+
+static int valid_name(const uint8_t *s, uint32_t n) {
+    if (n == 0 || n > 63) return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        int ok = (c >= 'a' && c <= 'z') || c == '_' || (i > 0 && c >= '0' && c <= '9');
+        if (!ok) return 0;
+    }
+    return 1;
+}
+
+static int parse_window(json *j, window *w) {
+    const uint8_t *name = NULL, *kind = NULL, *s;
+    uint32_t name_len = 0, kind_len = 0, n;
+    int esc, name_esc = 0;
+    int64_t size = 0, slide = 0;
+    if (!lit(j, '{')) return 0;
+    if (!lit(j, '}')) {
+        do {
+            if (!str(j, &s, &n, &esc) || !lit(j, ':')) return 0;
+            if (key_is(s, n, "name")) {
+                if (!str(j, &name, &name_len, &name_esc)) return 0;
+            } else if (key_is(s, n, "kind")) {
+                if (!str(j, &kind, &kind_len, &esc)) return 0;
+                if (esc) kind_len = 0;
+            } else if (key_is(s, n, "size_ms")) {
+                if (!integer(j, &size)) return 0;
+            } else if (key_is(s, n, "slide_ms")) {
+                if (!integer(j, &slide)) return 0;
+            } else if (!skip(j)) {
+                return 0;
+            }
+        } while (lit(j, ','));
+        if (!lit(j, '}')) return 0;
+    }
+    /* abi.Window.Validate */
+    if (!name || name_esc || !valid_name(name, name_len)) { j->err = "window name: want lower-case letters, digits and _"; return 0; }
+    w->name = (const char *)name;
+    w->name_len = name_len;
+    if (kind && key_is(kind, kind_len, "global")) {
+        if (size != 0 || slide != 0) { j->err = "a global window has no size or slide"; return 0; }
+        w->kind = W_GLOBAL;
+        w->size = w->slide = 0;
+        return 1;
+    } else if (kind && key_is(kind, kind_len, "tumbling")) {
+        if (slide != 0 && slide != size) { j->err = "a tumbling window has no slide"; return 0; }
+        w->kind = W_TUMBLING;
+        slide = size;
+    } else if (kind && key_is(kind, kind_len, "hopping")) {
+        if (slide <= 0 || slide % 1000 != 0) { j->err = "window slide: want a positive whole number of seconds"; return 0; }
+        if (size % slide != 0 || size / slide > MAX_WINDOWS_PER_RECORD) { j->err = "window size: want a multiple of the slide, at most 64 slides"; return 0; }
+        w->kind = W_HOPPING;
+    } else {
+        j->err = "window kind: want tumbling, hopping or global";
+        return 0;
+    }
+    if (size <= 0 || size % 1000 != 0) { j->err = "window size: want a positive whole number of seconds"; return 0; }
+    w->size = size;
+    w->slide = slide;
+    return 1;
+}
+
+/* parse_config reads an abi.Config into ws (at most 255); 0 with *err set
+ * when it does not decode or validate. */
+static int parse_config(const uint8_t *p, uint32_t len, window *wins, int *nwin, const char **err) {
+    json j = {p, p + len, 0, NULL};
+    int64_t abi = -1;
+    int have_windows = 0;
+    const uint8_t *s;
+    uint32_t n;
+    int esc;
+    *nwin = 0;
+    if (!lit(&j, '{')) goto bad;
+    if (!lit(&j, '}')) {
+        do {
+            if (!str(&j, &s, &n, &esc) || !lit(&j, ':')) goto bad;
+            if (key_is(s, n, "abi")) {
+                if (!integer(&j, &abi)) goto bad;
+            } else if (key_is(s, n, "windows")) {
+                have_windows = 1;
+                *nwin = 0;
+                if (word(&j, "null")) continue;
+                if (!lit(&j, '[')) goto bad;
+                if (!lit(&j, ']')) {
+                    do {
+                        if (*nwin == MAX_WINDOWS) { *err = "wagg: more than 255 windows"; return 0; }
+                        if (!parse_window(&j, &wins[*nwin])) goto bad;
+                        (*nwin)++;
+                    } while (lit(&j, ','));
+                    if (!lit(&j, ']')) goto bad;
+                }
+            } else if (!skip(&j)) {
+                goto bad;
+            }
+        } while (lit(&j, ','));
+        if (!lit(&j, '}')) goto bad;
+    }
+    ws(&j);
+    if (j.p != j.end) goto bad;
+    if (abi != 1) { *err = "wagg: the host speaks another ABI than 1"; return 0; }
+    if (!have_windows || *nwin == 0) { *err = "wagg: 0 windows, want 1 to 255"; return 0; }
+    return 1;
+bad:
+    *err = j.err ? j.err : "wagg: config: not the JSON of an abi.Config";
+    return 0;
+}
+
+/* ---- panes: one window start's groups ---- */
+
+typedef struct {
+    int64_t start;
+    uint8_t *keys;
+    uint32_t keys_len, keys_cap;
+    uint32_t *ends;     /* ends[i]: end of group i's key in keys */
+    uint64_t *hashes;   /* hashes[i]: hash of group i's key */
+    uint64_t *vals;     /* nm values per group */
+    uint8_t *marked;    /* group i is in dirty */
+    uint32_t n, cap;    /* groups */
+    uint32_t *dirty;    /* groups changed since the last flush */
+    uint32_t ndirty;
+    uint32_t *slots;    /* open addressing: group index + 1; 0 is empty */
+    uint32_t mask;
+} pane;
+
+static pane *pane_new(int64_t start) {
+    pane *p = calloc(1, sizeof *p);
+    if (!p) abort();
+    p->start = start;
+    p->slots = calloc(16, 4);
+    if (!p->slots) abort();
+    p->mask = 15;
+    return p;
+}
+
+static void pane_free(pane *p) {
+    free(p->keys); free(p->ends); free(p->hashes); free(p->vals);
+    free(p->marked); free(p->dirty); free(p->slots); free(p);
+}
+
+static const uint8_t *pane_key(const pane *p, uint32_t g, uint32_t *len) {
+    uint32_t from = g ? p->ends[g - 1] : 0;
+    *len = p->ends[g] - from;
+    return p->keys + from;
+}
+
+/* hash_key is the Go SDK's hashKey: 8 bytes at a time, multiply-rotate. */
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t hash_key(const uint8_t *b, uint32_t n) {
+    const uint64_t m1 = 0x9e3779b97f4a7c15ull, m2 = 0xc2b2ae3d27d4eb4full;
+    uint64_t h = (uint64_t)n * m1;
+    for (; n >= 8; b += 8, n -= 8) h = rotl((h ^ rd64(b)) * m2, 31);
+    uint64_t t = 0;
+    for (uint32_t i = 0; i < n; i++) t |= (uint64_t)b[i] << (8 * i);
+    h = (h ^ t) * m2;
+    h ^= h >> 29;
+    h *= m1;
+    return h ^ (h >> 32);
+}
+
+/* lookup returns key's group + 1, or 0 and the empty slot where it goes. */
+static uint32_t pane_lookup(const pane *p, const uint8_t *key, uint32_t len, uint64_t h, uint32_t *slot) {
+    for (uint32_t i = (uint32_t)h & p->mask;; i = (i + 1) & p->mask) {
+        uint32_t s = p->slots[i];
+        if (s == 0) { *slot = i; return 0; }
+        uint32_t g = s - 1, kl;
+        if (p->hashes[g] == h) {
+            const uint8_t *k = pane_key(p, g, &kl);
+            if (kl == len && memcmp(k, key, len) == 0) return s;
+        }
+    }
+}
+
+static void pane_rehash(pane *p) {
+    uint32_t size = (p->mask + 1) * 2;
+    free(p->slots);
+    p->slots = calloc(size, 4);
+    if (!p->slots) abort();
+    p->mask = size - 1;
+    for (uint32_t g = 0; g < p->n; g++) {
+        uint32_t i = (uint32_t)p->hashes[g] & p->mask;
+        while (p->slots[i]) i = (i + 1) & p->mask;
+        p->slots[i] = g + 1;
+    }
+}
+
+static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t h, uint32_t slot, const uint64_t *ident, int nm) {
+    if (p->n == p->cap) {
+        p->cap = p->cap ? 2 * p->cap : 8;
+        p->ends = xrealloc(p->ends, (size_t)p->cap * 4);
+        p->hashes = xrealloc(p->hashes, (size_t)p->cap * 8);
+        p->vals = xrealloc(p->vals, (size_t)p->cap * 8 * (nm ? nm : 1));
+        p->marked = xrealloc(p->marked, p->cap);
+        p->dirty = xrealloc(p->dirty, (size_t)p->cap * 4);
+    }
+    if (p->keys_cap - p->keys_len < len) {
+        while (p->keys_cap - p->keys_len < len) p->keys_cap = p->keys_cap ? 2 * p->keys_cap : 64;
+        p->keys = xrealloc(p->keys, p->keys_cap);
+    }
+    uint32_t g = p->n++;
+    memcpy(p->keys + p->keys_len, key, len);
+    p->keys_len += len;
+    p->ends[g] = p->keys_len;
+    p->hashes[g] = h;
+    memcpy(p->vals + (size_t)g * nm, ident, (size_t)nm * 8);
+    p->marked[g] = 0;
+    p->slots[slot] = g + 1;
+    if (2 * p->n > p->mask + 1) pane_rehash(p);
+    return g;
+}
+
+static void pane_touch(pane *p, uint32_t g) {
+    if (!p->marked[g]) {
+        p->marked[g] = 1;
+        p->dirty[p->ndirty++] = g;
+    }
+}
+
+/* ---- the groups ---- */
+
+typedef struct {
+    pane **panes; /* in increasing start */
+    uint32_t n, cap;
+    pane *last;   /* the pane used last: the common case */
+} wstate;
+
+typedef struct {
+    pane *p;
+    uint32_t g;
+} target;
+
+struct wagg_groups {
+    window windows[MAX_WINDOWS];
+    wstate ws[MAX_WINDOWS];
+    int nwin, nm, nkeys;
+    uint64_t ident[MAX_METRICS];
+    /* the key being built */
+    int64_t ts;
+    int col, resolved;
+    buf key;
+    target targets[MAX_WINDOWS * MAX_WINDOWS_PER_RECORD];
+    uint32_t ntargets;
+    const char *err; /* the first misuse in this batch */
+    buf msg;
+};
+
+static wagg_groups groups;
+static int ready;
+
+static void misuse(wagg_groups *g, const char *msg) {
+    if (!g->err) g->err = msg;
+}
+
+static pane *find_pane(wagg_groups *g, int w, int64_t start) {
+    wstate *s = &g->ws[w];
+    if (s->last && s->last->start == start) return s->last;
+    uint32_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (s->panes[mid]->start < start) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == s->n || s->panes[lo]->start != start) {
+        if (s->n == s->cap) {
+            s->cap = s->cap ? 2 * s->cap : 4;
+            s->panes = xrealloc(s->panes, (size_t)s->cap * sizeof(pane *));
+        }
+        memmove(s->panes + lo + 1, s->panes + lo, (size_t)(s->n - lo) * sizeof(pane *));
+        s->panes[lo] = pane_new(start);
+        s->n++;
+    }
+    s->last = s->panes[lo];
+    return s->last;
+}
+
+static void clear_groups(wagg_groups *g) {
+    for (int w = 0; w < g->nwin; w++) {
+        wstate *s = &g->ws[w];
+        for (uint32_t i = 0; i < s->n; i++) pane_free(s->panes[i]);
+        s->n = 0;
+        s->last = NULL;
+    }
+}
+
+void wagg_at(wagg_groups *g, int64_t ts) {
+    g->ts = ts;
+    g->col = 0;
+    g->resolved = 0;
+    g->key.len = 0;
+}
+
+static int next_col(wagg_groups *g, enum type t) {
+    if (g->resolved) { misuse(g, "wagg: a key column filled after wagg_add: fill every key column first"); return 0; }
+    if (g->col >= g->nkeys) { misuse(g, "wagg: more key columns filled than the spec declares"); return 0; }
+    if (spec.keys[g->col].type != t) { misuse(g, "wagg: a key column filled with a value of another type than declared"); return 0; }
+    g->col++;
+    return 1;
+}
+
+void wagg_by_int64(wagg_groups *g, int64_t v) {
+    if (next_col(g, T_INT64)) put64(&g->key, (uint64_t)v);
+}
+void wagg_by_float64(wagg_groups *g, double v) {
+    if (next_col(g, T_FLOAT64)) put64(&g->key, fbits(v));
+}
+void wagg_by_string(wagg_groups *g, wagg_bytes v) {
+    if (next_col(g, T_STRING)) {
+        put32(&g->key, v.len);
+        put(&g->key, v.ptr, v.len);
+    }
+}
+
+static void add_target(wagg_groups *g, int w, int64_t start, uint64_t h) {
+    pane *p = find_pane(g, w, start);
+    uint32_t slot, s = pane_lookup(p, g->key.p, (uint32_t)g->key.len, h, &slot);
+    uint32_t i = s ? s - 1 : pane_insert(p, g->key.p, (uint32_t)g->key.len, h, slot, g->ident, g->nm);
+    pane_touch(p, i);
+    g->targets[g->ntargets++] = (target){p, i};
+}
+
+/* floor_start is the start of the latest window of the slide at or before
+ * ts, and 0 when that start is below INT64_MIN (abi latestStart). */
+static int floor_start(int64_t ts, int64_t slide, int64_t *s) {
+    int64_t m = ts % slide;
+    if (m < 0) m += slide;
+    if (ts < INT64_MIN + m) return 0;
+    *s = ts - m;
+    return 1;
+}
+
+/* resolve finds (or creates) the key's group in every window holding ts. */
+static int resolve(wagg_groups *g) {
+    if (g->resolved) return g->err == NULL;
+    g->resolved = 1;
+    if (g->col != g->nkeys) misuse(g, "wagg: wagg_add before every key column was filled");
+    if (g->err) return 0;
+    uint64_t h = hash_key(g->key.p, (uint32_t)g->key.len);
+    g->ntargets = 0;
+    for (int w = 0; w < g->nwin; w++) {
+        window *win = &g->windows[w];
+        int64_t s;
+        if (win->kind == W_GLOBAL) {
+            add_target(g, w, 0, h);
+        } else if (floor_start(g->ts, win->slide, &s)) {
+            /* latest first, as abi.Window.Starts */
+            while (g->ts - s < win->size) {
+                add_target(g, w, s, h);
+                if (s < INT64_MIN + win->slide) break;
+                s -= win->slide;
+            }
+        }
+    }
+    return 1;
+}
+
+static int check_metric(wagg_groups *g, int m, int is_float) {
+    if (m < 0 || m >= g->nm) { misuse(g, "wagg: a metric that is not one of the spec's"); return 0; }
+    if ((spec.m[m].type == T_FLOAT64) != is_float) {
+        misuse(g, is_float ? "wagg: wagg_add_float on an int64 metric, use wagg_add" : "wagg: wagg_add on a float64 metric, use wagg_add_float");
+        return 0;
+    }
+    return 1;
+}
+
+void wagg_add(wagg_groups *g, int m, int64_t v) {
+    if (!resolve(g) || !check_metric(g, m, 0)) return;
+    enum op op = spec.m[m].op;
+    for (uint32_t t = 0; t < g->ntargets; t++) {
+        uint64_t *val = &g->targets[t].p->vals[(size_t)g->targets[t].g * g->nm + m];
+        int64_t cur = (int64_t)*val;
+        if (op == OP_MIN) cur = v < cur ? v : cur;
+        else if (op == OP_MAX) cur = v > cur ? v : cur;
+        else cur = (int64_t)((uint64_t)cur + (uint64_t)v); /* wraps like Go */
+        *val = (uint64_t)cur;
+    }
+}
+
+/* fmin and fmax as Go's math.Min and math.Max: NaN wins, -0 < +0. */
+static double gomin(double a, double b) {
+    if (a != a || b != b) return a != a ? a : b;
+    if (a == 0 && b == 0) return (fbits(a) >> 63) ? a : b;
+    return a < b ? a : b;
+}
+static double gomax(double a, double b) {
+    if (a != a || b != b) return a != a ? a : b;
+    if (a == 0 && b == 0) return (fbits(a) >> 63) ? b : a;
+    return a > b ? a : b;
+}
+
+void wagg_add_float(wagg_groups *g, int m, double v) {
+    if (!resolve(g) || !check_metric(g, m, 1)) return;
+    enum op op = spec.m[m].op;
+    for (uint32_t t = 0; t < g->ntargets; t++) {
+        uint64_t *val = &g->targets[t].p->vals[(size_t)g->targets[t].g * g->nm + m];
+        double cur = bitsf(*val);
+        if (op == OP_MIN) cur = gomin(cur, v);
+        else if (op == OP_MAX) cur = gomax(cur, v);
+        else cur += v;
+        *val = fbits(cur);
+    }
+}
+
+int wagg_fail(wagg_groups *g, const char *msg) {
+    g->msg.len = 0;
+    puts_(&g->msg, msg);
+    put8(&g->msg, 0);
+    misuse(g, (const char *)g->msg.p);
+    return WAGG_ERR_AGGREGATE;
+}
+
+/* ---- init ---- */
+
+int wagg_engine_init(const uint8_t *cfg, uint32_t len) {
+    define();
+    if (spec.err) return fail(WAGG_ERR_NOT_READY, spec.err);
+    window wins[MAX_WINDOWS];
+    int n;
+    const char *err;
+    if (!parse_config(cfg, len, wins, &n, &err)) return fail(WAGG_ERR_BAD_INPUT, err);
+    clear_groups(&groups);
+    memcpy(groups.windows, wins, (size_t)n * sizeof(window));
+    groups.nwin = n;
+    groups.nm = spec.nm;
+    groups.nkeys = spec.nkeys;
+    for (int i = 0; i < spec.nm; i++) groups.ident[i] = spec.m[i].ident;
+    ready = 1;
+    return WAGG_OK;
+}
+
+/* ---- process: decode a batch (abi.DecodeBatch's checks) and fold it in ---- */
+
+#define MAX_COLS (MAX_FIELDS + 1)
+
+struct wagg_batch {
+    uint32_t n;
+    const int64_t *times;
+    const uint8_t *cols[MAX_COLS];  /* int64/float64 values, or string data */
+    const uint32_t *offs[MAX_COLS]; /* string offsets */
+};
+
+static wagg_batch batch;
+
+uint32_t wagg_len(const wagg_batch *b) { return b->n; }
+int64_t wagg_time(const wagg_batch *b, uint32_t i) { return b->times[i]; }
+const int64_t *wagg_times(const wagg_batch *b) { return b->times; }
+const int64_t *wagg_int64s(const wagg_batch *b, int f) { return (const int64_t *)b->cols[f]; }
+const double *wagg_float64s(const wagg_batch *b, int f) { return (const double *)b->cols[f]; }
+wagg_bytes wagg_string(const wagg_batch *b, int f, uint32_t i) {
+    const uint32_t *o = b->offs[f];
+    return (wagg_bytes){b->cols[f] + o[i], o[i + 1] - o[i]};
+}
+wagg_bytes wagg_raw(const wagg_batch *b, uint32_t i) { return wagg_string(b, spec.nin, i); }
+
+static uint32_t pad8(uint64_t k) { return (uint32_t)((8 - k % 8) % 8); }
+
+static int zeros(const uint8_t *p, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++)
+        if (p[i]) return 0;
+    return 1;
+}
+
+/* The batch lies in the 8-aligned input buffer and every section starts on
+ * an 8-byte boundary of it, so columns are read in place. */
+static int decode_batch(const uint8_t *p, uint32_t len, wagg_batch *b) {
+    if (len < 32 || rd32(p) != BATCH_MAGIC) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: bad header");
+    uint32_t n = rd32(p + 4), flags = rd32(p + 12);
+    if (n > MAX_BATCH_RECORDS) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: too many records");
+    if (flags & ~1u) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: unknown flags");
+    if (rd64(p + 16) != len) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: the header's length is not the batch's");
+    if (rd64(p + 24) != 0) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: reserved header bytes are not zero");
+    uint64_t off = 32;
+    b->n = n;
+#define TAKE(k) do { if ((uint64_t)(k) > len - off) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: a section overruns the batch"); } while (0)
+    TAKE(8ull * n);
+    b->times = (const int64_t *)(p + off);
+    off += 8ull * n;
+    int ncols = spec.nin + (spec.raw ? 1 : 0);
+    for (int c = 0; c < ncols; c++) {
+        enum type t = c < spec.nin ? spec.in[c].type : T_STRING;
+        if (t != T_STRING) {
+            TAKE(8ull * n);
+            b->cols[c] = p + off;
+            off += 8ull * n;
+            continue;
+        }
+        uint64_t ob = 4ull * (n + 1);
+        TAKE(ob + pad8(ob));
+        const uint32_t *o = (const uint32_t *)(p + off);
+        if (!zeros(p + off + ob, pad8(ob))) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: padding is not zero");
+        off += ob + pad8(ob);
+        if (o[0] != 0) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: string offsets go backwards");
+        for (uint32_t i = 0; i < n; i++)
+            if (o[i + 1] < o[i]) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: string offsets go backwards");
+        uint64_t dl = o[n];
+        TAKE(dl + pad8(dl));
+        b->offs[c] = o;
+        b->cols[c] = p + off;
+        if (!zeros(p + off + dl, pad8(dl))) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: padding is not zero");
+        off += dl + pad8(dl);
+    }
+#undef TAKE
+    if (off != len) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: trailing bytes");
+    return WAGG_OK;
+}
+
+int wagg_engine_process(const uint8_t *p, uint32_t len) {
+    if (!ready) return fail(WAGG_ERR_NOT_READY, "wagg: wagg_init has not succeeded");
+    if (len >= 16 && rd32(p) == BATCH_MAGIC) {
+        uint32_t f = rd32(p + 8);
+        int raw = p[12] & 1;
+        if (f != (uint32_t)spec.nin || raw != spec.raw) {
+            fail(WAGG_ERR_SCHEMA, "wagg: batch does not match the declared input: ");
+            put_uint(&last_err, f);
+            puts_(&last_err, raw ? " fields (raw true), declared " : " fields (raw false), declared ");
+            put_uint(&last_err, (uint64_t)spec.nin);
+            puts_(&last_err, spec.raw ? " (raw true)" : " (raw false)");
+            return WAGG_ERR_SCHEMA;
+        }
+    }
+    int st = decode_batch(p, len, &batch);
+    if (st) return st;
+    groups.err = NULL;
+    int rc = wagg_aggregate(&batch, &groups);
+    if (groups.err) return fail(WAGG_ERR_AGGREGATE, groups.err);
+    if (rc) return fail(WAGG_ERR_AGGREGATE, "wagg: the aggregator failed");
+    return WAGG_OK;
+}
+
+/* ---- flush ---- */
+
+static buf rows;
+
+static void put_row(uint32_t *count, int w, int final, const pane *p, uint32_t g, int nm) {
+    uint32_t kl;
+    const uint8_t *k = pane_key(p, g, &kl);
+    put8(&rows, (uint8_t)w);
+    put8(&rows, final ? 1 : 0);
+    put64(&rows, (uint64_t)p->start);
+    put(&rows, k, kl);
+    put(&rows, p->vals + (size_t)g * nm, (size_t)nm * 8);
+    (*count)++;
+}
+
+static int closed(const window *w, int64_t start, int64_t watermark) {
+    if (w->kind == W_GLOBAL) return 0;
+    int64_t end = start > INT64_MAX - w->size ? INT64_MAX : start + w->size;
+    return end <= watermark;
+}
+
+wagg_bytes wagg_engine_flush(int64_t watermark) {
+    if (!ready) {
+        fail(WAGG_ERR_NOT_READY, "wagg: wagg_init has not succeeded");
+        return (wagg_bytes){NULL, 0};
+    }
+    rows.len = 0;
+    put32(&rows, ROWS_MAGIC);
+    put32(&rows, 0);
+    put64(&rows, 0);
+    uint32_t count = 0;
+    int nm = groups.nm;
+    for (int w = 0; w < groups.nwin; w++) {
+        wstate *s = &groups.ws[w];
+        uint32_t keep = 0;
+        for (uint32_t i = 0; i < s->n; i++) {
+            pane *p = s->panes[i];
+            if (closed(&groups.windows[w], p->start, watermark)) {
+                for (uint32_t g = 0; g < p->n; g++) put_row(&count, w, 1, p, g, nm);
+                if (s->last == p) s->last = NULL;
+                pane_free(p);
+                continue;
+            }
+            for (uint32_t d = 0; d < p->ndirty; d++) {
+                put_row(&count, w, 0, p, p->dirty[d], nm);
+                p->marked[p->dirty[d]] = 0;
+            }
+            p->ndirty = 0;
+            s->panes[keep++] = p;
+        }
+        s->n = keep;
+    }
+    memcpy(rows.p + 4, &count, 4);
+    uint64_t total = rows.len;
+    memcpy(rows.p + 8, &total, 8);
+    return (wagg_bytes){rows.p, (uint32_t)rows.len};
+}
+
+/* ---- snapshot and restore: the Go SDK's layout ----
+ *
+ *   u32 "WGS1", u32 windows
+ *   per window: u32 panes; per pane: i64 start, u32 groups;
+ *   per group: u32 key length, key, metrics x u64
+ */
+
+static buf snap;
+
+wagg_bytes wagg_engine_snapshot(void) {
+    if (!ready) {
+        fail(WAGG_ERR_NOT_READY, "wagg: wagg_init has not succeeded");
+        return (wagg_bytes){NULL, 0};
+    }
+    snap.len = 0;
+    put32(&snap, SNAP_MAGIC);
+    put32(&snap, (uint32_t)groups.nwin);
+    for (int w = 0; w < groups.nwin; w++) {
+        wstate *s = &groups.ws[w];
+        put32(&snap, s->n);
+        for (uint32_t i = 0; i < s->n; i++) {
+            pane *p = s->panes[i];
+            put64(&snap, (uint64_t)p->start);
+            put32(&snap, p->n);
+            for (uint32_t g = 0; g < p->n; g++) {
+                uint32_t kl;
+                const uint8_t *k = pane_key(p, g, &kl);
+                put32(&snap, kl);
+                put(&snap, k, kl);
+                put(&snap, p->vals + (size_t)g * groups.nm, (size_t)groups.nm * 8);
+            }
+        }
+    }
+    return (wagg_bytes){snap.p, (uint32_t)snap.len};
+}
+
+/* valid_key reports whether key is exactly one value per key column. */
+static int valid_key(const uint8_t *k, uint32_t n) {
+    uint64_t off = 0;
+    for (int c = 0; c < spec.nkeys; c++) {
+        if (spec.keys[c].type == T_STRING) {
+            if (n - off < 4) return 0;
+            off += 4 + (uint64_t)rd32(k + off);
+            if (off > n) return 0;
+        } else {
+            if (n - off < 8) return 0;
+            off += 8;
+        }
+    }
+    return off == n;
+}
+
+static int decode_snapshot(const uint8_t *b, uint32_t len) {
+    uint64_t off = 0;
+    int nm = groups.nm;
+#define NEED(k) do { if ((uint64_t)(k) > len - off) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: truncated"); } while (0)
+    NEED(8);
+    if (rd32(b) != SNAP_MAGIC) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: bad magic");
+    if (rd32(b + 4) != (uint32_t)groups.nwin) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: taken with another number of windows");
+    off = 8;
+    for (int w = 0; w < groups.nwin; w++) {
+        window *win = &groups.windows[w];
+        NEED(4);
+        uint32_t panes = rd32(b + off);
+        off += 4;
+        for (uint32_t i = 0; i < panes; i++) {
+            NEED(12);
+            int64_t start = (int64_t)rd64(b + off);
+            uint32_t n = rd32(b + off + 8);
+            off += 12;
+            wstate *s = &groups.ws[w];
+            if (i > 0 && start <= s->panes[s->n - 1]->start) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: panes out of order");
+            if (win->kind == W_GLOBAL ? start != 0 : start % win->slide != 0) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: not a window start");
+            pane *p = find_pane(&groups, w, start);
+            for (uint32_t j = 0; j < n; j++) {
+                NEED(4);
+                uint32_t kl = rd32(b + off);
+                off += 4;
+                NEED((uint64_t)kl + 8ull * nm);
+                const uint8_t *k = b + off;
+                if (!valid_key(k, kl)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a key does not match the key columns");
+                uint64_t h = hash_key(k, kl);
+                uint32_t slot;
+                if (pane_lookup(p, k, kl, h, &slot)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a group appears twice");
+                uint32_t g = pane_insert(p, k, kl, h, slot, groups.ident, nm);
+                memcpy(p->vals + (size_t)g * nm, b + off + kl, (size_t)nm * 8);
+                /* Every restored group is marked changed: the first flush
+                 * after a restore emits the whole state (abi/ABI.md). */
+                pane_touch(p, g);
+                off += kl + 8ull * nm;
+            }
+        }
+    }
+#undef NEED
+    if (off != len) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: trailing bytes");
+    return WAGG_OK;
+}
+
+int wagg_engine_restore(const uint8_t *b, uint32_t len) {
+    if (!ready) return fail(WAGG_ERR_NOT_READY, "wagg: wagg_init has not succeeded");
+    clear_groups(&groups);
+    int st = decode_snapshot(b, len);
+    if (st) clear_groups(&groups); /* on error the state is empty */
+    return st;
+}
+
+/* ---- the Wasm exports (abi/ABI.md "Exports") ---- */
+
+#ifdef __wasm__
+#define EXPORT(name) __attribute__((export_name(name)))
+
+static uint8_t *input;
+static uint32_t input_cap;
+
+static int64_t region(wagg_bytes b) {
+    if (!b.ptr && !b.len) return 0;
+    return (int64_t)(((uint64_t)(uintptr_t)b.ptr << 32) | b.len);
+}
+static int64_t packed(wagg_bytes b) { return b.ptr || b.len ? region(b) : 0; }
+
+EXPORT("wagg_abi_version_1") void wagg_abi_version_1(void) {}
+
+EXPORT("wagg_input_buffer") uint32_t wagg_input_buffer(int32_t size) {
+    if (size < 0) return 0;
+    if ((uint32_t)size > input_cap) {
+        free(input);
+        input = aligned_alloc(8, ((uint32_t)size + 7) & ~7u);
+        input_cap = input ? (uint32_t)size : 0;
+    }
+    return (uint32_t)(uintptr_t)input;
+}
+
+static const uint8_t *in(int32_t n) { return n >= 0 && (uint32_t)n <= input_cap ? input : NULL; }
+
+EXPORT("wagg_describe") int64_t wagg_describe(void) {
+    wagg_bytes b = wagg_engine_describe();
+    return b.ptr ? region(b) : WAGG_ERR_NOT_READY;
+}
+
+EXPORT("wagg_init") int32_t wagg_init(int32_t n) {
+    if (!in(n)) return fail(WAGG_ERR_BAD_INPUT, "wagg: length exceeds the input buffer");
+    return wagg_engine_init(input, (uint32_t)n);
+}
+
+EXPORT("wagg_process") int32_t wagg_process(int32_t n) {
+    if (!ready) return fail(WAGG_ERR_NOT_READY, "wagg: wagg_init has not succeeded");
+    if (!in(n)) return fail(WAGG_ERR_BAD_INPUT, "wagg: length exceeds the input buffer");
+    return wagg_engine_process(input, (uint32_t)n);
+}
+
+EXPORT("wagg_flush") int64_t wagg_flush(int64_t watermark) {
+    if (!ready) return fail(WAGG_ERR_NOT_READY, "wagg: wagg_init has not succeeded");
+    return packed(wagg_engine_flush(watermark));
+}
+
+EXPORT("wagg_snapshot") int64_t wagg_snapshot(void) {
+    if (!ready) return fail(WAGG_ERR_NOT_READY, "wagg: wagg_init has not succeeded");
+    return packed(wagg_engine_snapshot());
+}
+
+EXPORT("wagg_restore") int32_t wagg_restore(int32_t n) {
+    if (!ready) return fail(WAGG_ERR_NOT_READY, "wagg: wagg_init has not succeeded");
+    if (!in(n)) return fail(WAGG_ERR_BAD_INPUT, "wagg: length exceeds the input buffer");
+    return wagg_engine_restore(input, (uint32_t)n);
+}
+
+EXPORT("wagg_last_error") int64_t wagg_last_error(void) { return packed(wagg_engine_last_error()); }
+#endif

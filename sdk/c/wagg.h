@@ -1,0 +1,149 @@
+/* wagg.h: the C SDK for wagg aggregators (ABI v1, abi/ABI.md).
+ *
+ * An aggregator is two functions that the plugin defines:
+ *
+ *   void wagg_define(wagg_spec *s)
+ *       declares the typed input fields, the group key columns and the
+ *       metrics, in order; called once, before anything else.
+ *   int wagg_aggregate(const wagg_batch *b, wagg_groups *g)
+ *       folds a batch of records into groups; returns 0, or wagg_fail(...).
+ *
+ *   static int poll, option, votes;
+ *
+ *   void wagg_define(wagg_spec *s) {
+ *       poll = wagg_input_int64(s, "poll_id");
+ *       option = wagg_input_string(s, "option");
+ *       wagg_key_int64(s, "poll_id");
+ *       wagg_key_string(s, "option");
+ *       votes = wagg_count(s, "votes");
+ *   }
+ *
+ *   int wagg_aggregate(const wagg_batch *b, wagg_groups *g) {
+ *       const int64_t *polls = wagg_int64s(b, poll);
+ *       for (uint32_t i = 0; i < wagg_len(b); i++) {
+ *           wagg_at(g, wagg_time(b, i));
+ *           wagg_by_int64(g, polls[i]);
+ *           wagg_by_string(g, wagg_string(b, option, i));
+ *           wagg_add(g, votes, 1);
+ *       }
+ *       return 0;
+ *   }
+ *
+ * The SDK keeps the state per window and group, emits the changed groups at
+ * each flush, marks closed windows final, and snapshots and restores the
+ * state (in the same layout as the Go SDK), so an aggregator holds no state
+ * of its own and replays exactly.
+ *
+ * Build: clang --target=wasm32-wasi -mexec-model=reactor -O2 -o votes.wasm
+ *        votes.c wagg.c   (sdk/c/README.md). Natively the same sources link
+ *        with wagg_local.c, the test harness (wagg_local.h).
+ */
+#ifndef WAGG_H
+#define WAGG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes (abi/ABI.md "Error codes"). */
+enum {
+    WAGG_OK = 0,
+    WAGG_ERR_BAD_INPUT = -1,
+    WAGG_ERR_SCHEMA = -2,
+    WAGG_ERR_NOT_READY = -3,
+    WAGG_ERR_AGGREGATE = -4,
+    WAGG_ERR_OUTPUT_LIMIT = -5,
+};
+
+/* A byte string that aliases memory the SDK owns: copy it to keep it. */
+typedef struct {
+    const uint8_t *ptr;
+    uint32_t len;
+} wagg_bytes;
+
+typedef struct wagg_spec wagg_spec;
+typedef struct wagg_batch wagg_batch;
+typedef struct wagg_groups wagg_groups;
+
+/* Defined by the aggregator. */
+void wagg_define(wagg_spec *s);
+int wagg_aggregate(const wagg_batch *b, wagg_groups *g);
+
+/* --- wagg_define: each returns the index the batch and group calls take. */
+
+/* Typed input fields, read by the host from the record's JSON key name. */
+int wagg_input_int64(wagg_spec *s, const char *name);
+int wagg_input_float64(wagg_spec *s, const char *name);
+int wagg_input_string(wagg_spec *s, const char *name);
+/* Reads field from another top-level JSON key. */
+void wagg_input_from(wagg_spec *s, int field, const char *path);
+/* A missing field reads as its zero value instead of being dead-lettered. */
+void wagg_input_optional(wagg_spec *s, int field);
+/* Also hand the aggregator each record's raw value (wagg_raw). */
+void wagg_input_raw(wagg_spec *s);
+
+/* Group key columns, filled by wagg_by_* in this order. */
+void wagg_key_int64(wagg_spec *s, const char *name);
+void wagg_key_float64(wagg_spec *s, const char *name);
+void wagg_key_string(wagg_spec *s, const char *name);
+
+/* Metrics: count is int64 and merged by sum across partitions; sums add,
+ * min and max keep the extreme. The _float variants hold float64. */
+int wagg_count(wagg_spec *s, const char *name);
+int wagg_sum(wagg_spec *s, const char *name);
+int wagg_sum_float(wagg_spec *s, const char *name);
+int wagg_min(wagg_spec *s, const char *name);
+int wagg_min_float(wagg_spec *s, const char *name);
+int wagg_max(wagg_spec *s, const char *name);
+int wagg_max_float(wagg_spec *s, const char *name);
+
+/* --- wagg_aggregate: the batch, valid during the call only. */
+
+uint32_t wagg_len(const wagg_batch *b);
+int64_t wagg_time(const wagg_batch *b, uint32_t i); /* event time, Unix ms */
+const int64_t *wagg_times(const wagg_batch *b);
+const int64_t *wagg_int64s(const wagg_batch *b, int field);
+const double *wagg_float64s(const wagg_batch *b, int field);
+wagg_bytes wagg_string(const wagg_batch *b, int field, uint32_t i);
+wagg_bytes wagg_raw(const wagg_batch *b, uint32_t i);
+
+/* --- wagg_aggregate: the groups. wagg_at starts the key of a record with
+ * event time ts, the wagg_by_* fill its columns in declared order, then
+ * wagg_add / wagg_add_float fold values into its group in every window the
+ * time falls in. Misuse (a column of the wrong type, too few columns, an
+ * unknown metric) fails the batch with ERR_AGGREGATE and a message. */
+
+void wagg_at(wagg_groups *g, int64_t ts);
+void wagg_by_int64(wagg_groups *g, int64_t v);
+void wagg_by_float64(wagg_groups *g, double v);
+void wagg_by_string(wagg_groups *g, wagg_bytes v);
+void wagg_add(wagg_groups *g, int metric, int64_t v);
+void wagg_add_float(wagg_groups *g, int metric, double v);
+
+/* Fails the batch with the aggregator's own message; return its result
+ * from wagg_aggregate. */
+int wagg_fail(wagg_groups *g, const char *msg);
+
+/* --- The engine behind the Wasm exports, also driven natively by
+ * wagg_local.c. Inputs are the host's encodings (abi/ABI.md); results
+ * alias SDK memory valid until the next call. */
+wagg_bytes wagg_engine_describe(void);
+int wagg_engine_init(const uint8_t *cfg, uint32_t len);
+int wagg_engine_process(const uint8_t *batch, uint32_t len);
+wagg_bytes wagg_engine_flush(int64_t watermark);
+wagg_bytes wagg_engine_snapshot(void);
+int wagg_engine_restore(const uint8_t *snap, uint32_t len);
+wagg_bytes wagg_engine_last_error(void);
+/* The declared key and metric types, one letter each (i int64, f float64,
+ * s string), for the native harness's row printer. */
+const char *wagg_engine_key_types(void);
+const char *wagg_engine_metric_types(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

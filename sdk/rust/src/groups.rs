@@ -1,0 +1,385 @@
+//! The state: per window of the deployment, per window start (a pane), per
+//! group key, the metric values. Laid out as the Go and C SDKs lay it out so
+//! that the same input gives the same rows and snapshots, byte for byte:
+//! groups in creation order, changed groups in the order first touched.
+
+use crate::spec::{MetricDef, Op, Type, Window, WindowKind};
+use crate::{Error, Metric};
+
+pub(crate) struct Pane {
+    pub start: i64,
+    pub keys: Vec<u8>,    // every group's encoded key, back to back
+    pub ends: Vec<u32>,   // ends[i]: end of group i's key in keys
+    hashes: Vec<u64>,     // hashes[i]: hash of group i's key
+    pub vals: Vec<u64>,   // nm values per group
+    marked: Vec<bool>,    // group i is in dirty
+    pub dirty: Vec<u32>,  // groups changed since the last flush
+    slots: Vec<u32>,      // open addressing: group index + 1; 0 is empty
+}
+
+impl Pane {
+    fn new(start: i64) -> Pane {
+        Pane {
+            start,
+            keys: Vec::new(),
+            ends: Vec::new(),
+            hashes: Vec::new(),
+            vals: Vec::new(),
+            marked: Vec::new(),
+            dirty: Vec::new(),
+            slots: vec![0; 16],
+        }
+    }
+
+    pub fn len(&self) -> usize { self.ends.len() }
+
+    #[inline]
+    pub fn key(&self, g: usize) -> &[u8] {
+        let from = if g == 0 { 0 } else { self.ends[g - 1] as usize };
+        &self.keys[from..self.ends[g] as usize]
+    }
+
+    /// The group of key, or Err(the empty slot where it goes).
+    #[inline]
+    pub fn lookup(&self, key: &[u8], h: u64) -> Result<usize, usize> {
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            let s = self.slots[i];
+            if s == 0 {
+                return Err(i);
+            }
+            let g = (s - 1) as usize;
+            if self.hashes[g] == h && self.key(g) == key {
+                return Ok(g);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    pub fn insert(&mut self, key: &[u8], h: u64, slot: usize, idents: &[u64]) -> usize {
+        let g = self.ends.len();
+        self.keys.extend_from_slice(key);
+        self.ends.push(self.keys.len() as u32);
+        self.hashes.push(h);
+        self.vals.extend_from_slice(idents);
+        self.marked.push(false);
+        self.slots[slot] = g as u32 + 1;
+        if 2 * self.ends.len() > self.slots.len() {
+            let size = 2 * self.slots.len();
+            self.slots = vec![0; size];
+            let mask = size - 1;
+            for (g, &h) in self.hashes.iter().enumerate() {
+                let mut i = h as usize & mask;
+                while self.slots[i] != 0 {
+                    i = (i + 1) & mask;
+                }
+                self.slots[i] = g as u32 + 1;
+            }
+        }
+        g
+    }
+
+    #[inline]
+    pub fn touch(&mut self, g: usize) {
+        if !self.marked[g] {
+            self.marked[g] = true;
+            self.dirty.push(g as u32);
+        }
+    }
+
+    pub fn clean(&mut self) {
+        for &g in &self.dirty {
+            self.marked[g as usize] = false;
+        }
+        self.dirty.clear();
+    }
+}
+
+/// The Go SDK's hashKey: 8 bytes at a time, multiply-rotate.
+#[inline]
+pub(crate) fn hash_key(mut b: &[u8]) -> u64 {
+    const M1: u64 = 0x9e37_79b9_7f4a_7c15;
+    const M2: u64 = 0xc2b2_ae3d_27d4_eb4f;
+    let mut h = (b.len() as u64).wrapping_mul(M1);
+    while b.len() >= 8 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[..8]);
+        h = ((h ^ u64::from_le_bytes(w)).wrapping_mul(M2)).rotate_left(31);
+        b = &b[8..];
+    }
+    let mut t = 0u64;
+    for (i, &c) in b.iter().enumerate() {
+        t |= (c as u64) << (8 * i);
+    }
+    h = (h ^ t).wrapping_mul(M2);
+    h ^= h >> 29;
+    h = h.wrapping_mul(M1);
+    h ^ (h >> 32)
+}
+
+pub(crate) struct WindowState {
+    pub panes: Vec<Pane>, // in increasing start
+    last: usize,          // index of the pane used last, the common case
+}
+
+/// The groups of the deployment. Aggregators reach them through `at`.
+pub struct Groups {
+    pub(crate) windows: Vec<Window>,
+    pub(crate) ws: Vec<WindowState>,
+    pub(crate) metrics: Vec<(Type, Op)>,
+    pub(crate) idents: Vec<u64>,
+    pub(crate) key_types: Vec<Type>,
+    key: Vec<u8>,
+    targets: Vec<(u16, u32, u32)>, // (window, pane index, group)
+    pub(crate) err: Option<Error>,
+}
+
+impl Groups {
+    pub(crate) fn new(windows: Vec<Window>, keys: &[(String, Type)], metrics: &[MetricDef]) -> Groups {
+        let ws = windows.iter().map(|_| WindowState { panes: Vec::new(), last: 0 }).collect();
+        Groups {
+            windows,
+            ws,
+            metrics: metrics.iter().map(|m| (m.ty, m.op)).collect(),
+            idents: metrics.iter().map(|m| m.identity()).collect(),
+            key_types: keys.iter().map(|k| k.1).collect(),
+            key: Vec::with_capacity(64),
+            targets: Vec::new(),
+            err: None,
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        for w in &mut self.ws {
+            w.panes.clear();
+            w.last = 0;
+        }
+    }
+
+    /// The index of window w's pane at start, created when missing.
+    pub(crate) fn pane(&mut self, w: usize, start: i64) -> usize {
+        let s = &mut self.ws[w];
+        if s.last < s.panes.len() && s.panes[s.last].start == start {
+            return s.last;
+        }
+        let i = match s.panes.binary_search_by(|p| p.start.cmp(&start)) {
+            Ok(i) => i,
+            Err(i) => {
+                s.panes.insert(i, Pane::new(start));
+                i
+            }
+        };
+        s.last = i;
+        i
+    }
+
+    /// Starts the group key of a record with event time ts. Fill the key
+    /// columns in declared order with `Key`'s methods, then update metrics.
+    #[inline]
+    pub fn at(&mut self, ts: i64) -> Key<'_> {
+        self.key.clear();
+        Key { g: self, ts, col: 0, resolved: false, failed: false }
+    }
+
+    fn misuse(&mut self, msg: String) {
+        if self.err.is_none() {
+            self.err = Some(Error::new(msg));
+        }
+    }
+
+    fn resolve(&mut self, ts: i64) {
+        let h = hash_key(&self.key);
+        self.targets.clear();
+        for w in 0..self.windows.len() {
+            let (kind, size, slide) = (self.windows[w].kind, self.windows[w].size_ms, self.windows[w].slide());
+            if kind == WindowKind::Global {
+                self.target(w, 0, h);
+                continue;
+            }
+            // The latest start at or before ts, then earlier ones while they
+            // still hold ts (abi.Window.Starts).
+            let m = ts.rem_euclid(slide);
+            if ts < i64::MIN + m {
+                continue; // no window holds ts (the host dead-letters it)
+            }
+            let latest = ts - m;
+            // Create the panes first: inserting one moves the later ones,
+            // whose indexes the targets hold.
+            let mut s = latest;
+            while ts - s < size {
+                self.pane(w, s);
+                if s < i64::MIN + slide {
+                    break;
+                }
+                s -= slide;
+            }
+            let mut s = latest;
+            while ts - s < size {
+                self.target(w, s, h);
+                if s < i64::MIN + slide {
+                    break;
+                }
+                s -= slide;
+            }
+        }
+    }
+
+    #[inline]
+    fn target(&mut self, w: usize, start: i64, h: u64) {
+        let pi = self.pane(w, start);
+        let p = &mut self.ws[w].panes[pi];
+        let g = match p.lookup(&self.key, h) {
+            Ok(g) => g,
+            Err(slot) => p.insert(&self.key, h, slot, &self.idents),
+        };
+        p.touch(g);
+        self.targets.push((w as u16, pi as u32, g as u32));
+    }
+}
+
+/// A group key being built; see `Groups::at`.
+pub struct Key<'g> {
+    g: &'g mut Groups,
+    ts: i64,
+    col: usize,
+    resolved: bool,
+    failed: bool,
+}
+
+impl<'g> Key<'g> {
+    fn next(&mut self, ty: Type, method: &str) -> bool {
+        if self.failed {
+            return false;
+        }
+        let msg = if self.resolved {
+            format!("wagg: Key::{} after add: fill every key column first", method)
+        } else if self.col >= self.g.key_types.len() {
+            format!("wagg: Key::{} fills key column {}, but the spec declares {}", method, self.col, self.g.key_types.len())
+        } else if self.g.key_types[self.col] != ty {
+            format!("wagg: key column {} is declared {}, but Key::{} filled it", self.col, self.g.key_types[self.col].name(), method)
+        } else {
+            self.col += 1;
+            return true;
+        };
+        self.failed = true;
+        self.g.misuse(msg);
+        false
+    }
+
+    /// Fills the next key column, declared `key_int64`.
+    #[inline]
+    pub fn int64(mut self, v: i64) -> Self {
+        if self.next(Type::Int64, "int64") {
+            self.g.key.extend_from_slice(&v.to_le_bytes());
+        }
+        self
+    }
+    /// Fills the next key column, declared `key_float64`.
+    #[inline]
+    pub fn float64(mut self, v: f64) -> Self {
+        if self.next(Type::Float64, "float64") {
+            self.g.key.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        self
+    }
+    /// Fills the next key column, declared `key_string`.
+    #[inline]
+    pub fn string(mut self, v: &[u8]) -> Self {
+        if self.next(Type::String, "string") {
+            self.g.key.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            self.g.key.extend_from_slice(v);
+        }
+        self
+    }
+
+    fn resolve(&mut self, m: Metric, float: bool) -> bool {
+        if self.failed {
+            return false;
+        }
+        if !self.resolved {
+            self.resolved = true;
+            if self.col != self.g.key_types.len() {
+                self.failed = true;
+                self.g.misuse(format!("wagg: add before key column {} was filled ({} of {} filled)", self.col, self.col, self.g.key_types.len()));
+                return false;
+            }
+            self.g.resolve(self.ts);
+        }
+        match self.g.metrics.get(m.0) {
+            None => {
+                self.g.misuse(format!("wagg: metric {} is not one of the spec's", m.0));
+                false
+            }
+            Some(&(ty, _)) if (ty == Type::Float64) != float => {
+                self.g.misuse(format!("wagg: metric {} is {}, use {}", m.0, ty.name(), if float { "add" } else { "add_float" }));
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Folds an int64 value into an int64 metric of the key's groups: a
+    /// count or sum adds it, a min or max keeps the extreme.
+    #[inline]
+    pub fn add(mut self, m: Metric, v: i64) -> Self {
+        if self.resolve(m, false) {
+            let nm = self.g.metrics.len();
+            let op = self.g.metrics[m.0].1;
+            let Groups { ws, targets, .. } = &mut *self.g;
+            for &(w, p, g) in targets.iter() {
+                let val = &mut ws[w as usize].panes[p as usize].vals[g as usize * nm + m.0];
+                let cur = *val as i64;
+                *val = match op {
+                    Op::Min => cur.min(v),
+                    Op::Max => cur.max(v),
+                    Op::Add => cur.wrapping_add(v),
+                } as u64;
+            }
+        }
+        self
+    }
+
+    /// Folds a float64 value into a float64 metric.
+    #[inline]
+    pub fn add_float(mut self, m: Metric, v: f64) -> Self {
+        if self.resolve(m, true) {
+            let nm = self.g.metrics.len();
+            let op = self.g.metrics[m.0].1;
+            let Groups { ws, targets, .. } = &mut *self.g;
+            for &(w, p, g) in targets.iter() {
+                let val = &mut ws[w as usize].panes[p as usize].vals[g as usize * nm + m.0];
+                let cur = f64::from_bits(*val);
+                *val = match op {
+                    Op::Min => go_min(cur, v),
+                    Op::Max => go_max(cur, v),
+                    Op::Add => cur + v,
+                }
+                .to_bits();
+            }
+        }
+        self
+    }
+}
+
+/// Go's math.Min: NaN wins, -0 is below +0.
+fn go_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        return if a.is_nan() { a } else { b };
+    }
+    if a == 0.0 && b == 0.0 {
+        return if a.is_sign_negative() { a } else { b };
+    }
+    if a < b { a } else { b }
+}
+
+/// Go's math.Max: NaN wins, +0 is above -0.
+fn go_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        return if a.is_nan() { a } else { b };
+    }
+    if a == 0.0 && b == 0.0 {
+        return if a.is_sign_negative() { b } else { a };
+    }
+    if a > b { a } else { b }
+}
