@@ -1,0 +1,66 @@
+package conformance
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"testing"
+
+	"github.com/wagg/wagg/abi"
+	"github.com/wagg/wagg/host/sandbox"
+)
+
+// FuzzGuestDecoders feeds arbitrary bytes to every SDK's batch and snapshot
+// decoders inside the guest: each must answer a status, never trap (a trap
+// would discard the instance and park the partition), and a refused
+// snapshot leaves the state empty.
+func FuzzGuestDecoders(f *testing.F) {
+	for _, v := range loadVectors(&testing.T{}) {
+		for _, s := range v.Steps {
+			for _, h := range []string{s.ProcessHex, s.RestoreHex, s.SnapshotHex} {
+				if b, err := hex.DecodeString(h); err == nil && len(b) > 0 {
+					f.Add(b)
+				}
+			}
+		}
+	}
+	ctx := context.Background()
+	rt, err := sandbox.New(ctx, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	windows := []abi.Window{{Name: "second", Kind: abi.Tumbling, SizeMs: 1000}, {Name: "total", Kind: abi.Global}}
+	insts := map[string]*sandbox.Instance{}
+	for _, sdk := range sdks {
+		m, err := rt.Compile(ctx, aggregators["votes"][sdk](f))
+		if err != nil {
+			f.Fatal(err)
+		}
+		if insts[sdk], err = m.Instantiate(ctx, abi.Config{Windows: windows}); err != nil {
+			f.Fatal(err)
+		}
+	}
+	status := func(t *testing.T, sdk, call string, err error) abi.Code {
+		var g *sandbox.GuestError
+		if err != nil && (!errors.As(err, &g) || g.Code == abi.OK) {
+			t.Fatalf("%s %s trapped: %v", sdk, call, err)
+		}
+		if err != nil {
+			return g.Code
+		}
+		return abi.OK
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, sdk := range sdks {
+			inst := insts[sdk]
+			status(t, sdk, "process", inst.Process(ctx, b))
+			if status(t, sdk, "restore", inst.Restore(ctx, b)) != abi.OK {
+				rows, err := inst.Flush(ctx, 0, nil)
+				if err != nil || len(rows) != 0 {
+					t.Fatalf("%s: after a refused snapshot, flush gave %d rows, %v", sdk, len(rows), err)
+				}
+			}
+		}
+	})
+}
