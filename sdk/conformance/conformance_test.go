@@ -38,12 +38,12 @@ type Vector struct {
 // A Step is one call; its inputs are set by hand, its outputs by -update.
 type Step struct {
 	// One of:
-	Process    [][]json.RawMessage `json:"process,omitempty"`   // records: [ts, fields in declared order...]
-	ProcessHex string          `json:"process_hex,omitempty"` // a batch as raw bytes
-	Flush      *int64          `json:"flush,omitempty"`       // a watermark
-	Snapshot   bool            `json:"snapshot,omitempty"`    // take a snapshot and keep it
-	Restart    bool            `json:"restart,omitempty"`     // a fresh instance, restored from the kept snapshot
-	RestoreHex string          `json:"restore_hex,omitempty"` // restore these bytes
+	Process    [][]json.RawMessage `json:"process,omitempty"`     // records: [ts, fields in declared order...]
+	ProcessHex string              `json:"process_hex,omitempty"` // a batch as raw bytes
+	Flush      *int64              `json:"flush,omitempty"`       // a watermark
+	Snapshot   bool                `json:"snapshot,omitempty"`    // take a snapshot and keep it
+	Restart    bool                `json:"restart,omitempty"`     // a fresh instance, restored from the kept snapshot
+	RestoreHex string              `json:"restore_hex,omitempty"` // restore these bytes
 
 	// Outputs.
 	Code        abi.Code `json:"code,omitempty"`         // status of process, restore or restart
@@ -116,10 +116,15 @@ func TestVectors(t *testing.T) {
 	schemas := map[string]abi.Schema{}
 	for _, sdk := range sdks {
 		t.Run(sdk, func(t *testing.T) {
+			modules := map[string]*sandbox.Module{} // compiled once per aggregator
 			for _, f := range sortedKeys(vectors) {
 				v := vectors[f]
 				t.Run(strings.TrimSuffix(filepath.Base(f), ".json"), func(t *testing.T) {
-					m := compile(t, rt, aggregators[v.Aggregator][sdk](t))
+					m := modules[v.Aggregator]
+					if m == nil {
+						m = compile(t, rt, aggregators[v.Aggregator][sdk](t))
+						modules[v.Aggregator] = m
+					}
 					if want, ok := schemas[v.Aggregator]; !ok {
 						schemas[v.Aggregator] = m.Schema
 					} else if !sameSchema(m.Schema, want) {
@@ -148,8 +153,7 @@ func compile(t testing.TB, rt *sandbox.Runtime, wasm []byte) *sandbox.Module {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.Close(context.Background()) })
-	return m
+	return m // closed with the runtime
 }
 
 // run makes the vector's calls on m and returns the vector with the
