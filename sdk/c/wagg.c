@@ -421,9 +421,10 @@ static int parse_window(json *j, window *w) {
 
 /* parse_config reads an abi.Config into ws (at most 255); 0 with *err set
  * when it does not decode or validate. */
-static int parse_config(const uint8_t *p, uint32_t len, window *wins, int *nwin, const char **err) {
+static int parse_config(const uint8_t *p, uint32_t len, window *wins, int *nwin, int64_t *max_groups, const char **err) {
     json j = {p, p + len, 0, NULL};
     int64_t abi = -1;
+    *max_groups = 0;
     int have_windows = 0;
     const uint8_t *s;
     uint32_t n;
@@ -435,6 +436,8 @@ static int parse_config(const uint8_t *p, uint32_t len, window *wins, int *nwin,
             if (!str(&j, &s, &n, &esc) || !lit(&j, ':')) goto bad;
             if (key_is(s, n, "abi")) {
                 if (!integer(&j, &abi)) goto bad;
+            } else if (key_is(s, n, "max_groups")) {
+                if (!integer(&j, max_groups)) goto bad;
             } else if (key_is(s, n, "windows")) {
                 have_windows = 1;
                 *nwin = 0;
@@ -591,6 +594,7 @@ struct wagg_groups {
     window windows[MAX_WINDOWS];
     wstate ws[MAX_WINDOWS];
     int nwin, nm, nkeys;
+    int64_t max_groups; /* the host's limit of groups per pane; 0: none */
     uint64_t ident[MAX_METRICS];
     /* the key being built */
     int64_t ts;
@@ -671,6 +675,11 @@ void wagg_by_string(wagg_groups *g, wagg_bytes v) {
 static void add_target(wagg_groups *g, int w, int64_t start, uint64_t h) {
     pane *p = find_pane(g, w, start);
     uint32_t slot, s = pane_lookup(p, g->key.p, (uint32_t)g->key.len, h, &slot);
+    if (!s && g->max_groups > 0 && (int64_t)p->n >= g->max_groups) {
+        /* the host keeps at most max_groups per pane (abi.Config) */
+        misuse(g, "wagg: too many groups in one pane: the pane holds the host's limit (sandbox.max_groups_per_pane)");
+        return;
+    }
     uint32_t i = s ? s - 1 : pane_insert(p, g->key.p, (uint32_t)g->key.len, h, slot, g->ident, g->nm);
     pane_touch(p, i);
     g->targets[g->ntargets++] = (target){p, i};
@@ -708,7 +717,7 @@ static int resolve(wagg_groups *g) {
             }
         }
     }
-    return 1;
+    return g->err == NULL;
 }
 
 static int check_metric(wagg_groups *g, int m, int is_float) {
@@ -773,11 +782,13 @@ int wagg_engine_init(const uint8_t *cfg, uint32_t len) {
     if (spec.err) return fail(WAGG_ERR_NOT_READY, spec.err);
     window wins[MAX_WINDOWS];
     int n;
+    int64_t max_groups;
     const char *err;
-    if (!parse_config(cfg, len, wins, &n, &err)) return fail(WAGG_ERR_BAD_INPUT, err);
+    if (!parse_config(cfg, len, wins, &n, &max_groups, &err)) return fail(WAGG_ERR_BAD_INPUT, err);
     clear_groups(&groups);
     memcpy(groups.windows, wins, (size_t)n * sizeof(window));
     groups.nwin = n;
+    groups.max_groups = max_groups;
     groups.nm = spec.nm;
     groups.nkeys = spec.nkeys;
     for (int i = 0; i < spec.nm; i++) groups.ident[i] = spec.m[i].ident;

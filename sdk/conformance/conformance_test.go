@@ -29,6 +29,7 @@ type Vector struct {
 	About      string       `json:"about"`
 	Aggregator string       `json:"aggregator"` // a key of aggregators
 	Windows    []abi.Window `json:"windows"`
+	MaxGroups  int          `json:"max_groups,omitempty"` // abi.Config.MaxGroups
 	// InitCode is the status wagg_init must answer; a vector whose init
 	// fails has no steps.
 	InitCode abi.Code `json:"init_code,omitempty"`
@@ -162,7 +163,7 @@ func run(t *testing.T, ctx context.Context, m *sandbox.Module, v *Vector) *Vecto
 	t.Helper()
 	out := *v
 	out.Steps = slices.Clone(v.Steps)
-	cfg := abi.Config{Windows: v.Windows}
+	cfg := abi.Config{Windows: v.Windows, MaxGroups: v.MaxGroups}
 	inst, err := m.Instantiate(ctx, cfg)
 	out.InitCode = code(t, err)
 	if err != nil {

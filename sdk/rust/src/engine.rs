@@ -62,8 +62,10 @@ impl<A: Aggregator> Engine<A> {
 
     /// Starts an empty state for the config's windows (`wagg_init`).
     pub fn init(&mut self, cfg: &[u8]) -> Result<(), Error> {
-        let windows = parse_config(cfg).map_err(Error::bad_input)?;
-        self.groups = Some(Groups::new(windows, &self.spec.keys, &self.spec.metrics));
+        let (windows, max_groups) = parse_config(cfg).map_err(Error::bad_input)?;
+        let mut g = Groups::new(windows, &self.spec.keys, &self.spec.metrics);
+        g.max_groups = max_groups;
+        self.groups = Some(g);
         Ok(())
     }
 

@@ -133,6 +133,8 @@ pub struct Groups {
     key: Vec<u8>,
     targets: Vec<(u16, u32, u32)>, // (window, pane index, group)
     pub(crate) err: Option<Error>,
+    /// The host's limit of groups per pane (`abi.Config.max_groups`); 0: none.
+    pub(crate) max_groups: i64,
 }
 
 impl Groups {
@@ -147,6 +149,7 @@ impl Groups {
             key: Vec::with_capacity(64),
             targets: Vec::new(),
             err: None,
+            max_groups: 0,
         }
     }
 
@@ -188,7 +191,7 @@ impl Groups {
         }
     }
 
-    fn resolve(&mut self, ts: i64) {
+    fn resolve(&mut self, ts: i64) -> bool {
         let h = hash_key(&self.key);
         self.targets.clear();
         for w in 0..self.windows.len() {
@@ -223,14 +226,24 @@ impl Groups {
                 s -= slide;
             }
         }
+        self.err.is_none()
     }
 
     #[inline]
     fn target(&mut self, w: usize, start: i64, h: u64) {
         let pi = self.pane(w, start);
+        let max = self.max_groups;
         let p = &mut self.ws[w].panes[pi];
         let g = match p.lookup(&self.key, h) {
             Ok(g) => g,
+            Err(_) if max > 0 && p.len() as i64 >= max => {
+                let name = &self.windows[w].name;
+                self.misuse(format!(
+                    "wagg: too many groups in one pane: window {:?}, pane at {} holds {} groups, the host's limit (sandbox.max_groups_per_pane)",
+                    name, start, max
+                ));
+                return;
+            }
             Err(slot) => p.insert(&self.key, h, slot, &self.idents),
         };
         p.touch(g);
@@ -304,7 +317,10 @@ impl<'g> Key<'g> {
                 self.g.misuse(format!("wagg: add before key column {} was filled ({} of {} filled)", self.col, self.col, self.g.key_types.len()));
                 return false;
             }
-            self.g.resolve(self.ts);
+            if !self.g.resolve(self.ts) {
+                self.failed = true;
+                return false;
+            }
         }
         match self.g.metrics.get(m.0) {
             None => {

@@ -186,14 +186,17 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Reads an `abi.Config`: its windows, validated.
-pub(crate) fn parse_config(b: &[u8]) -> R<Vec<Window>> {
+/// Reads an `abi.Config`: its windows, validated, and the host's limit of
+/// groups per pane (0: none).
+pub(crate) fn parse_config(b: &[u8]) -> R<(Vec<Window>, i64)> {
     let mut r = Reader { b, i: 0, depth: 0 };
     let mut abi = -1i64;
+    let mut max_groups = 0i64;
     let mut windows = Vec::new();
     r.object(|r, k| {
         match k {
             b"abi" => abi = r.integer()?,
+            b"max_groups" => max_groups = r.integer()?,
             b"windows" => {
                 windows.clear();
                 if r.word(b"null") {
@@ -231,5 +234,5 @@ pub(crate) fn parse_config(b: &[u8]) -> R<Vec<Window>> {
     if windows.is_empty() {
         return Err("wagg: 0 windows, want 1 to 255".to_string());
     }
-    Ok(windows)
+    Ok((windows, max_groups))
 }
