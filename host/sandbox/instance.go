@@ -153,6 +153,7 @@ func (i *Instance) call(ctx context.Context, f api.Function) error {
 	}
 	i.out.begin()
 	err := f.CallWithStack(i.m.r.metered(ctx, &i.meter), i.stack[:])
+	i.meter.end()
 	if err != nil {
 		i.broken = true
 		return i.m.r.guestError(name, err)

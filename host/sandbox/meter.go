@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -18,8 +19,9 @@ import (
 // it starts can run before it reaches the next such point: one unit, plus
 // one per fuelBytes bytes of the function or loop body. When the fuel runs
 // out the guest calls refuel, which is the only place it returns to Go: it
-// checks the call's deadline and its context, and hands out fuelPerRefill
-// more units. Between two refuels a guest runs a bounded amount of code, so
+// checks the call's deadline (the CPU time the call has used: a busy box
+// must not stop a healthy guest) and its context, and hands out
+// fuelPerRefill more units. Between two refuels a guest runs a bounded amount of code, so
 // a looping guest comes back to Go within about a millisecond, where the Go
 // scheduler can stop it for a garbage collection, and is stopped within
 // that time of its deadline.
@@ -39,33 +41,49 @@ const (
 // meterKey is the context key of the *callMeter of a guest call.
 type meterKey struct{}
 
-// callMeter is what refuel checks during one guest call.
+// callMeter is what refuel checks during one guest call: the CPU time the
+// call may use, and the thread's CPU time when it began.
 type callMeter struct {
-	deadline time.Time
-	timeout  time.Duration
+	timeout time.Duration
+	start   time.Duration
+	locked  bool
 }
 
-// metered returns ctx carrying a meter for one call under timeout.
-func metered(ctx context.Context, c *callMeter, timeout time.Duration) context.Context {
-	c.timeout = timeout
-	c.deadline = time.Now().Add(timeout)
+// begin starts the meter of one call under timeout and returns ctx carrying
+// it. The call runs locked to its thread, so that the thread's CPU clock
+// measures the guest alone; end releases it.
+func (c *callMeter) begin(ctx context.Context, timeout time.Duration) context.Context {
+	runtime.LockOSThread()
+	c.locked, c.timeout, c.start = true, timeout, threadTime()
 	return context.WithValue(ctx, meterKey{}, c)
 }
 
+func (c *callMeter) end() {
+	if c.locked {
+		c.locked = false
+		runtime.UnlockOSThread()
+	}
+}
+
 // refuel is the host side of wagg_sandbox.refuel: it stops the call (a
-// panic, which wazero turns into the call's error) when the call is past its
-// deadline or its context is done, and otherwise returns more fuel.
+// panic, which wazero turns into the call's error) when the call has used
+// its CPU time or its context is done, and otherwise returns more fuel.
 func refuel(ctx context.Context, _ api.Module, stack []uint64) {
 	if c, ok := ctx.Value(meterKey{}).(*callMeter); ok {
 		if err := ctx.Err(); err != nil {
 			panic(fmt.Errorf("sandbox: guest call stopped: %w", err))
 		}
-		if time.Now().After(c.deadline) {
-			panic(fmt.Errorf("%w (%v)", ErrDeadline, c.timeout))
+		if threadTime()-c.start > c.timeout {
+			panic(fmt.Errorf("%w (%v of CPU time)", ErrDeadline, c.timeout))
 		}
 	}
 	stack[0] = fuelPerRefill
 }
+
+var processStart = time.Now()
+
+// wallTime is the monotonic time since the process started.
+func wallTime() time.Duration { return time.Since(processStart) }
 
 func instantiateMeter(ctx context.Context, rt wazero.Runtime) error {
 	_, err := rt.NewHostModuleBuilder(meterModule).

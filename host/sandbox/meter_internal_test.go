@@ -3,7 +3,9 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 
@@ -62,4 +64,23 @@ func FuzzInstrument(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A metered call is charged the CPU time of its thread, not the time it
+// spends waiting: a thread that waits uses next to none of it.
+func TestThreadTime_ChargesCPUNotWaiting(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu0, wall0 := threadTime(), time.Now()
+	<-time.After(50 * time.Millisecond)
+	cpu, wall := threadTime()-cpu0, time.Since(wall0)
+	if cpu < 0 || cpu > wall/2 {
+		t.Fatalf("a waiting thread was charged %v of CPU time over %v", cpu, wall)
+	}
+	cpu0 = threadTime()
+	for x := 0; threadTime()-cpu0 < 5*time.Millisecond; x++ {
+	}
+	if threadTime() == cpu0 {
+		t.Fatal("a busy thread's CPU clock did not move")
+	}
 }

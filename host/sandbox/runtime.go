@@ -27,8 +27,8 @@ type Options struct {
 	// Instantiate, which fails with ErrMemoryBudget past the budget. The
 	// reservation is address space, not RSS: see memory.go.
 	MemoryBudget uint64
-	// CallTimeout bounds every call into a guest, the start function and
-	// the upload's dry run included (default 1s). A call past it fails with
+	// CallTimeout bounds the CPU time of every call into a guest, the start
+	// function and the upload's dry run included (default 1s). A call past it fails with
 	// a *GuestError wrapping ErrDeadline and breaks its instance. Negative
 	// turns deadlines off, and with them the meter Compile adds to guest
 	// code (meter.go): for measuring its cost only, never for untrusted code.
@@ -291,6 +291,7 @@ func (m *Module) instantiate(ctx context.Context) (*Instance, error) {
 	cctx := r.metered(experimental.WithMemoryAllocator(ctx, alloc), &meter)
 	out.begin()
 	mod, err := r.rt.InstantiateModule(cctx, m.compiled, cfg)
+	meter.end()
 	if err != nil {
 		// wazero closes a module whose start function failed, but not one
 		// that failed before (a data segment out of bounds): give back what
@@ -318,20 +319,20 @@ func (m *Module) instantiate(ctx context.Context) (*Instance, error) {
 	return i, nil
 }
 
-// metered returns ctx carrying c, the meter of one guest call under the
-// runtime's deadline.
+// metered starts c, the meter of one guest call under the runtime's
+// deadline, and returns the call's context; the caller ends c.
 func (r *Runtime) metered(ctx context.Context, c *callMeter) context.Context {
 	if r.opts.CallTimeout <= 0 {
 		return ctx
 	}
-	return metered(ctx, c, r.opts.CallTimeout)
+	return c.begin(ctx, r.opts.CallTimeout)
 }
 
 // guestError turns the error of a guest call into a *GuestError: a deadline
 // becomes ErrDeadline, anything else a trap.
 func (r *Runtime) guestError(export string, err error) *GuestError {
 	if errors.Is(err, ErrDeadline) {
-		return &GuestError{Export: export, Message: fmt.Sprintf("ran past its %v deadline", r.opts.CallTimeout), trap: err}
+		return &GuestError{Export: export, Message: fmt.Sprintf("ran past its deadline of %v of CPU time (sandbox.call_timeout)", r.opts.CallTimeout), trap: err}
 	}
 	return &GuestError{Export: export, trap: err}
 }
