@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -53,6 +54,13 @@ type worker struct {
 	next     int64 // the next offset to process
 	// failStreak counts the records in a row the plugin failed on.
 	failStreak int
+	// leaving is set by stop, so that isolating poison records one call
+	// deadline at a time does not hold up a stop; abandoned is set when
+	// that cut a batch short: the partition's state then runs past records
+	// it did not fold in, so it takes no more checkpoints and its next
+	// owner replays from the last one, as after a crash.
+	leaving   atomic.Bool
+	abandoned bool
 
 	// pending holds the latest row per (window, start, key) since the last
 	// save; the next save writes them, versioned by next.
@@ -161,7 +169,10 @@ func (w *worker) restore(ctx context.Context) error {
 	return nil
 }
 
-func (w *worker) stop(checkpoint bool) { w.quit <- checkpoint }
+func (w *worker) stop(checkpoint bool) {
+	w.leaving.Store(true)
+	w.quit <- checkpoint
+}
 
 func (w *worker) run() {
 	defer close(w.done)
@@ -252,7 +263,7 @@ func (w *worker) leave(ctx context.Context) {
 func (w *worker) handle(ctx context.Context, recs []*kgo.Record) {
 	now := time.Now().UnixMilli()
 	for _, rec := range recs {
-		if w.env.hasFailed() {
+		if w.env.hasFailed() || w.abandoned {
 			return
 		}
 		if rec.Offset < w.next {
@@ -294,7 +305,7 @@ func (w *worker) handle(ctx context.Context, recs []*kgo.Record) {
 // records it fails on are found one by one and dead-lettered; the rest are
 // counted, in a fresh instance restored to the last good point.
 func (w *worker) process(ctx context.Context) {
-	if w.dec.Len() == 0 || w.env.hasFailed() {
+	if w.dec.Len() == 0 || w.env.hasFailed() || w.abandoned {
 		return
 	}
 	defer func() {
@@ -323,6 +334,11 @@ func (w *worker) process(ctx context.Context) {
 		return
 	}
 	for _, rec := range w.batch {
+		if w.leaving.Load() {
+			w.abandoned = true
+			w.env.log.Warn("stopping while isolating poison records: no final checkpoint; the next owner replays from the last one", "partition", w.p)
+			return
+		}
 		w.one.Reset()
 		if err := w.one.Add(rec.Value, rec.Timestamp.UnixMilli()); err != nil {
 			w.env.fail(fmt.Errorf("partition %d: a record decoded once and not again: %w", w.p, err))
@@ -530,7 +546,7 @@ func closesPane(windows []abi.Window, wm, target int64) bool {
 // force writes even when nothing changed (an idle advance).
 func (w *worker) checkpoint(ctx context.Context, force bool) {
 	w.emit(ctx)
-	if w.env.hasFailed() || !force && !w.dirty && len(w.pending) == 0 {
+	if w.env.hasFailed() || w.abandoned || !force && !w.dirty && len(w.pending) == 0 {
 		return
 	}
 	if !w.rebase(ctx) {

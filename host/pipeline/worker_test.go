@@ -686,3 +686,42 @@ func TestWorker_RowsPastTheHubGroupLimitFailTheDeployment(t *testing.T) {
 		t.Fatalf("failure %v, want the hub's group limit", r.env.failure)
 	}
 }
+
+// Isolating poison records costs a call deadline each; a stop does not wait
+// for all of them, and takes no checkpoint past records it did not fold in.
+func TestWorker_StopIsBoundedWhileIsolatingLoopingRecords(t *testing.T) {
+	r := newRig(t, "internal/testwasm/spins", Spec{MaxBatch: 4096, MaxPluginErrors: 1000})
+	r.start()
+	var recs []*kgo.Record
+	now := time.Now().UnixMilli()
+	for i := range 400 {
+		poll := i%10 + 1
+		if i%4 == 0 {
+			poll = 13 // the plugin loops on poll 13: 100 records of a call deadline each
+		}
+		recs = append(recs, r.vote(poll, "a", now))
+	}
+	r.feed(recs)
+	eventually(t, 30*time.Second, "the first looping record dead-lettered", func() error {
+		if len(r.broker.deadLetters()) == 0 {
+			return errors.New("none yet")
+		}
+		return nil
+	})
+	stopped := make(chan struct{})
+	go func() {
+		r.stop(true)
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(20 * time.Second): // a bound on a hang: isolating all 100 takes 100 deadlines
+		t.Fatal("stop waited for every looping record to be isolated")
+	}
+	if n := r.store.next(0); n != 0 {
+		t.Fatalf("a stop cut short checkpointed offset %d, past records it did not fold in", n)
+	}
+	if n := len(r.broker.deadLetters()); n >= 100 {
+		t.Fatalf("%d dead letters: the stop did not cut the isolation short", n)
+	}
+}

@@ -212,6 +212,8 @@ type producer struct {
 	errs   int64
 	stop   chan struct{}
 	done   chan struct{}
+
+	stopOnce sync.Once
 }
 
 func startProducer(cl *kgo.Client, rate int, jitter time.Duration, badEvery int) *producer {
@@ -273,8 +275,15 @@ func (p *producer) pause(on bool) {
 	p.mu.Unlock()
 }
 
+// count is how many votes are in the topic so far.
+func (p *producer) count() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sent
+}
+
 func (p *producer) finish() (sent, errs int64) {
-	close(p.stop)
+	p.stopOnce.Do(func() { close(p.stop) })
 	<-p.done
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -78,6 +78,17 @@ func GrowForever() []byte {
 	return []byte{opLoop, 0x40, opI32Const, 1, opMemoryGrow, 0, opI32Const, 0x7f, 0x47, 0x0d, 0, opEnd, opUnreachable}
 }
 
+// LoopPastWatermark is the start of a wagg_flush body that loops for ever
+// when the flush's watermark is past wm, and otherwise goes on with what
+// follows: a guest that passes the upload's dry run (which flushes at
+// 1_700_000_001_000) and hangs in flush once records of today arrive.
+func LoopPastWatermark(wm int64) []byte {
+	// (if (i64.gt_s (local.get 0) (i64.const wm)) (then (loop (br 0))))
+	b := []byte{0x20, 0x00, opI64Const}
+	b = append(b, sleb(wm)...)
+	return append(b, 0x55, 0x04, 0x40, opLoop, 0x40, opBr, 0x00, opEnd, opEnd)
+}
+
 // Packed is a body of an export that returns the region (ptr, n).
 func Packed(ptr, n uint32) []byte { return I64(abi.Pack(ptr, n)) }
 
