@@ -51,11 +51,12 @@ YAML
   curl -fsS "http://$ADDR/healthz" >/dev/null || { log "demo: wagg serve is not healthy:"; tail -n 20 "$DIR/serve.log" >&2; exit 1; }
   export WAGG_SERVER="http://$ADDR"
   # A short-lived token for the set-up calls below, and a read-only one for
-  # the dashboard and tail (live:votes only: it can neither push nor deploy).
+  # the dashboard and tail (live:votes, the SQL console and the deployment
+  # list: it can neither push nor deploy).
   WAGG_TOKEN=$("$WAGG" token -config "$DIR/wagg.yaml" -sub demo-setup -scopes plugins:write,deployments:write -ttl 10m)
   export WAGG_TOKEN
   local view
-  view=$("$WAGG" token -config "$DIR/wagg.yaml" -sub demo-viewer -scopes live:votes -ttl 24h)
+  view=$("$WAGG" token -config "$DIR/wagg.yaml" -sub demo-viewer -scopes live:votes,sql:read,deployments:read -ttl 24h)
   # Create the topic with a first vote, then push and deploy.
   "$WAGG" produce -kafka "$KAFKA" -topic votes -partitions 12 -count 1 >/dev/null
   "$WAGG" plugin push -name votes -version 1 "$WAGG_ROOT/bin/votes.wasm" >/dev/null

@@ -276,10 +276,17 @@ func TestVotes_EndToEndCountsMatchInClickHouseAndLive(t *testing.T) {
 	}
 }
 
-// browser runs host/web/e2e in headless Chromium against the live page:
-// the running total of key must reach want. make test installs Chromium and
-// playwright-core; without them the subtest is skipped.
+// browser runs host/web/e2e/live.test.mjs in headless Chromium against
+// the live page: the running total of key must reach want.
 func browser(t *testing.T, url, key string, want int64) {
+	e2e(t, "live.test.mjs", 1, "WAGG_E2E_URL="+url, "WAGG_E2E_KEY="+key, fmt.Sprintf("WAGG_E2E_WANT=%d", want))
+}
+
+// e2e runs a node test file of host/web/e2e (Playwright, headless Chromium)
+// with env and fails unless all of its pass tests pass. make test installs
+// Chromium and the npm packages; without them the test is skipped.
+func e2e(t *testing.T, script string, pass int, env ...string) {
+	t.Helper()
 	dir := filepath.Join(testwasm.Root(t), "host", "web", "e2e")
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -290,15 +297,16 @@ func browser(t *testing.T, url, key string, want int64) {
 			t.Skipf("browser test: %s is missing (make test installs it)", need)
 		}
 	}
-	cmd := exec.Command(node, "--test", "live.test.mjs")
+	cmd := exec.Command(node, "--test", "--test-concurrency=1", script)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "WAGG_E2E_URL="+url, "WAGG_E2E_KEY="+key, fmt.Sprintf("WAGG_E2E_WANT=%d", want))
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
+	t.Logf("%s:\n%s", script, out)
 	if err != nil {
-		t.Fatalf("browser test failed: %v\n%s", err, out)
+		t.Fatalf("browser test %s failed: %v", script, err)
 	}
-	if !strings.Contains(string(out), "# pass 1") {
-		t.Fatalf("browser test did not pass:\n%s", out)
+	if !strings.Contains(string(out), fmt.Sprintf("# pass %d\n", pass)) || !strings.Contains(string(out), "# fail 0\n") {
+		t.Fatalf("browser test %s: not %d passed", script, pass)
 	}
 }
 

@@ -231,11 +231,14 @@ function drawTotals(v) {
     tr.querySelector('.rank').textContent = String(i + 1);
     const val = tr.querySelector('.value');
     if (val.dataset.value !== String(r.value)) {
+      const changed = val.dataset.value !== undefined;
       val.dataset.value = String(r.value);
       val.textContent = fmt.format(r.value);
-      tr.classList.remove('bump');
-      void tr.offsetWidth; // restart the highlight
-      tr.classList.add('bump');
+      if (changed) {
+        tr.classList.remove('bump');
+        void tr.offsetWidth; // restart the highlight
+        tr.classList.add('bump');
+      }
     }
     const pct = tr.querySelector('.pct');
     pct.dataset.pct = String(r.pct);
