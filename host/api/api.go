@@ -32,6 +32,10 @@ type Backend interface {
 	Deploy(ctx context.Context, d plugins.Deployment) (Deployment, error)
 	Undeploy(ctx context.Context, name string) error
 	Deployments() []Deployment
+	// Stats and DeadLetters return plugins.ErrNotFound for a name that is
+	// not deployed.
+	Stats(ctx context.Context, name string) (Stats, error)
+	DeadLetters(ctx context.Context, name string, n int) ([]DeadLetter, error)
 	Health(ctx context.Context) Health
 	Query(ctx context.Context, sql string) (QueryResult, error)
 }
@@ -141,6 +145,10 @@ func New(b Backend, h Handlers) http.Handler {
 	mux.Handle("POST /v1/deployments", a.need(http.HandlerFunc(a.deploy), auth.ScopeDeploymentsWrite))
 	mux.Handle("GET /v1/deployments", a.need(http.HandlerFunc(a.listDeployments), auth.ScopeDeploymentsRead))
 	mux.Handle("DELETE /v1/deployments/{name}", a.need(http.HandlerFunc(a.undeploy), auth.ScopeDeploymentsWrite))
+	mux.Handle("GET /v1/deployments/{name}/stats", a.need(http.HandlerFunc(a.stats), auth.ScopeDeploymentsRead))
+	// Dead letters hold the records' values: the same scope as reading the
+	// deployments, which operators hold.
+	mux.Handle("GET /v1/deployments/{name}/dead-letters", a.need(http.HandlerFunc(a.deadLetters), auth.ScopeDeploymentsRead))
 	mux.Handle("POST /v1/query", a.need(http.HandlerFunc(a.query), auth.ScopeSQLRead))
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, CodeNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))

@@ -38,6 +38,12 @@ func (fakeBackend) Deploy(_ context.Context, d plugins.Deployment) (Deployment, 
 }
 func (fakeBackend) Undeploy(context.Context, string) error { return nil }
 func (fakeBackend) Deployments() []Deployment              { return []Deployment{} }
+func (fakeBackend) Stats(_ context.Context, name string) (Stats, error) {
+	return Stats{Name: name}, nil
+}
+func (fakeBackend) DeadLetters(context.Context, string, int) ([]DeadLetter, error) {
+	return []DeadLetter{}, nil
+}
 func (fakeBackend) Query(context.Context, string) (QueryResult, error) {
 	return QueryResult{Columns: []QueryColumn{}, Rows: [][]any{}}, nil
 }
@@ -91,6 +97,8 @@ var endpoints = []endpoint{
 	{"POST", "/v1/deployments", "application/json", spec, auth.ScopeDeploymentsWrite, 201},
 	{"GET", "/v1/deployments", "", "", auth.ScopeDeploymentsRead, 200},
 	{"DELETE", "/v1/deployments/v", "", "", auth.ScopeDeploymentsWrite, 204},
+	{"GET", "/v1/deployments/v/stats", "", "", auth.ScopeDeploymentsRead, 200},
+	{"GET", "/v1/deployments/v/dead-letters?n=10", "", "", auth.ScopeDeploymentsRead, 200},
 	{"POST", "/v1/query", "application/json", `{"sql":"SELECT 1"}`, auth.ScopeSQLRead, 200},
 	{"GET", "/metrics", "", "", auth.ScopeAdmin, 200},
 	{"GET", "/debug/pprof/", "", "", auth.ScopeAdmin, 200},
@@ -294,5 +302,17 @@ func TestAPI_RequestsPerClientAreLimited(t *testing.T) {
 	}).SignedString([]byte(secret))
 	if status, _, body := do(t, srv, "GET", "/v1/deployments", "", "", map[string]string{"Authorization": "Bearer " + bob}); status != 200 {
 		t.Fatalf("another client: %d %s", status, body)
+	}
+}
+
+func TestAPI_DeadLettersCountIsBounded(t *testing.T) {
+	srv := newServer(t, false)
+	for _, c := range []struct {
+		n      string
+		status int
+	}{{"", 200}, {"?n=1", 200}, {"?n=500", 200}, {"?n=0", 400}, {"?n=501", 400}, {"?n=x", 400}, {"?n=-3", 400}} {
+		if status, e, body := do(t, srv, "GET", "/v1/deployments/v/dead-letters"+c.n, "", "", nil); status != c.status || status == 400 && e.Error.Code != CodeBadRequest {
+			t.Errorf("n %q: %d %s, want %d", c.n, status, body, c.status)
+		}
 	}
 }

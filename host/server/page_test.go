@@ -3,16 +3,19 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/wagg/wagg/host/api"
 	"github.com/wagg/wagg/internal/gen"
 	"github.com/wagg/wagg/internal/testwasm"
 )
@@ -20,6 +23,9 @@ import (
 // bigGroups is the size of the running totals the page must load without
 // missing a frame.
 const bigGroups = 100_000
+
+// badVotes are records of the votes topic that are dead-lettered.
+const badVotes = 3
 
 // TestPage_InTheBrowser drives host/web/e2e/page.test.mjs: the chart over
 // history and live and its seam against ClickHouse, the SQL console,
@@ -41,6 +47,10 @@ func TestPage_InTheBrowser(t *testing.T) {
 	for ms := now.Add(-40 * time.Second).UnixMilli(); ms < now.UnixMilli(); ms += 10 {
 		v := g.Next(ms)
 		recs = append(recs, &kgo.Record{Key: []byte(v.UserID), Value: v.AppendJSON(nil), Timestamp: time.UnixMilli(ms)})
+	}
+	// And records the aggregator cannot read, for the dead-letter browser.
+	for i := range badVotes {
+		recs = append(recs, &kgo.Record{Key: []byte("bad"), Value: []byte(fmt.Sprintf(`{"poll_id":"bad %d","option":"x"}`, i)), Timestamp: now})
 	}
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		t.Fatal(err)
@@ -106,6 +116,54 @@ func TestPage_InTheBrowser(t *testing.T) {
 		}
 		return nil
 	})
+
+	// What the deployments view shows: owners and lag per partition,
+	// counters, the last dead letters with their source.
+	eventually(t, time.Minute, "the stats of votes", func() error {
+		var st api.Stats
+		if err := getJSON(h.url+"/v1/deployments/votes/stats", &st); err != nil {
+			return err
+		}
+		if len(st.Partitions) != 4 || st.Records["processed"] == 0 || st.DeadLetters["malformed"] != badVotes {
+			return fmt.Errorf("stats %+v", st)
+		}
+		for _, p := range st.Partitions {
+			if p.Owner != st.Host || p.End <= 0 || p.Lag < 0 || p.Lag > p.End {
+				return fmt.Errorf("partition %+v (host %s)", p, st.Host)
+			}
+		}
+		return nil
+	})
+	eventually(t, time.Minute, "the last 2 dead letters of votes", func() error {
+		var dls []api.DeadLetter
+		if err := getJSON(h.url+"/v1/deployments/votes/dead-letters?n=2", &dls); err != nil {
+			return err
+		}
+		if len(dls) != 2 {
+			return fmt.Errorf("%d dead letters: %+v", len(dls), dls)
+		}
+		for _, d := range dls {
+			if d.Reason != "malformed" || d.Source.Topic != topic || !strings.HasPrefix(d.Value, `{"poll_id":"bad `) || d.Error == "" {
+				t.Fatalf("dead letter %+v", d)
+			}
+		}
+		return nil
+	})
+	if code, body := h.get(t, "/v1/deployments/nope/stats"); code != http.StatusNotFound {
+		t.Fatalf("stats of nothing: %d %s", code, body)
+	}
+
 	e2e(t, "page.test.mjs", 6, "WAGG_E2E_BASE="+h.url, "WAGG_E2E_DB="+h.db, "WAGG_E2E_TOPIC="+topic,
-		"WAGG_E2E_WASM="+wasmFile, fmt.Sprintf("WAGG_E2E_BIG_GROUPS=%d", bigGroups))
+		"WAGG_E2E_WASM="+wasmFile, fmt.Sprintf("WAGG_E2E_BIG_GROUPS=%d", bigGroups), fmt.Sprintf("WAGG_E2E_BAD=%d", badVotes))
+}
+
+func (h *host) get(t *testing.T, path string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(h.url + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
 }

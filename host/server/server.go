@@ -57,6 +57,7 @@ type Server struct {
 	// breaker guards every write to ClickHouse of this host.
 	breaker *sink.Breaker
 	deploys *deploy.Manager
+	id      string // this host's instance id in every consumer group
 }
 
 // New connects to ClickHouse and Kafka, waiting up to a minute for each,
@@ -139,6 +140,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err != nil {
 		return nil, err
 	}
+	s.id = id
 	var unsafeReplayOverlap int64
 	if v := os.Getenv("WAGG_UNSAFE_REPLAY_OVERLAP"); v != "" {
 		if unsafeReplayOverlap, err = strconv.ParseInt(v, 10, 64); err != nil {

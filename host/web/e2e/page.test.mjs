@@ -64,8 +64,12 @@ test('the chart shows history and moves live', { skip }, async () => {
   await page.waitForFunction((t) => JSON.parse(document.querySelector('#chart').dataset.panes).some((p) => p.start > t), lastLive, WAIT);
   // The chart is drawn (uPlot's canvas) and the totals rank with percentages.
   assert.ok(await page.$('#chart canvas'));
-  const pcts = await page.$$eval('#totals-table [data-pct]', (els) => els.map((e) => Number(e.dataset.pct)));
-  assert.ok(pcts.length > 0 && pcts.every((p, i) => p > 0 && p <= 100 && (i === 0 || p <= pcts[i - 1])), `percentages ${pcts}`);
+  const ranked = await page.$$eval('#totals-table tbody tr', (trs) => trs.map((tr) => ({
+    key: tr.dataset.key, rank: Number(tr.querySelector('.rank').textContent),
+    value: Number(tr.querySelector('[data-value]').dataset.value), pct: Number(tr.querySelector('[data-pct]').dataset.pct),
+  })));
+  assert.ok(ranked.length > 0 && ranked.every((r, i) => r.rank === i + 1 && r.pct > 0 && r.pct <= 100 && (i === 0 || r.value <= ranked[i - 1].value && r.pct <= ranked[i - 1].pct)),
+    `ranking ${JSON.stringify(ranked)}`);
   // Filtering the totals keeps only the matching groups.
   await page.fill('#totals-filter', 'option=option-1');
   await page.waitForFunction(() => {
@@ -173,6 +177,25 @@ test('deploy from the form, see it in the deployments view, undeploy it', { skip
   const row = page.locator('tr[data-deployment="votes2"]');
   await row.waitFor(WAIT);
   assert.equal(await row.getAttribute('data-status'), 'running');
+  // votes: records/s from two polls of its stats, lag, dead letters by reason.
+  const votes = page.locator('tr[data-deployment="votes"]');
+  await page.waitForFunction(() => {
+    const tr = document.querySelector('tr[data-deployment="votes"]');
+    return tr && tr.querySelector('.rate').dataset.rate !== '' && tr.querySelector('.lag').dataset.lag !== '';
+  }, null, WAIT);
+  assert.match(await votes.locator('.dead').textContent(), new RegExp(`malformed ${process.env.WAGG_E2E_BAD}`));
+  // The dead-letter browser: reason, source offset, value.
+  await votes.locator('button.inspect').click();
+  await page.waitForSelector('#partitions tr[data-partition]', WAIT);
+  assert.equal(await page.$$eval('#partitions tr[data-partition]', (trs) => trs.length), 4);
+  await page.waitForSelector('#dead-letters tr[data-reason]', WAIT);
+  const dead = await page.$$eval('#dead-letters tr[data-reason]', (trs) => trs.map((tr) => [tr.dataset.reason, tr.querySelector('.source').textContent, tr.querySelector('.mono').textContent]));
+  assert.equal(dead.length, Number(process.env.WAGG_E2E_BAD));
+  for (const [reason, source, value] of dead) {
+    assert.equal(reason, 'malformed');
+    assert.match(source, new RegExp(`^${process.env.WAGG_E2E_TOPIC} / \\d+ @ \\d+$`));
+    assert.match(value, /^\{"poll_id":"bad \d"/);
+  }
   await shot(page, 'dashboard-deployments');
   page.once('dialog', (d) => d.accept());
   await row.locator('button.undeploy').click();
@@ -185,30 +208,60 @@ test('deploy from the form, see it in the deployments view, undeploy it', { skip
 test('the page stays responsive while a snapshot of 100k groups loads', { skip }, async () => {
   const groups = Number(process.env.WAGG_E2E_BIG_GROUPS);
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  // Frame times from the first script on, on the page's main thread.
+  // From the first script on: the frames the page draws and its tasks over
+  // 50 ms (Long Tasks API), measured and reported; and what reaches the
+  // page's thread: WebSockets it opens, the largest JSON it parses, the
+  // largest message it gets from a worker. The assertions are on the
+  // latter: the frame times are wall-clock, and on a box shared by several
+  // builds (load 20 on 2 cores) a thread without a core makes them long
+  // whatever the page does. Applying the ~11 MB snapshot on the page's
+  // thread takes ~560 ms here when the box is quiet.
   await page.addInitScript(() => {
-    window.__frames = [];
+    const w = (window.__wagg = { frames: [], tasks: [], sockets: 0, parsed: 0, message: 0 });
+    new PerformanceObserver((l) => {
+      for (const e of l.getEntries()) w.tasks.push(e.duration);
+    }).observe({ type: 'longtask', buffered: true });
     let last = performance.now();
     const tick = (t) => {
-      window.__frames.push(t - last);
+      w.frames.push(t - last);
       last = t;
       requestAnimationFrame(tick);
     };
     requestAnimationFrame(tick);
+    const WS = window.WebSocket;
+    window.WebSocket = function (...a) {
+      w.sockets++;
+      return new WS(...a);
+    };
+    const parse = JSON.parse;
+    JSON.parse = (text, ...rest) => {
+      w.parsed = Math.max(w.parsed, String(text).length);
+      return parse(text, ...rest);
+    };
+    const Wk = window.Worker;
+    window.Worker = function (...a) {
+      const wk = new Wk(...a);
+      wk.addEventListener('message', (ev) => {
+        w.message = Math.max(w.message, JSON.stringify(ev.data).length);
+      });
+      return wk;
+    };
   });
   await page.goto(base + '/?aggregator=big');
   await page.waitForFunction((n) => {
     const s = document.querySelector('#totals-sub');
     return s && s.textContent.includes(new Intl.NumberFormat().format(n) + ' groups');
   }, groups, { timeout: 120000 });
-  const frames = await page.evaluate(() => window.__frames.slice(2)); // the first frames include the page's own load
-  frames.sort((a, b) => b - a);
-  const worst = frames[0];
-  const long = frames.filter((f) => f > 50).length;
-  console.log(`# ${frames.length} frames while ${groups} groups loaded: worst ${worst.toFixed(0)} ms, ${long} over 50 ms`);
-  // The budget: no frame of the page waits on the snapshot. Parsing it on
-  // the main thread takes ~560 ms here (one frame), the worker none.
-  assert.ok(worst < 250, `a frame took ${worst.toFixed(0)} ms`);
+  const w = await page.evaluate(() => window.__wagg);
+  const frames = w.frames.slice(1).sort((a, b) => b - a);
+  const tasks = w.tasks.sort((a, b) => b - a);
+  console.log(`# ${groups} groups loaded: ${frames.length} frames, the slowest ${frames.slice(0, 3).map((f) => f.toFixed(0)).join(', ')} ms, ` +
+    `95th percentile ${(frames[Math.floor(frames.length * 0.05)] || 0).toFixed(0)} ms; ${tasks.length} main-thread tasks over 50 ms, ` +
+    `the longest ${(tasks[0] || 0).toFixed(0)} ms; largest JSON parsed on the page ${w.parsed} B, largest worker message ${w.message} B`);
+  assert.equal(w.sockets, 0, 'the page opened a WebSocket itself');
+  assert.ok(w.parsed < 100_000, `the page parsed ${w.parsed} bytes of JSON`);
+  assert.ok(w.message < 100_000, `a worker message of ${w.message} bytes`);
+  assert.ok(frames.length > 0, 'no frame drawn while the snapshot loaded');
   assert.equal(await page.$$eval('#totals-table tr[data-key]', (trs) => trs.length), 50);
   await shot(page, 'dashboard-100k');
   await page.close();

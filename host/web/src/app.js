@@ -11,7 +11,8 @@
 //   #chart                   data-panes: JSON [{start, total, source, final}] as drawn;
 //                            data-seam, data-complete
 //   #sql-result, #sql-error, #sql-chart   the SQL console's table, error and chart
-//   #upload-result, #upload-error, #deploy-error, tr[data-deployment]
+//   #upload-result, #upload-error, #deploy-error, tr[data-deployment] (.rate, .lag, .dead),
+//   #partitions tr[data-partition], #dead-letters tr[data-reason]
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { api, query, sqlString } from '../assets/wagg.js';
@@ -201,6 +202,8 @@ function keyLabel(key, cols) {
   return cols.map((c) => `${c.name}=${key[c.name]}`).join(',');
 }
 
+let shownValues = new Map(); // key label -> the value drawn last frame
+
 function drawTotals(v) {
   const t = v.totals;
   const s = $('#totals');
@@ -216,37 +219,25 @@ function drawTotals(v) {
     head.dataset.cols = want;
     head.replaceChildren(el('tr', {}, ...want.split('|').map((h) => el('th', { textContent: h }))));
   }
+  // Rows are drawn anew each frame (50 of them); a value that changed since
+  // the last frame is highlighted.
   const body = $('#totals-table tbody');
-  const old = new Map([...body.children].map((tr) => [tr.dataset.key, tr]));
   const max = t.rows.reduce((a, r) => Math.max(a, Math.abs(r.value)), 0) || 1;
+  const seen = new Map();
   const rows = t.rows.map((r, i) => {
     const k = keyLabel(r.key, cols);
-    let tr = old.get(k);
-    if (!tr) {
-      tr = el('tr', { 'data-key': k },
-        el('td', { class: 'rank' }),
-        ...cols.map((c) => el('td', { class: 'key', textContent: String(r.key[c.name]) })),
-        el('td', { class: 'value' }), el('td', { class: 'pct' }), el('td', { class: 'barcell' }, el('span', { class: 'bar' }, el('i'))));
-    }
-    tr.querySelector('.rank').textContent = String(i + 1);
-    const val = tr.querySelector('.value');
-    if (val.dataset.value !== String(r.value)) {
-      const changed = val.dataset.value !== undefined;
-      val.dataset.value = String(r.value);
-      val.textContent = fmt.format(r.value);
-      if (changed) {
-        tr.classList.remove('bump');
-        void tr.offsetWidth; // restart the highlight
-        tr.classList.add('bump');
-      }
-    }
-    const pct = tr.querySelector('.pct');
-    pct.dataset.pct = String(r.pct);
-    pct.textContent = pctFmt.format(r.pct) + ' %';
-    tr.querySelector('.bar i').style.width = `${(100 * Math.abs(r.value)) / max}%`;
-    tr.classList.toggle('final', !!r.final);
-    return tr;
+    const before = shownValues.get(k);
+    seen.set(k, r.value);
+    const bar = el('i');
+    bar.style.width = `${(100 * Math.abs(r.value)) / max}%`;
+    return el('tr', { 'data-key': k, class: (r.final ? 'final' : '') + (before !== undefined && before !== r.value ? ' bump' : '') },
+      el('td', { class: 'rank', textContent: String(i + 1) }),
+      ...cols.map((c) => el('td', { class: 'key', textContent: String(r.key[c.name]) })),
+      el('td', { class: 'value', 'data-value': String(r.value), textContent: fmt.format(r.value) }),
+      el('td', { class: 'pct', 'data-pct': String(r.pct), textContent: pctFmt.format(r.pct) + ' %' }),
+      el('td', { class: 'barcell' }, el('span', { class: 'bar' }, bar)));
   });
+  shownValues = seen;
   body.replaceChildren(...rows);
   $('#totals-empty').hidden = rows.length > 0;
 }
@@ -467,6 +458,11 @@ async function deploy(e) {
 
 // ---- deployments view ----
 
+const STATS_EVERY_MS = 2000;
+let statsTimer = null;
+const lastStats = new Map(); // name -> the previous stats answer, for records/s
+let inspected = null; // the deployment whose partitions and dead letters are shown
+
 async function loadDeployments() {
   showError('#deployments-error', null);
   let list;
@@ -483,11 +479,89 @@ async function loadDeployments() {
     el('td', { textContent: d.topic }),
     el('td', { textContent: (d.windows || []).map((w) => w.name + ' ' + w.kind + (w.size ? ' ' + w.size : '')).join(', ') }),
     el('td', { class: 'status-' + d.status, textContent: d.status }),
-    el('td', { textContent: d.started ? new Date(d.started).toLocaleString() : '' }),
+    el('td', { class: 'rate', 'data-rate': '' }),
+    el('td', { class: 'lag', 'data-lag': '' }),
+    el('td', { class: 'dead', 'data-dead': '' }),
+    el('td', { class: 'owners' }),
     el('td', { class: 'err', textContent: d.error || '' }),
-    el('td', { textContent: d.table }),
-    el('td', {}, el('button', { type: 'button', class: 'undeploy', textContent: 'Undeploy', onclick: () => undeploy(d.name) })))));
+    el('td', {},
+      el('button', { type: 'button', class: 'inspect', textContent: 'Details', onclick: () => inspect(d.name) }), ' ',
+      el('button', { type: 'button', class: 'undeploy', textContent: 'Undeploy', onclick: () => undeploy(d.name) })))));
   $('#deployments-empty').hidden = list.length > 0;
+  if (inspected && !list.some((d) => d.name === inspected)) inspect(null);
+  refreshStats();
+}
+
+// refreshStats polls each deployment's stats while the tab is shown.
+async function refreshStats() {
+  clearTimeout(statsTimer);
+  if ($('#tab-deployments').hidden) return;
+  await Promise.all(deployments.map(async (d) => {
+    const tr = document.querySelector(`tr[data-deployment="${CSS.escape(d.name)}"]`);
+    if (!tr) return;
+    let st;
+    try {
+      st = await call(`/v1/deployments/${encodeURIComponent(d.name)}/stats`);
+    } catch (e) {
+      tr.querySelector('.err').textContent = `${e.code}: ${e.message}`;
+      return;
+    }
+    const prev = lastStats.get(d.name);
+    lastStats.set(d.name, st);
+    const handled = (x) => Object.values(x.records || {}).reduce((a, b) => a + b, 0);
+    if (prev && prev.host === st.host) {
+      const rate = (handled(st) - handled(prev)) / ((Date.parse(st.at) - Date.parse(prev.at)) / 1000);
+      tr.querySelector('.rate').dataset.rate = String(rate);
+      tr.querySelector('.rate').textContent = fmt.format(Math.max(0, rate)) + '/s';
+    }
+    const lag = st.partitions.reduce((a, p) => a + Math.max(0, p.lag), 0);
+    tr.querySelector('.lag').dataset.lag = String(lag);
+    tr.querySelector('.lag').textContent = st.error ? '?' : fmt.format(lag);
+    const dead = Object.entries(st.dead_letters || {});
+    tr.querySelector('.dead').dataset.dead = String(dead.reduce((a, [, n]) => a + n, 0));
+    tr.querySelector('.dead').textContent = dead.length ? dead.map(([r, n]) => `${r} ${fmt.format(n)}`).join(', ') : '0';
+    tr.querySelector('.owners').textContent = [...new Set(st.partitions.map((p) => p.owner || '(none)'))].join(', ');
+    if (inspected === d.name) drawPartitions(st);
+  }));
+  statsTimer = setTimeout(refreshStats, STATS_EVERY_MS);
+}
+
+function inspect(name) {
+  inspected = name;
+  const box = $('#inspect');
+  box.hidden = !name;
+  if (!name) return;
+  $('#inspect-title').textContent = name;
+  const st = lastStats.get(name);
+  if (st) drawPartitions(st);
+  loadDeadLetters();
+}
+
+function drawPartitions(st) {
+  $('#partitions-error').textContent = st.error || '';
+  $('#partitions tbody').replaceChildren(...st.partitions.map((p) => el('tr', { 'data-partition': String(p.partition) },
+    el('td', { textContent: String(p.partition) }), el('td', { textContent: p.owner || '(none)' }),
+    el('td', { class: 'value', textContent: p.committed < 0 ? '–' : fmt.format(p.committed) }),
+    el('td', { class: 'value', textContent: fmt.format(p.end) }),
+    el('td', { class: 'value', textContent: p.lag < 0 ? '?' : fmt.format(p.lag) }))));
+}
+
+async function loadDeadLetters() {
+  if (!inspected) return;
+  showError('#dead-error', null);
+  const n = Math.max(1, Math.min(500, Number($('#dead-n').value) || 50));
+  try {
+    const dls = await call(`/v1/deployments/${encodeURIComponent(inspected)}/dead-letters?n=${n}`);
+    $('#dead-letters tbody').replaceChildren(...dls.map((d) => el('tr', { 'data-reason': d.reason },
+      el('td', { textContent: new Date(d.time).toLocaleTimeString() }),
+      el('td', { textContent: d.reason }),
+      el('td', { class: 'source', textContent: `${d.source.topic} / ${d.source.partition} @ ${d.source.offset}` }),
+      el('td', { textContent: d.error }),
+      el('td', { class: 'mono', textContent: d.value + (d.truncated ? ' …' : '') }))));
+    $('#dead-empty').hidden = dls.length > 0;
+  } catch (e) {
+    showError('#dead-error', e);
+  }
 }
 
 async function undeploy(name) {
@@ -518,6 +592,7 @@ async function main() {
   $('#upload').addEventListener('submit', upload);
   $('#deploy').addEventListener('submit', deploy);
   $('#refresh').addEventListener('click', loadDeployments);
+  $('#dead-load').addEventListener('click', loadDeadLetters);
   const params = new URL(location.href).searchParams;
   tab(params.get('tab') || 'live');
   let names = [];
