@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 )
 
 // Type is the type of an input field, a group key column or a metric.
@@ -59,6 +60,36 @@ type Schema struct {
 	Raw     bool     `json:"raw,omitempty"` // also hand the guest each record's raw value
 	Keys    []Column `json:"keys"`
 	Metrics []Metric `json:"metrics"`
+	// State versions the plugin's snapshots; absent is version 1.
+	State *State `json:"state,omitempty"`
+}
+
+// State is the version of what a plugin's snapshots mean, and the older
+// versions it restores as they are. The host records the version with each
+// checkpoint; a new plugin takes over a deployment's checkpoints only when
+// it wrote them or accepts their version (abi/ABI.md, "State versions").
+type State struct {
+	Version int   `json:"version"`
+	Accepts []int `json:"accepts,omitempty"`
+}
+
+// MaxStateVersion bounds a declared state version.
+const MaxStateVersion = 1 << 30
+
+// StateVersion is the version of the plugin's snapshots (1 when undeclared).
+func (s *Schema) StateVersion() int {
+	if s.State == nil {
+		return 1
+	}
+	return s.State.Version
+}
+
+// AcceptsState reports whether the plugin restores snapshots of version v.
+func (s *Schema) AcceptsState(v int) bool {
+	if v == s.StateVersion() {
+		return true
+	}
+	return s.State != nil && slices.Contains(s.State.Accepts, v)
 }
 
 var nameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -91,6 +122,19 @@ func (s *Schema) Validate() error {
 	}
 	if len(s.Keys) > MaxKeys {
 		return fmt.Errorf("keys: %d columns, at most %d", len(s.Keys), MaxKeys)
+	}
+	if st := s.State; st != nil {
+		if st.Version < 1 || st.Version > MaxStateVersion {
+			return fmt.Errorf("state.version %d: want 1 to %d", st.Version, MaxStateVersion)
+		}
+		if len(st.Accepts) > 64 {
+			return fmt.Errorf("state.accepts: %d versions, at most 64", len(st.Accepts))
+		}
+		for i, v := range st.Accepts {
+			if v < 1 || v >= st.Version {
+				return fmt.Errorf("state.accepts[%d] %d: want an older version, 1 to %d", i, v, st.Version-1)
+			}
+		}
 	}
 	if len(s.Metrics) == 0 || len(s.Metrics) > MaxMetrics {
 		return fmt.Errorf("metrics: %d, want 1 to %d", len(s.Metrics), MaxMetrics)

@@ -78,6 +78,8 @@ func TestSchema_ValidateNamesTheField(t *testing.T) {
 			many(abi.MaxKeys, func(i int) { s.Keys = append(s.Keys, abi.Column{Name: fmt.Sprint("k", i), Type: abi.Int64}) })
 		}, "keys: 18 columns, at most 16"},
 		{"no metrics", func(s *abi.Schema) { s.Metrics = nil }, "metrics: 0, want 1 to 64"},
+		{"state version 0", func(s *abi.Schema) { s.State = &abi.State{} }, "state.version 0"},
+		{"accepts a newer state", func(s *abi.Schema) { s.State = &abi.State{Version: 2, Accepts: []int{1, 2}} }, "state.accepts[1] 2: want an older version"},
 		{"too many metrics", func(s *abi.Schema) {
 			many(abi.MaxMetrics, func(i int) {
 				s.Metrics = append(s.Metrics, abi.Metric{Name: fmt.Sprint("m", i), Kind: abi.Count, Type: abi.Int64})
@@ -137,4 +139,20 @@ func ExampleSchema_Validate() {
 	s.Metrics[0].Name = "window"
 	fmt.Println(s.Validate())
 	// Output: metrics[0]: name "window": reserved for the host's own column
+}
+
+func TestSchema_StateVersions(t *testing.T) {
+	s := votesSchema()
+	if s.StateVersion() != 1 || !s.AcceptsState(1) || s.AcceptsState(2) {
+		t.Fatalf("undeclared: version %d, accepts 1 %v, 2 %v; want version 1 accepting only itself", s.StateVersion(), s.AcceptsState(1), s.AcceptsState(2))
+	}
+	s.State = &abi.State{Version: 3, Accepts: []int{1}}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for v, want := range map[int]bool{1: true, 2: false, 3: true, 4: false} {
+		if s.AcceptsState(v) != want {
+			t.Errorf("version 3 accepting [1]: AcceptsState(%d) = %v", v, !want)
+		}
+	}
 }

@@ -189,6 +189,34 @@ func (e *LoopError) Error() string {
 // Is makes a LoopError match ErrConflict.
 func (e *LoopError) Is(target error) bool { return target == ErrConflict }
 
+// UpgradeError refuses a plugin for a deployment whose checkpoints hold
+// state it does not accept: restoring it would count on from groups that
+// mean something else, and starting empty would lose the totals. It matches
+// ErrConflict (409) and says what can be done instead.
+type UpgradeError struct {
+	Deployment string
+	Plugin     string // name@version being deployed
+	Version    int    // its state version
+	Accepts    []int  // the older versions it accepts
+	Old        string // who wrote the checkpoints: name@version, or a sha256 no longer in the registry
+	OldVersion int    // their state version
+	Partitions int    // how many partitions' checkpoints
+}
+
+func (e *UpgradeError) Error() string {
+	accepts := "no older version"
+	if len(e.Accepts) > 0 {
+		accepts = fmt.Sprintf("versions %v", e.Accepts)
+	}
+	return fmt.Sprintf("deployment %s: the checkpoints of %d partitions hold state version %d written by %s; %s declares state version %d and accepts %s, so it cannot restore them. "+
+		"Keep the old plugin (plugin: %s); or, if the new one counts on from that state as it is, declare that it accepts state version %d (Go SDK: Spec.State.Accepts) and push it again; "+
+		"or start fresh: deploy it under a new name, which reads the topic from its earliest offset into a new table",
+		e.Deployment, e.Partitions, e.OldVersion, e.Old, e.Plugin, e.Version, accepts, e.Old, e.OldVersion)
+}
+
+// Is makes an UpgradeError match ErrConflict.
+func (e *UpgradeError) Is(target error) bool { return target == ErrConflict }
+
 // CheckDeadLetterLoop refuses d when its dead-letter topic is the input of
 // any deployment in others, or its input is the dead-letter topic of any of
 // them. others are the stored deployments; one named like d is the one d

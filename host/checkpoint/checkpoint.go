@@ -27,6 +27,10 @@ type Checkpoint struct {
 	Watermark  int64
 	Snapshot   []byte
 	Plugin     string // sha256 of the plugin that took the snapshot
+	// StateVersion is the version of the snapshot's meaning the plugin
+	// declared (abi.Schema.StateVersion); rows from before it was kept read
+	// as 1.
+	StateVersion int
 }
 
 // Store reads and writes checkpoints in a ClickHouse table.
@@ -45,10 +49,22 @@ func Open(ctx context.Context, conn driver.Conn, db string) (*Store, error) {
 	ddl := "CREATE TABLE IF NOT EXISTS " + s.table + ` (
 		deployment String, topic String, source_partition UInt32,
 		next_offset Int64, watermark Int64, snapshot String, plugin_sha256 String,
-		version UInt64, written_at DateTime DEFAULT now()
+		version UInt64, written_at DateTime DEFAULT now(), state_version UInt32 DEFAULT 1
 	) ENGINE = ReplacingMergeTree(version) ORDER BY (deployment, topic, source_partition)`
 	if err := conn.Exec(ctx, ddl); err != nil {
 		return nil, fmt.Errorf("checkpoint: create table: %w", err)
+	}
+	// A table made before state versions were kept gets the column; its
+	// rows read as version 1, what every plugin was then. (ClickHouse 18.16
+	// has no ADD COLUMN IF NOT EXISTS.)
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = 'state_version'", db, Table).Scan(&n); err != nil {
+		return nil, fmt.Errorf("checkpoint: columns: %w", err)
+	}
+	if n == 0 {
+		if err := conn.Exec(ctx, "ALTER TABLE "+s.table+" ADD COLUMN state_version UInt32 DEFAULT 1"); err != nil {
+			return nil, fmt.Errorf("checkpoint: add state_version: %w", err)
+		}
 	}
 	return s, nil
 }
@@ -59,29 +75,62 @@ var ErrNone = errors.New("checkpoint: none")
 // Load returns the latest checkpoint of a partition, or ErrNone.
 func (s *Store) Load(ctx context.Context, deployment, topic string, partition int32) (Checkpoint, error) {
 	c := Checkpoint{Deployment: deployment, Topic: topic, Partition: partition}
-	row := s.conn.QueryRow(ctx, "SELECT next_offset, watermark, snapshot, plugin_sha256 FROM "+s.table+
+	row := s.conn.QueryRow(ctx, "SELECT next_offset, watermark, snapshot, plugin_sha256, state_version FROM "+s.table+
 		" FINAL WHERE deployment = ? AND topic = ? AND source_partition = ?", deployment, topic, uint32(partition))
 	var snap string
-	if err := row.Scan(&c.NextOffset, &c.Watermark, &snap, &c.Plugin); err != nil {
+	var sv uint32
+	if err := row.Scan(&c.NextOffset, &c.Watermark, &snap, &c.Plugin, &sv); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return c, ErrNone
 		}
 		return c, fmt.Errorf("checkpoint: load %s/%s/%d: %w", deployment, topic, partition, err)
 	}
 	c.Snapshot = []byte(snap)
+	c.StateVersion = int(sv)
 	return c, nil
+}
+
+// Writer is a plugin and state version that wrote checkpoints of a
+// deployment, and how many partitions' latest checkpoints it wrote.
+type Writer struct {
+	Plugin       string // sha256
+	StateVersion int
+	Partitions   int
+}
+
+// Writers returns who wrote the latest checkpoint of each partition of a
+// deployment on topic; none for a deployment that never checkpointed.
+func (s *Store) Writers(ctx context.Context, deployment, topic string) ([]Writer, error) {
+	rows, err := s.conn.Query(ctx, "SELECT plugin_sha256, state_version, count() FROM "+s.table+
+		" FINAL WHERE deployment = ? AND topic = ? GROUP BY plugin_sha256, state_version ORDER BY plugin_sha256, state_version", deployment, topic)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: writers of %s/%s: %w", deployment, topic, err)
+	}
+	defer rows.Close()
+	var out []Writer
+	for rows.Next() {
+		var w Writer
+		var sv uint32
+		var n uint64
+		if err := rows.Scan(&w.Plugin, &sv, &n); err != nil {
+			return nil, fmt.Errorf("checkpoint: writers of %s/%s: %w", deployment, topic, err)
+		}
+		w.StateVersion, w.Partitions = int(sv), int(n)
+		out = append(out, w)
+	}
+	return out, rows.Err()
 }
 
 // Save writes a checkpoint. Versions increase with the wall clock and never
 // repeat within a process, so the latest write wins.
 func (s *Store) Save(ctx context.Context, c Checkpoint) error {
 	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table+
-		" (deployment, topic, source_partition, next_offset, watermark, snapshot, plugin_sha256, version)")
+		" (deployment, topic, source_partition, next_offset, watermark, snapshot, plugin_sha256, version, state_version)")
 	if err != nil {
 		return fmt.Errorf("checkpoint: prepare: %w", err)
 	}
 	defer b.Abort()
-	if err := b.Append(c.Deployment, c.Topic, uint32(c.Partition), c.NextOffset, c.Watermark, string(c.Snapshot), c.Plugin, s.version()); err != nil {
+	if err := b.Append(c.Deployment, c.Topic, uint32(c.Partition), c.NextOffset, c.Watermark, string(c.Snapshot), c.Plugin, s.version(), uint32(max(c.StateVersion, 1))); err != nil {
 		return fmt.Errorf("checkpoint: append: %w", err)
 	}
 	if err := b.Send(); err != nil {

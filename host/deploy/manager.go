@@ -153,6 +153,9 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 	if err != nil {
 		return api.Deployment{}, err
 	}
+	if err := m.checkUpgrade(ctx, d, man, &mod.Schema); err != nil {
+		return api.Deployment{}, err
+	}
 	partitions, err := m.ensureTopics(ctx, d)
 	if err != nil {
 		return api.Deployment{}, err
@@ -216,6 +219,36 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 	}()
 	m.o.Log.Info("deployment started", "deployment", d.Name, "plugin", d.Plugin, "topic", d.Topic, "partitions", partitions)
 	return m.status(r), nil
+}
+
+// checkUpgrade refuses a plugin that cannot take over the deployment's
+// checkpoints: those another plugin wrote with a state version the new one
+// does not accept.
+func (m *Manager) checkUpgrade(ctx context.Context, d plugins.Deployment, man plugins.Manifest, s *abi.Schema) error {
+	writers, err := m.o.Checkpoints.Writers(ctx, d.Name, d.Topic)
+	if err != nil {
+		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	for _, w := range writers {
+		if w.Plugin == man.SHA256 || s.AcceptsState(w.StateVersion) {
+			continue
+		}
+		e := &plugins.UpgradeError{Deployment: d.Name, Plugin: d.Plugin, Version: s.StateVersion(),
+			Old: "the plugin with sha256 " + w.Plugin, OldVersion: w.StateVersion, Partitions: w.Partitions}
+		if s.State != nil {
+			e.Accepts = s.State.Accepts
+		}
+		if ms, err := m.o.Registry.List(); err == nil {
+			for _, om := range ms {
+				if om.SHA256 == w.Plugin {
+					e.Old = om.Name + "@" + om.Version
+					break
+				}
+			}
+		}
+		return e
+	}
+	return nil
 }
 
 // stop stops a deployment's runner (it checkpoints) and waits for it,

@@ -92,7 +92,7 @@ type Deps struct {
 
 // FailedError is why a deployment stopped by itself.
 type FailedError struct {
-	Reason string // plugin_errors, groups (Live refused the rows) or plugin
+	Reason string // plugin_errors, groups (Live refused the rows), state (a checkpoint it does not accept) or plugin
 	Count  int64  // records the plugin failed on, for plugin_errors
 	Streak int    // of which in a row, in one partition
 	Err    error  // the last plugin error

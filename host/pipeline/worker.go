@@ -155,6 +155,14 @@ func (w *worker) restore(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	if !fresh && cp.Plugin != e.plugin && !e.module.Schema.AcceptsState(cp.StateVersion) {
+		// The deploy checks this first; a checkpoint written since by a
+		// plugin of another state version ends here.
+		err := fmt.Errorf("partition %d: its checkpoint holds state version %d of plugin sha256 %s, which this plugin (state version %d) does not accept",
+			w.p, cp.StateVersion, cp.Plugin, e.module.Schema.StateVersion())
+		e.fail(&FailedError{Reason: "state", Err: err})
+		return err
+	}
 	if !fresh {
 		w.base = cp.Snapshot
 		w.next = max(0, cp.NextOffset-e.spec.UnsafeReplayOverlap)
@@ -564,6 +572,7 @@ func (w *worker) checkpoint(ctx context.Context, force bool) {
 	w.saves <- save{rows: rows, cp: checkpoint.Checkpoint{
 		Deployment: e.spec.Name, Topic: e.spec.Topic, Partition: w.p,
 		NextOffset: w.next, Watermark: w.wm.Value(), Snapshot: w.base, Plugin: e.plugin,
+		StateVersion: e.module.Schema.StateVersion(),
 	}}
 	clear(w.pending)
 	w.inflight, w.due, w.dirty = true, false, false

@@ -725,3 +725,26 @@ func TestWorker_StopIsBoundedWhileIsolatingLoopingRecords(t *testing.T) {
 		t.Fatalf("%d dead letters: the stop did not cut the isolation short", n)
 	}
 }
+
+// A checkpoint written by another plugin with a state version this one does
+// not accept is not restored: the deployment fails instead.
+func TestWorker_RefusesACheckpointOfAStateVersionItDoesNotAccept(t *testing.T) {
+	r := newRig(t, "examples/votes", Spec{})
+	r.store.cps[0] = checkpoint.Checkpoint{Partition: 0, NextOffset: 10, Plugin: "another", StateVersion: 7, Snapshot: []byte("whatever it meant")}
+	w := newWorker(r.env, 0)
+	err := w.restore(context.Background())
+	var fe *FailedError
+	if err == nil || !errors.As(r.env.failure, &fe) || fe.Reason != "state" || !strings.Contains(err.Error(), "state version 7") {
+		t.Fatalf("restore: %v, failure %v; want a refusal naming state version 7 and a failed deployment", err, r.env.failure)
+	}
+	// The plugin's own checkpoints, or those of its state version, restore.
+	for _, cp := range []checkpoint.Checkpoint{{Plugin: "sha", StateVersion: 7}, {Plugin: "another", StateVersion: 1}} {
+		r := newRig(t, "examples/votes", Spec{})
+		r.store.cps[0] = cp
+		w := newWorker(r.env, 0)
+		if err := w.restore(context.Background()); err != nil {
+			t.Fatalf("%+v: %v", cp, err)
+		}
+		w.inst.Close(context.Background())
+	}
+}

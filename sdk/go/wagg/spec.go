@@ -120,6 +120,14 @@ type Spec struct {
 	Raw     bool // also receive each record's raw value (Batch.Raw)
 	Keys    []abi.Column
 	Metrics []*Metric
+	// State versions what the aggregator's groups mean (zero: version 1).
+	// Bump Version when a new build would count on differently from the
+	// groups an older one left (other keys, other units, another rule), and
+	// list in Accepts the older versions whose groups it carries on as they
+	// are. The host restores a deployment's checkpoints into a new build
+	// only when it accepts their version; otherwise the deploy is refused
+	// and the old build keeps running.
+	State abi.State
 }
 
 // Func folds a batch into groups. It must be deterministic: the same batches
@@ -140,6 +148,10 @@ func Register(s Spec, fn Func) {
 		panic("wagg: Register with a nil Func")
 	}
 	schema := abi.Schema{ABI: abi.Version, Raw: s.Raw, Keys: s.Keys}
+	if s.State.Version != 0 || len(s.State.Accepts) > 0 {
+		st := s.State
+		schema.State = &st
+	}
 	for i, f := range s.Input {
 		f.idx = i
 		schema.Input = append(schema.Input, f.def)

@@ -1,0 +1,111 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/host/checkpoint"
+	"github.com/wagg/wagg/internal/testwasm"
+)
+
+// A deployment's checkpoints name the plugin and the state version that
+// wrote them: a new plugin of another state version is refused (and the
+// old one keeps running) unless it accepts that version, in which case it
+// takes the state over and the counts go on from it.
+func TestUpgrade_RestoresOnlyStateTheNewPluginAccepts(t *testing.T) {
+	e := services(t)
+	topic, cl := newTopic(t, e, 2)
+	h := startHost(t, e)
+	ctx := context.Background()
+	for v, pkg := range map[string]string{"1": "internal/testwasm/panics", "2": "internal/testwasm/statev2", "3": "internal/testwasm/statev2compat"} {
+		if code, body := h.post(t, "/v1/plugins/counts/"+v, "application/wasm", testwasm.Build(t, pkg)); code != http.StatusCreated {
+			t.Fatalf("push counts@%s: %d %s", v, code, body)
+		}
+	}
+	deploy := func(plugin string) (int, api.ErrorBody) {
+		spec := fmt.Sprintf(`{"name":"polls","plugin":%q,"topic":%q,"checkpoint_every":"300ms","windows":[{"name":"total","kind":"global"}]}`, plugin, topic)
+		code, body := h.post(t, "/v1/deployments", "application/json", []byte(spec))
+		var eb api.ErrorBody
+		json.Unmarshal(body, &eb)
+		return code, eb
+	}
+	produced := 0
+	produce := func(n int) {
+		var recs []*kgo.Record
+		for i := range n {
+			recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(i)), Value: fmt.Appendf(nil, `{"poll_id":%d}`, i%10+1), Timestamp: time.Now()})
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		produced += n
+	}
+	counted := func() error {
+		var n int64
+		if err := h.ch.QueryRow(ctx, "SELECT toInt64(sum(votes)) FROM "+h.db+".polls WHERE window_name = 'total'").Scan(&n); err != nil {
+			return err
+		}
+		if n != int64(produced) {
+			return fmt.Errorf("%d votes counted, want %d", n, produced)
+		}
+		return nil
+	}
+	writers := func(want int) func() error {
+		return func() error {
+			var n uint64
+			if err := h.ch.QueryRow(ctx, "SELECT count() FROM "+h.db+"."+checkpoint.Table+" FINAL WHERE deployment = 'polls' AND state_version = ?", uint32(want)).Scan(&n); err != nil {
+				return err
+			}
+			if n != 2 {
+				return fmt.Errorf("%d partitions checkpointed with state version %d, want 2", n, want)
+			}
+			return nil
+		}
+	}
+	if code, eb := deploy("counts@1"); code != http.StatusCreated {
+		t.Fatalf("deploy counts@1: %d %+v", code, eb)
+	}
+	produce(1000)
+	eventually(t, time.Minute, "counts@1 counted the votes", counted)
+	eventually(t, time.Minute, "checkpoints of state version 1", writers(1))
+
+	// State version 2, accepting nothing older: refused, naming what to do.
+	code, eb := deploy("counts@2")
+	if code != http.StatusConflict || eb.Error.Code != api.CodeConflict {
+		t.Fatalf("deploy counts@2 onto state version 1: %d %+v, want 409 conflict", code, eb)
+	}
+	for _, want := range []string{"deployment polls", "state version 1 written by counts@1", "counts@2 declares state version 2", "Keep the old plugin (plugin: counts@1)", "accepts state version 1", "new name"} {
+		if !strings.Contains(eb.Error.Message, want) {
+			t.Errorf("refusal %q does not say %q", eb.Error.Message, want)
+		}
+	}
+	var ds []api.Deployment
+	if err := getJSON(h.url+"/v1/deployments", &ds); err != nil || len(ds) != 1 || ds[0].Plugin != "counts@1" || ds[0].Status != api.StatusRunning {
+		t.Fatalf("after the refusal: %+v %v, want counts@1 running", ds, err)
+	}
+	produce(500)
+	eventually(t, time.Minute, "counts@1 still counting", counted)
+
+	// Accepting version 1, it takes the state over: the totals go on.
+	if code, eb := deploy("counts@3"); code != http.StatusCreated {
+		t.Fatalf("deploy counts@3: %d %+v", code, eb)
+	}
+	produce(1000)
+	eventually(t, time.Minute, "counts@3 counted on from the restored state", counted)
+	eventually(t, time.Minute, "checkpoints of state version 2", writers(2))
+	// Now the state is version 2, which counts@2 takes as its own.
+	if code, eb := deploy("counts@2"); code != http.StatusCreated {
+		t.Fatalf("deploy counts@2 onto state version 2: %d %+v", code, eb)
+	}
+	produce(500)
+	eventually(t, time.Minute, "counts@2 counted on", counted)
+}
