@@ -25,7 +25,7 @@ func (loopBackend) Deploy(_ context.Context, d plugins.Deployment) (api.Deployme
 
 func TestDeploy_ShowsTheDeadLetterLoopTheHostRefused(t *testing.T) {
 	none := http.NotFoundHandler()
-	srv := httptest.NewServer(api.New(loopBackend{}, api.Handlers{Live: none, Metrics: none, Web: none}))
+	srv := httptest.NewServer(api.New(loopBackend{}, api.Handlers{Live: none, LiveSSE: none, Metrics: none, Web: none}))
 	defer srv.Close()
 	spec := filepath.Join(t.TempDir(), "d.yaml")
 	os.WriteFile(spec, []byte("name: retry\nplugin: votes@1\ntopic: clicks.dead-letters\nwindows: [{name: total, kind: global}]\n"), 0o644)
