@@ -29,8 +29,9 @@ const badVotes = 3
 
 // TestPage_InTheBrowser drives host/web/e2e/page.test.mjs: the chart over
 // history and live and its seam against ClickHouse, the SQL console,
-// upload, deploy and undeploy, and the frame budget while a snapshot of
-// 100k groups loads. With WAGG_E2E_SCREENSHOTS=dir it leaves a screenshot
+// upload, deploy and undeploy with the deployments view and its dead
+// letters, wagg.js resuming over WebSocket and SSE, and the page's thread
+// while a snapshot of 100k groups loads. With WAGG_E2E_SCREENSHOTS=dir it leaves a screenshot
 // of each page there (docs/ holds the committed ones).
 func TestPage_InTheBrowser(t *testing.T) {
 	e := services(t)
@@ -153,7 +154,7 @@ func TestPage_InTheBrowser(t *testing.T) {
 		t.Fatalf("stats of nothing: %d %s", code, body)
 	}
 
-	e2e(t, "page.test.mjs", 6, "WAGG_E2E_BASE="+h.url, "WAGG_E2E_DB="+h.db, "WAGG_E2E_TOPIC="+topic,
+	e2e(t, "page.test.mjs", 7, "WAGG_E2E_BASE="+h.url, "WAGG_E2E_DB="+h.db, "WAGG_E2E_TOPIC="+topic,
 		"WAGG_E2E_WASM="+wasmFile, fmt.Sprintf("WAGG_E2E_BIG_GROUPS=%d", bigGroups), fmt.Sprintf("WAGG_E2E_BAD=%d", badVotes))
 }
 

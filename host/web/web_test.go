@@ -66,3 +66,16 @@ func TestBundle_IsWhatTheSourcesBuild(t *testing.T) {
 		t.Fatalf("the committed bundle is stale: %v\n%s", err, out)
 	}
 }
+
+// TestWaggJS_InNode runs wagg.js's unit tests (test/wagg.test.mjs: Live's
+// continuity and resume, Series' seam) in Node with a scripted server.
+func TestWaggJS_InNode(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("no node: make test installs what this test needs")
+	}
+	out, err := exec.Command(node, "--test", "test/").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "# pass 2\n") || !strings.Contains(string(out), "# fail 0\n") {
+		t.Fatalf("wagg.js unit tests: %v\n%s", err, out)
+	}
+}

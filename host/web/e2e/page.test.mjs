@@ -205,6 +205,39 @@ test('deploy from the form, see it in the deployments view, undeploy it', { skip
   await page.close();
 });
 
+test('wagg.js follows over WebSocket and SSE, and resumes after a drop', { skip }, async () => {
+  const page = await open('/wagg.d.ts'); // any page of the host's origin
+  for (const transport of ['ws', 'sse']) {
+    const got = await page.evaluate(async (transport) => {
+      const { Live, liveURL, sseURL } = await import('/wagg.js');
+      const live = new Live(transport === 'sse' ? sseURL() : liveURL(), { aggregator: 'votes', windows: ['total'] }, { transport });
+      const statuses = [];
+      live.on('status', (s) => statuses[statuses.length - 1] !== s && statuses.push(s));
+      const until = (cond) => new Promise((res, rej) => {
+        const t0 = Date.now();
+        const check = () => (cond() ? res() : Date.now() - t0 > 30000 ? rej(new Error('timed out: ' + statuses.join(','))) : setTimeout(check, 20));
+        check();
+      });
+      live.start();
+      await until(() => live.live && live.rows().length > 0);
+      const seq = live.seq;
+      const epoch = live.epoch;
+      // Drop the connection as a network failure would: the client
+      // reconnects and the hub resumes it from (epoch, seq).
+      live._drop(live.conn, 'test drop');
+      await until(() => live.live && live.resumes === 1 && live.seq > seq);
+      const out = { reconnects: live.reconnects, resumes: live.resumes, epoch: live.epoch === epoch, statuses, rows: live.rows().length };
+      live.stop();
+      return out;
+    }, transport);
+    assert.equal(got.reconnects, 1, `${transport}: ${JSON.stringify(got)}`);
+    assert.equal(got.resumes, 1, `${transport}: ${JSON.stringify(got)}`);
+    assert.ok(got.epoch && got.rows > 0, `${transport}: ${JSON.stringify(got)}`);
+    assert.deepEqual(got.statuses.slice(0, 4), ['connecting', 'live', 'reconnecting', 'live'], transport);
+  }
+  await page.close();
+});
+
 test('the page stays responsive while a snapshot of 100k groups loads', { skip }, async () => {
   const groups = Number(process.env.WAGG_E2E_BIG_GROUPS);
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
