@@ -19,6 +19,10 @@ type CodeLimits struct {
 	// (default 50,000,000, about 1.5 s of compiling on the 2-core box; a Go
 	// plugin needs about 10,000,000).
 	MaxBlockWork int
+	// MaxTableElements caps each table of a module (default 262,144, 2 MiB
+	// of the Go heap; a Go plugin has about 6,500): a larger initial size is
+	// refused, and the table may not grow past it.
+	MaxTableElements int
 }
 
 func (l CodeLimits) withDefaults() CodeLimits {
@@ -39,6 +43,9 @@ func (l CodeLimits) withDefaults() CodeLimits {
 	}
 	if l.MaxBlockWork == 0 {
 		l.MaxBlockWork = 50_000_000
+	}
+	if l.MaxTableElements <= 0 || l.MaxTableElements > 1<<27 {
+		l.MaxTableElements = 1 << 18
 	}
 	return l
 }

@@ -99,6 +99,7 @@ const (
 	secCustom = 0
 	secType   = 1
 	secImport = 2
+	secTable  = 4
 	secGlobal = 6
 	secExport = 7
 	secStart  = 8
@@ -108,8 +109,15 @@ const (
 
 var sectionRank = map[byte]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13}
 
+// maxTables is how many tables a module may define (a Go, C or Rust
+// plugin has one).
+const maxTables = 8
+
 // instrumenter holds what the rewrite has learnt of a module so far.
 type instrumenter struct {
+	metered     bool   // add the meter (deadlines are on)
+	maxTable    uint32 // elements one table may reach
+	tableElems  uint64 // elements the module's tables may reach together
 	types       uint32 // function types of the original
 	funcImports uint32 // imported functions: defined functions move up one
 	globals     uint32 // globals of the original, imported and defined
@@ -119,15 +127,26 @@ type instrumenter struct {
 	stack       []int
 }
 
-// instrument returns wasm with the meter added (see above). It refuses what
-// it cannot rewrite faithfully (wrapping ErrInvalid), and a module that
-// names globals past its own: after the rewrite such an index would reach
-// the fuel. Everything else it leaves to the compiler's validation.
-func instrument(wasm []byte) ([]byte, error) {
-	if len(wasm) < 8 {
-		return nil, invalid("no header")
+// instrument returns wasm with its tables capped at maxTable elements each
+// (the compiler allocates a table on the Go heap, and table.grow would grow
+// it without bound), and, when meter is set, the meter added (see above).
+// It also returns the elements the tables may reach together. It refuses
+// what it cannot rewrite faithfully (wrapping ErrInvalid), a table past the
+// cap (with ErrTooLarge), and a module that names globals past its own:
+// after the rewrite such an index would reach the fuel. Everything else it
+// leaves to the compiler's validation.
+func instrument(wasm []byte, meter bool, maxTable uint32) ([]byte, uint64, error) {
+	out, m, err := rewrite(wasm, &instrumenter{metered: meter, maxTable: maxTable})
+	if err != nil {
+		return nil, 0, err
 	}
-	m := &instrumenter{}
+	return out, m.tableElems, nil
+}
+
+func rewrite(wasm []byte, m *instrumenter) ([]byte, *instrumenter, error) {
+	if len(wasm) < 8 {
+		return nil, nil, invalid("no header")
+	}
 	out := make([]byte, 0, len(wasm)+len(wasm)/8+64)
 	out = append(out, wasm[:8]...)
 	r := reader{b: wasm, off: 8}
@@ -137,24 +156,24 @@ func instrument(wasm []byte) ([]byte, error) {
 		r.off++
 		size, ok := r.u32()
 		if !ok || int(size) > len(r.b)-r.off {
-			return nil, invalid("section %d: size runs past the end", id)
+			return nil, nil, invalid("section %d: size runs past the end", id)
 		}
 		body := wasm[r.off : r.off+int(size)]
 		r.off += int(size)
 		if id != secCustom {
 			rank, known := sectionRank[id]
 			if !known || rank <= last {
-				return nil, invalid("section %d out of order or unknown", id)
+				return nil, nil, invalid("section %d out of order or unknown", id)
 			}
 			last = rank
 			out = m.synthesize(out, rank)
 		}
 		var err error
 		if out, err = m.section(out, id, body); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return m.synthesize(out, len(sectionRank)+1), nil
+	return m.synthesize(out, len(sectionRank)+1), m, nil
 }
 
 func invalid(format string, a ...any) error {
@@ -164,6 +183,9 @@ func invalid(format string, a ...any) error {
 // synthesize emits the type, import and global sections the meter needs
 // when the module has none and the next section must come after them.
 func (m *instrumenter) synthesize(out []byte, before int) []byte {
+	if !m.metered {
+		return out
+	}
 	for k, id := range []byte{secType, secImport, secGlobal} {
 		if !m.emitted[k] && sectionRank[id] < before {
 			out, _ = m.section(out, id, []byte{0})
@@ -175,25 +197,29 @@ func (m *instrumenter) synthesize(out []byte, before int) []byte {
 func (m *instrumenter) section(out []byte, id byte, body []byte) ([]byte, error) {
 	var content []byte
 	var err error
-	switch id {
-	case secType:
+	switch {
+	case id == secTable:
+		content, err = m.tableSection(body)
+	case !m.metered:
+		content = body
+	case id == secType:
 		m.emitted[0] = true
 		content, err = m.typeSection(body)
-	case secImport:
+	case id == secImport:
 		m.emitted[1] = true
 		content, err = m.importSection(body)
-	case secGlobal:
+	case id == secGlobal:
 		m.emitted[2] = true
 		content, err = m.globalSection(body)
-	case secExport:
+	case id == secExport:
 		content, err = m.exportSection(body)
-	case secStart:
+	case id == secStart:
 		content, err = m.startSection(body)
-	case secElem:
+	case id == secElem:
 		content, err = m.elemSection(body)
-	case secCode:
+	case id == secCode:
 		content, err = m.codeSection(body)
-	case secCustom:
+	case id == secCustom:
 		content = m.customSection(body)
 		if content == nil {
 			return out, nil
@@ -218,6 +244,47 @@ func vector(body []byte, what string) (reader, uint32, error) {
 		return r, 0, invalid("%s section: count", what)
 	}
 	return r, n, nil
+}
+
+func (m *instrumenter) tableSection(body []byte) ([]byte, error) {
+	r, n, err := vector(body, "table")
+	if err != nil {
+		return nil, err
+	}
+	if n > maxTables {
+		return nil, fmt.Errorf("%w: %w: %d tables, the limit is %d", ErrInvalid, ErrTooLarge, n, maxTables)
+	}
+	out := appendULEB(nil, n)
+	for i := uint32(0); i < n; i++ {
+		if len(r.b)-r.off < 2 {
+			return nil, invalid("table %d: type", i)
+		}
+		reftype, flag := r.b[r.off], r.b[r.off+1]
+		r.off += 2
+		low, ok := r.u32()
+		high := m.maxTable
+		if ok && flag == 1 {
+			var declared uint32
+			declared, ok = r.u32()
+			high = min(high, declared)
+		}
+		if !ok || flag > 1 {
+			return nil, invalid("table %d: limits", i)
+		}
+		if low > m.maxTable {
+			return nil, fmt.Errorf("%w: %w: table %d starts at %d elements, the limit is %d (sandbox code limit max_table_elements)",
+				ErrInvalid, ErrTooLarge, i, low, m.maxTable)
+		}
+		high = max(high, low)
+		m.tableElems += uint64(high)
+		out = append(out, reftype, 0x01)
+		out = appendULEB(out, low)
+		out = appendULEB(out, high)
+	}
+	if r.off != len(r.b) {
+		return nil, invalid("table section: bytes after the last table")
+	}
+	return out, nil
 }
 
 func (m *instrumenter) typeSection(body []byte) ([]byte, error) {

@@ -30,7 +30,10 @@ func FuzzInstrument(f *testing.F) {
 		if _, err := ScanCode(wasm, CodeLimits{}); err != nil {
 			return // Compile refuses it before anything else sees it
 		}
-		out, err := instrument(wasm)
+		out, _, err := instrument(wasm, true, 1<<18)
+		if errors.Is(err, ErrTooLarge) {
+			return // a table past the cap
+		}
 		if err != nil && !errors.Is(err, ErrInvalid) {
 			t.Fatalf("refusal without ErrInvalid: %v", err)
 		}

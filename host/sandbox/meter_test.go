@@ -150,3 +150,34 @@ func TestMeter_KeepsWhatTheGoPluginComputes(t *testing.T) {
 		t.Fatal("metered and unmetered snapshots differ")
 	}
 }
+
+// Tables live on the Go heap, outside the guest's memory cap: a table
+// declared past sandbox.Options.Code.MaxTableElements is refused before it
+// is compiled, and a table may not grow past it.
+func TestAdversarial_TablesAreCapped(t *testing.T) {
+	ctx := context.Background()
+	rt := runtimeFor(t, sandbox.Options{Code: sandbox.CodeLimits{MaxTableElements: 1000}})
+	_, err := rt.Compile(ctx, testwasm.Guest{Tables: []testwasm.Limits{{Min: 100_000_000}}}.Bytes())
+	if !errors.Is(err, sandbox.ErrTooLarge) || !strings.Contains(err.Error(), "max_table_elements") {
+		t.Fatalf("a 100M-element table: got %v, want ErrTooLarge naming the limit", err)
+	}
+	// wagg_process returns what table.grow(ref.null, 50M) returns: -1
+	// when the grow is refused (a status the host reports), the old size
+	// (0, success) when it is not.
+	grow := []byte{0xd0, 0x70, 0x41, 0x80, 0xe1, 0xeb, 0x17, 0xfc, 15, 0}
+	unbounded := uint32(1 << 31)
+	for name, l := range map[string]testwasm.Limits{"no maximum": {Min: 10}, "a larger maximum": {Min: 10, Max: &unbounded}} {
+		t.Run(name, func(t *testing.T) {
+			m := compileGuest(t, rt, testwasm.Guest{Tables: []testwasm.Limits{l}, Bodies: map[string][]byte{abi.ProcessExport: grow}})
+			inst, err := m.Instantiate(ctx, abi.Config{Windows: total})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer inst.Close(ctx)
+			var ge *sandbox.GuestError
+			if err := inst.Process(ctx, guestBatch(t, m)); !errors.As(err, &ge) || ge.Code != -1 {
+				t.Fatalf("table.grow by 50M elements: got %v, want it refused (-1)", err)
+			}
+		})
+	}
+}

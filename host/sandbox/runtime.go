@@ -134,7 +134,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 type Module struct {
 	r        *Runtime
 	compiled wazero.CompiledModule
-	memCap   uint64 // bytes of linear memory one instance reserves
+	memCap   uint64 // bytes of the budget one instance reserves: its memory cap and its tables
 	Schema   abi.Schema
 }
 
@@ -175,11 +175,9 @@ func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	if _, err := ScanCode(wasm, r.opts.Code); err != nil {
 		return nil, err
 	}
-	if r.opts.CallTimeout > 0 {
-		var err error
-		if wasm, err = instrument(wasm); err != nil {
-			return nil, err
-		}
+	wasm, tableElems, err := instrument(wasm, r.opts.CallTimeout > 0, uint32(r.opts.Code.MaxTableElements))
+	if err != nil {
+		return nil, err
 	}
 	c, err := r.rt.CompileModule(ctx, wasm)
 	if err != nil {
@@ -194,7 +192,9 @@ func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	if max, ok := c.ExportedMemories()["memory"].Max(); ok && max < pages {
 		pages = max
 	}
-	m.memCap = uint64(pages) * pageSize
+	// Tables live on the Go heap, 8 bytes an element: the budget counts them
+	// with the memory.
+	m.memCap = uint64(pages)*pageSize + tableElems*8
 	inst, err := m.instantiate(ctx)
 	if err != nil {
 		c.Close(ctx)

@@ -25,6 +25,13 @@ type Guest struct {
 	Data     []Segment         // more data segments
 	Imports  []Import          // function imports, type () -> ()
 	ExtraFns [][]byte          // extra (no-export) functions () -> (), bodies without end
+	Tables   []Limits          // funcref tables
+}
+
+// Limits are the minimum and, when Max is set, the maximum of a table.
+type Limits struct {
+	Min uint32
+	Max *uint32
 }
 
 // Segment is an active data segment at Offset.
@@ -202,6 +209,19 @@ func (g Guest) Bytes() []byte {
 		out = section(out, 2, append(uleb(uint64(nimports)), imports...))
 	}
 	out = section(out, 3, append(uleb(uint64(len(names)+len(g.ExtraFns))), funcs...))
+	if len(g.Tables) > 0 {
+		tables := uleb(uint64(len(g.Tables)))
+		for _, l := range g.Tables {
+			tables = append(tables, 0x70)
+			if l.Max == nil {
+				tables = append(append(tables, 0), uleb(uint64(l.Min))...)
+				continue
+			}
+			tables = append(append(tables, 1), uleb(uint64(l.Min))...)
+			tables = append(tables, uleb(uint64(*l.Max))...)
+		}
+		out = section(out, 4, tables)
+	}
 	out = section(out, 5, mem)
 	out = section(out, 7, append(uleb(uint64(len(names)+1)), exports...))
 	out = section(out, 10, append(uleb(uint64(len(names)+len(g.ExtraFns))), code...))
