@@ -78,6 +78,12 @@ test('the chart shows history and moves live', { skip }, async () => {
   }, null, WAIT);
   await page.fill('#totals-filter', '');
   await shot(page, 'dashboard-live');
+  // A dropped connection is shown, and so is the resume that follows.
+  const [worker] = page.workers();
+  await worker.evaluate(() => self.wagg.live._drop(self.wagg.live.conn, 'test drop'));
+  await page.waitForFunction(() => document.querySelector('#conn').dataset.resumes === '1', null, WAIT);
+  assert.match(await page.textContent('#conn'), /reconnected 1× · resumed 1×/);
+  assert.equal(await page.$eval('#status', (e) => e.dataset.state), 'live');
   await page.close();
 });
 

@@ -7,6 +7,8 @@ import { Live, Series, liveURL } from '../assets/wagg.js';
 
 let live = null;
 let series = null;
+// For debugging and browser tests: the worker's Live and Series.
+self.wagg = {};
 let cfg = null;
 let dirty = false;
 let asked = true; // the page is waiting for a dirty notice
@@ -32,6 +34,7 @@ function follow(c) {
     if (!series && cfg.window) chart(cfg);
   });
   live.start();
+  self.wagg.live = live;
 }
 
 function chart(c) {
@@ -46,6 +49,7 @@ function chart(c) {
     rangeMs: cfg.rangeMs, top: cfg.top, filter: cfg.filter, token: cfg.token, base: cfg.base,
   });
   series.on('change', changed);
+  self.wagg.series = series;
   changed();
 }
 
