@@ -93,7 +93,7 @@ fuzz:
 
 # The Wasm stage against native Go, the host decoder, the cost of per-call
 # deadlines and the memory of idle partitions (BENCHMARKS.md).
-bench:
+bench: toolchains
 	@mkdir -p $(BIN)
 	$(GO) test -run XXX -bench . -benchtime 2s -count 3 ./examples/votes ./host/decode | tee $(BIN)/bench.txt
 	$(GO) test -run XXX -bench Deadline -benchtime 2s -count 3 ./host/sandbox | tee -a $(BIN)/bench.txt

@@ -50,7 +50,7 @@ func Need(tb testing.TB, tools ...string) {
 
 // CFlags build a C guest with the C SDK: a WASI reactor (its _initialize
 // runs the C runtime's constructors), optimized, stripped.
-var CFlags = []string{"--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-Wall", "-Werror", "-Wl,--strip-all"}
+var CFlags = []string{"--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-flto", "-Wall", "-Werror", "-Wl,--strip-all"}
 
 // BuildC compiles C sources (paths relative to the module root) with the C
 // SDK (sdk/c/wagg.c) into a plugin.
@@ -86,7 +86,7 @@ func BuildRust(tb testing.TB, dir string) []byte {
 	}
 	target := filepath.Join(root, ".cache", "cargo")
 	return cached(tb, "rust:"+dir, func(string) (string, *exec.Cmd) {
-		cmd := exec.Command(Cargo(), "build", "-q", "--offline", "--release", "--target", "wasm32-unknown-unknown",
+		cmd := exec.Command(Cargo(), "build", "-q", "--offline", "--release", "--lib", "--target", "wasm32-unknown-unknown",
 			"--manifest-path", filepath.Join(dir, "Cargo.toml"))
 		cmd.Env = append(os.Environ(), "CARGO_TARGET_DIR="+target, "RUSTC="+Rustc())
 		return filepath.Join(target, "wasm32-unknown-unknown", "release", strings.ReplaceAll(string(m[1]), "-", "_")+".wasm"), cmd
@@ -112,4 +112,39 @@ func cached(tb testing.TB, key string, make func(dir string) (string, *exec.Cmd)
 	}
 	built[key] = b
 	return b
+}
+
+// BuildNativeC compiles a native program from C sources (relative to the
+// module root) with the C SDK, optimized as a release build would be, and
+// returns its path.
+func BuildNativeC(tb testing.TB, srcs ...string) string {
+	tb.Helper()
+	Need(tb, "cc")
+	dir := filepath.Join(Root(tb), ".cache", "native")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	out := filepath.Join(dir, strings.TrimSuffix(filepath.Base(srcs[0]), ".c")+"-c")
+	args := append([]string{"-O2", "-flto", "-std=c11", "-Isdk/c", "-o", out}, srcs...)
+	cmd := exec.Command("cc", append(args, "sdk/c/wagg.c")...)
+	cmd.Dir = Root(tb)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("building %v natively: %v\n%s", srcs, err, msg)
+	}
+	return out
+}
+
+// BuildNativeRust builds the binary bin of the crate at dir natively, in
+// release mode, and returns its path.
+func BuildNativeRust(tb testing.TB, dir, bin string) string {
+	tb.Helper()
+	Need(tb, Cargo(), Rustc())
+	target := filepath.Join(Root(tb), ".cache", "cargo")
+	cmd := exec.Command(Cargo(), "build", "-q", "--offline", "--release", "--bin", bin, "--manifest-path", filepath.Join(dir, "Cargo.toml"))
+	cmd.Dir = Root(tb)
+	cmd.Env = append(os.Environ(), "CARGO_TARGET_DIR="+target, "RUSTC="+Rustc())
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("building %s natively: %v\n%s", dir, err, msg)
+	}
+	return filepath.Join(target, "release", bin)
 }

@@ -23,6 +23,10 @@
 #define ROWS_MAGIC 0x31524757u  /* "WGR1" */
 #define SNAP_MAGIC 0x31534757u  /* "WGS1" */
 
+/* The per-record path (key building, hashing, lookups) is forced inline:
+ * in Wasm every call is also a metering point of the host. */
+#define HOT static inline __attribute__((always_inline))
+
 enum type { T_INT64, T_FLOAT64, T_STRING };
 enum op { OP_ADD, OP_MIN, OP_MAX };
 enum wkind { W_GLOBAL, W_TUMBLING, W_HOPPING };
@@ -31,15 +35,15 @@ static const char *type_names[] = {"int64", "float64", "string"};
 
 /* ---- little-endian bytes (Wasm and the usual hosts are little-endian) ---- */
 
-static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+HOT uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+HOT uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 typedef struct {
     uint8_t *p;
     size_t len, cap;
 } buf;
 
-static void buf_grow(buf *b, size_t n) {
+__attribute__((noinline)) static void buf_grow_slow(buf *b, size_t n) {
     if (b->cap - b->len >= n) return;
     size_t c = b->cap ? b->cap : 256;
     while (c - b->len < n) c *= 2;
@@ -47,7 +51,10 @@ static void buf_grow(buf *b, size_t n) {
     if (!b->p) abort();
     b->cap = c;
 }
-static void put(buf *b, const void *v, size_t n) {
+HOT void buf_grow(buf *b, size_t n) {
+    if (b->cap - b->len < n) buf_grow_slow(b, n);
+}
+HOT void put(buf *b, const void *v, size_t n) {
     buf_grow(b, n);
     memcpy(b->p + b->len, v, n);
     b->len += n;
@@ -499,15 +506,15 @@ static void pane_free(pane *p) {
     free(p->marked); free(p->dirty); free(p->slots); free(p);
 }
 
-static const uint8_t *pane_key(const pane *p, uint32_t g, uint32_t *len) {
+HOT const uint8_t *pane_key(const pane *p, uint32_t g, uint32_t *len) {
     uint32_t from = g ? p->ends[g - 1] : 0;
     *len = p->ends[g] - from;
     return p->keys + from;
 }
 
 /* hash_key is the Go SDK's hashKey: 8 bytes at a time, multiply-rotate. */
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-static uint64_t hash_key(const uint8_t *b, uint32_t n) {
+HOT uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+HOT uint64_t hash_key(const uint8_t *b, uint32_t n) {
     const uint64_t m1 = 0x9e3779b97f4a7c15ull, m2 = 0xc2b2ae3d27d4eb4full;
     uint64_t h = (uint64_t)n * m1;
     for (; n >= 8; b += 8, n -= 8) h = rotl((h ^ rd64(b)) * m2, 31);
@@ -519,15 +526,24 @@ static uint64_t hash_key(const uint8_t *b, uint32_t n) {
     return h ^ (h >> 32);
 }
 
+/* key_eq compares keys 8 bytes at a time: they are short. */
+HOT int key_eq(const uint8_t *a, const uint8_t *b, uint32_t n) {
+    for (; n >= 8; a += 8, b += 8, n -= 8)
+        if (rd64(a) != rd64(b)) return 0;
+    for (; n; n--)
+        if (*a++ != *b++) return 0;
+    return 1;
+}
+
 /* lookup returns key's group + 1, or 0 and the empty slot where it goes. */
-static uint32_t pane_lookup(const pane *p, const uint8_t *key, uint32_t len, uint64_t h, uint32_t *slot) {
+HOT uint32_t pane_lookup(const pane *p, const uint8_t *key, uint32_t len, uint64_t h, uint32_t *slot) {
     for (uint32_t i = (uint32_t)h & p->mask;; i = (i + 1) & p->mask) {
         uint32_t s = p->slots[i];
         if (s == 0) { *slot = i; return 0; }
         uint32_t g = s - 1, kl;
         if (p->hashes[g] == h) {
             const uint8_t *k = pane_key(p, g, &kl);
-            if (kl == len && memcmp(k, key, len) == 0) return s;
+            if (kl == len && key_eq(k, key, len)) return s;
         }
     }
 }
@@ -570,7 +586,7 @@ static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t 
     return g;
 }
 
-static void pane_touch(pane *p, uint32_t g) {
+HOT void pane_touch(pane *p, uint32_t g) {
     if (!p->marked[g]) {
         p->marked[g] = 1;
         p->dirty[p->ndirty++] = g;
@@ -583,6 +599,8 @@ typedef struct {
     pane **panes; /* in increasing start */
     uint32_t n, cap;
     pane *last;   /* the pane used last: the common case */
+    int64_t latest; /* the latest start found for the last record's time */
+    int have_latest;
 } wstate;
 
 typedef struct {
@@ -613,9 +631,8 @@ static void misuse(wagg_groups *g, const char *msg) {
     if (!g->err) g->err = msg;
 }
 
-static pane *find_pane(wagg_groups *g, int w, int64_t start) {
+__attribute__((noinline)) static pane *find_pane_slow(wagg_groups *g, int w, int64_t start) {
     wstate *s = &g->ws[w];
-    if (s->last && s->last->start == start) return s->last;
     uint32_t lo = 0, hi = s->n;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
@@ -635,12 +652,18 @@ static pane *find_pane(wagg_groups *g, int w, int64_t start) {
     return s->last;
 }
 
+HOT pane *find_pane(wagg_groups *g, int w, int64_t start) {
+    pane *p = g->ws[w].last;
+    return p && p->start == start ? p : find_pane_slow(g, w, start);
+}
+
 static void clear_groups(wagg_groups *g) {
     for (int w = 0; w < g->nwin; w++) {
         wstate *s = &g->ws[w];
         for (uint32_t i = 0; i < s->n; i++) pane_free(s->panes[i]);
         s->n = 0;
         s->last = NULL;
+        s->have_latest = 0;
     }
 }
 
@@ -651,28 +674,42 @@ void wagg_at(wagg_groups *g, int64_t ts) {
     g->key.len = 0;
 }
 
-static int next_col(wagg_groups *g, enum type t) {
-    if (g->resolved) { misuse(g, "wagg: a key column filled after wagg_add: fill every key column first"); return 0; }
-    if (g->col >= g->nkeys) { misuse(g, "wagg: more key columns filled than the spec declares"); return 0; }
-    if (spec.keys[g->col].type != t) { misuse(g, "wagg: a key column filled with a value of another type than declared"); return 0; }
+__attribute__((noinline)) static int col_misuse(wagg_groups *g) {
+    if (g->resolved) misuse(g, "wagg: a key column filled after wagg_add: fill every key column first");
+    else if (g->col >= g->nkeys) misuse(g, "wagg: more key columns filled than the spec declares");
+    else misuse(g, "wagg: a key column filled with a value of another type than declared");
+    return 0;
+}
+
+HOT int next_col(wagg_groups *g, enum type t) {
+    if (g->resolved || g->col >= g->nkeys || spec.keys[g->col].type != t) return col_misuse(g);
     g->col++;
     return 1;
 }
 
 void wagg_by_int64(wagg_groups *g, int64_t v) {
-    if (next_col(g, T_INT64)) put64(&g->key, (uint64_t)v);
+    if (!next_col(g, T_INT64)) return;
+    buf_grow(&g->key, 8);
+    memcpy(g->key.p + g->key.len, &v, 8);
+    g->key.len += 8;
 }
 void wagg_by_float64(wagg_groups *g, double v) {
-    if (next_col(g, T_FLOAT64)) put64(&g->key, fbits(v));
+    if (!next_col(g, T_FLOAT64)) return;
+    buf_grow(&g->key, 8);
+    memcpy(g->key.p + g->key.len, &v, 8);
+    g->key.len += 8;
 }
 void wagg_by_string(wagg_groups *g, wagg_bytes v) {
-    if (next_col(g, T_STRING)) {
-        put32(&g->key, v.len);
-        put(&g->key, v.ptr, v.len);
-    }
+    if (!next_col(g, T_STRING)) return;
+    buf_grow(&g->key, 4 + (size_t)v.len);
+    uint8_t *d = g->key.p + g->key.len;
+    memcpy(d, &v.len, 4);
+    d += 4;
+    for (uint32_t i = 0; i < v.len; i++) d[i] = v.ptr[i]; /* short: no call */
+    g->key.len += 4 + (size_t)v.len;
 }
 
-static void add_target(wagg_groups *g, int w, int64_t start, uint64_t h) {
+HOT void add_target(wagg_groups *g, int w, int64_t start, uint64_t h) {
     pane *p = find_pane(g, w, start);
     uint32_t slot, s = pane_lookup(p, g->key.p, (uint32_t)g->key.len, h, &slot);
     if (!s && g->max_groups > 0 && (int64_t)p->n >= g->max_groups) {
@@ -687,7 +724,7 @@ static void add_target(wagg_groups *g, int w, int64_t start, uint64_t h) {
 
 /* floor_start is the start of the latest window of the slide at or before
  * ts, and 0 when that start is below INT64_MIN (abi latestStart). */
-static int floor_start(int64_t ts, int64_t slide, int64_t *s) {
+HOT int floor_start(int64_t ts, int64_t slide, int64_t *s) {
     int64_t m = ts % slide;
     if (m < 0) m += slide;
     if (ts < INT64_MIN + m) return 0;
@@ -696,7 +733,7 @@ static int floor_start(int64_t ts, int64_t slide, int64_t *s) {
 }
 
 /* resolve finds (or creates) the key's group in every window holding ts. */
-static int resolve(wagg_groups *g) {
+HOT int resolve(wagg_groups *g) {
     if (g->resolved) return g->err == NULL;
     g->resolved = 1;
     if (g->col != g->nkeys) misuse(g, "wagg: wagg_add before every key column was filled");
@@ -705,27 +742,40 @@ static int resolve(wagg_groups *g) {
     g->ntargets = 0;
     for (int w = 0; w < g->nwin; w++) {
         window *win = &g->windows[w];
+        wstate *st = &g->ws[w];
         int64_t s;
         if (win->kind == W_GLOBAL) {
             add_target(g, w, 0, h);
+            continue;
+        }
+        /* Records come mostly in time order: reuse the last latest start
+         * while ts lies within one slide of it, and divide otherwise. */
+        if (st->have_latest && (uint64_t)g->ts - (uint64_t)st->latest < (uint64_t)win->slide) {
+            s = st->latest;
         } else if (floor_start(g->ts, win->slide, &s)) {
-            /* latest first, as abi.Window.Starts */
-            while (g->ts - s < win->size) {
-                add_target(g, w, s, h);
-                if (s < INT64_MIN + win->slide) break;
-                s -= win->slide;
-            }
+            st->latest = s;
+            st->have_latest = 1;
+        } else {
+            continue;
+        }
+        /* latest first, as abi.Window.Starts */
+        while (g->ts - s < win->size) {
+            add_target(g, w, s, h);
+            if (s < INT64_MIN + win->slide) break;
+            s -= win->slide;
         }
     }
     return g->err == NULL;
 }
 
-static int check_metric(wagg_groups *g, int m, int is_float) {
-    if (m < 0 || m >= g->nm) { misuse(g, "wagg: a metric that is not one of the spec's"); return 0; }
-    if ((spec.m[m].type == T_FLOAT64) != is_float) {
-        misuse(g, is_float ? "wagg: wagg_add_float on an int64 metric, use wagg_add" : "wagg: wagg_add on a float64 metric, use wagg_add_float");
-        return 0;
-    }
+__attribute__((noinline)) static int metric_misuse(wagg_groups *g, int m, int is_float) {
+    if (m < 0 || m >= g->nm) misuse(g, "wagg: a metric that is not one of the spec's");
+    else misuse(g, is_float ? "wagg: wagg_add_float on an int64 metric, use wagg_add" : "wagg: wagg_add on a float64 metric, use wagg_add_float");
+    return 0;
+}
+
+HOT int check_metric(wagg_groups *g, int m, int is_float) {
+    if (m < 0 || m >= g->nm || (spec.m[m].type == T_FLOAT64) != is_float) return metric_misuse(g, m, is_float);
     return 1;
 }
 

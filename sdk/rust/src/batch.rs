@@ -15,24 +15,20 @@ pub struct Batch<'a> {
 #[derive(Clone, Copy)]
 enum Col<'a> {
     Fixed(&'a [u8]),
-    Strings(&'a [u8], &'a [u8]), // offsets (n+1 x u32), data
+    Strings(&'a [u32], &'a [u8]), // offsets (n+1), data
 }
 
 /// A string column: `get(i)` is record i's bytes, aliasing the batch.
 #[derive(Clone, Copy)]
 pub struct Strings<'a> {
-    offs: &'a [u8],
+    offs: &'a [u32],
     data: &'a [u8],
 }
 
 impl<'a> Strings<'a> {
-    #[inline]
-    fn off(&self, i: usize) -> usize {
-        u32::from_le_bytes([self.offs[4 * i], self.offs[4 * i + 1], self.offs[4 * i + 2], self.offs[4 * i + 3]]) as usize
-    }
     /// Record i's value.
-    #[inline]
-    pub fn get(&self, i: usize) -> &'a [u8] { &self.data[self.off(i)..self.off(i + 1)] }
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> &'a [u8] { &self.data[self.offs[i] as usize..self.offs[i + 1] as usize] }
 }
 
 fn bad(msg: &str) -> Error { Error::bad_input(format!("abi: malformed batch: {}", msg)) }
@@ -45,6 +41,13 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 }
 
 fn pad8(k: usize) -> usize { (8 - k % 8) % 8 }
+
+/// Reinterprets 4-byte little-endian values as u32s, in place (the offsets
+/// section starts on an 8-byte boundary).
+fn as_u32s(b: &[u8]) -> &[u32] {
+    assert!(b.as_ptr() as usize % 4 == 0 && cfg!(target_endian = "little"));
+    unsafe { std::slice::from_raw_parts(b.as_ptr() as *const u32, b.len() / 4) }
+}
 
 /// Reinterprets 8-byte little-endian values as i64s, in place.
 fn as_i64s(b: &[u8]) -> &[i64] {
@@ -95,14 +98,16 @@ impl<'a> Batch<'a> {
                 continue;
             }
             let ob = 4 * (n + 1);
-            let offs = take(&mut off, ob)?;
+            let offs = as_u32s(take(&mut off, ob)?);
             if !zeros(take(&mut off, pad8(ob))?) {
                 return Err(bad("padding is not zero"));
             }
+            if offs[0] != 0 {
+                return Err(bad("string offsets go backwards"));
+            }
             let mut prev = 0u32;
-            for i in 0..=n {
-                let o = u32_at(offs, 4 * i);
-                if o < prev || (i == 0 && o != 0) {
+            for &o in offs {
+                if o < prev {
                     return Err(bad("string offsets go backwards"));
                 }
                 prev = o;
@@ -123,7 +128,7 @@ impl<'a> Batch<'a> {
     pub fn len(&self) -> usize { self.n }
     pub fn is_empty(&self) -> bool { self.n == 0 }
     /// Record i's event time in Unix milliseconds.
-    #[inline]
+    #[inline(always)]
     pub fn time(&self, i: usize) -> i64 { self.times[i] }
     /// Every event time.
     pub fn times(&self) -> &'a [i64] { self.times }

@@ -40,7 +40,7 @@ impl Pane {
     }
 
     /// The group of key, or Err(the empty slot where it goes).
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, key: &[u8], h: u64) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
         let mut i = h as usize & mask;
@@ -50,7 +50,7 @@ impl Pane {
                 return Err(i);
             }
             let g = (s - 1) as usize;
-            if self.hashes[g] == h && self.key(g) == key {
+            if self.hashes[g] == h && key_eq(self.key(g), key) {
                 return Ok(g);
             }
             i = (i + 1) & mask;
@@ -96,6 +96,24 @@ impl Pane {
     }
 }
 
+/// Compares keys 8 bytes at a time: they are short, and a call to memcmp
+/// costs more than the comparison.
+#[inline(always)]
+fn key_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut a, mut b) = (a, b);
+    while a.len() >= 8 {
+        if a[..8] != b[..8] {
+            return false;
+        }
+        a = &a[8..];
+        b = &b[8..];
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// The Go SDK's hashKey: 8 bytes at a time, multiply-rotate.
 #[inline]
 pub(crate) fn hash_key(mut b: &[u8]) -> u64 {
@@ -121,6 +139,8 @@ pub(crate) fn hash_key(mut b: &[u8]) -> u64 {
 pub(crate) struct WindowState {
     pub panes: Vec<Pane>, // in increasing start
     last: usize,          // index of the pane used last, the common case
+    latest: i64,          // the latest start found for the last record's time
+    have_latest: bool,
 }
 
 /// The groups of the deployment. Aggregators reach them through `at`.
@@ -139,7 +159,7 @@ pub struct Groups {
 
 impl Groups {
     pub(crate) fn new(windows: Vec<Window>, keys: &[(String, Type)], metrics: &[MetricDef]) -> Groups {
-        let ws = windows.iter().map(|_| WindowState { panes: Vec::new(), last: 0 }).collect();
+        let ws = windows.iter().map(|_| WindowState { panes: Vec::new(), last: 0, latest: 0, have_latest: false }).collect();
         Groups {
             windows,
             ws,
@@ -157,15 +177,23 @@ impl Groups {
         for w in &mut self.ws {
             w.panes.clear();
             w.last = 0;
+            w.have_latest = false;
         }
     }
 
     /// The index of window w's pane at start, created when missing.
+    #[inline(always)]
     pub(crate) fn pane(&mut self, w: usize, start: i64) -> usize {
-        let s = &mut self.ws[w];
+        let s = &self.ws[w];
         if s.last < s.panes.len() && s.panes[s.last].start == start {
             return s.last;
         }
+        self.pane_slow(w, start)
+    }
+
+    #[inline(never)]
+    fn pane_slow(&mut self, w: usize, start: i64) -> usize {
+        let s = &mut self.ws[w];
         let i = match s.panes.binary_search_by(|p| p.start.cmp(&start)) {
             Ok(i) => i,
             Err(i) => {
@@ -191,6 +219,7 @@ impl Groups {
         }
     }
 
+    #[inline(always)]
     fn resolve(&mut self, ts: i64) -> bool {
         let h = hash_key(&self.key);
         self.targets.clear();
@@ -201,21 +230,32 @@ impl Groups {
                 continue;
             }
             // The latest start at or before ts, then earlier ones while they
-            // still hold ts (abi.Window.Starts).
-            let m = ts.rem_euclid(slide);
-            if ts < i64::MIN + m {
-                continue; // no window holds ts (the host dead-letters it)
-            }
-            let latest = ts - m;
-            // Create the panes first: inserting one moves the later ones,
-            // whose indexes the targets hold.
-            let mut s = latest;
-            while ts - s < size {
-                self.pane(w, s);
-                if s < i64::MIN + slide {
-                    break;
+            // still hold ts (abi.Window.Starts). Records come mostly in time
+            // order: reuse the last latest start while ts lies within one
+            // slide of it, and divide otherwise.
+            let st = &mut self.ws[w];
+            let latest = if st.have_latest && (ts as u64).wrapping_sub(st.latest as u64) < slide as u64 {
+                st.latest
+            } else {
+                let m = ts.rem_euclid(slide);
+                if ts < i64::MIN + m {
+                    continue; // no window holds ts (the host dead-letters it)
                 }
-                s -= slide;
+                st.latest = ts - m;
+                st.have_latest = true;
+                st.latest
+            };
+            if kind == WindowKind::Hopping {
+                // Create the panes first: inserting one moves the later
+                // ones, whose indexes the targets hold.
+                let mut s = latest;
+                while ts - s < size {
+                    self.pane(w, s);
+                    if s < i64::MIN + slide {
+                        break;
+                    }
+                    s -= slide;
+                }
             }
             let mut s = latest;
             while ts - s < size {
@@ -229,7 +269,7 @@ impl Groups {
         self.err.is_none()
     }
 
-    #[inline]
+    #[inline(always)]
     fn target(&mut self, w: usize, start: i64, h: u64) {
         let pi = self.pane(w, start);
         let max = self.max_groups;
@@ -261,7 +301,17 @@ pub struct Key<'g> {
 }
 
 impl<'g> Key<'g> {
+    #[inline(always)]
     fn next(&mut self, ty: Type, method: &str) -> bool {
+        if !self.failed && !self.resolved && self.col < self.g.key_types.len() && self.g.key_types[self.col] == ty {
+            self.col += 1;
+            return true;
+        }
+        self.misuse(ty, method)
+    }
+
+    #[inline(never)]
+    fn misuse(&mut self, ty: Type, method: &str) -> bool {
         if self.failed {
             return false;
         }
@@ -269,19 +319,17 @@ impl<'g> Key<'g> {
             format!("wagg: Key::{} after add: fill every key column first", method)
         } else if self.col >= self.g.key_types.len() {
             format!("wagg: Key::{} fills key column {}, but the spec declares {}", method, self.col, self.g.key_types.len())
-        } else if self.g.key_types[self.col] != ty {
-            format!("wagg: key column {} is declared {}, but Key::{} filled it", self.col, self.g.key_types[self.col].name(), method)
         } else {
-            self.col += 1;
-            return true;
+            format!("wagg: key column {} is declared {}, but Key::{} filled it", self.col, self.g.key_types[self.col].name(), method)
         };
+        let _ = ty;
         self.failed = true;
         self.g.misuse(msg);
         false
     }
 
     /// Fills the next key column, declared `key_int64`.
-    #[inline]
+    #[inline(always)]
     pub fn int64(mut self, v: i64) -> Self {
         if self.next(Type::Int64, "int64") {
             self.g.key.extend_from_slice(&v.to_le_bytes());
@@ -297,7 +345,7 @@ impl<'g> Key<'g> {
         self
     }
     /// Fills the next key column, declared `key_string`.
-    #[inline]
+    #[inline(always)]
     pub fn string(mut self, v: &[u8]) -> Self {
         if self.next(Type::String, "string") {
             self.g.key.extend_from_slice(&(v.len() as u32).to_le_bytes());
@@ -337,7 +385,7 @@ impl<'g> Key<'g> {
 
     /// Folds an int64 value into an int64 metric of the key's groups: a
     /// count or sum adds it, a min or max keeps the extreme.
-    #[inline]
+    #[inline(always)]
     pub fn add(mut self, m: Metric, v: i64) -> Self {
         if self.resolve(m, false) {
             let nm = self.g.metrics.len();
