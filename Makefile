@@ -48,12 +48,12 @@ web:
 	cd host/web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
 
 # clang + wasi-libc and Rust with its wasm32 std, from Debian's packages,
-# for the C and Rust SDKs.
+# for the C and Rust SDKs; AssemblyScript from npm.
 toolchains:
 	bash scripts/toolchains.sh
 
-# The C and Rust SDKs' native tests (their Wasm builds run in go test:
-# sdk/conformance).
+# The C, Rust and AssemblyScript SDKs' local tests (their Wasm builds run
+# in go test: sdk/conformance).
 test-sdks: toolchains
 	@mkdir -p $(BIN)
 	cc -O2 -Wall -Wextra -Werror -std=c11 -Isdk/c -o $(BIN)/votes-c-test \
@@ -61,6 +61,7 @@ test-sdks: toolchains
 	$(BIN)/votes-c-test
 	$(CARGO) test -q --offline --manifest-path sdk/rust/Cargo.toml
 	$(CARGO) test -q --offline --manifest-path examples/votes/rust/Cargo.toml
+	node --test examples/votes/assemblyscript/
 
 # Unit, fuzz-seed, browser and integration tests against the real services,
 # the SDKs' conformance, and the Kafka Streams peer's correctness check.

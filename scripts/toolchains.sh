@@ -13,6 +13,10 @@
 #   /usr/lib/rustlib. No rustup: the Rust SDK is written for 1.63 and has no
 #   dependencies, so it builds offline. A rustup toolchain earlier on PATH
 #   is left alone; the project calls /usr/bin/cargo and /usr/bin/rustc.
+# - AssemblyScript: the npm package assemblyscript (0.28, pinned in
+#   sdk/assemblyscript/package-lock.json), installed with the machine's Node.js
+#   and npm into sdk/assemblyscript/node_modules; it brings its own binaryen
+#   (wasm-opt) as JavaScript, so nothing else is needed.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -40,4 +44,11 @@ printf 'int f(void) { return 1; }\n' > "$tmp/t.c"
 printf '#[no_mangle] pub extern "C" fn f() -> i32 { 1 }\n' > "$tmp/t.rs"
 /usr/bin/rustc --edition 2021 --crate-type cdylib --target wasm32-unknown-unknown -O -o "$tmp/t-rs.wasm" "$tmp/t.rs" \
   || { log "toolchains: rustc cannot build for wasm32-unknown-unknown"; exit 1; }
-log "toolchains: $(/usr/bin/clang --version | head -n1); $(/usr/bin/rustc --version); $(/usr/bin/cargo --version)"
+asdir="$WAGG_ROOT/sdk/assemblyscript"
+if [ ! -x "$asdir/node_modules/.bin/asc" ] || [ "$asdir/package-lock.json" -nt "$asdir/node_modules/.package-lock.json" ]; then
+  (cd "$asdir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+printf 'export function f(): i32 { return 1; }\n' > "$tmp/t.ts"
+"$asdir/node_modules/.bin/asc" "$tmp/t.ts" -o "$tmp/t-as.wasm" \
+  || { log "toolchains: asc cannot build a module"; exit 1; }
+log "toolchains: $(/usr/bin/clang --version | head -n1); $(/usr/bin/rustc --version); $(/usr/bin/cargo --version); asc $("$asdir/node_modules/.bin/asc" --version)"

@@ -17,8 +17,9 @@ import (
 	"github.com/wagg/wagg/sdk/go/wagg"
 )
 
-// BenchmarkVotesSDKs is BenchmarkVotesDecoded for the C and Rust builds of
-// the same aggregator (examples/votes/c, examples/votes/rust): "wasm" through
+// BenchmarkVotesSDKs is BenchmarkVotesDecoded for the C, Rust and
+// AssemblyScript builds of the same aggregator (examples/votes/c, rust,
+// assemblyscript): "wasm" through
 // host/sandbox, "native" the same sources and SDK compiled for the host
 // (c/bench.c, rust/src/bin/bench.rs) folding the same encoded batches, with
 // the same flush every 64 batches. Reproduce: make bench (BENCHMARKS.md).
@@ -36,6 +37,8 @@ func BenchmarkVotesSDKs(b *testing.B) {
 			}},
 		{"rust", func(tb testing.TB) []byte { return testwasm.BuildRust(tb, "examples/votes/rust") },
 			func(tb testing.TB) string { return testwasm.BuildNativeRust(tb, "examples/votes/rust", "bench") }},
+		// AssemblyScript compiles only to Wasm: no native row.
+		{"as", func(tb testing.TB) []byte { return testwasm.BuildAS(tb, "examples/votes/assemblyscript/votes.ts") }, nil},
 	}
 	for _, n := range batchSizes {
 		enc := abi.NewBatchEncoder(&schema)
@@ -53,6 +56,9 @@ func BenchmarkVotesSDKs(b *testing.B) {
 		}
 		for _, sdk := range sdks {
 			b.Run(fmt.Sprintf("%s/native/batch=%d", sdk.name, n), func(b *testing.B) {
+				if sdk.native == nil {
+					b.Skip("compiles only to Wasm")
+				}
 				bin := sdk.native(b)
 				b.ResetTimer()
 				out, err := exec.Command(bin, path, strconv.Itoa(b.N)).Output()

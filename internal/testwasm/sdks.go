@@ -1,6 +1,8 @@
 package testwasm
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -65,6 +67,49 @@ func BuildC(tb testing.TB, srcs ...string) []byte {
 		args = append(args, "sdk/c/wagg.c")
 		return out, exec.Command(Clang(), args...)
 	})
+}
+
+// Asc is the AssemblyScript compiler, from npm into sdk/assemblyscript
+// (scripts/toolchains.sh runs npm ci there).
+func Asc(tb testing.TB) string {
+	return filepath.Join(Root(tb), "sdk", "assemblyscript", "node_modules", ".bin", "asc")
+}
+
+// AscFlags build an AssemblyScript guest: the top-level code becomes the
+// reactor's _initialize, and abort traps instead of importing env.abort.
+var AscFlags = []string{"-O3", "--runtime", "incremental", "--exportStart", "_initialize", "--use", "abort="}
+
+// BuildAS compiles an AssemblyScript entry file (relative to the module
+// root) into a plugin. asc takes seconds, so the module is also kept under
+// .cache/guests, named by a hash of the sources it reads and the flags.
+func BuildAS(tb testing.TB, entry string) []byte {
+	tb.Helper()
+	Need(tb, "node", Asc(tb))
+	root := Root(tb)
+	h := sha256.New()
+	fmt.Fprintln(h, AscFlags, entry)
+	srcs, _ := filepath.Glob(filepath.Join(root, filepath.Dir(entry), "*.ts"))
+	sdk, _ := filepath.Glob(filepath.Join(root, "sdk", "assemblyscript", "assembly", "*.ts"))
+	for _, f := range append(append(srcs, sdk...), filepath.Join(root, "sdk", "assemblyscript", "package-lock.json")) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		fmt.Fprintln(h, f, len(b))
+		h.Write(b)
+	}
+	keep := filepath.Join(root, ".cache", "guests", hex.EncodeToString(h.Sum(nil))+".wasm")
+	if b, err := os.ReadFile(keep); err == nil {
+		return b
+	}
+	b := cached(tb, "as:"+entry, func(dir string) (string, *exec.Cmd) {
+		out := filepath.Join(dir, "guest.wasm")
+		return out, exec.Command(Asc(tb), append([]string{entry, "-o", out}, AscFlags...)...)
+	})
+	if err := os.MkdirAll(filepath.Dir(keep), 0o755); err == nil {
+		os.WriteFile(keep, b, 0o644) // a cache: a failed write only costs the next run time
+	}
+	return b
 }
 
 var crateName = regexp.MustCompile(`(?m)^name\s*=\s*"([^"]+)"`)

@@ -58,15 +58,19 @@ var aggregators = map[string]map[string]func(testing.TB) []byte{
 		"go":   func(tb testing.TB) []byte { return testwasm.Build(tb, "examples/votes") },
 		"c":    func(tb testing.TB) []byte { return testwasm.BuildC(tb, "examples/votes/c/votes.c") },
 		"rust": func(tb testing.TB) []byte { return testwasm.BuildRust(tb, "examples/votes/rust") },
+		"as":   func(tb testing.TB) []byte { return testwasm.BuildAS(tb, "examples/votes/assemblyscript/votes.ts") },
 	},
 	"stats": {
 		"go":   func(tb testing.TB) []byte { return testwasm.Build(tb, "sdk/conformance/stats") },
 		"c":    func(tb testing.TB) []byte { return testwasm.BuildC(tb, "sdk/conformance/stats/c/stats.c") },
 		"rust": func(tb testing.TB) []byte { return testwasm.BuildRust(tb, "sdk/conformance/stats/rust") },
+		"as": func(tb testing.TB) []byte {
+			return testwasm.BuildAS(tb, "sdk/conformance/stats/assemblyscript/stats.ts")
+		},
 	},
 }
 
-var sdks = []string{"go", "c", "rust"}
+var sdks = []string{"go", "c", "rust", "as"}
 
 func loadVectors(t *testing.T) map[string]*Vector {
 	files, err := filepath.Glob("vectors/*.json")

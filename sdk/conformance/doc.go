@@ -2,7 +2,7 @@
 // vectors (vectors/*.json) give a deployment's windows and a sequence of
 // calls (batches in, flushes, snapshots, restarts, corrupt inputs) with the
 // rows, snapshot bytes and error codes that must come out. The test runs the
-// Go, C and Rust builds of the same aggregators (examples/votes and
+// Go, C, Rust and AssemblyScript builds of the same aggregators (examples/votes and
 // sdk/conformance/stats) through host/sandbox and requires every build to
 // give exactly what the vectors say.
 //

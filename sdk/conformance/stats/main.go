@@ -1,6 +1,7 @@
 // Command stats is the conformance aggregator that exercises every key and
 // metric type: requests per (region, status, tier) with int64 and float64
-// sums, minimums and maximums. Its twins in C (c/stats.c) and Rust (rust/)
+// sums, minimums and maximums. Its twins in C (c/stats.c), Rust (rust/) and
+// AssemblyScript (assemblyscript/)
 // must emit the same rows and snapshots (sdk/conformance).
 package main
 
