@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,6 +40,51 @@ type Deployment struct {
 	MaxFuture       Duration       `json:"max_future,omitempty" yaml:"max_future"`
 	MaxPluginErrors int            `json:"max_plugin_errors,omitempty" yaml:"max_plugin_errors"`
 	Params          map[string]any `json:"params,omitempty" yaml:"params"`
+	// Generation counts the fresh starts of the deployment (wagg deploy
+	// -start): each has tables, checkpoints and a consumer group of its
+	// own (Storage). The host keeps it in the stored spec and ignores what
+	// a deploy sends.
+	Generation int `json:"generation,omitempty" yaml:"generation"`
+	// Start asks for a fresh start into a new generation (wagg deploy
+	// -start, POST /v1/deployments?start=): "earliest", an offset, or an
+	// RFC 3339 time. Not stored.
+	Start string `json:"-" yaml:"-"`
+}
+
+// StartAt is where a fresh start begins: Offset in every partition, or the
+// first record at or after Time.
+type StartAt struct {
+	Offset int64
+	Time   time.Time
+}
+
+// ParseStart reads a -start value: earliest, an offset (a whole number) or
+// an RFC 3339 time.
+func ParseStart(s string) (StartAt, error) {
+	if s == "earliest" {
+		return StartAt{}, nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 {
+		return StartAt{Offset: n}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return StartAt{Time: t}, nil
+	}
+	return StartAt{}, fmt.Errorf("%w: start %q: want earliest, an offset (0, 1500) or an RFC 3339 time (2026-12-02T10:00:00Z)", ErrInvalid, s)
+}
+
+// Storage names what the deployment's current generation keeps: its raw
+// table, checkpoints and consumer group. The first generation uses the
+// deployment's name; later ones add __g<n>, which no deployment name can
+// hold.
+func (d *Deployment) Storage() string { return GenerationName(d.Name, d.Generation) }
+
+// GenerationName is Storage for generation g of deployment name.
+func GenerationName(name string, g int) string {
+	if g == 0 {
+		return name
+	}
+	return fmt.Sprintf("%s__g%d", name, g)
 }
 
 // WindowSpec is one window of a deployment.
@@ -142,6 +188,8 @@ func (d *Deployment) Validate() error {
 		return bad("max_batch", "%d: want 1 to %d", d.MaxBatch, abi.MaxBatchRecords)
 	case time.Duration(d.MaxFuture) < time.Second || time.Duration(d.MaxFuture) > 366*24*time.Hour:
 		return bad("max_future", "%s: want 1s to 8784h", d.MaxFuture)
+	case d.Generation < 0:
+		return bad("generation", "%d: want >= 0 (the host sets it)", d.Generation)
 	case d.MaxPluginErrors < 1 || d.MaxPluginErrors > 1_000_000_000:
 		return bad("max_plugin_errors", "%d: want 1 to 1000000000", d.MaxPluginErrors)
 	}
@@ -210,7 +258,7 @@ func (e *UpgradeError) Error() string {
 	}
 	return fmt.Sprintf("deployment %s: the checkpoints of %d partitions hold state version %d written by %s; %s declares state version %d and accepts %s, so it cannot restore them. "+
 		"Keep the old plugin (plugin: %s); or, if the new one counts on from that state as it is, declare that it accepts state version %d (Go SDK: Spec.State.Accepts) and push it again; "+
-		"or start fresh: deploy it under a new name, which reads the topic from its earliest offset into a new table",
+		"or start fresh: wagg deploy -start earliest (or an offset, or a time) counts into a new generation of the tables beside the running one and takes over once caught up",
 		e.Deployment, e.Partitions, e.OldVersion, e.Old, e.Plugin, e.Version, accepts, e.Old, e.OldVersion)
 }
 
@@ -237,6 +285,15 @@ func CheckDeadLetterLoop(d Deployment, others []Deployment) error {
 // ABI converts the window for the pipeline and the guest.
 func (w WindowSpec) ABI() abi.Window {
 	return abi.Window{Name: w.Name, Kind: w.Kind, SizeMs: time.Duration(w.Size).Milliseconds(), SlideMs: time.Duration(w.Slide).Milliseconds()}
+}
+
+// ABIWindows converts every window of the deployment (WindowSpec.ABI).
+func (d *Deployment) ABIWindows() []abi.Window {
+	out := make([]abi.Window, len(d.Windows))
+	for i, w := range d.Windows {
+		out[i] = w.ABI()
+	}
+	return out
 }
 
 // PluginRef splits Plugin into name and version.

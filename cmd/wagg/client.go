@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +50,7 @@ func deploy(ctx context.Context, args []string) error {
 	srv := serverFlag(fs)
 	tok := tokenFlag(fs)
 	file := fs.String("f", "", "deployment spec, YAML or JSON (see examples/votes/deploy.yaml)")
+	start := fs.String("start", "", "start fresh into a new generation of the deployment's tables from earliest, an offset or an RFC 3339 time; it takes over the view and the live subscribers once caught up")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -59,7 +61,11 @@ func deploy(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return call(ctx, token(*tok), http.MethodPost, *srv+"/v1/deployments", "application/yaml", spec)
+	u := *srv + "/v1/deployments"
+	if *start != "" {
+		u += "?start=" + url.QueryEscape(*start)
+	}
+	return call(ctx, token(*tok), http.MethodPost, u, "application/yaml", spec)
 }
 
 // query runs read-only SQL on the host's ClickHouse (POST /v1/query) and

@@ -39,3 +39,32 @@ func TestDeploy_ShowsTheDeadLetterLoopTheHostRefused(t *testing.T) {
 		}
 	}
 }
+
+// startBackend records the start a deploy asked for.
+type startBackend struct {
+	api.Backend
+	got *string
+}
+
+func (b startBackend) Deploy(_ context.Context, d plugins.Deployment) (api.Deployment, error) {
+	*b.got = d.Start
+	return api.Deployment{Deployment: d}, nil
+}
+
+func TestDeploy_StartAsksTheHostForAFreshStart(t *testing.T) {
+	var got string
+	none := http.NotFoundHandler()
+	srv := httptest.NewServer(api.New(startBackend{got: &got}, api.Handlers{Live: none, LiveSSE: none, Metrics: none, Web: none}))
+	defer srv.Close()
+	spec := filepath.Join(t.TempDir(), "d.yaml")
+	os.WriteFile(spec, []byte("name: polls\nplugin: votes@2\ntopic: clicks\nwindows: [{name: total, kind: global}]\n"), 0o644)
+	for _, start := range []string{"earliest", "1500", "2026-12-02T10:00:00+01:00"} {
+		if err := deploy(context.Background(), []string{"-server", srv.URL, "-f", spec, "-start", start}); err != nil || got != start {
+			t.Fatalf("-start %s: %v, the host got %q", start, err, got)
+		}
+	}
+	err := deploy(context.Background(), []string{"-server", srv.URL, "-f", spec, "-start", "yesterday"})
+	if err == nil || !strings.Contains(err.Error(), "want earliest, an offset") {
+		t.Fatalf("-start yesterday: %v, want the host's refusal", err)
+	}
+}

@@ -19,7 +19,7 @@ Usage:
   wagg serve   [-config wagg.yaml] [flags]        run the host
   wagg plugin push -name N -version V FILE.wasm  upload a plugin
   wagg plugin list                               list uploaded plugins
-  wagg deploy  -f deployment.yaml                run a plugin on a topic
+  wagg deploy  -f deployment.yaml [-start S]     run a plugin on a topic (-start earliest|OFFSET|TIME: fresh, backfilled)
   wagg deployments [-json]                       list deployments, their status and errors
   wagg query   "SELECT ..."                      read-only SQL over the history (JSON rows)
   wagg tail    -aggregator NAME                  print live deltas

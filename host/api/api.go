@@ -82,6 +82,9 @@ type Deployment struct {
 	Status  string    `json:"status"`
 	Error   string    `json:"error,omitempty"`    // the last error of a failed deployment
 	Failed  time.Time `json:"failed_at,omitzero"` // when it failed
+	// Backfill is a fresh start catching up in a new generation beside
+	// the running one (wagg deploy -start); it takes over once caught up.
+	Backfill string `json:"backfill,omitempty"`
 }
 
 // Handlers are the parts served by other packages.
@@ -320,6 +323,12 @@ func (a *handler) deploy(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeErr(w, err, CodeInvalidSpec)
 		return
+	}
+	if d.Start = r.URL.Query().Get("start"); d.Start != "" {
+		if _, err := plugins.ParseStart(d.Start); err != nil {
+			writeErr(w, err, CodeInvalidSpec)
+			return
+		}
 	}
 	st, err := a.b.Deploy(r.Context(), d)
 	if err != nil {

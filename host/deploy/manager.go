@@ -18,6 +18,7 @@ import (
 	"github.com/wagg/wagg/host/api"
 	"github.com/wagg/wagg/host/checkpoint"
 	"github.com/wagg/wagg/host/pipeline"
+	"github.com/wagg/wagg/host/sandbox"
 	"github.com/wagg/wagg/host/sink"
 	"github.com/wagg/wagg/host/source"
 	"github.com/wagg/wagg/plugins"
@@ -28,6 +29,7 @@ import (
 type Live interface {
 	pipeline.Live
 	Register(aggregator string, s *abi.Schema, windows []abi.Window)
+	Reset(aggregator string, s *abi.Schema, windows []abi.Window)
 }
 
 // Options are what a Manager starts deployments with. All are required
@@ -65,8 +67,9 @@ type Manager struct {
 	// the spec it admits are one step.
 	deploying sync.Mutex
 
-	mu      sync.Mutex
-	running map[string]*running
+	mu        sync.Mutex
+	running   map[string]*running
+	backfills map[string]*backfill
 }
 
 // running is a deployment this host runs, or ran until it failed.
@@ -91,7 +94,7 @@ func New(o Options) *Manager {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	m := &Manager{o: o, running: map[string]*running{}}
+	m := &Manager{o: o, running: map[string]*running{}, backfills: map[string]*backfill{}}
 	m.failed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "wagg_deployment_failed", Help: "1 for a deployment that stopped by itself (see GET /v1/deployments), else 0.",
 	}, []string{"deployment"})
@@ -153,40 +156,47 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 	if err != nil {
 		return api.Deployment{}, err
 	}
+	// The generation is the host's: the stored spec's, whatever was sent.
+	var prev *plugins.Deployment
+	for i := range stored {
+		if stored[i].Name == d.Name {
+			prev = &stored[i]
+		}
+	}
+	d.Generation = 0
+	if prev != nil {
+		d.Generation = prev.Generation
+	}
+	m.cancelBackfill(d.Name) // a deploy of the name replaces a backfill under way
+	if d.Start != "" {
+		return m.startFresh(ctx, d, man, mod, prev)
+	}
 	if err := m.checkUpgrade(ctx, d, man, &mod.Schema); err != nil {
 		return api.Deployment{}, err
 	}
+	return m.launch(ctx, d, man, mod, nil)
+}
+
+// launch starts d as the deployment of its name, replacing the one that
+// runs: its generation's table and view, a runner from its checkpoints (or
+// from start where it has none), the stored spec. The old runner has
+// stopped (and made its last flush) before the new one registers with the
+// hub.
+func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.Manifest, mod *sandbox.Module, start map[int32]int64) (api.Deployment, error) {
 	partitions, err := m.ensureTopics(ctx, d)
 	if err != nil {
 		return api.Deployment{}, err
 	}
-	windows := make([]abi.Window, len(d.Windows))
-	for i, w := range d.Windows {
-		windows[i] = w.ABI()
-	}
-	table, err := sink.Ensure(ctx, m.o.ClickHouse, m.o.Database, d.Name, &mod.Schema, windows)
+	windows := d.ABIWindows()
+	table, err := sink.Ensure(ctx, m.o.ClickHouse, m.o.Database, d.Name, d.Storage(), &mod.Schema, windows)
 	if err != nil {
 		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
-	params, _ := json.Marshal(d.Params)
-	if d.Params == nil {
-		params = nil
-	}
-	runner, err := pipeline.New(pipeline.Spec{
-		Name: d.Name, Topic: d.Topic, DeadLetterTopic: d.DeadLetterTopic, Windows: windows,
-		Lateness: time.Duration(d.Lateness), IdleAfter: time.Duration(d.IdleAfter),
-		EmitEvery: time.Duration(d.EmitEvery), CheckpointEvery: time.Duration(d.CheckpointEvery),
-		MaxBatch: d.MaxBatch, MaxFuture: time.Duration(d.MaxFuture), MaxPluginErrors: d.MaxPluginErrors,
-		MaxGroupsPerPane: m.o.MaxGroupsPerPane,
-		Params:           params, UnsafeReplayOverlap: m.o.UnsafeReplayOverlap,
-	}, pipeline.Deps{
-		Brokers: m.o.Brokers, Admin: m.o.Admin, Module: mod, PluginSHA: man.SHA256,
-		Rows: table, Checkpoints: m.o.Checkpoints, Breaker: m.o.Breaker, Live: m.o.Live,
-		Metrics: m.o.Metrics, Log: m.o.Log, InstanceID: m.o.InstanceID,
-	})
+	runner, err := m.runner(d, man, mod, table, m.o.Live, start)
 	if err != nil {
 		return api.Deployment{}, err
 	}
+	d.Start = ""
 	if err := m.o.Specs.Put(d); err != nil {
 		return api.Deployment{}, err
 	}
@@ -217,15 +227,35 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 			m.o.Log.Error("recording a deployment's failure", "deployment", d.Name, "err", err)
 		}
 	}()
-	m.o.Log.Info("deployment started", "deployment", d.Name, "plugin", d.Plugin, "topic", d.Topic, "partitions", partitions)
+	m.o.Log.Info("deployment started", "deployment", d.Name, "plugin", d.Plugin, "topic", d.Topic, "partitions", partitions, "generation", d.Generation)
 	return m.status(r), nil
+}
+
+// runner makes the pipeline of d's generation, publishing to live.
+func (m *Manager) runner(d plugins.Deployment, man plugins.Manifest, mod *sandbox.Module, table *sink.Table, live pipeline.Live, start map[int32]int64) (*pipeline.Runner, error) {
+	params, _ := json.Marshal(d.Params)
+	if d.Params == nil {
+		params = nil
+	}
+	return pipeline.New(pipeline.Spec{
+		Name: d.Storage(), Aggregator: d.Name, Topic: d.Topic, DeadLetterTopic: d.DeadLetterTopic, Windows: d.ABIWindows(),
+		Lateness: time.Duration(d.Lateness), IdleAfter: time.Duration(d.IdleAfter),
+		EmitEvery: time.Duration(d.EmitEvery), CheckpointEvery: time.Duration(d.CheckpointEvery),
+		MaxBatch: d.MaxBatch, MaxFuture: time.Duration(d.MaxFuture), MaxPluginErrors: d.MaxPluginErrors,
+		MaxGroupsPerPane: m.o.MaxGroupsPerPane, StartOffsets: start,
+		Params: params, UnsafeReplayOverlap: m.o.UnsafeReplayOverlap,
+	}, pipeline.Deps{
+		Brokers: m.o.Brokers, Admin: m.o.Admin, Module: mod, PluginSHA: man.SHA256,
+		Rows: table, Checkpoints: m.o.Checkpoints, Breaker: m.o.Breaker, Live: live,
+		Metrics: m.o.Metrics, Log: m.o.Log, InstanceID: m.o.InstanceID,
+	})
 }
 
 // checkUpgrade refuses a plugin that cannot take over the deployment's
 // checkpoints: those another plugin wrote with a state version the new one
 // does not accept.
 func (m *Manager) checkUpgrade(ctx context.Context, d plugins.Deployment, man plugins.Manifest, s *abi.Schema) error {
-	writers, err := m.o.Checkpoints.Writers(ctx, d.Name, d.Topic)
+	writers, err := m.o.Checkpoints.Writers(ctx, d.Storage(), d.Topic)
 	if err != nil {
 		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
@@ -269,6 +299,7 @@ func (m *Manager) stop(name string) bool {
 // Undeploy stops a deployment (it checkpoints) and forgets its spec. Its
 // ClickHouse table stays.
 func (m *Manager) Undeploy(_ context.Context, name string) error {
+	m.cancelBackfill(name)
 	stopped := m.stop(name)
 	if err := m.o.Specs.Delete(name); err != nil && !(stopped && errors.Is(err, plugins.ErrNotFound)) {
 		return err
@@ -278,6 +309,15 @@ func (m *Manager) Undeploy(_ context.Context, name string) error {
 
 // Stop stops every deployment together; each checkpoints.
 func (m *Manager) Stop() {
+	m.mu.Lock()
+	var names []string
+	for n := range m.backfills {
+		names = append(names, n)
+	}
+	m.mu.Unlock()
+	for _, n := range names {
+		m.cancelBackfill(n)
+	}
 	m.mu.Lock()
 	rs := m.running
 	m.running = map[string]*running{}
@@ -296,7 +336,11 @@ func (m *Manager) List() []api.Deployment {
 	defer m.mu.Unlock()
 	out := []api.Deployment{}
 	for _, r := range m.running {
-		out = append(out, m.status(r))
+		st := m.status(r)
+		if b := m.backfills[r.spec.Name]; b != nil {
+			st.Backfill = b.String()
+		}
+		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

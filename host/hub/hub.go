@@ -131,6 +131,18 @@ func New(o *Options) *Hub {
 //
 // Rows name windows by their index into windows (abi.Row.Window).
 func (h *Hub) Register(aggregator string, s *abi.Schema, windows []abi.Window) {
+	h.register(aggregator, s, windows, false)
+}
+
+// Reset starts an aggregator over in a new epoch with empty state, whatever
+// its schema, closing its subscribers with StatusRedeployed so that they
+// resubscribe: its rows are about to come from a new generation of its
+// deployment, and the old values must not linger beside them.
+func (h *Hub) Reset(aggregator string, s *abi.Schema, windows []abi.Window) {
+	h.register(aggregator, s, windows, true)
+}
+
+func (h *Hub) register(aggregator string, s *abi.Schema, windows []abi.Window, reset bool) {
 	if s == nil || len(s.Metrics) == 0 {
 		h.log.Error("hub: register without metrics ignored", "aggregator", aggregator)
 		return
@@ -149,7 +161,7 @@ func (h *Hub) Register(aggregator string, s *abi.Schema, windows []abi.Window) {
 		return
 	}
 	old := h.aggs[aggregator]
-	if old != nil && reflect.DeepEqual(old.schema, sc) && slices.Equal(old.windows, wc) {
+	if !reset && old != nil && reflect.DeepEqual(old.schema, sc) && slices.Equal(old.windows, wc) {
 		h.mu.Unlock()
 		return
 	}

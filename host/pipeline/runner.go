@@ -39,6 +39,14 @@ type Spec struct {
 	// does. 0: no limit.
 	MaxGroupsPerPane int
 	Params           json.RawMessage
+	// Aggregator is the name live rows are published under (default Name,
+	// which also names the consumer group and the checkpoints). A
+	// generation that backfills runs under a name of its own and publishes
+	// under its deployment's only once it takes over.
+	Aggregator string
+	// StartOffsets are where partitions without a checkpoint begin
+	// (missing: 0, the earliest).
+	StartOffsets map[int32]int64
 
 	// Bounds of what a partition holds while it or ClickHouse is behind;
 	// past them its fetching pauses. Defaults: 16 batches of records and
@@ -56,6 +64,9 @@ type Spec struct {
 }
 
 func (s *Spec) applyDefaults() {
+	if s.Aggregator == "" {
+		s.Aggregator = s.Name
+	}
 	if s.MaxBatch <= 0 {
 		s.MaxBatch = 4096
 	}

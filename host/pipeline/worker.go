@@ -163,7 +163,9 @@ func (w *worker) restore(ctx context.Context) error {
 		e.fail(&FailedError{Reason: "state", Err: err})
 		return err
 	}
-	if !fresh {
+	if fresh {
+		w.next = e.spec.StartOffsets[w.p]
+	} else {
 		w.base = cp.Snapshot
 		w.next = max(0, cp.NextOffset-e.spec.UnsafeReplayOverlap)
 		w.wm = window.New(e.spec.Windows, e.spec.Lateness.Milliseconds(), cp.Watermark)
@@ -470,7 +472,7 @@ func (w *worker) emit(ctx context.Context) {
 		return
 	}
 	e.m.Rows.WithLabelValues(e.spec.Name).Add(float64(len(rows)))
-	if err := e.live.Publish(e.spec.Name, w.p, rows); err != nil {
+	if err := e.live.Publish(e.spec.Aggregator, w.p, rows); err != nil {
 		e.fail(&FailedError{Reason: "groups", Err: fmt.Errorf("partition %d: %w", w.p, err)})
 		return
 	}

@@ -83,7 +83,7 @@ func TestUpgrade_RestoresOnlyStateTheNewPluginAccepts(t *testing.T) {
 	if code != http.StatusConflict || eb.Error.Code != api.CodeConflict {
 		t.Fatalf("deploy counts@2 onto state version 1: %d %+v, want 409 conflict", code, eb)
 	}
-	for _, want := range []string{"deployment polls", "state version 1 written by counts@1", "counts@2 declares state version 2", "Keep the old plugin (plugin: counts@1)", "accepts state version 1", "new name"} {
+	for _, want := range []string{"deployment polls", "state version 1 written by counts@1", "counts@2 declares state version 2", "Keep the old plugin (plugin: counts@1)", "accepts state version 1", "-start earliest"} {
 		if !strings.Contains(eb.Error.Message, want) {
 			t.Errorf("refusal %q does not say %q", eb.Error.Message, want)
 		}

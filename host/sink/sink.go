@@ -27,11 +27,13 @@ func Quote(id string) string { return "`" + strings.ReplaceAll(id, "`", "") + "`
 // RawTable is the name of the per-partition table behind a deployment's view.
 func RawTable(deployment string) string { return deployment + "__partitions" }
 
-// Ensure creates the table and view of a deployment when missing and
-// returns the Table to write to.
-func Ensure(ctx context.Context, conn driver.Conn, db, deployment string, s *abi.Schema, windows []abi.Window) (*Table, error) {
-	t := &Table{conn: conn, db: db, name: deployment, schema: s, windows: windows}
-	raw := Quote(db) + "." + Quote(RawTable(deployment))
+// Ensure creates the table of a deployment's generation (storage, the
+// deployment's name for its first one) and the view named view over it,
+// when missing, and returns the Table to write to. A view of that name
+// over another generation stays as it is: SwitchView moves it.
+func Ensure(ctx context.Context, conn driver.Conn, db, view, storage string, s *abi.Schema, windows []abi.Window) (*Table, error) {
+	t := &Table{conn: conn, db: db, name: view, schema: s, windows: windows}
+	raw := Quote(db) + "." + Quote(RawTable(storage))
 	var cols, keys, insertCols []string
 	add := func(name, typ string) {
 		cols = append(cols, Quote(name)+" "+typ)
@@ -70,13 +72,24 @@ func Ensure(ctx context.Context, conn driver.Conn, db, deployment string, s *abi
 		sel = append(sel, fmt.Sprintf("%s(%s) AS %s", fn, Quote(m.Name), Quote(m.Name)))
 	}
 	sel = append(sel, "min(`is_final`) AS `is_final`")
-	view := fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s.%s AS SELECT %s FROM %s FINAL GROUP BY %s",
-		Quote(db), Quote(deployment), strings.Join(sel, ", "), raw, strings.Join(group, ", "))
-	if err := conn.Exec(ctx, view); err != nil {
-		return nil, fmt.Errorf("sink: create view %s.%s: %w", db, deployment, err)
+	ddl = fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s.%s AS SELECT %s FROM %s FINAL GROUP BY %s",
+		Quote(db), Quote(view), strings.Join(sel, ", "), raw, strings.Join(group, ", "))
+	if err := conn.Exec(ctx, ddl); err != nil {
+		return nil, fmt.Errorf("sink: create view %s.%s: %w", db, view, err)
 	}
 	t.insert = fmt.Sprintf("INSERT INTO %s (%s)", raw, strings.Join(insertCols, ", "))
 	return t, nil
+}
+
+// SwitchView makes view show the generation whose own view is next (as
+// Ensure made it), in one RENAME, so that no query finds no view: view
+// becomes old, next becomes view.
+func SwitchView(ctx context.Context, conn driver.Conn, db, view, next, old string) error {
+	q := func(n string) string { return Quote(db) + "." + Quote(n) }
+	if err := conn.Exec(ctx, fmt.Sprintf("RENAME TABLE %s TO %s, %s TO %s", q(view), q(old), q(next), q(view))); err != nil {
+		return fmt.Errorf("sink: switch view %s.%s to %s: %w", db, view, next, err)
+	}
+	return nil
 }
 
 func chType(t abi.Type) string {

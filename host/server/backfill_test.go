@@ -1,0 +1,161 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/host/hub"
+	"github.com/wagg/wagg/internal/testwasm"
+)
+
+// A deploy with ?start=earliest of a plugin that cannot take the state over
+// backfills into a new generation beside the running one; the view and the
+// live subscribers move over only once it has caught up, so that the view
+// shows the same total at every read while it does, and the counts go on.
+func TestBackfill_FreshStartTakesOverOnceCaughtUp(t *testing.T) {
+	e := services(t)
+	topic, cl := newTopic(t, e, 2)
+	h := startHost(t, e)
+	ctx := context.Background()
+	for v, pkg := range map[string]string{"1": "internal/testwasm/panics", "2": "internal/testwasm/statev2"} {
+		if code, body := h.post(t, "/v1/plugins/counts/"+v, "application/wasm", testwasm.Build(t, pkg)); code != http.StatusCreated {
+			t.Fatalf("push counts@%s: %d %s", v, code, body)
+		}
+	}
+	deploy := func(plugin, query string) (int, []byte) {
+		spec := fmt.Sprintf(`{"name":"polls","plugin":%q,"topic":%q,"checkpoint_every":"300ms","windows":[{"name":"total","kind":"global"}]}`, plugin, topic)
+		return h.post(t, "/v1/deployments"+query, "application/json", []byte(spec))
+	}
+	produced := 0
+	produce := func(n int) {
+		var recs []*kgo.Record
+		for i := range n {
+			recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(i)), Value: fmt.Appendf(nil, `{"poll_id":%d}`, i%10+1), Timestamp: time.Now()})
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		produced += n
+	}
+	total := func() (int64, error) {
+		var n int64
+		err := h.ch.QueryRow(ctx, "SELECT toInt64(sum(votes)) FROM "+h.db+".polls WHERE window_name = 'total'").Scan(&n)
+		return n, err
+	}
+	counted := func() error {
+		n, err := total()
+		if err == nil && n != int64(produced) {
+			err = fmt.Errorf("%d votes in the view, want %d", n, produced)
+		}
+		return err
+	}
+	if code, body := deploy("counts@1", ""); code != http.StatusCreated {
+		t.Fatalf("deploy counts@1: %d %s", code, body)
+	}
+	produce(3000)
+	eventually(t, time.Minute, "counts@1 counted", counted)
+	if code, _ := deploy("counts@2", ""); code != http.StatusConflict {
+		t.Fatalf("deploy counts@2 in place: %d, want the upgrade refused", code)
+	}
+	if code, body := deploy("counts@2", "?start=nonsense"); code != http.StatusBadRequest || !strings.Contains(string(body), "earliest") {
+		t.Fatalf("a bad start: %d %s", code, body)
+	}
+
+	// Every read of the view while the new generation catches up and takes
+	// over shows the whole count: no gap, no double.
+	var reads []string
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, err := total()
+			if err != nil || n != int64(produced) {
+				mu.Lock()
+				reads = append(reads, fmt.Sprintf("%d %v", n, err))
+				mu.Unlock()
+			}
+		}
+	}()
+	code, body := deploy("counts@2", "?start=earliest")
+	var st api.Deployment
+	json.Unmarshal(body, &st)
+	if code != http.StatusCreated || st.Plugin != "counts@1" || !strings.Contains(st.Backfill, "generation 1 from earliest") {
+		t.Fatalf("deploy counts@2 -start earliest: %d %s, want counts@1 running and a backfill of generation 1", code, body)
+	}
+	eventually(t, 2*time.Minute, "the new generation took over", func() error {
+		var ds []api.Deployment
+		if err := getJSON(h.url+"/v1/deployments", &ds); err != nil {
+			return err
+		}
+		if len(ds) != 1 || ds[0].Plugin != "counts@2" || ds[0].Generation != 1 || ds[0].Backfill != "" || ds[0].Status != api.StatusRunning {
+			return fmt.Errorf("deployments: %+v", ds)
+		}
+		return nil
+	})
+	eventually(t, time.Minute, "the new generation checkpointed after taking over", func() error {
+		var n uint64
+		err := h.ch.QueryRow(ctx, "SELECT count() FROM "+h.db+"._wagg_checkpoints FINAL WHERE deployment = 'polls__g1' AND state_version = 2").Scan(&n)
+		if err == nil && n != 2 {
+			err = fmt.Errorf("%d partitions of generation 1 checkpointed", n)
+		}
+		return err
+	})
+	close(stop)
+	<-polled
+	if len(reads) > 0 {
+		t.Errorf("%d reads of the view during the switch did not show %d: %v", len(reads), produced, reads[:min(len(reads), 10)])
+	}
+
+	// The counts go on in the new generation, in the view and live.
+	produce(1000)
+	eventually(t, time.Minute, "the new generation counts on", counted)
+	live, err := hub.Dial(ctx, strings.Replace(h.url, "http", "ws", 1)+"/v1/live", hub.Subscribe{Aggregator: "polls"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	view := &hub.View{}
+	eventually(t, time.Minute, "the live view follows the new generation", func() error {
+		fctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		for {
+			f, err := live.Next(fctx)
+			if err != nil {
+				break
+			}
+			if err := view.Apply(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var n int64
+		for _, r := range view.Rows() {
+			v, _ := r.Values["votes"].Int64()
+			n += v
+		}
+		if n != int64(produced) {
+			return fmt.Errorf("live total %d, want %d", n, produced)
+		}
+		return nil
+	})
+	var old int64
+	if err := h.ch.QueryRow(ctx, "SELECT toInt64(sum(votes)) FROM "+h.db+".polls__view WHERE window_name = 'total'").Scan(&old); err != nil || old < 3000 {
+		t.Errorf("the old generation's view polls__view: %d %v, want it kept with its 3000", old, err)
+	}
+}
