@@ -499,3 +499,21 @@ func TestHub_RefusesMoreGroupsPerPaneThanTheLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestHub_ResetStartsANewEpochWithTheSameSchema(t *testing.T) {
+	h, url := serve(t, nil)
+	h.Register("votes", testSchema, testWindows)
+	h.Publish("votes", 0, []abi.Row{row(total, 0, 1, "a", 5, 5, 5, 0)})
+	before := snapshot(t, url, Subscribe{Aggregator: "votes"})
+	c := dial(t, url, Subscribe{Aggregator: "votes"})
+	next(t, c)
+	h.Register("votes", testSchema, testWindows) // the same schema keeps the state
+	if s := snapshot(t, url, Subscribe{Aggregator: "votes"}); s.Epoch != before.Epoch || len(s.Rows) != 1 {
+		t.Fatalf("Register with the same schema: epoch %s rows %v, want the old state", s.Epoch, s.Rows)
+	}
+	h.Reset("votes", testSchema, testWindows)
+	eventually(t, "the subscriber closed as redeployed", func() bool { return closedWith(h, StatusRedeployed) == 1 })
+	if s := snapshot(t, url, Subscribe{Aggregator: "votes"}); s.Epoch == before.Epoch || len(s.Rows) != 0 {
+		t.Fatalf("after Reset: epoch %s rows %v, want a new epoch and no rows", s.Epoch, s.Rows)
+	}
+}
