@@ -309,6 +309,8 @@ func (m *Manager) Undeploy(_ context.Context, name string) error {
 
 // Stop stops every deployment together; each checkpoints.
 func (m *Manager) Stop() {
+	m.deploying.Lock() // no backfill switches over behind it
+	defer m.deploying.Unlock()
 	m.mu.Lock()
 	var names []string
 	for n := range m.backfills {

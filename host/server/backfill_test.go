@@ -5,17 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/wagg/wagg/host/api"
 	"github.com/wagg/wagg/host/hub"
-	"github.com/wagg/wagg/internal/testwasm"
 )
 
 // A deploy with ?start=earliest of a plugin that cannot take the state over
@@ -23,42 +19,8 @@ import (
 // live subscribers move over only once it has caught up, so that the view
 // shows the same total at every read while it does, and the counts go on.
 func TestBackfill_FreshStartTakesOverOnceCaughtUp(t *testing.T) {
-	e := services(t)
-	topic, cl := newTopic(t, e, 2)
-	h := startHost(t, e)
-	ctx := context.Background()
-	for v, pkg := range map[string]string{"1": "internal/testwasm/panics", "2": "internal/testwasm/statev2"} {
-		if code, body := h.post(t, "/v1/plugins/counts/"+v, "application/wasm", testwasm.Build(t, pkg)); code != http.StatusCreated {
-			t.Fatalf("push counts@%s: %d %s", v, code, body)
-		}
-	}
-	deploy := func(plugin, query string) (int, []byte) {
-		spec := fmt.Sprintf(`{"name":"polls","plugin":%q,"topic":%q,"checkpoint_every":"300ms","windows":[{"name":"total","kind":"global"}]}`, plugin, topic)
-		return h.post(t, "/v1/deployments"+query, "application/json", []byte(spec))
-	}
-	produced := 0
-	produce := func(n int) {
-		var recs []*kgo.Record
-		for i := range n {
-			recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(i)), Value: fmt.Appendf(nil, `{"poll_id":%d}`, i%10+1), Timestamp: time.Now()})
-		}
-		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-		produced += n
-	}
-	total := func() (int64, error) {
-		var n int64
-		err := h.ch.QueryRow(ctx, "SELECT toInt64(sum(votes)) FROM "+h.db+".polls WHERE window_name = 'total'").Scan(&n)
-		return n, err
-	}
-	counted := func() error {
-		n, err := total()
-		if err == nil && n != int64(produced) {
-			err = fmt.Errorf("%d votes in the view, want %d", n, produced)
-		}
-		return err
-	}
+	r := newPollsRig(t, services(t), map[string]string{"1": "internal/testwasm/panics", "2": "internal/testwasm/statev2"})
+	h, ctx, deploy, produce, total, counted := r.h, context.Background(), r.deploy, r.produce, r.total, r.counted
 	if code, body := deploy("counts@1", ""); code != http.StatusCreated {
 		t.Fatalf("deploy counts@1: %d %s", code, body)
 	}
@@ -86,7 +48,7 @@ func TestBackfill_FreshStartTakesOverOnceCaughtUp(t *testing.T) {
 			default:
 			}
 			n, err := total()
-			if err != nil || n != int64(produced) {
+			if err != nil || n != int64(r.produced) {
 				mu.Lock()
 				reads = append(reads, fmt.Sprintf("%d %v", n, err))
 				mu.Unlock()
@@ -120,7 +82,7 @@ func TestBackfill_FreshStartTakesOverOnceCaughtUp(t *testing.T) {
 	close(stop)
 	<-polled
 	if len(reads) > 0 {
-		t.Errorf("%d reads of the view during the switch did not show %d: %v", len(reads), produced, reads[:min(len(reads), 10)])
+		t.Errorf("%d reads of the view during the switch did not show %d: %v", len(reads), r.produced, reads[:min(len(reads), 10)])
 	}
 
 	// The counts go on in the new generation, in the view and live.
@@ -149,8 +111,8 @@ func TestBackfill_FreshStartTakesOverOnceCaughtUp(t *testing.T) {
 			v, _ := r.Values["votes"].Int64()
 			n += v
 		}
-		if n != int64(produced) {
-			return fmt.Errorf("live total %d, want %d", n, produced)
+		if n != int64(r.produced) {
+			return fmt.Errorf("live total %d, want %d", n, r.produced)
 		}
 		return nil
 	})

@@ -17,47 +17,71 @@ import (
 	"github.com/wagg/wagg/internal/testwasm"
 )
 
+// pollsRig is a host with counts plugins pushed (version -> package) and a
+// topic for one deployment "polls" of them, with its oracle.
+type pollsRig struct {
+	t        *testing.T
+	h        *host
+	topic    string
+	cl       *kgo.Client
+	produced int
+}
+
+func newPollsRig(t *testing.T, e env, plugins map[string]string) *pollsRig {
+	r := &pollsRig{t: t, h: startHost(t, e)}
+	r.topic, r.cl = newTopic(t, e, 2)
+	for v, pkg := range plugins {
+		if code, body := r.h.post(t, "/v1/plugins/counts/"+v, "application/wasm", testwasm.Build(t, pkg)); code != http.StatusCreated {
+			t.Fatalf("push counts@%s: %d %s", v, code, body)
+		}
+	}
+	return r
+}
+
+// deploy deploys polls with plugin; query is the request's query string.
+func (r *pollsRig) deploy(plugin, query string) (int, []byte) {
+	spec := fmt.Sprintf(`{"name":"polls","plugin":%q,"topic":%q,"checkpoint_every":"300ms","windows":[{"name":"total","kind":"global"}]}`, plugin, r.topic)
+	return r.h.post(r.t, "/v1/deployments"+query, "application/json", []byte(spec))
+}
+
+func (r *pollsRig) produce(n int) {
+	var recs []*kgo.Record
+	for i := range n {
+		recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(i)), Value: fmt.Appendf(nil, `{"poll_id":%d}`, i%10+1), Timestamp: time.Now()})
+	}
+	if err := r.cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.produced += n
+}
+
+// total is the running total the view shows.
+func (r *pollsRig) total() (int64, error) {
+	var n int64
+	err := r.h.ch.QueryRow(context.Background(), "SELECT toInt64(sum(votes)) FROM "+r.h.db+".polls WHERE window_name = 'total'").Scan(&n)
+	return n, err
+}
+
+func (r *pollsRig) counted() error {
+	n, err := r.total()
+	if err == nil && n != int64(r.produced) {
+		err = fmt.Errorf("%d votes in the view, want %d", n, r.produced)
+	}
+	return err
+}
+
 // A deployment's checkpoints name the plugin and the state version that
 // wrote them: a new plugin of another state version is refused (and the
 // old one keeps running) unless it accepts that version, in which case it
 // takes the state over and the counts go on from it.
 func TestUpgrade_RestoresOnlyStateTheNewPluginAccepts(t *testing.T) {
-	e := services(t)
-	topic, cl := newTopic(t, e, 2)
-	h := startHost(t, e)
-	ctx := context.Background()
-	for v, pkg := range map[string]string{"1": "internal/testwasm/panics", "2": "internal/testwasm/statev2", "3": "internal/testwasm/statev2compat"} {
-		if code, body := h.post(t, "/v1/plugins/counts/"+v, "application/wasm", testwasm.Build(t, pkg)); code != http.StatusCreated {
-			t.Fatalf("push counts@%s: %d %s", v, code, body)
-		}
-	}
+	r := newPollsRig(t, services(t), map[string]string{"1": "internal/testwasm/panics", "2": "internal/testwasm/statev2", "3": "internal/testwasm/statev2compat"})
+	h, ctx, produce, counted := r.h, context.Background(), r.produce, r.counted
 	deploy := func(plugin string) (int, api.ErrorBody) {
-		spec := fmt.Sprintf(`{"name":"polls","plugin":%q,"topic":%q,"checkpoint_every":"300ms","windows":[{"name":"total","kind":"global"}]}`, plugin, topic)
-		code, body := h.post(t, "/v1/deployments", "application/json", []byte(spec))
+		code, body := r.deploy(plugin, "")
 		var eb api.ErrorBody
 		json.Unmarshal(body, &eb)
 		return code, eb
-	}
-	produced := 0
-	produce := func(n int) {
-		var recs []*kgo.Record
-		for i := range n {
-			recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(i)), Value: fmt.Appendf(nil, `{"poll_id":%d}`, i%10+1), Timestamp: time.Now()})
-		}
-		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-		produced += n
-	}
-	counted := func() error {
-		var n int64
-		if err := h.ch.QueryRow(ctx, "SELECT toInt64(sum(votes)) FROM "+h.db+".polls WHERE window_name = 'total'").Scan(&n); err != nil {
-			return err
-		}
-		if n != int64(produced) {
-			return fmt.Errorf("%d votes counted, want %d", n, produced)
-		}
-		return nil
 	}
 	writers := func(want int) func() error {
 		return func() error {

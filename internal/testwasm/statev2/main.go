@@ -1,31 +1,13 @@
-// Command statev2 counts votes per poll like internal/testwasm/panics (on
-// which it never panics) and declares state version 2 without accepting
-// version 1: tests use it as an upgrade the host must refuse.
+// Command statev2 counts votes per poll (internal/testwasm/polls) and
+// declares state version 2 without accepting version 1: tests use it as an
+// upgrade the host must refuse.
 package main
 
 import (
 	"github.com/wagg/wagg/abi"
-	"github.com/wagg/wagg/sdk/go/wagg"
+	"github.com/wagg/wagg/internal/testwasm/polls"
 )
 
-var (
-	poll  = wagg.Int64("poll_id")
-	votes = wagg.Count("votes")
-)
-
-func init() {
-	wagg.Register(wagg.Spec{
-		Input:   wagg.Fields(poll),
-		Keys:    wagg.Keys(wagg.Int64Key("poll_id")),
-		Metrics: wagg.Metrics(votes),
-		State:   abi.State{Version: 2},
-	}, func(b *wagg.Batch, g *wagg.Groups) error {
-		polls := b.Int64s(poll)
-		for i := range b.Len() {
-			g.At(b.Time(i)).Int64(polls[i]).Add(votes, 1)
-		}
-		return nil
-	})
-}
+func init() { polls.Register(abi.State{Version: 2}) }
 
 func main() {}
