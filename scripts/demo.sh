@@ -59,8 +59,14 @@ YAML
   view=$("$WAGG" token -config "$DIR/wagg.yaml" -sub demo-viewer -scopes live:votes,sql:read,deployments:read -ttl 24h)
   # Create the topic with a first vote, then push and deploy.
   "$WAGG" produce -kafka "$KAFKA" -topic votes -partitions 12 -count 1 >/dev/null
-  "$WAGG" plugin push -name votes -version 1 "$WAGG_ROOT/bin/votes.wasm" >/dev/null
-  "$WAGG" deploy -f "$WAGG_ROOT/examples/votes/deploy.yaml" >/dev/null
+  # The plugin's version names its bytes, so that a demo started again after
+  # a rebuild pushes the new build instead of conflicting with the old one
+  # (the deployment then moves to it, keeping its state).
+  local version
+  version=1-$(sha256sum "$WAGG_ROOT/bin/votes.wasm" | cut -c1-12)
+  "$WAGG" plugin push -name votes -version "$version" "$WAGG_ROOT/bin/votes.wasm" >/dev/null
+  sed "s/^plugin: votes@.*/plugin: votes@$version/" "$WAGG_ROOT/examples/votes/deploy.yaml" > "$DIR/deploy.yaml"
+  "$WAGG" deploy -f "$DIR/deploy.yaml" >/dev/null
   start_detached "$DIR/produce.pid" "$DIR/produce.log" \
     "$WAGG" produce -kafka "$KAFKA" -topic votes -rate "$RATE"
   cat <<MSG
