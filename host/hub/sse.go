@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,16 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 
+	// A page of another origin reads the stream only with CORS: allowed for
+	// the origins the WebSocket allows (OriginPatterns), refused for others.
+	if origin := r.Header.Get("Origin"); origin != "" {
+		if !h.allowOrigin(r.Host, origin) {
+			http.Error(w, "origin "+origin+" is not allowed (hub OriginPatterns)", http.StatusForbidden)
+			return
+		}
+		w.Header().Set("Access-Control-Allow-Origin", origin)
+		w.Header().Add("Vary", "Origin")
+	}
 	req, perr := ParseSSE(r.URL.Query(), r.Header.Get("Last-Event-ID"))
 	if perr != nil {
 		sseRefuse(w, perr)
@@ -57,6 +68,29 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 	stop := context.AfterFunc(r.Context(), func() { s.closeWith(0, "") })
 	defer stop()
 	s.writeLoop()
+}
+
+// allowOrigin matches an Origin header as the WebSocket handshake does: the
+// request's own host, or a host (or scheme://host) pattern of
+// OriginPatterns (path.Match syntax, case-insensitive).
+func (h *Hub) allowOrigin(host, origin string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, host) {
+		return true
+	}
+	for _, p := range h.opts.OriginPatterns {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // sseRefuse answers a refused subscription with the HTTP status of its code

@@ -29,6 +29,12 @@ func Handler() http.Handler {
 		// The page may hold a token (from #token=): never leak its URL.
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cache-Control", "no-cache")
+		switch r.URL.Path {
+		case "/wagg.js", "/wagg.d.ts":
+			// The client for other dashboards: public, no credentials, so any
+			// origin may import it.
+			h.Set("Access-Control-Allow-Origin", "*")
+		}
 		if strings.HasSuffix(r.URL.Path, ".d.ts") {
 			h.Set("Content-Type", "text/plain; charset=utf-8") // not an MPEG transport stream
 		}

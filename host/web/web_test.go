@@ -40,6 +40,11 @@ func TestHandler_ServesThePageAndItsScripts(t *testing.T) {
 			if !strings.Contains(string(b), tc.contains) {
 				t.Errorf("body lacks %q", tc.contains)
 			}
+			// Only the client for other dashboards is for every origin.
+			cors := res.Header.Get("Access-Control-Allow-Origin")
+			if public := strings.HasPrefix(tc.path, "/wagg."); public != (cors == "*") {
+				t.Errorf("Access-Control-Allow-Origin %q", cors)
+			}
 			// No CDN, no external fetch: everything comes from this origin.
 			for _, ext := range []string{"http://", "https://", "//cdn"} {
 				if strings.Contains(string(b), ext) {
