@@ -164,7 +164,10 @@ func (w *worker) restore(ctx context.Context) error {
 		return err
 	}
 	if fresh {
-		w.next = e.spec.StartOffsets[w.p]
+		// The first checkpoint records where the partition starts, records
+		// or not, so that a restart or a generation taking over (which
+		// waits for a checkpoint of every partition) starts there too.
+		w.next, w.dirty = e.spec.StartOffsets[w.p], true
 	} else {
 		w.base = cp.Snapshot
 		w.next = max(0, cp.NextOffset-e.spec.UnsafeReplayOverlap)

@@ -121,3 +121,31 @@ func TestBackfill_FreshStartTakesOverOnceCaughtUp(t *testing.T) {
 		t.Errorf("the old generation's view polls__view: %d %v, want it kept with its 3000", old, err)
 	}
 }
+
+// A fresh start from a time counts the records from then on only, and
+// takes over even where a partition has none of them.
+func TestBackfill_FromATimeCountsOnlyLaterRecords(t *testing.T) {
+	r := newPollsRig(t, services(t), map[string]string{"1": "internal/testwasm/panics"})
+	if code, body := r.deploy("counts@1", ""); code != http.StatusCreated {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	r.produceAt(1000, time.Now().Add(-time.Hour))
+	eventually(t, time.Minute, "the first generation counted", r.counted)
+	since := time.Now().Add(-time.Minute)
+	r.produceAt(1, time.Now()) // one partition gets a record after since, the other none
+	r.produced = 1
+	if code, body := r.deploy("counts@1", "?start="+since.UTC().Format(time.RFC3339)); code != http.StatusCreated {
+		t.Fatalf("deploy -start %s: %d %s", since.Format(time.RFC3339), code, body)
+	}
+	eventually(t, time.Minute, "the new generation took over", func() error {
+		var ds []api.Deployment
+		if err := getJSON(r.h.url+"/v1/deployments", &ds); err != nil {
+			return err
+		}
+		if len(ds) != 1 || ds[0].Generation != 1 || ds[0].Backfill != "" {
+			return fmt.Errorf("deployments: %+v", ds)
+		}
+		return nil
+	})
+	eventually(t, time.Minute, "the view counts the record after the start only", r.counted)
+}

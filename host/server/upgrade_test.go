@@ -44,10 +44,13 @@ func (r *pollsRig) deploy(plugin, query string) (int, []byte) {
 	return r.h.post(r.t, "/v1/deployments"+query, "application/json", []byte(spec))
 }
 
-func (r *pollsRig) produce(n int) {
+func (r *pollsRig) produce(n int) { r.produceAt(n, time.Now()) }
+
+// produceAt writes n votes stamped ts.
+func (r *pollsRig) produceAt(n int, ts time.Time) {
 	var recs []*kgo.Record
 	for i := range n {
-		recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(i)), Value: fmt.Appendf(nil, `{"poll_id":%d}`, i%10+1), Timestamp: time.Now()})
+		recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(i)), Value: fmt.Appendf(nil, `{"poll_id":%d}`, i%10+1), Timestamp: ts})
 	}
 	if err := r.cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		r.t.Fatal(err)
