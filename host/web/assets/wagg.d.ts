@@ -128,7 +128,10 @@ export function merge(kind: Metric['kind'], a: number | null | undefined, b: num
 /** A string quoted for ClickHouse SQL. */
 export function sqlString(s: string): string;
 
-/** A refusal of the API: its code and message verbatim, and the HTTP status (0: no answer). */
+/**
+ * A refusal of the API: its code and message verbatim, and the HTTP status (0: no answer,
+ * code "unavailable"). Series also throws code "bad_filter" for a filter it cannot put in SQL.
+ */
 export class QueryError extends Error {
   readonly status: number;
   readonly code: string;

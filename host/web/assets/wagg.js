@@ -457,12 +457,12 @@ export function sqlString(s) {
 function sqlValue(v, type) {
   if (type === 'string') return sqlString(v);
   const n = Number(v);
-  if (!Number.isFinite(n)) throw new Error(`key value ${v} is not a number`);
+  if (!Number.isFinite(n)) throw new QueryError(400, 'bad_filter', `key value ${v} is not a number`);
   return String(n);
 }
 
 function sqlIdent(name) {
-  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`column name ${name} cannot be used in SQL`);
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new QueryError(400, 'bad_filter', `column name ${name} cannot be used in SQL`);
   return name;
 }
 
@@ -602,15 +602,15 @@ export class Series extends Emitter {
     const from = Math.floor((anchor - o.rangeMs) / 1000);
     const where = [`window_name = ${sqlString(this.window)}`, `window_start >= toDateTime(${from})`];
     if (Number.isFinite(this.seam)) where.push(`window_start < toDateTime(${Math.floor(this.seam / 1000)})`);
-    for (const [col, vals] of Object.entries(o.filter || {})) {
-      const c = cols.find((c) => c.name === col);
-      if (!c) throw new Error(`no key column ${col}`);
-      where.push(`${sqlIdent(col)} IN (${vals.map((v) => sqlValue(v, c.type)).join(', ')})`);
-    }
-    const w = where.join(' AND ');
-    const keyCols = cols.map((c) => sqlIdent(c.name)).join(', ');
     const run = (sql) => query(sql, { token: o.token, base: o.base });
     try {
+      for (const [col, vals] of Object.entries(o.filter || {})) {
+        const c = cols.find((c) => c.name === col);
+        if (!c) throw new QueryError(400, 'bad_filter', `the aggregator has no key column ${col}`);
+        where.push(`${sqlIdent(col)} IN (${vals.map((v) => sqlValue(v, c.type)).join(', ')})`);
+      }
+      const w = where.join(' AND ');
+      const keyCols = cols.map((c) => sqlIdent(c.name)).join(', ');
       // Everything before the seam is in ClickHouse once every partition's
       // checkpoint (written after its rows) has a watermark past the seam.
       const wm = await run(
@@ -695,7 +695,7 @@ export class Series extends Emitter {
   }
 
   // panes returns the joined panes of the range, oldest first:
-  // [{start, end, total, final, source: "history" | "live", values: Map(id -> value)}].
+  // [{start, total, final, source: "history" | "live", values: Map(id -> value)}].
   panes() {
     const out = new Map();
     for (const [s, p] of this.hist) {
