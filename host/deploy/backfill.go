@@ -135,6 +135,27 @@ func (m *Manager) relaunch(ctx context.Context, d plugins.Deployment) error {
 	return err
 }
 
+// viewGeneration is the generation the view of a deployment that is not
+// stored (undeployed) shows, so that deploying it again goes on with it:
+// the latest whose raw table exists and whose own view took the
+// deployment's name (a backfill given up keeps its hidden view).
+func (m *Manager) viewGeneration(ctx context.Context, name string) (int, error) {
+	ts, err := sink.Tables(ctx, m.o.ClickHouse, m.o.Database, name)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	g := 0
+	for i := 1; ; i++ {
+		s := plugins.GenerationName(name, i)
+		if !ts[sink.RawTable(s)] {
+			return g, nil
+		}
+		if !ts[hiddenView(s)] {
+			g = i
+		}
+	}
+}
+
 // hiddenView is the view Ensure gives a generation before it takes over,
 // and the name the view of a replaced generation keeps.
 func hiddenView(storage string) string { return storage + "__view" }

@@ -163,9 +163,10 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 			prev = &stored[i]
 		}
 	}
-	d.Generation = 0
 	if prev != nil {
 		d.Generation = prev.Generation
+	} else if d.Generation, err = m.viewGeneration(ctx, d.Name); err != nil {
+		return api.Deployment{}, err
 	}
 	m.cancelBackfill(d.Name) // a deploy of the name replaces a backfill under way
 	if d.Start != "" {

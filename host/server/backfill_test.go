@@ -120,6 +120,18 @@ func TestBackfill_FreshStartTakesOverOnceCaughtUp(t *testing.T) {
 	if err := h.ch.QueryRow(ctx, "SELECT toInt64(sum(votes)) FROM "+h.db+".polls__view WHERE window_name = 'total'").Scan(&old); err != nil || old < 3000 {
 		t.Errorf("the old generation's view polls__view: %d %v, want it kept with its 3000", old, err)
 	}
+
+	// Deleted and deployed again, it goes on with the generation its view
+	// shows.
+	req, _ := http.NewRequest(http.MethodDelete, h.url+"/v1/deployments/polls", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE: %v %v", resp, err)
+	}
+	if code, body := deploy("counts@2", ""); code != http.StatusCreated || !strings.Contains(string(body), `"generation": 1`) {
+		t.Fatalf("deploy again: %d %s, want generation 1", code, body)
+	}
+	produce(200)
+	eventually(t, time.Minute, "counted on after a delete and a deploy", counted)
 }
 
 // A fresh start from a time counts the records from then on only, and

@@ -81,6 +81,25 @@ func Ensure(ctx context.Context, conn driver.Conn, db, view, storage string, s *
 	return t, nil
 }
 
+// Tables lists the tables and views of db whose names start with prefix
+// (and perhaps a few more: _ in prefix matches any character).
+func Tables(ctx context.Context, conn driver.Conn, db, prefix string) (map[string]bool, error) {
+	rows, err := conn.Query(ctx, "SELECT name FROM system.tables WHERE database = ? AND name LIKE ?", db, prefix+"%")
+	if err != nil {
+		return nil, fmt.Errorf("sink: tables of %s: %w", db, err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, fmt.Errorf("sink: tables of %s: %w", db, err)
+		}
+		out[n] = true
+	}
+	return out, rows.Err()
+}
+
 // SwitchView makes view show the generation whose own view is next (as
 // Ensure made it), in one RENAME, so that no query finds no view: view
 // becomes old, next becomes view.
