@@ -246,6 +246,7 @@ const (
 // (global.get, global.set) that index and where its LEB128 lies.
 type instr struct {
 	op            byte
+	sub           uint32 // of a 0xfc or 0xfd instruction
 	end           int
 	index         uint32
 	idxAt, idxEnd int // the index's bytes; idxAt == 0 when there is none
@@ -319,6 +320,7 @@ func decodeInstr(code []byte, off int) (instr, error) {
 	case op == 0xfc:
 		var sub uint32
 		sub, ok = r.u32()
+		in.sub = sub
 		switch {
 		case !ok:
 		case sub <= 7:

@@ -35,7 +35,8 @@ const (
 	meterModule   = "wagg_sandbox"
 	meterFunc     = "refuel"
 	fuelPerRefill = 1 << 20
-	fuelBytes     = 64
+	fuelShift     = 6 // a unit of fuel per 1<<fuelShift bytes
+	fuelBytes     = 1 << fuelShift
 )
 
 // meterKey is the context key of the *callMeter of a guest call.
@@ -99,12 +100,14 @@ const (
 	secCustom = 0
 	secType   = 1
 	secImport = 2
+	secFunc   = 3
 	secTable  = 4
 	secGlobal = 6
 	secExport = 7
 	secStart  = 8
 	secElem   = 9
 	secCode   = 10
+	secData   = 11
 )
 
 var sectionRank = map[byte]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13}
@@ -123,7 +126,9 @@ type instrumenter struct {
 	globals     uint32 // globals of the original, imported and defined
 	fuel        uint32 // the fuel's global index
 	emitted     [3]bool
-	loops       []int // pass one of a body: the length of each loop
+	params      []uint32 // per function type, its parameters
+	funcTypes   []uint32 // per defined function, its type
+	loops       []int    // pass one of a body: the length of each loop
 	stack       []int
 }
 
@@ -205,6 +210,8 @@ func (m *instrumenter) section(out []byte, id byte, body []byte) ([]byte, error)
 	case id == secType:
 		m.emitted[0] = true
 		content, err = m.typeSection(body)
+	case id == secFunc:
+		content, err = body, m.funcSection(body)
 	case id == secImport:
 		m.emitted[1] = true
 		content, err = m.importSection(body)
@@ -219,6 +226,8 @@ func (m *instrumenter) section(out []byte, id byte, body []byte) ([]byte, error)
 		content, err = m.elemSection(body)
 	case id == secCode:
 		content, err = m.codeSection(body)
+	case id == secData:
+		content, err = body, m.dataSection(body)
 	case id == secCustom:
 		content = m.customSection(body)
 		if content == nil {
@@ -292,10 +301,40 @@ func (m *instrumenter) typeSection(body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	first := r.off
+	for i := uint32(0); i < n; i++ {
+		// 0x60, then parameter and result types of one byte each.
+		ok := r.skipBytes(1) && r.b[r.off-1] == 0x60
+		params, ok1 := r.u32()
+		ok = ok && ok1 && r.skipBytes(int(params))
+		results, ok2 := r.u32()
+		if !ok || !ok2 || !r.skipBytes(int(results)) {
+			return nil, invalid("type %d", i)
+		}
+		m.params = append(m.params, params)
+	}
+	if r.off != len(r.b) {
+		return nil, invalid("type section: bytes after the last type")
+	}
 	m.types = n
 	out := appendULEB(nil, n+1)
-	out = append(out, body[r.off:]...)
+	out = append(out, body[first:]...)
 	return append(out, 0x60, 0x00, 0x01, 0x7f), nil // () -> i32
+}
+
+func (m *instrumenter) funcSection(body []byte) error {
+	r, n, err := vector(body, "function")
+	if err != nil {
+		return err
+	}
+	for i := uint32(0); i < n; i++ {
+		t, ok := r.u32()
+		if !ok || t >= uint32(len(m.params)) {
+			return invalid("function %d: type", i)
+		}
+		m.funcTypes = append(m.funcTypes, t)
+	}
+	return nil
 }
 
 func (m *instrumenter) importSection(body []byte) ([]byte, error) {
@@ -515,6 +554,36 @@ func (m *instrumenter) copyInstr(out, code []byte, off int, in instr, readable u
 	return append(out, code[off:in.end]...), nil
 }
 
+// dataSection checks that every segment's bytes lie inside the section: the
+// compiler allocates a segment's declared size before it reads it.
+func (m *instrumenter) dataSection(body []byte) error {
+	r, n, err := vector(body, "data")
+	if err != nil {
+		return err
+	}
+	for i := uint32(0); i < n; i++ {
+		flag, ok := r.u32()
+		if ok && flag == 2 {
+			_, ok = r.u32() // memory index
+		}
+		if !ok || flag > 2 {
+			return invalid("data segment %d: flags", i)
+		}
+		if flag != 1 { // active: an offset expression
+			if _, err := m.constExpr(nil, &r, m.globals); err != nil {
+				return err
+			}
+		}
+		if !r.skipName() {
+			return invalid("data segment %d: its %s runs past the section", i, "bytes")
+		}
+	}
+	if r.off != len(r.b) {
+		return invalid("data section: bytes after the last segment")
+	}
+	return nil
+}
+
 func (m *instrumenter) codeSection(body []byte) ([]byte, error) {
 	r, n, err := vector(body, "code")
 	if err != nil {
@@ -527,7 +596,7 @@ func (m *instrumenter) codeSection(body []byte) ([]byte, error) {
 		if !ok || int(size) > len(r.b)-r.off {
 			return nil, invalid("function %d: size", i)
 		}
-		if fn, err = m.body(fn[:0], r.b[r.off:r.off+int(size)]); err != nil {
+		if fn, err = m.body(fn[:0], r.b[r.off:r.off+int(size)], i); err != nil {
 			return nil, fmt.Errorf("function %d: %w", i, err)
 		}
 		r.off += int(size)
@@ -540,24 +609,28 @@ func (m *instrumenter) codeSection(body []byte) ([]byte, error) {
 	return out, nil
 }
 
-// body rewrites one function body: the meter at its entry and after every
-// loop header, function indices moved.
-func (m *instrumenter) body(out, fn []byte) ([]byte, error) {
+// body rewrites function f's body: the meter at its entry, after every
+// loop header and before every bulk instruction, function indices moved.
+func (m *instrumenter) body(out, fn []byte, f uint32) ([]byte, error) {
 	r := reader{b: fn}
 	groups, ok := r.u32()
+	afterCount := r.off
+	var locals uint64
 	for g := uint32(0); ok && g < groups; g++ {
-		_, ok = r.u32()
+		var k uint32
+		k, ok = r.u32()
+		locals += uint64(k)
 		ok = ok && r.skipBytes(1)
 	}
-	if !ok {
+	if !ok || f >= uint32(len(m.funcTypes)) {
 		return nil, invalid("local declarations")
 	}
-	out = append(out, fn[:r.off]...)
-	code := fn[r.off:]
+	decls, code := fn[:r.off], fn[r.off:]
 
-	// Pass one: the length of every loop, in the order the loops start.
+	// Pass one: the length of every loop, in the order the loops start,
+	// and whether there is a bulk instruction.
 	m.loops, m.stack = m.loops[:0], m.stack[:0]
-	closed := false
+	closed, bulks := false, false
 	for off := 0; off < len(code); {
 		if closed {
 			return nil, invalid("instructions after the end of the body")
@@ -582,10 +655,22 @@ func (m *instrumenter) body(out, fn []byte) ([]byte, error) {
 			}
 			m.stack = m.stack[:len(m.stack)-1]
 		}
+		bulks = bulks || isBulk(in)
 		off = in.end
 	}
 	if !closed {
 		return nil, invalid("a block or the body has no end")
+	}
+
+	// A bulk instruction's length is kept in a local of its own, added
+	// after the function's parameters and locals.
+	scratch := uint64(m.params[m.funcTypes[f]]) + locals
+	if bulks && scratch < 1<<32-1 {
+		out = appendULEB(out, groups+1)
+		out = append(out, decls[afterCount:]...)
+		out = append(out, 0x01, 0x7f)
+	} else {
+		out = append(out, decls...)
 	}
 
 	// Pass two: copy, with the meter.
@@ -593,6 +678,9 @@ func (m *instrumenter) body(out, fn []byte) ([]byte, error) {
 	loop := 0
 	for off := 0; off < len(code); {
 		in, _ := decodeInstr(code, off) // decoded once already
+		if isBulk(in) {
+			out = m.meterLength(out, uint32(scratch))
+		}
 		var err error
 		if out, err = m.copyInstr(out, code, off, in, m.globals); err != nil {
 			return nil, err
@@ -606,6 +694,38 @@ func (m *instrumenter) body(out, fn []byte) ([]byte, error) {
 	return out, nil
 }
 
+// isBulk reports whether in does work in proportion to a length operand on
+// the top of the stack: memory.init, memory.copy, memory.fill, table.init,
+// table.copy and table.fill.
+func isBulk(in instr) bool {
+	if in.op != 0xfc {
+		return false
+	}
+	switch in.sub {
+	case 8, 10, 11, 12, 14, 17:
+		return true
+	}
+	return false
+}
+
+// meterLength appends the fuel check of a bulk instruction, whose length
+// is on the top of the stack (and stays there), one unit per fuelBytes:
+//
+//	scratch = len
+//	fuel -= scratch / fuelBytes
+//	if fuel < 0 { fuel = refuel() }
+func (m *instrumenter) meterLength(out []byte, scratch uint32) []byte {
+	out = append(out, 0x22) // local.tee
+	out = appendULEB(out, scratch)
+	out = append(out, opGlobalGet)
+	out = appendULEB(out, m.fuel)
+	out = append(out, 0x20) // local.get
+	out = appendULEB(out, scratch)
+	out = append(out, opI32Const, fuelShift, 0x76, opI32Sub, opGlobalSet) // i32.shr_u
+	out = appendULEB(out, m.fuel)
+	return m.check(out)
+}
+
 // meter appends the fuel check for a stretch of n bytes of code:
 //
 //	fuel -= 1 + n/fuelBytes
@@ -617,6 +737,11 @@ func (m *instrumenter) meter(out []byte, n int) []byte {
 	out = appendSLEB(out, int32(1+n/fuelBytes))
 	out = append(out, opI32Sub, opGlobalSet)
 	out = appendULEB(out, m.fuel)
+	return m.check(out)
+}
+
+// check appends: if fuel < 0 { fuel = refuel() }.
+func (m *instrumenter) check(out []byte) []byte {
 	out = append(out, opGlobalGet)
 	out = appendULEB(out, m.fuel)
 	out = append(out, opI32Const, 0x00, opI32LtS, opIf, blockTypeNil, opCall)
@@ -649,10 +774,12 @@ func (m *instrumenter) customSection(body []byte) []byte {
 		if id > 2 {
 			continue
 		}
-		if id == 0 {
-			out = append(out, id)
-			out = appendULEB(out, size)
-			out = append(out, sub.b[sub.off:]...)
+		if id == 0 { // the module's name
+			if start := sub.off; sub.skipName() && sub.off == len(sub.b) {
+				out = append(out, id)
+				out = appendULEB(out, size)
+				out = append(out, sub.b[start:]...)
+			}
 			continue
 		}
 		n, ok := sub.u32()

@@ -181,3 +181,51 @@ func TestAdversarial_TablesAreCapped(t *testing.T) {
 		})
 	}
 }
+
+// Bulk memory instructions do work in proportion to their length operand,
+// not to their size in code: a loop of 32 MiB memory.fill is metered by the
+// bytes it fills.
+func TestMeter_BulkMemoryMeetsTheDeadline(t *testing.T) {
+	const n = 32 << 20
+	fill := []byte{0x03, 0x40, 0x41, 0, 0x41, 0, 0x41}
+	fill = append(fill, 0x80, 0x80, 0x80, 0x10) // 32 MiB, signed LEB
+	fill = append(fill, 0xfc, 11, 0, 0x0c, 0, 0x0b, 0x00)
+	rt := runtimeFor(t, sandbox.Options{MemoryPages: 1024})
+	m := compileGuest(t, rt, testwasm.Guest{MemMin: n >> 16, Bodies: map[string][]byte{abi.ProcessExport: fill}})
+	inst, err := m.Instantiate(context.Background(), abi.Config{Windows: total})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close(context.Background())
+	b := guestBatch(t, m)
+	err, _ = within(t, func() error { return inst.Process(context.Background(), b) })
+	wantDeadline(t, err, abi.ProcessExport)
+}
+
+// A length the bytes cannot back is refused (or dropped, in the name
+// section) before the compiler sees it: the compiler allocates a data
+// segment's or a name's declared size before reading it, so a 40-byte
+// upload could make it allocate 4 GiB.
+func TestCompile_LyingLengthsAllocateNothing(t *testing.T) {
+	rt := runtimeFor(t, sandbox.Options{})
+	huge := []byte{0xf0, 0xff, 0xff, 0xff, 0x0f}
+	header := []byte("\x00asm\x01\x00\x00\x00")
+	data := append(append([]byte{}, header...), 0x05, 0x03, 0x01, 0x00, 0x01, 0x0b, 12, 0x01, 0x00, 0x41, 0x00, 0x0b)
+	data = append(append(data, huge...), 'h', 'i')
+	name := append(append([]byte{}, header...), 0x00, 12, 0x04, 'n', 'a', 'm', 'e', 0x00, 0x05)
+	name = append(name, huge...)
+	for what, wasm := range map[string][]byte{"a data segment": data, "a module name": name} {
+		t.Run(what, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := rt.Compile(context.Background(), wasm)
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, sandbox.ErrInvalid) {
+				t.Fatalf("got %v, want ErrInvalid", err)
+			}
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+				t.Fatalf("refusing %d bytes allocated %d MiB", len(wasm), grew>>20)
+			}
+		})
+	}
+}
