@@ -123,11 +123,17 @@ test('the SQL console runs a query, charts it, and shows an error for a bad one'
   await page.click('#run');
   await page.waitForSelector('#sql-result tbody tr', WAIT);
   assert.deepEqual(await page.$$eval('#sql-result th', (ths) => ths.map((t) => t.textContent)), ['window_start', 'votes']);
-  await page.waitForSelector('#sql-chart canvas', WAIT);
+  await page.waitForSelector('#sql-chart[data-kind="lines"] canvas', WAIT);
   // The example queries of each deployment are there.
   const examples = await page.$$eval('#examples option', (os) => os.map((o) => o.textContent));
   assert.ok(examples.some((e) => e.startsWith('votes:')), `examples ${examples}`);
   await shot(page, 'dashboard-sql');
+  // Text in the first column: bars per row.
+  await page.fill('#sql', `SELECT option, sum(votes) AS votes FROM ${db}.votes WHERE window_name = 'total' GROUP BY option ORDER BY option`);
+  await page.click('#run');
+  await page.waitForSelector('#sql-chart[data-kind="bars"] canvas', WAIT);
+  assert.equal(await page.$$eval('#sql-result tbody tr', (trs) => trs.length), 8);
+  await shot(page, 'dashboard-sql-bars');
   await page.fill('#sql', 'SELEC nonsense FROM nowhere');
   await page.click('#run');
   await page.waitForSelector('#sql-error:not([hidden])', WAIT);

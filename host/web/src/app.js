@@ -351,26 +351,48 @@ async function runSQL() {
   }
 }
 
-// drawResultChart draws a line per numeric column over the first column when
-// that is a time or a number; otherwise there is no chart.
+// drawResultChart draws a line per numeric column over the first column
+// when that is a time or a number, and bars of the numeric columns per row
+// (up to 100) when it is text (votes per option); otherwise no chart.
 function drawResultChart(r) {
   const box = $('#sql-chart');
   if (sqlChart) sqlChart.destroy();
   sqlChart = null;
   box.hidden = true;
-  if (r.columns.length < 2 || r.rows.length < 2) return;
+  delete box.dataset.kind;
+  if (r.columns.length < 2 || r.rows.length < 1) return;
   const t0 = r.columns[0].type;
   const isTime = /^(Nullable\()?Date/.test(t0);
   const isNum = /^(Nullable\()?(U?Int|Float|Decimal)/;
-  if (!isTime && !isNum.test(t0)) return;
   const ys = r.columns.map((c, i) => [c, i]).slice(1).filter(([c]) => isNum.test(c.type));
   if (!ys.length) return;
+  // Shown before it is measured: a hidden box has no width.
+  const width = () => {
+    box.hidden = false;
+    return Math.max(300, box.clientWidth || 800);
+  };
+  if (!isTime && !isNum.test(t0)) {
+    const rows = r.rows.slice(0, 100);
+    const labels = rows.map((row) => String(row[0]));
+    const data = [rows.map((_, i) => i), ...ys.map(([, i]) => rows.map((row) => (row[i] === null ? null : Number(row[i]))))];
+    const bars = uPlot.paths.bars({ size: [0.8 / ys.length, 60], align: 0 });
+    box.dataset.kind = 'bars';
+    sqlChart = new uPlot({
+      width: width(), height: 260,
+      scales: { x: { time: false, range: [-0.5, rows.length - 0.5] } },
+      axes: [{ values: (u, splits) => splits.map((i) => (Number.isInteger(i) && labels[i] !== undefined ? labels[i] : '')) }, {}],
+      series: [{ label: r.columns[0].name, value: (u, i) => (i === null ? '' : labels[i]) },
+        ...ys.map(([c], j) => ({ label: c.name, fill: COLORS[j % COLORS.length], stroke: COLORS[j % COLORS.length], paths: bars, points: { show: false } }))],
+    }, data, box);
+    return;
+  }
+  if (r.rows.length < 2) return;
   const rows = r.rows.map((row) => [isTime ? Date.parse(row[0]) / 1000 : Number(row[0]), ...ys.map(([, i]) => (row[i] === null ? null : Number(row[i])))]);
   rows.sort((a, b) => a[0] - b[0]);
   const data = [rows.map((r) => r[0]), ...ys.map((_, j) => rows.map((r) => r[j + 1]))];
-  box.hidden = false;
+  box.dataset.kind = 'lines';
   sqlChart = new uPlot({
-    width: Math.max(300, box.clientWidth || 800), height: 260,
+    width: width(), height: 260,
     scales: { x: { time: isTime } },
     series: [{ label: r.columns[0].name }, ...ys.map(([c], j) => ({ label: c.name, stroke: COLORS[j % COLORS.length] }))],
   }, data, box);
