@@ -28,7 +28,7 @@
 #define HOT static inline __attribute__((always_inline))
 
 enum type { T_INT64, T_FLOAT64, T_STRING };
-enum op { OP_ADD, OP_MIN, OP_MAX };
+enum op { OP_ADD, OP_MIN, OP_MAX, OP_AVG };
 enum wkind { W_GLOBAL, W_TUMBLING, W_HOPPING };
 
 static const char *type_names[] = {"int64", "float64", "string"};
@@ -156,6 +156,21 @@ int wagg_min(wagg_spec *s, const char *n) { return add_metric(s, n, "min", T_INT
 int wagg_min_float(wagg_spec *s, const char *n) { return add_metric(s, n, "min", T_FLOAT64, OP_MIN); }
 int wagg_max(wagg_spec *s, const char *n) { return add_metric(s, n, "max", T_INT64, OP_MAX); }
 int wagg_max_float(wagg_spec *s, const char *n) { return add_metric(s, n, "max", T_FLOAT64, OP_MAX); }
+
+static const char *suffixed(const char *name, const char *suffix) {
+    size_t a = strlen(name), b = strlen(suffix);
+    char *p = malloc(a + b + 1); /* lives as long as the spec */
+    if (!p) abort();
+    memcpy(p, name, a);
+    memcpy(p + a, suffix, b + 1);
+    return p;
+}
+
+int wagg_average(wagg_spec *s, const char *n) {
+    int m = add_metric(s, suffixed(n, "_sum"), "sum", T_FLOAT64, OP_AVG);
+    add_metric(s, suffixed(n, "_count"), "count", T_INT64, OP_ADD);
+    return m;
+}
 
 /* ---- errors ---- */
 
@@ -814,6 +829,7 @@ void wagg_add_float(wagg_groups *g, int m, double v) {
         else if (op == OP_MAX) cur = gomax(cur, v);
         else cur += v;
         *val = fbits(cur);
+        if (op == OP_AVG) val[1]++; /* the count follows the sum */
     }
 }
 

@@ -99,6 +99,11 @@ int wagg_min(wagg_spec *s, const char *name);
 int wagg_min_float(wagg_spec *s, const char *name);
 int wagg_max(wagg_spec *s, const char *name);
 int wagg_max_float(wagg_spec *s, const char *name);
+/* An average of float64 values, carried as two metrics the host merges
+ * exactly across partitions: name_sum (a float64 sum) and name_count (a
+ * count); the average is their quotient, live and in ClickHouse.
+ * wagg_add_float folds a value into both. */
+int wagg_average(wagg_spec *s, const char *name);
 
 /* --- wagg_aggregate: the batch, valid during the call only. */
 

@@ -47,6 +47,7 @@ const TYPE_NAMES: string[] = ["int64", "float64", "string"];
 const OP_ADD: u8 = 0;
 const OP_MIN: u8 = 1;
 const OP_MAX: u8 = 2;
+const OP_AVG: u8 = 3; // a sum whose count follows it
 
 const W_GLOBAL: u8 = 0;
 const W_TUMBLING: u8 = 1;
@@ -137,6 +138,15 @@ export class Spec {
   minFloat(name: string): i32 { return this.metric(name, "min", T_FLOAT64, OP_MIN); }
   max(name: string): i32 { return this.metric(name, "max", T_INT64, OP_MAX); }
   maxFloat(name: string): i32 { return this.metric(name, "max", T_FLOAT64, OP_MAX); }
+  /** An average of float64 values, carried as two metrics the host merges
+   * exactly across partitions: name_sum (a float64 sum) and name_count (a
+   * count); the average is their quotient, live and in ClickHouse.
+   * Key.addFloat folds a value into both. */
+  average(name: string): i32 {
+    const m = this.metric(name + "_sum", "sum", T_FLOAT64, OP_AVG);
+    this.metric(name + "_count", "count", T_INT64, OP_ADD);
+    return m;
+  }
 
   toJSON(): string {
     let s = '{"abi":1,"input":[';
@@ -504,6 +514,7 @@ export class Key {
       const j = <i32>tg.g * nm + m;
       const cur = reinterpret<f64>(unchecked(tg.p.vals[j]));
       unchecked((tg.p.vals[j] = reinterpret<u64>(op == OP_MIN ? goMin(cur, v) : op == OP_MAX ? goMax(cur, v) : cur + v)));
+      if (op == OP_AVG) unchecked((tg.p.vals[j + 1] += 1)); // the count follows the sum
     }
     return this;
   }

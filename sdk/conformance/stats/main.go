@@ -24,13 +24,14 @@ var (
 	total    = wagg.SumFloat("ms_total")
 	fastest  = wagg.Min("fastest").Float()
 	slowest  = wagg.Max("slowest").Float()
+	latency  = wagg.Average("latency")
 )
 
 func init() {
 	wagg.Register(wagg.Spec{
 		Input:   wagg.Fields(region, status, tier, ms, size),
 		Keys:    wagg.Keys(wagg.StringKey("region"), wagg.Int64Key("status"), wagg.Float64Key("tier")),
-		Metrics: wagg.Metrics(requests, bytes, smallest, largest, total, fastest, slowest),
+		Metrics: wagg.Metrics(requests, bytes, smallest, largest, total, fastest, slowest, latency),
 	}, fold)
 }
 
@@ -47,7 +48,7 @@ func fold(b *wagg.Batch, g *wagg.Groups) error {
 		// Only successful requests count towards the latencies, so that
 		// some groups keep the min and max identities (+Inf and -Inf).
 		if statuses[i] < 400 {
-			k.AddFloat(total, mss[i]).AddFloat(fastest, mss[i]).AddFloat(slowest, mss[i])
+			k.AddFloat(total, mss[i]).AddFloat(fastest, mss[i]).AddFloat(slowest, mss[i]).AddFloat(latency, mss[i])
 		}
 	}
 	return nil

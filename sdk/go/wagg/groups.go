@@ -303,7 +303,8 @@ func (k *Key) Add(m *Metric, v int64) *Key {
 	return k
 }
 
-// AddFloat folds a float64 value into a float64 metric.
+// AddFloat folds a float64 value into a float64 metric; into an Average,
+// it adds v to the sum and 1 to the count.
 func (k *Key) AddFloat(m *Metric, v float64) *Key {
 	if !k.resolve() || !k.known(m) {
 		return k
@@ -313,6 +314,14 @@ func (k *Key) AddFloat(m *Metric, v float64) *Key {
 		return k
 	}
 	j := m.idx
+	if m.avg {
+		for _, t := range k.targets {
+			vals := t.p.vals[int(t.g)*t.p.nm+j:]
+			vals[0] = math.Float64bits(math.Float64frombits(vals[0]) + v)
+			vals[1]++
+		}
+		return k
+	}
 	for _, t := range k.targets {
 		val := &t.p.vals[int(t.g)*t.p.nm+j]
 		cur := math.Float64frombits(*val)

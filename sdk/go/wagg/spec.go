@@ -40,6 +40,9 @@ type Metric struct {
 	// compares small integers, not strings (string compares are slow in Wasm).
 	op    op
 	float bool
+	// avg: an Average, whose sum (def) is followed by its count.
+	avg   bool
+	count abi.Metric
 }
 
 // op is how a metric folds a value in.
@@ -64,6 +67,16 @@ func Sum(name string) *Metric {
 // SumFloat declares a sum of float64 values.
 func SumFloat(name string) *Metric {
 	return &Metric{def: abi.Metric{Name: name, Kind: abi.Sum, Type: abi.Float64}, idx: -1, op: opAdd, float: true}
+}
+
+// Average declares the average of float64 values, carried as two columns
+// that the host merges exactly across partitions: name_sum (a float64 sum)
+// and name_count (a count); the average is their quotient, in the live view
+// and in ClickHouse (sum(name_sum) / sum(name_count)). AddFloat folds a value
+// into both.
+func Average(name string) *Metric {
+	return &Metric{def: abi.Metric{Name: name + "_sum", Kind: abi.Sum, Type: abi.Float64}, idx: -1, op: opAdd, float: true,
+		avg: true, count: abi.Metric{Name: name + "_count", Kind: abi.Count, Type: abi.Int64}}
 }
 
 // Min declares the minimum of int64 values (Float makes it float64).
@@ -156,9 +169,12 @@ func Register(s Spec, fn Func) {
 		f.idx = i
 		schema.Input = append(schema.Input, f.def)
 	}
-	for i, m := range s.Metrics {
-		m.idx = i
+	for _, m := range s.Metrics {
+		m.idx = len(schema.Metrics)
 		schema.Metrics = append(schema.Metrics, m.def)
+		if m.avg {
+			schema.Metrics = append(schema.Metrics, m.count)
+		}
 	}
 	if err := schema.Validate(); err != nil {
 		panic("wagg: " + err.Error())

@@ -397,7 +397,7 @@ impl<'g> Key<'g> {
                 *val = match op {
                     Op::Min => cur.min(v),
                     Op::Max => cur.max(v),
-                    Op::Add => cur.wrapping_add(v),
+                    Op::Add | Op::Avg => cur.wrapping_add(v),
                 } as u64;
             }
         }
@@ -412,14 +412,18 @@ impl<'g> Key<'g> {
             let op = self.g.metrics[m.0].1;
             let Groups { ws, targets, .. } = &mut *self.g;
             for &(w, p, g) in targets.iter() {
-                let val = &mut ws[w as usize].panes[p as usize].vals[g as usize * nm + m.0];
-                let cur = f64::from_bits(*val);
-                *val = match op {
+                let vals = &mut ws[w as usize].panes[p as usize].vals;
+                let j = g as usize * nm + m.0;
+                let cur = f64::from_bits(vals[j]);
+                vals[j] = match op {
                     Op::Min => go_min(cur, v),
                     Op::Max => go_max(cur, v),
-                    Op::Add => cur + v,
+                    Op::Add | Op::Avg => cur + v,
                 }
                 .to_bits();
+                if op == Op::Avg {
+                    vals[j + 1] += 1; // the count follows the sum
+                }
             }
         }
         self

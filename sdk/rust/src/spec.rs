@@ -37,6 +37,7 @@ pub(crate) enum Op {
     Add,
     Min,
     Max,
+    Avg, // a sum whose count follows it
 }
 
 pub(crate) struct FieldDef {
@@ -129,6 +130,16 @@ impl Spec {
     pub fn max(&mut self, name: &str) -> Metric { self.metric(name, "max", Type::Int64, Op::Max) }
     /// The maximum of float64 values.
     pub fn max_float(&mut self, name: &str) -> Metric { self.metric(name, "max", Type::Float64, Op::Max) }
+
+    /// An average of float64 values, carried as two metrics the host merges
+    /// exactly across partitions: `name_sum` (a float64 sum) and
+    /// `name_count` (a count); the average is their quotient, live and in
+    /// ClickHouse. `Key::add_float` folds a value into both.
+    pub fn average(&mut self, name: &str) -> Metric {
+        let m = self.metric(&format!("{}_sum", name), "sum", Type::Float64, Op::Avg);
+        self.metric(&format!("{}_count", name), "count", Type::Int64, Op::Add);
+        m
+    }
 
     /// The schema as `wagg_describe` returns it (`abi.Schema` JSON).
     pub(crate) fn to_json(&self) -> String {

@@ -2,7 +2,7 @@
 #include "wagg.h"
 
 static int region, status, tier, ms, size;
-static int requests, bytes, smallest, largest, total, fastest, slowest;
+static int requests, bytes, smallest, largest, total, fastest, slowest, latency;
 
 void wagg_define(wagg_spec *s) {
     region = wagg_input_string(s, "region");
@@ -20,6 +20,7 @@ void wagg_define(wagg_spec *s) {
     total = wagg_sum_float(s, "ms_total");
     fastest = wagg_min_float(s, "fastest");
     slowest = wagg_max_float(s, "slowest");
+    latency = wagg_average(s, "latency");
 }
 
 int wagg_aggregate(const wagg_batch *b, wagg_groups *g) {
@@ -39,6 +40,7 @@ int wagg_aggregate(const wagg_batch *b, wagg_groups *g) {
             wagg_add_float(g, total, mss[i]);
             wagg_add_float(g, fastest, mss[i]);
             wagg_add_float(g, slowest, mss[i]);
+            wagg_add_float(g, latency, mss[i]);
         }
     }
     return 0;

@@ -15,6 +15,7 @@ pub struct Stats {
     total: Metric,
     fastest: Metric,
     slowest: Metric,
+    latency: Metric,
 }
 
 impl Aggregator for Stats {
@@ -37,6 +38,7 @@ impl Aggregator for Stats {
             total: s.sum_float("ms_total"),
             fastest: s.min_float("fastest"),
             slowest: s.max_float("slowest"),
+            latency: s.average("latency"),
         }
     }
 
@@ -50,7 +52,7 @@ impl Aggregator for Stats {
             let k = g.at(b.time(i)).string(regions.get(i)).int64(statuses[i]).float64(tiers[i]);
             let k = k.add(self.requests, 1).add(self.bytes, sizes[i]).add(self.smallest, sizes[i]).add(self.largest, sizes[i]);
             if statuses[i] < 400 {
-                k.add_float(self.total, mss[i]).add_float(self.fastest, mss[i]).add_float(self.slowest, mss[i]);
+                k.add_float(self.total, mss[i]).add_float(self.fastest, mss[i]).add_float(self.slowest, mss[i]).add_float(self.latency, mss[i]);
             }
         }
         Ok(())
