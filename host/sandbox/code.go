@@ -243,7 +243,8 @@ const (
 
 // instr is one decoded instruction: its opcode, where it ends, and for the
 // instructions that name a function (call, ref.func) or a global
-// (global.get, global.set) that index and where its LEB128 lies.
+// (global.get, global.set) that index and where its LEB128 lies; for
+// i32.const, its value.
 type instr struct {
 	op            byte
 	sub           uint32 // of a 0xfc or 0xfd instruction
@@ -309,7 +310,9 @@ func decodeInstr(code []byte, off int) (instr, error) {
 		ok = ok && fixed(int(n))
 	case op >= 0x28 && op <= 0x3e: // loads and stores: memarg
 		ok = skip(2)
-	case op == opI32Const || op == 0x42: // i32.const, i64.const
+	case op == opI32Const:
+		in.index, ok = r.s32()
+	case op == 0x42: // i64.const
 		ok = skip(1)
 	case op == 0x43:
 		ok = fixed(4)
@@ -356,6 +359,28 @@ func decodeInstr(code []byte, off int) (instr, error) {
 	}
 	in.end = r.off
 	return in, nil
+}
+
+// s32 reads a signed LEB128 of at most 5 bytes, as the bits of an i32.
+func (r *reader) s32() (uint32, bool) {
+	var v int64
+	shift := 0
+	for i := 0; i < 5; i++ {
+		if r.off >= len(r.b) {
+			return 0, false
+		}
+		c := r.b[r.off]
+		r.off++
+		v |= int64(c&0x7f) << shift
+		shift += 7
+		if c&0x80 == 0 {
+			if c&0x40 != 0 && shift < 64 {
+				v |= -1 << shift
+			}
+			return uint32(v), true
+		}
+	}
+	return 0, false
 }
 
 // leb skips one LEB128 of at most 10 bytes (any width, signed or not).

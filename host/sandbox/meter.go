@@ -128,7 +128,8 @@ type instrumenter struct {
 	emitted     [3]bool
 	params      []uint32 // per function type, its parameters
 	funcTypes   []uint32 // per defined function, its type
-	loops       []int    // pass one of a body: the length of each loop
+	loops       []int    // pass one of a body: the weight of each loop, in bytes
+	loopStatic  []uint64 // pass one: constant bulk lengths before each loop
 	stack       []int
 }
 
@@ -627,10 +628,15 @@ func (m *instrumenter) body(out, fn []byte, f uint32) ([]byte, error) {
 	}
 	decls, code := fn[:r.off], fn[r.off:]
 
-	// Pass one: the length of every loop, in the order the loops start,
-	// and whether there is a bulk instruction.
+	// Pass one: the weight of every loop, in the order the loops start (its
+	// bytes, and the lengths of the bulk instructions in it whose length is
+	// a constant), and whether there is a bulk instruction whose length is
+	// known only when it runs.
 	m.loops, m.stack = m.loops[:0], m.stack[:0]
-	closed, bulks := false, false
+	m.loopStatic = m.loopStatic[:0]
+	closed, dynamic := false, false
+	var static uint64 // constant bulk lengths so far
+	var prev instr
 	for off := 0; off < len(code); {
 		if closed {
 			return nil, invalid("instructions after the end of the body")
@@ -645,17 +651,25 @@ func (m *instrumenter) body(out, fn []byte, f uint32) ([]byte, error) {
 		case opLoop:
 			m.stack = append(m.stack, len(m.loops))
 			m.loops = append(m.loops, off)
+			m.loopStatic = append(m.loopStatic, static)
 		case opEnd:
 			if len(m.stack) == 0 {
 				closed = true
 				break
 			}
 			if top := m.stack[len(m.stack)-1]; top >= 0 {
-				m.loops[top] = off - m.loops[top]
+				m.loops[top] = off - m.loops[top] + int(min(static-m.loopStatic[top], 1<<30))
 			}
 			m.stack = m.stack[:len(m.stack)-1]
 		}
-		bulks = bulks || isBulk(in)
+		if isBulk(in) {
+			if prev.op == opI32Const {
+				static += uint64(prev.index)
+			} else {
+				dynamic = true
+			}
+		}
+		prev = in
 		off = in.end
 	}
 	if !closed {
@@ -665,7 +679,7 @@ func (m *instrumenter) body(out, fn []byte, f uint32) ([]byte, error) {
 	// A bulk instruction's length is kept in a local of its own, added
 	// after the function's parameters and locals.
 	scratch := uint64(m.params[m.funcTypes[f]]) + locals
-	if bulks && scratch < 1<<32-1 {
+	if dynamic && scratch < 1<<32-1 {
 		out = appendULEB(out, groups+1)
 		out = append(out, decls[afterCount:]...)
 		out = append(out, 0x01, 0x7f)
@@ -673,12 +687,15 @@ func (m *instrumenter) body(out, fn []byte, f uint32) ([]byte, error) {
 		out = append(out, decls...)
 	}
 
-	// Pass two: copy, with the meter.
-	out = m.meter(out, len(code))
+	// Pass two: copy, with the meter: at the entry (the whole body), after
+	// each loop header, before each bulk instruction of a length known only
+	// when it runs.
+	out = m.meter(out, len(code)+int(min(static, 1<<30)))
 	loop := 0
+	prev = instr{}
 	for off := 0; off < len(code); {
 		in, _ := decodeInstr(code, off) // decoded once already
-		if isBulk(in) {
+		if isBulk(in) && prev.op != opI32Const {
 			out = m.meterLength(out, uint32(scratch))
 		}
 		var err error
@@ -689,6 +706,7 @@ func (m *instrumenter) body(out, fn []byte, f uint32) ([]byte, error) {
 			out = m.meter(out, m.loops[loop])
 			loop++
 		}
+		prev = in
 		off = in.end
 	}
 	return out, nil
