@@ -91,6 +91,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzScanCode -fuzztime $(FUZZTIME) ./host/sandbox
 	$(GO) test -run XXX -fuzz FuzzInstrument -fuzztime $(FUZZTIME) ./host/sandbox
 	$(GO) test -run XXX -fuzz FuzzGuestDecoders -fuzztime $(FUZZTIME) -parallel 1 ./sdk/conformance
+	$(GO) test -run XXX -fuzz FuzzStateApply -fuzztime $(FUZZTIME) ./host/catalog
 
 # The Wasm stage against native Go, the host decoder, the cost of per-call
 # deadlines and the memory of idle partitions (BENCHMARKS.md).

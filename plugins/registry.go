@@ -84,9 +84,10 @@ var (
 	versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$`)
 )
 
-// Push validates wasm and stores it as name@version. Pushing the same bytes
-// again is a no-op; other bytes under an existing name@version are refused.
-func (r *Registry) Push(ctx context.Context, name, version string, wasm []byte) (Manifest, error) {
+// Check validates wasm as name@version without storing it: the manifest
+// Push would store. The same bytes already stored are their manifest;
+// other bytes under a stored name@version are refused.
+func (r *Registry) Check(ctx context.Context, name, version string, wasm []byte) (Manifest, error) {
 	if !nameRE.MatchString(name) {
 		return Manifest{}, fmt.Errorf("%w: name %q: want a lower-case letter, then letters, digits or _ (at most 48)", ErrInvalid, name)
 	}
@@ -111,8 +112,20 @@ func (r *Registry) Push(ctx context.Context, name, version string, wasm []byte) 
 	if err != nil {
 		return Manifest{}, err
 	}
-	m := Manifest{Name: name, Version: version, SHA256: sha, ABI: abi.Version, Size: len(wasm), Schema: mod.Schema, UploadedAt: time.Now().UTC()}
-	if err := writeAtomic(filepath.Join(r.dir, "blobs", sha+".wasm"), wasm); err != nil {
+	return Manifest{Name: name, Version: version, SHA256: sha, ABI: abi.Version, Size: len(wasm), Schema: mod.Schema, UploadedAt: time.Now().UTC()}, nil
+}
+
+// Push validates wasm and stores it as name@version. Pushing the same bytes
+// again is a no-op; other bytes under an existing name@version are refused.
+func (r *Registry) Push(ctx context.Context, name, version string, wasm []byte) (Manifest, error) {
+	m, err := r.Check(ctx, name, version, wasm)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if _, err := r.Get(name, version); err == nil {
+		return m, nil // stored before
+	}
+	if err := writeAtomic(filepath.Join(r.dir, "blobs", m.SHA256+".wasm"), wasm); err != nil {
 		return Manifest{}, err
 	}
 	b, _ := json.MarshalIndent(m, "", "  ")

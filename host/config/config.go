@@ -62,6 +62,19 @@ func (t *TLS) Enabled() bool { return t.CertFile != "" }
 type Kafka struct {
 	// Brokers are seed brokers, host:port. Default [127.0.0.1:9092].
 	Brokers []string `yaml:"brokers"`
+	// CatalogTopic holds the plugins and deployment specs that the hosts of
+	// one cluster share (host/catalog). Default _wagg_catalog_<database>:
+	// hosts on one broker and one ClickHouse database are one cluster.
+	CatalogTopic string `yaml:"catalog_topic"`
+}
+
+// CatalogTopic is the cluster's catalog topic (kafka.catalog_topic or its
+// default, from the database).
+func (c *Config) CatalogTopic() string {
+	if c.Kafka.CatalogTopic != "" {
+		return c.Kafka.CatalogTopic
+	}
+	return "_wagg_catalog_" + c.ClickHouse.Database
 }
 
 // ClickHouse is where rows and checkpoints are written (native protocol).
@@ -202,7 +215,10 @@ func fieldLines(n *yaml.Node, path string, out map[int]string) {
 	}
 }
 
-var dbRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+var (
+	dbRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+	topicRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
+)
 
 // Validate names the first field that is wrong. Call it after applying
 // flags, so overrides are checked too.
@@ -225,6 +241,9 @@ func (c *Config) Validate() error {
 		if err := hostPort(b); err != nil {
 			return bad(fmt.Sprintf("kafka.brokers[%d]", i), "%q: %v", b, err)
 		}
+	}
+	if c.Kafka.CatalogTopic != "" && !topicRE.MatchString(c.Kafka.CatalogTopic) {
+		return bad("kafka.catalog_topic", "%q: want 1 to 249 letters, digits and . _ -", c.Kafka.CatalogTopic)
 	}
 	if err := hostPort(c.ClickHouse.Addr); err != nil {
 		return bad("clickhouse.addr", "%q: %v", c.ClickHouse.Addr, err)

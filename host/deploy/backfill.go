@@ -56,7 +56,7 @@ func (b *backfill) String() string {
 // its own table only.
 type discard struct{}
 
-func (discard) Publish(string, int32, []abi.Row) error { return nil }
+func (discard) PublishAt(string, int32, int64, []abi.Row) error { return nil }
 
 // startFresh starts d anew from d.Start. With no deployment of the name
 // before, that is a plain start; otherwise a backfill into the next
@@ -75,7 +75,7 @@ func (m *Manager) startFresh(ctx context.Context, d plugins.Deployment, man plug
 		return api.Deployment{}, err
 	}
 	if prev == nil {
-		return m.launch(ctx, d, man, mod, start)
+		return m.launch(ctx, d, man, mod, start, true)
 	}
 	for d.Generation = prev.Generation + 1; ; d.Generation++ {
 		w, err := m.o.Checkpoints.Writers(ctx, d.Storage(), d.Topic)
@@ -131,7 +131,7 @@ func (m *Manager) relaunch(ctx context.Context, d plugins.Deployment) error {
 	if err != nil {
 		return err
 	}
-	_, err = m.launch(ctx, d, man, mod, nil)
+	_, err = m.launch(ctx, d, man, mod, nil, false)
 	return err
 }
 
@@ -276,7 +276,7 @@ func (m *Manager) switchOver(b *backfill) {
 		return
 	}
 	m.o.Live.Reset(b.d.Name, &b.mod.Schema, b.d.ABIWindows())
-	if _, err := m.launch(ctx, b.d, b.man, b.mod, nil); err != nil {
+	if _, err := m.launch(ctx, b.d, b.man, b.mod, nil, true); err != nil {
 		log.Error("starting the new generation after the switch", "err", err)
 		return
 	}

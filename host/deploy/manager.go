@@ -18,6 +18,7 @@ import (
 	"github.com/wagg/wagg/host/api"
 	"github.com/wagg/wagg/host/checkpoint"
 	"github.com/wagg/wagg/host/pipeline"
+	"github.com/wagg/wagg/host/relay"
 	"github.com/wagg/wagg/host/sandbox"
 	"github.com/wagg/wagg/host/sink"
 	"github.com/wagg/wagg/host/source"
@@ -32,11 +33,22 @@ type Live interface {
 	Reset(aggregator string, s *abi.Schema, windows []abi.Window)
 }
 
+// Specs is where the deployment specs of the cluster live (catalog.Specs):
+// every host's Manager reads and writes the same ones.
+type Specs interface {
+	List() ([]plugins.Deployment, error)
+	Put(d plugins.Deployment) error
+	Delete(name string) error
+	Failed(name string) (plugins.Failure, bool)
+	SetFailed(name string, f plugins.Failure) error
+	ClearFailed(name string) error
+}
+
 // Options are what a Manager starts deployments with. All are required
 // but Log, InstanceID and UnsafeReplayOverlap.
 type Options struct {
 	Registry    *plugins.Registry
-	Specs       *plugins.Deployments
+	Specs       Specs
 	Brokers     []string
 	Admin       *kadm.Client
 	ClickHouse  driver.Conn
@@ -70,6 +82,7 @@ type Manager struct {
 	mu        sync.Mutex
 	running   map[string]*running
 	backfills map[string]*backfill
+	changed   chan string // deployments another host changed
 }
 
 // running is a deployment this host runs, or ran until it failed.
@@ -94,7 +107,7 @@ func New(o Options) *Manager {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	m := &Manager{o: o, running: map[string]*running{}, backfills: map[string]*backfill{}}
+	m := &Manager{o: o, running: map[string]*running{}, backfills: map[string]*backfill{}, changed: make(chan string, 64)}
 	m.failed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "wagg_deployment_failed", Help: "1 for a deployment that stopped by itself (see GET /v1/deployments), else 0.",
 	}, []string{"deployment"})
@@ -102,27 +115,109 @@ func New(o Options) *Manager {
 	return m
 }
 
-// Start starts every stored deployment but those that failed before: they
-// stay failed (and visible) until deployed again.
+// Start runs what the specs hold (but deployments that failed: they stay
+// failed, and visible, until deployed again), then follows them until ctx
+// ends: Changed names a deployment another host changed, and every
+// resyncEvery the whole list is compared again (a start that failed is
+// retried).
 func (m *Manager) Start(ctx context.Context) error {
+	m.sync("")
+	go func() {
+		t := time.NewTicker(resyncEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case name := <-m.changed:
+				m.sync(name)
+			case <-t.C:
+				m.sync("")
+			}
+		}
+	}()
+	return nil
+}
+
+// resyncEvery is how often a host compares what it runs with the specs.
+const resyncEvery = 5 * time.Second
+
+// Changed tells the Manager that another host changed a deployment's spec
+// or failure. It does not wait.
+func (m *Manager) Changed(name string) {
+	select {
+	case m.changed <- name:
+	default: // the next resync sees it
+	}
+}
+
+// sync makes this host run the named deployment (all of them: "") as the
+// specs say: stopped when undeployed or failed, started or restarted when
+// new or changed.
+func (m *Manager) sync(only string) {
+	m.deploying.Lock()
+	defer m.deploying.Unlock()
 	specs, err := m.o.Specs.List()
 	if err != nil {
-		return err
+		m.o.Log.Error("reading the deployment specs", "err", err)
+		return
 	}
+	want := map[string]plugins.Deployment{}
 	for _, d := range specs {
-		if f, ok := m.o.Specs.Failed(d.Name); ok {
-			m.o.Log.Warn("stored deployment failed before; not started (deploy it again to restart it)", "deployment", d.Name, "err", f.Error)
+		if only == "" || d.Name == only {
+			want[d.Name] = d
+		}
+	}
+	m.mu.Lock()
+	var gone []string
+	for name := range m.running {
+		if _, ok := want[name]; !ok && (only == "" || name == only) {
+			gone = append(gone, name)
+		}
+	}
+	m.mu.Unlock()
+	for _, name := range gone {
+		m.cancelBackfill(name)
+		if m.stop(name) {
+			m.o.Log.Info("deployment undeployed through another host: stopped here", "deployment", name)
+		}
+	}
+	for name, d := range want {
+		m.mu.Lock()
+		r := m.running[name]
+		m.mu.Unlock()
+		if f, ok := m.o.Specs.Failed(name); ok {
+			if r != nil && r.failed() != nil {
+				continue
+			}
+			m.stop(name)
+			m.o.Log.Warn("deployment failed; not running here (deploy it again to restart it)", "deployment", name, "err", f.Error)
 			m.mu.Lock()
-			m.running[d.Name] = &running{spec: d, done: closed(), cancel: func() {}, failure: &f}
+			m.running[name] = &running{spec: d, done: closed(), cancel: func() {}, failure: &f}
 			m.mu.Unlock()
-			m.failed.WithLabelValues(d.Name).Set(1)
+			m.failed.WithLabelValues(name).Set(1)
 			continue
 		}
-		if _, err := m.Deploy(ctx, d); err != nil {
-			m.o.Log.Error("stored deployment not started", "deployment", d.Name, "err", err)
+		if r != nil && r.failed() == nil && sameSpec(r.spec, d) {
+			continue
+		}
+		m.cancelBackfill(name)
+		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+		err := m.relaunch(ctx, d)
+		cancel()
+		if err != nil {
+			m.o.Log.Error("deployment not started on this host; trying again", "deployment", name, "err", err)
 		}
 	}
-	return nil
+}
+
+// startTimeout bounds one attempt to start a deployment.
+const startTimeout = 30 * time.Second
+
+func sameSpec(a, b plugins.Deployment) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
 }
 
 // Deploy starts (or restarts with the new spec) a deployment, clearing a
@@ -175,7 +270,7 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 	if err := m.checkUpgrade(ctx, d, man, &mod.Schema); err != nil {
 		return api.Deployment{}, err
 	}
-	return m.launch(ctx, d, man, mod, nil)
+	return m.launch(ctx, d, man, mod, nil, true)
 }
 
 // launch starts d as the deployment of its name, replacing the one that
@@ -183,7 +278,10 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 // from start where it has none), the stored spec. The old runner has
 // stopped (and made its last flush) before the new one registers with the
 // hub.
-func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.Manifest, mod *sandbox.Module, start map[int32]int64) (api.Deployment, error) {
+//
+// store writes the spec for every host; a host that starts what the specs
+// already hold does not.
+func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.Manifest, mod *sandbox.Module, start map[int32]int64, store bool) (api.Deployment, error) {
 	partitions, err := m.ensureTopics(ctx, d)
 	if err != nil {
 		return api.Deployment{}, err
@@ -193,13 +291,25 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 	if err != nil {
 		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
-	runner, err := m.runner(d, man, mod, table, m.o.Live, start)
+	rel, err := relay.New(ctx, relay.Options{
+		Brokers: m.o.Brokers, Admin: m.o.Admin, Topic: relay.Topic(m.o.Database, d.Name), Partitions: int32(partitions),
+		Deployment: d.Name, Generation: d.Storage(), Schema: &mod.Schema, Windows: windows,
+		Hub: m.o.Live, Table: table, CheckpointEvery: time.Duration(d.CheckpointEvery), Log: m.o.Log,
+	})
 	if err != nil {
+		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	runner, err := m.runner(d, man, mod, table, rel, start)
+	if err != nil {
+		rel.Close()
 		return api.Deployment{}, err
 	}
 	d.Start = ""
-	if err := m.o.Specs.Put(d); err != nil {
-		return api.Deployment{}, err
+	if store {
+		if err := m.o.Specs.Put(d); err != nil {
+			rel.Close()
+			return api.Deployment{}, err
+		}
 	}
 	m.stop(d.Name)
 	if err := m.o.Specs.ClearFailed(d.Name); err != nil {
@@ -212,13 +322,22 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 	m.mu.Lock()
 	m.running[d.Name] = r
 	m.mu.Unlock()
+	relayDone := make(chan struct{})
+	go func() {
+		defer close(relayDone)
+		rel.Run(rctx)
+	}()
 	go func() {
 		defer close(r.done)
 		err := runner.Run(rctx)
+		cancel()
+		<-relayDone
+		rel.Close()
 		if err == nil {
 			return
 		}
-		// It stopped by itself: keep it visible, and stopped across restarts.
+		// It stopped by itself: keep it visible, and stopped on every host
+		// and across restarts.
 		f := plugins.Failure{Error: err.Error(), At: time.Now().UTC()}
 		r.mu.Lock()
 		r.failure = &f

@@ -217,6 +217,15 @@ func (h *Hub) locked(name string) *aggState {
 // Rows that would make a pane hold more than MaxGroupsPerPane groups are
 // left out, and the error says where: the caller should stop the plugin.
 func (h *Hub) Publish(aggregator string, partition int32, rows []abi.Row) error {
+	return h.PublishAt(aggregator, partition, -1, rows)
+}
+
+// PublishAt is Publish of rows current as of version, the partition's next
+// source offset: rows of a version older than the partition's latest are a
+// replay of values already merged (a partition restored from its
+// checkpoint on another host) and are dropped, so that a live value never
+// goes back. A version below 0 is always applied.
+func (h *Hub) PublishAt(aggregator string, partition int32, version int64, rows []abi.Row) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -226,6 +235,12 @@ func (h *Hub) Publish(aggregator string, partition int32, rows []abi.Row) error 
 		return nil
 	}
 	defer a.mu.Unlock()
+	if version >= 0 {
+		if latest, ok := a.versions[partition]; ok && version < latest {
+			return nil
+		}
+		a.versions[partition] = version
+	}
 	out, evicted, err := a.apply(partition, rows)
 	if len(out) == 0 && len(evicted) == 0 {
 		return err

@@ -122,6 +122,10 @@ type aggState struct {
 	touched  []*group
 	touchedW []paneRef
 	drops    map[string]uint64
+	// versions is the latest version (source offset) each partition's rows
+	// were published at: rows older than it are a replay (another host
+	// restoring the partition from its checkpoint) of values already shown.
+	versions map[int32]int64
 	// shared is the snapshot of the current seq handed to unfiltered
 	// subscribers, so that a reconnect storm copies and encodes the state
 	// once per seq rather than once per subscriber. Publish clears it.
@@ -180,6 +184,7 @@ func newAggState(name, epoch string, s *abi.Schema, windows []abi.Window, o *Opt
 		subs:       map[*subscription]struct{}{},
 		scratch:    make([]uint64, len(s.Metrics)),
 		drops:      map[string]uint64{},
+		versions:   map[int32]int64{},
 	}
 	for _, m := range s.Metrics {
 		a.metricNames = append(a.metricNames, append(appendString(nil, m.Name), ':'))

@@ -27,9 +27,10 @@ type Checkpoints interface {
 
 // Live receives the rows a partition emits (hub.Hub). An error means the
 // rows would grow it past its bounds (too many groups in a pane): the
-// deployment stops.
+// deployment stops. version is the partition's next source offset: the
+// rows are its values as of there.
 type Live interface {
-	Publish(aggregator string, partition int32, rows []abi.Row) error
+	PublishAt(aggregator string, partition int32, version int64, rows []abi.Row) error
 }
 
 // kafka is what a partition worker does with Kafka besides receiving

@@ -475,7 +475,7 @@ func (w *worker) emit(ctx context.Context) {
 		return
 	}
 	e.m.Rows.WithLabelValues(e.spec.Name).Add(float64(len(rows)))
-	if err := e.live.Publish(e.spec.Aggregator, w.p, rows); err != nil {
+	if err := e.live.PublishAt(e.spec.Aggregator, w.p, w.next, rows); err != nil {
 		e.fail(&FailedError{Reason: "groups", Err: fmt.Errorf("partition %d: %w", w.p, err)})
 		return
 	}

@@ -194,7 +194,7 @@ func (b *broker) deadLetters() []*kgo.Record {
 
 type live struct{ rows atomic.Int64 }
 
-func (l *live) Publish(_ string, _ int32, rows []abi.Row) error {
+func (l *live) PublishAt(_ string, _ int32, _ int64, rows []abi.Row) error {
 	l.rows.Add(int64(len(rows)))
 	return nil
 }

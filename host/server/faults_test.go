@@ -772,31 +772,9 @@ func crashTest(t *testing.T, backlog, kills int, extraEnv []string) (*host, expe
 		}
 	})
 
-	// The backlog: event time runs 1 ms per vote, jittered by up to ±2 s
-	// (lateness is 5 s: none is late), one malformed record per 1000.
-	g := gen.New(gen.Options{Seed: rand.Uint64(), Polls: 1000})
-	t0 := time.Now().Add(-time.Duration(backlog+60_000) * time.Millisecond)
-	recs := make([]*kgo.Record, 0, 10_000)
-	flush := func() {
-		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-		recs = recs[:0]
-	}
-	for i := range backlog {
-		ts := t0.Add(time.Duration(i)*time.Millisecond + time.Duration(rand.Int64N(4000)-2000)*time.Millisecond)
-		v := g.Next(ts.UnixMilli())
-		recs = append(recs, &kgo.Record{Key: []byte(v.UserID), Value: v.AppendJSON(nil), Timestamp: ts})
-		if i%1000 == 999 {
-			recs = append(recs, &kgo.Record{Key: []byte(v.UserID), Value: []byte(`{"poll_id":`), Timestamp: ts})
-		}
-		if len(recs) >= 10_000 {
-			flush()
-		}
-	}
-	flush()
+	produceBacklog(t, cl, backlog)
 
-	// The first run deploys; every later one finds the deployment on disk.
+	// The first run deploys; every later one finds the deployment in the catalog.
 	p := startServe(t, bin, args, extraEnv, logf)
 	t.Cleanup(func() { // whichever run is current, even when the test fails
 		p.cmd.Process.Signal(syscall.SIGTERM)
@@ -868,6 +846,34 @@ func crashTest(t *testing.T, backlog, kills int, extraEnv []string) (*host, expe
 	report(t, "%d kill -9s (%d within the catch-up) over a backlog of %d votes (+%d live); restart -> progress: %s; checkpointed offsets at each kill: %s",
 		len(at), inCatchUp, backlog, sent, strings.Join(times, " "), strings.Join(at, " "))
 	return h, readTopic(t, e.brokers, topic)
+}
+
+// produceBacklog writes n votes whose event time runs 1 ms per vote from
+// n+60 s ago, jittered by up to ±2 s (a lateness of 5 s makes none late),
+// and one malformed record per 1000.
+func produceBacklog(t *testing.T, cl *kgo.Client, n int) {
+	t.Helper()
+	g := gen.New(gen.Options{Seed: rand.Uint64(), Polls: 1000})
+	t0 := time.Now().Add(-time.Duration(n+60_000) * time.Millisecond)
+	recs := make([]*kgo.Record, 0, 10_000)
+	flush := func() {
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		recs = recs[:0]
+	}
+	for i := range n {
+		ts := t0.Add(time.Duration(i)*time.Millisecond + time.Duration(rand.Int64N(4000)-2000)*time.Millisecond)
+		v := g.Next(ts.UnixMilli())
+		recs = append(recs, &kgo.Record{Key: []byte(v.UserID), Value: v.AppendJSON(nil), Timestamp: ts})
+		if i%1000 == 999 {
+			recs = append(recs, &kgo.Record{Key: []byte(v.UserID), Value: []byte(`{"poll_id":`), Timestamp: ts})
+		}
+		if len(recs) >= 10_000 {
+			flush()
+		}
+	}
+	flush()
 }
 
 // kill -9 of `wagg serve` at least 10 times at random points of a

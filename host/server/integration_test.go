@@ -68,8 +68,35 @@ func hostConfig(t *testing.T, e env) config.Config {
 	t.Cleanup(func() {
 		ch.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.ClickHouse.Database)
 		ch.Close()
+		deleteClusterTopics(e, cfg.ClickHouse.Database)
 	})
 	return cfg
+}
+
+// deleteClusterTopics deletes the catalog and relay topics of a database's
+// cluster.
+func deleteClusterTopics(e env, db string) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...))
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		return
+	}
+	var gone []string
+	for _, name := range topics.Names() {
+		if name == "_wagg_catalog_"+db || strings.HasPrefix(name, "_wagg_live_"+db+"_") {
+			gone = append(gone, name)
+		}
+	}
+	if len(gone) > 0 {
+		adm.DeleteTopics(ctx, gone...)
+	}
 }
 
 func startHost(t *testing.T, e env) *host { return runHost(t, e, hostConfig(t, e)) }

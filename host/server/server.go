@@ -31,6 +31,7 @@ import (
 
 	"github.com/wagg/wagg/host/api"
 	"github.com/wagg/wagg/host/auth"
+	"github.com/wagg/wagg/host/catalog"
 	"github.com/wagg/wagg/host/checkpoint"
 	"github.com/wagg/wagg/host/config"
 	"github.com/wagg/wagg/host/deploy"
@@ -56,6 +57,7 @@ type Server struct {
 	prom  *prometheus.Registry
 	// breaker guards every write to ClickHouse of this host.
 	breaker *sink.Breaker
+	catalog *catalog.Catalog
 	deploys *deploy.Manager
 	id      string // this host's instance id in every consumer group
 }
@@ -132,8 +134,17 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if s.reg, err = plugins.Open(cfg.DataDir, s.rt, cfg.Sandbox.MaxUploadSize); err != nil {
 		return nil, err
 	}
-	specs, err := plugins.OpenDeployments(cfg.DataDir)
-	if err != nil {
+	if s.catalog, err = catalog.Open(ctx, catalog.Options{
+		Brokers: cfg.Kafka.Brokers, Admin: s.admin, Topic: cfg.CatalogTopic(), MaxPluginSize: cfg.Sandbox.MaxUploadSize, Log: log,
+		Plugin: func(ctx context.Context, p catalog.Plugin) error {
+			_, err := s.reg.Push(ctx, p.Name, p.Version, p.Wasm)
+			return err
+		},
+		Changed: func(name string) { s.deploys.Changed(name) },
+	}); err != nil {
+		return nil, err
+	}
+	if err := s.catalog.Load(ctx); err != nil {
 		return nil, err
 	}
 	id, err := hostID(cfg.DataDir)
@@ -153,7 +164,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.prom = prometheus.NewRegistry()
 	s.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.deploys = deploy.New(deploy.Options{
-		Registry: s.reg, Specs: specs, Brokers: cfg.Kafka.Brokers, Admin: s.admin,
+		Registry: s.reg, Specs: catalog.Specs{C: s.catalog}, Brokers: cfg.Kafka.Brokers, Admin: s.admin,
 		ClickHouse: ch, Database: cfg.ClickHouse.Database, Checkpoints: s.cps, Breaker: s.breaker,
 		Live: s.hub, Metrics: pipeline.NewMetrics(s.prom), Prometheus: s.prom,
 		InstanceID: id, UnsafeReplayOverlap: unsafeReplayOverlap, MaxGroupsPerPane: cfg.Sandbox.MaxGroupsPerPane, Log: log,
@@ -187,6 +198,13 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if err := s.deploys.Start(ctx); err != nil {
 		return err
 	}
+	cctx, stopCatalog := context.WithCancel(ctx)
+	defer stopCatalog()
+	catalogDone := make(chan struct{})
+	go func() {
+		defer close(catalogDone)
+		s.catalog.Run(cctx)
+	}()
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	scheme := "http"
@@ -207,7 +225,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	stopCatalog()
+	<-catalogDone
 	s.deploys.Stop()
+	s.catalog.Close()
 	s.hub.Close()
 	srv.Shutdown(sctx)
 	s.rt.Close(sctx)
@@ -255,12 +276,34 @@ func (s *Server) audit(ctx context.Context, action, target, detail string) {
 }
 
 // PushPlugin validates and stores a plugin.
+//
+// The plugin is checked here, then written to the catalog topic; every host
+// (this one too) stores it from there, in the log's order. So two hosts
+// pushing other bytes under one name@version at once agree: the first in
+// the log wins, the other push answers ErrConflict.
 func (s *Server) PushPlugin(ctx context.Context, name, version string, wasm []byte) (plugins.Manifest, error) {
-	m, err := s.reg.Push(ctx, name, version, wasm)
-	if err == nil {
-		s.audit(ctx, "plugin_push", name+"@"+version, "sha256 "+m.SHA256)
+	if err := s.catalog.CatchUp(ctx); err != nil {
+		return plugins.Manifest{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
-	return m, err
+	m, err := s.reg.Check(ctx, name, version, wasm)
+	if err != nil {
+		return m, err
+	}
+	if old, err := s.reg.Get(name, version); err == nil && old.SHA256 == m.SHA256 {
+		return old, nil // pushed before: the catalog has it
+	}
+	if err := s.catalog.PutPlugin(ctx, name, version, m.SHA256, wasm); err != nil {
+		return plugins.Manifest{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	stored, err := s.reg.Get(name, version)
+	if err != nil {
+		return plugins.Manifest{}, fmt.Errorf("plugin %s@%s written to the catalog but not stored: %w", name, version, err)
+	}
+	if stored.SHA256 != m.SHA256 {
+		return plugins.Manifest{}, fmt.Errorf("%w: %s@%s was pushed meanwhile with sha256 %s; push a new version", plugins.ErrConflict, name, version, stored.SHA256)
+	}
+	s.audit(ctx, "plugin_push", name+"@"+version, "sha256 "+m.SHA256)
+	return stored, nil
 }
 
 // Plugins lists stored plugins.
@@ -270,7 +313,13 @@ func (s *Server) Plugins() ([]plugins.Manifest, error) { return s.reg.List() }
 func (s *Server) MaxUpload() int { return s.reg.MaxSize() }
 
 // Deploy starts (or restarts with the new spec) a deployment (deploy.Manager).
+//
+// It first reads the catalog to its end, so that what another host wrote
+// (a plugin pushed there) is known here.
 func (s *Server) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployment, error) {
+	if err := s.catalog.CatchUp(ctx); err != nil {
+		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
 	st, err := s.deploys.Deploy(ctx, d)
 	if err == nil {
 		s.audit(ctx, "deploy", d.Name, fmt.Sprintf("plugin %s topic %s dead letters %s", d.Plugin, d.Topic, d.DeadLetterTopic))
@@ -280,6 +329,9 @@ func (s *Server) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployme
 
 // Undeploy stops a deployment and forgets its spec; its table stays.
 func (s *Server) Undeploy(ctx context.Context, name string) error {
+	if err := s.catalog.CatchUp(ctx); err != nil {
+		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
 	if err := s.deploys.Undeploy(ctx, name); err != nil {
 		return err
 	}

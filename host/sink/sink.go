@@ -16,6 +16,7 @@ type Table struct {
 	conn    driver.Conn
 	db      string
 	name    string // the deployment's name: the view analysts query
+	raw     string // the per-partition table, quoted with its database
 	schema  *abi.Schema
 	windows []abi.Window
 	insert  string
@@ -34,6 +35,7 @@ func RawTable(deployment string) string { return deployment + "__partitions" }
 func Ensure(ctx context.Context, conn driver.Conn, db, view, storage string, s *abi.Schema, windows []abi.Window) (*Table, error) {
 	t := &Table{conn: conn, db: db, name: view, schema: s, windows: windows}
 	raw := Quote(db) + "." + Quote(RawTable(storage))
+	t.raw = raw
 	var cols, keys, insertCols []string
 	add := func(name, typ string) {
 		cols = append(cols, Quote(name)+" "+typ)

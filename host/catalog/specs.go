@@ -1,0 +1,69 @@
+package catalog
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/wagg/wagg/plugins"
+)
+
+// writeTimeout bounds a write to the catalog made through Specs.
+const writeTimeout = 30 * time.Second
+
+// Specs is the catalog as host/deploy keeps deployment specs: every host's
+// Manager reads and writes the same ones.
+type Specs struct{ C *Catalog }
+
+// List is every deployment spec, by name.
+func (s Specs) List() ([]plugins.Deployment, error) {
+	var out []plugins.Deployment
+	for _, e := range s.C.Deployments() {
+		out = append(out, e.Spec)
+	}
+	return out, nil
+}
+
+// Put writes d, a new revision that clears a failure, and waits until this
+// host has applied it.
+func (s Specs) Put(d plugins.Deployment) error {
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	_, err := s.C.PutDeployment(ctx, d)
+	return err
+}
+
+// Delete removes a deployment and its failure.
+func (s Specs) Delete(name string) error {
+	if _, ok := s.C.Deployment(name); !ok {
+		return fmt.Errorf("%w: deployment %s", plugins.ErrNotFound, name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	return s.C.DeleteDeployment(ctx, name)
+}
+
+// Failed is the failure of the deployment's current revision, if any.
+func (s Specs) Failed(name string) (plugins.Failure, bool) {
+	e, ok := s.C.Deployment(name)
+	if !ok || e.Failure == nil {
+		return plugins.Failure{}, false
+	}
+	return plugins.Failure{Error: e.Failure.Error, At: e.Failure.At}, true
+}
+
+// SetFailed records that the deployment's current revision failed: every
+// host stops it.
+func (s Specs) SetFailed(name string, f plugins.Failure) error {
+	e, ok := s.C.Deployment(name)
+	if !ok {
+		return nil // undeployed meanwhile
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	return s.C.PutFailure(ctx, name, Failure{Revision: e.Revision, Error: f.Error, At: f.At})
+}
+
+// ClearFailed does nothing: a Put is a new revision, which no failure
+// names.
+func (s Specs) ClearFailed(string) error { return nil }
