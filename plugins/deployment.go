@@ -3,11 +3,7 @@ package plugins
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -343,93 +339,10 @@ func (d *Duration) parse(s string) error {
 	return nil
 }
 
-// Deployments persists deployment specs as <dir>/deployments/<name>.json.
-type Deployments struct{ dir string }
-
-// OpenDeployments opens (creating) the store in dir.
-func OpenDeployments(dir string) (*Deployments, error) {
-	d := filepath.Join(dir, "deployments")
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		return nil, fmt.Errorf("plugins: %w", err)
-	}
-	return &Deployments{dir: d}, nil
-}
-
-// Put stores d, replacing a deployment of the same name.
-func (s *Deployments) Put(d Deployment) error {
-	b, err := json.MarshalIndent(d, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeAtomic(filepath.Join(s.dir, d.Name+".json"), b)
-}
-
-// Delete removes a deployment and its failure, if any.
-func (s *Deployments) Delete(name string) error {
-	os.Remove(s.failedPath(name))
-	err := os.Remove(filepath.Join(s.dir, name+".json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("%w: deployment %s", ErrNotFound, name)
-	}
-	return err
-}
-
 // Failure is why a deployment stopped by itself. A failed deployment is not
-// started again when the host restarts; deploying it again clears it.
+// started again (on any host, nor after a restart); deploying it again
+// clears it.
 type Failure struct {
 	Error string    `json:"error"`
 	At    time.Time `json:"at"`
-}
-
-func (s *Deployments) failedPath(name string) string {
-	return filepath.Join(s.dir, name+".failed")
-}
-
-// SetFailed records that the deployment failed.
-func (s *Deployments) SetFailed(name string, f Failure) error {
-	b, err := json.Marshal(f)
-	if err != nil {
-		return err
-	}
-	return writeAtomic(s.failedPath(name), b)
-}
-
-// ClearFailed forgets a failure.
-func (s *Deployments) ClearFailed(name string) error {
-	if err := os.Remove(s.failedPath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-// Failed returns the deployment's recorded failure, if any.
-func (s *Deployments) Failed(name string) (Failure, bool) {
-	var f Failure
-	b, err := os.ReadFile(s.failedPath(name))
-	if err != nil || json.Unmarshal(b, &f) != nil {
-		return f, false
-	}
-	return f, true
-}
-
-// List returns the stored deployments by name.
-func (s *Deployments) List() ([]Deployment, error) {
-	paths, err := filepath.Glob(filepath.Join(s.dir, "*.json"))
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(paths)
-	out := []Deployment{}
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, err
-		}
-		d, err := ParseDeployment(b)
-		if err != nil {
-			return nil, fmt.Errorf("stored deployment %s: %w", filepath.Base(p), err)
-		}
-		out = append(out, d)
-	}
-	return out, nil
 }

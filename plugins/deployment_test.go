@@ -49,46 +49,6 @@ func TestParseDeployment_NamesTheWrongField(t *testing.T) {
 	}
 }
 
-func TestDeployments_AFailureIsKeptUntilDeployedAgainOrDeleted(t *testing.T) {
-	s, err := OpenDeployments(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := ParseDeployment([]byte(goodSpec))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Put(d); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := s.Failed("votes"); ok {
-		t.Fatal("a new deployment is failed")
-	}
-	at := time.Now().UTC().Truncate(time.Second)
-	if err := s.SetFailed("votes", Failure{Error: "plugin trapped", At: at}); err != nil {
-		t.Fatal(err)
-	}
-	if f, ok := s.Failed("votes"); !ok || f.Error != "plugin trapped" || !f.At.Equal(at) {
-		t.Fatalf("failure: %+v %v", f, ok)
-	}
-	if ds, err := s.List(); err != nil || len(ds) != 1 {
-		t.Fatalf("a failure file is listed as a deployment: %v %v", ds, err)
-	}
-	if err := s.ClearFailed("votes"); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := s.Failed("votes"); ok {
-		t.Fatal("failure not cleared")
-	}
-	s.SetFailed("votes", Failure{Error: "again"})
-	if err := s.Delete("votes"); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := s.Failed("votes"); ok {
-		t.Fatal("a deleted deployment keeps its failure")
-	}
-}
-
 func TestCheckDeadLetterLoop_RefusesATopicThatIsBothInputAndDeadLetters(t *testing.T) {
 	spec := func(name, topic, dl string) Deployment {
 		return Deployment{Name: name, Topic: topic, DeadLetterTopic: dl}

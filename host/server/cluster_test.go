@@ -43,7 +43,13 @@ func startClusterHost(t *testing.T, bin, name string, e env, db string, logf *os
 	addr := ln.Addr().String()
 	ln.Close()
 	dir := filepath.Join(t.TempDir(), name)
-	h := &clusterHost{bin: bin, name: name, url: "http://" + addr, args: []string{"-listen", addr, "-data-dir", dir,
+	// Four hosts and the test share two cores: a call deadline of 1 s
+	// would fail healthy calls that merely waited for a core.
+	conf := filepath.Join(t.TempDir(), name+".yaml")
+	if err := os.WriteFile(conf, []byte("sandbox:\n  call_timeout: 20s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := &clusterHost{bin: bin, name: name, url: "http://" + addr, args: []string{"-config", conf, "-listen", addr, "-data-dir", dir,
 		"-kafka", strings.Join(e.brokers, ","), "-clickhouse", e.chAddr, "-database", db}}
 	h.start(t, logf)
 	t.Cleanup(func() { // whichever run is current, even when the test fails
