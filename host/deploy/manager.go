@@ -419,6 +419,9 @@ func (m *Manager) stop(name string) bool {
 // Undeploy stops a deployment (it checkpoints) and forgets its spec. Its
 // ClickHouse table stays.
 func (m *Manager) Undeploy(_ context.Context, name string) error {
+	// Under deploying, so that no sync restarts it from the spec meanwhile.
+	m.deploying.Lock()
+	defer m.deploying.Unlock()
 	m.cancelBackfill(name)
 	stopped := m.stop(name)
 	if err := m.o.Specs.Delete(name); err != nil && !(stopped && errors.Is(err, plugins.ErrNotFound)) {
