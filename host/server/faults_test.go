@@ -708,7 +708,7 @@ type serveProc struct {
 	done chan error
 }
 
-func buildWagg(t *testing.T) string {
+func buildWagg(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "wagg")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/wagg")
@@ -719,7 +719,7 @@ func buildWagg(t *testing.T) string {
 	return bin
 }
 
-func startServe(t *testing.T, bin string, args []string, extraEnv []string, logf io.Writer) *serveProc {
+func startServe(t testing.TB, bin string, args []string, extraEnv []string, logf io.Writer) *serveProc {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	cmd.Env = append(os.Environ(), extraEnv...)
@@ -851,7 +851,7 @@ func crashTest(t *testing.T, backlog, kills int, extraEnv []string) (*host, expe
 // produceBacklog writes n votes whose event time runs 1 ms per vote from
 // n+60 s ago, jittered by up to ±2 s (a lateness of 5 s makes none late),
 // and one malformed record per 1000.
-func produceBacklog(t *testing.T, cl *kgo.Client, n int) {
+func produceBacklog(t testing.TB, cl *kgo.Client, n int) {
 	t.Helper()
 	g := gen.New(gen.Options{Seed: rand.Uint64(), Polls: 1000})
 	t0 := time.Now().Add(-time.Duration(n+60_000) * time.Millisecond)

@@ -37,7 +37,7 @@ type env struct {
 	chAddr  string
 }
 
-func services(t *testing.T) env {
+func services(t testing.TB) env {
 	t.Helper()
 	b, c := os.Getenv("WAGG_TEST_KAFKA"), os.Getenv("WAGG_TEST_CLICKHOUSE")
 	if b == "" || c == "" {
@@ -142,7 +142,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (h *host) post(t *testing.T, path, ctype string, body []byte) (int, []byte) {
+func (h *host) post(t testing.TB, path, ctype string, body []byte) (int, []byte) {
 	t.Helper()
 	resp, err := http.Post(h.url+path, ctype, bytes.NewReader(body))
 	if err != nil {
@@ -153,7 +153,7 @@ func (h *host) post(t *testing.T, path, ctype string, body []byte) (int, []byte)
 	return resp.StatusCode, b
 }
 
-func newTopic(t *testing.T, e env, partitions int) (string, *kgo.Client) {
+func newTopic(t testing.TB, e env, partitions int) (string, *kgo.Client) {
 	t.Helper()
 	topic := fmt.Sprintf("votes-it-%d-%d", time.Now().UnixNano(), rand.IntN(1e6))
 	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.DefaultProduceTopic(topic))
@@ -178,7 +178,7 @@ func newTopic(t *testing.T, e env, partitions int) (string, *kgo.Client) {
 }
 
 // eventually retries check until it returns nil or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, check func() error) {
+func eventually(t testing.TB, d time.Duration, what string, check func() error) {
 	t.Helper()
 	deadline := time.After(d)
 	tick := time.NewTicker(200 * time.Millisecond)
