@@ -75,7 +75,7 @@ func TestAuth_HostWithKeysChecksScopesAndAuditsChanges(t *testing.T) {
 	}
 
 	// Live: the subscription needs live:votes.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	wsURL := strings.Replace(h.url, "http", "ws", 1) + "/v1/live"
 	for _, c := range []struct {
