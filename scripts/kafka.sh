@@ -82,6 +82,7 @@ ensure_libs() {
   fi
   echo "$sum" >"$tmp/.pom.sha256"
   rm -rf "$LIBS"
+  mkdir -p "$(dirname "$LIBS")"
   mv "$tmp" "$LIBS"
 }
 

@@ -18,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -59,6 +58,7 @@ type Server struct {
 	breaker *sink.Breaker
 	catalog *catalog.Catalog
 	deploys *deploy.Manager
+	health  probes
 	id      string // this host's instance id in every consumer group
 }
 
@@ -198,6 +198,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if err := s.deploys.Start(ctx); err != nil {
 		return err
 	}
+	s.probe(ctx)
+	go s.probeLoop(ctx)
 	cctx, stopCatalog := context.WithCancel(ctx)
 	defer stopCatalog()
 	catalogDone := make(chan struct{})
@@ -341,41 +343,6 @@ func (s *Server) Undeploy(ctx context.Context, name string) error {
 
 // Deployments lists the deployments and their status.
 func (s *Server) Deployments() []api.Deployment { return s.deploys.List() }
-
-// healthTimeout bounds each probe of /healthz, so that it answers quickly
-// while a service hangs.
-const healthTimeout = 800 * time.Millisecond
-
-// Health probes ClickHouse and Kafka (together, briefly) and reports the
-// ClickHouse circuit breaker and failed deployments.
-func (s *Server) Health(ctx context.Context) api.Health {
-	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
-	defer cancel()
-	var chErr, kErr error
-	var wg sync.WaitGroup
-	wg.Go(func() { chErr = s.ch.Ping(ctx) })
-	wg.Go(func() { _, kErr = s.admin.BrokerMetadata(ctx) })
-	wg.Wait()
-	var reasons []string
-	if chErr != nil {
-		reasons = append(reasons, "clickhouse: not answering: "+chErr.Error())
-	}
-	if st, err := s.breaker.Status(); st != sink.Closed {
-		reasons = append(reasons, fmt.Sprintf("clickhouse: writes failing, circuit %s: %v; results wait in memory and are written when it recovers", st, err))
-	}
-	if kErr != nil {
-		reasons = append(reasons, "kafka: not answering: "+kErr.Error())
-	}
-	for _, d := range s.Deployments() {
-		if d.Status == api.StatusFailed {
-			reasons = append(reasons, fmt.Sprintf("deployment %s failed: %s", d.Name, d.Error))
-		}
-	}
-	if len(reasons) > 0 {
-		return api.Health{Status: "degraded", Reasons: reasons}
-	}
-	return api.Health{Status: "ok"}
-}
 
 // hostID returns the host's identity, kept in data_dir so that a restarted
 // host rejoins its consumer groups as the member it was.
