@@ -705,7 +705,7 @@ func TestFaults_PoisonRecords(t *testing.T) {
 // serveProc is `wagg serve` as a child process.
 type serveProc struct {
 	cmd  *exec.Cmd
-	done chan error
+	done chan struct{} // closed when the process has exited
 }
 
 func buildWagg(t testing.TB) string {
@@ -727,8 +727,11 @@ func startServe(t testing.TB, bin string, args []string, extraEnv []string, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &serveProc{cmd: cmd, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
+	p := &serveProc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(p.done)
+	}()
 	return p
 }
 
