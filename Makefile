@@ -127,5 +127,5 @@ test-peers: services
 	@echo "test-peers: the Kafka Streams peer's counts equal the exact counts (both guarantees)"
 
 bench-peers: build services
-	cd bench/peers/kstreams && mvn -q -B -o package -DskipTests 2>/dev/null || (cd bench/peers/kstreams && mvn -q -B package -DskipTests)
+	cd bench/peers/kstreams && (mvn -q -B -o package -DskipTests >/dev/null 2>&1 || mvn -q -B package -DskipTests)
 	$(GO) run ./bench/peers/harness -kafka $(KAFKA) -clickhouse $(CLICKHOUSE) -events $(EVENTS) -rounds $(ROUNDS) -rate $(RATE) -seconds $(SECONDS)
