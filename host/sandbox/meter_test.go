@@ -78,14 +78,7 @@ func TestMeter_RecursionWithoutLoopsMeetsTheDeadline(t *testing.T) {
 		ExtraFns: [][]byte{body},
 		Bodies:   map[string][]byte{abi.ProcessExport: append(append([]byte{}, call...), testwasm.I32(0)...)},
 	})
-	inst, err := m.Instantiate(context.Background(), abi.Config{Windows: total})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inst.Close(context.Background())
-	b := guestBatch(t, m)
-	err, _ = within(t, func() error { return inst.Process(context.Background(), b) })
-	wantDeadline(t, err, abi.ProcessExport)
+	processMeetsTheDeadline(t, m)
 }
 
 // The meter's global and import belong to the sandbox: an upload that
@@ -192,14 +185,7 @@ func TestMeter_BulkMemoryMeetsTheDeadline(t *testing.T) {
 	fill = append(fill, 0xfc, 11, 0, 0x0c, 0, 0x0b, 0x00)
 	rt := runtimeFor(t, sandbox.Options{MemoryPages: 1024})
 	m := compileGuest(t, rt, testwasm.Guest{MemMin: n >> 16, Bodies: map[string][]byte{abi.ProcessExport: fill}})
-	inst, err := m.Instantiate(context.Background(), abi.Config{Windows: total})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inst.Close(context.Background())
-	b := guestBatch(t, m)
-	err, _ = within(t, func() error { return inst.Process(context.Background(), b) })
-	wantDeadline(t, err, abi.ProcessExport)
+	processMeetsTheDeadline(t, m)
 }
 
 // A length the bytes cannot back is refused (or dropped, in the name
@@ -228,4 +214,18 @@ func TestCompile_LyingLengthsAllocateNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// processMeetsTheDeadline fails unless a batch in a fresh instance of m is
+// stopped at its deadline.
+func processMeetsTheDeadline(t *testing.T, m *sandbox.Module) {
+	t.Helper()
+	inst, err := m.Instantiate(context.Background(), abi.Config{Windows: total})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close(context.Background())
+	b := guestBatch(t, m)
+	err, _ = within(t, func() error { return inst.Process(context.Background(), b) })
+	wantDeadline(t, err, abi.ProcessExport)
 }
