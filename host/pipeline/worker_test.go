@@ -418,9 +418,18 @@ func TestWorker_ClickHouseOutageDeadLettersNoValidRecord(t *testing.T) {
 	r.store.set(true, false)
 	liveBefore := r.live.rows.Load()
 	fed := make(chan struct{})
+	seen := make(chan struct{})
 	go func() {
+		// Votes go on arriving until the pause has been seen: whether a
+		// fixed number of them pauses the partition is a race with the
+		// checkpoint that takes the rows read so far into its save.
 		defer close(fed)
-		for range 10 {
+		for i := 0; i < 500; i++ {
+			select {
+			case <-seen:
+				return
+			default:
+			}
 			r.feed(batch(200))
 		}
 	}()
@@ -433,6 +442,7 @@ func TestWorker_ClickHouseOutageDeadLettersNoValidRecord(t *testing.T) {
 		}
 		return nil
 	})
+	close(seen)
 	if r.live.rows.Load() == liveBefore {
 		t.Error("no live deltas while ClickHouse was down")
 	}
