@@ -173,20 +173,8 @@ func TestCluster_ThreeHostsKillsAndAJoinStayExactInClickHouseAndLive(t *testing.
 	cfg := hostConfig(t, e)
 	db := cfg.ClickHouse.Database
 	bin := buildWagg(t)
-	logf, err := os.Create(filepath.Join(t.TempDir(), "serve.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	logf := serveLog(t, filepath.Join(t.TempDir(), "serve.log"), 12000)
 	defer logf.Close()
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			if len(b) > 12000 {
-				b = b[len(b)-12000:]
-			}
-			t.Logf("wagg serve logs (tail):\n%s", b)
-		}
-	})
 	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
 	if err != nil {
 		t.Fatal(err)

@@ -760,20 +760,8 @@ func crashTest(t *testing.T, backlog, kills int, extraEnv []string) (*host, expe
 	url := "http://" + addr
 	args := []string{"-listen", addr, "-data-dir", cfg.DataDir, "-kafka", strings.Join(e.brokers, ","),
 		"-clickhouse", e.chAddr, "-database", cfg.ClickHouse.Database}
-	logf, err := os.Create(filepath.Join(cfg.DataDir, "serve.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	logf := serveLog(t, filepath.Join(cfg.DataDir, "serve.log"), 8000)
 	defer logf.Close()
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			if len(b) > 8000 {
-				b = b[len(b)-8000:]
-			}
-			t.Logf("wagg serve log (tail):\n%s", b)
-		}
-	})
 
 	produceBacklog(t, cl, backlog)
 
@@ -983,4 +971,24 @@ func (w *logWatch) Write(p []byte) (int, error) {
 		w.once.Do(func() { close(w.seen) })
 	}
 	return len(p), nil
+}
+
+// serveLog creates the log file of wagg serve processes at path; when the
+// test fails, its last tail bytes go to the test's log.
+func serveLog(t testing.TB, path string, tail int) *os.File {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(path)
+			if len(b) > tail {
+				b = b[len(b)-tail:]
+			}
+			t.Logf("wagg serve log (tail):\n%s", b)
+		}
+	})
+	return f
 }
