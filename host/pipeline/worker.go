@@ -106,10 +106,6 @@ type rowKey struct {
 func newWorker(e *env, p int32) *worker {
 	schema := &e.module.Schema
 	g := &gate{p: p, kafka: e.kafka}
-	var maxWindow int64
-	for _, w := range e.spec.Windows {
-		maxWindow = max(maxWindow, w.SizeMs)
-	}
 	return &worker{
 		env: e, p: p, gate: g,
 		queue:      newQueue(e.spec.MaxQueued, g),
@@ -117,7 +113,7 @@ func newWorker(e *env, p int32) *worker {
 		one:        decode.New(schema),
 		enc:        abi.NewBatchEncoder(schema),
 		wm:         window.New(e.spec.Windows, e.spec.Lateness.Milliseconds(), window.Start),
-		guard:      window.NewGuard(e.spec.MaxFuture.Milliseconds(), maxWindow),
+		guard:      window.NewGuard(e.spec.MaxFuture.Milliseconds(), e.spec.Windows),
 		pending:    map[rowKey]abi.Row{},
 		lastRecord: time.Now(),
 		saves:      make(chan save, 1),
