@@ -13,7 +13,7 @@ CLICKHOUSE?= 127.0.0.1:$(WAGG_CLICKHOUSE_PORT)
 DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_DIR  := .cache/demo
 TEST_REPORT := .cache/test-report.txt
-TEST_ENV  := WAGG_TEST_KAFKA=$(KAFKA) WAGG_TEST_CLICKHOUSE=$(CLICKHOUSE) WAGG_TEST_REPORT=$(CURDIR)/$(TEST_REPORT) WAGG_TEST_SDKS=1
+TEST_ENV  := WAGG_TEST_KAFKA=$(KAFKA) WAGG_TEST_CLICKHOUSE=$(CLICKHOUSE) WAGG_TEST_REPORT=$(CURDIR)/$(TEST_REPORT) WAGG_TEST_INSTALLED=1
 # Debian's Rust (scripts/toolchains.sh), whatever else is on PATH; one
 # target directory so guests and tests build once.
 CARGO     := CARGO_TARGET_DIR=$(CURDIR)/.cache/cargo RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc /usr/bin/cargo
