@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +62,80 @@ func TestRegistry_RefusedUploadsAreNamedAndLeaveNothing(t *testing.T) {
 	if n := rt.Reserved(); n != 0 {
 		t.Fatalf("refused uploads hold %d bytes of the memory budget", n)
 	}
+	if n := rt.Modules(); n != 0 {
+		t.Fatalf("refused uploads hold %d compiled modules", n)
+	}
+}
+
+// Every upload is compiled to be checked, but only the modules a deployment
+// uses and the few most recent keep their compiled code: a stream of
+// uploads does not pile up machine code in the host.
+func TestRegistry_UploadsDoNotPileUpCompiledCode(t *testing.T) {
+	ctx := context.Background()
+	r, rt := registry(t)
+	plugin := func(i int) []byte {
+		return testwasm.Guest{Schema: strings.Replace(testwasm.DefaultSchema, `"votes"`, fmt.Sprintf(`"votes_%d"`, i), 1)}.Bytes()
+	}
+	deployed, err := r.Push(ctx, "deployed", "1", plugin(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := r.Module(ctx, deployed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := mod.Instantiate(ctx, abi.Config{Windows: []abi.Window{{Name: "total", Kind: abi.Global}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// While something holds each upload's module (as deployments would),
+	// all keep their code.
+	const uploads = 24
+	held := []*sandbox.Module{}
+	for i := 1; i <= uploads; i++ {
+		man, err := r.Push(ctx, "upload", fmt.Sprint(i), plugin(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := r.Module(ctx, man)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, m)
+	}
+	runtime.GC()
+	if n := rt.Modules(); n != uploads+1 {
+		t.Fatalf("%d compiled modules held, want %d", n, uploads+1)
+	}
+	runtime.KeepAlive(held)
+	deadline := time.Now().Add(30 * time.Second)
+	for rt.Modules() > plugins.Recent+1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d compiled modules after %d uploads, want at most %d (the deployed one and the recent)", rt.Modules(), uploads+1, plugins.Recent+1)
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The deployed module's code stayed: its instance works, and so does a
+	// new one (a partition restarting).
+	if _, err := inst.Flush(ctx, 0, nil); err != nil {
+		t.Fatalf("the deployed module's instance: %v", err)
+	}
+	inst.Close(ctx)
+	again, err := mod.Instantiate(ctx, abi.Config{Windows: []abi.Window{{Name: "total", Kind: abi.Global}}})
+	if err != nil {
+		t.Fatalf("a new instance of the deployed module: %v", err)
+	}
+	again.Close(ctx)
+	// An upload whose code went is compiled again when it is deployed.
+	first, err := r.Get("upload", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := r.Module(ctx, first); err != nil || m.Schema.Metrics[0].Name != "votes_1" {
+		t.Fatalf("the first upload, deployed after its code went: %v", err)
+	}
+	runtime.KeepAlive(mod)
 }
 
 // While an upload's start function loops, lookups of compiled modules and
