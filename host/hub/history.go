@@ -20,7 +20,7 @@ type delta struct {
 // push makes the merged rows that changed and the panes evicted the next
 // delta, encodes it once for every unfiltered subscriber and appends it to
 // the history, evicting the oldest beyond the History count or
-// maxHistoryBytes, and wakes the writers. Called with a.mu held.
+// historyBytes, and wakes the writers. Called with a.mu held.
 func (a *aggState) push(rows []outRow, evicted []paneRef) {
 	a.seq++
 	d := &delta{seq: a.seq, rows: rows, evicted: evicted}
@@ -29,7 +29,7 @@ func (a *aggState) push(rows []outRow, evicted []paneRef) {
 	a.hist = append(a.hist, d)
 	a.histLen += len(d.frame)
 	drop := 0
-	for len(a.hist)-drop > 1 && (len(a.hist)-drop > a.history || a.histLen > maxHistoryBytes) {
+	for len(a.hist)-drop > 1 && (len(a.hist)-drop > a.history || a.histLen > a.historyBytes) {
 		a.histLen -= len(a.hist[drop].frame)
 		a.hist[drop] = nil
 		drop++

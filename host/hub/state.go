@@ -22,9 +22,10 @@ type aggState struct {
 	windows []abi.Window
 	log     *slog.Logger
 
-	keepClosed int
-	history    int
-	maxGroups  int
+	keepClosed   int
+	history      int
+	historyBytes int // maxHistoryBytes; tests lower it
+	maxGroups    int
 
 	// JSON pieces computed once at Register.
 	metricNames [][]byte // `"votes":`
@@ -50,7 +51,7 @@ type aggState struct {
 	touchedW []paneRef
 
 	// The delta history (history.go).
-	hist    []*delta // oldest first, at most history deltas and maxHistoryBytes
+	hist    []*delta // oldest first, at most history deltas and historyBytes
 	histLen int      // encoded bytes in hist
 
 	// Snapshots (snapshot.go). shared is the snapshot of the current seq
@@ -81,20 +82,21 @@ type outRow struct {
 
 func newAggState(name, epoch string, s *abi.Schema, windows []abi.Window, o *Options) *aggState {
 	a := &aggState{
-		name:       name,
-		epoch:      epoch,
-		schema:     s,
-		windows:    windows,
-		log:        o.Logger.With("aggregator", name),
-		keepClosed: o.KeepClosed,
-		history:    o.History,
-		maxGroups:  o.MaxGroupsPerPane,
-		keyCache:   map[string]*keyInfo{},
-		notify:     make(chan struct{}),
-		subs:       map[*subscription]struct{}{},
-		scratch:    make([]uint64, len(s.Metrics)),
-		drops:      map[string]uint64{},
-		versions:   map[int32]int64{},
+		name:         name,
+		epoch:        epoch,
+		schema:       s,
+		windows:      windows,
+		log:          o.Logger.With("aggregator", name),
+		keepClosed:   o.KeepClosed,
+		history:      o.History,
+		historyBytes: maxHistoryBytes,
+		maxGroups:    o.MaxGroupsPerPane,
+		keyCache:     map[string]*keyInfo{},
+		notify:       make(chan struct{}),
+		subs:         map[*subscription]struct{}{},
+		scratch:      make([]uint64, len(s.Metrics)),
+		drops:        map[string]uint64{},
+		versions:     map[int32]int64{},
 	}
 	for _, m := range s.Metrics {
 		a.metricNames = append(a.metricNames, append(appendString(nil, m.Name), ':'))
