@@ -89,20 +89,39 @@ var ErrNone = errors.New("checkpoint: none")
 
 // Load returns the latest checkpoint of a partition, or ErrNone.
 func (s *Store) Load(ctx context.Context, deployment, topic string, partition int32) (Checkpoint, error) {
-	c := Checkpoint{Deployment: deployment, Topic: topic, Partition: partition}
-	row := s.conn.QueryRow(ctx, "SELECT next_offset, watermark, snapshot, plugin_sha256, state_version FROM "+s.table+
+	row := s.conn.QueryRow(ctx, "SELECT "+loadColumns+" FROM "+s.table+
 		" FINAL WHERE deployment = ? AND topic = ? AND source_partition = ?", deployment, topic, uint32(partition))
-	var snap string
-	var sv uint32
-	if err := row.Scan(&c.NextOffset, &c.Watermark, &snap, &c.Plugin, &sv); err != nil {
+	var l loaded
+	if err := row.Scan(l.dest()...); err != nil {
+		c := Checkpoint{Deployment: deployment, Topic: topic, Partition: partition}
 		if errors.Is(err, sql.ErrNoRows) {
 			return c, ErrNone
 		}
 		return c, fmt.Errorf("checkpoint: load %s/%s/%d: %w", deployment, topic, partition, err)
 	}
-	c.Snapshot = []byte(snap)
-	c.StateVersion = int(sv)
-	return c, nil
+	return l.checkpoint(deployment, topic, partition), nil
+}
+
+// loadColumns are the columns Load reads, in the order of loaded.dest.
+const loadColumns = "next_offset, watermark, snapshot, plugin_sha256, state_version"
+
+// loaded is a checkpoint row as Load scans it.
+type loaded struct {
+	next, watermark  int64
+	snapshot, plugin string
+	stateVersion     uint32
+}
+
+func (l *loaded) dest() []any {
+	return []any{&l.next, &l.watermark, &l.snapshot, &l.plugin, &l.stateVersion}
+}
+
+func (l *loaded) checkpoint(deployment, topic string, partition int32) Checkpoint {
+	return Checkpoint{
+		Deployment: deployment, Topic: topic, Partition: partition,
+		NextOffset: l.next, Watermark: l.watermark, Snapshot: []byte(l.snapshot), Plugin: l.plugin,
+		StateVersion: int(l.stateVersion),
+	}
 }
 
 // Writer is a plugin and state version that wrote checkpoints of a

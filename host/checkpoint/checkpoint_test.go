@@ -1,6 +1,9 @@
 package checkpoint
 
 import (
+	"bytes"
+	"math"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -129,5 +132,56 @@ func TestCheckpoint_TableKeepsTheHighestVersionPerPartition(t *testing.T) {
 		if !declared[col] {
 			t.Errorf("Save writes column %s, which the table does not declare", col)
 		}
+	}
+}
+
+// What Save writes, Load reads back as it was, the types of its columns
+// included (a mismatch is an error of the driver at run time).
+func TestCheckpoint_LoadReadsBackWhatSaveWrote(t *testing.T) {
+	cases := []struct {
+		name string
+		cp   Checkpoint
+		want Checkpoint // when it differs from cp
+	}{
+		{"a binary snapshot", Checkpoint{Deployment: "votes", Topic: "in", Partition: 3, NextOffset: 1 << 50, Watermark: 1_764_000_000_000,
+			Snapshot: []byte{0, 0xff, '\n', 0}, Plugin: "ab12", StateVersion: 2}, Checkpoint{}},
+		{"a watermark that has seen nothing", Checkpoint{Deployment: "d", Topic: "t", Partition: 0, NextOffset: 0, Watermark: math.MinInt64,
+			Plugin: "p", StateVersion: 1}, Checkpoint{}},
+		{"a plugin from before state versions", Checkpoint{Deployment: "d", Topic: "t", Partition: 1 << 20, Snapshot: []byte("s"), StateVersion: 0},
+			Checkpoint{Deployment: "d", Topic: "t", Partition: 1 << 20, Snapshot: []byte("s"), StateVersion: 1}},
+	}
+	saved := strings.Split(saveColumns, ", ")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			want := c.cp
+			if c.want.Deployment != "" {
+				want = c.want
+			}
+			byName := map[string]any{}
+			for i, v := range c.cp.values(99) {
+				byName[saved[i]] = v
+			}
+			var l loaded
+			dest := l.dest()
+			for i, col := range strings.Split(loadColumns, ", ") {
+				v, ok := byName[col]
+				if !ok {
+					t.Fatalf("Load reads column %s, which Save does not write", col)
+				}
+				d := reflect.ValueOf(dest[i]).Elem()
+				if d.Type() != reflect.TypeOf(v) {
+					t.Fatalf("column %s: Save writes a %T, Load scans a %v", col, v, d.Type())
+				}
+				d.Set(reflect.ValueOf(v))
+			}
+			got := l.checkpoint(c.cp.Deployment, c.cp.Topic, c.cp.Partition)
+			if !bytes.Equal(got.Snapshot, want.Snapshot) {
+				t.Fatalf("snapshot %x, want %x", got.Snapshot, want.Snapshot)
+			}
+			got.Snapshot, want.Snapshot = nil, nil
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("read back %+v, want %+v", got, want)
+			}
+		})
 	}
 }
