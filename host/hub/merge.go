@@ -10,7 +10,10 @@ import (
 // This file holds the merge: each partition's latest absolute value of a
 // group, and their combination into the merged value subscribers see (by
 // each metric's kind, abi.Schema.Merge), pane by pane, with the eviction of
-// panes the hub no longer keeps.
+// panes the hub no longer keeps. How two values of a metric combine is
+// abi.Schema.Merge, shared with the ClickHouse view's aggregate functions
+// (host/sink); a metric kind whose value is more than one uint64 per
+// partition changes partValue and group.merge here as well.
 
 // partValue is one partition's latest absolute value of a group.
 type partValue struct {
@@ -37,6 +40,7 @@ type pane struct {
 
 func (p *pane) closed() bool { return p.open == 0 && len(p.groups) > 0 }
 
+// windowState is one window of the aggregator: its panes by start.
 type windowState struct {
 	def      abi.Window
 	nameJSON []byte // the name as a JSON string
@@ -49,6 +53,7 @@ type windowState struct {
 	mayClose bool // scratch: a pane closed during the current Publish
 }
 
+// paneRef names a pane: a window by index, and a start.
 type paneRef struct {
 	win   int
 	start int64
