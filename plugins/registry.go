@@ -220,6 +220,33 @@ func (r *Registry) use(m *sandbox.Module) {
 	}
 }
 
+// Delete removes name@version, and its module's bytes unless another
+// version is the same bytes. A deployment that runs it keeps its compiled
+// module; nothing can start it again.
+func (r *Registry) Delete(name, version string) error {
+	m, err := r.Get(name, version)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(r.dir, "plugins", name, version+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	os.Remove(filepath.Join(r.dir, "plugins", name)) // only when empty
+	all, err := r.List()
+	if err != nil {
+		return err
+	}
+	for _, o := range all {
+		if o.SHA256 == m.SHA256 {
+			return nil
+		}
+	}
+	if err := os.Remove(filepath.Join(r.dir, "blobs", m.SHA256+".wasm")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // Get returns the manifest of name@version.
 func (r *Registry) Get(name, version string) (Manifest, error) {
 	if !nameRE.MatchString(name) || !versionRE.MatchString(version) {

@@ -63,6 +63,9 @@ func (r *recorder) Deploy(_ context.Context, d plugins.Deployment) (Deployment, 
 	return Deployment{Deployment: d, Status: StatusRunning, Table: d.Name}, r.call("Deploy %s", d.Name)
 }
 func (r *recorder) Undeploy(_ context.Context, name string) error { return r.call("Undeploy %s", name) }
+func (r *recorder) DeletePlugin(_ context.Context, name, version string) error {
+	return r.call("DeletePlugin %s %s", name, version)
+}
 func (r *recorder) Deployments() []Deployment {
 	r.call("Deployments")
 	return []Deployment{{Deployment: plugins.Deployment{Name: "votes"}, Status: StatusFailed, Error: "stopped"}}
@@ -113,6 +116,7 @@ func TestAPI_BackendErrorsBecomeTheirStatusAndCode(t *testing.T) {
 		method, path, ctype, body string
 	}{
 		{"push", "POST", "/v1/plugins/votes/1", "application/wasm", "\x00asm"},
+		{"push", "DELETE", "/v1/plugins/votes/1", "", ""},
 		{"spec", "POST", "/v1/deployments", "application/json", spec},
 		{"spec", "DELETE", "/v1/deployments/v", "", ""},
 		{"other", "GET", "/v1/deployments/v/stats", "", ""},
