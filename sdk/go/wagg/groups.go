@@ -27,10 +27,10 @@ type Groups struct {
 	distinct []int
 	sketches []*abi.Sketch
 	key      Key
-	starts  []int64
-	out     abi.RowsWriter
-	err     error   // the first misuse in the current batch
-	order   []int64 // scratch: pane starts in order
+	starts   []int64
+	out      abi.RowsWriter
+	err      error   // the first misuse in the current batch
+	order    []int64 // scratch: pane starts in order
 	// maxGroups is the host's limit of groups per pane (abi.Config.MaxGroups); 0: none.
 	maxGroups int
 }
