@@ -34,6 +34,11 @@ const (
 	SketchMaxBytes = SketchRegisters
 )
 
+// SketchAlphaMM is HyperLogLog's alpha(m) * m * m for m = SketchRegisters,
+// the numerator of the raw estimate (the same constant in the ClickHouse
+// view, so that both give the same count).
+var SketchAlphaMM = 0.7213 / (1 + 1.079/float64(SketchRegisters)) * SketchRegisters * SketchRegisters
+
 // Sketch is a HyperLogLog sketch: sparse (the set registers as entries
 // index<<6 | rank, in increasing index) while at most SketchSparseMax
 // registers are set, dense (one byte per register) beyond. The zero value
@@ -209,8 +214,7 @@ func (s *Sketch) Estimate() int64 {
 	}
 	zeros := SketchRegisters - set
 	sum += float64(zeros)
-	alpha := 0.7213 / (1 + 1.079/m)
-	e := alpha * m * m / sum
+	e := SketchAlphaMM / sum
 	if e <= 2.5*m && zeros > 0 {
 		e = m * math.Log(m/float64(zeros))
 	}

@@ -64,6 +64,7 @@ func (t *Table) Latest(ctx context.Context, since time.Time) ([]Stored, error) {
 		keyStrs   = make([]string, len(t.schema.Keys))
 		mInts     = make([]int64, len(t.schema.Metrics))
 		mFloats   = make([]float64, len(t.schema.Metrics))
+		mEntries  = make([][]uint32, len(t.schema.Metrics))
 	)
 	dest := []any{&name, &start}
 	for i, k := range t.schema.Keys {
@@ -78,7 +79,9 @@ func (t *Table) Latest(ctx context.Context, since time.Time) ([]Stored, error) {
 	}
 	dest = append(dest, &part)
 	for j, m := range t.schema.Metrics {
-		if m.Type == abi.Float64 {
+		if m.Kind == abi.Distinct {
+			dest = append(dest, &mEntries[j])
+		} else if m.Type == abi.Float64 {
 			dest = append(dest, &mFloats[j])
 		} else {
 			dest = append(dest, &mInts[j])
@@ -106,14 +109,26 @@ func (t *Table) Latest(ctx context.Context, since time.Time) ([]Stored, error) {
 			}
 		}
 		metrics := make([]uint64, len(t.schema.Metrics))
+		var sketches []*abi.Sketch
 		for j, m := range t.schema.Metrics {
+			if m.Kind == abi.Distinct {
+				sk, err := abi.SketchFromEntries(mEntries[j])
+				if err != nil {
+					return nil, fmt.Errorf("sink: read %s: %s: %w", t.name, m.Name, err)
+				}
+				if sketches == nil {
+					sketches = make([]*abi.Sketch, len(t.schema.Metrics))
+				}
+				sketches[j], metrics[j] = sk, uint64(sk.Estimate())
+				continue
+			}
 			if m.Type == abi.Float64 {
 				metrics[j] = math.Float64bits(mFloats[j])
 			} else {
 				metrics[j] = uint64(mInts[j])
 			}
 		}
-		r := abi.Row{Window: wi, Final: final == 1, Key: string(key), Metrics: metrics}
+		r := abi.Row{Window: wi, Final: final == 1, Key: string(key), Metrics: metrics, Sketches: sketches}
 		if t.windows[wi].Kind != abi.Global {
 			r.Start = start * 1000
 		}
