@@ -59,6 +59,9 @@ test-sdks: toolchains
 	cc -O2 -Wall -Wextra -Werror -std=c11 -Isdk/c -o $(BIN)/votes-c-test \
 	  examples/votes/c/votes.c examples/votes/c/votes_test.c sdk/c/wagg.c sdk/c/wagg_local.c
 	$(BIN)/votes-c-test
+	cc -O2 -Wall -Wextra -Werror -std=c11 -Isdk/c -o $(BIN)/uniquevoters-c-test \
+	  examples/uniquevoters/c/uniquevoters.c examples/uniquevoters/c/uniquevoters_test.c sdk/c/wagg.c sdk/c/wagg_local.c
+	$(BIN)/uniquevoters-c-test
 	$(CARGO) test -q --offline --manifest-path sdk/rust/Cargo.toml
 	$(CARGO) test -q --offline --manifest-path examples/votes/rust/Cargo.toml
 	node --test examples/votes/assemblyscript/
