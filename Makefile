@@ -64,6 +64,7 @@ test-sdks: toolchains
 	$(BIN)/uniquevoters-c-test
 	$(CARGO) test -q --offline --manifest-path sdk/rust/Cargo.toml
 	$(CARGO) test -q --offline --manifest-path examples/votes/rust/Cargo.toml
+	$(CARGO) test -q --offline --manifest-path examples/uniquevoters/rust/Cargo.toml
 	node --test examples/votes/assemblyscript/
 
 # Unit, fuzz-seed, browser and integration tests against the real services,
