@@ -66,6 +66,7 @@ test-sdks: toolchains
 	$(CARGO) test -q --offline --manifest-path examples/votes/rust/Cargo.toml
 	$(CARGO) test -q --offline --manifest-path examples/uniquevoters/rust/Cargo.toml
 	node --test examples/votes/assemblyscript/
+	node --test examples/uniquevoters/assemblyscript/
 
 # Unit, fuzz-seed, browser and integration tests against the real services,
 # the SDKs' conformance, and the Kafka Streams peer's correctness check.
