@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,7 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -232,7 +234,11 @@ func (r *Registry) List() ([]Manifest, error) {
 		}
 		out = append(out, m)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Ref() < out[j].Ref() })
+	// By name, then version: not by Ref, where "votes2@1" would come
+	// before "votes@1" ('2' sorts before '@').
+	slices.SortFunc(out, func(a, b Manifest) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.Version, b.Version))
+	})
 	return out, nil
 }
 

@@ -532,7 +532,10 @@ func (w *worker) idleAdvance(ctx context.Context) bool {
 }
 
 // closesPane reports whether moving the watermark from wm to target closes
-// at least one pane of a windowed window.
+// at least one pane of a windowed window. The earliest pane still open
+// holds wm (a pane is closed once its end is at or below the watermark),
+// so the panes holding wm are the ones to look at; those holding wm+1 miss
+// the pane that ends at wm+1.
 func closesPane(windows []abi.Window, wm, target int64) bool {
 	if target <= wm {
 		return false
@@ -542,7 +545,7 @@ func closesPane(windows []abi.Window, wm, target int64) bool {
 		if win.Kind == abi.Global {
 			continue
 		}
-		starts = win.Starts(wm+1, starts[:0])
+		starts = win.Starts(wm, starts[:0])
 		for _, s := range starts {
 			if win.Closed(s, target) {
 				return true

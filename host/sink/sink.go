@@ -34,9 +34,32 @@ func RawTable(deployment string) string { return deployment + "__partitions" }
 // when missing, and returns the Table to write to. A view of that name
 // over another generation stays as it is: SwitchView moves it.
 func Ensure(ctx context.Context, conn driver.Conn, db, view, storage string, s *abi.Schema, windows []abi.Window) (*Table, error) {
-	t := &Table{conn: conn, db: db, name: view, schema: s, windows: windows}
-	raw := Quote(db) + "." + Quote(RawTable(storage))
-	t.raw = raw
+	st := statementsFor(db, view, storage, s)
+	if err := conn.Exec(ctx, st.table); err != nil {
+		return nil, fmt.Errorf("sink: create table %s: %w", st.raw, err)
+	}
+	if err := conn.Exec(ctx, st.view); err != nil {
+		return nil, fmt.Errorf("sink: create view %s.%s: %w", db, view, err)
+	}
+	return &Table{conn: conn, db: db, name: view, raw: st.raw, schema: s, windows: windows, insert: st.insert}, nil
+}
+
+// statements is the SQL of one deployment's generation.
+type statements struct {
+	raw    string // the per-partition table, quoted with its database
+	table  string // creates raw
+	view   string // creates the view
+	insert string // the INSERT of Write, with its column list
+}
+
+// statementsFor builds the SQL of a generation's table and view from the
+// plugin's schema. A row of the table is one partition's value of one
+// group in one pane; ReplacingMergeTree keeps, per sort key (the pane,
+// the group and the partition), the row of the highest version, the
+// source offset it is current to, so a replay writing the same rows again
+// changes nothing. The view merges the partitions by each metric's kind.
+func statementsFor(db, view, storage string, s *abi.Schema) statements {
+	st := statements{raw: Quote(db) + "." + Quote(RawTable(storage))}
 	var cols, keys, insertCols []string
 	add := func(name, typ string) {
 		cols = append(cols, Quote(name)+" "+typ)
@@ -61,11 +84,8 @@ func Ensure(ctx context.Context, conn driver.Conn, db, view, storage string, s *
 	add("version", "UInt64")
 	order := append([]string{"`window_name`", "`window_start`"}, keys...)
 	order = append(order, "`source_partition`")
-	ddl := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s, `inserted_at` DateTime DEFAULT now()) ENGINE = ReplacingMergeTree(`version`) ORDER BY (%s)",
-		raw, strings.Join(cols, ", "), strings.Join(order, ", "))
-	if err := conn.Exec(ctx, ddl); err != nil {
-		return nil, fmt.Errorf("sink: create table %s: %w", raw, err)
-	}
+	st.table = fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s, `inserted_at` DateTime DEFAULT now()) ENGINE = ReplacingMergeTree(`version`) ORDER BY (%s)",
+		st.raw, strings.Join(cols, ", "), strings.Join(order, ", "))
 	group := append([]string{"`window_name`", "`window_start`", "`window_end`"}, keys...)
 	sel := append([]string(nil), group...)
 	from := []string{"*"}
@@ -87,17 +107,14 @@ func Ensure(ctx context.Context, conn driver.Conn, db, view, storage string, s *
 		sel = append(sel, fmt.Sprintf("%s(%s) AS %s", fn, Quote(m.Name), Quote(m.Name)))
 	}
 	sel = append(sel, "min(`is_final`) AS `is_final`")
-	src := raw + " FINAL"
+	src := st.raw + " FINAL"
 	if len(from) > 1 {
-		src = fmt.Sprintf("(SELECT %s FROM %s FINAL)", strings.Join(from, ", "), raw)
+		src = fmt.Sprintf("(SELECT %s FROM %s FINAL)", strings.Join(from, ", "), st.raw)
 	}
-	ddl = fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s.%s AS SELECT %s FROM %s GROUP BY %s",
+	st.view = fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s.%s AS SELECT %s FROM %s GROUP BY %s",
 		Quote(db), Quote(view), strings.Join(sel, ", "), src, strings.Join(group, ", "))
-	if err := conn.Exec(ctx, ddl); err != nil {
-		return nil, fmt.Errorf("sink: create view %s.%s: %w", db, view, err)
-	}
-	t.insert = fmt.Sprintf("INSERT INTO %s (%s)", raw, strings.Join(insertCols, ", "))
-	return t, nil
+	st.insert = fmt.Sprintf("INSERT INTO %s (%s)", st.raw, strings.Join(insertCols, ", "))
+	return st
 }
 
 // Tables lists the tables and views of db whose names start with prefix
@@ -174,34 +191,10 @@ func (t *Table) Write(ctx context.Context, partition int32, version int64, rows 
 	defer b.Abort()
 	vals := make([]any, 0, 6+len(t.schema.Keys)+len(t.schema.Metrics))
 	for _, r := range rows {
-		w := t.windows[r.Window]
-		start, end := time.Unix(0, 0).UTC(), time.Unix(0, 0).UTC()
-		if w.Kind != abi.Global {
-			start, end = time.UnixMilli(r.Start).UTC(), time.UnixMilli(w.End(r.Start)).UTC()
-		}
-		keys, err := t.schema.KeyValues(r.Key)
+		vals, err = t.values(vals[:0], partition, version, &r)
 		if err != nil {
 			return err
 		}
-		vals = append(vals[:0], w.Name, start, end)
-		vals = append(vals, keys...)
-		vals = append(vals, uint32(partition))
-		for j, m := range r.Metrics {
-			if t.schema.Metrics[j].Kind == abi.Distinct {
-				var entries []uint32
-				if r.Sketches != nil && r.Sketches[j] != nil {
-					entries = r.Sketches[j].Entries(nil)
-				}
-				vals = append(vals, entries)
-				continue
-			}
-			vals = append(vals, t.schema.MetricValue(j, m))
-		}
-		final := uint8(0)
-		if r.Final {
-			final = 1
-		}
-		vals = append(vals, final, uint64(version))
 		if err := b.Append(vals...); err != nil {
 			return fmt.Errorf("sink: append to %s: %w", t.name, err)
 		}
@@ -210,4 +203,38 @@ func (t *Table) Write(ctx context.Context, partition int32, version int64, rows 
 		return fmt.Errorf("sink: insert into %s: %w", t.name, err)
 	}
 	return nil
+}
+
+// values appends the values of the INSERT's columns for one row of
+// partition, current as of version, to vals. A global window's row has no
+// pane: its start and end are the epoch.
+func (t *Table) values(vals []any, partition int32, version int64, r *abi.Row) ([]any, error) {
+	w := t.windows[r.Window]
+	start, end := time.Unix(0, 0).UTC(), time.Unix(0, 0).UTC()
+	if w.Kind != abi.Global {
+		start, end = time.UnixMilli(r.Start).UTC(), time.UnixMilli(w.End(r.Start)).UTC()
+	}
+	keys, err := t.schema.KeyValues(r.Key)
+	if err != nil {
+		return vals, fmt.Errorf("sink: a row of %s: %w", t.name, err)
+	}
+	vals = append(vals, w.Name, start, end)
+	vals = append(vals, keys...)
+	vals = append(vals, uint32(partition))
+	for j, m := range r.Metrics {
+		if t.schema.Metrics[j].Kind == abi.Distinct {
+			var entries []uint32
+			if r.Sketches != nil && r.Sketches[j] != nil {
+				entries = r.Sketches[j].Entries(nil)
+			}
+			vals = append(vals, entries)
+			continue
+		}
+		vals = append(vals, t.schema.MetricValue(j, m))
+	}
+	final := uint8(0)
+	if r.Final {
+		final = 1
+	}
+	return append(vals, final, uint64(version)), nil
 }
