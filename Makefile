@@ -29,6 +29,7 @@ build: wasm
 wasm:
 	@mkdir -p $(BIN)
 	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o $(BIN)/votes.wasm ./examples/votes
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o $(BIN)/uniquevoters.wasm ./examples/uniquevoters
 
 services:
 	bash scripts/services.sh up
