@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -33,16 +34,68 @@ type distinctValue struct {
 // examples/uniquevoters (unique voters per poll in a 5-minute window sliding
 // by a minute) on votes whose users are spread over four partitions, so
 // that each pane's voters are counted in several partitions and only the
-// merge of their sketches counts each once. Once every pane is final,
-// ClickHouse's view and the live view must agree, count the votes exactly,
-// and estimate each pane's voters within 3 standard errors (abi/ABI.md) of
-// the exact count of its users.
+// merge of their sketches counts each once. Two hosts share the partitions,
+// so each host's live view merges its own partitions' sketches with those
+// the other relays. Once every pane is final, ClickHouse's view and both
+// live views must agree, count the votes exactly, and estimate each pane's
+// voters within 3 standard errors (abi/ABI.md) of the exact count of its
+// users.
 func TestUniqueVoters_WithinTheSketchErrorInClickHouseAndLive(t *testing.T) {
 	e := services(t)
 	const votes, partitions = 30_000, 4
 	window := abi.Window{Name: "five_minutes", Kind: abi.Hopping, SizeMs: 300_000, SlideMs: 60_000}
 	topic, cl := newTopic(t, e, partitions)
 
+	ctx := context.Background()
+	cfg := hostConfig(t, e)
+	h := runHost(t, e, cfg)
+	if code, body := h.post(t, "/v1/plugins/uniquevoters/1", "application/wasm", testwasm.Build(t, "examples/uniquevoters")); code != http.StatusCreated {
+		t.Fatalf("push: %d %s", code, body)
+	}
+	spec := fmt.Sprintf(`{"name":"uniquevoters","plugin":"uniquevoters@1","topic":%q,
+		"windows":[{"name":"five_minutes","kind":"hopping","size":"5m","slide":"1m"}],
+		"lateness":"2s","checkpoint_every":"500ms"}`, topic)
+	if code, body := h.post(t, "/v1/deployments", "application/json", []byte(spec)); code != http.StatusCreated {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	cfg.DataDir = t.TempDir()
+	other := runHost(t, e, cfg) // the same cluster: the partitions are shared out
+	type follower struct {
+		view   *hub.View
+		frames chan error
+	}
+	var followers []follower
+	for _, on := range []*host{h, other} {
+		live, err := hub.Dial(ctx, strings.Replace(on.url, "http", "ws", 1)+"/v1/live", hub.Subscribe{Aggregator: "uniquevoters"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer live.Close()
+		f := follower{&hub.View{}, make(chan error, 1)}
+		followers = append(followers, f)
+		go func() {
+			for {
+				fr, err := live.Next(ctx)
+				if err == nil {
+					err = f.view.Apply(fr)
+				}
+				if err != nil {
+					f.frames <- err
+					return
+				}
+			}
+		}()
+	}
+
+	// Both hosts own partitions before the votes arrive, so that each
+	// processes some and gets the others' rows through the relay.
+	eventually(t, time.Minute, "each host owns partitions of the deployment", func() error {
+		a, b := h.partitionsOwned(t), other.partitionsOwned(t)
+		if a == 0 || b == 0 || a+b != partitions {
+			return fmt.Errorf("the hosts own %d and %d partitions", a, b)
+		}
+		return nil
+	})
 	// Five minutes of votes, long enough ago that every window has closed:
 	// at most 9 panes, within the live view's 10 closed panes per window.
 	users := map[pollPane]map[string]bool{}
@@ -64,40 +117,9 @@ func TestUniqueVoters_WithinTheSketchErrorInClickHouseAndLive(t *testing.T) {
 			counts[p]++
 		}
 	}
-	ctx := context.Background()
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-
-	h := startHost(t, e)
-	if code, body := h.post(t, "/v1/plugins/uniquevoters/1", "application/wasm", testwasm.Build(t, "examples/uniquevoters")); code != http.StatusCreated {
-		t.Fatalf("push: %d %s", code, body)
-	}
-	spec := fmt.Sprintf(`{"name":"uniquevoters","plugin":"uniquevoters@1","topic":%q,
-		"windows":[{"name":"five_minutes","kind":"hopping","size":"5m","slide":"1m"}],
-		"lateness":"2s","checkpoint_every":"500ms"}`, topic)
-	if code, body := h.post(t, "/v1/deployments", "application/json", []byte(spec)); code != http.StatusCreated {
-		t.Fatalf("deploy: %d %s", code, body)
-	}
-	live, err := hub.Dial(ctx, strings.Replace(h.url, "http", "ws", 1)+"/v1/live", hub.Subscribe{Aggregator: "uniquevoters"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer live.Close()
-	view := &hub.View{}
-	frames := make(chan error, 1)
-	go func() {
-		for {
-			f, err := live.Next(ctx)
-			if err == nil {
-				err = view.Apply(f)
-			}
-			if err != nil {
-				frames <- err
-				return
-			}
-		}
-	}()
 
 	// complete checks that got has every pane, final, with its exact votes.
 	complete := func(got map[pollPane]distinctValue) error {
@@ -113,31 +135,35 @@ func TestUniqueVoters_WithinTheSketchErrorInClickHouseAndLive(t *testing.T) {
 	}
 	var history map[pollPane]distinctValue
 	eventually(t, 3*time.Minute, "ClickHouse has every pane final with its votes", func() error {
+		var err error
 		history, err = h.uniqueVoters(ctx)
 		if err != nil {
 			return err
 		}
 		return complete(history)
 	})
-	var current map[pollPane]distinctValue
-	eventually(t, time.Minute, "the live view has every pane final with its votes", func() error {
-		select {
-		case err := <-frames:
-			t.Fatalf("live connection: %v", err)
-		default:
-		}
-		current = map[pollPane]distinctValue{}
-		for _, r := range view.Rows() {
-			poll, _ := r.Key["poll_id"].(json.Number).Int64()
-			n, err1 := r.Values["votes"].Int64()
-			u, err2 := r.Values["voters"].Int64()
-			if err1 != nil || err2 != nil {
-				return fmt.Errorf("values %v", r.Values)
+	currents := make([]map[pollPane]distinctValue, len(followers))
+	for i, f := range followers {
+		eventually(t, time.Minute, fmt.Sprintf("host %d's live view has every pane final with its votes", i), func() error {
+			select {
+			case err := <-f.frames:
+				t.Fatalf("host %d's live connection: %v", i, err)
+			default:
 			}
-			current[pollPane{r.Start, poll}] = distinctValue{n, u, r.Final}
-		}
-		return complete(current)
-	})
+			current := map[pollPane]distinctValue{}
+			for _, r := range f.view.Rows() {
+				poll, _ := r.Key["poll_id"].(json.Number).Int64()
+				n, err1 := r.Values["votes"].Int64()
+				u, err2 := r.Values["voters"].Int64()
+				if err1 != nil || err2 != nil {
+					return fmt.Errorf("values %v", r.Values)
+				}
+				current[pollPane{r.Start, poll}] = distinctValue{n, u, r.Final}
+			}
+			currents[i] = current
+			return complete(current)
+		})
+	}
 
 	sigma := 1.04 / math.Sqrt(abi.SketchRegisters)
 	var big int
@@ -149,13 +175,33 @@ func TestUniqueVoters_WithinTheSketchErrorInClickHouseAndLive(t *testing.T) {
 		if got := float64(history[p].voters); math.Abs(got-exact) > 3*sigma*exact {
 			t.Errorf("%+v: ClickHouse estimates %v unique voters, exactly %v: beyond 3 standard errors", p, got, exact)
 		}
-		if history[p] != current[p] {
-			t.Errorf("%+v: live %+v, ClickHouse %+v", p, current[p], history[p])
+		for i, current := range currents {
+			if history[p] != current[p] {
+				t.Errorf("%+v: host %d live %+v, ClickHouse %+v", p, i, current[p], history[p])
+			}
 		}
 	}
 	if big == 0 {
 		t.Errorf("no pane has more than %d voters: the dense sketches went untested", abi.SketchSparseMax)
 	}
+}
+
+// partitionsOwned is how many partitions of the uniquevoters deployment
+// the host processes, from its metrics.
+func (h *host) partitionsOwned(t *testing.T) int {
+	resp, err := http.Get(h.url + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, `wagg_partitions_owned{deployment="uniquevoters"} `); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return 0
 }
 
 // uniqueVoters reads the uniquevoters view: per pane and poll, the votes,
