@@ -576,7 +576,7 @@ static void sk_put(buf *b, const sketch *k) {
         return;
     }
     put32(b, 4 * k->n);
-    put(b, k->e, (size_t)k->n * 4);
+    if (k->n) put(b, k->e, (size_t)k->n * 4);
 }
 
 /* sk_read decodes a sketch at b (abi.DecodeSketch's checks: one encoding
