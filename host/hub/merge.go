@@ -241,13 +241,13 @@ func (g *group) merge(s *abi.Schema, scratch []uint64) bool {
 		}
 		final = final && pv.final
 	}
-	for j, sk := range g.parts[0].sketches {
-		if sk == nil {
+	for j, m := range s.Metrics {
+		if m.Kind != abi.Distinct {
 			continue
 		}
-		union := sk.Clone()
+		union := g.parts[0].sketches[j].Clone() // every partition's row had it (sketched)
 		for _, pv := range g.parts[1:] {
-			union.Merge(pv.sketches[j]) // every partition's row had it (sketched)
+			union.Merge(pv.sketches[j])
 		}
 		scratch[j] = uint64(union.Estimate())
 	}
