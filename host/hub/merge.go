@@ -9,17 +9,17 @@ import (
 
 // This file holds the merge: each partition's latest absolute value of a
 // group, and their combination into the merged value subscribers see (by
-// each metric's kind, abi.Schema.Merge), pane by pane, with the eviction of
-// panes the hub no longer keeps. How two values of a metric combine is
-// abi.Schema.Merge, shared with the ClickHouse view's aggregate functions
-// (host/sink); a metric kind whose value is more than one uint64 per
-// partition changes partValue and group.merge here as well.
+// each metric's kind, abi.Schema.Merge, shared with the ClickHouse view's
+// aggregate functions in host/sink; a distinct count by the union of the
+// partitions' sketches, whose estimate subscribers see), pane by pane, with
+// the eviction of panes the hub no longer keeps.
 
 // partValue is one partition's latest absolute value of a group.
 type partValue struct {
 	partition int32
 	final     bool
 	metrics   []uint64
+	sketches  []*abi.Sketch // a distinct metric's sketch; nil without one
 }
 
 // group is one key in one pane: the per-partition values and their merge.
@@ -135,7 +135,11 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, 
 			p.groups[k.key] = g
 			p.open++
 		}
-		if !g.set(partition, r.Final, r.Metrics) && !fresh {
+		if !a.sketched(r) {
+			a.drop("distinct metric without its sketch")
+			continue
+		}
+		if !g.set(partition, r.Final, r.Metrics, r.Sketches) && !fresh {
 			continue
 		}
 		wasFinal := g.final
@@ -182,7 +186,7 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, 
 // that sent a row final does not take it back: a replay after a restart
 // re-emits the pane's earlier, partial values before closing it again with
 // the same final value, and the live view should not go backwards meanwhile.
-func (g *group) set(partition int32, final bool, metrics []uint64) bool {
+func (g *group) set(partition int32, final bool, metrics []uint64, sketches []*abi.Sketch) bool {
 	for i := range g.parts {
 		pv := &g.parts[i]
 		if pv.partition != partition {
@@ -191,15 +195,41 @@ func (g *group) set(partition int32, final bool, metrics []uint64) bool {
 		if pv.final && !final {
 			return false
 		}
-		if pv.final == final && slices.Equal(pv.metrics, metrics) {
+		if pv.final == final && slices.Equal(pv.metrics, metrics) && slices.EqualFunc(pv.sketches, sketches, sameSketch) {
 			return false
 		}
 		pv.final = final
 		copy(pv.metrics, metrics)
+		pv.sketches = cloneSketches(sketches)
 		return true
 	}
-	g.parts = append(g.parts, partValue{partition: partition, final: final, metrics: slices.Clone(metrics)})
+	g.parts = append(g.parts, partValue{partition: partition, final: final, metrics: slices.Clone(metrics), sketches: cloneSketches(sketches)})
 	return true
+}
+
+// sketched reports whether r carries a sketch for every distinct metric.
+func (a *aggState) sketched(r *abi.Row) bool {
+	for _, j := range a.distinct {
+		if len(r.Sketches) != len(r.Metrics) || r.Sketches[j] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+func sameSketch(a, b *abi.Sketch) bool { return a == b || a != nil && b != nil && a.Equal(b) }
+
+func cloneSketches(s []*abi.Sketch) []*abi.Sketch {
+	if s == nil {
+		return nil
+	}
+	out := make([]*abi.Sketch, len(s))
+	for j, sk := range s {
+		if sk != nil {
+			out[j] = sk.Clone()
+		}
+	}
+	return out
 }
 
 // merge recomputes the merged value and finality and reports whether either
@@ -213,6 +243,16 @@ func (g *group) merge(s *abi.Schema, scratch []uint64) bool {
 			scratch[j] = s.Merge(j, scratch[j], v)
 		}
 		final = final && pv.final
+	}
+	for j, m := range s.Metrics {
+		if m.Kind != abi.Distinct {
+			continue
+		}
+		union := g.parts[0].sketches[j].Clone() // every partition's row had it (sketched)
+		for _, pv := range g.parts[1:] {
+			union.Merge(pv.sketches[j])
+		}
+		scratch[j] = uint64(union.Estimate())
 	}
 	if final == g.final && slices.Equal(scratch, g.merged) {
 		return false

@@ -21,6 +21,8 @@ type aggState struct {
 	schema  *abi.Schema
 	windows []abi.Window
 	log     *slog.Logger
+	// distinct lists the distinct metrics, whose rows carry sketches.
+	distinct []int
 
 	keepClosed   int
 	history      int
@@ -98,7 +100,10 @@ func newAggState(name, epoch string, s *abi.Schema, windows []abi.Window, o *Opt
 		drops:        map[string]uint64{},
 		versions:     map[int32]int64{},
 	}
-	for _, m := range s.Metrics {
+	for j, m := range s.Metrics {
+		if m.Kind == abi.Distinct {
+			a.distinct = append(a.distinct, j)
+		}
 		a.metricNames = append(a.metricNames, append(appendString(nil, m.Name), ':'))
 	}
 	for _, c := range s.Keys {

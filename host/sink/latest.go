@@ -35,7 +35,11 @@ func (t *Table) Latest(ctx context.Context, since time.Time) ([]Stored, error) {
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("sink: read %s: %w", t.name, err)
 		}
-		if s, ok := sc.stored(); ok {
+		s, ok, err := sc.stored()
+		if err != nil {
+			return nil, err
+		}
+		if ok {
 			out = append(out, s)
 		}
 	}
@@ -81,6 +85,7 @@ type scanned struct {
 	keyStrs   []string
 	mInts     []int64
 	mFloats   []float64
+	mEntries  [][]uint32 // a distinct metric's sketch, abi.Sketch.Entries
 }
 
 func (t *Table) newScanned() *scanned {
@@ -92,6 +97,7 @@ func (t *Table) newScanned() *scanned {
 		keyStrs:   make([]string, len(t.schema.Keys)),
 		mInts:     make([]int64, len(t.schema.Metrics)),
 		mFloats:   make([]float64, len(t.schema.Metrics)),
+		mEntries:  make([][]uint32, len(t.schema.Metrics)),
 	}
 	for i, w := range t.windows {
 		sc.windex[w.Name] = uint8(i)
@@ -115,7 +121,9 @@ func (sc *scanned) dest() []any {
 	}
 	dest = append(dest, &sc.part)
 	for j, m := range s.Metrics {
-		if m.Type == abi.Float64 {
+		if m.Kind == abi.Distinct {
+			dest = append(dest, &sc.mEntries[j])
+		} else if m.Type == abi.Float64 {
 			dest = append(dest, &sc.mFloats[j])
 		} else {
 			dest = append(dest, &sc.mInts[j])
@@ -125,12 +133,13 @@ func (sc *scanned) dest() []any {
 }
 
 // stored makes the scanned row the row Write wrote; false for a row of a
-// window the deployment no longer has (one of an earlier spec).
-func (sc *scanned) stored() (Stored, bool) {
+// window the deployment no longer has (one of an earlier spec). A sketch
+// that does not decode is an error.
+func (sc *scanned) stored() (Stored, bool, error) {
 	s := sc.t.schema
 	wi, ok := sc.windex[sc.name]
 	if !ok {
-		return Stored{}, false
+		return Stored{}, false, nil
 	}
 	var key []byte
 	for i, k := range s.Keys {
@@ -144,16 +153,28 @@ func (sc *scanned) stored() (Stored, bool) {
 		}
 	}
 	metrics := make([]uint64, len(s.Metrics))
+	var sketches []*abi.Sketch
 	for j, m := range s.Metrics {
+		if m.Kind == abi.Distinct {
+			sk, err := abi.SketchFromEntries(sc.mEntries[j])
+			if err != nil {
+				return Stored{}, false, fmt.Errorf("sink: read %s: %s: %w", sc.t.name, m.Name, err)
+			}
+			if sketches == nil {
+				sketches = make([]*abi.Sketch, len(s.Metrics))
+			}
+			sketches[j], metrics[j] = sk, uint64(sk.Estimate())
+			continue
+		}
 		if m.Type == abi.Float64 {
 			metrics[j] = math.Float64bits(sc.mFloats[j])
 		} else {
 			metrics[j] = uint64(sc.mInts[j])
 		}
 	}
-	r := abi.Row{Window: wi, Final: sc.final == 1, Key: string(key), Metrics: metrics}
+	r := abi.Row{Window: wi, Final: sc.final == 1, Key: string(key), Metrics: metrics, Sketches: sketches}
 	if sc.t.windows[wi].Kind != abi.Global {
 		r.Start = sc.start * 1000
 	}
-	return Stored{Partition: int32(sc.part), Version: int64(sc.version), InsertedAt: time.Unix(sc.inserted, 0), Row: r}, true
+	return Stored{Partition: int32(sc.part), Version: int64(sc.version), InsertedAt: time.Unix(sc.inserted, 0), Row: r}, true, nil
 }

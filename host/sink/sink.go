@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -73,6 +74,10 @@ func statementsFor(db, view, storage string, s *abi.Schema) statements {
 	}
 	add("source_partition", "UInt32")
 	for _, m := range s.Metrics {
+		if m.Kind == abi.Distinct {
+			add(m.Name, "Array(UInt32)") // the sketch's set registers, abi.Sketch.Entries
+			continue
+		}
 		add(m.Name, chType(m.Type))
 	}
 	add("is_final", "UInt8")
@@ -83,6 +88,7 @@ func statementsFor(db, view, storage string, s *abi.Schema) statements {
 		st.raw, strings.Join(cols, ", "), strings.Join(order, ", "))
 	group := append([]string{"`window_name`", "`window_start`", "`window_end`"}, keys...)
 	sel := append([]string(nil), group...)
+	from := []string{"*"}
 	for _, m := range s.Metrics {
 		fn := "sum"
 		switch m.Kind {
@@ -90,12 +96,23 @@ func statementsFor(db, view, storage string, s *abi.Schema) statements {
 			fn = "min"
 		case abi.Max:
 			fn = "max"
+		case abi.Distinct:
+			// The estimate takes the metric's name, so the view reads the
+			// sketches under another one.
+			sketches := "wagg:" + m.Name
+			from = append(from, Quote(m.Name)+" AS "+Quote(sketches))
+			sel = append(sel, DistinctSQL(sketches)+" AS "+Quote(m.Name))
+			continue
 		}
 		sel = append(sel, fmt.Sprintf("%s(%s) AS %s", fn, Quote(m.Name), Quote(m.Name)))
 	}
 	sel = append(sel, "min(`is_final`) AS `is_final`")
-	st.view = fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s.%s AS SELECT %s FROM %s FINAL GROUP BY %s",
-		Quote(db), Quote(view), strings.Join(sel, ", "), st.raw, strings.Join(group, ", "))
+	src := st.raw + " FINAL"
+	if len(from) > 1 {
+		src = fmt.Sprintf("(SELECT %s FROM %s FINAL)", strings.Join(from, ", "), st.raw)
+	}
+	st.view = fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s.%s AS SELECT %s FROM %s GROUP BY %s",
+		Quote(db), Quote(view), strings.Join(sel, ", "), src, strings.Join(group, ", "))
 	st.insert = fmt.Sprintf("INSERT INTO %s (%s)", st.raw, strings.Join(insertCols, ", "))
 	return st
 }
@@ -128,6 +145,25 @@ func SwitchView(ctx context.Context, conn driver.Conn, db, view, next, old strin
 		return fmt.Errorf("sink: switch view %s.%s to %s: %w", db, view, next, err)
 	}
 	return nil
+}
+
+// DistinctSQL is the aggregate expression that merges the sketches in the
+// column col over the rows of a group (the union of their registers, each
+// the highest rank any row holds) and computes the estimate as
+// abi.Sketch.Estimate does, as an Int64. Rows hold the set registers as
+// index<<6 | rank: sorted in decreasing order, the first entry of each
+// index has its highest rank. It works on ClickHouse 18.16. Its aliases are
+// quoted names with a colon, which no column of the plugin's has; col may
+// not be the alias the result is given (ClickHouse calls that cyclic).
+func DistinctSQL(col string) string {
+	const m = abi.SketchRegisters
+	name := func(part string) string { return Quote("wagg:" + col + ":" + part) }
+	s, r, z, e := name("sorted"), name("registers"), name("empty"), name("raw")
+	regs := fmt.Sprintf("arrayFilter((x, o) -> o = 1, (arrayReverseSort(groupArrayArray(%s)) AS %s), arrayEnumerateUniq(arrayMap(x -> intDiv(x, 64), %s)))", Quote(col), s, s)
+	zeros := fmt.Sprintf("((%d - length((%s) AS %s)) AS %s)", m, regs, r, z)
+	sum := fmt.Sprintf("(arraySum(arrayMap(x -> 1 / toFloat64(bitShiftLeft(toUInt64(1), x %% 64)), %s)) + %s)", r, zeros)
+	raw := fmt.Sprintf("((%s / %s) AS %s)", strconv.FormatFloat(abi.SketchAlphaMM, 'g', -1, 64), sum, e)
+	return fmt.Sprintf("toInt64(floor(if(%s <= %d AND %s > 0, %d * log(%d / %s), %s) + 0.5))", raw, 5*m/2, z, m, m, z, e)
 }
 
 func chType(t abi.Type) string {
@@ -186,6 +222,14 @@ func (t *Table) values(vals []any, partition int32, version int64, r *abi.Row) (
 	vals = append(vals, keys...)
 	vals = append(vals, uint32(partition))
 	for j, m := range r.Metrics {
+		if t.schema.Metrics[j].Kind == abi.Distinct {
+			var entries []uint32
+			if r.Sketches != nil && r.Sketches[j] != nil {
+				entries = r.Sketches[j].Entries(nil)
+			}
+			vals = append(vals, entries)
+			continue
+		}
 		vals = append(vals, t.schema.MetricValue(j, m))
 	}
 	final := uint8(0)

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"errors"
 	"math"
 	"reflect"
 	"regexp"
@@ -264,8 +265,8 @@ func TestSink_LatestReadsBackTheRowsWriteWrote(t *testing.T) {
 		}
 		sc := tab.newScanned()
 		scan(t, sc.dest(), fromInsert(vals, inserted))
-		got, ok := sc.stored()
-		if !ok {
+		got, ok, err := sc.stored()
+		if err != nil || !ok {
 			t.Fatalf("row of window %d not read back", c.r.Window)
 		}
 		want := Stored{Partition: c.p, Version: c.version, InsertedAt: inserted, Row: c.r}
@@ -279,7 +280,7 @@ func TestSink_LatestReadsBackTheRowsWriteWrote(t *testing.T) {
 	vals, _ := tab.values(nil, 0, 1, &r)
 	sc := tab.newScanned()
 	scan(t, sc.dest(), fromInsert(vals, inserted))
-	if got, _ := sc.stored(); got.Row.Start != 1_700_000_001_000 {
+	if got, _, _ := sc.stored(); got.Row.Start != 1_700_000_001_000 {
 		t.Errorf("start %d read back as %d, want the second it is in", r.Start, got.Row.Start)
 	}
 }
@@ -291,7 +292,7 @@ func TestSink_LatestSkipsRowsOfWindowsTheSpecNoLongerHas(t *testing.T) {
 	vals[0] = "minute" // a window of an earlier spec
 	sc := tab.newScanned()
 	scan(t, sc.dest(), fromInsert(vals, time.Unix(0, 0)))
-	if got, ok := sc.stored(); ok {
+	if got, ok, _ := sc.stored(); ok {
 		t.Fatalf("a row of window minute read back as %+v", got)
 	}
 }
@@ -347,6 +348,59 @@ func TestSink_QuotedIdentifiersCannotBeLeft(t *testing.T) {
 	for in, want := range map[string]string{"votes": "`votes`", "a`b": "`ab`", "`; DROP TABLE x; --": "`; DROP TABLE x; --`", "": "``"} {
 		if got := Quote(in); got != want {
 			t.Errorf("Quote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// A distinct metric: its column holds the sketch's set registers, the view
+// reads them under another name and gives the estimate under the metric's,
+// and Latest reads back the sketch Write wrote (and refuses one that is not
+// a sketch).
+func TestSink_DistinctMetricsKeepTheirSketches(t *testing.T) {
+	s := &abi.Schema{
+		Keys: []abi.Column{{Name: "poll_id", Type: abi.Int64}},
+		Metrics: []abi.Metric{
+			{Name: "votes", Kind: abi.Count, Type: abi.Int64},
+			{Name: "voters", Kind: abi.Distinct, Type: abi.Int64},
+		},
+	}
+	st := statementsFor("db", "voters", "voters", s)
+	cols, _ := tableColumns(t, st.table)
+	if !slices.Contains(cols, column{"voters", "Array"}) || !strings.Contains(st.table, "`voters` Array(UInt32)") {
+		t.Errorf("the sketch column is not Array(UInt32): %s", st.table)
+	}
+	for _, want := range []string{
+		"FROM (SELECT *, `voters` AS `wagg:voters` FROM " + st.raw + " FINAL) GROUP BY ",
+		DistinctSQL("wagg:voters") + " AS `voters`",
+		"sum(`votes`) AS `votes`",
+	} {
+		if !strings.Contains(st.view, want) {
+			t.Errorf("the view lacks %s: %s", want, st.view)
+		}
+	}
+	tab := &Table{db: "db", name: "voters", raw: st.raw, schema: s, windows: testWindows, insert: st.insert}
+	for _, users := range []int{0, 3, 5000} {
+		sk := &abi.Sketch{}
+		for u := range users {
+			sk.AddInt64(int64(u))
+		}
+		r := abi.Row{Window: 2, Key: string(abi.AppendKeyInt64(nil, 7)), Metrics: []uint64{9, uint64(sk.Estimate())}, Sketches: []*abi.Sketch{nil, sk}}
+		vals, err := tab.values(nil, 1, 5, &r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := vals[6].([]uint32); !slices.Equal(got, sk.Entries(nil)) {
+			t.Fatalf("%d users: the column holds %d entries, the sketch %d", users, len(got), len(sk.Entries(nil)))
+		}
+		sc := tab.newScanned()
+		scan(t, sc.dest(), fromInsert(vals, time.Unix(0, 0)))
+		got, ok, err := sc.stored()
+		if err != nil || !ok || !got.Row.Sketches[1].Equal(sk) || got.Row.Metrics[1] != r.Metrics[1] {
+			t.Fatalf("%d users: read back %+v, %v, %v", users, got.Row, ok, err)
+		}
+		sc.mEntries[1] = []uint32{5<<6 | 1, 4<<6 | 1} // out of order
+		if _, _, err := sc.stored(); !errors.Is(err, abi.ErrSketch) {
+			t.Fatalf("entries out of order read back: %v", err)
 		}
 	}
 }

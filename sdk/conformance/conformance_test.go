@@ -3,6 +3,7 @@ package conformance
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -59,6 +60,14 @@ var aggregators = map[string]map[string]func(testing.TB) []byte{
 		"c":    func(tb testing.TB) []byte { return testwasm.BuildC(tb, "examples/votes/c/votes.c") },
 		"rust": func(tb testing.TB) []byte { return testwasm.BuildRust(tb, "examples/votes/rust") },
 		"as":   func(tb testing.TB) []byte { return testwasm.BuildAS(tb, "examples/votes/assemblyscript/votes.ts") },
+	},
+	"uniquevoters": {
+		"go":   func(tb testing.TB) []byte { return testwasm.Build(tb, "examples/uniquevoters") },
+		"c":    func(tb testing.TB) []byte { return testwasm.BuildC(tb, "examples/uniquevoters/c/uniquevoters.c") },
+		"rust": func(tb testing.TB) []byte { return testwasm.BuildRust(tb, "examples/uniquevoters/rust") },
+		"as": func(tb testing.TB) []byte {
+			return testwasm.BuildAS(tb, "examples/uniquevoters/assemblyscript/uniquevoters.ts")
+		},
 	},
 	"stats": {
 		"go":   func(tb testing.TB) []byte { return testwasm.Build(tb, "sdk/conformance/stats") },
@@ -291,7 +300,8 @@ func batch(s *abi.Schema, recs [][]json.RawMessage) (*abi.Batch, error) {
 	return b, nil
 }
 
-// rowText renders a row as "window start final|open [key] [metrics]".
+// rowText renders a row as "window start final|open [key] [metrics]"; a
+// distinct metric as "estimate#digest of its sketch".
 func rowText(s *abi.Schema, r abi.Row) string {
 	kv, err := s.KeyValues(r.Key)
 	if err != nil {
@@ -314,7 +324,14 @@ func rowText(s *abi.Schema, r abi.Row) string {
 		keys = append(keys, val(v))
 	}
 	for j, bits := range r.Metrics {
-		metrics = append(metrics, val(s.MetricValue(j, bits)))
+		m := val(s.MetricValue(j, bits))
+		if r.Sketches != nil && r.Sketches[j] != nil {
+			// A distinct count: its estimate and a digest of its sketch, so
+			// that equal rows mean equal registers.
+			sum := sha256.Sum256(r.Sketches[j].AppendEncoded(nil))
+			m += "#" + hex.EncodeToString(sum[:4])
+		}
+		metrics = append(metrics, m)
 	}
 	state := "open"
 	if r.Final {

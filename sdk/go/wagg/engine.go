@@ -121,7 +121,8 @@ func (e *engine) check(b *abi.Batch) error {
 //
 //	u32 snapMagic, u32 windows
 //	per window: u32 panes; per pane: i64 start, u32 groups;
-//	per group: u32 key length, key, metrics x u64
+//	per group: u32 key length, key, metrics x u64 (a distinct metric:
+//	its sketch, abi.Sketch.AppendEncoded)
 //
 // Panes come in increasing start and groups in the order they were created,
 // same state always has the same snapshot, and restore accepts exactly the
@@ -144,7 +145,11 @@ func (e *engine) snapshot() []byte {
 				k := p.key(i)
 				b = le.AppendUint32(b, uint32(len(k)))
 				b = append(b, k...)
-				for _, v := range p.values(i) {
+				for j, v := range p.values(i) {
+					if g.sketches != nil && g.metrics[j].Kind == abi.Distinct {
+						b = p.sketch(i, j).AppendEncoded(b)
+						continue
+					}
 					b = le.AppendUint64(b, v)
 				}
 			}
@@ -218,8 +223,7 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 			for range n {
 				kl, ok := u32()
 				key := take(kl)
-				body := take(8 * nm)
-				if !ok || key == nil || body == nil {
+				if !ok || key == nil {
 					return fmt.Errorf("%w: truncated group", errSnapshot)
 				}
 				if _, err := e.schema.KeyValues(string(key)); err != nil {
@@ -233,9 +237,22 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 				// the snapshot was taken: the first flush after a restore emits
 				// the whole state, so a host that starts afresh (its live hub
 				// empty) shows every group, not only those that change next.
-				i := p.find(key, h, g.idents)
-				for j := range nm {
-					p.vals[int(i)*nm+j] = le.Uint64(body[8*j:])
+				i := p.find(key, h, g.idents, g.distinct)
+				for j, m := range e.schema.Metrics {
+					if m.Kind == abi.Distinct {
+						sk, k, err := abi.DecodeSketch(b)
+						if err != nil {
+							return fmt.Errorf("%w: window %d pane %d: %v", errSnapshot, w, p.start, err)
+						}
+						*p.sketch(i, j) = *sk
+						take(k)
+						continue
+					}
+					v := take(8)
+					if v == nil {
+						return fmt.Errorf("%w: truncated group", errSnapshot)
+					}
+					p.vals[int(i)*nm+j] = le.Uint64(v)
 				}
 				p.touch(i)
 			}

@@ -50,6 +50,7 @@ mod engine;
 mod groups;
 mod json;
 mod local;
+mod sketch;
 mod spec;
 
 pub use batch::{Batch, Strings};
