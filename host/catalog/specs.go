@@ -15,13 +15,35 @@ const writeTimeout = 30 * time.Second
 // Manager reads and writes the same ones.
 type Specs struct{ C *Catalog }
 
-// List is every deployment spec, by name.
+// List is the spec of every deployment as it runs (Entry.Current), by
+// name.
 func (s Specs) List() ([]plugins.Deployment, error) {
 	var out []plugins.Deployment
 	for _, e := range s.C.Deployments() {
-		out = append(out, e.Spec)
+		out = append(out, e.Current())
 	}
 	return out, nil
+}
+
+// Entries is every deployment, by name.
+func (s Specs) Entries() []Entry { return s.C.Deployments() }
+
+// Entry is the named deployment, if the catalog holds it.
+func (s Specs) Entry(name string) (Entry, bool) { return s.C.Deployment(name) }
+
+// PutBackfill records a fresh start (Catalog.PutBackfill).
+func (s Specs) PutBackfill(ctx context.Context, replaces int64, d plugins.Deployment, from string, offsets map[int32]int64) (Backfill, error) {
+	return s.C.PutBackfill(ctx, replaces, d, from, offsets)
+}
+
+// PutStage records a backfill's stage (Catalog.PutStage).
+func (s Specs) PutStage(ctx context.Context, name string, backfill int64, stage string) error {
+	return s.C.PutStage(ctx, name, backfill, stage)
+}
+
+// GiveUpBackfill gives a backfill up (Catalog.GiveUpBackfill).
+func (s Specs) GiveUpBackfill(ctx context.Context, name string, backfill int64) error {
+	return s.C.GiveUpBackfill(ctx, name, backfill)
 }
 
 // Put writes d, a new revision that clears a failure, and waits until this
