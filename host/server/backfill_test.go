@@ -5,13 +5,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/wagg/wagg/host/api"
 	"github.com/wagg/wagg/host/hub"
+	"github.com/wagg/wagg/internal/testwasm"
 )
 
 // A deploy with ?start=earliest of a plugin that cannot take the state over
@@ -161,4 +167,252 @@ func TestBackfill_FromATimeCountsOnlyLaterRecords(t *testing.T) {
 		return nil
 	})
 	eventually(t, time.Minute, "the view counts the record after the start only", r.counted)
+}
+
+// votesBackfillSpec is the votes deployment the cluster backfill tests
+// start fresh.
+func votesBackfillSpec(topic string) []byte {
+	return fmt.Appendf(nil, `{"name":"votes","plugin":"votes@1","topic":%q,"lateness":"5s","checkpoint_every":"300ms","max_batch":512,
+		"windows":[{"name":"second","kind":"tumbling","size":"1s"},{"name":"total","kind":"global"}]}`, topic)
+}
+
+// backfillGeneration is the generation of the backfill a deploy with
+// ?start=earliest answered with.
+func backfillGeneration(t *testing.T, code int, body []byte) int {
+	t.Helper()
+	var st api.Deployment
+	json.Unmarshal(body, &st)
+	var g int
+	if _, err := fmt.Sscanf(st.Backfill, "generation %d from earliest", &g); code != http.StatusCreated || err != nil || g <= 0 || st.Generation != 0 {
+		t.Fatalf("deploy -start earliest: %d %s, want generation 0 running and a backfill of a new generation", code, body)
+	}
+	return g
+}
+
+// switchedTo waits until each host runs generation g as the deployment,
+// without a backfill, and checks that the view shows it: g's own view took
+// the deployment's name, generation 0's kept its hidden one.
+func switchedTo(t *testing.T, ch driver.Conn, db string, g int, hosts ...*clusterHost) {
+	t.Helper()
+	for _, h := range hosts {
+		eventually(t, 3*time.Minute, fmt.Sprintf("%s runs generation %d as the deployment", h.name, g), func() error {
+			ds, err := deployments(h)
+			if err != nil {
+				return err
+			}
+			if len(ds) != 1 || ds[0].Generation != g || ds[0].Backfill != "" || ds[0].Status != api.StatusRunning {
+				return fmt.Errorf("deployments %+v", ds)
+			}
+			return nil
+		})
+	}
+	var views []string
+	rows, err := ch.Query(context.Background(), "SELECT name FROM system.tables WHERE database = ? AND name LIKE 'votes%view' ORDER BY name", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		views = append(views, n)
+	}
+	if len(views) != 1 || views[0] != "votes__view" {
+		t.Fatalf("views %v, want only votes__view (generation 0) beside votes", views)
+	}
+}
+
+// A backfill outlives a kill -9 of the only host: restarted, the host
+// finds it in the catalog, resumes the new generation from its
+// checkpoints and switches over; ClickHouse is exact against the topic.
+func TestBackfill_HostKilledMidwayResumesItAndSwitchesOver(t *testing.T) {
+	e := services(t)
+	topic, cl := newTopic(t, e, 6)
+	cfg := hostConfig(t, e)
+	db := cfg.ClickHouse.Database
+	bin := buildWagg(t)
+	logPath := filepath.Join(t.TempDir(), "serve.log")
+	logf := serveLog(t, logPath, 12000)
+	defer logf.Close()
+	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	checker := &host{db: db, ch: ch}
+	ctx := context.Background()
+
+	produceBacklog(t, cl, 300_000)
+	x := readTopic(t, e.brokers, topic)
+	a := startClusterHost(t, bin, "a", e, db, logf)
+	ha := &host{url: a.url}
+	if code, body := ha.post(t, "/v1/plugins/votes/1", "application/wasm", testwasm.Build(t, "examples/votes")); code != http.StatusCreated {
+		t.Fatalf("push: %d %s", code, body)
+	}
+	if code, body := ha.post(t, "/v1/deployments", "application/json", votesBackfillSpec(topic)); code != http.StatusCreated {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	eventually(t, 3*time.Minute, "generation 0 exact in ClickHouse", func() error { return checker.check(ctx, x) })
+
+	code, body := ha.post(t, "/v1/deployments?start=earliest", "application/json", votesBackfillSpec(topic))
+	g := backfillGeneration(t, code, body)
+	storage := fmt.Sprintf("votes__g%d", g)
+	progress := func() (int64, error) {
+		var n int64
+		err := ch.QueryRow(ctx, "SELECT toInt64(sum(next_offset)) FROM "+db+"._wagg_checkpoints FINAL WHERE deployment = ?", storage).Scan(&n)
+		return n, err
+	}
+	eventually(t, 2*time.Minute, "the backfill checkpointed", func() error {
+		if n, err := progress(); err != nil || n == 0 {
+			return fmt.Errorf("checkpointed to %d (%v)", n, err)
+		}
+		return nil
+	})
+	a.p.kill()
+	at, err := progress()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hidden uint64
+	if err := ch.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = ?", db, storage+"__view").Scan(&hidden); err != nil || hidden != 1 {
+		t.Fatalf("killed after the switch (hidden view %d, %v): the test must kill it midway", hidden, err)
+	}
+	killedAt := fileSize(t, logPath)
+	a.start(t, logf)
+	switchedTo(t, ch, db, g, a)
+	eventually(t, time.Minute, "exact in ClickHouse after the switch", func() error { return checker.check(ctx, x) })
+	// Resumed, not started over: the restarted host restored the new
+	// generation's partitions from the checkpoints written before the kill.
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := 0
+	for _, line := range strings.Split(string(b[killedAt:]), "\n") {
+		if strings.Contains(line, `msg="partition restored"`) && strings.Contains(line, "deployment="+storage+" ") {
+			restored++
+		}
+	}
+	if restored == 0 {
+		t.Fatalf("no partition of %s restored after the restart", storage)
+	}
+	report(t, "backfill: the only host killed with SIGKILL when generation %d had checkpointed %d of %d offsets; restarted, it restored %d partitions of it and switched over; exact in ClickHouse (%d votes)",
+		g, at, x.votes+int64(len(x.malformed)), restored, x.votes)
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// A backfill requested on one of two hosts runs on both (each processes
+// partitions of the new generation) and switches over once, for both: the
+// view shows the whole count at every read meanwhile, and afterwards the
+// counts go on, exact in ClickHouse and for a live subscriber on each host.
+func TestBackfill_TwoHostsShareItAndSwitchOnce(t *testing.T) {
+	e := services(t)
+	topic, cl := newTopic(t, e, 12)
+	cfg := hostConfig(t, e)
+	db := cfg.ClickHouse.Database
+	bin := buildWagg(t)
+	logf := serveLog(t, filepath.Join(t.TempDir(), "serve.log"), 12000)
+	defer logf.Close()
+	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	checker := &host{db: db, ch: ch}
+	ctx := context.Background()
+
+	produceBacklog(t, cl, 400_000)
+	x := readTopic(t, e.brokers, topic)
+	a := startClusterHost(t, bin, "a", e, db, logf)
+	b := startClusterHost(t, bin, "b", e, db, logf)
+	ha, hb := &host{url: a.url}, &host{url: b.url}
+	if code, body := ha.post(t, "/v1/plugins/votes/1", "application/wasm", testwasm.Build(t, "examples/votes")); code != http.StatusCreated {
+		t.Fatalf("push: %d %s", code, body)
+	}
+	if code, body := ha.post(t, "/v1/deployments", "application/json", votesBackfillSpec(topic)); code != http.StatusCreated {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	eventually(t, 3*time.Minute, "generation 0 exact in ClickHouse", func() error { return checker.check(ctx, x) })
+	onA, onB := follow(t, a), follow(t, b)
+	for name, f := range map[string]*follower{"a": onA, "b": onB} {
+		eventually(t, time.Minute, "the dashboard on "+name+" shows the backlog", func() error {
+			got, err := f.totals()
+			if err != nil {
+				return err
+			}
+			return diff(got, x.totals)
+		})
+	}
+
+	// Every read of the view while the backfill runs and switches over
+	// shows the whole count.
+	var bad []string
+	stop, polled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(polled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			var n int64
+			err := ch.QueryRow(ctx, "SELECT toInt64(sum(votes)) FROM "+db+".votes WHERE window_name = 'total'").Scan(&n)
+			if err != nil || n != x.votes {
+				bad = append(bad, fmt.Sprintf("%d %v", n, err))
+			}
+		}
+	}()
+	code, body := hb.post(t, "/v1/deployments?start=earliest", "application/json", votesBackfillSpec(topic))
+	g := backfillGeneration(t, code, body)
+	storage := fmt.Sprintf("votes__g%d", g)
+	switchedTo(t, ch, db, g, a, b)
+	close(stop)
+	<-polled
+	if len(bad) > 0 {
+		t.Errorf("%d reads of the view during the backfill did not show %d: %v", len(bad), x.votes, bad[:min(len(bad), 10)])
+	}
+	// Both hosts ran a share of the backfill: no record has arrived since
+	// the backlog, so what the new generation handled on each host it
+	// handled before the switch.
+	shares := map[string]float64{}
+	for _, h := range []*clusterHost{a, b} {
+		n, err := metric(h.url, "wagg_records_total", `deployment="`+storage+`"`)
+		if err != nil || n == 0 {
+			t.Fatalf("%s handled %v records of generation %d (%v): the backfill did not run there", h.name, n, g, err)
+		}
+		shares[h.name] = n
+	}
+
+	// The counts go on in the new generation, in ClickHouse and live on
+	// both hosts.
+	live := startProducer(cl, 1000, 2*time.Second, 500)
+	eventually(t, time.Minute, "live votes produced", func() error {
+		if n := live.count(); n < 3000 {
+			return fmt.Errorf("%d sent", n)
+		}
+		return nil
+	})
+	live.finish()
+	x = readTopic(t, e.brokers, topic)
+	eventually(t, 3*time.Minute, "exact in ClickHouse after the switch", func() error { return checker.check(ctx, x) })
+	for name, f := range map[string]*follower{"a": onA, "b": onB} {
+		eventually(t, time.Minute, "the dashboard on "+name+" shows the exact totals", func() error {
+			got, err := f.totals()
+			if err != nil {
+				return err
+			}
+			return diff(got, x.totals)
+		})
+	}
+	report(t, "backfill on 2 hosts: generation %d requested on b, records handled a %.0f, b %.0f; switched once; exact in ClickHouse and on both dashboards (%d votes)",
+		g, shares["a"], shares["b"], x.votes)
 }
