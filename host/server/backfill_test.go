@@ -14,6 +14,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/wagg/wagg/host/api"
 	"github.com/wagg/wagg/host/hub"
@@ -415,4 +416,112 @@ func TestBackfill_TwoHostsShareItAndSwitchOnce(t *testing.T) {
 	}
 	report(t, "backfill on 2 hosts: generation %d requested on b, records handled a %.0f, b %.0f; switched once; exact in ClickHouse and on both dashboards (%d votes)",
 		g, shares["a"], shares["b"], x.votes)
+}
+
+// A backfill under way is given up on every host by a deploy of the name
+// on another host (the old generation runs on, exact) and by a delete
+// (nothing runs any more): no host keeps a member in the new generation's
+// consumer group.
+func TestBackfill_DeployingAgainOrDeletingGivesItUpEverywhere(t *testing.T) {
+	e := services(t)
+	topic, cl := newTopic(t, e, 6)
+	cfg := hostConfig(t, e)
+	db := cfg.ClickHouse.Database
+	bin := buildWagg(t)
+	logf := serveLog(t, filepath.Join(t.TempDir(), "serve.log"), 12000)
+	defer logf.Close()
+	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	adm := kadm.NewClient(cl)
+	checker := &host{db: db, ch: ch}
+	ctx := context.Background()
+
+	produceBacklog(t, cl, 300_000)
+	x := readTopic(t, e.brokers, topic)
+	a := startClusterHost(t, bin, "a", e, db, logf)
+	b := startClusterHost(t, bin, "b", e, db, logf)
+	ha, hb := &host{url: a.url}, &host{url: b.url}
+	if code, body := ha.post(t, "/v1/plugins/votes/1", "application/wasm", testwasm.Build(t, "examples/votes")); code != http.StatusCreated {
+		t.Fatalf("push: %d %s", code, body)
+	}
+	if code, body := ha.post(t, "/v1/deployments", "application/json", votesBackfillSpec(topic)); code != http.StatusCreated {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	eventually(t, 3*time.Minute, "generation 0 exact in ClickHouse", func() error { return checker.check(ctx, x) })
+
+	// started on b, then deployed again on a while it catches up
+	code, body := hb.post(t, "/v1/deployments?start=earliest", "application/json", votesBackfillSpec(topic))
+	g := backfillGeneration(t, code, body)
+	group := fmt.Sprintf("wagg.votes__g%d", g)
+	members := func(group string) (int, error) {
+		gs, err := adm.DescribeGroups(ctx, group)
+		if err != nil {
+			return 0, err
+		}
+		return len(gs[group].Members), gs[group].Err
+	}
+	eventually(t, time.Minute, "both hosts run the backfill", func() error {
+		if n, err := members(group); err != nil || n != 2 {
+			return fmt.Errorf("%d members in %s (%v)", n, group, err)
+		}
+		return nil
+	})
+	if code, body := ha.post(t, "/v1/deployments", "application/json", votesBackfillSpec(topic)); code != http.StatusCreated {
+		t.Fatalf("deploy again: %d %s", code, body)
+	}
+	for _, h := range []*clusterHost{a, b} {
+		eventually(t, time.Minute, h.name+" gave the backfill up and runs generation 0", func() error {
+			ds, err := deployments(h)
+			if err != nil {
+				return err
+			}
+			if len(ds) != 1 || ds[0].Generation != 0 || ds[0].Backfill != "" || ds[0].Status != api.StatusRunning {
+				return fmt.Errorf("deployments %+v", ds)
+			}
+			return nil
+		})
+	}
+	eventually(t, time.Minute, "no host in "+group, func() error {
+		if n, err := members(group); err != nil || n != 0 {
+			return fmt.Errorf("%d members (%v)", n, err)
+		}
+		return nil
+	})
+	if err := checker.check(ctx, x); err != nil {
+		t.Fatalf("the view after the backfill was given up: %v", err)
+	}
+
+	// started on a, then deleted on b
+	code, body = ha.post(t, "/v1/deployments?start=earliest", "application/json", votesBackfillSpec(topic))
+	g2 := backfillGeneration(t, code, body)
+	if g2 <= g {
+		t.Fatalf("generation %d after %d", g2, g)
+	}
+	group2 := fmt.Sprintf("wagg.votes__g%d", g2)
+	req, _ := http.NewRequest(http.MethodDelete, b.url+"/v1/deployments/votes", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE: %v %v", resp, err)
+	}
+	for _, h := range []*clusterHost{a, b} {
+		eventually(t, time.Minute, h.name+" runs nothing", func() error {
+			if ds, err := deployments(h); err != nil || len(ds) != 0 {
+				return fmt.Errorf("deployments %+v (%v)", ds, err)
+			}
+			return nil
+		})
+	}
+	for _, gr := range []string{"wagg.votes", group2} {
+		eventually(t, time.Minute, "no host in "+gr, func() error {
+			if n, err := members(gr); err != nil || n != 0 {
+				return fmt.Errorf("%d members (%v)", n, err)
+			}
+			return nil
+		})
+	}
+	if err := checker.check(ctx, x); err != nil {
+		t.Fatalf("the view after the delete: %v", err)
+	}
 }
