@@ -221,11 +221,20 @@ func (c *Catalog) PutPlugin(ctx context.Context, name, version, sha string, wasm
 }
 
 // PutDeployment writes a spec (a new revision, clearing any failure) and
-// waits until this host has applied it. It returns the revision.
-func (c *Catalog) PutDeployment(ctx context.Context, d plugins.Deployment) (int64, error) {
+// waits until this host has applied it. It returns the revision. start,
+// when not nil, is where partitions without a checkpoint begin (a fresh
+// start of a name that was not deployed), for every host.
+func (c *Catalog) PutDeployment(ctx context.Context, d plugins.Deployment, start map[int32]int64) (int64, error) {
 	b, err := json.Marshal(d)
 	if err != nil {
 		return 0, err
+	}
+	if start != nil {
+		so, err := json.Marshal(start)
+		if err != nil {
+			return 0, err
+		}
+		b = append(append(append(b[:len(b)-1], `,"start_offsets":`...), so...), '}')
 	}
 	return c.put(ctx, prefixDeployment+d.Name, b)
 }

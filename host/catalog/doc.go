@@ -12,7 +12,8 @@
 // Records (key: value):
 //
 //	plugin/<name>@<version>/<sha256>   the .wasm bytes (first per name@version wins)
-//	deployment/<name>                  the spec, JSON; a tombstone: undeployed
+//	deployment/<name>                  the spec, JSON (with start_offsets after a -start of a
+//	                                   name not deployed); a tombstone: undeployed
 //	failed/<name>                      a Failure, JSON; a tombstone: cleared
 //	backfill/<name>                    a fresh start (wagg deploy -start): the revision it
 //	                                   replaces, the new spec, the start offsets

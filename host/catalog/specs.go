@@ -47,11 +47,11 @@ func (s Specs) GiveUpBackfill(ctx context.Context, name string, backfill int64) 
 }
 
 // Put writes d, a new revision that clears a failure, and waits until this
-// host has applied it.
-func (s Specs) Put(d plugins.Deployment) error {
+// host has applied it; start is Catalog.PutDeployment's.
+func (s Specs) Put(d plugins.Deployment, start map[int32]int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 	defer cancel()
-	_, err := s.C.PutDeployment(ctx, d)
+	_, err := s.C.PutDeployment(ctx, d, start)
 	return err
 }
 

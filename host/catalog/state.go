@@ -26,6 +26,10 @@ type Entry struct {
 	Revision int64
 	// Failure is set when the deployment failed in this revision.
 	Failure *Failure
+	// Start is where Spec's partitions without a checkpoint begin, when the
+	// revision was a fresh start of a name that was not deployed (nil: at
+	// the earliest offset).
+	Start map[int32]int64
 	// Backfill is the fresh start of this revision, if one was asked for:
 	// a new generation catching up beside Spec's, or, once switched over,
 	// the generation that runs as the deployment.
@@ -151,6 +155,10 @@ func (s *state) apply(offset int64, key string, value []byte, at time.Time) (*Pl
 			delete(s.deployments, name)
 			return nil, nil
 		}
+		start, value, err := cutStartOffsets(value)
+		if err != nil {
+			return nil, fmt.Errorf("catalog: deployment %s at offset %d: %w", name, offset, err)
+		}
 		d, err := plugins.ParseDeployment(value)
 		if err != nil {
 			return nil, fmt.Errorf("catalog: deployment %s at offset %d: %w", name, offset, err)
@@ -164,7 +172,7 @@ func (s *state) apply(offset int64, key string, value []byte, at time.Time) (*Pl
 		if prev := s.deployments[name]; prev != nil {
 			d.Generation = max(d.Generation, prev.Current().Generation)
 		}
-		s.deployments[name] = &Entry{Spec: d, Revision: offset}
+		s.deployments[name] = &Entry{Spec: d, Revision: offset, Start: start}
 		s.link(name)
 		return nil, nil
 	case strings.HasPrefix(key, prefixBackfill):
@@ -222,6 +230,29 @@ func (s *state) apply(offset int64, key string, value []byte, at time.Time) (*Pl
 		return nil, nil
 	}
 	return nil, fmt.Errorf("catalog: record %q at offset %d: unknown kind", key, offset)
+}
+
+// cutStartOffsets takes the start offsets (PutDeployment) out of a
+// deployment record, leaving the spec.
+func cutStartOffsets(value []byte) (map[int32]int64, []byte, error) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(value, &fields) != nil {
+		return nil, value, nil // not a JSON object: the spec's parser says why
+	}
+	so, ok := fields["start_offsets"]
+	if !ok {
+		return nil, value, nil
+	}
+	var start map[int32]int64
+	if err := json.Unmarshal(so, &start); err != nil {
+		return nil, nil, fmt.Errorf("start_offsets: %w", err)
+	}
+	if start == nil {
+		start = map[int32]int64{}
+	}
+	delete(fields, "start_offsets")
+	rest, err := json.Marshal(fields)
+	return start, rest, err
 }
 
 // link sets an entry's failure and backfill from the latest records of

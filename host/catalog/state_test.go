@@ -122,6 +122,24 @@ func TestState_ABackfillMovesThroughItsStagesAndStaleRecordsChangeNothing(t *tes
 	}
 }
 
+func TestState_AFreshStartOfANewNameCarriesItsStartOffsets(t *testing.T) {
+	s := newState()
+	v := strings.TrimSuffix(spec, "}") + `,"start_offsets":{"0":15,"1":7}}`
+	if _, err := s.apply(1, "deployment/votes", []byte(v), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	e := s.entries()
+	if len(e) != 1 || e[0].Spec.Topic != "votes" || len(e[0].Start) != 2 || e[0].Start[0] != 15 || e[0].Start[1] != 7 {
+		t.Fatalf("entries %+v", e)
+	}
+	if _, err := s.apply(2, "deployment/votes", []byte(spec), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if e := s.entries(); e[0].Start != nil {
+		t.Fatalf("a later deploy keeps the start offsets: %+v", e[0])
+	}
+}
+
 func TestState_PluginRecordsAreHandedOverInOrder(t *testing.T) {
 	s := newState()
 	p, err := s.apply(0, pluginKey("votes", "1", "abc"), []byte("\x00asm"), time.Unix(9, 0))
@@ -145,6 +163,8 @@ func TestState_RefusesRecordsItCannotRead(t *testing.T) {
 		{"backfill/other", `{"replaces":1,"from":"earliest","spec":` + spec + `}`},
 		{"backfill/votes", `{"replaces":1,"from":"earliest","spec":{"name":"votes"}}`},
 		{"switched/votes", "x"},
+		{"deployment/votes", strings.TrimSuffix(spec, "}") + `,"start_offsets":{"x":1}}`},
+		{"deployment/votes", strings.TrimSuffix(spec, "}") + `,"start_offsetz":{}}`},
 		{"something/else", "x"},
 	} {
 		s := newState()

@@ -99,7 +99,7 @@ func (m *Manager) startFresh(ctx context.Context, d plugins.Deployment, man plug
 		// The deployment runs a generation an earlier backfill switched
 		// to: record that as its spec first, so that the new backfill
 		// replaces it and not the one before.
-		if err := m.o.Specs.Put(cur); err != nil {
+		if err := m.o.Specs.Put(cur, nil); err != nil {
 			return api.Deployment{}, err
 		}
 		e, ok := m.o.Specs.Entry(d.Name)

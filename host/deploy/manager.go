@@ -41,7 +41,7 @@ type Specs interface {
 	List() ([]plugins.Deployment, error)
 	Entries() []catalog.Entry
 	Entry(name string) (catalog.Entry, bool)
-	Put(d plugins.Deployment) error
+	Put(d plugins.Deployment, start map[int32]int64) error
 	Delete(name string) error
 	Failed(name string) (plugins.Failure, bool)
 	SetFailed(name string, f plugins.Failure) error
@@ -246,7 +246,11 @@ func (m *Manager) syncLocked(only string) {
 					return fmt.Errorf("switching the view over: %w", err)
 				}
 			}
-			return m.relaunch(ctx, d)
+			var start map[int32]int64
+			if bf == nil || bf.Stage != catalog.StageSwitched {
+				start = e.Start // e.Spec's
+			}
+			return m.relaunch(ctx, d, start)
 		}()
 		cancel()
 		if err != nil {
@@ -348,7 +352,7 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 	}
 	d.Start = ""
 	if store {
-		if err := m.o.Specs.Put(d); err != nil {
+		if err := m.o.Specs.Put(d, start); err != nil {
 			rel.Close()
 			return api.Deployment{}, err
 		}
@@ -565,8 +569,9 @@ func closed() chan struct{} {
 	return c
 }
 
-// relaunch starts a stored spec again with its own plugin.
-func (m *Manager) relaunch(ctx context.Context, d plugins.Deployment) error {
+// relaunch starts a stored spec again with its own plugin, partitions
+// without a checkpoint from start.
+func (m *Manager) relaunch(ctx context.Context, d plugins.Deployment, start map[int32]int64) error {
 	name, version := d.PluginRef()
 	man, err := m.o.Registry.Get(name, version)
 	if err != nil {
@@ -576,6 +581,6 @@ func (m *Manager) relaunch(ctx context.Context, d plugins.Deployment) error {
 	if err != nil {
 		return err
 	}
-	_, err = m.launch(ctx, d, man, mod, nil, false)
+	_, err = m.launch(ctx, d, man, mod, start, false)
 	return err
 }
