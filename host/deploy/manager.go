@@ -31,7 +31,8 @@ import (
 type Live interface {
 	pipeline.Live
 	Register(aggregator string, s *abi.Schema, windows []abi.Window)
-	Reset(aggregator string, s *abi.Schema, windows []abi.Window)
+	// ResetWith starts a new epoch whose first state load publishes.
+	ResetWith(aggregator string, s *abi.Schema, windows []abi.Window, load func(publish func(partition int32, version int64, rows []abi.Row)))
 }
 
 // Specs is where the deployment specs of the cluster live (catalog.Specs):
@@ -360,14 +361,27 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 	m.mu.Lock()
 	old := m.running[d.Name]
 	m.mu.Unlock()
+	// Another generation's values must not linger beside this one's: the
+	// hub starts a new epoch, holding at once the state this generation's
+	// checkpoints left, so that the subscribers it closes come back to a
+	// whole snapshot, not to one the relay has yet to fill.
+	var preload []sink.Stored
+	reset := old != nil && old.spec.Generation != d.Generation
+	if reset {
+		if preload, err = table.Latest(ctx, time.Now().Add(-preloadSpan(windows))); err != nil {
+			rel.Close()
+			return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+		}
+	}
 	m.stop(d.Name)
 	if err := m.o.Specs.ClearFailed(d.Name); err != nil {
 		return api.Deployment{}, err
 	}
 	m.failed.WithLabelValues(d.Name).Set(0)
-	if old != nil && old.spec.Generation != d.Generation {
-		// Another generation's values must not linger beside this one's.
-		m.o.Live.Reset(d.Name, &mod.Schema, windows)
+	if reset {
+		m.o.Live.ResetWith(d.Name, &mod.Schema, windows, func(publish func(int32, int64, []abi.Row)) {
+			publishStored(preload, publish)
+		})
 	} else {
 		m.o.Live.Register(d.Name, &mod.Schema, windows)
 	}
@@ -403,6 +417,45 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 	}()
 	m.o.Log.Info("deployment started", "deployment", d.Name, "plugin", d.Plugin, "topic", d.Topic, "partitions", partitions, "generation", d.Generation)
 	return m.status(r), nil
+}
+
+// preloadPanes is how many slides of each window a new epoch starts with:
+// as many as host/relay loads when a host starts a deployment.
+const preloadPanes = 64
+
+// preloadSpan is how far back the panes of preloadPanes slides reach.
+func preloadSpan(windows []abi.Window) time.Duration {
+	var span int64
+	for _, w := range windows {
+		if w.Kind == abi.Global {
+			continue
+		}
+		slide := w.SlideMs
+		if slide == 0 {
+			slide = w.SizeMs
+		}
+		span = max(span, preloadPanes*slide+w.SizeMs)
+	}
+	return time.Duration(span) * time.Millisecond
+}
+
+// publishStored hands stored rows to publish, each partition's in the
+// order of their versions.
+func publishStored(stored []sink.Stored, publish func(int32, int64, []abi.Row)) {
+	sort.SliceStable(stored, func(i, j int) bool {
+		if stored[i].Partition != stored[j].Partition {
+			return stored[i].Partition < stored[j].Partition
+		}
+		return stored[i].Version < stored[j].Version
+	})
+	var batch []abi.Row
+	for i, s := range stored {
+		batch = append(batch, s.Row)
+		if i+1 == len(stored) || stored[i+1].Partition != s.Partition || stored[i+1].Version != s.Version {
+			publish(s.Partition, s.Version, batch)
+			batch = batch[:0]
+		}
+	}
 }
 
 // runner makes the pipeline of d's generation, publishing to live.

@@ -310,6 +310,66 @@ func fileSize(t *testing.T, path string) int64 {
 	return fi.Size()
 }
 
+// snapshots follows the running totals of votes on a host, subscribing
+// afresh whenever the host closes the subscription (a switch-over starts a
+// new epoch), and records the total of every snapshot and its epoch.
+type snapshots struct {
+	mu     sync.Mutex
+	totals []int64
+	epochs map[string]bool
+}
+
+func watchSnapshots(t *testing.T, h *clusterHost) *snapshots {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &snapshots{epochs: map[string]bool{}}
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			c, err := hub.Dial(ctx, strings.Replace(h.url, "http", "ws", 1)+"/v1/live", hub.Subscribe{Aggregator: "votes", Windows: []string{"total"}})
+			if err != nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(100 * time.Millisecond):
+				}
+				continue
+			}
+			for {
+				f, err := c.Next(ctx)
+				if err != nil || f.Type != hub.TypeSnapshot {
+					break // the snapshot is all this records
+				}
+				v := &hub.View{}
+				v.Apply(f)
+				var n int64
+				for _, r := range v.Rows() {
+					x, _ := r.Values["votes"].Int64()
+					n += x
+				}
+				s.mu.Lock()
+				s.totals = append(s.totals, n)
+				s.epochs[f.Epoch] = true
+				s.mu.Unlock()
+				for { // wait for the close a new epoch brings
+					if _, err := c.Next(ctx); err != nil {
+						break
+					}
+				}
+				break
+			}
+			c.Close()
+		}
+	}()
+	return s
+}
+
+func (s *snapshots) seen() ([]int64, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int64(nil), s.totals...), len(s.epochs)
+}
+
 // A backfill requested on one of two hosts runs on both (each processes
 // partitions of the new generation) and switches over once, for both: the
 // view shows the whole count at every read meanwhile, and afterwards the
@@ -353,6 +413,7 @@ func TestBackfill_TwoHostsShareItAndSwitchOnce(t *testing.T) {
 		})
 	}
 
+	snapA, snapB := watchSnapshots(t, a), watchSnapshots(t, b)
 	// Every read of the view while the backfill runs and switches over
 	// shows the whole count.
 	var bad []string
@@ -380,6 +441,22 @@ func TestBackfill_TwoHostsShareItAndSwitchOnce(t *testing.T) {
 	<-polled
 	if len(bad) > 0 {
 		t.Errorf("%d reads of the view during the backfill did not show %d: %v", len(bad), x.votes, bad[:min(len(bad), 10)])
+	}
+	// Each host's dashboards came back to a whole snapshot of the new
+	// generation's epoch: no gap.
+	for name, s := range map[string]*snapshots{"a": snapA, "b": snapB} {
+		eventually(t, time.Minute, "a snapshot of the new epoch on "+name, func() error {
+			totals, epochs := s.seen()
+			if epochs < 2 {
+				return fmt.Errorf("%d epochs seen", epochs)
+			}
+			for _, n := range totals {
+				if n != x.votes {
+					t.Fatalf("a snapshot on %s showed %d votes, want %d (snapshots %v)", name, n, x.votes, totals)
+				}
+			}
+			return nil
+		})
 	}
 	// Both hosts ran a share of the backfill: no record has arrived since
 	// the backlog, so what the new generation handled on each host it
