@@ -230,6 +230,8 @@ func (m *Manager) syncLocked(only string) {
 			if r == nil || !r.idle {
 				if m.stop(name) {
 					m.o.Log.Info("backfill caught up: the old generation stopped here", "deployment", name, "generation", d.Generation)
+				} else if err := m.showLast(d); err != nil {
+					m.o.Log.Warn("the old generation's last values not loaded into the hub", "deployment", name, "err", err)
 				}
 				m.mu.Lock()
 				m.running[name] = &running{spec: d, started: time.Now().UTC(), done: closed(), cancel: func() {}, idle: true}
@@ -417,6 +419,36 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 	}()
 	m.o.Log.Info("deployment started", "deployment", d.Name, "plugin", d.Plugin, "topic", d.Topic, "partitions", partitions, "generation", d.Generation)
 	return m.status(r), nil
+}
+
+// showLast gives the hub the values d's checkpoints left, for a host that
+// starts while a backfill switches over: its dashboards see the old
+// generation's last values, as on the hosts that ran it, until the switch.
+func (m *Manager) showLast(d plugins.Deployment) error {
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	name, version := d.PluginRef()
+	man, err := m.o.Registry.Get(name, version)
+	if err != nil {
+		return err
+	}
+	mod, err := m.o.Registry.Module(ctx, man)
+	if err != nil {
+		return err
+	}
+	windows := d.ABIWindows()
+	table, err := sink.Ensure(ctx, m.o.ClickHouse, m.o.Database, d.Name, d.Storage(), &mod.Schema, windows)
+	if err != nil {
+		return err
+	}
+	stored, err := table.Latest(ctx, time.Now().Add(-preloadSpan(windows)))
+	if err != nil {
+		return err
+	}
+	m.o.Live.ResetWith(d.Name, &mod.Schema, windows, func(publish func(int32, int64, []abi.Row)) {
+		publishStored(stored, publish)
+	})
+	return nil
 }
 
 // preloadPanes is how many slides of each window a new epoch starts with:
