@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -601,4 +602,55 @@ func TestBackfill_DeployingAgainOrDeletingGivesItUpEverywhere(t *testing.T) {
 	if err := checker.check(ctx, x); err != nil {
 		t.Fatalf("the view after the delete: %v", err)
 	}
+}
+
+// A host killed with SIGKILL just as it records that a backfill caught up
+// (the old generation stops everywhere, the switch is next) finishes the
+// switch-over when it restarts: it finds the stage in the catalog and
+// goes on from there; ClickHouse is exact.
+func TestBackfill_HostKilledAsItSwitchesOverFinishesTheSwitch(t *testing.T) {
+	e := services(t)
+	topic, cl := newTopic(t, e, 6)
+	cfg := hostConfig(t, e)
+	db := cfg.ClickHouse.Database
+	bin := buildWagg(t)
+	logf := serveLog(t, filepath.Join(t.TempDir(), "serve.log"), 12000)
+	defer logf.Close()
+	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	checker := &host{db: db, ch: ch}
+	ctx := context.Background()
+
+	produceBacklog(t, cl, 100_000)
+	x := readTopic(t, e.brokers, topic)
+	caught := &logWatch{want: "the old generation stops on every host", seen: make(chan struct{})}
+	a := startClusterHost(t, bin, "a", e, db, io.MultiWriter(logf, caught))
+	ha := &host{url: a.url}
+	if code, body := ha.post(t, "/v1/plugins/votes/1", "application/wasm", testwasm.Build(t, "examples/votes")); code != http.StatusCreated {
+		t.Fatalf("push: %d %s", code, body)
+	}
+	if code, body := ha.post(t, "/v1/deployments", "application/json", votesBackfillSpec(topic)); code != http.StatusCreated {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	eventually(t, 3*time.Minute, "generation 0 exact in ClickHouse", func() error { return checker.check(ctx, x) })
+	code, body := ha.post(t, "/v1/deployments?start=earliest", "application/json", votesBackfillSpec(topic))
+	g := backfillGeneration(t, code, body)
+	select {
+	case <-caught.seen:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("the backfill never caught up")
+	}
+	a.p.kill()
+	var hidden uint64
+	if err := ch.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = ?", db, fmt.Sprintf("votes__g%d__view", g)).Scan(&hidden); err != nil {
+		t.Fatal(err)
+	}
+	a.start(t, logf)
+	switchedTo(t, ch, db, g, a)
+	eventually(t, time.Minute, "exact in ClickHouse after the switch", func() error { return checker.check(ctx, x) })
+	report(t, "backfill: the only host killed with SIGKILL as it recorded that generation %d caught up (view switched before the kill: %v); restarted, it finished the switch; exact in ClickHouse (%d votes)",
+		g, hidden == 0, x.votes)
 }
