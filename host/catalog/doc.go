@@ -21,8 +21,9 @@
 //	givenup/<name>                     a backfill given up (its runner failed): the same
 //
 // A deployment's revision is the offset of its record: a failure names
-// the revision it happened in, so deploying again (a new revision)
-// clears it everywhere without a second write. A backfill names the
+// the revision (and the generation) it happened in, so deploying again (a
+// new revision) clears it everywhere without a second write, and a
+// backfill that takes over (a new generation) runs. A backfill names the
 // revision it replaces in the same way (deploying or undeploying gives it
 // up), its generation is its own offset (unique, however deploys race),
 // and each stage record names the backfill: every record that no longer

@@ -74,16 +74,16 @@ func (s Specs) Failed(name string) (plugins.Failure, bool) {
 	return plugins.Failure{Error: e.Failure.Error, At: e.Failure.At}, true
 }
 
-// SetFailed records that the deployment's current revision failed: every
-// host stops it.
-func (s Specs) SetFailed(name string, f plugins.Failure) error {
+// SetFailed records that generation of the deployment's current revision
+// failed: every host stops it.
+func (s Specs) SetFailed(name string, generation int, f plugins.Failure) error {
 	e, ok := s.C.Deployment(name)
 	if !ok {
 		return nil // undeployed meanwhile
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 	defer cancel()
-	return s.C.PutFailure(ctx, name, Failure{Revision: e.Revision, Error: f.Error, At: f.At})
+	return s.C.PutFailure(ctx, name, Failure{Revision: e.Revision, Generation: generation, Error: f.Error, At: f.At})
 }
 
 // ClearFailed does nothing: a Put is a new revision, which no failure

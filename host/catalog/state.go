@@ -14,9 +14,12 @@ import (
 // started again (on any host, nor after a restart) until it is deployed
 // again.
 type Failure struct {
-	Revision int64     `json:"revision"`
-	Error    string    `json:"error"`
-	At       time.Time `json:"at"`
+	Revision int64 `json:"revision"`
+	// Generation is the generation that failed: a backfill that takes over
+	// (another generation, the same revision) runs.
+	Generation int       `json:"generation,omitempty"`
+	Error      string    `json:"error"`
+	At         time.Time `json:"at"`
 }
 
 // Entry is a deployment as the catalog holds it.
@@ -255,7 +258,7 @@ func cutStartOffsets(value []byte) (map[int32]int64, []byte, error) {
 	return start, rest, err
 }
 
-// link sets an entry's failure and backfill from the latest records of
+// link sets an entry's backfill and failure from the latest records of
 // each kind, when they name the entry's revision (compaction may drop a
 // deployment record and keep older ones: they no longer apply), and the
 // backfill's stage from the stage records that name it.
@@ -264,15 +267,12 @@ func (s *state) link(name string) {
 	if e == nil {
 		return
 	}
-	e.Failure = nil
-	if f, ok := s.failures[name]; ok && f.Revision == e.Revision {
-		e.Failure = &f
-	}
 	e.Backfill = nil
-	if r, ok := s.stages[prefixGivenUp+name]; ok && s.backfills[name] != nil && r == s.backfills[name].Revision {
-		return // given up
+	b := s.backfills[name]
+	if r, ok := s.stages[prefixGivenUp+name]; ok && b != nil && r == b.Revision {
+		b = nil // given up
 	}
-	if b := s.backfills[name]; b != nil && b.Replaces == e.Revision {
+	if b != nil && b.Replaces == e.Revision {
 		c := *b
 		c.Stage = StageCatchingUp
 		if r, ok := s.stages[prefixSwitched+name]; ok && r == c.Revision {
@@ -281,6 +281,12 @@ func (s *state) link(name string) {
 			c.Stage = StageStopping
 		}
 		e.Backfill = &c
+	}
+	// A failure holds for the generation that failed: a backfill that
+	// takes over runs.
+	e.Failure = nil
+	if f, ok := s.failures[name]; ok && f.Revision == e.Revision && f.Generation == e.Current().Generation {
+		e.Failure = &f
 	}
 }
 

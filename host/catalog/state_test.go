@@ -96,6 +96,17 @@ func TestState_ABackfillMovesThroughItsStagesAndStaleRecordsChangeNothing(t *tes
 	if get().Backfill.Stage != StageSwitched {
 		t.Fatal("a late stopping record took the switch back")
 	}
+	// A failure of the generation switched from (it failed, which is why
+	// it was started fresh) does not stop the one switched to.
+	must(10, "failed/votes", []byte(`{"revision":3,"generation":0,"error":"plugin trapped"}`))
+	if e := get(); e.Failure != nil {
+		t.Fatalf("the old generation's failure stops the new one: %+v", e.Failure)
+	}
+	must(10, "failed/votes", []byte(`{"revision":3,"generation":5,"error":"plugin trapped"}`))
+	if e := get(); e.Failure == nil {
+		t.Fatal("the new generation's failure does not apply")
+	}
+	must(10, "failed/votes", nil)
 	// A deploy written by a host that had not seen the switch goes on
 	// with the generation switched to; it gives up nothing more.
 	must(11, "deployment/votes", []byte(spec))

@@ -45,7 +45,7 @@ type Specs interface {
 	Put(d plugins.Deployment, start map[int32]int64) error
 	Delete(name string) error
 	Failed(name string) (plugins.Failure, bool)
-	SetFailed(name string, f plugins.Failure) error
+	SetFailed(name string, generation int, f plugins.Failure) error
 	ClearFailed(name string) error
 	PutBackfill(ctx context.Context, replaces int64, d plugins.Deployment, from string, offsets map[int32]int64) (catalog.Backfill, error)
 	PutStage(ctx context.Context, name string, backfill int64, stage string) error
@@ -202,8 +202,20 @@ func (m *Manager) syncLocked(only string) {
 		m.mu.Lock()
 		r := m.running[name]
 		m.mu.Unlock()
+		bf := e.Backfill
+		if bf != nil && bf.Stage != catalog.StageSwitched {
+			// A backfill runs whatever the old generation does, failed
+			// included: it is how a failed deployment starts over.
+			ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+			err := m.runBackfill(ctx, e)
+			cancel()
+			if err != nil {
+				m.o.Log.Error("backfill not started on this host; trying again", "deployment", name, "generation", bf.Spec.Generation, "err", err)
+			}
+		} else {
+			m.cancelBackfill(name) // none, or switched over: this host's share stops (it checkpoints)
+		}
 		if f, ok := m.o.Specs.Failed(name); ok {
-			m.cancelBackfill(name)
 			if r != nil && r.failed() != nil {
 				continue
 			}
@@ -214,17 +226,6 @@ func (m *Manager) syncLocked(only string) {
 			m.mu.Unlock()
 			m.failed.WithLabelValues(name).Set(1)
 			continue
-		}
-		bf := e.Backfill
-		if bf != nil && bf.Stage != catalog.StageSwitched {
-			ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-			err := m.runBackfill(ctx, e)
-			cancel()
-			if err != nil {
-				m.o.Log.Error("backfill not started on this host; trying again", "deployment", name, "generation", bf.Spec.Generation, "err", err)
-			}
-		} else {
-			m.cancelBackfill(name) // none, or switched over: this host's share stops (it checkpoints)
 		}
 		if bf != nil && bf.Stage == catalog.StageStopping {
 			if r == nil || !r.idle {
@@ -413,7 +414,7 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 		r.failure = &f
 		r.mu.Unlock()
 		m.failed.WithLabelValues(d.Name).Set(1)
-		if err := m.o.Specs.SetFailed(d.Name, f); err != nil {
+		if err := m.o.Specs.SetFailed(d.Name, d.Generation, f); err != nil {
 			m.o.Log.Error("recording a deployment's failure", "deployment", d.Name, "err", err)
 		}
 	}()

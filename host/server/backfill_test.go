@@ -16,6 +16,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/wagg/wagg/host/api"
 	"github.com/wagg/wagg/host/hub"
@@ -653,4 +654,58 @@ func TestBackfill_HostKilledAsItSwitchesOverFinishesTheSwitch(t *testing.T) {
 	eventually(t, time.Minute, "exact in ClickHouse after the switch", func() error { return checker.check(ctx, x) })
 	report(t, "backfill: the only host killed with SIGKILL as it recorded that generation %d caught up (view switched before the kill: %v); restarted, it finished the switch; exact in ClickHouse (%d votes)",
 		g, hidden == 0, x.votes)
+}
+
+// A failed deployment started fresh with a fixed plugin: the failed
+// generation stays stopped (and visible) while the new one catches up, then
+// the new one takes over and runs.
+func TestBackfill_AFailedDeploymentStartedFreshTakesOver(t *testing.T) {
+	r := newPollsRig(t, services(t), map[string]string{"1": "internal/testwasm/panics", "2": "internal/testwasm/statev2"})
+	deploy := func(plugin, query string) (int, []byte) {
+		spec := fmt.Sprintf(`{"name":"polls","plugin":%q,"topic":%q,"checkpoint_every":"300ms","max_plugin_errors":1,"windows":[{"name":"total","kind":"global"}]}`, plugin, r.topic)
+		return r.h.post(t, "/v1/deployments"+query, "application/json", []byte(spec))
+	}
+	status := func() (api.Deployment, error) {
+		var ds []api.Deployment
+		if err := getJSON(r.h.url+"/v1/deployments", &ds); err != nil {
+			return api.Deployment{}, err
+		}
+		if len(ds) != 1 {
+			return api.Deployment{}, fmt.Errorf("deployments %+v", ds)
+		}
+		return ds[0], nil
+	}
+	if code, body := deploy("counts@1", ""); code != http.StatusCreated {
+		t.Fatalf("deploy counts@1: %d %s", code, body)
+	}
+	r.produce(500)
+	var cursed []*kgo.Record
+	for range 3 {
+		cursed = append(cursed, &kgo.Record{Value: []byte(`{"poll_id":13}`)})
+	}
+	if err := r.cl.ProduceSync(context.Background(), cursed...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	r.produced += len(cursed)
+	eventually(t, time.Minute, "counts@1 failed on poll 13", func() error {
+		if st, err := status(); err != nil || st.Status != api.StatusFailed {
+			return fmt.Errorf("%+v %v", st, err)
+		}
+		return nil
+	})
+	code, body := deploy("counts@2", "?start=earliest")
+	var st api.Deployment
+	json.Unmarshal(body, &st)
+	var g int
+	if _, err := fmt.Sscanf(st.Backfill, "generation %d from earliest", &g); code != http.StatusCreated || err != nil || st.Status != api.StatusFailed {
+		t.Fatalf("deploy counts@2 -start earliest: %d %s, want the failed one shown with a backfill", code, body)
+	}
+	eventually(t, 2*time.Minute, "the new generation took over", func() error {
+		st, err := status()
+		if err == nil && (st.Plugin != "counts@2" || st.Generation != g || st.Status != api.StatusRunning || st.Backfill != "") {
+			err = fmt.Errorf("%+v", st)
+		}
+		return err
+	})
+	eventually(t, time.Minute, "every vote counted, poll 13's too", r.counted)
 }
