@@ -36,10 +36,11 @@ type Deployment struct {
 	MaxFuture       Duration       `json:"max_future,omitempty" yaml:"max_future"`
 	MaxPluginErrors int            `json:"max_plugin_errors,omitempty" yaml:"max_plugin_errors"`
 	Params          map[string]any `json:"params,omitempty" yaml:"params"`
-	// Generation counts the fresh starts of the deployment (wagg deploy
+	// Generation names a fresh start of the deployment (wagg deploy
 	// -start): each has tables, checkpoints and a consumer group of its
-	// own (Storage). The host keeps it in the stored spec and ignores what
-	// a deploy sends.
+	// own (Storage). It is the catalog offset of the fresh start's record,
+	// so a later one is larger; 0 is the first. The host keeps it in the
+	// stored spec and ignores what a deploy sends.
 	Generation int `json:"generation,omitempty" yaml:"generation"`
 	// Start asks for a fresh start into a new generation (wagg deploy
 	// -start, POST /v1/deployments?start=): "earliest", an offset, or an

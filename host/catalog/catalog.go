@@ -228,22 +228,100 @@ func (c *Catalog) DeletePlugin(ctx context.Context, name, version, sha string) e
 }
 
 // PutDeployment writes a spec (a new revision, clearing any failure) and
-// waits until this host has applied it. It returns the revision.
-func (c *Catalog) PutDeployment(ctx context.Context, d plugins.Deployment) (int64, error) {
+// waits until this host has applied it. It returns the revision. start,
+// when not nil, is where partitions without a checkpoint begin (a fresh
+// start of a name that was not deployed), for every host.
+func (c *Catalog) PutDeployment(ctx context.Context, d plugins.Deployment, start map[int32]int64) (int64, error) {
 	b, err := json.Marshal(d)
 	if err != nil {
 		return 0, err
 	}
+	if start != nil {
+		so, err := json.Marshal(start)
+		if err != nil {
+			return 0, err
+		}
+		b = append(append(append(b[:len(b)-1], `,"start_offsets":`...), so...), '}')
+	}
 	return c.put(ctx, prefixDeployment+d.Name, b)
 }
 
-// DeleteDeployment writes the tombstones of a deployment and its failure
-// and waits until this host has applied them.
+// DeleteDeployment writes the tombstones of a deployment, its failure and
+// its backfill, and waits until this host has applied them. Once the
+// deployment's is written the others are only tidying: they name a
+// revision no record will have again.
 func (c *Catalog) DeleteDeployment(ctx context.Context, name string) error {
 	if _, err := c.put(ctx, prefixFailed+name, nil); err != nil {
 		return err
 	}
-	_, err := c.put(ctx, prefixDeployment+name, nil)
+	if _, err := c.put(ctx, prefixDeployment+name, nil); err != nil {
+		return err
+	}
+	for _, p := range []string{prefixBackfill, prefixStopping, prefixSwitched, prefixGivenUp} {
+		if _, err := c.put(ctx, p+name, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PutBackfill records a fresh start of deployment d.Name into a new
+// generation, from the deployment's revision replaces, and waits until this
+// host has applied it. It returns the backfill as applied (its revision and
+// generation), or ErrStale when the deployment changed meanwhile.
+func (c *Catalog) PutBackfill(ctx context.Context, replaces int64, d plugins.Deployment, from string, offsets map[int32]int64) (Backfill, error) {
+	d.Start, d.Generation = "", 0
+	spec, err := json.Marshal(d)
+	if err != nil {
+		return Backfill{}, err
+	}
+	b, err := json.Marshal(backfillRecord{Replaces: replaces, From: from, Offsets: offsets, Spec: spec})
+	if err != nil {
+		return Backfill{}, err
+	}
+	rev, err := c.put(ctx, prefixBackfill+d.Name, b)
+	if err != nil {
+		return Backfill{}, err
+	}
+	e, ok := c.Deployment(d.Name)
+	if !ok || e.Backfill == nil || e.Backfill.Revision != rev {
+		return Backfill{}, fmt.Errorf("%w: deployment %s changed while its fresh start was written", ErrStale, d.Name)
+	}
+	return *e.Backfill, nil
+}
+
+// ErrStale is a write about a revision that is no longer current.
+var ErrStale = errors.New("catalog: stale")
+
+// PutStage records that the backfill of revision backfill moved to stage
+// (StageStopping or StageSwitched) and waits until this host has applied
+// it. Several hosts may write the same stage: the records are equal. A
+// record about a backfill that is no longer the deployment's changes
+// nothing.
+func (c *Catalog) PutStage(ctx context.Context, name string, backfill int64, stage string) error {
+	prefix := prefixStopping
+	if stage == StageSwitched {
+		prefix = prefixSwitched
+	} else if stage != StageStopping {
+		return fmt.Errorf("catalog: no stage %q", stage)
+	}
+	b, err := json.Marshal(stageRecord{Backfill: backfill})
+	if err != nil {
+		return err
+	}
+	_, err = c.put(ctx, prefix+name, b)
+	return err
+}
+
+// GiveUpBackfill gives up the backfill of revision backfill (its runner
+// failed), if it is still the deployment's: every host stops it and runs
+// the old generation on. It waits until this host has applied it.
+func (c *Catalog) GiveUpBackfill(ctx context.Context, name string, backfill int64) error {
+	b, err := json.Marshal(stageRecord{Backfill: backfill})
+	if err != nil {
+		return err
+	}
+	_, err = c.put(ctx, prefixGivenUp+name, b)
 	return err
 }
 

@@ -12,10 +12,21 @@
 // Records (key: value):
 //
 //	plugin/<name>@<version>/<sha256>   the .wasm bytes (first per name@version wins); a tombstone: deleted
-//	deployment/<name>                  the spec, JSON; a tombstone: undeployed
+//	deployment/<name>                  the spec, JSON (with start_offsets after a -start of a
+//	                                   name not deployed); a tombstone: undeployed
 //	failed/<name>                      a Failure, JSON; a tombstone: cleared
+//	backfill/<name>                    a fresh start (wagg deploy -start): the revision it
+//	                                   replaces, the new spec, the start offsets
+//	stopping/<name>, switched/<name>   a backfill's stage: {"backfill": its revision}
+//	givenup/<name>                     a backfill given up (its runner failed): the same
 //
 // A deployment's revision is the offset of its record: a failure names
-// the revision it happened in, so deploying again (a new revision)
-// clears it everywhere without a second write.
+// the revision (and the generation) it happened in, so deploying again (a
+// new revision) clears it everywhere without a second write, and a
+// backfill that takes over (a new generation) runs. A backfill names the
+// revision it replaces in the same way (deploying or undeploying gives it
+// up), its generation is its own offset (unique, however deploys race),
+// and each stage record names the backfill: every record that no longer
+// matches changes nothing, so any host may write a stage, several hosts
+// may write the same one, and compaction keeps a consistent state.
 package catalog

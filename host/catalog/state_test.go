@@ -2,6 +2,8 @@ package catalog
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -46,6 +48,109 @@ func TestState_AFailureHoldsUntilDeployedAgainOrDeleted(t *testing.T) {
 	}
 }
 
+func backfill(replaces int64, plugin string) []byte {
+	b, _ := json.Marshal(map[string]any{"replaces": replaces, "from": "earliest", "offsets": map[int32]int64{0: 0, 1: 0},
+		"spec": json.RawMessage(strings.Replace(spec, "votes@1", plugin, 1))})
+	return b
+}
+
+func stage(backfill int64) []byte { return []byte(fmt.Sprintf(`{"backfill":%d}`, backfill)) }
+
+func TestState_ABackfillMovesThroughItsStagesAndStaleRecordsChangeNothing(t *testing.T) {
+	s := newState()
+	must := func(off int64, key string, v []byte) {
+		t.Helper()
+		if _, err := s.apply(off, key, v, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func() Entry {
+		t.Helper()
+		e := s.entries()
+		if len(e) != 1 {
+			t.Fatalf("entries %+v", e)
+		}
+		return e[0]
+	}
+	must(3, "deployment/votes", []byte(spec))
+	must(5, "backfill/votes", backfill(3, "votes@2"))
+	e := get()
+	if e.Backfill == nil || e.Backfill.Spec.Generation != 5 || e.Backfill.Stage != StageCatchingUp || e.Backfill.Offsets[1] != 0 ||
+		e.Current().Plugin != "votes@1" || e.Current().Generation != 0 {
+		t.Fatalf("a backfill recorded: %+v %+v", e, e.Backfill)
+	}
+	must(6, "stopping/votes", stage(4)) // about another backfill
+	if get().Backfill.Stage != StageCatchingUp {
+		t.Fatal("a stage record of another backfill applies")
+	}
+	must(7, "stopping/votes", stage(5))
+	must(8, "stopping/votes", stage(5)) // a second host, racing
+	if e := get(); e.Backfill.Stage != StageStopping || e.Current().Generation != 0 {
+		t.Fatalf("stopping: %+v", e.Backfill)
+	}
+	must(9, "switched/votes", stage(5))
+	if e := get(); e.Backfill.Stage != StageSwitched || e.Current().Generation != 5 || e.Current().Plugin != "votes@2" {
+		t.Fatalf("switched: %+v, current %+v", e.Backfill, e.Current())
+	}
+	must(10, "stopping/votes", stage(5)) // a host that lagged
+	if get().Backfill.Stage != StageSwitched {
+		t.Fatal("a late stopping record took the switch back")
+	}
+	// A failure of the generation switched from (it failed, which is why
+	// it was started fresh) does not stop the one switched to.
+	must(10, "failed/votes", []byte(`{"revision":3,"generation":0,"error":"plugin trapped"}`))
+	if e := get(); e.Failure != nil {
+		t.Fatalf("the old generation's failure stops the new one: %+v", e.Failure)
+	}
+	must(10, "failed/votes", []byte(`{"revision":3,"generation":5,"error":"plugin trapped"}`))
+	if e := get(); e.Failure == nil {
+		t.Fatal("the new generation's failure does not apply")
+	}
+	must(10, "failed/votes", nil)
+	// A deploy written by a host that had not seen the switch goes on
+	// with the generation switched to; it gives up nothing more.
+	must(11, "deployment/votes", []byte(spec))
+	if e := get(); e.Backfill != nil || e.Current().Generation != 5 {
+		t.Fatalf("a deploy after the switch: %+v gen %d", e.Backfill, e.Current().Generation)
+	}
+	// A backfill of an older revision (a deploy came between) and one
+	// given up do not apply.
+	must(12, "backfill/votes", backfill(3, "votes@2"))
+	if get().Backfill != nil {
+		t.Fatal("a backfill of an older revision applies")
+	}
+	must(13, "backfill/votes", backfill(11, "votes@2"))
+	if get().Backfill == nil {
+		t.Fatal("a backfill of the current revision does not apply")
+	}
+	must(14, "givenup/votes", stage(13))
+	if e := get(); e.Backfill != nil || e.Current().Generation != 5 {
+		t.Fatalf("a backfill given up: %+v", e)
+	}
+	must(15, "deployment/votes", nil)
+	if len(s.entries()) != 0 {
+		t.Fatal("undeployed")
+	}
+}
+
+func TestState_AFreshStartOfANewNameCarriesItsStartOffsets(t *testing.T) {
+	s := newState()
+	v := strings.TrimSuffix(spec, "}") + `,"start_offsets":{"0":15,"1":7}}`
+	if _, err := s.apply(1, "deployment/votes", []byte(v), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	e := s.entries()
+	if len(e) != 1 || e[0].Spec.Topic != "votes" || len(e[0].Start) != 2 || e[0].Start[0] != 15 || e[0].Start[1] != 7 {
+		t.Fatalf("entries %+v", e)
+	}
+	if _, err := s.apply(2, "deployment/votes", []byte(spec), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if e := s.entries(); e[0].Start != nil {
+		t.Fatalf("a later deploy keeps the start offsets: %+v", e[0])
+	}
+}
+
 func TestState_PluginRecordsAreHandedOverInOrder(t *testing.T) {
 	s := newState()
 	p, err := s.apply(0, pluginKey("votes", "1", "abc"), []byte("\x00asm"), time.Unix(9, 0))
@@ -64,6 +169,13 @@ func TestState_RefusesRecordsItCannotRead(t *testing.T) {
 		{"deployment/votes", "{not json"},
 		{"deployment/other", spec},
 		{"failed/votes", "{"},
+		{"backfill/votes", "{"},
+		{"backfill/votes", `{"replaces":1,"from":"yesterday","spec":` + spec + `}`},
+		{"backfill/other", `{"replaces":1,"from":"earliest","spec":` + spec + `}`},
+		{"backfill/votes", `{"replaces":1,"from":"earliest","spec":{"name":"votes"}}`},
+		{"switched/votes", "x"},
+		{"deployment/votes", strings.TrimSuffix(spec, "}") + `,"start_offsets":{"x":1}}`},
+		{"deployment/votes", strings.TrimSuffix(spec, "}") + `,"start_offsetz":{}}`},
 		{"something/else", "x"},
 	} {
 		s := newState()
@@ -80,6 +192,8 @@ func FuzzStateApply(f *testing.F) {
 	f.Add("deployment/votes", []byte(spec))
 	f.Add("failed/votes", failure(1))
 	f.Add("plugin/votes@1/abc", []byte("\x00asm"))
+	f.Add("backfill/votes", backfill(0, "votes@2"))
+	f.Add("switched/votes", stage(1))
 	f.Fuzz(func(t *testing.T, key string, value []byte) {
 		s := newState()
 		s.apply(0, "deployment/votes", []byte(spec), time.Time{})

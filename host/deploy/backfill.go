@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"sync"
 	"time"
 
@@ -11,30 +13,45 @@ import (
 
 	"github.com/wagg/wagg/abi"
 	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/host/catalog"
 	"github.com/wagg/wagg/host/checkpoint"
 	"github.com/wagg/wagg/host/sandbox"
 	"github.com/wagg/wagg/host/sink"
 	"github.com/wagg/wagg/plugins"
 )
 
-// backfill is a fresh start of a deployment catching up in a generation of
-// its own beside the generation that serves the view and the live hub.
-// Once every partition of the new one has checkpointed at least as far as
-// the old one, it takes over: the old stops, the view moves over in one
-// RENAME, the hub starts a new epoch, and the new generation runs on as the
-// deployment from its checkpoints (its first flush re-emits its whole
-// state to the hub). It is not stored: a host restarted meanwhile forgets
-// it and runs the old generation on.
+// A backfill is a fresh start of a deployment catching up in a generation
+// of its own beside the generation that serves the view and the live hubs.
+// It lives in the catalog (catalog.Backfill), so every host runs its share
+// of the new generation's partitions (its consumer group spreads them) and
+// a host that restarts resumes it from its checkpoints. It moves through
+// stages that any host may record, each recorded for every host at once:
+//
+//   - catching up: every host runs the old generation as the deployment and
+//     the new one beside it, its rows to its own table only. A host that
+//     finds every partition of the new one checkpointed at least as far as
+//     the old one records stopping.
+//   - stopping: every host stops the old generation (its last checkpoint).
+//     A host that finds the old generation's consumer group empty and the
+//     new one caught up with its last checkpoints records switched.
+//   - switched: every host stops its share of the new generation, makes
+//     the view show it (one RENAME, done by whichever host comes first; the
+//     others find it done), starts a new epoch in its hub and runs the new
+//     generation as the deployment from its checkpoints (its first flush
+//     re-emits its whole state).
+//
+// The decision is the record, the RENAME follows it: hosts that race write
+// equal records, one that crashes halfway leaves the others (or itself,
+// restarted) to find the stage and go on, and the view only ever moves to
+// the generation the log chose.
 type backfill struct {
-	d       plugins.Deployment // the new generation's spec
-	prev    plugins.Deployment // the generation it replaces
-	from    string
-	man     plugins.Manifest
-	mod     *sandbox.Module
-	parts   int
-	cancel  context.CancelFunc // stops the runner and the watch
-	done    chan struct{}      // closed when the runner returned
-	watched chan struct{}      // closed when the watch returned
+	b      catalog.Backfill   // as recorded; Revision names it
+	prev   plugins.Deployment // the generation it replaces
+	parts  int
+	cancel context.CancelFunc // stops the runner and the watch
+	done   chan struct{}      // closed when the runner returned
+	// watched is closed when the watch returned.
+	watched chan struct{}
 
 	mu     sync.Mutex
 	status string
@@ -49,7 +66,7 @@ func (b *backfill) setStatus(s string) {
 func (b *backfill) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return fmt.Sprintf("generation %d from %s: %s", b.d.Generation, b.from, b.status)
+	return fmt.Sprintf("generation %d from %s: %s", b.b.Spec.Generation, b.b.From, b.status)
 }
 
 // discard is the live hub of a generation that backfills: its rows go to
@@ -58,10 +75,10 @@ type discard struct{}
 
 func (discard) PublishAt(string, int32, int64, []abi.Row) error { return nil }
 
-// startFresh starts d anew from d.Start. With no deployment of the name
-// before, that is a plain start; otherwise a backfill into the next
-// generation that has no checkpoints yet.
-func (m *Manager) startFresh(ctx context.Context, d plugins.Deployment, man plugins.Manifest, mod *sandbox.Module, prev *plugins.Deployment) (api.Deployment, error) {
+// startFresh records a fresh start of d from d.Start. With no deployment of
+// the name before, that is a plain start; otherwise a backfill into a new
+// generation, which every host (this one too, before it answers) starts.
+func (m *Manager) startFresh(ctx context.Context, d plugins.Deployment, man plugins.Manifest, mod *sandbox.Module, prev *catalog.Entry) (api.Deployment, error) {
 	at, err := plugins.ParseStart(d.Start)
 	if err != nil {
 		return api.Deployment{}, err
@@ -77,53 +94,57 @@ func (m *Manager) startFresh(ctx context.Context, d plugins.Deployment, man plug
 	if prev == nil {
 		return m.launch(ctx, d, man, mod, start, true)
 	}
-	for d.Generation = prev.Generation + 1; ; d.Generation++ {
-		w, err := m.o.Checkpoints.Writers(ctx, d.Storage(), d.Topic)
-		if err != nil {
-			return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	replaces := prev.Revision
+	if cur := prev.Current(); cur.Generation != prev.Spec.Generation {
+		// The deployment runs a generation an earlier backfill switched
+		// to: record that as its spec first, so that the new backfill
+		// replaces it and not the one before.
+		if err := m.o.Specs.Put(cur, nil); err != nil {
+			return api.Deployment{}, err
 		}
-		if len(w) == 0 {
-			break // a generation a backfill given up left behind is not reused
+		e, ok := m.o.Specs.Entry(d.Name)
+		if !ok {
+			return api.Deployment{}, fmt.Errorf("%w: deployment %s undeployed meanwhile", plugins.ErrNotFound, d.Name)
 		}
+		replaces = e.Revision
 	}
-	table, err := sink.Ensure(ctx, m.o.ClickHouse, m.o.Database, hiddenView(d.Storage()), d.Storage(), &mod.Schema, d.ABIWindows())
+	from := d.Start
+	b, err := m.o.Specs.PutBackfill(ctx, replaces, d, from, start)
+	if errors.Is(err, catalog.ErrStale) {
+		return api.Deployment{}, fmt.Errorf("%w: %w; deploy again", plugins.ErrConflict, err)
+	}
 	if err != nil {
 		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
-	runner, err := m.runner(d, man, mod, table, discard{}, start)
-	if err != nil {
-		return api.Deployment{}, err
-	}
-	rctx, cancel := context.WithCancel(context.Background())
-	b := &backfill{d: d, prev: *prev, from: d.Start, man: man, mod: mod, parts: parts, cancel: cancel,
-		done: make(chan struct{}), watched: make(chan struct{}), status: "catching up"}
-	b.d.Start = ""
-	m.mu.Lock()
-	m.backfills[d.Name] = b
-	m.mu.Unlock()
-	go func() {
-		defer close(b.done)
-		if err := runner.Run(rctx); err != nil {
-			b.setStatus("failed: " + err.Error())
-			m.o.Log.Error("backfill failed; the old generation runs on", "deployment", d.Name, "generation", d.Generation, "err", err)
+	m.o.Log.Info("backfill recorded", "deployment", d.Name, "generation", b.Spec.Generation, "from", from, "plugin", d.Plugin)
+	m.syncLocked(d.Name)
+	for _, st := range m.List() {
+		if st.Name == d.Name {
+			if st.Backfill == "" {
+				st.Backfill = fmt.Sprintf("generation %d from %s: not started on this host yet", b.Spec.Generation, from)
+			}
+			return st, nil
 		}
-	}()
-	go m.watch(rctx, b)
-	m.o.Log.Info("backfill started", "deployment", d.Name, "generation", d.Generation, "from", d.Start, "plugin", d.Plugin)
-	st := api.Deployment{Deployment: *prev, Table: m.o.Database + "." + d.Name, Status: api.StatusRunning}
-	m.mu.Lock()
-	if r := m.running[d.Name]; r != nil {
-		st = m.status(r)
 	}
-	m.mu.Unlock()
-	st.Backfill = b.String()
-	return st, nil
+	return api.Deployment{Deployment: prev.Spec, Table: m.o.Database + "." + d.Name, Status: api.StatusRunning,
+		Backfill: fmt.Sprintf("generation %d from %s: not started on this host yet", b.Spec.Generation, from)}, nil
 }
 
-// relaunch starts a stored spec again with its own plugin.
-func (m *Manager) relaunch(ctx context.Context, d plugins.Deployment) error {
-	name, version := d.PluginRef()
-	man, err := m.o.Registry.Get(name, version)
+// runBackfill makes this host run its share of the catalog's backfill of e,
+// unless it does already.
+func (m *Manager) runBackfill(ctx context.Context, e catalog.Entry) error {
+	cb := *e.Backfill
+	name := cb.Spec.Name
+	m.mu.Lock()
+	cur := m.backfills[name]
+	m.mu.Unlock()
+	if cur != nil && cur.b.Revision == cb.Revision {
+		return nil
+	}
+	m.cancelBackfill(name)
+	d := cb.Spec
+	pname, version := d.PluginRef()
+	man, err := m.o.Registry.Get(pname, version)
 	if err != nil {
 		return err
 	}
@@ -131,8 +152,45 @@ func (m *Manager) relaunch(ctx context.Context, d plugins.Deployment) error {
 	if err != nil {
 		return err
 	}
-	_, err = m.launch(ctx, d, man, mod, nil, false)
-	return err
+	parts, err := m.ensureTopics(ctx, d)
+	if err != nil {
+		return err
+	}
+	table, err := sink.Ensure(ctx, m.o.ClickHouse, m.o.Database, hiddenView(d.Storage()), d.Storage(), &mod.Schema, d.ABIWindows())
+	if err != nil {
+		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	runner, err := m.runner(d, man, mod, table, discard{}, cb.Offsets)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	b := &backfill{b: cb, prev: e.Spec, parts: parts, cancel: cancel,
+		done: make(chan struct{}), watched: make(chan struct{}), status: "catching up"}
+	m.mu.Lock()
+	m.backfills[name] = b
+	m.mu.Unlock()
+	log := m.o.Log.With("deployment", name, "generation", d.Generation)
+	go func() {
+		defer close(b.done)
+		err := runner.Run(rctx)
+		if err == nil {
+			return // stopped
+		}
+		b.setStatus("failed: " + err.Error())
+		log.Error("backfill failed: given up on every host; the old generation runs on", "err", err)
+		go func() {
+			wctx, wcancel := context.WithTimeout(context.Background(), startTimeout)
+			defer wcancel()
+			if err := m.o.Specs.GiveUpBackfill(wctx, name, cb.Revision); err != nil {
+				log.Error("recording that the backfill was given up", "err", err)
+			}
+			m.Changed(name)
+		}()
+	}()
+	go m.watch(rctx, b)
+	log.Info("backfill running on this host", "from", cb.From, "plugin", d.Plugin)
+	return nil
 }
 
 // viewGeneration is the generation the view of a deployment that is not
@@ -145,14 +203,62 @@ func (m *Manager) viewGeneration(ctx context.Context, name string) (int, error) 
 		return 0, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
 	g := 0
-	for i := 1; ; i++ {
-		s := plugins.GenerationName(name, i)
-		if !ts[sink.RawTable(s)] {
-			return g, nil
+	for _, gen := range generations(name, ts) {
+		if !ts[hiddenView(plugins.GenerationName(name, gen))] {
+			g = max(g, gen)
 		}
-		if !ts[hiddenView(s)] {
-			g = i
+	}
+	return g, nil
+}
+
+// generations lists the generations of name whose raw table is in ts.
+func generations(name string, ts map[string]bool) []int {
+	re := regexp.MustCompile("^" + regexp.QuoteMeta(name) + `(?:__g([0-9]+))?__partitions$`)
+	var out []int
+	for t := range ts {
+		sm := re.FindStringSubmatch(t)
+		if sm == nil {
+			continue
 		}
+		g := 0
+		if sm[1] != "" {
+			n, err := strconv.Atoi(sm[1])
+			if err != nil {
+				continue
+			}
+			g = n
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
+// showView makes the deployment's view show generation storage, unless it
+// does: one RENAME that gives the view shown until then its hidden name.
+// Hosts that race find it done.
+func (m *Manager) showView(ctx context.Context, name, storage string) error {
+	for attempt := 0; ; attempt++ {
+		ts, err := sink.Tables(ctx, m.o.ClickHouse, m.o.Database, name)
+		if err != nil {
+			return err
+		}
+		if !ts[hiddenView(storage)] {
+			return nil // shown
+		}
+		shown := ""
+		for _, g := range generations(name, ts) {
+			if s := plugins.GenerationName(name, g); s != storage && !ts[hiddenView(s)] {
+				shown = s
+			}
+		}
+		if shown == "" || !ts[name] {
+			return fmt.Errorf("view %s.%s: no generation it shows beside %s", m.o.Database, name, storage)
+		}
+		err = sink.SwitchView(ctx, m.o.ClickHouse, m.o.Database, name, hiddenView(storage), hiddenView(shown))
+		if err == nil || attempt > 0 {
+			return err
+		}
+		// Another host renamed meanwhile: look again.
 	}
 }
 
@@ -181,7 +287,8 @@ func (m *Manager) startOffsets(ctx context.Context, topic string, parts int, at 
 	return out, nil
 }
 
-// cancelBackfill gives up the backfill of a deployment, if one runs.
+// cancelBackfill stops this host's share of a deployment's backfill, if it
+// runs one (its runner checkpoints); the catalog keeps it.
 func (m *Manager) cancelBackfill(name string) {
 	m.mu.Lock()
 	b := m.backfills[name]
@@ -199,7 +306,7 @@ func (m *Manager) cancelBackfill(name string) {
 // checkpointed at least as far as the old one did.
 func (m *Manager) caughtUp(ctx context.Context, b *backfill) (bool, error) {
 	for p := range b.parts {
-		nw, err := m.o.Checkpoints.Load(ctx, b.d.Storage(), b.d.Topic, int32(p))
+		nw, err := m.o.Checkpoints.Load(ctx, b.b.Spec.Storage(), b.b.Spec.Topic, int32(p))
 		if errors.Is(err, checkpoint.ErrNone) {
 			return false, nil
 		}
@@ -217,10 +324,35 @@ func (m *Manager) caughtUp(ctx context.Context, b *backfill) (bool, error) {
 	return true, nil
 }
 
-// watch waits for the backfill to catch up, then switches over.
+// stopped reports whether no host runs the old generation any more: its
+// consumer group has no member (a host that stopped it left; one killed
+// is dropped after the session timeout).
+func (m *Manager) stopped(ctx context.Context, b *backfill) (bool, error) {
+	group := "wagg." + b.prev.Storage()
+	gs, err := m.o.Admin.DescribeGroups(ctx, group)
+	if err != nil {
+		return false, err
+	}
+	g, ok := gs[group]
+	if !ok {
+		return false, fmt.Errorf("group %s not described", group)
+	}
+	if g.Err != nil {
+		return false, g.Err
+	}
+	return len(g.Members) == 0, nil
+}
+
+// watchEvery is how often a host checks a backfill's progress.
+const watchEvery = 500 * time.Millisecond
+
+// watch moves the backfill to its next stage when this host finds it may,
+// until it switched over or is no longer the deployment's.
 func (m *Manager) watch(ctx context.Context, b *backfill) {
 	defer close(b.watched)
-	tick := time.NewTicker(500 * time.Millisecond)
+	name := b.b.Spec.Name
+	log := m.o.Log.With("deployment", name, "generation", b.b.Spec.Generation)
+	tick := time.NewTicker(watchEvery)
 	defer tick.Stop()
 	for {
 		select {
@@ -230,55 +362,40 @@ func (m *Manager) watch(ctx context.Context, b *backfill) {
 			return // failed: the old generation runs on
 		case <-tick.C:
 		}
-		if ok, err := m.caughtUp(ctx, b); err != nil || !ok {
-			continue
+		e, ok := m.o.Specs.Entry(name)
+		if !ok || e.Backfill == nil || e.Backfill.Revision != b.b.Revision {
+			return // given up or replaced: the next sync stops it here
 		}
-		go m.switchOver(b) // cancelBackfill, which a deploy calls under m.deploying, waits for watch
-		return
-	}
-}
-
-// switchOver makes the caught-up generation the deployment.
-func (m *Manager) switchOver(b *backfill) {
-	m.deploying.Lock()
-	defer m.deploying.Unlock()
-	m.mu.Lock()
-	current := m.backfills[b.d.Name] == b
-	delete(m.backfills, b.d.Name)
-	m.mu.Unlock()
-	if !current {
-		return // given up meanwhile
-	}
-	ctx := context.Background()
-	log := m.o.Log.With("deployment", b.d.Name, "generation", b.d.Generation)
-	b.setStatus("switching over")
-	// The old generation stops first (its last checkpoint), then the new
-	// one catches up with that, so that the view never goes back.
-	m.stop(b.d.Name)
-	deadline := time.Now().Add(time.Minute)
-	for {
-		ok, err := m.caughtUp(ctx, b)
-		if ok || time.Now().After(deadline) {
-			if !ok {
-				log.Warn("switching over before the new generation reached the old one's last checkpoint", "err", err)
+		cctx, cancel := context.WithTimeout(ctx, startTimeout)
+		var err error
+		switch e.Backfill.Stage {
+		case catalog.StageCatchingUp:
+			var ok bool
+			if ok, err = m.caughtUp(cctx, b); ok {
+				if err = m.o.Specs.PutStage(cctx, name, b.b.Revision, catalog.StageStopping); err == nil {
+					log.Info("backfill caught up: the old generation stops on every host")
+					m.Changed(name)
+				}
 			}
-			break
+		case catalog.StageStopping:
+			b.setStatus("switching over")
+			var ok, up bool
+			if ok, err = m.stopped(cctx, b); ok {
+				if up, err = m.caughtUp(cctx, b); up {
+					if err = m.o.Specs.PutStage(cctx, name, b.b.Revision, catalog.StageSwitched); err == nil {
+						log.Info("backfill caught up with the old generation's last checkpoints: switched over on every host")
+						m.Changed(name)
+					}
+				}
+			}
+		case catalog.StageSwitched:
+			cancel()
+			m.Changed(name)
+			return
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	b.cancel()
-	<-b.done
-	if err := sink.SwitchView(ctx, m.o.ClickHouse, m.o.Database, b.d.Name, hiddenView(b.d.Storage()), hiddenView(b.prev.Storage())); err != nil {
-		log.Error("switching the view failed; the old generation runs on", "err", err)
-		if err := m.relaunch(ctx, b.prev); err != nil {
-			log.Error("restarting the old generation", "err", err)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			log.Warn("backfill: checking its progress", "err", err)
 		}
-		return
 	}
-	m.o.Live.Reset(b.d.Name, &b.mod.Schema, b.d.ABIWindows())
-	if _, err := m.launch(ctx, b.d, b.man, b.mod, nil, true); err != nil {
-		log.Error("starting the new generation after the switch", "err", err)
-		return
-	}
-	log.Info("backfill took over: the view and the live subscribers follow the new generation", "from", b.from)
 }

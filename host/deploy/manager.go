@@ -16,6 +16,7 @@ import (
 
 	"github.com/wagg/wagg/abi"
 	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/host/catalog"
 	"github.com/wagg/wagg/host/checkpoint"
 	"github.com/wagg/wagg/host/pipeline"
 	"github.com/wagg/wagg/host/relay"
@@ -30,18 +31,25 @@ import (
 type Live interface {
 	pipeline.Live
 	Register(aggregator string, s *abi.Schema, windows []abi.Window)
-	Reset(aggregator string, s *abi.Schema, windows []abi.Window)
+	// ResetWith starts a new epoch whose first state load publishes.
+	ResetWith(aggregator string, s *abi.Schema, windows []abi.Window, load func(publish func(partition int32, version int64, rows []abi.Row)))
 }
 
 // Specs is where the deployment specs of the cluster live (catalog.Specs):
 // every host's Manager reads and writes the same ones.
 type Specs interface {
+	// List is the spec of every deployment as it runs (catalog.Entry.Current).
 	List() ([]plugins.Deployment, error)
-	Put(d plugins.Deployment) error
+	Entries() []catalog.Entry
+	Entry(name string) (catalog.Entry, bool)
+	Put(d plugins.Deployment, start map[int32]int64) error
 	Delete(name string) error
 	Failed(name string) (plugins.Failure, bool)
-	SetFailed(name string, f plugins.Failure) error
+	SetFailed(name string, generation int, f plugins.Failure) error
 	ClearFailed(name string) error
+	PutBackfill(ctx context.Context, replaces int64, d plugins.Deployment, from string, offsets map[int32]int64) (catalog.Backfill, error)
+	PutStage(ctx context.Context, name string, backfill int64, stage string) error
+	GiveUpBackfill(ctx context.Context, name string, backfill int64) error
 }
 
 // Options are what a Manager starts deployments with. All are required
@@ -85,12 +93,14 @@ type Manager struct {
 	changed   chan string // deployments another host changed
 }
 
-// running is a deployment this host runs, or ran until it failed.
+// running is a deployment this host runs, or ran until it failed, or
+// stopped while a backfill switches over (idle).
 type running struct {
 	spec    plugins.Deployment
 	started time.Time
 	cancel  context.CancelFunc
 	done    chan struct{}
+	idle    bool
 
 	mu      sync.Mutex
 	failure *plugins.Failure
@@ -153,39 +163,58 @@ func (m *Manager) Changed(name string) {
 
 // sync makes this host run the named deployment (all of them: "") as the
 // specs say: stopped when undeployed or failed, started or restarted when
-// new or changed.
+// new or changed, with its share of a backfill.
 func (m *Manager) sync(only string) {
 	m.deploying.Lock()
 	defer m.deploying.Unlock()
-	specs, err := m.o.Specs.List()
-	if err != nil {
-		m.o.Log.Error("reading the deployment specs", "err", err)
-		return
-	}
-	want := map[string]plugins.Deployment{}
-	for _, d := range specs {
-		if only == "" || d.Name == only {
-			want[d.Name] = d
+	m.syncLocked(only)
+}
+
+func (m *Manager) syncLocked(only string) {
+	want := map[string]catalog.Entry{}
+	for _, e := range m.o.Specs.Entries() {
+		if only == "" || e.Spec.Name == only {
+			want[e.Spec.Name] = e
 		}
 	}
 	m.mu.Lock()
-	var gone []string
+	gone := map[string]bool{}
 	for name := range m.running {
-		if _, ok := want[name]; !ok && (only == "" || name == only) {
-			gone = append(gone, name)
+		gone[name] = true
+	}
+	for name := range m.backfills {
+		gone[name] = true
+	}
+	for name := range gone {
+		if _, ok := want[name]; ok || (only != "" && name != only) {
+			delete(gone, name)
 		}
 	}
 	m.mu.Unlock()
-	for _, name := range gone {
+	for name := range gone {
 		m.cancelBackfill(name)
 		if m.stop(name) {
 			m.o.Log.Info("deployment undeployed through another host: stopped here", "deployment", name)
 		}
 	}
-	for name, d := range want {
+	for name, e := range want {
+		d := e.Current()
 		m.mu.Lock()
 		r := m.running[name]
 		m.mu.Unlock()
+		bf := e.Backfill
+		if bf != nil && bf.Stage != catalog.StageSwitched {
+			// A backfill runs whatever the old generation does, failed
+			// included: it is how a failed deployment starts over.
+			ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+			err := m.runBackfill(ctx, e)
+			cancel()
+			if err != nil {
+				m.o.Log.Error("backfill not started on this host; trying again", "deployment", name, "generation", bf.Spec.Generation, "err", err)
+			}
+		} else {
+			m.cancelBackfill(name) // none, or switched over: this host's share stops (it checkpoints)
+		}
 		if f, ok := m.o.Specs.Failed(name); ok {
 			if r != nil && r.failed() != nil {
 				continue
@@ -198,15 +227,40 @@ func (m *Manager) sync(only string) {
 			m.failed.WithLabelValues(name).Set(1)
 			continue
 		}
-		if r != nil && r.failed() == nil && sameSpec(r.spec, d) {
+		if bf != nil && bf.Stage == catalog.StageStopping {
+			if r == nil || !r.idle {
+				if m.stop(name) {
+					m.o.Log.Info("backfill caught up: the old generation stopped here", "deployment", name, "generation", d.Generation)
+				} else if err := m.showLast(d); err != nil {
+					m.o.Log.Warn("the old generation's last values not loaded into the hub", "deployment", name, "err", err)
+				}
+				m.mu.Lock()
+				m.running[name] = &running{spec: d, started: time.Now().UTC(), done: closed(), cancel: func() {}, idle: true}
+				m.mu.Unlock()
+			}
 			continue
 		}
-		m.cancelBackfill(name)
+		if r != nil && !r.idle && r.failed() == nil && sameSpec(r.spec, d) {
+			continue
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-		err := m.relaunch(ctx, d)
+		err := func() error {
+			if bf != nil && bf.Stage == catalog.StageSwitched {
+				if err := m.showView(ctx, name, d.Storage()); err != nil {
+					return fmt.Errorf("switching the view over: %w", err)
+				}
+			}
+			var start map[int32]int64
+			if bf == nil || bf.Stage != catalog.StageSwitched {
+				start = e.Start // e.Spec's
+			}
+			return m.relaunch(ctx, d, start)
+		}()
 		cancel()
 		if err != nil {
 			m.o.Log.Error("deployment not started on this host; trying again", "deployment", name, "err", err)
+		} else if bf != nil && bf.Stage == catalog.StageSwitched {
+			m.o.Log.Info("backfill took over here: the view and the live subscribers follow the new generation", "deployment", name, "generation", d.Generation, "from", bf.From)
 		}
 	}
 }
@@ -251,19 +305,15 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 	if err != nil {
 		return api.Deployment{}, err
 	}
-	// The generation is the host's: the stored spec's, whatever was sent.
-	var prev *plugins.Deployment
-	for i := range stored {
-		if stored[i].Name == d.Name {
-			prev = &stored[i]
-		}
-	}
-	if prev != nil {
-		d.Generation = prev.Generation
+	// The generation is the host's: the one that runs, whatever was sent.
+	var prev *catalog.Entry
+	if e, ok := m.o.Specs.Entry(d.Name); ok {
+		prev = &e
+		d.Generation = e.Current().Generation
 	} else if d.Generation, err = m.viewGeneration(ctx, d.Name); err != nil {
 		return api.Deployment{}, err
 	}
-	m.cancelBackfill(d.Name) // a deploy of the name replaces a backfill under way
+	m.cancelBackfill(d.Name) // a deploy of the name replaces a backfill under way, on every host
 	if d.Start != "" {
 		return m.startFresh(ctx, d, man, mod, prev)
 	}
@@ -306,9 +356,24 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 	}
 	d.Start = ""
 	if store {
-		if err := m.o.Specs.Put(d); err != nil {
+		if err := m.o.Specs.Put(d, start); err != nil {
 			rel.Close()
 			return api.Deployment{}, err
+		}
+	}
+	m.mu.Lock()
+	old := m.running[d.Name]
+	m.mu.Unlock()
+	// Another generation's values must not linger beside this one's: the
+	// hub starts a new epoch, holding at once the state this generation's
+	// checkpoints left, so that the subscribers it closes come back to a
+	// whole snapshot, not to one the relay has yet to fill.
+	var preload []sink.Stored
+	reset := old != nil && old.spec.Generation != d.Generation
+	if reset {
+		if preload, err = table.Latest(ctx, time.Now().Add(-preloadSpan(windows))); err != nil {
+			rel.Close()
+			return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 		}
 	}
 	m.stop(d.Name)
@@ -316,7 +381,13 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 		return api.Deployment{}, err
 	}
 	m.failed.WithLabelValues(d.Name).Set(0)
-	m.o.Live.Register(d.Name, &mod.Schema, windows)
+	if reset {
+		m.o.Live.ResetWith(d.Name, &mod.Schema, windows, func(publish func(int32, int64, []abi.Row)) {
+			publishStored(preload, publish)
+		})
+	} else {
+		m.o.Live.Register(d.Name, &mod.Schema, windows)
+	}
 	rctx, cancel := context.WithCancel(context.Background())
 	r := &running{spec: d, started: time.Now().UTC(), cancel: cancel, done: make(chan struct{})}
 	m.mu.Lock()
@@ -343,12 +414,81 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 		r.failure = &f
 		r.mu.Unlock()
 		m.failed.WithLabelValues(d.Name).Set(1)
-		if err := m.o.Specs.SetFailed(d.Name, f); err != nil {
+		if err := m.o.Specs.SetFailed(d.Name, d.Generation, f); err != nil {
 			m.o.Log.Error("recording a deployment's failure", "deployment", d.Name, "err", err)
 		}
 	}()
 	m.o.Log.Info("deployment started", "deployment", d.Name, "plugin", d.Plugin, "topic", d.Topic, "partitions", partitions, "generation", d.Generation)
 	return m.status(r), nil
+}
+
+// showLast gives the hub the values d's checkpoints left, for a host that
+// starts while a backfill switches over: its dashboards see the old
+// generation's last values, as on the hosts that ran it, until the switch.
+func (m *Manager) showLast(d plugins.Deployment) error {
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	name, version := d.PluginRef()
+	man, err := m.o.Registry.Get(name, version)
+	if err != nil {
+		return err
+	}
+	mod, err := m.o.Registry.Module(ctx, man)
+	if err != nil {
+		return err
+	}
+	windows := d.ABIWindows()
+	table, err := sink.Ensure(ctx, m.o.ClickHouse, m.o.Database, d.Name, d.Storage(), &mod.Schema, windows)
+	if err != nil {
+		return err
+	}
+	stored, err := table.Latest(ctx, time.Now().Add(-preloadSpan(windows)))
+	if err != nil {
+		return err
+	}
+	m.o.Live.ResetWith(d.Name, &mod.Schema, windows, func(publish func(int32, int64, []abi.Row)) {
+		publishStored(stored, publish)
+	})
+	return nil
+}
+
+// preloadPanes is how many slides of each window a new epoch starts with:
+// as many as host/relay loads when a host starts a deployment.
+const preloadPanes = 64
+
+// preloadSpan is how far back the panes of preloadPanes slides reach.
+func preloadSpan(windows []abi.Window) time.Duration {
+	var span int64
+	for _, w := range windows {
+		if w.Kind == abi.Global {
+			continue
+		}
+		slide := w.SlideMs
+		if slide == 0 {
+			slide = w.SizeMs
+		}
+		span = max(span, preloadPanes*slide+w.SizeMs)
+	}
+	return time.Duration(span) * time.Millisecond
+}
+
+// publishStored hands stored rows to publish, each partition's in the
+// order of their versions.
+func publishStored(stored []sink.Stored, publish func(int32, int64, []abi.Row)) {
+	sort.SliceStable(stored, func(i, j int) bool {
+		if stored[i].Partition != stored[j].Partition {
+			return stored[i].Partition < stored[j].Partition
+		}
+		return stored[i].Version < stored[j].Version
+	})
+	var batch []abi.Row
+	for i, s := range stored {
+		batch = append(batch, s.Row)
+		if i+1 == len(stored) || stored[i+1].Partition != s.Partition || stored[i+1].Version != s.Version {
+			publish(s.Partition, s.Version, batch)
+			batch = batch[:0]
+		}
+	}
 }
 
 // runner makes the pipeline of d's generation, publishing to live.
@@ -464,11 +604,20 @@ func (m *Manager) List() []api.Deployment {
 		st := m.status(r)
 		if b := m.backfills[r.spec.Name]; b != nil {
 			st.Backfill = b.String()
+		} else if e, ok := m.o.Specs.Entry(r.spec.Name); ok && e.Backfill != nil && e.Backfill.Stage != catalog.StageSwitched {
+			st.Backfill = fmt.Sprintf("generation %d from %s: not running on this host (%s)", e.Backfill.Spec.Generation, e.Backfill.From, stageName(e.Backfill.Stage))
 		}
 		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+func stageName(s string) string {
+	if s == catalog.StageCatchingUp {
+		return "catching up"
+	}
+	return s
 }
 
 func (m *Manager) status(r *running) api.Deployment {
@@ -504,4 +653,20 @@ func closed() chan struct{} {
 	c := make(chan struct{})
 	close(c)
 	return c
+}
+
+// relaunch starts a stored spec again with its own plugin, partitions
+// without a checkpoint from start.
+func (m *Manager) relaunch(ctx context.Context, d plugins.Deployment, start map[int32]int64) error {
+	name, version := d.PluginRef()
+	man, err := m.o.Registry.Get(name, version)
+	if err != nil {
+		return err
+	}
+	mod, err := m.o.Registry.Module(ctx, man)
+	if err != nil {
+		return err
+	}
+	_, err = m.launch(ctx, d, man, mod, start, false)
+	return err
 }

@@ -51,7 +51,7 @@ func New(o *Options) *Hub {
 //
 // Rows name windows by their index into windows (abi.Row.Window).
 func (h *Hub) Register(aggregator string, s *abi.Schema, windows []abi.Window) {
-	h.register(aggregator, s, windows, false)
+	h.register(aggregator, s, windows, false, nil)
 }
 
 // Reset starts an aggregator over in a new epoch with empty state, whatever
@@ -59,10 +59,19 @@ func (h *Hub) Register(aggregator string, s *abi.Schema, windows []abi.Window) {
 // resubscribe: its rows are about to come from a new generation of its
 // deployment, and the old values must not linger beside them.
 func (h *Hub) Reset(aggregator string, s *abi.Schema, windows []abi.Window) {
-	h.register(aggregator, s, windows, true)
+	h.register(aggregator, s, windows, true, nil)
 }
 
-func (h *Hub) register(aggregator string, s *abi.Schema, windows []abi.Window, reset bool) {
+// ResetWith is Reset with the new epoch's first state: load hands it rows
+// (each partition's in the order of their versions, as PublishAt takes
+// them) before any subscriber can see the new epoch, so that the
+// subscribers Reset closes come back to a whole snapshot, never an empty
+// one. The rows make no deltas: the first snapshot carries them.
+func (h *Hub) ResetWith(aggregator string, s *abi.Schema, windows []abi.Window, load func(publish func(partition int32, version int64, rows []abi.Row))) {
+	h.register(aggregator, s, windows, true, load)
+}
+
+func (h *Hub) register(aggregator string, s *abi.Schema, windows []abi.Window, reset bool, load func(func(int32, int64, []abi.Row))) {
 	if s == nil || len(s.Metrics) == 0 {
 		h.log.Error("hub: register without metrics ignored", "aggregator", aggregator)
 		return
@@ -75,6 +84,19 @@ func (h *Hub) register(aggregator string, s *abi.Schema, windows []abi.Window, r
 		Metrics: slices.Clone(s.Metrics),
 	}
 	wc := slices.Clone(windows)
+	var next *aggState
+	if load != nil {
+		next = newAggState(aggregator, newEpoch(), sc, wc, &h.opts)
+		load(func(partition int32, version int64, rows []abi.Row) {
+			if latest, ok := next.versions[partition]; ok && version < latest {
+				return
+			}
+			next.versions[partition] = version
+			if _, _, err := next.apply(partition, rows); err != nil {
+				h.log.Warn("hub: rows of a new epoch's first state refused", "aggregator", aggregator, "partition", partition, "err", err)
+			}
+		})
+	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -85,7 +107,10 @@ func (h *Hub) register(aggregator string, s *abi.Schema, windows []abi.Window, r
 		h.mu.Unlock()
 		return
 	}
-	h.aggs[aggregator] = newAggState(aggregator, newEpoch(), sc, wc, &h.opts)
+	if next == nil {
+		next = newAggState(aggregator, newEpoch(), sc, wc, &h.opts)
+	}
+	h.aggs[aggregator] = next
 	h.mu.Unlock()
 	if old != nil {
 		h.log.Info("hub: aggregator redeployed with a new schema; subscribers must resubscribe", "aggregator", aggregator)

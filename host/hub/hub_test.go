@@ -2,6 +2,7 @@ package hub
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -497,6 +498,35 @@ func TestHub_RefusesMoreGroupsPerPaneThanTheLimit(t *testing.T) {
 	// A later value of a group that exists is still taken.
 	if err := h.Publish("votes", 0, []abi.Row{row(total, 0, 3, "a", 7, 5, 5, 0)}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestHub_ResetWithGivesTheNewEpochItsFirstStateAtOnce(t *testing.T) {
+	h, url := serve(t, nil)
+	h.Register("votes", testSchema, testWindows)
+	h.Publish("votes", 0, []abi.Row{row(total, 0, 1, "a", 5, 5, 5, 0)})
+	before := snapshot(t, url, Subscribe{Aggregator: "votes"})
+	h.ResetWith("votes", testSchema, testWindows, func(publish func(int32, int64, []abi.Row)) {
+		publish(0, 10, []abi.Row{row(total, 0, 1, "a", 7, 7, 7, 0)})
+		publish(1, 4, []abi.Row{row(total, 0, 2, "b", 3, 3, 3, 0)})
+		publish(1, 2, []abi.Row{row(total, 0, 2, "b", 1, 1, 1, 0)}) // older: dropped
+	})
+	s := snapshot(t, url, Subscribe{Aggregator: "votes"})
+	if s.Epoch == before.Epoch || s.Seq != 0 || len(s.Rows) != 2 {
+		t.Fatalf("after ResetWith: epoch %s seq %d rows %v, want a new epoch at seq 0 with the 2 rows loaded", s.Epoch, s.Seq, s.Rows)
+	}
+	got := map[string]int64{}
+	for _, r := range s.Rows {
+		n, _ := r.Values["votes"].Int64()
+		got[fmt.Sprint(r.Key["poll_id"])] = n
+	}
+	if got["1"] != 7 || got["2"] != 3 {
+		t.Fatalf("after ResetWith: %v, want poll 1: 7, poll 2: 3", got)
+	}
+	// Rows go on from the loaded versions.
+	h.PublishAt("votes", 1, 3, []abi.Row{row(total, 0, 2, "b", 9, 9, 9, 0)})
+	if s := snapshot(t, url, Subscribe{Aggregator: "votes"}); len(s.Rows) != 2 || s.Seq != 0 {
+		t.Fatalf("a row older than the loaded version applied: %+v", s)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -34,7 +35,7 @@ type clusterHost struct {
 	p    *serveProc
 }
 
-func startClusterHost(t testing.TB, bin, name string, e env, db string, logf *os.File) *clusterHost {
+func startClusterHost(t testing.TB, bin, name string, e env, db string, logf io.Writer) *clusterHost {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -63,7 +64,7 @@ func startClusterHost(t testing.TB, bin, name string, e env, db string, logf *os
 	return h
 }
 
-func (h *clusterHost) start(t testing.TB, logf *os.File) {
+func (h *clusterHost) start(t testing.TB, logf io.Writer) {
 	t.Helper()
 	h.p = startServe(t, h.bin, h.args, nil, logf)
 	eventually(t, time.Minute, h.name+" answers", func() error {

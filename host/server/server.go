@@ -327,7 +327,7 @@ func (s *Server) DeletePlugin(ctx context.Context, name, version string) error {
 	}
 	ref := m.Ref()
 	for _, e := range s.catalog.Deployments() {
-		if e.Spec.Plugin == ref {
+		if e.Spec.Plugin == ref || e.Backfill != nil && e.Backfill.Spec.Plugin == ref {
 			return fmt.Errorf("%w: deployment %s runs %s: undeploy it, or deploy another version onto it, first", plugins.ErrConflict, e.Spec.Name, ref)
 		}
 	}
