@@ -176,6 +176,32 @@ func TestRunner_RestartCountsEveryRecordOnceWhateverTheCommittedOffsets(t *testi
 	}
 }
 
+// A deployment whose topic goes quiet still hands Kafka the offsets its
+// last checkpoints cover, so the group's lag (what operators alert on, and
+// /stats shows) falls to zero without waiting for the next record.
+func TestRunner_CommitsTheLastCheckpointsOfAQuietTopic(t *testing.T) {
+	c := newCluster(t)
+	s := newStore()
+	w := want{}
+	c.produce(w, 300)
+	r, _ := c.runner(s, "a")
+	run(t, r)
+	eventually(t, 30*time.Second, "the records counted", c.countedAll(s, w))
+	ctx := context.Background()
+	eventually(t, 30*time.Second, "the group committed the checkpoints while running", func() error {
+		offs, err := c.adm.FetchOffsets(ctx, "wagg.t")
+		if err != nil {
+			return err
+		}
+		for p := range int32(runnerPartitions) {
+			if o, ok := offs.Lookup("in", p); !ok || o.At != c.end[p] {
+				return fmt.Errorf("partition %d committed at %d, its end is %d", p, o.At, c.end[p])
+			}
+		}
+		return nil
+	})
+}
+
 // owned is how many partitions r runs a worker for.
 func owned(r *Runner) int {
 	r.mu.Lock()

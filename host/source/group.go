@@ -102,13 +102,17 @@ func New(o Options, h Handler) (*Group, error) {
 func (g *Group) Poll(ctx context.Context) {
 	backoff := 50 * time.Millisecond
 	for {
-		fetches := g.cl.PollRecords(ctx, g.o.MaxPoll)
+		// A poll waits at most commitEvery, so that what checkpoints cover
+		// reaches Kafka while a topic is quiet too.
+		pctx, cancel := context.WithTimeout(ctx, commitEvery)
+		fetches := g.cl.PollRecords(pctx, g.o.MaxPoll)
+		cancel()
 		if fetches.IsClientClosed() || ctx.Err() != nil {
 			return
 		}
 		fetchFailed := false
 		fetches.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				fetchFailed = true
 				g.o.Log.Warn("fetch", "topic", t, "partition", p, "err", err)
 			}
@@ -130,6 +134,9 @@ func (g *Group) Poll(ctx context.Context) {
 		}
 	}
 }
+
+// commitEvery is how long checkpointed offsets wait at most for a commit.
+const commitEvery = time.Second
 
 // Close commits what checkpoints cover, closes the client and leaves the
 // group, so that the partitions move at once.
