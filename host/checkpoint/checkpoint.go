@@ -31,6 +31,13 @@ type Checkpoint struct {
 	// declared (abi.Schema.StateVersion); rows from before it was kept read
 	// as 1.
 	StateVersion int
+	// RelayTopic and RelayOffset say where the deployment's relay topic
+	// (host/relay) is to be read from to follow the partition on from
+	// this checkpoint: RelayTopic is the topic's Kafka ID, RelayOffset an
+	// offset of its partition that every row emitted after this
+	// checkpoint lands at or after. Empty when unknown.
+	RelayTopic  string
+	RelayOffset int64
 }
 
 // Store reads and writes checkpoints in a ClickHouse table.
@@ -49,21 +56,27 @@ func Open(ctx context.Context, conn driver.Conn, db string) (*Store, error) {
 	ddl := "CREATE TABLE IF NOT EXISTS " + s.table + ` (
 		deployment String, topic String, source_partition UInt32,
 		next_offset Int64, watermark Int64, snapshot String, plugin_sha256 String,
-		version UInt64, written_at DateTime DEFAULT now(), state_version UInt32 DEFAULT 1
+		version UInt64, written_at DateTime DEFAULT now(), state_version UInt32 DEFAULT 1,
+		relay_topic String DEFAULT '', relay_offset Int64 DEFAULT -1
 	) ENGINE = ReplacingMergeTree(version) ORDER BY (deployment, topic, source_partition)`
 	if err := conn.Exec(ctx, ddl); err != nil {
 		return nil, fmt.Errorf("checkpoint: create table: %w", err)
 	}
-	// A table made before state versions were kept gets the column; its
-	// rows read as version 1, what every plugin was then. (ClickHouse 18.16
-	// has no ADD COLUMN IF NOT EXISTS.)
-	var n uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = 'state_version'", db, Table).Scan(&n); err != nil {
-		return nil, fmt.Errorf("checkpoint: columns: %w", err)
-	}
-	if n == 0 {
-		if err := conn.Exec(ctx, "ALTER TABLE "+s.table+" ADD COLUMN state_version UInt32 DEFAULT 1"); err != nil {
-			return nil, fmt.Errorf("checkpoint: add state_version: %w", err)
+	// A table made before a column was kept gets it; its rows read as the
+	// default. (ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS.)
+	for _, c := range []struct{ name, ddl string }{
+		{"state_version", "state_version UInt32 DEFAULT 1"}, // rows from before: version 1, what every plugin was then
+		{"relay_topic", "relay_topic String DEFAULT ''"},    // rows from before: no relay position
+		{"relay_offset", "relay_offset Int64 DEFAULT -1"},
+	} {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", db, Table, c.name).Scan(&n); err != nil {
+			return nil, fmt.Errorf("checkpoint: columns: %w", err)
+		}
+		if n == 0 {
+			if err := conn.Exec(ctx, "ALTER TABLE "+s.table+" ADD COLUMN "+c.ddl); err != nil {
+				return nil, fmt.Errorf("checkpoint: add %s: %w", c.name, err)
+			}
 		}
 	}
 	return s, nil
@@ -88,6 +101,28 @@ func (s *Store) Load(ctx context.Context, deployment, topic string, partition in
 	c.Snapshot = []byte(snap)
 	c.StateVersion = int(sv)
 	return c, nil
+}
+
+// Progress returns the latest checkpoint of every partition of a
+// deployment on topic that has one, without the snapshots.
+func (s *Store) Progress(ctx context.Context, deployment, topic string) ([]Checkpoint, error) {
+	rows, err := s.conn.Query(ctx, "SELECT source_partition, next_offset, watermark, relay_topic, relay_offset FROM "+s.table+
+		" FINAL WHERE deployment = ? AND topic = ?", deployment, topic)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: progress of %s/%s: %w", deployment, topic, err)
+	}
+	defer rows.Close()
+	var out []Checkpoint
+	for rows.Next() {
+		c := Checkpoint{Deployment: deployment, Topic: topic}
+		var p uint32
+		if err := rows.Scan(&p, &c.NextOffset, &c.Watermark, &c.RelayTopic, &c.RelayOffset); err != nil {
+			return nil, fmt.Errorf("checkpoint: progress of %s/%s: %w", deployment, topic, err)
+		}
+		c.Partition = int32(p)
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }
 
 // Writer is a plugin and state version that wrote checkpoints of a
@@ -125,12 +160,12 @@ func (s *Store) Writers(ctx context.Context, deployment, topic string) ([]Writer
 // repeat within a process, so the latest write wins.
 func (s *Store) Save(ctx context.Context, c Checkpoint) error {
 	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table+
-		" (deployment, topic, source_partition, next_offset, watermark, snapshot, plugin_sha256, version, state_version)")
+		" (deployment, topic, source_partition, next_offset, watermark, snapshot, plugin_sha256, version, state_version, relay_topic, relay_offset)")
 	if err != nil {
 		return fmt.Errorf("checkpoint: prepare: %w", err)
 	}
 	defer b.Abort()
-	if err := b.Append(c.Deployment, c.Topic, uint32(c.Partition), c.NextOffset, c.Watermark, string(c.Snapshot), c.Plugin, s.version(), uint32(max(c.StateVersion, 1))); err != nil {
+	if err := b.Append(c.Deployment, c.Topic, uint32(c.Partition), c.NextOffset, c.Watermark, string(c.Snapshot), c.Plugin, s.version(), uint32(max(c.StateVersion, 1)), c.RelayTopic, c.RelayOffset); err != nil {
 		return fmt.Errorf("checkpoint: append: %w", err)
 	}
 	if err := b.Send(); err != nil {

@@ -90,7 +90,7 @@ func (m *Manager) startFresh(ctx context.Context, d plugins.Deployment, man plug
 	if err != nil {
 		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
-	runner, err := m.runner(d, man, mod, table, discard{}, start)
+	runner, err := m.runner(d, man, mod, table, discard{}, m.o.Checkpoints, start)
 	if err != nil {
 		return api.Deployment{}, err
 	}

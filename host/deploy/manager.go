@@ -13,6 +13,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/wagg/wagg/abi"
 	"github.com/wagg/wagg/host/api"
@@ -293,13 +294,13 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 	}
 	rel, err := relay.New(ctx, relay.Options{
 		Brokers: m.o.Brokers, Admin: m.o.Admin, Topic: relay.Topic(m.o.Database, d.Name), Partitions: int32(partitions),
-		Deployment: d.Name, Generation: d.Storage(), Schema: &mod.Schema, Windows: windows,
-		Hub: m.o.Live, Table: table, CheckpointEvery: time.Duration(d.CheckpointEvery), Log: m.o.Log,
+		Deployment: d.Name, Generation: d.Storage(), SourceTopic: d.Topic, Schema: &mod.Schema, Windows: windows,
+		Hub: m.o.Live, Table: table, Checkpoints: m.o.Checkpoints, CheckpointEvery: time.Duration(d.CheckpointEvery), Log: m.o.Log,
 	})
 	if err != nil {
 		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
-	runner, err := m.runner(d, man, mod, table, rel, start)
+	runner, err := m.runner(d, man, mod, table, rel, rel.Checkpoints(), start)
 	if err != nil {
 		rel.Close()
 		return api.Deployment{}, err
@@ -351,8 +352,9 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 	return m.status(r), nil
 }
 
-// runner makes the pipeline of d's generation, publishing to live.
-func (m *Manager) runner(d plugins.Deployment, man plugins.Manifest, mod *sandbox.Module, table *sink.Table, live pipeline.Live, start map[int32]int64) (*pipeline.Runner, error) {
+// runner makes the pipeline of d's generation, publishing to live and
+// checkpointing to cps.
+func (m *Manager) runner(d plugins.Deployment, man plugins.Manifest, mod *sandbox.Module, table *sink.Table, live pipeline.Live, cps pipeline.Checkpoints, start map[int32]int64) (*pipeline.Runner, error) {
 	params, _ := json.Marshal(d.Params)
 	if d.Params == nil {
 		params = nil
@@ -366,8 +368,11 @@ func (m *Manager) runner(d plugins.Deployment, man plugins.Manifest, mod *sandbo
 		Params: params, UnsafeReplayOverlap: m.o.UnsafeReplayOverlap,
 	}, pipeline.Deps{
 		Brokers: m.o.Brokers, Admin: m.o.Admin, Module: mod, PluginSHA: man.SHA256,
-		Rows: table, Checkpoints: m.o.Checkpoints, Breaker: m.o.Breaker, Live: live,
+		Rows: table, Checkpoints: cps, Breaker: m.o.Breaker, Live: live,
 		Metrics: m.o.Metrics, Log: m.o.Log, InstanceID: m.o.InstanceID,
+		// Partitions added to the topic join within this (franz-go's
+		// default is 5 minutes).
+		ClientOpts: []kgo.Opt{kgo.MetadataMaxAge(10 * time.Second)},
 	})
 }
 
