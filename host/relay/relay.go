@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/wagg/wagg/abi"
 	"github.com/wagg/wagg/host/checkpoint"
@@ -82,7 +83,8 @@ const Retention = time.Hour
 type Relay struct {
 	o     Options
 	cl    *kgo.Client
-	self  string // this process: its own records are in its hub already
+	adm   *kadm.Client // on cl: its metadata is the one describe refreshes
+	self  string       // this process: its own records are in its hub already
 	ready chan struct{}
 	once  sync.Once
 	lost  atomic.Int64
@@ -128,10 +130,6 @@ func New(ctx context.Context, o Options) (*Relay, error) {
 		o.Log = slog.Default()
 	}
 	o.Partitions = max(o.Partitions, 1)
-	r := &Relay{o: o, ready: make(chan struct{}), marks: map[int32][]mark{}, chain: map[int32]link{}}
-	if _, err := r.describe(ctx, true); err != nil {
-		return nil, fmt.Errorf("relay: %w", err)
-	}
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(o.Brokers...),
 		kgo.DefaultProduceTopic(o.Topic),
@@ -149,7 +147,11 @@ func New(ctx context.Context, o Options) (*Relay, error) {
 	}
 	var b [8]byte
 	rand.Read(b[:])
-	r.cl, r.self = cl, hex.EncodeToString(b[:])
+	r := &Relay{o: o, cl: cl, adm: kadm.NewClient(cl), self: hex.EncodeToString(b[:]), ready: make(chan struct{}), marks: map[int32][]mark{}, chain: map[int32]link{}}
+	if _, err := r.describe(ctx, true); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("relay: %w", err)
+	}
 	return r, nil
 }
 
@@ -175,7 +177,13 @@ func (r *Relay) describe(ctx context.Context, create bool) (layout, error) {
 		if err := source.EnsureTopic(ctx, r.o.Admin, r.o.Topic, r.o.Partitions, map[string]*string{"retention.ms": &ret}); err != nil {
 			return layout{}, err
 		}
-		l, err = r.list(ctx)
+		// A topic just made takes a moment to show in the metadata.
+		for range 100 {
+			if l, err = r.list(ctx); !errors.Is(err, errMissing) {
+				break
+			}
+			sleep(ctx, 100*time.Millisecond)
+		}
 	}
 	if err != nil {
 		return layout{}, err
@@ -195,23 +203,31 @@ func (r *Relay) describe(ctx context.Context, create bool) (layout, error) {
 }
 
 func (r *Relay) list(ctx context.Context) (layout, error) {
-	tds, err := r.o.Admin.ListTopics(ctx, r.o.Topic)
+	// A metadata request of its own: kadm's answers come from a cache that
+	// may still hold the topic as missing, or as it was before a deletion.
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(r.o.Topic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, r.cl)
 	if err != nil {
 		return layout{}, err
 	}
-	td, ok := tds[r.o.Topic]
-	if !ok || errors.Is(td.Err, kerr.UnknownTopicOrPartition) || (td.Err == nil && len(td.Partitions) == 0) {
-		return layout{}, errMissing
+	if len(resp.Topics) != 1 {
+		return layout{}, fmt.Errorf("metadata of %d topics", len(resp.Topics))
 	}
-	if td.Err != nil {
-		return layout{}, td.Err
+	td := resp.Topics[0]
+	if err := kerr.ErrorForCode(td.ErrorCode); errors.Is(err, kerr.UnknownTopicOrPartition) || err == nil && len(td.Partitions) == 0 {
+		return layout{}, errMissing
+	} else if err != nil {
+		return layout{}, err
 	}
 	n := int32(len(td.Partitions))
-	l := layout{key: fmt.Sprintf("%s/%d", td.ID, n), parts: n, starts: make([]int64, n), ends: make([]int64, n)}
+	l := layout{key: fmt.Sprintf("%s/%d", kadm.TopicID(td.TopicID), n), parts: n, starts: make([]int64, n), ends: make([]int64, n)}
 	for _, get := range []struct {
 		list func(context.Context, ...string) (kadm.ListedOffsets, error)
 		into []int64
-	}{{r.o.Admin.ListStartOffsets, l.starts}, {r.o.Admin.ListEndOffsets, l.ends}} {
+	}{{r.adm.ListStartOffsets, l.starts}, {r.adm.ListEndOffsets, l.ends}} {
 		offs, err := get.list(ctx, r.o.Topic)
 		if err != nil {
 			return layout{}, err
