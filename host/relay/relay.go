@@ -82,15 +82,14 @@ const Retention = time.Hour
 // rows of the others.
 type Relay struct {
 	o     Options
-	cl    *kgo.Client
-	adm   *kadm.Client // on cl: its metadata is the one describe refreshes
-	self  string       // this process: its own records are in its hub already
+	self  string // this process: its own records are in its hub already
 	ready chan struct{}
 	once  sync.Once
 	lost  atomic.Int64
 	lastW atomic.Int64 // unix seconds of the last warning about lost rows
 
 	mu     sync.Mutex
+	cl     *kgo.Client      // the producer, made again for a new incarnation of the topic
 	layout layout           // the relay topic as last described
 	marks  map[int32][]mark // per source partition, for position
 	chain  map[int32]link   // per source partition, what this process published last
@@ -130,6 +129,23 @@ func New(ctx context.Context, o Options) (*Relay, error) {
 		o.Log = slog.Default()
 	}
 	o.Partitions = max(o.Partitions, 1)
+	cl, err := producer(o)
+	if err != nil {
+		return nil, err
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	r := &Relay{o: o, cl: cl, self: hex.EncodeToString(b[:]), ready: make(chan struct{}), marks: map[int32][]mark{}, chain: map[int32]link{}}
+	if _, err := r.describe(ctx, true); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	return r, nil
+}
+
+// producer makes the client that writes the relay topic and reads its
+// metadata.
+func producer(o Options) (*kgo.Client, error) {
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(o.Brokers...),
 		kgo.DefaultProduceTopic(o.Topic),
@@ -145,23 +161,23 @@ func New(ctx context.Context, o Options) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: kafka client: %w", err)
 	}
-	var b [8]byte
-	rand.Read(b[:])
-	r := &Relay{o: o, cl: cl, adm: kadm.NewClient(cl), self: hex.EncodeToString(b[:]), ready: make(chan struct{}), marks: map[int32][]mark{}, chain: map[int32]link{}}
-	if _, err := r.describe(ctx, true); err != nil {
-		cl.Close()
-		return nil, fmt.Errorf("relay: %w", err)
-	}
-	return r, nil
+	return cl, nil
 }
 
 // Close flushes (briefly) and closes the producer.
 func (r *Relay) Close() {
 	r.setReady()
+	r.mu.Lock()
+	cl := r.cl
+	r.mu.Unlock()
+	closeProducer(cl)
+}
+
+func closeProducer(cl *kgo.Client) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	r.cl.Flush(ctx)
-	r.cl.Close()
+	cl.Flush(ctx)
+	cl.Close()
 }
 
 func (r *Relay) setReady() { r.once.Do(func() { close(r.ready) }) }
@@ -189,6 +205,7 @@ func (r *Relay) describe(ctx context.Context, create bool) (layout, error) {
 		return layout{}, err
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if l.key != r.layout.key {
 		for p, ms := range r.marks {
 			for i := range ms {
@@ -196,9 +213,18 @@ func (r *Relay) describe(ctx context.Context, create bool) (layout, error) {
 			}
 			r.marks[p] = ms
 		}
+		if r.layout.key != "" {
+			// A client that wrote the old incarnation goes on naming it
+			// (by its ID) and fails every record: a new one.
+			cl, err := producer(r.o)
+			if err != nil {
+				return layout{}, err
+			}
+			go closeProducer(r.cl)
+			r.cl = cl
+		}
 	}
 	r.layout = l
-	r.mu.Unlock()
 	return l, nil
 }
 
@@ -209,7 +235,10 @@ func (r *Relay) list(ctx context.Context) (layout, error) {
 	rt := kmsg.NewMetadataRequestTopic()
 	rt.Topic = kmsg.StringPtr(r.o.Topic)
 	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, r.cl)
+	r.mu.Lock()
+	cl := r.cl
+	r.mu.Unlock()
+	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {
 		return layout{}, err
 	}
@@ -222,12 +251,13 @@ func (r *Relay) list(ctx context.Context) (layout, error) {
 	} else if err != nil {
 		return layout{}, err
 	}
+	adm := kadm.NewClient(cl)
 	n := int32(len(td.Partitions))
 	l := layout{key: fmt.Sprintf("%s/%d", kadm.TopicID(td.TopicID), n), parts: n, starts: make([]int64, n), ends: make([]int64, n)}
 	for _, get := range []struct {
 		list func(context.Context, ...string) (kadm.ListedOffsets, error)
 		into []int64
-	}{{r.adm.ListStartOffsets, l.starts}, {r.adm.ListEndOffsets, l.ends}} {
+	}{{adm.ListStartOffsets, l.starts}, {adm.ListEndOffsets, l.ends}} {
 		offs, err := get.list(ctx, r.o.Topic)
 		if err != nil {
 			return layout{}, err
@@ -273,6 +303,7 @@ func (r *Relay) PublishAt(aggregator string, partition int32, version int64, row
 		prev = link{seq: 0, version: -1}
 	}
 	r.chain[partition] = link{seq: prev.seq + 1, version: version}
+	cl := r.cl
 	r.mu.Unlock()
 	w := abi.RowsWriter{}
 	for i := range rows {
@@ -290,7 +321,7 @@ func (r *Relay) PublishAt(aggregator string, partition int32, version int64, row
 			{Key: "h", Value: []byte(r.self)},
 		},
 	}
-	r.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
+	cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
 		if err == nil {
 			return
 		}
