@@ -278,9 +278,17 @@ func (f *follower) consume(ctx context.Context, starts []int64) {
 	}
 }
 
-// newCheckpoint reports whether a parked partition, or one not heard of,
-// has a checkpoint not tried yet.
+// newCheckpoint reports whether a parked partition has a checkpoint not
+// tried yet. (A partition met in the relay before its first checkpoint is
+// parked.)
 func (f *follower) newCheckpoint(ctx context.Context) bool {
+	parked := false
+	for _, pt := range f.src {
+		parked = parked || pt.parked
+	}
+	if !parked {
+		return false
+	}
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cps, err := f.r.o.Checkpoints.Progress(lctx, f.r.o.Generation, f.r.o.SourceTopic)
@@ -288,7 +296,7 @@ func (f *follower) newCheckpoint(ctx context.Context) bool {
 		return false
 	}
 	for _, c := range cps {
-		if pt := f.src[c.Partition]; pt == nil || pt.parked && cpKey(c) != pt.tried {
+		if pt := f.src[c.Partition]; pt != nil && pt.parked && cpKey(c) != pt.tried {
 			return true
 		}
 	}
