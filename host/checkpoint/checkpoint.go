@@ -33,9 +33,10 @@ type Checkpoint struct {
 	StateVersion int
 	// RelayTopic and RelayOffset say where the deployment's relay topic
 	// (host/relay) is to be read from to follow the partition on from
-	// this checkpoint: RelayTopic is the topic's Kafka ID, RelayOffset an
-	// offset of its partition that every row emitted after this
-	// checkpoint lands at or after. Empty when unknown.
+	// this checkpoint: RelayTopic names the topic's incarnation (its Kafka
+	// ID and partition count), RelayOffset is an offset of its partition
+	// that every row emitted after this checkpoint lands at or after.
+	// Empty when unknown.
 	RelayTopic  string
 	RelayOffset int64
 }

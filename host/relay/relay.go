@@ -206,26 +206,32 @@ func (r *Relay) describe(ctx context.Context, create bool) (layout, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if l.key != r.layout.key && r.layout.key != "" {
+		// A client that wrote the old incarnation goes on naming it (by
+		// its ID) and fails every record: a new one.
+		cl, err := producer(r.o)
+		if err != nil {
+			return layout{}, err
+		}
+		go closeProducer(r.cl)
+		r.cl = cl
+	}
+	r.adopt(l)
+	return l, nil
+}
+
+// adopt makes l the layout positions are given in; r.mu held. Floors
+// listed in another incarnation mean nothing in l: 0 is below every
+// record of it.
+func (r *Relay) adopt(l layout) {
 	if l.key != r.layout.key {
-		for p, ms := range r.marks {
+		for _, ms := range r.marks {
 			for i := range ms {
 				ms[i].floor = 0
 			}
-			r.marks[p] = ms
-		}
-		if r.layout.key != "" {
-			// A client that wrote the old incarnation goes on naming it
-			// (by its ID) and fails every record: a new one.
-			cl, err := producer(r.o)
-			if err != nil {
-				return layout{}, err
-			}
-			go closeProducer(r.cl)
-			r.cl = cl
 		}
 	}
 	r.layout = l
-	return l, nil
 }
 
 func (r *Relay) list(ctx context.Context) (layout, error) {
@@ -286,23 +292,7 @@ func (r *Relay) PublishAt(aggregator string, partition int32, version int64, row
 		return err
 	}
 	r.mu.Lock()
-	k := partition % r.layout.parts
-	ms := r.marks[partition]
-	if len(ms) == 0 || version > ms[len(ms)-1].version {
-		if len(ms) == maxMarks {
-			for i := 0; i+1 < len(ms); i += 2 {
-				ms[i/2] = mark{version: ms[i+1].version, floor: ms[i].floor}
-			}
-			ms = ms[:len(ms)/2]
-		}
-		ms = append(ms, mark{version: version, floor: r.layout.ends[k]})
-		r.marks[partition] = ms
-	}
-	prev, ok := r.chain[partition]
-	if !ok {
-		prev = link{seq: 0, version: -1}
-	}
-	r.chain[partition] = link{seq: prev.seq + 1, version: version}
+	k, prev := r.note(partition, version)
 	cl := r.cl
 	r.mu.Unlock()
 	w := abi.RowsWriter{}
@@ -331,6 +321,29 @@ func (r *Relay) PublishAt(aggregator string, partition int32, version int64, row
 		}
 	})
 	return nil
+}
+
+// note records a publish of partition p at version for the positions and
+// the numbering of records, returning the relay partition it goes to and
+// the link before it; r.mu held.
+func (r *Relay) note(p int32, version int64) (int32, link) {
+	k := p % r.layout.parts
+	ms := r.marks[p]
+	if len(ms) == 0 || version > ms[len(ms)-1].version {
+		if len(ms) == maxMarks {
+			for i := 0; i+1 < len(ms); i += 2 {
+				ms[i/2] = mark{version: ms[i+1].version, floor: ms[i].floor}
+			}
+			ms = ms[:len(ms)/2]
+		}
+		r.marks[p] = append(ms, mark{version: version, floor: r.layout.ends[k]})
+	}
+	prev, ok := r.chain[p]
+	if !ok {
+		prev = link{seq: 0, version: -1}
+	}
+	r.chain[p] = link{seq: prev.seq + 1, version: version}
+	return k, prev
 }
 
 // position is where a host that loads the checkpoint of partition p at
