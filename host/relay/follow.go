@@ -97,6 +97,13 @@ func (f *follower) load(ctx context.Context, first bool) ([]int64, error) {
 			f.seen[k] = -1
 		}
 	}
+	for k, at := range f.seen {
+		if at >= 0 && at < l.starts[k] {
+			// Expired before this host read them.
+			f.lose(int32(k), fmt.Sprintf("offsets %d to %d expired", at, l.starts[k]-1))
+			f.seen[k] = l.starts[k]
+		}
+	}
 	lctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	cps, err := r.o.Checkpoints.Progress(lctx, r.o.Generation, r.o.SourceTopic)
@@ -162,11 +169,12 @@ func cpKey(c checkpoint.Checkpoint) string {
 	return fmt.Sprintf("%d %s %d", c.NextOffset, c.RelayTopic, c.RelayOffset)
 }
 
-// publishStored publishes the stored rows of the partitions in cand,
-// oldest version first: the state their last checkpoints left, or rows
-// written since (a checkpoint that failed after its rows), which are
-// values at a later offset. The hub takes them only where they are not
-// older than what it shows.
+// publishStored publishes the stored rows of the partitions in cand, each
+// partition's in one batch at its newest version: each save writes every
+// row changed since the one before at the save's offset, so the newest
+// row of every key is the partition's state at its last save (its
+// checkpoint, or a save whose checkpoint failed after its rows). The hub
+// takes it only where it is not older than what it shows.
 func (f *follower) publishStored(ctx context.Context, cand map[int32]checkpoint.Checkpoint) error {
 	r := f.r
 	var span int64 // ms: how far back the panes a hub keeps reach
@@ -184,29 +192,21 @@ func (f *follower) publishStored(ctx context.Context, cand map[int32]checkpoint.
 	if err != nil {
 		return err
 	}
-	kept := stored[:0]
+	rows, versions := map[int32][]abi.Row{}, map[int32]int64{}
+	n := 0
 	for _, s := range stored {
 		if _, ok := cand[s.Partition]; ok {
-			kept = append(kept, s)
+			rows[s.Partition] = append(rows[s.Partition], s.Row)
+			versions[s.Partition] = max(versions[s.Partition], s.Version)
+			n++
 		}
 	}
-	sort.SliceStable(kept, func(i, j int) bool {
-		if kept[i].Partition != kept[j].Partition {
-			return kept[i].Partition < kept[j].Partition
-		}
-		return kept[i].Version < kept[j].Version
-	})
-	var batch []abi.Row
-	for i, s := range kept {
-		batch = append(batch, s.Row)
-		if i+1 == len(kept) || kept[i+1].Partition != s.Partition || kept[i+1].Version != s.Version {
-			if err := r.o.Hub.PublishAt(r.o.Deployment, s.Partition, s.Version, batch); err != nil {
-				r.o.Log.Warn("relay: stored rows refused by the hub", "deployment", r.o.Deployment, "partition", s.Partition, "err", err)
-			}
-			batch = batch[:0]
+	for p, batch := range rows {
+		if err := r.o.Hub.PublishAt(r.o.Deployment, p, versions[p], batch); err != nil {
+			r.o.Log.Warn("relay: stored rows refused by the hub", "deployment", r.o.Deployment, "partition", p, "err", err)
 		}
 	}
-	r.o.Log.Info("relay: live state loaded from ClickHouse", "deployment", r.o.Deployment, "rows", len(kept), "partitions", len(cand))
+	r.o.Log.Info("relay: live state loaded from ClickHouse", "deployment", r.o.Deployment, "rows", n, "partitions", len(cand))
 	return nil
 }
 
