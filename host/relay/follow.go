@@ -44,7 +44,7 @@ type part struct {
 	parked bool
 	from   int64  // relay offset its records count from
 	min    int64  // version they must reach: the checkpoint's next offset
-	tried  string // the checkpoint last loaded or found unusable
+	tried  string // the checkpoint last loaded or found unusable: a parked partition waits for another
 }
 
 // Run loads the state the checkpoints left into the hub, then feeds it the
@@ -262,6 +262,7 @@ func (f *follower) consume(ctx context.Context, starts []int64) {
 		}
 		if now := time.Now(); now.After(nextDescribe) {
 			nextDescribe = now.Add(time.Second)
+			r.resend()
 			// Fresh end offsets keep the positions of this host's
 			// checkpoints close; a new incarnation voids what was read.
 			l, err := r.describe(ctx, false)
@@ -309,7 +310,7 @@ func (f *follower) lose(k int32, why string) {
 	var parked []int32
 	for p, pt := range f.src {
 		if p%f.parts == k && !pt.parked {
-			pt.parked, pt.tried = true, ""
+			pt.parked = true // until a checkpoint other than the one it was followed from
 			parked = append(parked, p)
 		}
 	}
@@ -380,7 +381,7 @@ func (f *follower) record(rec *kgo.Record) (lost bool) {
 			f.chain[ck] = seq
 		}
 		if gap && !pt.parked {
-			pt.parked, pt.tried = true, ""
+			pt.parked = true
 			r.o.Log.Warn("relay: a record of a partition never reached the relay; it shows its state until its next checkpoint",
 				"deployment", r.o.Deployment, "partition", p, "offset", rec.Offset)
 			return false

@@ -3,7 +3,7 @@ package relay
 import "testing"
 
 func testRelay(ends ...int64) *Relay {
-	return &Relay{marks: map[int32][]mark{}, chain: map[int32]link{},
+	return &Relay{marks: map[int32][]mark{}, chain: map[int32]link{}, unsent: map[int32]bool{},
 		layout: layout{key: "id/2", parts: 2, starts: make([]int64, len(ends)), ends: ends}}
 }
 

@@ -93,6 +93,7 @@ type Relay struct {
 	layout layout           // the relay topic as last described
 	marks  map[int32][]mark // per source partition, for position
 	chain  map[int32]link   // per source partition, what this process published last
+	unsent map[int32]bool   // source partitions a record of which failed
 }
 
 // link numbers a process's records of one source partition, so that a
@@ -135,7 +136,7 @@ func New(ctx context.Context, o Options) (*Relay, error) {
 	}
 	var b [8]byte
 	rand.Read(b[:])
-	r := &Relay{o: o, cl: cl, self: hex.EncodeToString(b[:]), ready: make(chan struct{}), marks: map[int32][]mark{}, chain: map[int32]link{}}
+	r := &Relay{o: o, cl: cl, self: hex.EncodeToString(b[:]), ready: make(chan struct{}), marks: map[int32][]mark{}, chain: map[int32]link{}, unsent: map[int32]bool{}}
 	if _, err := r.describe(ctx, true); err != nil {
 		cl.Close()
 		return nil, fmt.Errorf("relay: %w", err)
@@ -299,11 +300,19 @@ func (r *Relay) PublishAt(aggregator string, partition int32, version int64, row
 	for i := range rows {
 		w.Append(rows[i].Window, rows[i].Final, rows[i].Start, []byte(rows[i].Key), rows[i].Metrics)
 	}
+	r.send(cl, k, partition, version, prev, w.Bytes())
+	return nil
+}
+
+// send produces one relay record. One that fails is followed by an empty
+// record of the same partition (resend), so that readers see the gap in
+// the numbering even when the partition emits nothing more for a while.
+func (r *Relay) send(cl *kgo.Client, k, p int32, version int64, prev link, value []byte) {
 	rec := &kgo.Record{
 		Partition: k,
-		Value:     w.Bytes(),
+		Value:     value,
 		Headers: []kgo.RecordHeader{
-			{Key: "p", Value: strconv.AppendInt(nil, int64(partition), 10)},
+			{Key: "p", Value: strconv.AppendInt(nil, int64(p), 10)},
 			{Key: "v", Value: strconv.AppendInt(nil, version, 10)},
 			{Key: "s", Value: strconv.AppendInt(nil, prev.seq+1, 10)},
 			{Key: "pv", Value: strconv.AppendInt(nil, prev.version, 10)},
@@ -315,12 +324,37 @@ func (r *Relay) PublishAt(aggregator string, partition int32, version int64, row
 		if err == nil {
 			return
 		}
+		r.mu.Lock()
+		r.unsent[p] = true
+		r.mu.Unlock()
 		n := r.lost.Add(1)
 		if now := time.Now().Unix(); r.lastW.Swap(now) < now-10 {
-			r.o.Log.Warn("relay: rows not published to the other hosts (they show the partition at its checkpoints until one follows)", "deployment", r.o.Deployment, "lost_batches", n, "err", err)
+			r.o.Log.Warn("relay: rows not published to the other hosts (they show the partition at its values until a checkpoint after this)", "deployment", r.o.Deployment, "lost_batches", n, "err", err)
 		}
 	})
-	return nil
+}
+
+// resend produces an empty record for each partition a record of which
+// failed: it carries the next number, so every reader notices the gap.
+func (r *Relay) resend() {
+	r.mu.Lock()
+	type due struct {
+		k, p    int32
+		version int64
+		prev    link
+	}
+	var out []due
+	for p := range r.unsent {
+		version := r.chain[p].version
+		k, prev := r.note(p, version)
+		out = append(out, due{k, p, version, prev})
+	}
+	clear(r.unsent)
+	cl := r.cl
+	r.mu.Unlock()
+	for _, d := range out {
+		r.send(cl, d.k, d.p, d.version, d.prev, (&abi.RowsWriter{}).Bytes())
+	}
 }
 
 // note records a publish of partition p at version for the positions and
