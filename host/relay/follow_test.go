@@ -30,7 +30,9 @@ func testFollower(h Hub) *follower {
 func relayRecord(offset int64, host string, version, seq, prev int64) *kgo.Record {
 	w := abi.RowsWriter{}
 	w.Append(0, false, 0, abi.AppendKeyString(nil, []byte("a")), []uint64{uint64(version)})
-	h := func(k string, v int64) kgo.RecordHeader { return kgo.RecordHeader{Key: k, Value: strconv.AppendInt(nil, v, 10)} }
+	h := func(k string, v int64) kgo.RecordHeader {
+		return kgo.RecordHeader{Key: k, Value: strconv.AppendInt(nil, v, 10)}
+	}
 	return &kgo.Record{Partition: 0, Offset: offset, Value: w.Bytes(), Headers: []kgo.RecordHeader{
 		h("p", 0), h("v", version), h("s", seq), h("pv", prev), {Key: "g", Value: []byte("g")}, {Key: "h", Value: []byte(host)}}}
 }
