@@ -31,6 +31,14 @@ type Checkpoint struct {
 	// declared (abi.Schema.StateVersion); rows from before it was kept read
 	// as 1.
 	StateVersion int
+	// RelayTopic and RelayOffset say where the deployment's relay topic
+	// (host/relay) is to be read from to follow the partition on from
+	// this checkpoint: RelayTopic names the topic's incarnation (its Kafka
+	// ID and partition count), RelayOffset is an offset of its partition
+	// that every row emitted after this checkpoint lands at or after.
+	// Empty when unknown.
+	RelayTopic  string
+	RelayOffset int64
 }
 
 // Store reads and writes checkpoints in a ClickHouse table.
@@ -49,18 +57,19 @@ func tableDDL(table string) string {
 	return "CREATE TABLE IF NOT EXISTS " + table + ` (
 		deployment String, topic String, source_partition UInt32,
 		next_offset Int64, watermark Int64, snapshot String, plugin_sha256 String,
-		version UInt64, written_at DateTime DEFAULT now(), state_version UInt32 DEFAULT 1
+		version UInt64, written_at DateTime DEFAULT now(), state_version UInt32 DEFAULT 1,
+		relay_topic String DEFAULT '', relay_offset Int64 DEFAULT -1
 	) ENGINE = ReplacingMergeTree(version) ORDER BY (deployment, topic, source_partition)`
 }
 
 // saveColumns are the columns Save writes, in the order of values.
-const saveColumns = "deployment, topic, source_partition, next_offset, watermark, snapshot, plugin_sha256, version, state_version"
+const saveColumns = "deployment, topic, source_partition, next_offset, watermark, snapshot, plugin_sha256, version, state_version, relay_topic, relay_offset"
 
 // values is c as the values of saveColumns, written at version. A state
 // version below 1 is written as 1, what every plugin was before plugins
 // declared one.
 func (c Checkpoint) values(version uint64) []any {
-	return []any{c.Deployment, c.Topic, uint32(c.Partition), c.NextOffset, c.Watermark, string(c.Snapshot), c.Plugin, version, uint32(max(c.StateVersion, 1))}
+	return []any{c.Deployment, c.Topic, uint32(c.Partition), c.NextOffset, c.Watermark, string(c.Snapshot), c.Plugin, version, uint32(max(c.StateVersion, 1)), c.RelayTopic, c.RelayOffset}
 }
 
 // Open creates the table when missing.
@@ -69,16 +78,21 @@ func Open(ctx context.Context, conn driver.Conn, db string) (*Store, error) {
 	if err := conn.Exec(ctx, tableDDL(s.table)); err != nil {
 		return nil, fmt.Errorf("checkpoint: create table: %w", err)
 	}
-	// A table made before state versions were kept gets the column; its
-	// rows read as version 1, what every plugin was then. (ClickHouse 18.16
-	// has no ADD COLUMN IF NOT EXISTS.)
-	var n uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = 'state_version'", db, Table).Scan(&n); err != nil {
-		return nil, fmt.Errorf("checkpoint: columns: %w", err)
-	}
-	if n == 0 {
-		if err := conn.Exec(ctx, "ALTER TABLE "+s.table+" ADD COLUMN state_version UInt32 DEFAULT 1"); err != nil {
-			return nil, fmt.Errorf("checkpoint: add state_version: %w", err)
+	// A table made before a column was kept gets it; its rows read as the
+	// default. (ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS.)
+	for _, c := range []struct{ name, ddl string }{
+		{"state_version", "state_version UInt32 DEFAULT 1"}, // rows from before: version 1, what every plugin was then
+		{"relay_topic", "relay_topic String DEFAULT ''"},    // rows from before: no relay position
+		{"relay_offset", "relay_offset Int64 DEFAULT -1"},
+	} {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", db, Table, c.name).Scan(&n); err != nil {
+			return nil, fmt.Errorf("checkpoint: columns: %w", err)
+		}
+		if n == 0 {
+			if err := conn.Exec(ctx, "ALTER TABLE "+s.table+" ADD COLUMN "+c.ddl); err != nil {
+				return nil, fmt.Errorf("checkpoint: add %s: %w", c.name, err)
+			}
 		}
 	}
 	return s, nil
@@ -122,6 +136,28 @@ func (l *loaded) checkpoint(deployment, topic string, partition int32) Checkpoin
 		NextOffset: l.next, Watermark: l.watermark, Snapshot: []byte(l.snapshot), Plugin: l.plugin,
 		StateVersion: int(l.stateVersion),
 	}
+}
+
+// Progress returns the latest checkpoint of every partition of a
+// deployment on topic that has one, without the snapshots.
+func (s *Store) Progress(ctx context.Context, deployment, topic string) ([]Checkpoint, error) {
+	rows, err := s.conn.Query(ctx, "SELECT source_partition, next_offset, watermark, relay_topic, relay_offset FROM "+s.table+
+		" FINAL WHERE deployment = ? AND topic = ?", deployment, topic)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: progress of %s/%s: %w", deployment, topic, err)
+	}
+	defer rows.Close()
+	var out []Checkpoint
+	for rows.Next() {
+		c := Checkpoint{Deployment: deployment, Topic: topic}
+		var p uint32
+		if err := rows.Scan(&p, &c.NextOffset, &c.Watermark, &c.RelayTopic, &c.RelayOffset); err != nil {
+			return nil, fmt.Errorf("checkpoint: progress of %s/%s: %w", deployment, topic, err)
+		}
+		c.Partition = int32(p)
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }
 
 // Writer is a plugin and state version that wrote checkpoints of a

@@ -160,7 +160,7 @@ func (m *Manager) runBackfill(ctx context.Context, e catalog.Entry) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
-	runner, err := m.runner(d, man, mod, table, discard{}, cb.Offsets)
+	runner, err := m.runner(d, man, mod, table, discard{}, m.o.Checkpoints, cb.Offsets)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/wagg/wagg/abi"
 	"github.com/wagg/wagg/host/api"
@@ -343,13 +344,13 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 	}
 	rel, err := relay.New(ctx, relay.Options{
 		Brokers: m.o.Brokers, Admin: m.o.Admin, Topic: relay.Topic(m.o.Database, d.Name), Partitions: int32(partitions),
-		Deployment: d.Name, Generation: d.Storage(), Schema: &mod.Schema, Windows: windows,
-		Hub: m.o.Live, Table: table, CheckpointEvery: time.Duration(d.CheckpointEvery), Log: m.o.Log,
+		Deployment: d.Name, Generation: d.Storage(), SourceTopic: d.Topic, Schema: &mod.Schema, Windows: windows,
+		Hub: m.o.Live, Table: table, Checkpoints: m.o.Checkpoints, CheckpointEvery: time.Duration(d.CheckpointEvery), Log: m.o.Log,
 	})
 	if err != nil {
 		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
-	runner, err := m.runner(d, man, mod, table, rel, start)
+	runner, err := m.runner(d, man, mod, table, rel, rel.Checkpoints(), start)
 	if err != nil {
 		rel.Close()
 		return api.Deployment{}, err
@@ -368,10 +369,11 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 	// hub starts a new epoch, holding at once the state this generation's
 	// checkpoints left, so that the subscribers it closes come back to a
 	// whole snapshot, not to one the relay has yet to fill.
-	var preload []sink.Stored
+	var preload map[int32][]abi.Row
+	var versions map[int32]int64
 	reset := old != nil && old.spec.Generation != d.Generation
 	if reset {
-		if preload, err = table.Latest(ctx, time.Now().Add(-preloadSpan(windows))); err != nil {
+		if preload, versions, err = relay.Stored(ctx, table, windows, all); err != nil {
 			rel.Close()
 			return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 		}
@@ -382,9 +384,7 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 	}
 	m.failed.WithLabelValues(d.Name).Set(0)
 	if reset {
-		m.o.Live.ResetWith(d.Name, &mod.Schema, windows, func(publish func(int32, int64, []abi.Row)) {
-			publishStored(preload, publish)
-		})
+		m.o.Live.ResetWith(d.Name, &mod.Schema, windows, publishAll(preload, versions))
 	} else {
 		m.o.Live.Register(d.Name, &mod.Schema, windows)
 	}
@@ -442,57 +442,29 @@ func (m *Manager) showLast(d plugins.Deployment) error {
 	if err != nil {
 		return err
 	}
-	stored, err := table.Latest(ctx, time.Now().Add(-preloadSpan(windows)))
+	stored, versions, err := relay.Stored(ctx, table, windows, all)
 	if err != nil {
 		return err
 	}
-	m.o.Live.ResetWith(d.Name, &mod.Schema, windows, func(publish func(int32, int64, []abi.Row)) {
-		publishStored(stored, publish)
-	})
+	m.o.Live.ResetWith(d.Name, &mod.Schema, windows, publishAll(stored, versions))
 	return nil
 }
 
-// preloadPanes is how many slides of each window a new epoch starts with:
-// as many as host/relay loads when a host starts a deployment.
-const preloadPanes = 64
+// all takes every partition.
+func all(int32) bool { return true }
 
-// preloadSpan is how far back the panes of preloadPanes slides reach.
-func preloadSpan(windows []abi.Window) time.Duration {
-	var span int64
-	for _, w := range windows {
-		if w.Kind == abi.Global {
-			continue
-		}
-		slide := w.SlideMs
-		if slide == 0 {
-			slide = w.SizeMs
-		}
-		span = max(span, preloadPanes*slide+w.SizeMs)
-	}
-	return time.Duration(span) * time.Millisecond
-}
-
-// publishStored hands stored rows to publish, each partition's in the
-// order of their versions.
-func publishStored(stored []sink.Stored, publish func(int32, int64, []abi.Row)) {
-	sort.SliceStable(stored, func(i, j int) bool {
-		if stored[i].Partition != stored[j].Partition {
-			return stored[i].Partition < stored[j].Partition
-		}
-		return stored[i].Version < stored[j].Version
-	})
-	var batch []abi.Row
-	for i, s := range stored {
-		batch = append(batch, s.Row)
-		if i+1 == len(stored) || stored[i+1].Partition != s.Partition || stored[i+1].Version != s.Version {
-			publish(s.Partition, s.Version, batch)
-			batch = batch[:0]
+// publishAll hands each partition's stored state (relay.Stored) to publish.
+func publishAll(rows map[int32][]abi.Row, versions map[int32]int64) func(publish func(int32, int64, []abi.Row)) {
+	return func(publish func(int32, int64, []abi.Row)) {
+		for p, batch := range rows {
+			publish(p, versions[p], batch)
 		}
 	}
 }
 
-// runner makes the pipeline of d's generation, publishing to live.
-func (m *Manager) runner(d plugins.Deployment, man plugins.Manifest, mod *sandbox.Module, table *sink.Table, live pipeline.Live, start map[int32]int64) (*pipeline.Runner, error) {
+// runner makes the pipeline of d's generation, publishing to live and
+// checkpointing to cps.
+func (m *Manager) runner(d plugins.Deployment, man plugins.Manifest, mod *sandbox.Module, table *sink.Table, live pipeline.Live, cps pipeline.Checkpoints, start map[int32]int64) (*pipeline.Runner, error) {
 	params, _ := json.Marshal(d.Params)
 	if d.Params == nil {
 		params = nil
@@ -506,8 +478,11 @@ func (m *Manager) runner(d plugins.Deployment, man plugins.Manifest, mod *sandbo
 		Params: params, UnsafeReplayOverlap: m.o.UnsafeReplayOverlap,
 	}, pipeline.Deps{
 		Brokers: m.o.Brokers, Admin: m.o.Admin, Module: mod, PluginSHA: man.SHA256,
-		Rows: table, Checkpoints: m.o.Checkpoints, Breaker: m.o.Breaker, Live: live,
+		Rows: table, Checkpoints: cps, Breaker: m.o.Breaker, Live: live,
 		Metrics: m.o.Metrics, Log: m.o.Log, InstanceID: m.o.InstanceID,
+		// Partitions added to the topic join within this (franz-go's
+		// default is 5 minutes).
+		ClientOpts: []kgo.Opt{kgo.MetadataMaxAge(10 * time.Second)},
 	})
 }
 

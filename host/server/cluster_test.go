@@ -85,7 +85,8 @@ type follower struct {
 	view  hub.View
 	on    string // the host followed now
 	moves int
-	bad   error // a frame the view refused
+	bad   error            // a frame the view refused, or a total that went back
+	last  map[string]int64 // the totals shown since the last snapshot
 }
 
 func follow(t *testing.T, hosts ...*clusterHost) *follower {
@@ -125,12 +126,34 @@ func follow(t *testing.T, hosts ...*clusterHost) *follower {
 				if err := f.view.Apply(fr); err != nil && f.bad == nil {
 					f.bad = fmt.Errorf("%s: %s frame seq %d: %w", h.name, fr.Type, fr.Seq, err)
 				}
+				f.goesOn(h.name, fr)
 				f.mu.Unlock()
 			}
 			c.Close()
 		}
 	}()
 	return f
+}
+
+// goesOn checks that no delta takes a total back: votes only add up, and
+// within one connection a host shows each partition's values after ever
+// longer prefixes of its records. (A snapshot, from another host, may be
+// behind what the last one showed.) f.mu held.
+func (f *follower) goesOn(host string, fr hub.Frame) {
+	if fr.Type == hub.TypeSnapshot || f.last == nil {
+		f.last = map[string]int64{}
+	}
+	for _, r := range fr.Rows {
+		k := fmt.Sprint(r.Key["poll_id"], "/", r.Key["option"])
+		n, err := r.Values["votes"].Int64()
+		if err != nil {
+			continue
+		}
+		if fr.Type == hub.TypeDelta && n < f.last[k] && f.bad == nil {
+			f.bad = fmt.Errorf("%s: delta seq %d takes %s from %d back to %d", host, fr.Seq, k, f.last[k], n)
+		}
+		f.last[k] = n
+	}
 }
 
 // totals is what the follower shows.
