@@ -85,17 +85,20 @@ func TestCheckpoint_SaveWritesEveryFieldInItsColumn(t *testing.T) {
 	}{
 		{
 			"a plugin that declares its state version",
-			Checkpoint{Deployment: "votes", Topic: "in", Partition: 11, NextOffset: 1 << 40, Watermark: -5, Snapshot: snap, Plugin: "abc", StateVersion: 3},
+			Checkpoint{Deployment: "votes", Topic: "in", Partition: 11, NextOffset: 1 << 40, Watermark: -5, Snapshot: snap, Plugin: "abc", StateVersion: 3,
+				RelayTopic: "id:2", RelayOffset: 99},
 			42,
 			map[string]any{"deployment": "votes", "topic": "in", "source_partition": uint32(11), "next_offset": int64(1 << 40),
-				"watermark": int64(-5), "snapshot": string(snap), "plugin_sha256": "abc", "version": uint64(42), "state_version": uint32(3)},
+				"watermark": int64(-5), "snapshot": string(snap), "plugin_sha256": "abc", "version": uint64(42), "state_version": uint32(3),
+				"relay_topic": "id:2", "relay_offset": int64(99)},
 		},
 		{
 			"a plugin from before state versions",
-			Checkpoint{Deployment: "d", Topic: "t", Partition: 0, NextOffset: 0, StateVersion: 0},
+			Checkpoint{Deployment: "d", Topic: "t", Partition: 0, NextOffset: 0, StateVersion: 0, RelayOffset: -1},
 			7,
 			map[string]any{"deployment": "d", "topic": "t", "source_partition": uint32(0), "next_offset": int64(0),
-				"watermark": int64(0), "snapshot": "", "plugin_sha256": "", "version": uint64(7), "state_version": uint32(1)},
+				"watermark": int64(0), "snapshot": "", "plugin_sha256": "", "version": uint64(7), "state_version": uint32(1),
+				"relay_topic": "", "relay_offset": int64(-1)},
 		},
 	}
 	cols := strings.Split(saveColumns, ", ")
