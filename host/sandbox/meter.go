@@ -703,6 +703,7 @@ func (m *instrumenter) body(out, fn []byte, f uint32) ([]byte, error) {
 		return nil, invalid("a block or the body has no end")
 	}
 	entry := len(code) + int(extra)
+	prepaid := extra
 
 	// A bulk instruction's length is kept in a local of its own, added
 	// after the function's parameters and locals.
@@ -738,19 +739,32 @@ func (m *instrumenter) body(out, fn []byte, f uint32) ([]byte, error) {
 		if out, err = m.copyInstr(out, code, off, in, m.globals); err != nil {
 			return nil, err
 		}
-		if in.op == opLoop {
+		switch in.op {
+		case opLoop:
 			w := m.loops[loop]
 			if loop == 0 && firstLoop {
 				w = max(w, entry)
 			}
 			out = m.meter(out, w)
 			loop++
+		case opCall, opCallIndirect:
+			if rest := len(code) - in.end + int(prepaid-extra); rest > maxAfterCall {
+				out = m.meter(out, rest)
+			}
 		}
 		prev = in
 		off = in.end
 	}
 	return out, nil
 }
+
+// maxAfterCall bounds the work, in bytes of code and constant bulk
+// lengths, that may follow a call up to the end of the function without a
+// check after the call. The entry charged it, but a return runs it later:
+// a chain of calls a million frames deep, each with a long straight-line
+// tail after its call, would run all those tails without a check while it
+// unwinds. A call followed by more gets a check of its own.
+const maxAfterCall = 1 << 10
 
 // isBulk reports whether in does work in proportion to a length operand on
 // the top of the stack: memory.init, memory.copy, memory.fill, table.init,

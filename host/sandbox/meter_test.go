@@ -80,6 +80,29 @@ func TestMeter_RecursionThroughALoopHeaderMeetsTheDeadline(t *testing.T) {
 	processMeetsTheDeadline(t, m)
 }
 
+// A call followed by a long tail is checked again when it returns: a
+// million frames deep, each frame's tail (30,000 stores) runs while the
+// chain unwinds, long after the entry checks that charged it.
+func TestMeter_UnwindingADeepChainMeetsTheDeadline(t *testing.T) {
+	load := []byte{0x41, 0, 0x28, 2, 0}
+	// if depth < 1M { depth++; f() }
+	body := append(append([]byte{}, load...), 0x41, 0xc0, 0x84, 0x3d, 0x49, 0x04, 0x40)
+	body = append(body, 0x41, 0)
+	body = append(body, load...)
+	body = append(body, 0x41, 1, 0x6a, 0x36, 2, 0)
+	body = append(body, call(0)...)
+	body = append(body, 0x0b)
+	for range 30000 {
+		body = append(body, 0x41, 8, 0x41, 1, 0x36, 2, 0) // i32.store(8, 1)
+	}
+	rt := runtimeFor(t, sandbox.Options{})
+	m := compileGuest(t, rt, testwasm.Guest{
+		ExtraFns: [][]byte{body},
+		Bodies:   map[string][]byte{abi.ProcessExport: append(call(0), testwasm.I32(0)...)},
+	})
+	processMeetsTheDeadline(t, m)
+}
+
 // Constant bulk lengths are charged ahead with the code only up to a bound
 // per function: past it, a straight-line body of large constant fills (no
 // loop, no call: nothing else to check) is charged fill by fill.
