@@ -17,14 +17,17 @@ import (
 // global, the fuel, and a function import, wagg_sandbox.refuel. Every
 // function entry and every loop header subtracts from the fuel what the code
 // it starts can run before it reaches the next such point: one unit, plus
-// one per fuelBytes bytes of the function or loop body. When the fuel runs
-// out the guest calls refuel, which is the only place it returns to Go: it
-// checks the call's deadline (the CPU time the call has used: a busy box
-// must not stop a healthy guest) and its context, and hands out
-// fuelPerRefill more units. Between two refuels a guest runs a bounded amount of code, so
-// a looping guest comes back to Go within about a millisecond, where the Go
-// scheduler can stop it for a garbage collection, and is stopped within
-// that time of its deadline.
+// one per fuelBytes bytes of the function or loop body (a function whose
+// first loop header comes before any branch or call has that header check
+// for its entry). Bulk instructions are charged by their length, and a call
+// followed by a long tail is checked again when it returns (see body). When
+// the fuel runs out the guest calls refuel, which is the only place it
+// returns to Go: it checks the call's deadline (the CPU time the call has
+// used: a busy box must not stop a healthy guest) and its context, and hands
+// out fuelPerRefill more units. Between two refuels a guest runs a bounded
+// amount of code, so a looping guest comes back to Go within about two
+// milliseconds, where the Go scheduler can stop it for a garbage collection,
+// and is stopped within that time of its deadline.
 //
 // Without instrumentation the guest could not be preempted at all (the Go
 // runtime cannot stop a goroutine inside compiled guest code, so the next
