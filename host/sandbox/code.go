@@ -227,18 +227,23 @@ func countBlocks(code []byte, limit int) (int, error) {
 
 // Opcodes the scanner and the meter look at.
 const (
-	opBlock      = 0x02
-	opLoop       = 0x03
-	opIf         = 0x04
-	opEnd        = 0x0b
-	opCall       = 0x10
-	opGlobalGet  = 0x23
-	opGlobalSet  = 0x24
-	opI32Const   = 0x41
-	opI32LtS     = 0x48
-	opI32Sub     = 0x6b
-	opRefFunc    = 0xd2
-	blockTypeNil = 0x40
+	opBlock        = 0x02
+	opLoop         = 0x03
+	opIf           = 0x04
+	opEnd          = 0x0b
+	opBr           = 0x0c
+	opBrIf         = 0x0d
+	opBrTable      = 0x0e
+	opReturn       = 0x0f
+	opCall         = 0x10
+	opCallIndirect = 0x11
+	opGlobalGet    = 0x23
+	opGlobalSet    = 0x24
+	opI32Const     = 0x41
+	opI32LtS       = 0x48
+	opI32Sub       = 0x6b
+	opRefFunc      = 0xd2
+	blockTypeNil   = 0x40
 )
 
 // instr is one decoded instruction: its opcode, where it ends, and for the

@@ -17,14 +17,17 @@ import (
 // global, the fuel, and a function import, wagg_sandbox.refuel. Every
 // function entry and every loop header subtracts from the fuel what the code
 // it starts can run before it reaches the next such point: one unit, plus
-// one per fuelBytes bytes of the function or loop body. When the fuel runs
-// out the guest calls refuel, which is the only place it returns to Go: it
-// checks the call's deadline (the CPU time the call has used: a busy box
-// must not stop a healthy guest) and its context, and hands out
-// fuelPerRefill more units. Between two refuels a guest runs a bounded amount of code, so
-// a looping guest comes back to Go within about a millisecond, where the Go
-// scheduler can stop it for a garbage collection, and is stopped within
-// that time of its deadline.
+// one per fuelBytes bytes of the function or loop body (a function whose
+// first loop header comes before any branch or call has that header check
+// for its entry). Bulk instructions are charged by their length, and a call
+// followed by a long tail is checked again when it returns (see body). When
+// the fuel runs out the guest calls refuel, which is the only place it
+// returns to Go: it checks the call's deadline (the CPU time the call has
+// used: a busy box must not stop a healthy guest) and its context, and hands
+// out fuelPerRefill more units. Between two refuels a guest runs a bounded
+// amount of code, so a looping guest comes back to Go within about two
+// milliseconds, where the Go scheduler can stop it for a garbage collection,
+// and is stopped within that time of its deadline.
 //
 // Without instrumentation the guest could not be preempted at all (the Go
 // runtime cannot stop a goroutine inside compiled guest code, so the next
@@ -129,7 +132,7 @@ type instrumenter struct {
 	params      []uint32 // per function type, its parameters
 	funcTypes   []uint32 // per defined function, its type
 	loops       []int    // pass one of a body: the weight of each loop, in bytes
-	loopStatic  []uint64 // pass one: constant bulk lengths before each loop
+	loopStatic  []uint64 // pass one: what was prepaid before each loop
 	stack       []int
 }
 
@@ -610,32 +613,58 @@ func (m *instrumenter) codeSection(body []byte) ([]byte, error) {
 	return out, nil
 }
 
-// body rewrites function f's body: the meter at its entry, after every
-// loop header and before every bulk instruction, function indices moved.
-func (m *instrumenter) body(out, fn []byte, f uint32) ([]byte, error) {
+// maxPrepaid bounds the constant bulk lengths one function may have
+// charged ahead, with its code, at its entry and loop headers. A check
+// charges what runs up to the next check before it runs, so a large charge
+// ahead is a long run without a check: a straight-line body of 40,000
+// memory.fills of 64 MiB each would otherwise be charged once and then fill
+// for minutes. Past this bound, a bulk instruction is charged where it runs.
+const maxPrepaid = 1 << 20
+
+// prepay adds to extra the constant length of the bulk instruction after
+// prev, and reports whether it fits under maxPrepaid; a length that is not
+// a constant, or does not fit, is charged when it runs.
+func prepay(extra *uint64, prev instr) bool {
+	if prev.op != opI32Const || uint64(prev.index) > maxPrepaid-*extra {
+		return false
+	}
+	*extra += uint64(prev.index)
+	return true
+}
+
+// splitLocals splits a function body into its local declarations (the
+// groups, without their count) and its code, and returns the number of
+// groups and of locals declared.
+func splitLocals(fn []byte) (groups uint32, locals uint64, decls, code []byte, ok bool) {
 	r := reader{b: fn}
-	groups, ok := r.u32()
-	afterCount := r.off
-	var locals uint64
+	groups, ok = r.u32()
+	first := r.off
 	for g := uint32(0); ok && g < groups; g++ {
 		var k uint32
 		k, ok = r.u32()
 		locals += uint64(k)
 		ok = ok && r.skipBytes(1)
 	}
+	return groups, locals, fn[first:r.off], fn[r.off:], ok
+}
+
+// body rewrites function f's body: the meter at its entry (or at its first
+// loop header), after every loop header and before every bulk instruction
+// charged when it runs, function indices moved.
+func (m *instrumenter) body(out, fn []byte, f uint32) ([]byte, error) {
+	groups, locals, decls, code, ok := splitLocals(fn)
 	if !ok || f >= uint32(len(m.funcTypes)) {
 		return nil, invalid("local declarations")
 	}
-	decls, code := fn[:r.off], fn[r.off:]
 
 	// Pass one: the weight of every loop, in the order the loops start (its
-	// bytes, and the lengths of the bulk instructions in it whose length is
-	// a constant), and whether there is a bulk instruction whose length is
-	// known only when it runs.
+	// bytes, and the constant bulk lengths in it charged ahead), whether
+	// some bulk instruction is charged when it runs, and whether the first
+	// loop is reached from the entry without a branch or a call.
 	m.loops, m.stack = m.loops[:0], m.stack[:0]
 	m.loopStatic = m.loopStatic[:0]
-	closed, dynamic := false, false
-	var static uint64 // constant bulk lengths so far
+	closed, dynamic, straight := false, false, true
+	var extra uint64 // prepaid so far
 	var prev instr
 	for off := 0; off < len(code); {
 		if closed {
@@ -646,28 +675,29 @@ func (m *instrumenter) body(out, fn []byte, f uint32) ([]byte, error) {
 			return nil, invalid("%v", err)
 		}
 		switch in.op {
-		case opBlock, opIf:
+		case opBlock:
 			m.stack = append(m.stack, -1)
+		case opIf:
+			m.stack = append(m.stack, -1)
+			straight = straight && len(m.loops) > 0
 		case opLoop:
 			m.stack = append(m.stack, len(m.loops))
 			m.loops = append(m.loops, off)
-			m.loopStatic = append(m.loopStatic, static)
+			m.loopStatic = append(m.loopStatic, extra)
 		case opEnd:
 			if len(m.stack) == 0 {
 				closed = true
 				break
 			}
 			if top := m.stack[len(m.stack)-1]; top >= 0 {
-				m.loops[top] = off - m.loops[top] + int(min(static-m.loopStatic[top], 1<<30))
+				m.loops[top] = off - m.loops[top] + int(extra-m.loopStatic[top])
 			}
 			m.stack = m.stack[:len(m.stack)-1]
+		case opBr, opBrIf, opBrTable, opReturn, opCall, opCallIndirect:
+			straight = straight && len(m.loops) > 0
 		}
-		if isBulk(in) {
-			if prev.op == opI32Const {
-				static += uint64(prev.index)
-			} else {
-				dynamic = true
-			}
+		if isBulk(in) && !prepay(&extra, prev) {
+			dynamic = true
 		}
 		prev = in
 		off = in.end
@@ -675,42 +705,69 @@ func (m *instrumenter) body(out, fn []byte, f uint32) ([]byte, error) {
 	if !closed {
 		return nil, invalid("a block or the body has no end")
 	}
+	entry := len(code) + int(extra)
+	prepaid := extra
 
 	// A bulk instruction's length is kept in a local of its own, added
 	// after the function's parameters and locals.
 	scratch := uint64(m.params[m.funcTypes[f]]) + locals
 	if dynamic && scratch < 1<<32-1 {
 		out = appendULEB(out, groups+1)
-		out = append(out, decls[afterCount:]...)
+		out = append(out, decls...)
 		out = append(out, 0x01, 0x7f)
 	} else {
+		out = appendULEB(out, groups)
 		out = append(out, decls...)
 	}
 
 	// Pass two: copy, with the meter: at the entry (the whole body), after
-	// each loop header, before each bulk instruction of a length known only
-	// when it runs.
-	out = m.meter(out, len(code)+int(min(static, 1<<30)))
+	// each loop header, before each bulk instruction charged when it runs.
+	// When every path from the entry reaches the first loop header before
+	// it branches or calls, that header's check charges the whole body and
+	// the entry has none: each call still passes a check before it can
+	// call, return or loop, and a Go function (a loop over a jump table,
+	// entered right away) runs one check per call instead of two.
+	firstLoop := straight && len(m.loops) > 0
+	if !firstLoop {
+		out = m.meter(out, entry)
+	}
 	loop := 0
-	prev = instr{}
+	extra, prev = 0, instr{}
 	for off := 0; off < len(code); {
 		in, _ := decodeInstr(code, off) // decoded once already
-		if isBulk(in) && prev.op != opI32Const {
+		if isBulk(in) && !prepay(&extra, prev) {
 			out = m.meterLength(out, uint32(scratch))
 		}
 		var err error
 		if out, err = m.copyInstr(out, code, off, in, m.globals); err != nil {
 			return nil, err
 		}
-		if in.op == opLoop {
-			out = m.meter(out, m.loops[loop])
+		switch in.op {
+		case opLoop:
+			w := m.loops[loop]
+			if loop == 0 && firstLoop {
+				w = max(w, entry)
+			}
+			out = m.meter(out, w)
 			loop++
+		case opCall, opCallIndirect:
+			if rest := len(code) - in.end + int(prepaid-extra); rest > maxAfterCall {
+				out = m.meter(out, rest)
+			}
 		}
 		prev = in
 		off = in.end
 	}
 	return out, nil
 }
+
+// maxAfterCall bounds the work, in bytes of code and constant bulk
+// lengths, that may follow a call up to the end of the function without a
+// check after the call. The entry charged it, but a return runs it later:
+// a chain of calls a million frames deep, each with a long straight-line
+// tail after its call, would run all those tails without a check while it
+// unwinds. A call followed by more gets a check of its own.
+const maxAfterCall = 1 << 10
 
 // isBulk reports whether in does work in proportion to a length operand on
 // the top of the stack: memory.init, memory.copy, memory.fill, table.init,

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"runtime"
@@ -79,4 +80,90 @@ func TestThreadTime_ChargesCPUNotWaiting(t *testing.T) {
 	if threadTime() == cpu0 {
 		t.Fatal("a busy thread's CPU clock did not move")
 	}
+}
+
+// The meter sits where the rewrite says: at the entry unless every path
+// from the entry reaches the first loop header before it branches or
+// calls (then that header charges the whole body), and before a bulk
+// instruction whose constant length would take the function past
+// maxPrepaid.
+func TestMeter_ChecksWhereTheBodyNeedsThem(t *testing.T) {
+	loop := []byte{0x03, 0x40, 0x0b} // loop end
+	fill := func(n int32) []byte {   // memory.fill(0, 0, n)
+		b := append([]byte{0x41, 0, 0x41, 0, 0x41}, appendSLEB(nil, n)...)
+		return append(b, 0xfc, 11, 0)
+	}
+	cat := func(parts ...[]byte) []byte {
+		var out []byte
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name       string
+		body       []byte
+		entry      bool // a check before the first instruction
+		runTimeLen int  // bulk instructions charged when they run
+	}{
+		{"a loop first", loop, false, 0},
+		{"a loop after blocks and plain code", cat([]byte{0x02, 0x40, 0x41, 1, 0x1a, 0x0b}, loop), false, 0},
+		{"no loop", []byte{0x41, 1, 0x1a}, true, 0},
+		{"a branch before the loop", cat([]byte{0x02, 0x40, 0x41, 1, 0x0d, 0, 0x0b}, loop), true, 0},
+		{"a return before the loop", cat([]byte{0x41, 1, 0x04, 0x40, 0x0f, 0x0b}, loop), true, 0},
+		{"a call before the loop", cat([]byte{0x10, byte(testwasm.ExtraIndex(0, 0))}, loop), true, 0},
+		{"small constant fills", cat(fill(4096), fill(4096)), true, 0},
+		{"constant fills past the bound", cat(fill(maxPrepaid-10), fill(4096), fill(8)), true, 1},
+		{"a negative constant", fill(-1), true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := testwasm.Guest{ExtraFns: [][]byte{nil, tc.body}}
+			out, _, err := instrument(g.Bytes(), true, 1<<18)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code := definedBody(t, out, int(testwasm.ExtraIndex(1, 0)))
+			if got := code[0] == opGlobalGet; got != tc.entry {
+				t.Fatalf("a check at the entry: %v, want %v (code % x)", got, tc.entry, code)
+			}
+			if at := bytes.Index(code, []byte{opLoop, blockTypeNil}); !tc.entry && (at < 0 || code[at+2] != opGlobalGet) {
+				t.Fatalf("no check at the entry and none after the first loop header (code % x)", code)
+			}
+			if got := bytes.Count(code, []byte{fuelShift, 0x76}); got != tc.runTimeLen { // i32.const 6; i32.shr_u
+				t.Fatalf("%d bulk lengths charged when they run, want %d", got, tc.runTimeLen)
+			}
+		})
+	}
+}
+
+// definedBody returns the code (after the local declarations) of defined
+// function i of wasm.
+func definedBody(t *testing.T, wasm []byte, i int) []byte {
+	t.Helper()
+	r := reader{b: wasm, off: 8}
+	for r.off < len(r.b) {
+		id := r.b[r.off]
+		r.off++
+		size, _ := r.u32()
+		body := wasm[r.off : r.off+int(size)]
+		r.off += int(size)
+		if id != secCode {
+			continue
+		}
+		br, n, _ := vector(body, "code")
+		for k := uint32(0); k < n; k++ {
+			sz, _ := br.u32()
+			fn := br.b[br.off : br.off+int(sz)]
+			br.off += int(sz)
+			if int(k) == i {
+				_, _, _, code, ok := splitLocals(fn)
+				if !ok {
+					t.Fatal("local declarations")
+				}
+				return code
+			}
+		}
+	}
+	t.Fatalf("no function %d", i)
+	return nil
 }

@@ -60,25 +60,84 @@ func TestMeter_GarbageCollectsWhileAGuestLoops(t *testing.T) {
 // Code without loops can still run for ever: a function that calls itself
 // twice 40 levels deep. The meter at every function entry stops it.
 func TestMeter_RecursionWithoutLoopsMeetsTheDeadline(t *testing.T) {
-	self := testwasm.ExtraIndex(0, 0)
-	call := append([]byte{0x10}, testwasm.ULEB(uint64(self))...)
-	// depth lives at address 0: if depth < 40 { depth++; f(); f(); depth-- }
+	rt := runtimeFor(t, sandbox.Options{})
+	m := compileGuest(t, rt, testwasm.Guest{
+		ExtraFns: [][]byte{recursion(0)},
+		Bodies:   map[string][]byte{abi.ProcessExport: append(call(0), testwasm.I32(0)...)},
+	})
+	processMeetsTheDeadline(t, m)
+}
+
+// A function whose first instruction is a loop header has no check at its
+// entry: the header's check charges the whole body. Recursion through it
+// still passes that check once per call, and is stopped.
+func TestMeter_RecursionThroughALoopHeaderMeetsTheDeadline(t *testing.T) {
+	rt := runtimeFor(t, sandbox.Options{})
+	m := compileGuest(t, rt, testwasm.Guest{
+		ExtraFns: [][]byte{append(append([]byte{0x03, 0x40}, recursion(0)...), 0x0b)},
+		Bodies:   map[string][]byte{abi.ProcessExport: append(call(0), testwasm.I32(0)...)},
+	})
+	processMeetsTheDeadline(t, m)
+}
+
+// A call followed by a long tail is checked again when it returns: a
+// million frames deep, each frame's tail (30,000 stores) runs while the
+// chain unwinds, long after the entry checks that charged it.
+func TestMeter_UnwindingADeepChainMeetsTheDeadline(t *testing.T) {
+	load := []byte{0x41, 0, 0x28, 2, 0}
+	// if depth < 1M { depth++; f() }
+	body := append(append([]byte{}, load...), 0x41, 0xc0, 0x84, 0x3d, 0x49, 0x04, 0x40)
+	body = append(body, 0x41, 0)
+	body = append(body, load...)
+	body = append(body, 0x41, 1, 0x6a, 0x36, 2, 0)
+	body = append(body, call(0)...)
+	body = append(body, 0x0b)
+	for range 30000 {
+		body = append(body, 0x41, 8, 0x41, 1, 0x36, 2, 0) // i32.store(8, 1)
+	}
+	rt := runtimeFor(t, sandbox.Options{})
+	m := compileGuest(t, rt, testwasm.Guest{
+		ExtraFns: [][]byte{body},
+		Bodies:   map[string][]byte{abi.ProcessExport: append(call(0), testwasm.I32(0)...)},
+	})
+	processMeetsTheDeadline(t, m)
+}
+
+// Constant bulk lengths are charged ahead with the code only up to a bound
+// per function: past it, a straight-line body of large constant fills (no
+// loop, no call: nothing else to check) is charged fill by fill.
+func TestMeter_ConstantFillsInStraightLineMeetTheDeadline(t *testing.T) {
+	const n = 32 << 20
+	fill := []byte{0x41, 0, 0x41, 0, 0x41, 0x80, 0x80, 0x80, 0x10, 0xfc, 11, 0} // memory.fill(0, 0, 32 MiB)
+	var body []byte
+	for range 5000 { // minutes of filling
+		body = append(body, fill...)
+	}
+	rt := runtimeFor(t, sandbox.Options{MemoryPages: 1024})
+	m := compileGuest(t, rt, testwasm.Guest{MemMin: n >> 16, Bodies: map[string][]byte{abi.ProcessExport: append(body, testwasm.I32(0)...)}})
+	processMeetsTheDeadline(t, m)
+}
+
+// call calls extra function k of a guest without imports.
+func call(k int) []byte {
+	return append([]byte{0x10}, testwasm.ULEB(uint64(testwasm.ExtraIndex(k, 0)))...)
+}
+
+// recursion is a body without loops that runs for ever: extra function k
+// calling itself twice, 40 levels deep (the depth lives at address 0):
+//
+//	if depth < 40 { depth++; f(); f(); depth-- }
+func recursion(k int) []byte {
 	load := []byte{0x41, 0, 0x28, 2, 0}
 	body := append(append([]byte{}, load...), 0x41, 40, 0x49, 0x04, 0x40)
 	body = append(body, 0x41, 0)
 	body = append(body, load...)
 	body = append(body, 0x41, 1, 0x6a, 0x36, 2, 0)
-	body = append(body, call...)
-	body = append(body, call...)
+	body = append(body, call(k)...)
+	body = append(body, call(k)...)
 	body = append(body, 0x41, 0)
 	body = append(body, load...)
-	body = append(body, 0x41, 1, 0x6b, 0x36, 2, 0, 0x0b)
-	rt := runtimeFor(t, sandbox.Options{})
-	m := compileGuest(t, rt, testwasm.Guest{
-		ExtraFns: [][]byte{body},
-		Bodies:   map[string][]byte{abi.ProcessExport: append(append([]byte{}, call...), testwasm.I32(0)...)},
-	})
-	processMeetsTheDeadline(t, m)
+	return append(body, 0x41, 1, 0x6b, 0x36, 2, 0, 0x0b)
 }
 
 // The meter's global and import belong to the sandbox: an upload that
