@@ -18,6 +18,10 @@ type engine struct {
 	groups *Groups
 	batch  Batch
 	snap   []byte
+	// migrate converts the snapshots this instance restores, when the host
+	// hands it those of a state version the aggregator migrates
+	// (abi.Config.MigrateFrom); nil: snapshots are restored as they are.
+	migrate *migration
 }
 
 func newEngine(cfg abi.Config) (*engine, error) {
@@ -37,6 +41,13 @@ func newEngine(cfg abi.Config) (*engine, error) {
 	}
 	s := &registered.schema
 	e := &engine{schema: s, fn: registered.fn, groups: newGroups(cfg.Windows, s, cfg.MaxGroups)}
+	if cfg.MigrateFrom != nil {
+		m, err := newMigration(cfg.MigrateFrom, s, registered.spec.Migrate)
+		if err != nil {
+			return nil, err
+		}
+		e.migrate = m
+	}
 	for _, f := range s.Input {
 		e.types = append(e.types, f.Type)
 	}
@@ -126,6 +137,11 @@ func (e *engine) check(b *abi.Batch) error {
 // Panes come in increasing start and groups in the order they were created,
 // same state always has the same snapshot, and restore accepts exactly the
 // snapshots that snapshot writes.
+//
+// The layout holds values, not names: the metrics are those of the schema
+// the snapshot was written with. A snapshot of another state version that
+// the aggregator migrates is read with its writer's schema, which the host
+// hands over (abi.Config.MigrateFrom), and converted group by group.
 const snapMagic = 0x31534757 // "WGS1"
 
 func (e *engine) snapshot() []byte {
@@ -156,7 +172,8 @@ func (e *engine) snapshot() []byte {
 
 var errSnapshot = errors.New("wagg: malformed snapshot")
 
-// restore replaces the state with a snapshot's. On error the state is empty.
+// restore replaces the state with a snapshot's, migrated when the engine
+// migrates (e.migrate). On error the state is empty.
 func (e *engine) restore(b []byte) error {
 	old := e.groups
 	g := newGroups(old.windows, e.schema, old.maxGroups)
@@ -171,6 +188,10 @@ func (e *engine) restore(b []byte) error {
 func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 	le := binary.LittleEndian
 	nm := len(e.schema.Metrics)
+	in := nm // metrics per group in the snapshot
+	if e.migrate != nil {
+		in = len(e.migrate.schema.Metrics)
+	}
 	take := func(n int) []byte {
 		if n < 0 || n > len(b) {
 			return nil
@@ -194,6 +215,7 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 	} else if n != len(g.windows) {
 		return fmt.Errorf("%w: taken with %d windows, the deployment has %d", errSnapshot, n, len(g.windows))
 	}
+	vals := make([]uint64, in)
 	for w, win := range g.windows {
 		panes, ok := u32()
 		if !ok {
@@ -218,28 +240,41 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 			for range n {
 				kl, ok := u32()
 				key := take(kl)
-				body := take(8 * nm)
+				body := take(8 * in)
 				if !ok || key == nil || body == nil {
 					return fmt.Errorf("%w: truncated group", errSnapshot)
 				}
-				if _, err := e.schema.KeyValues(string(key)); err != nil {
+				kv, err := e.schema.KeyValues(string(key))
+				if err != nil {
 					return fmt.Errorf("%w: window %d pane %d: %v", errSnapshot, w, p.start, err)
 				}
 				h := hashKey(key)
 				if _, _, dup := p.lookup(key, h); dup {
 					return fmt.Errorf("%w: window %d pane %d: a group appears twice", errSnapshot, w, p.start)
 				}
+				for j := range in {
+					vals[j] = le.Uint64(body[8*j:])
+				}
+				src := vals[:in]
+				if e.migrate != nil {
+					var keep bool
+					if src, keep, err = e.migrate.convert(win, p.start, kv, src, g.idents); err != nil {
+						return fmt.Errorf("%w: window %q, pane at %d, key %v: %w", errMigrate, win.Name, p.start, kv, err)
+					} else if !keep {
+						continue
+					}
+				}
 				// Every restored group is marked changed, whatever it was when
 				// the snapshot was taken: the first flush after a restore emits
 				// the whole state, so a host that starts afresh (its live hub
 				// empty) shows every group, not only those that change next.
 				i := p.find(key, h, g.idents)
-				for j := range nm {
-					p.vals[int(i)*nm+j] = le.Uint64(body[8*j:])
-				}
+				copy(p.vals[int(i)*nm:], src)
 				p.touch(i)
 			}
-			g.panes[w][p.start] = p
+			if e.migrate == nil || p.len() > 0 {
+				g.panes[w][p.start] = p
+			}
 		}
 	}
 	if len(b) != 0 {
@@ -266,7 +301,8 @@ func NewLocal(windows ...abi.Window) (*Local, error) {
 }
 
 // NewLocalConfig prepares the registered aggregator with the config
-// wagg_init would hand it (windows, params, the host's group limit).
+// wagg_init would hand it (windows, params, the host's group limit, and the
+// schema of an older build whose snapshot Restore is to migrate).
 func NewLocalConfig(cfg abi.Config) (*Local, error) {
 	e, err := newEngine(cfg)
 	if err != nil {
@@ -298,5 +334,7 @@ func (l *Local) Flush(watermark int64) ([]abi.Row, error) {
 func (l *Local) Snapshot() []byte { return append([]byte(nil), l.e.snapshot()...) }
 
 // Restore replaces the state with a snapshot taken by Snapshot for the same
-// windows. It refuses anything else, leaving the state empty.
+// windows. It refuses anything else, leaving the state empty. With a
+// Config.MigrateFrom, the snapshot is one of that build's, which Spec.Migrate
+// converts group by group.
 func (l *Local) Restore(b []byte) error { return l.e.restore(b) }
