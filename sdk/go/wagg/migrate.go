@@ -24,7 +24,8 @@ import (
 //
 // A deployment's rows in ClickHouse and on dashboards have the columns of
 // its table: an upgrade that restores state keeps the metric names and
-// types of the output (docs/config.md); a migration converts what they hold.
+// types of the output (abi/ABI.md, "State versions"); a migration converts
+// what they hold.
 type MigrateFunc func(old *OldGroup, g *NewGroup) (keep bool)
 
 // OldGroup is a group of a snapshot of an older state version, read through
