@@ -84,7 +84,7 @@ func v1ToV2(old *OldGroup, g *NewGroup) bool {
 }
 
 // register installs spec for the rest of the test.
-func register(t *testing.T, s Spec, fn Func) {
+func register(t testing.TB, s Spec, fn Func) {
 	t.Helper()
 	saved := registered
 	t.Cleanup(func() { registered = saved })
@@ -181,7 +181,7 @@ func mvShow(t *testing.T, l *Local, ws []abi.Window, wm int64) map[string]string
 }
 
 // v1Snapshot is the state version 1 leaves after records, and its schema.
-func v1Snapshot(t *testing.T, ws []abi.Window, records []mvRecord) ([]byte, abi.Schema) {
+func v1Snapshot(t testing.TB, ws []abi.Window, records []mvRecord) ([]byte, abi.Schema) {
 	t.Helper()
 	register(t, v1Spec(), v1Func)
 	l, err := NewLocal(ws...)
@@ -363,4 +363,32 @@ func TestRegister_MigrateAndStateMigratesGoTogether(t *testing.T) {
 			Register(s, v2Func)
 		}()
 	}
+}
+
+// A snapshot to migrate is as untrusted as any: read through an older
+// build's schema and converted, it either restores or is refused leaving
+// nothing behind, and what it restores is the new build's own state.
+func FuzzMigrateRestore(f *testing.F) {
+	ws := []abi.Window{{Name: "second", Kind: abi.Tumbling, SizeMs: 1000}, {Name: "total", Kind: abi.Global}}
+	snap, v1 := v1Snapshot(f, ws, mvRecords(20, 3000))
+	empty, _ := v1Snapshot(f, ws, nil)
+	f.Add(snap)
+	f.Add(empty)
+	register(f, v2Spec(v1ToV2), v2Func)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := NewLocalConfig(abi.Config{ABI: abi.Version, Windows: ws, MigrateFrom: &v1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Restore(data); err != nil {
+			if rows, _ := l.Flush(math.MaxInt64); len(rows) != 0 {
+				t.Fatal("a failed Restore left state behind")
+			}
+			return
+		}
+		own, _ := NewLocal(ws...)
+		if err := own.Restore(l.Snapshot()); err != nil {
+			t.Fatalf("the migrated state does not restore as version 2's own: %v", err)
+		}
+	})
 }
