@@ -65,9 +65,10 @@ var aggregators = map[string]map[string]func(testing.TB) []byte{
 		"as":   func(tb testing.TB) []byte { return testwasm.BuildAS(tb, "examples/votes/assemblyscript/votes.ts") },
 	},
 	// tenths migrates the snapshots of state version 1 (votes per poll);
-	// the C and AssemblyScript SDKs do not migrate state yet.
+	// the AssemblyScript SDK does not migrate state yet.
 	"tenths": {
 		"go":   func(tb testing.TB) []byte { return testwasm.Build(tb, "internal/testwasm/statev2migrate") },
+		"c":    func(tb testing.TB) []byte { return testwasm.BuildC(tb, "internal/testwasm/statev2migrate/c/tenths.c") },
 		"rust": func(tb testing.TB) []byte { return testwasm.BuildRust(tb, "internal/testwasm/statev2migrate/rust") },
 	},
 	"stats": {
