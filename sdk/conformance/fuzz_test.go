@@ -13,7 +13,9 @@ import (
 // FuzzGuestDecoders feeds arbitrary bytes to every SDK's batch and snapshot
 // decoders inside the guest: each must answer a status, never trap (a trap
 // would discard the instance and park the partition), and a refused
-// snapshot leaves the state empty.
+// snapshot leaves the state empty. The snapshot decoders run twice: as
+// they restore their own snapshots (votes), and as they migrate those of an
+// older build (tenths, with migrate_from).
 func FuzzGuestDecoders(f *testing.F) {
 	for _, v := range loadVectors(&testing.T{}) {
 		for _, s := range v.Steps {
@@ -31,13 +33,21 @@ func FuzzGuestDecoders(f *testing.F) {
 	}
 	defer rt.Close(ctx)
 	windows := []abi.Window{{Name: "second", Kind: abi.Tumbling, SizeMs: 1000}, {Name: "total", Kind: abi.Global}}
-	insts := map[string]*sandbox.Instance{}
+	v1 := &abi.Schema{ABI: abi.Version, Input: []abi.Field{{Name: "poll_id", Type: abi.Int64}},
+		Keys: []abi.Column{{Name: "poll_id", Type: abi.Int64}}, Metrics: []abi.Metric{{Name: "votes", Kind: abi.Count, Type: abi.Int64}}}
+	insts, migrating := map[string]*sandbox.Instance{}, map[string]*sandbox.Instance{}
 	for _, sdk := range sdks {
 		m, err := rt.Compile(ctx, aggregators["votes"][sdk](f))
 		if err != nil {
 			f.Fatal(err)
 		}
 		if insts[sdk], err = m.Instantiate(ctx, abi.Config{Windows: windows}); err != nil {
+			f.Fatal(err)
+		}
+		if m, err = rt.Compile(ctx, aggregators["tenths"][sdk](f)); err != nil {
+			f.Fatal(err)
+		}
+		if migrating[sdk], err = m.Instantiate(ctx, abi.Config{Windows: windows, MigrateFrom: v1}); err != nil {
 			f.Fatal(err)
 		}
 	}
@@ -55,10 +65,12 @@ func FuzzGuestDecoders(f *testing.F) {
 		for _, sdk := range sdks {
 			inst := insts[sdk]
 			status(t, sdk, "process", inst.Process(ctx, b))
-			if status(t, sdk, "restore", inst.Restore(ctx, b)) != abi.OK {
-				rows, err := inst.Flush(ctx, 0, nil)
-				if err != nil || len(rows) != 0 {
-					t.Fatalf("%s: after a refused snapshot, flush gave %d rows, %v", sdk, len(rows), err)
+			for _, inst := range []*sandbox.Instance{inst, migrating[sdk]} {
+				if status(t, sdk, "restore", inst.Restore(ctx, b)) != abi.OK {
+					rows, err := inst.Flush(ctx, 0, nil)
+					if err != nil || len(rows) != 0 {
+						t.Fatalf("%s: after a refused snapshot, flush gave %d rows, %v", sdk, len(rows), err)
+					}
 				}
 			}
 		}

@@ -923,9 +923,10 @@ export function init(p: usize, n: u32): i32 {
   if (abi != 1) return setError(ERR_BAD_INPUT, "wagg: the host speaks another ABI than 1");
   if (wins.length == 0) return setError(ERR_BAD_INPUT, "wagg: 0 windows, want 1 to 255");
   if (mf !== null) {
-    if (migrateFn === null || !spec.migratesList.includes(<i32>mf.version)) {
+    if (!spec.migratesList.includes(<i32>mf.version)) {
       return setError(ERR_BAD_INPUT, "wagg: config migrate_from: a state version this build does not migrate");
     }
+    if (migrateFn === null) return setError(ERR_BAD_INPUT, "wagg: the spec migrates older state versions but register got no migrate function");
     let same = mf.keyTypes.length == spec.keyTypes.length;
     for (let i = 0; same && i < spec.keyTypes.length; i++) same = mf.keyTypes[i] == spec.keyTypes[i];
     if (!same) return setError(ERR_BAD_INPUT, "wagg: config migrate_from: other key column types: a migration keeps the key's column types");
