@@ -267,6 +267,15 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 	if d.Start != "" {
 		return m.startFresh(ctx, d, man, mod, prev)
 	}
+	// An upgrade in place writes to the generation's table as it is.
+	if diff, err := sink.Mismatch(ctx, m.o.ClickHouse, m.o.Database, d.Storage(), &mod.Schema); err != nil {
+		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	} else if diff != "" {
+		return api.Deployment{}, fmt.Errorf("%w: deployment %s: %s writes other columns than the deployment's table: %s. "+
+			"A deploy in place keeps the table: keep its key and metric columns (a state migration may change what they hold); "+
+			"or start fresh: wagg deploy -start earliest (or an offset, or a time) counts into a new generation of the tables beside the running one and takes over once caught up",
+			plugins.ErrConflict, d.Name, d.Plugin, diff)
+	}
 	if err := m.checkUpgrade(ctx, d, man, &mod.Schema); err != nil {
 		return api.Deployment{}, err
 	}

@@ -144,7 +144,7 @@ func TestUpgrade_RestoresOnlyStateTheNewPluginAccepts(t *testing.T) {
 // only if nothing was lost, counted twice or left unconverted. A version
 // neither accepted nor migrated is still refused, downgrades included.
 func TestUpgrade_MigratesStateTheNewPluginDeclaresItConverts(t *testing.T) {
-	r := newPollsRig(t, services(t), map[string]string{"1": "internal/testwasm/panics", "2": "internal/testwasm/statev2", "4": "internal/testwasm/statev2migrate"})
+	r := newPollsRig(t, services(t), map[string]string{"1": "internal/testwasm/panics", "2": "internal/testwasm/statev2", "4": "internal/testwasm/statev2migrate", "5": "examples/votes"})
 	h, ctx := r.h, context.Background()
 	deploy := func(plugin string) (int, api.ErrorBody) {
 		code, body := r.deploy(plugin, "")
@@ -208,6 +208,14 @@ func TestUpgrade_MigratesStateTheNewPluginDeclaresItConverts(t *testing.T) {
 		if !strings.Contains(eb.Error.Message, want) {
 			t.Errorf("refusal %q does not say %q", eb.Error.Message, want)
 		}
+	}
+
+	// State version 1 too, but other columns (votes per poll and option):
+	// its rows could not go to the table, so it is refused before the state
+	// is even looked at.
+	code, eb = deploy("counts@5")
+	if code != http.StatusConflict || !strings.Contains(eb.Error.Message, "counts@5 writes other columns than the deployment's table: the table has no column option") {
+		t.Fatalf("deploy counts@5 (other columns) in place: %d %+v, want 409 naming the column", code, eb)
 	}
 
 	// Votes keep coming while the plugin changes: those counts@1 read after

@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -111,6 +112,63 @@ func SwitchView(ctx context.Context, conn driver.Conn, db, view, next, old strin
 		return fmt.Errorf("sink: switch view %s.%s to %s: %w", db, view, next, err)
 	}
 	return nil
+}
+
+// hostColumns are the columns of a raw table that no plugin declares.
+var hostColumns = map[string]bool{
+	"window_name": true, "window_start": true, "window_end": true, "source_partition": true,
+	"is_final": true, "version": true, "inserted_at": true,
+}
+
+// Mismatch says how the existing table of a deployment's generation
+// (storage) differs from the one the schema s would make: "" when it is the
+// same or there is none yet. Ensure keeps a table that exists, so a plugin
+// whose key or metric columns differ could not write to it.
+func Mismatch(ctx context.Context, conn driver.Conn, db, storage string, s *abi.Schema) (string, error) {
+	rows, err := conn.Query(ctx, "SELECT name, type FROM system.columns WHERE database = ? AND table = ?", db, RawTable(storage))
+	if err != nil {
+		return "", fmt.Errorf("sink: columns of %s: %w", RawTable(storage), err)
+	}
+	defer rows.Close()
+	have := map[string]string{}
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			return "", fmt.Errorf("sink: columns of %s: %w", RawTable(storage), err)
+		}
+		if !hostColumns[name] {
+			have[name] = typ
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("sink: columns of %s: %w", RawTable(storage), err)
+	}
+	if len(have) == 0 {
+		return "", nil
+	}
+	want := map[string]string{}
+	for _, k := range s.Keys {
+		want[k.Name] = chType(k.Type)
+	}
+	for _, m := range s.Metrics {
+		want[m.Name] = chType(m.Type)
+	}
+	var diffs []string
+	for name, typ := range want {
+		switch got, ok := have[name]; {
+		case !ok:
+			diffs = append(diffs, fmt.Sprintf("the table has no column %s", name))
+		case got != typ:
+			diffs = append(diffs, fmt.Sprintf("column %s is %s in the table, %s in the plugin", name, got, typ))
+		}
+	}
+	for name := range have {
+		if _, ok := want[name]; !ok {
+			diffs = append(diffs, fmt.Sprintf("the plugin does not write column %s", name))
+		}
+	}
+	slices.Sort(diffs)
+	return strings.Join(diffs, "; "), nil
 }
 
 func chType(t abi.Type) string {
