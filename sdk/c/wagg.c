@@ -982,14 +982,21 @@ int wagg_engine_init(const uint8_t *cfg, uint32_t len) {
     int n;
     int64_t max_groups;
     const char *err;
-    if (!parse_config(cfg, len, wins, &n, &max_groups, &err)) return fail(WAGG_ERR_BAD_INPUT, err);
+    if (!parse_config(cfg, len, wins, &n, &max_groups, &err)) {
+        from.present = 0;
+        return fail(WAGG_ERR_BAD_INPUT, err);
+    }
     if (from.present) {
         int ok = 0;
         for (int i = 0; i < spec.nmigrates; i++) ok |= spec.migrates[i] == from.version;
-        if (!ok) return fail(WAGG_ERR_BAD_INPUT, "wagg: config migrate_from: a state version this build does not migrate");
+        const char *why = ok ? NULL : "wagg: config migrate_from: a state version this build does not migrate";
         ok = from.nkeys == spec.nkeys;
         for (int i = 0; ok && i < spec.nkeys; i++) ok = from.keys[i] == spec.keys[i].type;
-        if (!ok) return fail(WAGG_ERR_BAD_INPUT, "wagg: config migrate_from: other key column types: a migration keeps the key's column types");
+        if (!why && !ok) why = "wagg: config migrate_from: other key column types: a migration keeps the key's column types";
+        if (why) {
+            from.present = 0;
+            return fail(WAGG_ERR_BAD_INPUT, why);
+        }
     }
     clear_groups(&groups);
     memcpy(groups.windows, wins, (size_t)n * sizeof(window));

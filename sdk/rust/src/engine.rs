@@ -67,6 +67,7 @@ impl<A: Aggregator> Engine<A> {
 
     /// Starts an empty state for the config's windows (`wagg_init`).
     pub fn init(&mut self, cfg: &[u8]) -> Result<(), Error> {
+        self.migration = None;
         let c = parse_config(cfg).map_err(Error::bad_input)?;
         self.migration = match c.migrate_from {
             Some(f) => Some(Migration::new(f, &self.spec)?),
