@@ -13,7 +13,7 @@ CLICKHOUSE?= 127.0.0.1:$(WAGG_CLICKHOUSE_PORT)
 DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_DIR  := .cache/demo
 TEST_REPORT := .cache/test-report.txt
-TEST_ENV  := WAGG_TEST_KAFKA=$(KAFKA) WAGG_TEST_CLICKHOUSE=$(CLICKHOUSE) WAGG_TEST_REPORT=$(CURDIR)/$(TEST_REPORT) WAGG_TEST_SDKS=1
+TEST_ENV  := WAGG_TEST_KAFKA=$(KAFKA) WAGG_TEST_CLICKHOUSE=$(CLICKHOUSE) WAGG_TEST_REPORT=$(CURDIR)/$(TEST_REPORT) WAGG_TEST_INSTALLED=1
 # Debian's Rust (scripts/toolchains.sh), whatever else is on PATH; one
 # target directory so guests and tests build once.
 CARGO     := CARGO_TARGET_DIR=$(CURDIR)/.cache/cargo RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc /usr/bin/cargo
@@ -29,6 +29,7 @@ build: wasm
 wasm:
 	@mkdir -p $(BIN)
 	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o $(BIN)/votes.wasm ./examples/votes
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o $(BIN)/uniquevoters.wasm ./examples/uniquevoters
 
 services:
 	bash scripts/services.sh up
@@ -59,9 +60,14 @@ test-sdks: toolchains
 	cc -O2 -Wall -Wextra -Werror -std=c11 -Isdk/c -o $(BIN)/votes-c-test \
 	  examples/votes/c/votes.c examples/votes/c/votes_test.c sdk/c/wagg.c sdk/c/wagg_local.c
 	$(BIN)/votes-c-test
+	cc -O2 -Wall -Wextra -Werror -std=c11 -Isdk/c -o $(BIN)/uniquevoters-c-test \
+	  examples/uniquevoters/c/uniquevoters.c examples/uniquevoters/c/uniquevoters_test.c sdk/c/wagg.c sdk/c/wagg_local.c
+	$(BIN)/uniquevoters-c-test
 	$(CARGO) test -q --offline --manifest-path sdk/rust/Cargo.toml
 	$(CARGO) test -q --offline --manifest-path examples/votes/rust/Cargo.toml
+	$(CARGO) test -q --offline --manifest-path examples/uniquevoters/rust/Cargo.toml
 	node --test examples/votes/assemblyscript/
+	node --test examples/uniquevoters/assemblyscript/
 
 # Unit, fuzz-seed, browser and integration tests against the real services,
 # the SDKs' conformance, and the Kafka Streams peer's correctness check.
@@ -83,7 +89,8 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeBatch -fuzztime $(FUZZTIME) ./abi
 	$(GO) test -run XXX -fuzz FuzzDecodeRows -fuzztime $(FUZZTIME) ./abi
 	$(GO) test -run XXX -fuzz FuzzKeyValues -fuzztime $(FUZZTIME) ./abi
-	$(GO) test -run XXX -fuzz FuzzRestore -fuzztime $(FUZZTIME) ./sdk/go/wagg
+	$(GO) test -run XXX -fuzz 'FuzzRestore$$' -fuzztime $(FUZZTIME) ./sdk/go/wagg
+	$(GO) test -run XXX -fuzz FuzzRestoreDistinct -fuzztime $(FUZZTIME) ./sdk/go/wagg
 	$(GO) test -run XXX -fuzz FuzzMigrateRestore -fuzztime $(FUZZTIME) ./sdk/go/wagg
 	$(GO) test -run XXX -fuzz FuzzDecoder -fuzztime $(FUZZTIME) ./host/decode
 	$(GO) test -run XXX -fuzz FuzzDecodeClientFrame -fuzztime $(FUZZTIME) ./host/hub

@@ -21,7 +21,9 @@ import (
 //	  i64  window start, Unix milliseconds (0 for a global window)
 //	  key  per key column, in schema order: int64 and float64 as 8 bytes,
 //	       string as u32 length then the bytes
-//	  per metric, in schema order: 8 bytes (int64, or float64 bits)
+//	  per metric, in schema order: 8 bytes (int64, or float64 bits); a
+//	       distinct metric: its sketch (Sketch.AppendEncoded), u32 length
+//	       then at most SketchMaxBytes bytes
 const (
 	RowsMagic  = 0x31524757 // "WGR1"
 	rowsHeader = 16
@@ -30,13 +32,17 @@ const (
 
 // Row is one output row. Key is the key columns in their encoded form, which
 // makes it usable as a map key; Schema.KeyValues decodes it. Metrics hold each
-// metric's 8 bytes: an int64, or a float64's bits.
+// metric's 8 bytes: an int64, or a float64's bits. A distinct metric j has
+// its sketch in Sketches[j] and, once decoded, its estimate in Metrics[j];
+// Sketches is nil when the schema has no distinct metric, and its other
+// entries are nil.
 type Row struct {
-	Window  uint8
-	Final   bool
-	Start   int64
-	Key     string
-	Metrics []uint64
+	Window   uint8
+	Final    bool
+	Start    int64
+	Key      string
+	Metrics  []uint64
+	Sketches []*Sketch
 }
 
 // AppendKeyInt64 and friends build an encoded key.
@@ -66,8 +72,15 @@ func (w *RowsWriter) Reset() {
 	w.n = 0
 }
 
-// Append adds a row whose key is already encoded.
+// Append adds a row whose key is already encoded, and which has no
+// distinct metric.
 func (w *RowsWriter) Append(window uint8, final bool, start int64, key []byte, metrics []uint64) {
+	w.AppendSketches(window, final, start, key, metrics, nil)
+}
+
+// AppendSketches adds a row whose key is already encoded: metric j is
+// sketches[j] when that is not nil (a distinct metric), else metrics[j].
+func (w *RowsWriter) AppendSketches(window uint8, final bool, start int64, key []byte, metrics []uint64, sketches []*Sketch) {
 	if len(w.buf) < rowsHeader {
 		w.Reset()
 	}
@@ -78,7 +91,11 @@ func (w *RowsWriter) Append(window uint8, final bool, start int64, key []byte, m
 	w.buf = append(w.buf, window, flags)
 	w.buf = binary.LittleEndian.AppendUint64(w.buf, uint64(start))
 	w.buf = append(w.buf, key...)
-	for _, m := range metrics {
+	for j, m := range metrics {
+		if j < len(sketches) && sketches[j] != nil {
+			w.buf = sketches[j].AppendEncoded(w.buf)
+			continue
+		}
 		w.buf = binary.LittleEndian.AppendUint64(w.buf, m)
 	}
 	w.n++
@@ -127,7 +144,15 @@ func decodeRows(buf []byte, s *Schema, windows int, dst []Row) ([]Row, error) {
 		return dst, fmt.Errorf("%w: header says %d bytes, got %d", ErrRows, total, len(buf))
 	}
 	n := int(le.Uint32(buf[4:]))
-	minRow := 10 + 8*len(s.Metrics)
+	minRow, fixed := 10, true
+	for _, m := range s.Metrics {
+		if m.Kind == Distinct {
+			minRow += 4
+			fixed = false
+		} else {
+			minRow += 8
+		}
+	}
 	if n > (len(buf)-rowsHeader)/minRow {
 		return dst, fmt.Errorf("%w: %d rows cannot fit in %d bytes", ErrRows, n, len(buf))
 	}
@@ -159,11 +184,26 @@ func decodeRows(buf []byte, s *Schema, windows int, dst []Row) ([]Row, error) {
 			off += k
 		}
 		r.Key = string(buf[keyStart:off])
-		if len(buf)-off < 8*len(s.Metrics) {
+		if fixed && len(buf)-off < 8*len(s.Metrics) {
 			return dst, fmt.Errorf("%w: row %d metrics truncated", ErrRows, i)
 		}
 		r.Metrics = make([]uint64, len(s.Metrics))
-		for j := range r.Metrics {
+		if !fixed {
+			r.Sketches = make([]*Sketch, len(s.Metrics))
+		}
+		for j, m := range s.Metrics {
+			if m.Kind == Distinct {
+				sk, k, err := DecodeSketch(buf[off:])
+				if err != nil {
+					return dst, fmt.Errorf("%w: row %d metric %s: %w", ErrRows, i, m.Name, err)
+				}
+				r.Sketches[j], r.Metrics[j] = sk, uint64(sk.Estimate())
+				off += k
+				continue
+			}
+			if len(buf)-off < 8 {
+				return dst, fmt.Errorf("%w: row %d metrics truncated", ErrRows, i)
+			}
 			r.Metrics[j] = le.Uint64(buf[off:])
 			off += 8
 		}
@@ -220,7 +260,20 @@ func (s *Schema) MetricValue(j int, bits uint64) any {
 	return int64(bits)
 }
 
-// Merge combines per-partition values of metric j into dst, by its kind.
+// HasDistinct reports whether a metric of s is a distinct count, whose rows
+// carry sketches.
+func (s *Schema) HasDistinct() bool {
+	for _, m := range s.Metrics {
+		if m.Kind == Distinct {
+			return true
+		}
+	}
+	return false
+}
+
+// Merge combines per-partition values of metric j into dst, by its kind. A
+// distinct metric does not merge by value: merge its sketches (Sketch.Merge)
+// and take the estimate.
 func (s *Schema) Merge(j int, dst, v uint64) uint64 {
 	m := s.Metrics[j]
 	if m.Type == Float64 {

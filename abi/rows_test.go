@@ -204,9 +204,11 @@ func TestSchema_MergeByKind(t *testing.T) {
 	}
 }
 
-// FuzzDecodeRows checks that any bytes decode without panicking, that
+// FuzzDecodeRows checks that any bytes decode without panicking, by a
+// schema of every fixed-size kind and by one with distinct counts, that
 // decoded keys decode by the schema, and that rows that decode re-encode
-// through RowsWriter to exactly the same bytes.
+// through RowsWriter to exactly the same bytes, with the estimate of each
+// sketch in its metric.
 func FuzzDecodeRows(f *testing.F) {
 	var w abi.RowsWriter
 	w.Reset()
@@ -214,24 +216,37 @@ func FuzzDecodeRows(f *testing.F) {
 	w.Append(0, false, 1000, []byte(key(1, 0.5, "yes")), []uint64{1, 2, 3, 4, 5, 6, 7})
 	w.Append(1, true, -1000, []byte(key(-1, 0, "")), []uint64{7, 6, 5, 4, 3, 2, 1})
 	f.Add(bytes.Clone(w.Bytes()))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		rows, err := abi.DecodeRows(data, rowSchema, 2, nil)
-		if err != nil {
-			if !errors.Is(err, abi.ErrRows) || rows != nil {
-				t.Fatalf("error %v (rows %v): want ErrRows and no rows", err, rows)
-			}
-			return
-		}
-		var w abi.RowsWriter
+	for _, n := range []int{0, 3, abi.SketchSparseMax + 100} {
 		w.Reset()
-		for _, r := range rows {
-			if _, err := rowSchema.KeyValues(r.Key); err != nil {
-				t.Fatalf("a decoded key does not decode: %v", err)
+		sk := sketchOf(0, n)
+		w.AppendSketches(1, true, 60_000, []byte("\x02\x00\x00\x00ab"), []uint64{9, 0, 0}, []*abi.Sketch{nil, sk, sketchOf(n, 2)})
+		f.Add(bytes.Clone(w.Bytes()))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, s := range []*abi.Schema{rowSchema, distinctSchema} {
+			rows, err := abi.DecodeRows(data, s, 2, nil)
+			if err != nil {
+				if !errors.Is(err, abi.ErrRows) || rows != nil {
+					t.Fatalf("error %v (rows %v): want ErrRows and no rows", err, rows)
+				}
+				continue
 			}
-			w.Append(r.Window, r.Final, r.Start, []byte(r.Key), r.Metrics)
-		}
-		if !bytes.Equal(w.Bytes(), data) {
-			t.Fatalf("re-encoding differs:\n got %x\nwant %x", w.Bytes(), data)
+			var w abi.RowsWriter
+			w.Reset()
+			for _, r := range rows {
+				if _, err := s.KeyValues(r.Key); err != nil {
+					t.Fatalf("a decoded key does not decode: %v", err)
+				}
+				for j, sk := range r.Sketches {
+					if sk != nil && int64(r.Metrics[j]) != sk.Estimate() {
+						t.Fatalf("metric %d holds %d, its sketch estimates %d", j, int64(r.Metrics[j]), sk.Estimate())
+					}
+				}
+				w.AppendSketches(r.Window, r.Final, r.Start, []byte(r.Key), r.Metrics, r.Sketches)
+			}
+			if !bytes.Equal(w.Bytes(), data) {
+				t.Fatalf("re-encoding differs:\n got %x\nwant %x", w.Bytes(), data)
+			}
 		}
 	})
 }

@@ -25,6 +25,10 @@ const (
 	Sum   Kind = "sum"   // int64 or float64; merged by sum
 	Min   Kind = "min"   // int64 or float64; merged by min
 	Max   Kind = "max"   // int64 or float64; merged by max
+	// Distinct is int64, the number of distinct values, estimated from a
+	// HyperLogLog sketch (Sketch) that the row carries and that merges by
+	// register-wise max.
+	Distinct Kind = "distinct"
 )
 
 // Field is one typed input field the host extracts from each record's JSON
@@ -191,8 +195,10 @@ func (s *Schema) Validate() error {
 		switch {
 		case m.Kind == Count && m.Type != Int64:
 			return fmt.Errorf("metrics[%d].type: a count is int64", i)
-		case m.Kind != Count && m.Kind != Sum && m.Kind != Min && m.Kind != Max:
-			return fmt.Errorf("metrics[%d].kind %q: want count, sum, min or max", i, m.Kind)
+		case m.Kind == Distinct && m.Type != Int64:
+			return fmt.Errorf("metrics[%d].type: a distinct count is int64", i)
+		case m.Kind != Count && m.Kind != Sum && m.Kind != Min && m.Kind != Max && m.Kind != Distinct:
+			return fmt.Errorf("metrics[%d].kind %q: want count, sum, min, max or distinct", i, m.Kind)
 		case m.Type == String:
 			return fmt.Errorf("metrics[%d].type: want int64 or float64", i)
 		}

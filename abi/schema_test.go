@@ -108,7 +108,8 @@ func TestSchema_ValidateNamesTheField(t *testing.T) {
 		{"metric same as key", func(s *abi.Schema) { s.Metrics[0].Name = "option" }, `metrics[0]: name "option": declared twice`},
 		{"metric type", func(s *abi.Schema) { s.Metrics[0].Type = "int32" }, `metrics[0]: type "int32"`},
 		{"count float", func(s *abi.Schema) { s.Metrics[0].Type = abi.Float64 }, "metrics[0].type: a count is int64"},
-		{"metric kind", func(s *abi.Schema) { s.Metrics[0].Kind = "avg" }, `metrics[0].kind "avg": want count, sum, min or max`},
+		{"distinct float", func(s *abi.Schema) { s.Metrics[0].Kind, s.Metrics[0].Type = abi.Distinct, abi.Float64 }, "metrics[0].type: a distinct count is int64"},
+		{"metric kind", func(s *abi.Schema) { s.Metrics[0].Kind = "avg" }, `metrics[0].kind "avg": want count, sum, min, max or distinct`},
 		{"metric string", func(s *abi.Schema) { s.Metrics[0].Kind, s.Metrics[0].Type = abi.Max, abi.String }, "metrics[0].type: want int64 or float64"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -25,6 +25,11 @@ type Window struct {
 	SlideMs int64      `json:"slide_ms,omitempty"`
 }
 
+// MaxTimeMs is the last millisecond of event time a window may reach: what a
+// ClickHouse DateTime (UInt32 seconds) holds. Window starts are at or after
+// the epoch and window ends at or before MaxTimeMs+1.
+const MaxTimeMs = math.MaxUint32*1000 + 999
+
 // MaxWindowsPerRecord bounds how many hopping windows one record joins.
 const MaxWindowsPerRecord = 64
 
@@ -100,6 +105,29 @@ func latestStart(ts, slide int64) (int64, bool) {
 		return 0, false
 	}
 	return ts - m, true
+}
+
+// HasStart reports whether start is the start of a window of w that lies
+// within the times a sink holds: 0 for a global window; otherwise a multiple
+// of the slide from the epoch on, ending by MaxTimeMs+1. A guest's row whose
+// start fails this is refused (host/sandbox), so no plugin can write a window
+// that does not exist or that a DateTime column would wrap onto another.
+func (w Window) HasStart(start int64) bool {
+	if w.Kind == Global {
+		return start == 0
+	}
+	slide := w.slide()
+	return slide > 0 && start >= 0 && start%slide == 0 && start <= MaxTimeMs+1-w.SizeMs
+}
+
+// Preroll is how long after the epoch the first event time lies whose
+// windows all start at or after it: a hopping window's earliest pane starts
+// size-slide before the event, the others' at or before it.
+func (w Window) Preroll() int64 {
+	if w.Kind == Hopping {
+		return w.SizeMs - w.SlideMs
+	}
+	return 0
 }
 
 // End is the exclusive end of the window that starts at start. It saturates

@@ -118,3 +118,104 @@ func TestUpgradeError_NamesTheWaysOn(t *testing.T) {
 		}
 	}
 }
+
+func TestParseStart_TakesEarliestAnOffsetOrATime(t *testing.T) {
+	at := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	cases := []struct {
+		in   string
+		want StartAt
+		bad  bool
+	}{
+		{"earliest", StartAt{}, false},
+		{"0", StartAt{}, false},
+		{"1500", StartAt{Offset: 1500}, false},
+		{"2026-12-02T10:00:00Z", StartAt{Time: at}, false},
+		{"2026-12-02T11:00:00+01:00", StartAt{Time: at}, false},
+		{"-1", StartAt{}, true},
+		{"latest", StartAt{}, true},
+		{"", StartAt{}, true},
+		{"2026-12-02", StartAt{}, true},
+		{"99999999999999999999", StartAt{}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.in, func(t *testing.T) {
+			got, err := ParseStart(c.in)
+			if c.bad {
+				if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "earliest") {
+					t.Fatalf("got %+v %v, want ErrInvalid saying what is accepted", got, err)
+				}
+				return
+			}
+			if err != nil || got.Offset != c.want.Offset || !got.Time.Equal(c.want.Time) {
+				t.Fatalf("got %+v %v, want %+v", got, err, c.want)
+			}
+		})
+	}
+}
+
+func TestParseDeployment_ReadsJSONAndYAMLAlike(t *testing.T) {
+	j := `{"name":"votes","plugin":"votes@1","topic":"votes","lateness":"250ms","max_batch":512,
+		"windows":[{"name":"second","kind":"tumbling","size":"1s"},{"name":"hop","kind":"hopping","size":"10s","slide":"5s"},{"name":"total","kind":"global"}]}`
+	y := goodSpec + "lateness: 250ms\nmax_batch: 512\n"
+	y = strings.Replace(y, "  - {name: total", "  - {name: hop, kind: hopping, size: 10s, slide: 5s}\n  - {name: total", 1)
+	dj, err := ParseDeployment([]byte(j))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dy, err := ParseDeployment([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(dj.Lateness) != 250*time.Millisecond || dj.MaxBatch != 512 || len(dj.Windows) != 3 {
+		t.Fatalf("JSON spec read as %+v", dj)
+	}
+	wj, wy := dj.ABIWindows(), dy.ABIWindows()
+	if len(wj) != len(wy) {
+		t.Fatalf("windows %+v and %+v", wj, wy)
+	}
+	for i := range wj {
+		if wj[i] != wy[i] {
+			t.Errorf("window %d: JSON %+v, YAML %+v", i, wj[i], wy[i])
+		}
+	}
+	if wj[1].SizeMs != 10_000 || wj[1].SlideMs != 5000 {
+		t.Errorf("hopping window %+v", wj[1])
+	}
+	if name, version := dj.PluginRef(); name != "votes" || version != "1" {
+		t.Errorf("plugin ref %q %q", name, version)
+	}
+}
+
+func TestParseDeployment_RefusesWindowsItCannotRun(t *testing.T) {
+	cases := []struct{ windows, field string }{
+		{"windows: []", "windows"},
+		{"windows:\n  - {name: a, kind: tumbling, size: 1s}\n  - {name: a, kind: global}", "windows[1].name"},
+		{"windows:\n  - {name: a, kind: sliding, size: 1s}", "windows[0]"},
+		{"windows:\n  - {name: a, kind: tumbling}", "windows[0]"},
+		{"windows:\n  - {name: a, kind: hopping, size: 1s, slide: 2s}", "windows[0]"},
+	}
+	base := "name: votes\nplugin: votes@1\ntopic: votes\n"
+	for _, c := range cases {
+		t.Run(c.field, func(t *testing.T) {
+			_, err := ParseDeployment([]byte(base + c.windows + "\n"))
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.field) {
+				t.Fatalf("got %v, want ErrInvalid naming %s", err, c.field)
+			}
+		})
+	}
+}
+
+func TestGenerationName_LaterGenerationsCannotCollideWithADeployment(t *testing.T) {
+	if got := GenerationName("votes", 0); got != "votes" {
+		t.Errorf("generation 0: %q, want the deployment's name", got)
+	}
+	g := GenerationName("votes", 3)
+	if g != "votes__g3" {
+		t.Errorf("generation 3: %q", g)
+	}
+	d := Deployment{Name: g, Plugin: "votes@1", Topic: "votes", DeadLetterTopic: "dl", Windows: []WindowSpec{{Name: "total", Kind: "global"}}}
+	d.applyDefaults()
+	if err := d.Validate(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a deployment named like a generation (%s) was accepted", g)
+	}
+}

@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,9 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/wagg/wagg/abi"
 	"github.com/wagg/wagg/host/sandbox"
@@ -53,12 +56,21 @@ type Registry struct {
 	// core and up to hundreds of MiB while it runs, and none holds mu.
 	compiling chan struct{}
 
-	mu      sync.Mutex
-	modules map[string]*sandbox.Module // by sha256, compiled once, checked by a dry run
+	mu sync.Mutex
+	// modules are the compiled modules by sha256, each checked by a dry
+	// run, held weakly: a module's code stays while a deployment uses it
+	// (or it is among the recent few) and goes with its last user, so that
+	// uploads never pile up compiled code (sandbox.Module).
+	modules map[string]weak.Pointer[sandbox.Module]
+	recent  []*sandbox.Module // the last modules compiled or asked for, newest last
 }
 
 // Compilers is how many modules the registry compiles at once.
 const Compilers = 2
+
+// Recent is how many compiled modules the registry keeps without a user,
+// so that a deploy right after its push finds the module compiled.
+const Recent = 4
 
 // DefaultMaxSize is the upload limit unless configured.
 const DefaultMaxSize = 32 << 20
@@ -73,7 +85,7 @@ func Open(dir string, rt *sandbox.Runtime, maxSize int) (*Registry, error) {
 			return nil, fmt.Errorf("plugins: %w", err)
 		}
 	}
-	return &Registry{dir: dir, rt: rt, maxSize: maxSize, compiling: make(chan struct{}, Compilers), modules: map[string]*sandbox.Module{}}, nil
+	return &Registry{dir: dir, rt: rt, maxSize: maxSize, compiling: make(chan struct{}, Compilers), modules: map[string]weak.Pointer[sandbox.Module]{}}, nil
 }
 
 // MaxSize is the largest module Push accepts.
@@ -144,10 +156,7 @@ func (r *Registry) Push(ctx context.Context, name, version string, wasm []byte) 
 // of compiled modules nor more than its own slot; a module that fails is
 // closed, so its compiled code does not stay in memory.
 func (r *Registry) compile(ctx context.Context, sha string, wasm []byte) (*sandbox.Module, error) {
-	r.mu.Lock()
-	m := r.modules[sha]
-	r.mu.Unlock()
-	if m != nil {
+	if m := r.cached(sha); m != nil {
 		return m, nil
 	}
 	select {
@@ -156,10 +165,7 @@ func (r *Registry) compile(ctx context.Context, sha string, wasm []byte) (*sandb
 		return nil, ctx.Err()
 	}
 	defer func() { <-r.compiling }()
-	r.mu.Lock()
-	m = r.modules[sha] // compiled meanwhile by another caller
-	r.mu.Unlock()
-	if m != nil {
+	if m := r.cached(sha); m != nil { // compiled meanwhile by another caller
 		return m, nil
 	}
 	m, err := r.rt.Compile(ctx, wasm)
@@ -181,12 +187,64 @@ func (r *Registry) compile(ctx context.Context, sha string, wasm []byte) (*sandb
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if old := r.modules[sha]; old != nil {
+	if old := r.modules[sha].Value(); old != nil {
 		m.Close(ctx)
+		r.use(old)
 		return old, nil
 	}
-	r.modules[sha] = m
+	r.modules[sha] = weak.Make(m)
+	r.use(m)
 	return m, nil
+}
+
+// cached is the compiled module of sha, if it is still held somewhere.
+func (r *Registry) cached(sha string) *sandbox.Module {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.modules[sha].Value()
+	if m == nil {
+		delete(r.modules, sha)
+		return nil
+	}
+	r.use(m)
+	return m
+}
+
+// use makes m the most recent module, letting the oldest of more than
+// Recent go (its code stays while a deployment uses it). Under r.mu.
+func (r *Registry) use(m *sandbox.Module) {
+	r.recent = slices.DeleteFunc(r.recent, func(o *sandbox.Module) bool { return o == m })
+	r.recent = append(r.recent, m)
+	if n := len(r.recent) - Recent; n > 0 {
+		r.recent = slices.Delete(r.recent, 0, n)
+	}
+}
+
+// Delete removes name@version, and its module's bytes unless another
+// version is the same bytes. A deployment that runs it keeps its compiled
+// module; nothing can start it again.
+func (r *Registry) Delete(name, version string) error {
+	m, err := r.Get(name, version)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(r.dir, "plugins", name, version+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	os.Remove(filepath.Join(r.dir, "plugins", name)) // only when empty
+	all, err := r.List()
+	if err != nil {
+		return err
+	}
+	for _, o := range all {
+		if o.SHA256 == m.SHA256 {
+			return nil
+		}
+	}
+	if err := os.Remove(filepath.Join(r.dir, "blobs", m.SHA256+".wasm")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // Get returns the manifest of name@version.
@@ -247,7 +305,11 @@ func (r *Registry) List() ([]Manifest, error) {
 		}
 		out = append(out, m)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Ref() < out[j].Ref() })
+	// By name, then version: not by Ref, where "votes2@1" would come
+	// before "votes@1" ('2' sorts before '@').
+	slices.SortFunc(out, func(a, b Manifest) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.Version, b.Version))
+	})
 	return out, nil
 }
 

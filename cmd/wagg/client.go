@@ -18,8 +18,8 @@ import (
 )
 
 func plugin(ctx context.Context, args []string) error {
-	if len(args) == 0 || (args[0] != "push" && args[0] != "list") {
-		return fmt.Errorf("plugin: want push or list")
+	if len(args) == 0 || (args[0] != "push" && args[0] != "list" && args[0] != "delete") {
+		return fmt.Errorf("plugin: want push, list or delete")
 	}
 	fs := flag.NewFlagSet("plugin "+args[0], flag.ContinueOnError)
 	srv := serverFlag(fs)
@@ -31,6 +31,12 @@ func plugin(ctx context.Context, args []string) error {
 	}
 	if args[0] == "list" {
 		return call(ctx, token(*tok), http.MethodGet, *srv+"/v1/plugins", "", nil)
+	}
+	if args[0] == "delete" {
+		if *name == "" || *version == "" || fs.NArg() != 0 {
+			return fmt.Errorf("plugin delete: want -name N -version V")
+		}
+		return call(ctx, token(*tok), http.MethodDelete, *srv+"/v1/plugins/"+*name+"/"+*version, "", nil)
 	}
 	if fs.NArg() != 1 || *version == "" {
 		return fmt.Errorf("plugin push: want -version V and one .wasm file")

@@ -19,6 +19,7 @@ Usage:
   wagg serve   [-config wagg.yaml] [flags]        run the host
   wagg plugin push -name N -version V FILE.wasm  upload a plugin
   wagg plugin list                               list uploaded plugins
+  wagg plugin delete -name N -version V          delete a plugin no deployment runs, on every host
   wagg deploy  -f deployment.yaml [-start S]     run a plugin on a topic (-start earliest|OFFSET|TIME: fresh, backfilled)
   wagg deployments [-json]                       list deployments, their status and errors
   wagg query   "SELECT ..."                      read-only SQL over the history (JSON rows)

@@ -28,6 +28,9 @@ import (
 type Backend interface {
 	PushPlugin(ctx context.Context, name, version string, wasm []byte) (plugins.Manifest, error)
 	Plugins() ([]plugins.Manifest, error)
+	// DeletePlugin returns plugins.ErrConflict for a plugin a deployment
+	// uses and plugins.ErrNotFound for one that is not stored.
+	DeletePlugin(ctx context.Context, name, version string) error
 	MaxUpload() int
 	Deploy(ctx context.Context, d plugins.Deployment) (Deployment, error)
 	Undeploy(ctx context.Context, name string) error
@@ -144,6 +147,7 @@ func New(b Backend, h Handlers) http.Handler {
 	mux.Handle("GET /v1/live", h.Live)
 	mux.Handle("GET /v1/live/sse", h.LiveSSE)
 	mux.Handle("POST /v1/plugins/{name}/{version}", a.need(http.HandlerFunc(a.pushPlugin), auth.ScopePluginsWrite))
+	mux.Handle("DELETE /v1/plugins/{name}/{version}", a.need(http.HandlerFunc(a.deletePlugin), auth.ScopePluginsWrite))
 	mux.Handle("GET /v1/plugins", a.need(http.HandlerFunc(a.listPlugins), auth.ScopeDeploymentsRead, auth.ScopePluginsWrite))
 	mux.Handle("POST /v1/deployments", a.need(http.HandlerFunc(a.deploy), auth.ScopeDeploymentsWrite))
 	mux.Handle("GET /v1/deployments", a.need(http.HandlerFunc(a.listDeployments), auth.ScopeDeploymentsRead))
@@ -302,6 +306,14 @@ func (a *handler) pushPlugin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, m)
+}
+
+func (a *handler) deletePlugin(w http.ResponseWriter, r *http.Request) {
+	if err := a.b.DeletePlugin(r.Context(), r.PathValue("name"), r.PathValue("version")); err != nil {
+		writeErr(w, err, CodeInvalidPlugin)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (a *handler) listPlugins(w http.ResponseWriter, _ *http.Request) {

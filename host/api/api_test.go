@@ -36,8 +36,9 @@ func (fakeBackend) MaxUpload() int                       { return 1 << 20 }
 func (fakeBackend) Deploy(_ context.Context, d plugins.Deployment) (Deployment, error) {
 	return Deployment{Deployment: d}, nil
 }
-func (fakeBackend) Undeploy(context.Context, string) error { return nil }
-func (fakeBackend) Deployments() []Deployment              { return []Deployment{} }
+func (fakeBackend) Undeploy(context.Context, string) error             { return nil }
+func (fakeBackend) DeletePlugin(context.Context, string, string) error { return nil }
+func (fakeBackend) Deployments() []Deployment                          { return []Deployment{} }
 func (fakeBackend) Stats(_ context.Context, name string) (Stats, error) {
 	return Stats{Name: name}, nil
 }
@@ -94,6 +95,7 @@ var spec = `{"name":"v","plugin":"votes@1","topic":"votes","windows":[{"name":"t
 var endpoints = []endpoint{
 	{"POST", "/v1/plugins/votes/1", "application/wasm", "\x00asm", auth.ScopePluginsWrite, 201},
 	{"GET", "/v1/plugins", "", "", auth.ScopeDeploymentsRead, 200},
+	{"DELETE", "/v1/plugins/votes/1", "", "", auth.ScopePluginsWrite, 204},
 	{"POST", "/v1/deployments", "application/json", spec, auth.ScopeDeploymentsWrite, 201},
 	{"GET", "/v1/deployments", "", "", auth.ScopeDeploymentsRead, 200},
 	{"DELETE", "/v1/deployments/v", "", "", auth.ScopeDeploymentsWrite, 204},

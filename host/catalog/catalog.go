@@ -220,6 +220,13 @@ func (c *Catalog) PutPlugin(ctx context.Context, name, version, sha string, wasm
 	return err
 }
 
+// DeletePlugin writes the tombstone of a plugin and waits until this host
+// has applied it (deleted its copy).
+func (c *Catalog) DeletePlugin(ctx context.Context, name, version, sha string) error {
+	_, err := c.put(ctx, pluginKey(name, version, sha), nil)
+	return err
+}
+
 // PutDeployment writes a spec (a new revision, clearing any failure) and
 // waits until this host has applied it. It returns the revision.
 func (c *Catalog) PutDeployment(ctx context.Context, d plugins.Deployment) (int64, error) {

@@ -11,7 +11,7 @@
 //
 // Records (key: value):
 //
-//	plugin/<name>@<version>/<sha256>   the .wasm bytes (first per name@version wins)
+//	plugin/<name>@<version>/<sha256>   the .wasm bytes (first per name@version wins); a tombstone: deleted
 //	deployment/<name>                  the spec, JSON; a tombstone: undeployed
 //	failed/<name>                      a Failure, JSON; a tombstone: cleared
 //

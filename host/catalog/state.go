@@ -28,7 +28,8 @@ type Entry struct {
 	Failure *Failure
 }
 
-// Plugin is a plugin record.
+// Plugin is a plugin record. Wasm is nil for a deleted plugin (a
+// tombstone).
 type Plugin struct {
 	Name, Version, SHA256 string
 	Wasm                  []byte
@@ -63,14 +64,14 @@ func pluginKey(name, version, sha string) string {
 }
 
 // apply reads one record. A plugin record is returned for the caller to
-// store; a record it cannot read is an error and changes nothing (a record
+// store (or, a tombstone, to delete); a record it cannot read is an error and changes nothing (a record
 // written by a newer wagg, or by hand).
 func (s *state) apply(offset int64, key string, value []byte, at time.Time) (*Plugin, error) {
 	switch {
 	case strings.HasPrefix(key, prefixPlugin):
 		ref, sha, ok := strings.Cut(strings.TrimPrefix(key, prefixPlugin), "/")
 		name, version, ok2 := strings.Cut(ref, "@")
-		if !ok || !ok2 || value == nil {
+		if !ok || !ok2 {
 			return nil, fmt.Errorf("catalog: record %q at offset %d: not a plugin", key, offset)
 		}
 		return &Plugin{Name: name, Version: version, SHA256: sha, Wasm: value, At: at}, nil

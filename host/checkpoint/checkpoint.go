@@ -37,21 +37,36 @@ type Checkpoint struct {
 type Store struct {
 	conn  driver.Conn
 	table string
-	clock atomic.Int64
+	clock versionClock
 }
 
 // Table is the checkpoint table's name.
 const Table = "_wagg_checkpoints"
 
-// Open creates the table when missing.
-func Open(ctx context.Context, conn driver.Conn, db string) (*Store, error) {
-	s := &Store{conn: conn, table: "`" + db + "`." + Table}
-	ddl := "CREATE TABLE IF NOT EXISTS " + s.table + ` (
+// tableDDL creates the checkpoint table: one row per (deployment, topic,
+// partition) once merged, the one of the highest version.
+func tableDDL(table string) string {
+	return "CREATE TABLE IF NOT EXISTS " + table + ` (
 		deployment String, topic String, source_partition UInt32,
 		next_offset Int64, watermark Int64, snapshot String, plugin_sha256 String,
 		version UInt64, written_at DateTime DEFAULT now(), state_version UInt32 DEFAULT 1
 	) ENGINE = ReplacingMergeTree(version) ORDER BY (deployment, topic, source_partition)`
-	if err := conn.Exec(ctx, ddl); err != nil {
+}
+
+// saveColumns are the columns Save writes, in the order of values.
+const saveColumns = "deployment, topic, source_partition, next_offset, watermark, snapshot, plugin_sha256, version, state_version"
+
+// values is c as the values of saveColumns, written at version. A state
+// version below 1 is written as 1, what every plugin was before plugins
+// declared one.
+func (c Checkpoint) values(version uint64) []any {
+	return []any{c.Deployment, c.Topic, uint32(c.Partition), c.NextOffset, c.Watermark, string(c.Snapshot), c.Plugin, version, uint32(max(c.StateVersion, 1))}
+}
+
+// Open creates the table when missing.
+func Open(ctx context.Context, conn driver.Conn, db string) (*Store, error) {
+	s := &Store{conn: conn, table: "`" + db + "`." + Table}
+	if err := conn.Exec(ctx, tableDDL(s.table)); err != nil {
 		return nil, fmt.Errorf("checkpoint: create table: %w", err)
 	}
 	// A table made before state versions were kept gets the column; its
@@ -74,20 +89,39 @@ var ErrNone = errors.New("checkpoint: none")
 
 // Load returns the latest checkpoint of a partition, or ErrNone.
 func (s *Store) Load(ctx context.Context, deployment, topic string, partition int32) (Checkpoint, error) {
-	c := Checkpoint{Deployment: deployment, Topic: topic, Partition: partition}
-	row := s.conn.QueryRow(ctx, "SELECT next_offset, watermark, snapshot, plugin_sha256, state_version FROM "+s.table+
+	row := s.conn.QueryRow(ctx, "SELECT "+loadColumns+" FROM "+s.table+
 		" FINAL WHERE deployment = ? AND topic = ? AND source_partition = ?", deployment, topic, uint32(partition))
-	var snap string
-	var sv uint32
-	if err := row.Scan(&c.NextOffset, &c.Watermark, &snap, &c.Plugin, &sv); err != nil {
+	var l loaded
+	if err := row.Scan(l.dest()...); err != nil {
+		c := Checkpoint{Deployment: deployment, Topic: topic, Partition: partition}
 		if errors.Is(err, sql.ErrNoRows) {
 			return c, ErrNone
 		}
 		return c, fmt.Errorf("checkpoint: load %s/%s/%d: %w", deployment, topic, partition, err)
 	}
-	c.Snapshot = []byte(snap)
-	c.StateVersion = int(sv)
-	return c, nil
+	return l.checkpoint(deployment, topic, partition), nil
+}
+
+// loadColumns are the columns Load reads, in the order of loaded.dest.
+const loadColumns = "next_offset, watermark, snapshot, plugin_sha256, state_version"
+
+// loaded is a checkpoint row as Load scans it.
+type loaded struct {
+	next, watermark  int64
+	snapshot, plugin string
+	stateVersion     uint32
+}
+
+func (l *loaded) dest() []any {
+	return []any{&l.next, &l.watermark, &l.snapshot, &l.plugin, &l.stateVersion}
+}
+
+func (l *loaded) checkpoint(deployment, topic string, partition int32) Checkpoint {
+	return Checkpoint{
+		Deployment: deployment, Topic: topic, Partition: partition,
+		NextOffset: l.next, Watermark: l.watermark, Snapshot: []byte(l.snapshot), Plugin: l.plugin,
+		StateVersion: int(l.stateVersion),
+	}
 }
 
 // Writer is a plugin and state version that wrote checkpoints of a
@@ -124,13 +158,12 @@ func (s *Store) Writers(ctx context.Context, deployment, topic string) ([]Writer
 // Save writes a checkpoint. Versions increase with the wall clock and never
 // repeat within a process, so the latest write wins.
 func (s *Store) Save(ctx context.Context, c Checkpoint) error {
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table+
-		" (deployment, topic, source_partition, next_offset, watermark, snapshot, plugin_sha256, version, state_version)")
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table+" ("+saveColumns+")")
 	if err != nil {
 		return fmt.Errorf("checkpoint: prepare: %w", err)
 	}
 	defer b.Abort()
-	if err := b.Append(c.Deployment, c.Topic, uint32(c.Partition), c.NextOffset, c.Watermark, string(c.Snapshot), c.Plugin, s.version(), uint32(max(c.StateVersion, 1))); err != nil {
+	if err := b.Append(c.values(s.clock.next())...); err != nil {
 		return fmt.Errorf("checkpoint: append: %w", err)
 	}
 	if err := b.Send(); err != nil {
@@ -139,11 +172,23 @@ func (s *Store) Save(ctx context.Context, c Checkpoint) error {
 	return nil
 }
 
-func (s *Store) version() uint64 {
+// versionClock numbers the checkpoints of a process: the wall clock in
+// nanoseconds, or one more than the last number when the clock has not
+// moved on (or stepped back), so that the later of two saves always wins.
+type versionClock struct {
+	last atomic.Int64
+	now  func() time.Time // time.Now when nil
+}
+
+func (c *versionClock) next() uint64 {
+	now := time.Now
+	if c.now != nil {
+		now = c.now
+	}
 	for {
-		old := s.clock.Load()
-		v := max(time.Now().UnixNano(), old+1)
-		if s.clock.CompareAndSwap(old, v) {
+		old := c.last.Load()
+		v := max(now().UnixNano(), old+1)
+		if c.last.CompareAndSwap(old, v) {
 			return uint64(v)
 		}
 	}

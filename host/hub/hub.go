@@ -3,7 +3,6 @@ package hub
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"reflect"
 	"slices"
@@ -12,86 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/wagg/wagg/abi"
-	"github.com/wagg/wagg/host/auth"
 )
-
-// Options configure a Hub. A nil *Options, and every zero field, takes the
-// default stated on the field.
-type Options struct {
-	// QueueFrames is how many deltas a subscriber may be behind before it is
-	// treated as slow (default 256). A slow subscriber's backlog is coalesced
-	// into one delta holding the latest value of each row, so a subscriber on
-	// a thin link gets fewer, larger frames instead of an ever-growing lag.
-	QueueFrames int
-	// KeepClosed is how many closed panes of each tumbling or hopping window
-	// the hub keeps for snapshots (default 10). Older closed panes are evicted
-	// and announced in the delta that evicts them; rows arriving later for an
-	// evicted pane are dropped (ClickHouse has them).
-	KeepClosed int
-	// History is how many deltas of each aggregator are kept (default 1024,
-	// at least QueueFrames). They serve resumes after a reconnect and
-	// subscribers that are behind; a subscriber that needs a delta no longer
-	// kept is closed with StatusSlowConsumer. The kept deltas are also
-	// bounded to 64 MiB of encoded frames.
-	History int
-	// OriginPatterns are the cross-origin hosts allowed to open the
-	// WebSocket, passed to websocket.AcceptOptions. The request's own host
-	// is always allowed.
-	OriginPatterns []string
-	// Auth verifies the tokens of subscriptions; nil lets every
-	// subscription through (open mode, loopback only).
-	Auth *auth.Verifier
-	// MaxConnsPerIP bounds the WebSocket connections of one remote address
-	// when Auth is set (default 256); the next handshake gets 429. Open
-	// mode serves loopback only and has no such bound.
-	MaxConnsPerIP int
-	// MaxGroupsPerPane bounds the groups one pane of an aggregator holds,
-	// the rows of all partitions merged (default 1,000,000): the hub's
-	// memory grows with what plugins emit, and a plugin may emit a new key
-	// per record. Publish leaves out rows that would create more and
-	// returns a *TooManyGroupsError.
-	MaxGroupsPerPane int
-	// Logger receives the hub's warnings and debug events (default
-	// slog.Default()).
-	Logger *slog.Logger
-
-	// Timings, unexported so tests can shorten them.
-	pingEvery    time.Duration // WebSocket ping to an idle subscriber (30s)
-	writeTimeout time.Duration // one frame write; past it the TCP connection is dropped (30s)
-	sweepEvery   time.Duration // how often subscribers that fell out of History are found (250ms)
-	closeGrace   time.Duration // Close waits this long for close handshakes before dropping connections (3s)
-}
-
-func (o *Options) withDefaults() Options {
-	var c Options
-	if o != nil {
-		c = *o
-	}
-	def := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	def(&c.QueueFrames, 256)
-	def(&c.KeepClosed, 10)
-	def(&c.History, 1024)
-	def(&c.MaxConnsPerIP, 256)
-	def(&c.MaxGroupsPerPane, DefaultMaxGroupsPerPane)
-	c.History = max(c.History, c.QueueFrames)
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	defd := func(v *time.Duration, d time.Duration) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	defd(&c.pingEvery, 30*time.Second)
-	defd(&c.writeTimeout, 30*time.Second)
-	defd(&c.sweepEvery, 250*time.Millisecond)
-	defd(&c.closeGrace, 3*time.Second)
-	return c
-}
 
 // Hub merges the per-partition rows of every registered aggregator and
 // serves them to WebSocket subscribers. Its methods are safe for concurrent
@@ -235,55 +155,15 @@ func (h *Hub) PublishAt(aggregator string, partition int32, version int64, rows 
 		return nil
 	}
 	defer a.mu.Unlock()
-	if version >= 0 {
-		if latest, ok := a.versions[partition]; ok && version < latest {
-			return nil
-		}
-		a.versions[partition] = version
+	if a.stale(partition, version) {
+		return nil
 	}
 	out, evicted, err := a.apply(partition, rows)
 	if len(out) == 0 && len(evicted) == 0 {
 		return err
 	}
-	a.seq++
-	d := &delta{seq: a.seq, rows: out, evicted: evicted}
-	d.frame = a.encodeDelta(d.seq, d.seq-1, out, evicted, nil)
-	a.push(d)
+	a.push(out, evicted)
 	return err
-}
-
-// DefaultMaxGroupsPerPane is the default of Options.MaxGroupsPerPane.
-const DefaultMaxGroupsPerPane = 1_000_000
-
-// TooManyGroupsError is a Publish whose rows would make one pane hold more
-// groups than Options.MaxGroupsPerPane.
-type TooManyGroupsError struct {
-	Aggregator string
-	Window     string
-	Start      int64 // the pane's start, Unix ms (0 for a global window)
-	Limit      int
-	Dropped    int // rows left out
-}
-
-func (e *TooManyGroupsError) Error() string {
-	return fmt.Sprintf("aggregator %s: window %s, pane at %d: the plugin emitted more than %d groups for one pane (sandbox.max_groups_per_pane); "+
-		"%d rows left out. Key by fewer distinct values, or raise the limit", e.Aggregator, e.Window, e.Start, e.Limit, e.Dropped)
-}
-
-// retire marks a replaced state and closes its subscribers.
-func (a *aggState) retire(code websocket.StatusCode, reason string) {
-	a.mu.Lock()
-	a.gone = true
-	subs := make([]*subscription, 0, len(a.subs))
-	for s := range a.subs {
-		subs = append(subs, s)
-	}
-	close(a.notify)
-	a.notify = make(chan struct{})
-	a.mu.Unlock()
-	for _, s := range subs {
-		s.sess.closeWith(code, reason)
-	}
 }
 
 // sweep closes the subscribers that need deltas no longer kept. A writer

@@ -481,37 +481,6 @@ func (s *session) step(sub *subscription) (more bool, notify <-chan struct{}, wa
 	return true, nil, 0, nil
 }
 
-// encodeCoalesced folds deltas into one: the latest value of every row they
-// touched, then every pane they evicted, from the subscriber's last seq to
-// head. Rows and deltas are immutable, so this runs without the lock.
-func (a *aggState) encodeCoalesced(sub *subscription, ds []*delta, head uint64) []byte {
-	type rowID struct {
-		win   int
-		start int64
-		key   string
-	}
-	idx := map[rowID]int{}
-	var rows []outRow
-	var evicted []paneRef
-	for _, d := range ds {
-		for i := range d.rows {
-			r := &d.rows[i]
-			if !sub.f.matchRow(r) {
-				continue
-			}
-			id := rowID{r.win, r.start, r.k.key}
-			if j, ok := idx[id]; ok {
-				rows[j] = *r
-			} else {
-				idx[id] = len(rows)
-				rows = append(rows, *r)
-			}
-		}
-		evicted = append(evicted, d.evicted...)
-	}
-	return a.encodeDelta(head, sub.lastSent, rows, evicted, sub.f)
-}
-
 // write writes one frame; at is the state the frame brings the client to
 // (snapshot, resumed, delta), nil for the others.
 func (s *session) write(b []byte, at *state) error {

@@ -110,10 +110,6 @@ type rowKey struct {
 func newWorker(e *env, p int32) *worker {
 	schema := &e.module.Schema
 	g := &gate{p: p, kafka: e.kafka}
-	var maxWindow int64
-	for _, w := range e.spec.Windows {
-		maxWindow = max(maxWindow, w.SizeMs)
-	}
 	return &worker{
 		env: e, p: p, gate: g,
 		queue:      newQueue(e.spec.MaxQueued, g),
@@ -121,7 +117,7 @@ func newWorker(e *env, p int32) *worker {
 		one:        decode.New(schema),
 		enc:        abi.NewBatchEncoder(schema),
 		wm:         window.New(e.spec.Windows, e.spec.Lateness.Milliseconds(), window.Start),
-		guard:      window.NewGuard(e.spec.MaxFuture.Milliseconds(), maxWindow),
+		guard:      window.NewGuard(e.spec.MaxFuture.Milliseconds(), e.spec.Windows),
 		pending:    map[rowKey]abi.Row{},
 		lastRecord: time.Now(),
 		saves:      make(chan save, 1),
@@ -571,7 +567,10 @@ func (w *worker) idleAdvance(ctx context.Context) bool {
 }
 
 // closesPane reports whether moving the watermark from wm to target closes
-// at least one pane of a windowed window.
+// at least one pane of a windowed window. The earliest pane still open
+// holds wm (a pane is closed once its end is at or below the watermark),
+// so the panes holding wm are the ones to look at; those holding wm+1 miss
+// the pane that ends at wm+1.
 func closesPane(windows []abi.Window, wm, target int64) bool {
 	if target <= wm {
 		return false
@@ -581,7 +580,7 @@ func closesPane(windows []abi.Window, wm, target int64) bool {
 		if win.Kind == abi.Global {
 			continue
 		}
-		starts = win.Starts(wm+1, starts[:0])
+		starts = win.Starts(wm, starts[:0])
 		for _, s := range starts {
 			if win.Closed(s, target) {
 				return true

@@ -192,10 +192,14 @@ func (b *broker) deadLetters() []*kgo.Record {
 	return append([]*kgo.Record(nil), b.dls...)
 }
 
-type live struct{ rows atomic.Int64 }
+type live struct {
+	rows    atomic.Int64
+	version atomic.Int64 // of the latest rows: the offset the worker had read to
+}
 
-func (l *live) PublishAt(_ string, _ int32, _ int64, rows []abi.Row) error {
+func (l *live) PublishAt(_ string, _ int32, version int64, rows []abi.Row) error {
 	l.rows.Add(int64(len(rows)))
+	l.version.Store(version)
 	return nil
 }
 

@@ -112,7 +112,7 @@ func (r *Relay) PublishAt(aggregator string, partition int32, version int64, row
 	}
 	w := abi.RowsWriter{}
 	for i := range rows {
-		w.Append(rows[i].Window, rows[i].Final, rows[i].Start, []byte(rows[i].Key), rows[i].Metrics)
+		w.AppendSketches(rows[i].Window, rows[i].Final, rows[i].Start, []byte(rows[i].Key), rows[i].Metrics, rows[i].Sketches)
 	}
 	rec := &kgo.Record{
 		Partition: partition,

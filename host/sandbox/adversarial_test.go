@@ -421,3 +421,58 @@ func TestAdversarial_TrapBreaksOnlyItsInstance(t *testing.T) {
 		t.Fatalf("another instance of the same module: %v", err)
 	}
 }
+
+// A plugin's rows name panes of the deployment's windows: a start that is no
+// pane of its window (off the slide's grid, before 1970, past what a DateTime
+// holds, or not 0 in a global window) would be written wrapped onto another
+// pane's row in ClickHouse, so the flush is refused instead.
+func TestAdversarial_RowsOfPanesThatDoNotExist(t *testing.T) {
+	ctx := context.Background()
+	windows := []abi.Window{{Name: "minute", Kind: abi.Tumbling, SizeMs: 60_000}, {Name: "hour", Kind: abi.Hopping, SizeMs: 3_600_000, SlideMs: 60_000}, {Name: "total", Kind: abi.Global}}
+	rowsOf := func(window uint8, start int64) []byte {
+		var w abi.RowsWriter
+		w.Reset()
+		w.Append(window, false, start, abi.AppendKeyInt64(nil, 7), []uint64{1})
+		return w.Bytes()
+	}
+	cases := []struct {
+		name   string
+		window uint8
+		start  int64
+		ok     bool
+	}{
+		{"a minute", 0, 1_700_000_040_000, true},
+		{"an hour sliding by the minute", 1, 1_700_000_040_000, true},
+		{"the total", 2, 0, true},
+		{"off the minute's grid", 0, 1_700_000_040_001, false},
+		{"before 1970", 0, -60_000, false},
+		{"past a DateTime", 0, abi.MaxTimeMs - abi.MaxTimeMs%60_000, false},
+		{"2^32 seconds on, where a DateTime wraps", 0, 1_700_000_040_000 + 1<<32*1000, false},
+		{"a total that starts somewhere", 2, 60_000, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rows := rowsOf(c.window, c.start)
+			rt := runtimeFor(t, sandbox.Options{})
+			m := compileGuest(t, rt, testwasm.Guest{
+				Bodies: map[string][]byte{abi.FlushExport: testwasm.Packed(4096, uint32(len(rows)))},
+				Data:   []testwasm.Segment{{Offset: 4096, Bytes: rows}}})
+			inst, err := m.Instantiate(ctx, abi.Config{Windows: windows})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer inst.Close(ctx)
+			got, err := inst.Flush(ctx, 0, nil)
+			if c.ok {
+				if err != nil || len(got) != 1 || got[0].Start != c.start {
+					t.Fatalf("flush: %v %+v, want the row", err, got)
+				}
+				return
+			}
+			var ge *sandbox.GuestError
+			if !errors.As(err, &ge) || ge.Export != abi.FlushExport || !strings.Contains(err.Error(), "no pane starting at") || len(got) != 0 {
+				t.Fatalf("flush: %v %+v, want a *GuestError naming the pane", err, got)
+			}
+		})
+	}
+}

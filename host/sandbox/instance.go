@@ -27,7 +27,7 @@ type Instance struct {
 
 	inPtr, inCap uint32
 	stack        [1]uint64
-	windows      int
+	windows      []abi.Window
 
 	input, init, describe, process, flush, snapshot, restore, lastErr api.Function
 }
@@ -68,7 +68,7 @@ func (m *Module) Instantiate(ctx context.Context, cfg abi.Config) (*Instance, er
 		i.Close(ctx)
 		return nil, err
 	}
-	i.windows = len(cfg.Windows)
+	i.windows = cfg.Windows
 	return i, nil
 }
 
@@ -99,9 +99,16 @@ func (i *Instance) Flush(ctx context.Context, watermark int64, dst []abi.Row) ([
 				Message: fmt.Sprintf("returned %d rows, the limit is %d (sandbox.max_rows)", n, i.m.r.opts.MaxRows)}
 		}
 	}
-	rows, err := abi.DecodeRows(b, &i.m.Schema, i.windows, dst)
+	rows, err := abi.DecodeRows(b, &i.m.Schema, len(i.windows), dst)
 	if err != nil {
 		return dst, &GuestError{Export: abi.FlushExport, Code: abi.ErrBadInput, Message: err.Error()}
+	}
+	for j, r := range rows[len(dst):] {
+		if w := i.windows[r.Window]; !w.HasStart(r.Start) {
+			clear(rows[len(dst):])
+			return dst, &GuestError{Export: abi.FlushExport, Code: abi.ErrBadInput,
+				Message: fmt.Sprintf("%v: row %d: window %s has no pane starting at %d ms (a multiple of its slide, from 1970 until a DateTime ends)", abi.ErrRows, j, w.Name, r.Start)}
+		}
 	}
 	return rows, nil
 }

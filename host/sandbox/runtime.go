@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -87,10 +89,11 @@ func (o *Options) withDefaults() Options {
 
 // Runtime compiles and instantiates plugins. It is safe for concurrent use.
 type Runtime struct {
-	opts   Options
-	rt     wazero.Runtime
-	cache  wazero.CompilationCache
-	budget budget
+	opts    Options
+	rt      wazero.Runtime
+	cache   wazero.CompilationCache
+	budget  budget
+	modules atomic.Int64 // compiled modules holding code (Modules)
 }
 
 // New starts a runtime with WASI preview 1 available to guests.
@@ -130,12 +133,30 @@ func (r *Runtime) Close(ctx context.Context) error {
 	return errors.Join(err, r.cache.Close(ctx))
 }
 
-// Module is a compiled, checked plugin.
+// Module is a compiled, checked plugin. Its compiled code (machine code
+// outside the Go heap, megabytes for a Go guest) is released by Close, or
+// once nothing references the Module any more, whichever comes first: an
+// instance references its module, so code in use stays.
 type Module struct {
-	r        *Runtime
-	compiled wazero.CompiledModule
-	memCap   uint64 // bytes of the budget one instance reserves: its memory cap and its tables
-	Schema   abi.Schema
+	r      *Runtime
+	code   *compiledCode
+	memCap uint64 // bytes of the budget one instance reserves: its memory cap and its tables
+	Schema abi.Schema
+}
+
+// compiledCode is a module's compiled code, closed once.
+type compiledCode struct {
+	c      wazero.CompiledModule
+	live   *atomic.Int64 // the runtime's count of modules not closed
+	closed atomic.Bool
+}
+
+func (c *compiledCode) close(ctx context.Context) error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	c.live.Add(-1)
+	return c.c.Close(ctx)
 }
 
 // Errors of the sandbox, for errors.Is.
@@ -183,9 +204,12 @@ func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: not a WebAssembly module wagg can compile: %v", ErrInvalid, err)
 	}
-	m := &Module{r: r, compiled: c}
+	code := &compiledCode{c: c, live: &r.modules}
+	r.modules.Add(1)
+	m := &Module{r: r, code: code}
+	runtime.AddCleanup(m, func(c *compiledCode) { c.close(context.Background()) }, code)
 	if err := check(c); err != nil {
-		c.Close(ctx)
+		m.Close(ctx)
 		return nil, err
 	}
 	pages := r.opts.MemoryPages
@@ -197,17 +221,17 @@ func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	m.memCap = uint64(pages)*pageSize + tableElems*8
 	inst, err := m.instantiate(ctx)
 	if err != nil {
-		c.Close(ctx)
+		m.Close(ctx)
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	defer inst.Close(ctx)
 	raw, err := inst.packed(ctx, inst.describe, r.opts.MaxOutput)
 	if err != nil {
-		c.Close(ctx)
+		m.Close(ctx)
 		return nil, fmt.Errorf("%w: wagg_describe: %w", ErrInvalid, err)
 	}
 	if err := decodeSchema(raw, &m.Schema); err != nil {
-		c.Close(ctx)
+		m.Close(ctx)
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return m, nil
@@ -272,8 +296,13 @@ func names(ts []api.ValueType) []string {
 	return out
 }
 
-// Close releases the compiled code.
-func (m *Module) Close(ctx context.Context) error { return m.compiled.Close(ctx) }
+// Close releases the compiled code; instances started from it must be
+// closed first. A Module nothing references is closed by itself.
+func (m *Module) Close(ctx context.Context) error { return m.code.close(ctx) }
+
+// Modules is how many compiled modules hold code: compiled and neither
+// closed nor collected.
+func (r *Runtime) Modules() int { return int(r.modules.Load()) }
 
 func (m *Module) instantiate(ctx context.Context) (*Instance, error) {
 	r := m.r
@@ -290,7 +319,7 @@ func (m *Module) instantiate(ctx context.Context) (*Instance, error) {
 	var meter callMeter
 	cctx := r.metered(experimental.WithMemoryAllocator(ctx, alloc), &meter)
 	out.begin()
-	mod, err := r.rt.InstantiateModule(cctx, m.compiled, cfg)
+	mod, err := r.rt.InstantiateModule(cctx, m.code.c, cfg)
 	meter.end()
 	if err != nil {
 		// wazero closes a module whose start function failed, but not one

@@ -311,17 +311,18 @@ func browser(t *testing.T, url, key string, want int64) {
 
 // e2e runs a node test file of host/web/e2e (Playwright, headless Chromium)
 // with env and fails unless all of its pass tests pass. make test installs
-// Chromium and the npm packages; without them the test is skipped.
+// Chromium and the npm packages; without them the test is skipped (failed
+// under make test: testwasm.Missing).
 func e2e(t *testing.T, script string, pass int, env ...string) {
 	t.Helper()
 	dir := filepath.Join(testwasm.Root(t), "host", "web", "e2e")
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("browser test: no node (make test installs what it needs)")
+		testwasm.Missing(t, "browser test: no node (make test installs what it needs)")
 	}
 	for _, need := range []string{"/usr/bin/chromium", filepath.Join(dir, "..", "node_modules", "playwright-core")} {
 		if _, err := os.Stat(need); err != nil {
-			t.Skipf("browser test: %s is missing (make test installs it)", need)
+			testwasm.Missing(t, fmt.Sprintf("browser test: %s is missing (make test installs it)", need))
 		}
 	}
 	cmd := exec.Command(node, "--test", "--test-concurrency=1", script)

@@ -137,6 +137,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if s.catalog, err = catalog.Open(ctx, catalog.Options{
 		Brokers: cfg.Kafka.Brokers, Admin: s.admin, Topic: cfg.CatalogTopic(), MaxPluginSize: cfg.Sandbox.MaxUploadSize, Log: log,
 		Plugin: func(ctx context.Context, p catalog.Plugin) error {
+			if p.Wasm == nil {
+				if err := s.reg.Delete(p.Name, p.Version); err != nil && !errors.Is(err, plugins.ErrNotFound) {
+					return err
+				}
+				return nil
+			}
 			_, err := s.reg.Push(ctx, p.Name, p.Version, p.Wasm)
 			return err
 		},
@@ -306,6 +312,30 @@ func (s *Server) PushPlugin(ctx context.Context, name, version string, wasm []by
 	}
 	s.audit(ctx, "plugin_push", name+"@"+version, "sha256 "+m.SHA256)
 	return stored, nil
+}
+
+// DeletePlugin deletes name@version on every host. A plugin that a
+// deployment's spec names (or its backfill's) is refused with ErrConflict
+// naming the deployment.
+func (s *Server) DeletePlugin(ctx context.Context, name, version string) error {
+	if err := s.catalog.CatchUp(ctx); err != nil {
+		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	m, err := s.reg.Get(name, version)
+	if err != nil {
+		return err
+	}
+	ref := m.Ref()
+	for _, e := range s.catalog.Deployments() {
+		if e.Spec.Plugin == ref {
+			return fmt.Errorf("%w: deployment %s runs %s: undeploy it, or deploy another version onto it, first", plugins.ErrConflict, e.Spec.Name, ref)
+		}
+	}
+	if err := s.catalog.DeletePlugin(ctx, name, version, m.SHA256); err != nil {
+		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	s.audit(ctx, "plugin_delete", ref, "sha256 "+m.SHA256)
+	return nil
 }
 
 // Plugins lists stored plugins.

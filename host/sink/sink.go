@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,9 +35,32 @@ func RawTable(deployment string) string { return deployment + "__partitions" }
 // when missing, and returns the Table to write to. A view of that name
 // over another generation stays as it is: SwitchView moves it.
 func Ensure(ctx context.Context, conn driver.Conn, db, view, storage string, s *abi.Schema, windows []abi.Window) (*Table, error) {
-	t := &Table{conn: conn, db: db, name: view, schema: s, windows: windows}
-	raw := Quote(db) + "." + Quote(RawTable(storage))
-	t.raw = raw
+	st := statementsFor(db, view, storage, s)
+	if err := conn.Exec(ctx, st.table); err != nil {
+		return nil, fmt.Errorf("sink: create table %s: %w", st.raw, err)
+	}
+	if err := conn.Exec(ctx, st.view); err != nil {
+		return nil, fmt.Errorf("sink: create view %s.%s: %w", db, view, err)
+	}
+	return &Table{conn: conn, db: db, name: view, raw: st.raw, schema: s, windows: windows, insert: st.insert}, nil
+}
+
+// statements is the SQL of one deployment's generation.
+type statements struct {
+	raw    string // the per-partition table, quoted with its database
+	table  string // creates raw
+	view   string // creates the view
+	insert string // the INSERT of Write, with its column list
+}
+
+// statementsFor builds the SQL of a generation's table and view from the
+// plugin's schema. A row of the table is one partition's value of one
+// group in one pane; ReplacingMergeTree keeps, per sort key (the pane,
+// the group and the partition), the row of the highest version, the
+// source offset it is current to, so a replay writing the same rows again
+// changes nothing. The view merges the partitions by each metric's kind.
+func statementsFor(db, view, storage string, s *abi.Schema) statements {
+	st := statements{raw: Quote(db) + "." + Quote(RawTable(storage))}
 	var cols, keys, insertCols []string
 	add := func(name, typ string) {
 		cols = append(cols, Quote(name)+" "+typ)
@@ -51,19 +75,17 @@ func Ensure(ctx context.Context, conn driver.Conn, db, view, storage string, s *
 	}
 	add("source_partition", "UInt32")
 	for _, m := range s.Metrics {
-		add(m.Name, chType(m.Type))
+		add(m.Name, metricType(m))
 	}
 	add("is_final", "UInt8")
 	add("version", "UInt64")
 	order := append([]string{"`window_name`", "`window_start`"}, keys...)
 	order = append(order, "`source_partition`")
-	ddl := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s, `inserted_at` DateTime DEFAULT now()) ENGINE = ReplacingMergeTree(`version`) ORDER BY (%s)",
-		raw, strings.Join(cols, ", "), strings.Join(order, ", "))
-	if err := conn.Exec(ctx, ddl); err != nil {
-		return nil, fmt.Errorf("sink: create table %s: %w", raw, err)
-	}
+	st.table = fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s, `inserted_at` DateTime DEFAULT now()) ENGINE = ReplacingMergeTree(`version`) ORDER BY (%s)",
+		st.raw, strings.Join(cols, ", "), strings.Join(order, ", "))
 	group := append([]string{"`window_name`", "`window_start`", "`window_end`"}, keys...)
 	sel := append([]string(nil), group...)
+	from := []string{"*"}
 	for _, m := range s.Metrics {
 		fn := "sum"
 		switch m.Kind {
@@ -71,17 +93,25 @@ func Ensure(ctx context.Context, conn driver.Conn, db, view, storage string, s *
 			fn = "min"
 		case abi.Max:
 			fn = "max"
+		case abi.Distinct:
+			// The estimate takes the metric's name, so the view reads the
+			// sketches under another one.
+			sketches := "wagg:" + m.Name
+			from = append(from, Quote(m.Name)+" AS "+Quote(sketches))
+			sel = append(sel, DistinctSQL(sketches)+" AS "+Quote(m.Name))
+			continue
 		}
 		sel = append(sel, fmt.Sprintf("%s(%s) AS %s", fn, Quote(m.Name), Quote(m.Name)))
 	}
 	sel = append(sel, "min(`is_final`) AS `is_final`")
-	ddl = fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s.%s AS SELECT %s FROM %s FINAL GROUP BY %s",
-		Quote(db), Quote(view), strings.Join(sel, ", "), raw, strings.Join(group, ", "))
-	if err := conn.Exec(ctx, ddl); err != nil {
-		return nil, fmt.Errorf("sink: create view %s.%s: %w", db, view, err)
+	src := st.raw + " FINAL"
+	if len(from) > 1 {
+		src = fmt.Sprintf("(SELECT %s FROM %s FINAL)", strings.Join(from, ", "), st.raw)
 	}
-	t.insert = fmt.Sprintf("INSERT INTO %s (%s)", raw, strings.Join(insertCols, ", "))
-	return t, nil
+	st.view = fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s.%s AS SELECT %s FROM %s GROUP BY %s",
+		Quote(db), Quote(view), strings.Join(sel, ", "), src, strings.Join(group, ", "))
+	st.insert = fmt.Sprintf("INSERT INTO %s (%s)", st.raw, strings.Join(insertCols, ", "))
+	return st
 }
 
 // Tables lists the tables and views of db whose names start with prefix
@@ -151,7 +181,7 @@ func Mismatch(ctx context.Context, conn driver.Conn, db, storage string, s *abi.
 		want[k.Name] = chType(k.Type)
 	}
 	for _, m := range s.Metrics {
-		want[m.Name] = chType(m.Type)
+		want[m.Name] = metricType(m)
 	}
 	var diffs []string
 	for name, typ := range want {
@@ -169,6 +199,34 @@ func Mismatch(ctx context.Context, conn driver.Conn, db, storage string, s *abi.
 	}
 	slices.Sort(diffs)
 	return strings.Join(diffs, "; "), nil
+}
+
+// DistinctSQL is the aggregate expression that merges the sketches in the
+// column col over the rows of a group (the union of their registers, each
+// the highest rank any row holds) and computes the estimate as
+// abi.Sketch.Estimate does, as an Int64. Rows hold the set registers as
+// index<<6 | rank: sorted in decreasing order, the first entry of each
+// index has its highest rank. It works on ClickHouse 18.16. Its aliases are
+// quoted names with a colon, which no column of the plugin's has; col may
+// not be the alias the result is given (ClickHouse calls that cyclic).
+func DistinctSQL(col string) string {
+	const m = abi.SketchRegisters
+	name := func(part string) string { return Quote("wagg:" + col + ":" + part) }
+	s, r, z, e := name("sorted"), name("registers"), name("empty"), name("raw")
+	regs := fmt.Sprintf("arrayFilter((x, o) -> o = 1, (arrayReverseSort(groupArrayArray(%s)) AS %s), arrayEnumerateUniq(arrayMap(x -> intDiv(x, 64), %s)))", Quote(col), s, s)
+	zeros := fmt.Sprintf("((%d - length((%s) AS %s)) AS %s)", m, regs, r, z)
+	sum := fmt.Sprintf("(arraySum(arrayMap(x -> 1 / toFloat64(bitShiftLeft(toUInt64(1), x %% 64)), %s)) + %s)", r, zeros)
+	raw := fmt.Sprintf("((%s / %s) AS %s)", strconv.FormatFloat(abi.SketchAlphaMM, 'g', -1, 64), sum, e)
+	return fmt.Sprintf("toInt64(floor(if(%s <= %d AND %s > 0, %d * log(%d / %s), %s) + 0.5))", raw, 5*m/2, z, m, m, z, e)
+}
+
+// metricType is the column type of a metric in the raw table: a distinct
+// metric's column holds the sketch's set registers (abi.Sketch.Entries).
+func metricType(m abi.Metric) string {
+	if m.Kind == abi.Distinct {
+		return "Array(UInt32)"
+	}
+	return chType(m.Type)
 }
 
 func chType(t abi.Type) string {
@@ -196,26 +254,10 @@ func (t *Table) Write(ctx context.Context, partition int32, version int64, rows 
 	defer b.Abort()
 	vals := make([]any, 0, 6+len(t.schema.Keys)+len(t.schema.Metrics))
 	for _, r := range rows {
-		w := t.windows[r.Window]
-		start, end := time.Unix(0, 0).UTC(), time.Unix(0, 0).UTC()
-		if w.Kind != abi.Global {
-			start, end = time.UnixMilli(r.Start).UTC(), time.UnixMilli(w.End(r.Start)).UTC()
-		}
-		keys, err := t.schema.KeyValues(r.Key)
+		vals, err = t.values(vals[:0], partition, version, &r)
 		if err != nil {
 			return err
 		}
-		vals = append(vals[:0], w.Name, start, end)
-		vals = append(vals, keys...)
-		vals = append(vals, uint32(partition))
-		for j, m := range r.Metrics {
-			vals = append(vals, t.schema.MetricValue(j, m))
-		}
-		final := uint8(0)
-		if r.Final {
-			final = 1
-		}
-		vals = append(vals, final, uint64(version))
 		if err := b.Append(vals...); err != nil {
 			return fmt.Errorf("sink: append to %s: %w", t.name, err)
 		}
@@ -224,4 +266,38 @@ func (t *Table) Write(ctx context.Context, partition int32, version int64, rows 
 		return fmt.Errorf("sink: insert into %s: %w", t.name, err)
 	}
 	return nil
+}
+
+// values appends the values of the INSERT's columns for one row of
+// partition, current as of version, to vals. A global window's row has no
+// pane: its start and end are the epoch.
+func (t *Table) values(vals []any, partition int32, version int64, r *abi.Row) ([]any, error) {
+	w := t.windows[r.Window]
+	start, end := time.Unix(0, 0).UTC(), time.Unix(0, 0).UTC()
+	if w.Kind != abi.Global {
+		start, end = time.UnixMilli(r.Start).UTC(), time.UnixMilli(w.End(r.Start)).UTC()
+	}
+	keys, err := t.schema.KeyValues(r.Key)
+	if err != nil {
+		return vals, fmt.Errorf("sink: a row of %s: %w", t.name, err)
+	}
+	vals = append(vals, w.Name, start, end)
+	vals = append(vals, keys...)
+	vals = append(vals, uint32(partition))
+	for j, m := range r.Metrics {
+		if t.schema.Metrics[j].Kind == abi.Distinct {
+			var entries []uint32
+			if r.Sketches != nil && r.Sketches[j] != nil {
+				entries = r.Sketches[j].Entries(nil)
+			}
+			vals = append(vals, entries)
+			continue
+		}
+		vals = append(vals, t.schema.MetricValue(j, m))
+	}
+	final := uint8(0)
+	if r.Final {
+		final = 1
+	}
+	return append(vals, final, uint64(version)), nil
 }

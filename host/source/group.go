@@ -148,7 +148,10 @@ func (g *Group) leave(ctx context.Context) {
 	if g.o.InstanceID == "" || g.o.Admin == nil {
 		return
 	}
-	_, err := g.o.Admin.LeaveGroup(ctx, kadm.LeaveGroup(g.o.Group).InstanceIDs(g.o.InstanceID).Reason("wagg: deployment stopped"))
+	resp, err := g.o.Admin.LeaveGroup(ctx, kadm.LeaveGroup(g.o.Group).InstanceIDs(g.o.InstanceID).Reason("wagg: deployment stopped"))
+	if err == nil {
+		err = resp.Error() // the member's own answer: not in the group, fenced
+	}
 	if err != nil {
 		g.o.Log.Warn("leaving the consumer group; its partitions move after the session timeout", "err", err)
 	}

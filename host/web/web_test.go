@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wagg/wagg/internal/testwasm"
 )
 
 func TestHandler_ServesThePageAndItsScripts(t *testing.T) {
@@ -61,10 +63,10 @@ func TestHandler_ServesThePageAndItsScripts(t *testing.T) {
 func TestBundle_IsWhatTheSourcesBuild(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("no node: make test installs what this test needs")
+		testwasm.Missing(t, "no node: make test installs what this test needs")
 	}
 	if _, err := os.Stat(filepath.Join("node_modules", "esbuild")); err != nil {
-		t.Skip("no host/web/node_modules (make browser-deps installs it)")
+		testwasm.Missing(t, "no host/web/node_modules (make browser-deps installs it)")
 	}
 	out, err := exec.Command(node, "build.mjs", "--check").CombinedOutput()
 	if err != nil {
@@ -77,7 +79,7 @@ func TestBundle_IsWhatTheSourcesBuild(t *testing.T) {
 func TestWaggJS_InNode(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("no node: make test installs what this test needs")
+		testwasm.Missing(t, "no node: make test installs what this test needs")
 	}
 	out, err := exec.Command(node, "--test", "test/").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "# pass 2\n") || !strings.Contains(string(out), "# fail 0\n") {

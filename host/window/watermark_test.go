@@ -88,7 +88,7 @@ func TestWatermark_ReplayFromACheckpointReachesTheSameDecisions(t *testing.T) {
 }
 
 func TestGuard_RefusesFutureAndOutOfRangeEventTimes(t *testing.T) {
-	g := NewGuard(60_000, 1000)
+	g := NewGuard(60_000, []abi.Window{{Name: "second", Kind: abi.Tumbling, SizeMs: 1000}, {Name: "five", Kind: abi.Hopping, SizeMs: 5000, SlideMs: 1000}, {Name: "total", Kind: abi.Global}})
 	now := int64(1_700_000_000_000)
 	cases := []struct {
 		name   string
@@ -99,7 +99,9 @@ func TestGuard_RefusesFutureAndOutOfRangeEventTimes(t *testing.T) {
 		{"within max_future", now + 60_000, ""},
 		{"past max_future", now + 60_001, ReasonFuture},
 		{"an hour ahead", now + 3_600_000, ReasonFuture},
-		{"the epoch", 0, ""},
+		{"the first second whose hopping panes all start in 1970", 4000, ""},
+		{"a hopping pane before 1970", 3999, ReasonOutOfRange},
+		{"the epoch, in a hopping pane of 1969", 0, ReasonOutOfRange},
 		{"before 1970", -1, ReasonOutOfRange},
 		{"past DateTime", MaxEventTime, ReasonOutOfRange},
 	}
@@ -112,7 +114,7 @@ func TestGuard_RefusesFutureAndOutOfRangeEventTimes(t *testing.T) {
 		})
 	}
 	// Past DateTime is refused even without a max_future.
-	if r, _ := NewGuard(0, 1000).Check(MaxEventTime-500, now); r != ReasonOutOfRange {
+	if r, _ := NewGuard(0, []abi.Window{{Name: "second", Kind: abi.Tumbling, SizeMs: 1000}}).Check(MaxEventTime-500, now); r != ReasonOutOfRange {
 		t.Fatalf("a pane ending past DateTime: reason %q", r)
 	}
 }

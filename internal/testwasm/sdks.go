@@ -14,7 +14,7 @@ import (
 
 // The toolchains of the C and Rust SDKs come from Debian's packages
 // (scripts/toolchains.sh). A test that needs one skips without it, unless
-// WAGG_TEST_SDKS is set (make test sets it), when a missing toolchain fails.
+// WAGG_TEST_INSTALLED is set (make test sets it), when a missing toolchain fails.
 
 // Clang is the C compiler for wasm32-wasi guests.
 func Clang() string { return tool("WAGG_CLANG", "/usr/bin/clang", "clang") }
@@ -36,18 +36,27 @@ func tool(env, debian, name string) string {
 	return name
 }
 
-// Need skips tb when a toolchain is missing, or fails it under WAGG_TEST_SDKS.
+// Need skips tb when a toolchain is missing, or fails it under
+// WAGG_TEST_INSTALLED.
 func Need(tb testing.TB, tools ...string) {
 	tb.Helper()
 	for _, t := range tools {
 		if _, err := exec.LookPath(t); err != nil {
-			msg := fmt.Sprintf("%s not found: run bash scripts/toolchains.sh (make test does)", t)
-			if os.Getenv("WAGG_TEST_SDKS") != "" {
-				tb.Fatal(msg)
-			}
-			tb.Skip(msg)
+			Missing(tb, fmt.Sprintf("%s not found: run bash scripts/toolchains.sh (make test does)", t))
 		}
 	}
+}
+
+// Missing skips tb for want of something make test installs (a toolchain,
+// node, Chromium, npm packages); under WAGG_TEST_INSTALLED, which make test
+// sets, it fails tb instead, so that a broken install step cannot pass as
+// skipped tests.
+func Missing(tb testing.TB, msg string) {
+	tb.Helper()
+	if os.Getenv("WAGG_TEST_INSTALLED") != "" {
+		tb.Fatal(msg)
+	}
+	tb.Skip(msg)
 }
 
 // CFlags build a C guest with the C SDK: a WASI reactor (its _initialize

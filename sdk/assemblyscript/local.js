@@ -117,12 +117,34 @@ export function encodeBatch(schema, records) {
   return out;
 }
 
-/** decodeRows reads abi/ABI.md "Rows layout". */
+/** sketchEstimate is abi.Sketch.Estimate of a sketch's row form body, a BigInt. */
+function sketchEstimate(body) {
+  const m = 4096, dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  let sum = 0, set = 0;
+  const k = body.length === m ? m : body.length / 4;
+  for (let i = 0; i < k; i++) {
+    const r = body.length === m ? body[i] : dv.getUint32(4 * i, true) & 63;
+    if (r) (sum += 2 ** -r), set++;
+  }
+  const zeros = m - set;
+  sum += zeros;
+  let e = ((0.7213 / (1 + 1.079 / m)) * m * m) / sum;
+  if (e <= 2.5 * m && zeros > 0) e = m * Math.log(m / zeros);
+  return BigInt(Math.floor(e + 0.5));
+}
+
+/** decodeRows reads abi/ABI.md "Rows layout"; a distinct metric reads as
+ * its estimate. */
 export function decodeRows(schema, b) {
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const rows = [], n = v.getUint32(4, true);
   let off = 16;
-  const value = (type) => {
+  const value = (type, kind) => {
+    if (kind === "distinct") {
+      const l = v.getUint32(off, true);
+      off += 4 + l;
+      return sketchEstimate(b.subarray(off - l, off));
+    }
     if (type === "string") {
       const l = v.getUint32(off, true);
       const s = fromUtf8.decode(b.subarray(off + 4, off + 4 + l));
@@ -138,7 +160,7 @@ export function decodeRows(schema, b) {
     const start = v.getBigInt64(off + 2, true);
     off += 10;
     const key = schema.keys.map((k) => value(k.type));
-    const metrics = schema.metrics.map((m) => value(m.type));
+    const metrics = schema.metrics.map((m) => value(m.type, m.kind));
     rows.push({ window, start, final, key, metrics });
   }
   return rows;

@@ -28,7 +28,7 @@
 #define HOT static inline __attribute__((always_inline))
 
 enum type { T_INT64, T_FLOAT64, T_STRING };
-enum op { OP_ADD, OP_MIN, OP_MAX, OP_AVG };
+enum op { OP_ADD, OP_MIN, OP_MAX, OP_AVG, OP_DISTINCT };
 enum wkind { W_GLOBAL, W_TUMBLING, W_HOPPING };
 
 static const char *type_names[] = {"int64", "float64", "string"};
@@ -109,6 +109,7 @@ struct wagg_spec {
 
 static wagg_spec spec;
 static int defined;
+static int spec_distinct; /* a metric is distinct: rows and snapshots carry sketches */
 
 static void define(void) {
     if (!defined) {
@@ -159,6 +160,7 @@ int wagg_min(wagg_spec *s, const char *n) { return add_metric(s, n, "min", T_INT
 int wagg_min_float(wagg_spec *s, const char *n) { return add_metric(s, n, "min", T_FLOAT64, OP_MIN); }
 int wagg_max(wagg_spec *s, const char *n) { return add_metric(s, n, "max", T_INT64, OP_MAX); }
 int wagg_max_float(wagg_spec *s, const char *n) { return add_metric(s, n, "max", T_FLOAT64, OP_MAX); }
+int wagg_distinct(wagg_spec *s, const char *n) { return add_metric(s, n, "distinct", T_INT64, OP_DISTINCT); }
 
 static const char *suffixed(const char *name, const char *suffix) {
     size_t a = strlen(name), b = strlen(suffix);
@@ -302,7 +304,7 @@ const char *wagg_engine_key_types(void) {
 
 const char *wagg_engine_metric_types(void) {
     define();
-    for (int i = 0; i < spec.nm; i++) metric_types[i] = "ifs"[spec.m[i].type];
+    for (int i = 0; i < spec.nm; i++) metric_types[i] = spec.m[i].op == OP_DISTINCT ? 'd' : "ifs"[spec.m[i].type];
     metric_types[spec.nm] = 0;
     return metric_types;
 }
@@ -479,7 +481,7 @@ static int parse_window(json *j, window *w) {
 /* from is what abi.Config.migrate_from says of the build whose snapshot is
  * to be migrated: its state version, key types and metrics. */
 typedef struct {
-    char name[64], kind[8];
+    char name[64], kind[16];
     enum type type;
 } old_metric;
 static struct {
@@ -621,6 +623,126 @@ bad:
     return 0;
 }
 
+/* ---- sketches: a distinct metric's HyperLogLog (abi/ABI.md "Distinct counts") ----
+ *
+ * Sparse, the set registers as index<<6 | rank in increasing index, while
+ * at most SK_SPARSE_MAX are set; dense, a byte per register, beyond. */
+
+#define SK_P 12
+#define SK_M (1u << SK_P)
+#define SK_MAX_RANK (64 - SK_P + 1)
+#define SK_SPARSE_MAX (SK_M / 4 - 1)
+
+typedef struct {
+    uint32_t *e; /* sparse entries; NULL once dense */
+    uint32_t n, cap;
+    uint8_t *regs; /* dense registers, or NULL */
+} sketch;
+
+static uint64_t fmix64(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+static uint64_t sk_hash(const uint8_t *b, uint32_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint32_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ull;
+    }
+    return fmix64(h);
+}
+
+static void sk_densify(sketch *k) {
+    k->regs = calloc(SK_M, 1);
+    if (!k->regs) abort();
+    for (uint32_t i = 0; i < k->n; i++) k->regs[k->e[i] >> 6] = (uint8_t)(k->e[i] & 63);
+    free(k->e);
+    k->e = NULL;
+    k->n = k->cap = 0;
+}
+
+static void sk_set(sketch *k, uint32_t idx, uint8_t rank) {
+    if (k->regs) {
+        if (k->regs[idx] < rank) k->regs[idx] = rank;
+        return;
+    }
+    uint32_t lo = 0, hi = k->n, e = idx << 6 | rank;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if ((k->e[mid] >> 6) < idx) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo < k->n && (k->e[lo] >> 6) == idx) {
+        if (k->e[lo] < e) k->e[lo] = e;
+        return;
+    }
+    if (k->n == k->cap) {
+        k->cap = k->cap ? 2 * k->cap : 4;
+        k->e = xrealloc(k->e, (size_t)k->cap * 4);
+    }
+    memmove(k->e + lo + 1, k->e + lo, (size_t)(k->n - lo) * 4);
+    k->e[lo] = e;
+    k->n++;
+    if (k->n > SK_SPARSE_MAX) sk_densify(k);
+}
+
+static void sk_add_hash(sketch *k, uint64_t h) {
+    uint64_t w = h << SK_P | 1ull << (SK_P - 1);
+    sk_set(k, (uint32_t)(h >> (64 - SK_P)), (uint8_t)(__builtin_clzll(w) + 1));
+}
+
+static void sk_free(sketch *k) {
+    free(k->e);
+    free(k->regs);
+}
+
+/* sk_put appends the row form: u32 length, then the entries or registers. */
+static void sk_put(buf *b, const sketch *k) {
+    if (k->regs) {
+        put32(b, SK_M);
+        put(b, k->regs, SK_M);
+        return;
+    }
+    put32(b, 4 * k->n);
+    if (k->n) put(b, k->e, (size_t)k->n * 4);
+}
+
+/* sk_read decodes a sketch at b (abi.DecodeSketch's checks: one encoding
+ * per sketch) into the empty k and returns the bytes taken, or 0. */
+static uint32_t sk_read(sketch *k, const uint8_t *b, uint64_t avail) {
+    if (avail < 4) return 0;
+    uint32_t n = rd32(b);
+    if (n > SK_M || n > avail - 4) return 0;
+    b += 4;
+    if (n == SK_M) {
+        uint32_t set = 0;
+        for (uint32_t i = 0; i < SK_M; i++) {
+            if (b[i] > SK_MAX_RANK) return 0;
+            set += b[i] != 0;
+        }
+        if (set <= SK_SPARSE_MAX) return 0;
+        k->regs = xrealloc(NULL, SK_M);
+        memcpy(k->regs, b, SK_M);
+        return 4 + n;
+    }
+    if (n % 4) return 0;
+    for (uint32_t i = 0; i < n / 4; i++) {
+        uint32_t e = rd32(b + 4 * i), r = e & 63;
+        if (r == 0 || r > SK_MAX_RANK || (e >> 6) >= SK_M) return 0;
+        if (i > 0 && (e >> 6) <= (rd32(b + 4 * i - 4) >> 6)) return 0;
+    }
+    if (n) {
+        k->e = xrealloc(NULL, n);
+        memcpy(k->e, b, n);
+        k->n = k->cap = n / 4;
+    }
+    return 4 + n;
+}
+
 /* ---- panes: one window start's groups ---- */
 
 typedef struct {
@@ -636,6 +758,8 @@ typedef struct {
     uint32_t ndirty;
     uint32_t *slots;    /* open addressing: group index + 1; 0 is empty */
     uint32_t mask;
+    sketch *sk;         /* a distinct metric's value in vals is its index here */
+    uint32_t nsk, capsk;
 } pane;
 
 static pane *pane_new(int64_t start) {
@@ -649,6 +773,8 @@ static pane *pane_new(int64_t start) {
 }
 
 static void pane_free(pane *p) {
+    for (uint32_t i = 0; i < p->nsk; i++) sk_free(&p->sk[i]);
+    free(p->sk);
     free(p->keys); free(p->ends); free(p->hashes); free(p->vals);
     free(p->marked); free(p->dirty); free(p->slots); free(p);
 }
@@ -727,6 +853,17 @@ static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t 
     p->ends[g] = p->keys_len;
     p->hashes[g] = h;
     memcpy(p->vals + (size_t)g * nm, ident, (size_t)nm * 8);
+    if (spec_distinct) {
+        for (int m = 0; m < nm; m++) {
+            if (spec.m[m].op != OP_DISTINCT) continue;
+            if (p->nsk == p->capsk) {
+                p->capsk = p->capsk ? 2 * p->capsk : 8;
+                p->sk = xrealloc(p->sk, (size_t)p->capsk * sizeof(sketch));
+            }
+            p->sk[p->nsk] = (sketch){NULL, 0, 0, NULL};
+            p->vals[(size_t)g * nm + m] = p->nsk++;
+        }
+    }
     p->marked[g] = 0;
     p->slots[slot] = g + 1;
     if (2 * p->n > p->mask + 1) pane_rehash(p);
@@ -917,14 +1054,33 @@ HOT int resolve(wagg_groups *g) {
 
 __attribute__((noinline)) static int metric_misuse(wagg_groups *g, int m, int is_float) {
     if (m < 0 || m >= g->nm) misuse(g, "wagg: a metric that is not one of the spec's");
+    else if (spec.m[m].op == OP_DISTINCT) misuse(g, "wagg: a distinct metric, use wagg_add_distinct");
     else misuse(g, is_float ? "wagg: wagg_add_float on an int64 metric, use wagg_add" : "wagg: wagg_add on a float64 metric, use wagg_add_float");
     return 0;
 }
 
 HOT int check_metric(wagg_groups *g, int m, int is_float) {
-    if (m < 0 || m >= g->nm || (spec.m[m].type == T_FLOAT64) != is_float) return metric_misuse(g, m, is_float);
+    if (m < 0 || m >= g->nm || (spec.m[m].type == T_FLOAT64) != is_float || spec.m[m].op == OP_DISTINCT) return metric_misuse(g, m, is_float);
     return 1;
 }
+
+static void add_distinct_hash(wagg_groups *g, int m, uint64_t h) {
+    if (!resolve(g)) return;
+    if (m < 0 || m >= g->nm) { misuse(g, "wagg: a metric that is not one of the spec's"); return; }
+    if (spec.m[m].op != OP_DISTINCT) { misuse(g, "wagg: wagg_add_distinct on a metric that is not distinct, use wagg_add or wagg_add_float"); return; }
+    for (uint32_t t = 0; t < g->ntargets; t++) {
+        pane *p = g->targets[t].p;
+        sk_add_hash(&p->sk[p->vals[(size_t)g->targets[t].g * g->nm + m]], h);
+    }
+}
+
+void wagg_add_distinct(wagg_groups *g, int m, int64_t v) {
+    uint8_t b[8];
+    memcpy(b, &v, 8);
+    add_distinct_hash(g, m, sk_hash(b, 8));
+}
+
+void wagg_add_distinct_string(wagg_groups *g, int m, wagg_bytes v) { add_distinct_hash(g, m, sk_hash(v.ptr, v.len)); }
 
 void wagg_add(wagg_groups *g, int m, int64_t v) {
     if (!resolve(g) || !check_metric(g, m, 0)) return;
@@ -1004,7 +1160,11 @@ int wagg_engine_init(const uint8_t *cfg, uint32_t len) {
     groups.max_groups = max_groups;
     groups.nm = spec.nm;
     groups.nkeys = spec.nkeys;
-    for (int i = 0; i < spec.nm; i++) groups.ident[i] = spec.m[i].ident;
+    spec_distinct = 0;
+    for (int i = 0; i < spec.nm; i++) {
+        groups.ident[i] = spec.m[i].ident;
+        if (spec.m[i].op == OP_DISTINCT) spec_distinct = 1;
+    }
     ready = 1;
     return WAGG_OK;
 }
@@ -1112,6 +1272,20 @@ int wagg_engine_process(const uint8_t *p, uint32_t len) {
 
 static buf rows;
 
+/* put_values appends group g's metrics: 8 bytes each, a sketch for a
+ * distinct one. */
+static void put_values(buf *b, const pane *p, uint32_t g, int nm) {
+    const uint64_t *v = p->vals + (size_t)g * nm;
+    if (!spec_distinct) {
+        put(b, v, (size_t)nm * 8);
+        return;
+    }
+    for (int m = 0; m < nm; m++) {
+        if (spec.m[m].op == OP_DISTINCT) sk_put(b, &p->sk[v[m]]);
+        else put64(b, v[m]);
+    }
+}
+
 static void put_row(uint32_t *count, int w, int final, const pane *p, uint32_t g, int nm) {
     uint32_t kl;
     const uint8_t *k = pane_key(p, g, &kl);
@@ -1119,7 +1293,7 @@ static void put_row(uint32_t *count, int w, int final, const pane *p, uint32_t g
     put8(&rows, final ? 1 : 0);
     put64(&rows, (uint64_t)p->start);
     put(&rows, k, kl);
-    put(&rows, p->vals + (size_t)g * nm, (size_t)nm * 8);
+    put_values(&rows, p, g, nm);
     (*count)++;
 }
 
@@ -1170,7 +1344,8 @@ wagg_bytes wagg_engine_flush(int64_t watermark) {
  *
  *   u32 "WGS1", u32 windows
  *   per window: u32 panes; per pane: i64 start, u32 groups;
- *   per group: u32 key length, key, metrics x u64
+ *   per group: u32 key length, key, metrics x u64 (a distinct metric: its
+ *   sketch as a row carries it)
  */
 
 static buf snap;
@@ -1195,7 +1370,7 @@ wagg_bytes wagg_engine_snapshot(void) {
                 const uint8_t *k = pane_key(p, g, &kl);
                 put32(&snap, kl);
                 put(&snap, k, kl);
-                put(&snap, p->vals + (size_t)g * groups.nm, (size_t)groups.nm * 8);
+                put_values(&snap, p, g, groups.nm);
             }
         }
     }
@@ -1224,7 +1399,7 @@ struct wagg_old_group {
     int w;
     int64_t start;
     wagg_bytes key;
-    const uint8_t *vals; /* from.nm values, little-endian */
+    const uint64_t *vals; /* from.nm values (a distinct metric's unused) */
 };
 struct wagg_new_group {
     uint64_t *vals;
@@ -1235,26 +1410,27 @@ int wagg_old_version(const wagg_old_group *o) { (void)o; return (int)from.versio
 int wagg_old_window(const wagg_old_group *o) { return o->w; }
 int64_t wagg_old_start(const wagg_old_group *o) { return o->start; }
 wagg_bytes wagg_old_key(const wagg_old_group *o) { return o->key; }
+/* A distinct metric is a sketch, not a value the hook reads. */
 static int old_metric_index(const char *name, enum type t) {
     for (int i = 0; i < from.nm; i++) {
-        if (from.m[i].type == t && strcmp(from.m[i].name, name) == 0) return i;
+        if (from.m[i].type == t && strcmp(from.m[i].name, name) == 0 && strcmp(from.m[i].kind, "distinct") != 0) return i;
     }
     return -1;
 }
 int wagg_old_int64(const wagg_old_group *o, const char *name, int64_t *v) {
     int i = old_metric_index(name, T_INT64);
     if (i < 0) return 0;
-    *v = (int64_t)rd64(o->vals + 8 * i);
+    *v = (int64_t)o->vals[i];
     return 1;
 }
 int wagg_old_float64(const wagg_old_group *o, const char *name, double *v) {
     int i = old_metric_index(name, T_FLOAT64);
     if (i < 0) return 0;
-    *v = bitsf(rd64(o->vals + 8 * i));
+    *v = bitsf(o->vals[i]);
     return 1;
 }
 static int new_metric(wagg_new_group *g, int m, enum type t, int avg) {
-    if (m < 0 || m >= spec.nm || spec.m[m].type != t || (spec.m[m].op == OP_AVG) != avg) {
+    if (m < 0 || m >= spec.nm || spec.m[m].type != t || (spec.m[m].op == OP_AVG) != avg || spec.m[m].op == OP_DISTINCT) {
         if (!g->err) g->err = "wagg: migrate failed: a wagg_new_set call of another metric type than declared, or of an unknown metric";
         return 0;
     }
@@ -1273,21 +1449,34 @@ void wagg_new_set_average(wagg_new_group *g, int m, double sum, int64_t count) {
     }
 }
 
+/* The sketches of the distinct metrics of the group decode_snapshot reads,
+ * by the snapshot's metric; those it does not carry over are freed at the
+ * next group or restore. */
+static sketch old_sk[MAX_METRICS];
+static void free_old_sketches(void) {
+    for (int m = 0; m < MAX_METRICS; m++) {
+        sk_free(&old_sk[m]);
+        old_sk[m] = (sketch){0};
+    }
+}
+
 static int decode_snapshot(const uint8_t *b, uint32_t len) {
     uint64_t off = 0;
     int nm = groups.nm;
-    int width = from.present ? from.nm : nm; /* values per group in the snapshot */
+    int width = from.present ? from.nm : nm; /* metrics per group in the snapshot */
+    int distinct[MAX_METRICS];               /* the snapshot's metric m is a sketch */
     int carry[MAX_METRICS];                  /* per metric, the old one it starts from */
-    for (int i = 0; i < nm && from.present; i++) {
-        carry[i] = -1;
-        for (int k = 0; k < from.nm; k++) {
+    for (int m = 0; m < width; m++) distinct[m] = from.present ? !strcmp(from.m[m].kind, "distinct") : spec.m[m].op == OP_DISTINCT;
+    for (int i = 0; i < nm; i++) {
+        carry[i] = from.present ? -1 : i;
+        for (int k = 0; k < from.nm && from.present; k++) {
             if (!strcmp(from.m[k].name, spec.m[i].name) && !strcmp(from.m[k].kind, spec.m[i].kind) && from.m[k].type == spec.m[i].type) {
                 carry[i] = k;
                 break;
             }
         }
     }
-    uint64_t vals[MAX_METRICS];
+    uint64_t old[MAX_METRICS], vals[MAX_METRICS];
 #define NEED(k) do { if ((uint64_t)(k) > len - off) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: truncated"); } while (0)
     NEED(8);
     if (rd32(b) != SNAP_MAGIC) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: bad magic");
@@ -1313,27 +1502,51 @@ static int decode_snapshot(const uint8_t *b, uint32_t len) {
                 NEED(4);
                 uint32_t kl = rd32(b + off);
                 off += 4;
-                NEED((uint64_t)kl + 8ull * width);
+                NEED(kl);
                 const uint8_t *k = b + off;
                 if (!valid_key(k, kl)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a key does not match the key columns");
                 uint64_t h = hash_key(k, kl);
                 uint32_t slot;
                 if (pane_lookup(p, k, kl, h, &slot)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a group appears twice");
-                const uint8_t *body = b + off + kl;
-                off += kl + 8ull * width;
+                off += kl;
+                /* The group's metrics in the snapshot's schema: 8 bytes each
+                 * but a distinct metric's sketch, of its own length. */
+                free_old_sketches();
+                for (int m = 0; m < width; m++) {
+                    if (distinct[m]) {
+                        uint32_t took = sk_read(&old_sk[m], b + off, len - off);
+                        if (!took) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a sketch does not decode");
+                        off += took;
+                        continue;
+                    }
+                    NEED(8);
+                    old[m] = rd64(b + off);
+                    off += 8;
+                }
+                for (int m = 0; m < nm; m++) vals[m] = carry[m] >= 0 ? old[carry[m]] : groups.ident[m];
                 if (from.present) {
-                    for (int m = 0; m < nm; m++) vals[m] = carry[m] >= 0 ? rd64(body + 8 * carry[m]) : groups.ident[m];
-                    wagg_old_group og = {w, start, {k, kl}, body};
+                    wagg_old_group og = {w, start, {k, kl}, old};
                     wagg_new_group ng = {vals, NULL};
                     int keep = spec.migrate(&og, &ng);
                     if (ng.err) return fail(WAGG_ERR_AGGREGATE, ng.err);
                     if (keep < 0) return fail(WAGG_ERR_AGGREGATE, "wagg: migrate failed");
                     if (!keep) continue;
-                } else {
-                    memcpy(vals, body, (size_t)nm * 8);
                 }
                 uint32_t g = pane_insert(p, k, kl, h, slot, groups.ident, nm);
-                memcpy(p->vals + (size_t)g * nm, vals, (size_t)nm * 8);
+                uint64_t *v = p->vals + (size_t)g * nm;
+                for (int m = 0; m < nm; m++) {
+                    if (spec.m[m].op != OP_DISTINCT) {
+                        v[m] = vals[m];
+                        continue;
+                    }
+                    /* A distinct metric's sketch comes from the snapshot's
+                     * metric it carries (itself when not migrating); a new
+                     * one starts empty. */
+                    if (carry[m] >= 0) {
+                        p->sk[v[m]] = old_sk[carry[m]];
+                        old_sk[carry[m]] = (sketch){0};
+                    }
+                }
                 /* Every restored group is marked changed: the first flush
                  * after a restore emits the whole state (abi/ABI.md). */
                 pane_touch(p, g);
@@ -1346,6 +1559,7 @@ static int decode_snapshot(const uint8_t *b, uint32_t len) {
         }
     }
 #undef NEED
+    free_old_sketches();
     if (off != len) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: trailing bytes");
     return WAGG_OK;
 }

@@ -104,6 +104,11 @@ int wagg_max_float(wagg_spec *s, const char *name);
  * count); the average is their quotient, live and in ClickHouse.
  * wagg_add_float folds a value into both. */
 int wagg_average(wagg_spec *s, const char *name);
+/* A count of distinct values (unique users, say), estimated from a
+ * HyperLogLog sketch that the host merges across partitions (abi/ABI.md
+ * "Distinct counts"); fed by wagg_add_distinct or wagg_add_distinct_string,
+ * one of the two. */
+int wagg_distinct(wagg_spec *s, const char *name);
 
 /* The state version (abi/ABI.md "State versions"; 1 when undeclared). Bump
  * it when a new build would count on differently from the groups an older
@@ -157,6 +162,10 @@ void wagg_by_float64(wagg_groups *g, double v);
 void wagg_by_string(wagg_groups *g, wagg_bytes v);
 void wagg_add(wagg_groups *g, int metric, int64_t v);
 void wagg_add_float(wagg_groups *g, int metric, double v);
+/* Fold a value into a wagg_distinct metric: an int64 (hashed as its 8
+ * little-endian bytes) or a string's bytes. */
+void wagg_add_distinct(wagg_groups *g, int metric, int64_t v);
+void wagg_add_distinct_string(wagg_groups *g, int metric, wagg_bytes v);
 
 /* Fails the batch with the aggregator's own message; return its result
  * from wagg_aggregate. */
@@ -173,7 +182,8 @@ wagg_bytes wagg_engine_snapshot(void);
 int wagg_engine_restore(const uint8_t *snap, uint32_t len);
 wagg_bytes wagg_engine_last_error(void);
 /* The declared key and metric types, one letter each (i int64, f float64,
- * s string), for the native harness's row printer. */
+ * s string, d a distinct count's sketch), for the native harness's row
+ * printer. */
 const char *wagg_engine_key_types(void);
 const char *wagg_engine_metric_types(void);
 

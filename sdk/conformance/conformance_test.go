@@ -3,6 +3,7 @@ package conformance
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -71,6 +72,24 @@ var aggregators = map[string]map[string]func(testing.TB) []byte{
 		"rust": func(tb testing.TB) []byte { return testwasm.BuildRust(tb, "internal/testwasm/statev2migrate/rust") },
 		"as": func(tb testing.TB) []byte {
 			return testwasm.BuildAS(tb, "internal/testwasm/statev2migrate/assemblyscript/tenths.ts")
+		},
+	},
+	// voters2 migrates the snapshots of state version 1 whose groups hold
+	// distinct metrics.
+	"voters2": {
+		"go":   func(tb testing.TB) []byte { return testwasm.Build(tb, "internal/testwasm/distinctmigrate") },
+		"c":    func(tb testing.TB) []byte { return testwasm.BuildC(tb, "internal/testwasm/distinctmigrate/c/voters.c") },
+		"rust": func(tb testing.TB) []byte { return testwasm.BuildRust(tb, "internal/testwasm/distinctmigrate/rust") },
+		"as": func(tb testing.TB) []byte {
+			return testwasm.BuildAS(tb, "internal/testwasm/distinctmigrate/assemblyscript/voters.ts")
+		},
+	},
+	"uniquevoters": {
+		"go":   func(tb testing.TB) []byte { return testwasm.Build(tb, "examples/uniquevoters") },
+		"c":    func(tb testing.TB) []byte { return testwasm.BuildC(tb, "examples/uniquevoters/c/uniquevoters.c") },
+		"rust": func(tb testing.TB) []byte { return testwasm.BuildRust(tb, "examples/uniquevoters/rust") },
+		"as": func(tb testing.TB) []byte {
+			return testwasm.BuildAS(tb, "examples/uniquevoters/assemblyscript/uniquevoters.ts")
 		},
 	},
 	"stats": {
@@ -306,7 +325,8 @@ func batch(s *abi.Schema, recs [][]json.RawMessage) (*abi.Batch, error) {
 	return b, nil
 }
 
-// rowText renders a row as "window start final|open [key] [metrics]".
+// rowText renders a row as "window start final|open [key] [metrics]"; a
+// distinct metric as "estimate#digest of its sketch".
 func rowText(s *abi.Schema, r abi.Row) string {
 	kv, err := s.KeyValues(r.Key)
 	if err != nil {
@@ -329,7 +349,14 @@ func rowText(s *abi.Schema, r abi.Row) string {
 		keys = append(keys, val(v))
 	}
 	for j, bits := range r.Metrics {
-		metrics = append(metrics, val(s.MetricValue(j, bits)))
+		m := val(s.MetricValue(j, bits))
+		if r.Sketches != nil && r.Sketches[j] != nil {
+			// A distinct count: its estimate and a digest of its sketch, so
+			// that equal rows mean equal registers.
+			sum := sha256.Sum256(r.Sketches[j].AppendEncoded(nil))
+			m += "#" + hex.EncodeToString(sum[:4])
+		}
+		metrics = append(metrics, m)
 	}
 	state := "open"
 	if r.Final {

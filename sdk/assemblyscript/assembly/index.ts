@@ -48,6 +48,7 @@ const OP_ADD: u8 = 0;
 const OP_MIN: u8 = 1;
 const OP_MAX: u8 = 2;
 const OP_AVG: u8 = 3; // a sum whose count follows it
+const OP_DISTINCT: u8 = 4; // a sketch, whose index in the pane's sketches is the value
 
 const W_GLOBAL: u8 = 0;
 const W_TUMBLING: u8 = 1;
@@ -159,6 +160,11 @@ export class Spec {
     this.metric(name + "_count", "count", T_INT64, OP_ADD);
     return m;
   }
+  /** A count of distinct values (unique users, say), estimated from a
+   * HyperLogLog sketch that the host merges across partitions (abi/ABI.md
+   * "Distinct counts"); fed by Key.addDistinct (int64) or
+   * Key.addDistinctString / addDistinctStr, one of the two. */
+  distinct(name: string): i32 { return this.metric(name, "distinct", T_INT64, OP_DISTINCT); }
 
   toJSON(): string {
     let s = '{"abi":1,"input":[';
@@ -235,6 +241,102 @@ export class Batch {
   raw(i: u32): string { return this.string(spec.input.length, i); }
 }
 
+// ---- sketches: a distinct metric's HyperLogLog (abi/ABI.md "Distinct counts") ----
+// Sparse, the set registers as index<<6 | rank in increasing index, while
+// at most SK_SPARSE_MAX are set; dense, a byte per register, beyond.
+
+const SK_P: u32 = 12;
+const SK_M: u32 = 1 << SK_P;
+const SK_MAX_RANK: u32 = 64 - SK_P + 1;
+const SK_SPARSE_MAX: i32 = <i32>(SK_M / 4 - 1);
+
+class Sketch {
+  entries: u32[] = [];
+  regs: Uint8Array | null = null;
+
+  addHash(h: u64): void {
+    const idx = <u32>(h >> (64 - SK_P));
+    const rank = <u32>clz<u64>((h << SK_P) | (<u64>1 << (SK_P - 1))) + 1;
+    const regs = this.regs;
+    if (regs !== null) {
+      if (<u32>regs[idx] < rank) regs[idx] = <u8>rank;
+      return;
+    }
+    const e = (idx << 6) | rank;
+    const a = this.entries;
+    let lo = 0, hi = a.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((unchecked(a[mid]) >> 6) < idx) lo = mid + 1; else hi = mid;
+    }
+    if (lo < a.length && (a[lo] >> 6) == idx) {
+      if (a[lo] < e) a[lo] = e;
+      return;
+    }
+    a.push(e);
+    for (let i = a.length - 1; i > lo; i--) a[i] = a[i - 1];
+    a[lo] = e;
+    if (a.length > SK_SPARSE_MAX) {
+      const r = new Uint8Array(SK_M);
+      for (let i = 0; i < a.length; i++) r[a[i] >> 6] = <u8>(a[i] & 63);
+      this.regs = r;
+      this.entries = [];
+    }
+  }
+
+  /** Appends the row form: u32 length, then the entries or the registers. */
+  put(b: Buf): void {
+    const regs = this.regs;
+    if (regs !== null) {
+      b.u32(SK_M);
+      b.bytes(regs.dataStart, SK_M);
+      return;
+    }
+    b.u32(<u32>this.entries.length * 4);
+    for (let i = 0; i < this.entries.length; i++) b.u32(this.entries[i]);
+  }
+
+  /** Reads the row form's body (n bytes at p) with abi.DecodeSketch's
+   * checks, one encoding per sketch; false when it does not decode. */
+  read(p: usize, n: u32): bool {
+    if (n == SK_M) {
+      let set = 0;
+      for (let i: u32 = 0; i < SK_M; i++) {
+        const r = <u32>load<u8>(p + i);
+        if (r > SK_MAX_RANK) return false;
+        if (r) set++;
+      }
+      if (set <= SK_SPARSE_MAX) return false;
+      const regs = new Uint8Array(SK_M);
+      memory.copy(regs.dataStart, p, SK_M);
+      this.regs = regs;
+      return true;
+    }
+    if (n > SK_M || n % 4) return false;
+    for (let i: u32 = 0; i < n / 4; i++) {
+      const e = load<u32>(p + 4 * i), r = e & 63;
+      if (r == 0 || r > SK_MAX_RANK || (e >> 6) >= SK_M) return false;
+      if (i > 0 && (e >> 6) <= (load<u32>(p + 4 * i - 4) >> 6)) return false;
+      this.entries.push(e);
+    }
+    return true;
+  }
+}
+
+/** FNV-1a 64 of n bytes at p, then MurmurHash3's finalizer. */
+function sketchHash(p: usize, n: u32): u64 {
+  let h: u64 = 0xcbf29ce484222325;
+  for (let i: u32 = 0; i < n; i++) {
+    h ^= <u64>load<u8>(p + i);
+    h *= 0x100000001b3;
+  }
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccd;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53;
+  return h ^ (h >> 33);
+}
+
 // ---- windows and panes ----
 
 class Window {
@@ -253,6 +355,7 @@ class Pane {
   dirty: u32[] = [];
   slots: Uint32Array = new Uint32Array(16);
   mask: u32 = 15;
+  sketches: Sketch[] = []; // a distinct metric's value in vals is its index here
   constructor(public start: i64) {}
 
   @inline get n(): u32 { return <u32>this.ends.length; }
@@ -279,6 +382,10 @@ class Pane {
     this.ends.push(this.keys.len);
     this.hashes.push(h);
     for (let j = 0; j < idents.length; j++) this.vals.push(unchecked(idents[j]));
+    for (let j = 0; j < distinctMetrics.length; j++) {
+      this.vals[<i32>g * idents.length + distinctMetrics[j]] = <u64>this.sketches.length;
+      this.sketches.push(new Sketch());
+    }
     this.marked.push(0);
     this.slots[slot] = g + 1;
     if (this.n * 2 > this.mask + 1) {
@@ -303,6 +410,7 @@ class Pane {
 }
 
 let lastSlot: u32 = 0;
+let distinctMetrics: i32[] = []; // the distinct metrics, set at init
 
 @inline function keyEq(a: usize, b: usize, n: u32): bool {
   while (n >= 8) {
@@ -503,11 +611,40 @@ export class Key {
   }
 
   @inline private check(m: i32, float: bool): bool {
-    if (m < 0 || m >= spec.metrics.length || (spec.metrics[m].type == T_FLOAT64) != float) {
-      this.g.misuse(float ? "wagg: add_float on a metric that is not float64" : "wagg: add on a metric that is not int64");
+    if (m < 0 || m >= spec.metrics.length || (spec.metrics[m].type == T_FLOAT64) != float || spec.metrics[m].op == OP_DISTINCT) {
+      this.g.misuse(float ? "wagg: add_float on a metric that is not float64" : "wagg: add on a metric that is not an int64 count, sum, min or max");
       return false;
     }
     return true;
+  }
+
+  /** Folds an int64 value (hashed as its 8 little-endian bytes) into a
+   * distinct metric of the key's groups. */
+  addDistinct(m: i32, v: i64): Key {
+    const t = memory.data(8);
+    store<i64>(t, v);
+    return this.addDistinctHash(m, sketchHash(t, 8));
+  }
+  /** Folds record i's bytes of string field f into a distinct metric. */
+  addDistinctString(m: i32, b: Batch, f: i32, i: u32): Key { return this.addDistinctHash(m, sketchHash(b.strPtr(f, i), b.strLen(f, i))); }
+  /** Folds the UTF-8 bytes of s into a distinct metric. */
+  addDistinctStr(m: i32, s: string): Key {
+    const e = String.UTF8.encode(s);
+    return this.addDistinctHash(m, sketchHash(changetype<usize>(e), e.byteLength));
+  }
+
+  private addDistinctHash(m: i32, h: u64): Key {
+    if (!this.resolve()) return this;
+    if (m < 0 || m >= spec.metrics.length || spec.metrics[m].op != OP_DISTINCT) {
+      this.g.misuse("wagg: addDistinct on a metric that is not distinct");
+      return this;
+    }
+    const nm = spec.metrics.length;
+    for (let t = 0; t < this.ntargets; t++) {
+      const tg = unchecked(this.targets[t]);
+      tg.p.sketches[<i32>tg.p.vals[<i32>tg.g * nm + m]].addHash(h);
+    }
+    return this;
   }
 
   /** Folds an int64 value into an int64 metric of the key's groups: a count
@@ -599,10 +736,11 @@ export class OldGroup {
   start: i64 = 0;
   keyPtr: usize = 0;
   keyLen: u32 = 0;
-  vals: usize = 0;
+  vals: u64[] = []; // per old metric (a distinct one's unused)
+  // A distinct metric is a sketch, not a value the hook reads.
   private index(name: string, t: u8): i32 {
     const ms = from!.metrics;
-    for (let i = 0; i < ms.length; i++) if (ms[i].type == t && ms[i].name == name) return i;
+    for (let i = 0; i < ms.length; i++) if (ms[i].type == t && ms[i].name == name && ms[i].kind != "distinct") return i;
     return -1;
   }
   /** Whether the old build had an int64 metric called name. */
@@ -610,14 +748,14 @@ export class OldGroup {
   /** The old int64 metric called name (0 when there is none). */
   int64(name: string): i64 {
     const i = this.index(name, T_INT64);
-    return i < 0 ? 0 : load<i64>(this.vals + (<usize>i << 3));
+    return i < 0 ? 0 : <i64>this.vals[i];
   }
   /** Whether the old build had a float64 metric called name. */
   hasFloat64(name: string): bool { return this.index(name, T_FLOAT64) >= 0; }
   /** The old float64 metric called name (0 when there is none). */
   float64(name: string): f64 {
     const i = this.index(name, T_FLOAT64);
-    return i < 0 ? 0 : load<f64>(this.vals + (<usize>i << 3));
+    return i < 0 ? 0 : reinterpret<f64>(this.vals[i]);
   }
   private col(c: i32): usize {
     let off: usize = 0;
@@ -643,7 +781,7 @@ export class NewGroup {
   vals: u64[] = [];
   err: string | null = null;
   private check(m: i32, t: u8, avg: bool, call: string): bool {
-    if (m >= 0 && m < spec.metrics.length && spec.metrics[m].type == t && (spec.metrics[m].op == OP_AVG) == avg) return true;
+    if (m >= 0 && m < spec.metrics.length && spec.metrics[m].type == t && (spec.metrics[m].op == OP_AVG) == avg && spec.metrics[m].op != OP_DISTINCT) return true;
     if (this.err === null) this.err = "wagg: migrate failed: NewGroup." + call + " does not set metric " + m.toString();
     return false;
   }
@@ -944,7 +1082,11 @@ export function init(p: usize, n: u32): i32 {
   const g = new Groups();
   g.windows = wins;
   for (let i = 0; i < wins.length; i++) g.ws.push(new WState());
-  for (let i = 0; i < spec.metrics.length; i++) g.idents.push(spec.metrics[i].identity());
+  distinctMetrics = [];
+  for (let i = 0; i < spec.metrics.length; i++) {
+    g.idents.push(spec.metrics[i].identity());
+    if (spec.metrics[i].op == OP_DISTINCT) distinctMetrics.push(i);
+  }
   g.maxGroups = maxGroups;
   groups = g;
   return OK;
@@ -1029,12 +1171,21 @@ function closed(w: Window, start: i64, watermark: i64): bool {
   return end <= watermark;
 }
 
+/** Appends group g's metrics: 8 bytes each, a sketch for a distinct one. */
+function putValues(b: Buf, p: Pane, g: u32, nm: i32): void {
+  for (let j = 0; j < nm; j++) {
+    const v = unchecked(p.vals[<i32>g * nm + j]);
+    if (distinctMetrics.length && spec.metrics[j].op == OP_DISTINCT) p.sketches[<i32>v].put(b);
+    else b.u64(v);
+  }
+}
+
 function putRow(w: i32, fin: bool, p: Pane, g: u32, nm: i32): void {
   rows.u8(<u8>w);
   rows.u8(fin ? 1 : 0);
   rows.u64(<u64>p.start);
   rows.bytes(p.keyPtr(g), p.keyLen(g));
-  for (let j = 0; j < nm; j++) rows.u64(unchecked(p.vals[<i32>g * nm + j]));
+  putValues(rows, p, g, nm);
 }
 
 /** @internal wagg_flush: the changed groups, and every group of the windows
@@ -1076,7 +1227,8 @@ export function flush(watermark: i64): void {
 
 /** @internal wagg_snapshot, in the layout the Go, C and Rust SDKs write:
  *   u32 "WGS1", u32 windows; per window: u32 panes; per pane: i64 start,
- *   u32 groups; per group: u32 key length, key, metrics x u64 */
+ *   u32 groups; per group: u32 key length, key, metrics x u64 (a distinct
+ *   metric: its sketch as a row carries it) */
 export function snapshot(): void {
   const g = groups!;
   const nm = spec.metrics.length;
@@ -1093,7 +1245,7 @@ export function snapshot(): void {
       for (let k: u32 = 0; k < p.n; k++) {
         snap.u32(p.keyLen(k));
         snap.bytes(p.keyPtr(k), p.keyLen(k));
-        for (let j = 0; j < nm; j++) snap.u64(p.vals[<i32>k * nm + j]);
+        putValues(snap, p, k, nm);
       }
     }
   }
@@ -1117,10 +1269,19 @@ function validKey(k: usize, n: u32): bool {
 function decodeSnapshot(b: usize, len: u32, g: Groups): i32 {
   const nm = spec.metrics.length;
   const mf = from;
-  const width = mf !== null ? mf.metrics.length : nm; // values per group in the snapshot
+  const width = mf !== null ? mf.metrics.length : nm; // metrics per group in the snapshot
   const og = new OldGroup();
   const ng = new NewGroup();
   for (let m = 0; m < nm; m++) ng.vals.push(0);
+  // Per metric of the snapshot: whether it is distinct (a sketch of its own
+  // length, the others 8 bytes), and the group's value or sketch.
+  const distinct: bool[] = [];
+  const oldSk: Sketch[] = [];
+  for (let m = 0; m < width; m++) {
+    distinct.push(mf !== null ? mf.metrics[m].kind == "distinct" : spec.metrics[m].op == OP_DISTINCT);
+    og.vals.push(0);
+    oldSk.push(new Sketch());
+  }
   const total = <u64>len;
   if (total < 8) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: truncated");
   if (load<u32>(b) != SNAP_MAGIC) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: bad magic");
@@ -1145,31 +1306,54 @@ function decodeSnapshot(b: usize, len: u32, g: Groups): i32 {
         if (total - off < 4) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: truncated");
         const kl = load<u32>(b + <usize>off);
         off += 4;
-        if (<u64>kl + 8 * <u64>width > total - off) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: truncated");
+        if (<u64>kl > total - off) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: truncated");
         const k = b + <usize>off;
         if (!validKey(k, kl)) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: a key does not match the key columns");
         const h = hashKey(k, kl);
         if (p.lookup(k, kl, h)) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: a group appears twice");
         const slot = lastSlot;
-        const body = k + kl;
-        off += <u64>kl + 8 * <u64>width;
-        if (mf !== null) {
-          for (let m = 0; m < nm; m++) {
-            const c = mf.carry[m];
-            ng.vals[m] = c >= 0 ? load<u64>(body + (<usize>c << 3)) : g.idents[m];
+        off += <u64>kl;
+        for (let m = 0; m < width; m++) {
+          if (distinct[m]) {
+            if (total - off < 4) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: truncated");
+            const sn = load<u32>(b + <usize>off);
+            off += 4;
+            if (<u64>sn > total - off) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: truncated");
+            const sk = new Sketch();
+            if (!sk.read(b + <usize>off, sn)) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: a sketch does not decode");
+            oldSk[m] = sk;
+            off += <u64>sn;
+            continue;
           }
+          if (total - off < 8) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: truncated");
+          og.vals[m] = load<u64>(b + <usize>off);
+          off += 8;
+        }
+        for (let m = 0; m < nm; m++) {
+          const c = mf !== null ? mf.carry[m] : m;
+          ng.vals[m] = c >= 0 ? og.vals[c] : g.idents[m];
+        }
+        if (mf !== null) {
           og.version = <i32>mf.version; og.window = w; og.start = start;
-          og.keyPtr = k; og.keyLen = kl; og.vals = body;
+          og.keyPtr = k; og.keyLen = kl;
           ng.err = null;
           const keep = migrateFn!(og, ng);
           const e = ng.err;
           if (e !== null) return setError(ERR_AGGREGATE, e);
           if (!keep) continue;
-        } else {
-          for (let m = 0; m < nm; m++) ng.vals[m] = load<u64>(body + (<usize>m << 3));
         }
         const gi = p.insert(k, kl, h, slot, g.idents);
-        for (let m = 0; m < nm; m++) p.vals[<i32>gi * nm + m] = ng.vals[m];
+        for (let m = 0; m < nm; m++) {
+          const at = <i32>gi * nm + m;
+          if (spec.metrics[m].op != OP_DISTINCT) {
+            p.vals[at] = ng.vals[m];
+            continue;
+          }
+          // A distinct metric's sketch comes from the snapshot's metric it
+          // carries (itself when not migrating); a new one starts empty.
+          const c = mf !== null ? mf.carry[m] : m;
+          if (c >= 0) p.sketches[<i32>p.vals[at]] = oldSk[c];
+        }
         // Every restored group is marked changed: the first flush after a
         // restore emits the whole state (abi/ABI.md).
         p.touch(gi);

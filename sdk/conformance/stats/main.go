@@ -1,6 +1,6 @@
 // Command stats is the conformance aggregator that exercises every key and
 // metric type: requests per (region, status, tier) with int64 and float64
-// sums, minimums and maximums. Its twins in C (c/stats.c), Rust (rust/) and
+// sums, minimums and maximums, an average and a distinct count of sizes. Its twins in C (c/stats.c), Rust (rust/) and
 // AssemblyScript (assemblyscript/)
 // must emit the same rows and snapshots (sdk/conformance).
 package main
@@ -25,13 +25,15 @@ var (
 	fastest  = wagg.Min("fastest").Float()
 	slowest  = wagg.Max("slowest").Float()
 	latency  = wagg.Average("latency")
+	// distinctSizes counts the distinct request sizes (int64 values).
+	distinctSizes = wagg.Distinct("sizes")
 )
 
 func init() {
 	wagg.Register(wagg.Spec{
 		Input:   wagg.Fields(region, status, tier, ms, size),
 		Keys:    wagg.Keys(wagg.StringKey("region"), wagg.Int64Key("status"), wagg.Float64Key("tier")),
-		Metrics: wagg.Metrics(requests, bytes, smallest, largest, total, fastest, slowest, latency),
+		Metrics: wagg.Metrics(requests, bytes, smallest, largest, total, fastest, slowest, latency, distinctSizes),
 	}, fold)
 }
 
@@ -45,6 +47,7 @@ func fold(b *wagg.Batch, g *wagg.Groups) error {
 		}
 		k := g.At(b.Time(i)).String(regions.At(i)).Int64(statuses[i]).Float64(tiers[i])
 		k.Add(requests, 1).Add(bytes, sizes[i]).Add(smallest, sizes[i]).Add(largest, sizes[i])
+		k.AddDistinct(distinctSizes, sizes[i])
 		// Only successful requests count towards the latencies, so that
 		// some groups keep the min and max identities (+Inf and -Inf).
 		if statuses[i] < 400 {

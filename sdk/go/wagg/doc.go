@@ -24,9 +24,12 @@
 //		})
 //	}
 //
-// The SDK keeps the state per window and group, emits the changed groups at
-// each flush, marks closed windows final, and snapshots and restores the
-// state, so the aggregator holds no state of its own and replays exactly.
+// Metrics are counts, sums, minimums and maximums, averages (Average) and
+// distinct counts (Distinct, a HyperLogLog sketch per group that the host
+// merges across partitions). The SDK keeps the state per window and group,
+// emits the changed groups at each flush, marks closed windows final, and
+// snapshots and restores the state, so the aggregator holds no state of its
+// own and replays exactly.
 //
 // A new build of an aggregator takes over a running deployment's state.
 // When it would count on differently from what an older build left (other

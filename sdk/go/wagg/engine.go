@@ -132,7 +132,8 @@ func (e *engine) check(b *abi.Batch) error {
 //
 //	u32 snapMagic, u32 windows
 //	per window: u32 panes; per pane: i64 start, u32 groups;
-//	per group: u32 key length, key, metrics x u64
+//	per group: u32 key length, key, metrics x u64 (a distinct metric:
+//	its sketch, abi.Sketch.AppendEncoded)
 //
 // Panes come in increasing start and groups in the order they were created,
 // same state always has the same snapshot, and restore accepts exactly the
@@ -160,7 +161,11 @@ func (e *engine) snapshot() []byte {
 				k := p.key(i)
 				b = le.AppendUint32(b, uint32(len(k)))
 				b = append(b, k...)
-				for _, v := range p.values(i) {
+				for j, v := range p.values(i) {
+					if g.sketches != nil && g.metrics[j].Kind == abi.Distinct {
+						b = p.sketch(i, j).AppendEncoded(b)
+						continue
+					}
 					b = le.AppendUint64(b, v)
 				}
 			}
@@ -188,9 +193,9 @@ func (e *engine) restore(b []byte) error {
 func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 	le := binary.LittleEndian
 	nm := len(e.schema.Metrics)
-	in := nm // metrics per group in the snapshot
+	from := e.schema // the schema the snapshot was written with
 	if e.migrate != nil {
-		in = len(e.migrate.schema.Metrics)
+		from = e.migrate.schema
 	}
 	take := func(n int) []byte {
 		if n < 0 || n > len(b) {
@@ -215,7 +220,8 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 	} else if n != len(g.windows) {
 		return fmt.Errorf("%w: taken with %d windows, the deployment has %d", errSnapshot, n, len(g.windows))
 	}
-	vals := make([]uint64, in)
+	vals := make([]uint64, len(from.Metrics))
+	sketches := make([]*abi.Sketch, len(from.Metrics))
 	for w, win := range g.windows {
 		panes, ok := u32()
 		if !ok {
@@ -240,9 +246,26 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 			for range n {
 				kl, ok := u32()
 				key := take(kl)
-				body := take(8 * in)
-				if !ok || key == nil || body == nil {
+				if !ok || key == nil {
 					return fmt.Errorf("%w: truncated group", errSnapshot)
+				}
+				// The group's metrics in the snapshot's schema: 8 bytes
+				// each but a distinct metric's sketch, of its own length.
+				for j, m := range from.Metrics {
+					if m.Kind == abi.Distinct {
+						sk, k, err := abi.DecodeSketch(b)
+						if err != nil {
+							return fmt.Errorf("%w: window %d pane %d: %v", errSnapshot, w, p.start, err)
+						}
+						sketches[j] = sk
+						take(k)
+						continue
+					}
+					v := take(8)
+					if v == nil {
+						return fmt.Errorf("%w: truncated group", errSnapshot)
+					}
+					vals[j] = le.Uint64(v)
 				}
 				kv, err := e.schema.KeyValues(string(key))
 				if err != nil {
@@ -252,10 +275,7 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 				if _, _, dup := p.lookup(key, h); dup {
 					return fmt.Errorf("%w: window %d pane %d: a group appears twice", errSnapshot, w, p.start)
 				}
-				for j := range in {
-					vals[j] = le.Uint64(body[8*j:])
-				}
-				src := vals[:in]
+				src := vals
 				if e.migrate != nil {
 					var keep bool
 					if src, keep, err = e.migrate.convert(win, p.start, kv, src, g.idents); err != nil {
@@ -268,8 +288,23 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 				// the snapshot was taken: the first flush after a restore emits
 				// the whole state, so a host that starts afresh (its live hub
 				// empty) shows every group, not only those that change next.
-				i := p.find(key, h, g.idents)
-				copy(p.vals[int(i)*nm:], src)
+				i := p.find(key, h, g.idents, g.distinct)
+				for j, m := range e.schema.Metrics {
+					if m.Kind != abi.Distinct {
+						p.vals[int(i)*nm+j] = src[j]
+						continue
+					}
+					// A distinct metric's sketch comes from the snapshot's
+					// metric at carry[j] (itself when not migrating); a
+					// new one starts empty.
+					o := j
+					if e.migrate != nil {
+						o = e.migrate.carry[j]
+					}
+					if o >= 0 {
+						*p.sketch(i, j) = *sketches[o]
+					}
+				}
 				p.touch(i)
 			}
 			if e.migrate == nil || p.len() > 0 {

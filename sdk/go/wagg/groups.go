@@ -22,11 +22,15 @@ type Groups struct {
 	kinds   []winKind // per window
 	types   []keyType // per key column
 	idents  []uint64
-	key     Key
-	starts  []int64
-	out     abi.RowsWriter
-	err     error   // the first misuse in the current batch
-	order   []int64 // scratch: pane starts in order
+	// distinct lists the distinct metrics; sketches is flush's scratch
+	// (a row's sketch per metric, nil for the others).
+	distinct []int
+	sketches []*abi.Sketch
+	key      Key
+	starts   []int64
+	out      abi.RowsWriter
+	err      error   // the first misuse in the current batch
+	order    []int64 // scratch: pane starts in order
 	// maxGroups is the host's limit of groups per pane (abi.Config.MaxGroups); 0: none.
 	maxGroups int
 }
@@ -67,8 +71,14 @@ func newGroups(windows []abi.Window, s *abi.Schema, maxGroups int) *Groups {
 	for i := range g.panes {
 		g.panes[i] = map[int64]*pane{}
 	}
-	for _, m := range s.Metrics {
+	for j, m := range s.Metrics {
 		g.idents = append(g.idents, identity(m))
+		if m.Kind == abi.Distinct {
+			g.distinct = append(g.distinct, j)
+		}
+	}
+	if len(g.distinct) > 0 {
+		g.sketches = make([]*abi.Sketch, len(s.Metrics))
 	}
 	for _, c := range s.Keys {
 		g.types = append(g.types, keyTypes[c.Type])
@@ -242,7 +252,7 @@ func (k *Key) target(w int, start int64, h uint64) {
 				ErrTooManyGroups, g.windows[w].Name, start, p.len()))
 			return
 		}
-		i = p.insert(k.buf, h, g.idents, slot)
+		i = p.insert(k.buf, h, g.idents, g.distinct, slot)
 	}
 	p.touch(i)
 	k.targets = append(k.targets, target{p, i})
@@ -286,6 +296,10 @@ func (k *Key) Add(m *Metric, v int64) *Key {
 		k.fail(fmt.Errorf("wagg: metric %s is %s, use AddFloat", m.def.Name, m.def.Type))
 		return k
 	}
+	if m.op == opDistinct {
+		k.fail(fmt.Errorf("wagg: metric %s is a distinct count, use AddDistinct", m.def.Name))
+		return k
+	}
 	j := m.idx
 	for _, t := range k.targets {
 		val := &t.p.vals[int(t.g)*t.p.nm+j]
@@ -307,6 +321,10 @@ func (k *Key) Add(m *Metric, v int64) *Key {
 // it adds v to the sum and 1 to the count.
 func (k *Key) AddFloat(m *Metric, v float64) *Key {
 	if !k.resolve() || !k.known(m) {
+		return k
+	}
+	if m.op == opDistinct {
+		k.fail(fmt.Errorf("wagg: metric %s is a distinct count, use AddDistinct", m.def.Name))
 		return k
 	}
 	if !m.float {
@@ -338,6 +356,41 @@ func (k *Key) AddFloat(m *Metric, v float64) *Key {
 	return k
 }
 
+// AddDistinct folds an int64 value into a Distinct metric of the key's
+// groups: the count goes up once per distinct value.
+func (k *Key) AddDistinct(m *Metric, v int64) *Key {
+	if k.distinct(m) {
+		h := abi.HashInt64(v)
+		for _, t := range k.targets {
+			t.p.sketch(t.g, m.idx).AddHash(h)
+		}
+	}
+	return k
+}
+
+// AddDistinctString folds a string value into a Distinct metric of the
+// key's groups. The bytes are hashed, not kept.
+func (k *Key) AddDistinctString(m *Metric, v []byte) *Key {
+	if k.distinct(m) {
+		h := abi.HashString(v)
+		for _, t := range k.targets {
+			t.p.sketch(t.g, m.idx).AddHash(h)
+		}
+	}
+	return k
+}
+
+func (k *Key) distinct(m *Metric) bool {
+	if !k.resolve() || !k.known(m) {
+		return false
+	}
+	if m.op != opDistinct {
+		k.fail(fmt.Errorf("wagg: metric %s is a %s, use Add or AddFloat", m.def.Name, m.def.Kind))
+		return false
+	}
+	return true
+}
+
 // flush writes the rows of every changed group, and every group of each
 // window that watermark closed (final), then forgets the closed windows.
 // Rows come in a fixed order (window, start, then the order groups were
@@ -350,7 +403,7 @@ func (g *Groups) flush(watermark int64) []byte {
 			p := g.panes[w][start]
 			if win.Closed(start, watermark) {
 				for i := range uint32(p.len()) {
-					g.out.Append(uint8(w), true, start, p.key(i), p.values(i))
+					g.out.AppendSketches(uint8(w), true, start, p.key(i), p.values(i), g.rowSketches(p, i))
 				}
 				delete(g.panes[w], start)
 				if g.last[w] == p {
@@ -359,13 +412,22 @@ func (g *Groups) flush(watermark int64) []byte {
 				continue
 			}
 			for _, i := range p.dirty {
-				g.out.Append(uint8(w), false, start, p.key(i), p.values(i))
+				g.out.AppendSketches(uint8(w), false, start, p.key(i), p.values(i), g.rowSketches(p, i))
 				p.marked[i] = false
 			}
 			p.dirty = p.dirty[:0]
 		}
 	}
 	return g.out.Bytes()
+}
+
+// rowSketches returns group i's sketches per metric, in scratch memory;
+// nil when no metric is distinct.
+func (g *Groups) rowSketches(p *pane, i uint32) []*abi.Sketch {
+	for _, j := range g.distinct {
+		g.sketches[j] = p.sketch(i, j)
+	}
+	return g.sketches
 }
 
 // paneStarts returns the starts of window w's panes in order, in scratch memory.

@@ -17,6 +17,10 @@ import (
 // counted yet (zero, or the identity of a min or max) for the others. Set
 // what must change on g, and return false to drop the group instead.
 //
+// A Distinct metric is a sketch, not a value: the hook neither reads nor
+// sets it. One of the same name, kind and type in the old build carries its
+// sketch over as it was; any other starts empty.
+//
 // The group keeps its window, start and key: a migration converts values,
 // it does not move groups. It must be deterministic, like the Func: the
 // host may restore the same snapshot again after a fault and must get the
@@ -57,10 +61,10 @@ func (o *OldGroup) Key() []any { return o.key }
 func (o *OldGroup) Metrics() []abi.Metric { return o.from.schema.Metrics }
 
 // Int64 is the value of the old int64 metric called name; false when the
-// old build had no int64 metric of that name.
+// old build had no int64 metric of that name, or it was a Distinct one.
 func (o *OldGroup) Int64(name string) (int64, bool) {
 	j, ok := o.from.byName[name]
-	if !ok || o.from.schema.Metrics[j].Type != abi.Int64 {
+	if !ok || o.from.schema.Metrics[j].Type != abi.Int64 || o.from.schema.Metrics[j].Kind == abi.Distinct {
 		return 0, false
 	}
 	return int64(o.vals[j]), true
@@ -98,6 +102,10 @@ func (n *NewGroup) metric(m *Metric, float, avg bool, use string) bool {
 			name = m.def.Name
 		}
 		n.fail(fmt.Errorf("metric %s is not one of the registered spec's Metrics", name))
+		return false
+	}
+	if m.def.Kind == abi.Distinct {
+		n.fail(fmt.Errorf("metric %s is a distinct count, which a migration carries over or starts empty; NewGroup.%s does not set it", m.def.Name, use))
 		return false
 	}
 	if m.float != float || m.avg != avg {

@@ -392,3 +392,106 @@ func FuzzMigrateRestore(f *testing.F) {
 		}
 	})
 }
+
+// A migration walks an old snapshot's sketches; the hook sees none of them
+// as a value and sets none; a distinct metric of the same name, kind and
+// type carries its sketch over as it was, another starts empty.
+func TestMigrate_DistinctSketchesCarryOverOrStartEmpty(t *testing.T) {
+	var vs []userVote
+	for u := range 3000 {
+		vs = append(vs, userVote{int64(u * 50), int64(u % 3), u % 1200})
+	}
+	register(t, dSpec, distinctFold)
+	old, err := NewLocal(fiveMinutes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Process(userBatch(vs)); err != nil {
+		t.Fatal(err)
+	}
+	snap := old.Snapshot()
+	v1, _ := Describe()
+	oldRows, err := old.Flush(0)
+	if err != nil || len(oldRows) == 0 {
+		t.Fatalf("version 1 flushed %d rows, %v", len(oldRows), err)
+	}
+
+	tally, voters, fresh := Count("tally"), Distinct("voters"), Distinct("fresh")
+	v2 := func(migrate MigrateFunc) Spec {
+		return Spec{Input: Fields(dPoll, dUser), Keys: Keys(Int64Key("poll_id")), Metrics: Metrics(tally, voters, fresh),
+			State: abi.State{Version: 2, Migrates: []int{1}}, Migrate: migrate}
+	}
+	fold := func(b *Batch, g *Groups) error {
+		polls, users := b.Int64s(dPoll), b.Strings(dUser)
+		for i := range b.Len() {
+			g.At(b.Time(i)).Int64(polls[i]).Add(tally, 1).AddDistinctString(voters, users.At(i)).AddDistinct(fresh, polls[i])
+		}
+		return nil
+	}
+	sawSketch := false
+	register(t, v2(func(o *OldGroup, g *NewGroup) bool {
+		if _, ok := o.Int64("voters"); ok {
+			sawSketch = true
+		}
+		n, _ := o.Int64("votes")
+		g.Set(tally, n)
+		return true
+	}), fold)
+	l, err := NewLocalConfig(abi.Config{ABI: abi.Version, Windows: []abi.Window{fiveMinutes}, MigrateFrom: &v1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	if sawSketch {
+		t.Error("OldGroup.Int64 read the old distinct metric voters as a value")
+	}
+	rows, err := l.Flush(0)
+	if err != nil || len(rows) != len(oldRows) {
+		t.Fatalf("migrated %d rows of %d, %v", len(rows), len(oldRows), err)
+	}
+	byPane := func(r abi.Row) string { return fmt.Sprintf("%d %d %q", r.Window, r.Start, r.Key) }
+	want := map[string]abi.Row{}
+	for _, r := range oldRows {
+		want[byPane(r)] = r
+	}
+	for _, r := range rows {
+		o, ok := want[byPane(r)]
+		if !ok {
+			t.Fatalf("row %s was not in version 1", byPane(r))
+		}
+		if r.Metrics[0] != o.Metrics[0] || r.Metrics[1] != o.Metrics[1] ||
+			!bytes.Equal(r.Sketches[1].AppendEncoded(nil), o.Sketches[1].AppendEncoded(nil)) {
+			t.Errorf("%s: tally %d voters %d, version 1 had votes %d voters %d (or other registers)", byPane(r), r.Metrics[0], r.Metrics[1], o.Metrics[0], o.Metrics[1])
+		}
+		if r.Metrics[2] != 0 || len(r.Sketches[2].AppendEncoded(nil)) != 4 {
+			t.Errorf("%s: the new distinct metric fresh starts at %d, not empty", byPane(r), r.Metrics[2])
+		}
+	}
+	// Counting on: the voters are all in the carried sketches already.
+	if err := l.Process(userBatch(vs)); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := l.Flush(0)
+	for _, r := range again {
+		if o := want[byPane(r)]; r.Metrics[1] != o.Metrics[1] || r.Metrics[0] != 2*o.Metrics[0] || r.Metrics[2] != 1 {
+			t.Errorf("%s after the same votes again: tally %d voters %d fresh %d, want %d %d 1", byPane(r), r.Metrics[0], r.Metrics[1], r.Metrics[2], 2*o.Metrics[0], o.Metrics[1])
+		}
+	}
+
+	register(t, v2(func(o *OldGroup, g *NewGroup) bool {
+		g.Set(voters, 1)
+		return true
+	}), fold)
+	l, err = NewLocalConfig(abi.Config{ABI: abi.Version, Windows: []abi.Window{fiveMinutes}, MigrateFrom: &v1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Restore(snap); !errors.Is(err, errMigrate) || !strings.Contains(err.Error(), "distinct") {
+		t.Fatalf("setting a distinct metric: %v, want a failed migration naming it", err)
+	}
+	if rows, _ := l.Flush(0); len(rows) != 0 {
+		t.Fatal("a failed migration left state behind")
+	}
+}

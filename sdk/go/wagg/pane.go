@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/bits"
+
+	"github.com/wagg/wagg/abi"
 )
 
 // pane is one window instance (one start): its groups in a hash table of
@@ -21,6 +23,9 @@ type pane struct {
 	dirty  []uint32 // groups changed since the last flush
 	marked []bool   // marked[i]: group i is in dirty
 	slots  []uint32 // open addressing: group index + 1; 0 is empty
+	// sketches of the distinct metrics: such a metric's value in vals is
+	// the index of its sketch here.
+	sketches []abi.Sketch
 }
 
 func newPane(start int64, nm int) *pane {
@@ -39,12 +44,15 @@ func (p *pane) key(i uint32) []byte {
 
 func (p *pane) values(i uint32) []uint64 { return p.vals[int(i)*p.nm : int(i+1)*p.nm] }
 
+// sketch is the sketch of distinct metric j of group i.
+func (p *pane) sketch(i uint32, j int) *abi.Sketch { return &p.sketches[p.vals[int(i)*p.nm+j]] }
+
 // find returns the group of key (hash h), creating it with the identity
-// values when missing.
-func (p *pane) find(key []byte, h uint64, idents []uint64) uint32 {
+// values when missing and empty sketches for the distinct metrics.
+func (p *pane) find(key []byte, h uint64, idents []uint64, distinct []int) uint32 {
 	g, slot, ok := p.lookup(key, h)
 	if !ok {
-		g = p.insert(key, h, idents, slot)
+		g = p.insert(key, h, idents, distinct, slot)
 	}
 	return g
 }
@@ -64,12 +72,16 @@ func (p *pane) lookup(key []byte, h uint64) (g uint32, slot uint64, ok bool) {
 }
 
 // insert adds a group for key in the empty slot i.
-func (p *pane) insert(key []byte, h uint64, idents []uint64, i uint64) uint32 {
+func (p *pane) insert(key []byte, h uint64, idents []uint64, distinct []int, i uint64) uint32 {
 	g := uint32(len(p.ends))
 	p.keys = append(p.keys, key...)
 	p.ends = append(p.ends, uint32(len(p.keys)))
 	p.hashes = append(p.hashes, h)
 	p.vals = append(p.vals, idents...)
+	for _, j := range distinct {
+		p.vals[int(g)*p.nm+j] = uint64(len(p.sketches))
+		p.sketches = append(p.sketches, abi.Sketch{})
+	}
 	p.marked = append(p.marked, false)
 	p.slots[i] = g + 1
 	if 2*len(p.ends) > len(p.slots) {

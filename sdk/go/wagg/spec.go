@@ -32,7 +32,8 @@ func (f *Field) From(key string) *Field { f.def.Path = key; return f }
 // the record to the dead-letter topic.
 func (f *Field) Optional() *Field { f.def.Optional = true; return f }
 
-// Metric is an output value. Create it with Count, Sum, Min or Max.
+// Metric is an output value. Create it with Count, Sum, SumFloat, Average,
+// Min, Max or Distinct.
 type Metric struct {
 	def abi.Metric
 	idx int
@@ -52,6 +53,7 @@ const (
 	opAdd op = iota
 	opMin
 	opMax
+	opDistinct
 )
 
 // Count declares an int64 counter.
@@ -87,6 +89,15 @@ func Min(name string) *Metric {
 // Max declares the maximum of int64 values (Float makes it float64).
 func Max(name string) *Metric {
 	return &Metric{def: abi.Metric{Name: name, Kind: abi.Max, Type: abi.Int64}, idx: -1, op: opMax}
+}
+
+// Distinct declares a count of distinct values (unique users, say),
+// estimated from a HyperLogLog sketch that the host merges across
+// partitions: exact or nearly so for small counts, within 1.6% (one
+// standard error) for large ones (abi/ABI.md, "Distinct counts"). Feed it
+// with AddDistinct (int64 values) or AddDistinctString, one of the two.
+func Distinct(name string) *Metric {
+	return &Metric{def: abi.Metric{Name: name, Kind: abi.Distinct, Type: abi.Int64}, idx: -1, op: opDistinct}
 }
 
 // Float makes a Min or Max metric hold float64 values.

@@ -2,10 +2,11 @@
 //! snapshots out, in the encodings of `abi/ABI.md`.
 
 use crate::batch::{schema_error, Batch};
-use crate::groups::{hash_key, Groups};
+use crate::groups::{hash_key, Groups, Pane};
+use crate::sketch::Sketch;
 use crate::json::parse_config;
 use crate::migrate::{Migration, NewGroup, OldGroup};
-use crate::spec::{Spec, Type};
+use crate::spec::{Op, Spec, Type};
 use crate::{Aggregator, Code, Error};
 
 const BATCH_MAGIC: u32 = 0x3142_4757; // "WGB1"
@@ -58,8 +59,12 @@ impl<A: Aggregator> Engine<A> {
     }
 
     /// The key column and metric types, for decoding rows.
-    pub(crate) fn types(&self) -> (Vec<Type>, Vec<Type>) {
-        (self.spec.keys.iter().map(|k| k.1).collect(), self.spec.metrics.iter().map(|m| m.ty).collect())
+    /// A distinct metric reads as None.
+    pub(crate) fn types(&self) -> (Vec<Type>, Vec<Option<Type>>) {
+        (
+            self.spec.keys.iter().map(|k| k.1).collect(),
+            self.spec.metrics.iter().map(|m| if m.op == Op::Distinct { None } else { Some(m.ty) }).collect(),
+        )
     }
 
     /// The schema as JSON (`wagg_describe`).
@@ -114,14 +119,13 @@ impl<A: Aggregator> Engine<A> {
             let win = &g.windows[w];
             for p in s.panes.iter_mut() {
                 let fin = win.closed(p.start, watermark);
+                let ops = &g.metrics;
                 let mut row = |gi: usize, out: &mut Vec<u8>| {
                     out.push(w as u8);
                     out.push(fin as u8);
                     out.extend_from_slice(&p.start.to_le_bytes());
                     out.extend_from_slice(p.key(gi));
-                    for v in &p.vals[gi * nm..(gi + 1) * nm] {
-                        out.extend_from_slice(&v.to_le_bytes());
-                    }
+                    put_values(out, p, gi, nm, ops);
                     count += 1;
                 };
                 if fin {
@@ -148,7 +152,8 @@ impl<A: Aggregator> Engine<A> {
     /// ```text
     /// u32 "WGS1", u32 windows
     /// per window: u32 panes; per pane: i64 start, u32 groups;
-    /// per group: u32 key length, key, metrics x u64
+    /// per group: u32 key length, key, metrics x u64 (a distinct metric:
+    /// its sketch as a row carries it)
     /// ```
     pub fn snapshot(&mut self) -> Result<&[u8], Error> {
         let g = self.groups.as_ref().ok_or_else(not_ready)?;
@@ -166,9 +171,7 @@ impl<A: Aggregator> Engine<A> {
                     let k = p.key(gi);
                     b.extend_from_slice(&(k.len() as u32).to_le_bytes());
                     b.extend_from_slice(k);
-                    for v in &p.vals[gi * nm..(gi + 1) * nm] {
-                        b.extend_from_slice(&v.to_le_bytes());
-                    }
+                    put_values(b, p, gi, nm, &g.metrics);
                 }
             }
         }
@@ -289,6 +292,17 @@ fn valid_key(k: &[u8], types: &[Type]) -> bool {
     off == k.len()
 }
 
+/// Appends group gi's metrics: 8 bytes each, a sketch for a distinct one.
+fn put_values(out: &mut Vec<u8>, p: &Pane, gi: usize, nm: usize, ops: &[(Type, Op)]) {
+    for (j, v) in p.vals[gi * nm..(gi + 1) * nm].iter().enumerate() {
+        if ops[j].1 == Op::Distinct {
+            p.sketches[*v as usize].put(out);
+        } else {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
 fn decode_snapshot<A: Aggregator>(
     b: &[u8],
     g: &mut Groups,
@@ -296,8 +310,15 @@ fn decode_snapshot<A: Aggregator>(
     mut migrate: Option<(&Migration, &mut A, &[crate::spec::MetricDef])>,
 ) -> Result<(), Error> {
     let nm = g.metrics.len();
-    let width = migrate.as_ref().map(|m| m.0.width()).unwrap_or(nm);
+    // Which of the snapshot's metrics are distinct, in the schema that wrote
+    // it: their sketches are of their own length, the others 8 bytes.
+    let distinct: Vec<bool> = match migrate.as_ref() {
+        Some(m) => m.0.distinct(),
+        None => g.metrics.iter().map(|m| m.1 == Op::Distinct).collect(),
+    };
+    let width = distinct.len();
     let mut old = vec![0u64; width];
+    let mut sketches = vec![Sketch::default(); width];
     let mut new = vec![0u64; nm];
     let mut off = 0usize;
     let mut take = |k: usize| -> Result<&[u8], Error> {
@@ -335,14 +356,18 @@ fn decode_snapshot<A: Aggregator>(
             for _ in 0..n {
                 let kl = u32_of(take(4)?) as usize;
                 let key = take(kl)?;
-                let body = take(8 * width)?;
                 if !valid_key(key, key_types) {
                     return Err(bad("a key does not match the key columns"));
                 }
-                for (j, v) in old.iter_mut().enumerate() {
+                for j in 0..width {
+                    if distinct[j] {
+                        let n = u32_of(take(4)?) as usize;
+                        sketches[j] = Sketch::from_body(take(n)?).ok_or_else(|| bad("a sketch does not decode"))?;
+                        continue;
+                    }
                     let mut b8 = [0u8; 8];
-                    b8.copy_from_slice(&body[8 * j..8 * j + 8]);
-                    *v = u64::from_le_bytes(b8);
+                    b8.copy_from_slice(take(8)?);
+                    old[j] = u64::from_le_bytes(b8);
                 }
                 let hk = hash_key(key);
                 if g.ws[w].panes[pi].lookup(key, hk).is_ok() {
@@ -377,9 +402,25 @@ fn decode_snapshot<A: Aggregator>(
                 let p = &mut g.ws[w].panes[pi];
                 let gi = match p.lookup(key, hk) {
                     Ok(_) => return Err(bad("a group appears twice")),
-                    Err(slot) => p.insert(key, hk, slot, &idents),
+                    Err(slot) => p.insert(key, hk, slot, &idents, &g.distinct),
                 };
-                p.vals[gi * nm..(gi + 1) * nm].copy_from_slice(vals);
+                for j in 0..nm {
+                    if g.metrics[j].1 != Op::Distinct {
+                        p.vals[gi * nm + j] = vals[j];
+                        continue;
+                    }
+                    // A distinct metric's sketch comes from the snapshot's
+                    // metric it carries (itself when not migrating); a new
+                    // one starts empty.
+                    let from = match migrate.as_ref() {
+                        Some((m, _, _)) => m.carry[j],
+                        None => Some(j),
+                    };
+                    if let Some(o) = from {
+                        let i = p.vals[gi * nm + j] as usize;
+                        p.sketches[i] = std::mem::take(&mut sketches[o]);
+                    }
+                }
                 p.touch(gi);
             }
             if migrate.is_some() && g.ws[w].panes[pi].len() == 0 {

@@ -3,6 +3,7 @@
 //! that the same input gives the same rows and snapshots, byte for byte:
 //! groups in creation order, changed groups in the order first touched.
 
+use crate::sketch::{hash as sketch_hash, Sketch};
 use crate::spec::{MetricDef, Op, Type, Window, WindowKind};
 use crate::{Error, Metric};
 
@@ -15,6 +16,7 @@ pub(crate) struct Pane {
     marked: Vec<bool>,    // group i is in dirty
     pub dirty: Vec<u32>,  // groups changed since the last flush
     slots: Vec<u32>,      // open addressing: group index + 1; 0 is empty
+    pub sketches: Vec<Sketch>, // a distinct metric's value in vals is its index here
 }
 
 impl Pane {
@@ -28,6 +30,7 @@ impl Pane {
             marked: Vec::new(),
             dirty: Vec::new(),
             slots: vec![0; 16],
+            sketches: Vec::new(),
         }
     }
 
@@ -57,12 +60,16 @@ impl Pane {
         }
     }
 
-    pub fn insert(&mut self, key: &[u8], h: u64, slot: usize, idents: &[u64]) -> usize {
+    pub fn insert(&mut self, key: &[u8], h: u64, slot: usize, idents: &[u64], distinct: &[usize]) -> usize {
         let g = self.ends.len();
         self.keys.extend_from_slice(key);
         self.ends.push(self.keys.len() as u32);
         self.hashes.push(h);
         self.vals.extend_from_slice(idents);
+        for &j in distinct {
+            self.vals[g * idents.len() + j] = self.sketches.len() as u64;
+            self.sketches.push(Sketch::default());
+        }
         self.marked.push(false);
         self.slots[slot] = g as u32 + 1;
         if 2 * self.ends.len() > self.slots.len() {
@@ -149,6 +156,7 @@ pub struct Groups {
     pub(crate) ws: Vec<WindowState>,
     pub(crate) metrics: Vec<(Type, Op)>,
     pub(crate) idents: Vec<u64>,
+    pub(crate) distinct: Vec<usize>, // the distinct metrics
     pub(crate) key_types: Vec<Type>,
     key: Vec<u8>,
     targets: Vec<(u16, u32, u32)>, // (window, pane index, group)
@@ -165,6 +173,7 @@ impl Groups {
             ws,
             metrics: metrics.iter().map(|m| (m.ty, m.op)).collect(),
             idents: metrics.iter().map(|m| m.identity()).collect(),
+            distinct: metrics.iter().enumerate().filter(|(_, m)| m.op == Op::Distinct).map(|(j, _)| j).collect(),
             key_types: keys.iter().map(|k| k.1).collect(),
             key: Vec::with_capacity(64),
             targets: Vec::new(),
@@ -284,7 +293,7 @@ impl Groups {
                 ));
                 return;
             }
-            Err(slot) => p.insert(&self.key, h, slot, &self.idents),
+            Err(slot) => p.insert(&self.key, h, slot, &self.idents, &self.distinct),
         };
         p.touch(g);
         self.targets.push((w as u16, pi as u32, g as u32));
@@ -355,6 +364,11 @@ impl<'g> Key<'g> {
     }
 
     fn resolve(&mut self, m: Metric, float: bool) -> bool {
+        self.resolve_as(m, if float { Want::Float } else { Want::Int })
+    }
+
+    fn resolve_as(&mut self, m: Metric, want: Want) -> bool {
+        let float = want == Want::Float;
         if self.failed {
             return false;
         }
@@ -373,6 +387,11 @@ impl<'g> Key<'g> {
         match self.g.metrics.get(m.0) {
             None => {
                 self.g.misuse(format!("wagg: metric {} is not one of the spec's", m.0));
+                false
+            }
+            Some(&(_, op)) if (op == Op::Distinct) != (want == Want::Distinct) => {
+                let how = if want == Want::Distinct { "a distinct metric's, use add or add_float" } else { "distinct, use add_distinct" };
+                self.g.misuse(format!("wagg: metric {} is not {}", m.0, how));
                 false
             }
             Some(&(ty, _)) if (ty == Type::Float64) != float => {
@@ -397,7 +416,7 @@ impl<'g> Key<'g> {
                 *val = match op {
                     Op::Min => cur.min(v),
                     Op::Max => cur.max(v),
-                    Op::Add | Op::Avg => cur.wrapping_add(v),
+                    Op::Add | Op::Avg | Op::Distinct => cur.wrapping_add(v),
                 } as u64;
             }
         }
@@ -418,12 +437,43 @@ impl<'g> Key<'g> {
                 vals[j] = match op {
                     Op::Min => go_min(cur, v),
                     Op::Max => go_max(cur, v),
-                    Op::Add | Op::Avg => cur + v,
+                    Op::Add | Op::Avg | Op::Distinct => cur + v,
                 }
                 .to_bits();
                 if op == Op::Avg {
                     vals[j + 1] += 1; // the count follows the sum
                 }
+            }
+        }
+        self
+    }
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Want {
+    Int,
+    Float,
+    Distinct,
+}
+
+impl<'g> Key<'g> {
+    /// Folds an int64 value (hashed as its 8 little-endian bytes) into a
+    /// distinct metric of the key's groups.
+    #[inline]
+    pub fn add_distinct(self, m: Metric, v: i64) -> Self { self.add_distinct_hash(m, sketch_hash(&v.to_le_bytes())) }
+
+    /// Folds a string value into a distinct metric of the key's groups.
+    #[inline]
+    pub fn add_distinct_string(self, m: Metric, v: &[u8]) -> Self { self.add_distinct_hash(m, sketch_hash(v)) }
+
+    fn add_distinct_hash(mut self, m: Metric, h: u64) -> Self {
+        if self.resolve_as(m, Want::Distinct) {
+            let nm = self.g.metrics.len();
+            let Groups { ws, targets, .. } = &mut *self.g;
+            for &(w, p, g) in targets.iter() {
+                let p = &mut ws[w as usize].panes[p as usize];
+                let i = p.vals[g as usize * nm + m.0] as usize;
+                p.sketches[i].add_hash(h);
             }
         }
         self

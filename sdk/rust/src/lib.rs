@@ -51,6 +51,7 @@ mod groups;
 mod json;
 mod local;
 mod migrate;
+mod sketch;
 mod spec;
 
 pub use batch::{Batch, Strings};

@@ -3,6 +3,7 @@
 //! them.
 
 use crate::engine::Engine;
+use crate::sketch::estimate;
 use crate::spec::{Type, Window};
 use crate::{Aggregator, Error};
 
@@ -118,7 +119,7 @@ impl BatchBuilder {
 pub struct Local<A: Aggregator> {
     e: Engine<A>,
     key_types: Vec<Type>,
-    metric_types: Vec<Type>,
+    metric_types: Vec<Option<Type>>,
     buf: Vec<u64>,
 }
 
@@ -188,7 +189,8 @@ impl<A: Aggregator> Local<A> {
     }
 }
 
-fn decode_rows(b: &[u8], keys: &[Type], metrics: &[Type]) -> Vec<Row> {
+/// Decodes rows; a distinct metric (None) reads as its estimate.
+fn decode_rows(b: &[u8], keys: &[Type], metrics: &[Option<Type>]) -> Vec<Row> {
     let n = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
     let mut off = 16;
     let u64_at = |off: &mut usize| {
@@ -213,7 +215,17 @@ fn decode_rows(b: &[u8], keys: &[Type], metrics: &[Type]) -> Vec<Row> {
             }
         };
         let key = keys.iter().map(|&t| value(t, &mut off)).collect();
-        let metrics = metrics.iter().map(|&t| value(t, &mut off)).collect();
+        let metrics = metrics
+            .iter()
+            .map(|&t| match t {
+                Some(t) => value(t, &mut off),
+                None => {
+                    let l = u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]) as usize;
+                    off += 4 + l;
+                    Value::Int(estimate(&b[off - l..off]))
+                }
+            })
+            .collect();
         rows.push(Row { window, start, final_: flags & 1 != 0, key, metrics });
     }
     rows

@@ -48,7 +48,7 @@ impl<'a> OldGroup<'a> {
     /// its two columns, `name_sum` and `name_count`).
     pub fn metrics(&self) -> Vec<&str> { self.from.metrics.iter().map(|m| m.0.as_str()).collect() }
     /// The value of the old int64 metric called name; None when the old
-    /// build had no int64 metric of that name.
+    /// build had no int64 metric of that name, or it was a distinct one.
     pub fn int64(&self, name: &str) -> Option<i64> {
         let j = self.from.find(name, Type::Int64)?;
         Some(self.vals[j] as i64)
@@ -63,7 +63,9 @@ impl<'a> OldGroup<'a> {
 
 /// The current metric values of a group being migrated. They start as the
 /// old values of the metrics of the same name, kind and type, and as
-/// nothing counted yet for the others.
+/// nothing counted yet for the others. A distinct metric is a sketch, not a
+/// value: no setter sets it; one of the same name, kind and type in the old
+/// build carries its sketch over as it was, any other starts empty.
 pub struct NewGroup<'a> {
     pub(crate) defs: &'a [MetricDef],
     pub(crate) vals: &'a mut [u64],
@@ -73,7 +75,7 @@ pub struct NewGroup<'a> {
 impl<'a> NewGroup<'a> {
     fn check(&mut self, m: Metric, ty: Type, avg: bool, call: &str) -> bool {
         let ok = match self.defs.get(m.0) {
-            Some(d) => d.ty == ty && (d.op == Op::Avg) == avg,
+            Some(d) => d.ty == ty && (d.op == Op::Avg) == avg && d.op != Op::Distinct,
             None => false,
         };
         if !ok && self.err.is_none() {
@@ -132,8 +134,11 @@ impl Migration {
         Ok(Migration { version: from.version as u32, key_types: from.keys, metrics: from.metrics, carry })
     }
 
-    /// Values per group in the snapshot.
-    pub(crate) fn width(&self) -> usize { self.metrics.len() }
+    /// Per metric of the snapshot, whether it is distinct (a sketch).
+    pub(crate) fn distinct(&self) -> Vec<bool> { self.metrics.iter().map(|m| m.1 == "distinct").collect() }
 
-    fn find(&self, name: &str, ty: Type) -> Option<usize> { self.metrics.iter().position(|(n, _, t)| n == name && *t == ty) }
+    /// A distinct metric is a sketch, not a value the hook reads.
+    fn find(&self, name: &str, ty: Type) -> Option<usize> {
+        self.metrics.iter().position(|(n, k, t)| n == name && *t == ty && k != "distinct")
+    }
 }

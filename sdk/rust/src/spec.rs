@@ -38,6 +38,7 @@ pub(crate) enum Op {
     Min,
     Max,
     Avg, // a sum whose count follows it
+    Distinct, // a sketch, whose index in the pane's sketches is the value
 }
 
 pub(crate) struct FieldDef {
@@ -141,6 +142,11 @@ impl Spec {
     /// The maximum of float64 values.
     pub fn max_float(&mut self, name: &str) -> Metric { self.metric(name, "max", Type::Float64, Op::Max) }
 
+    /// A count of distinct values (unique users, say), estimated from a
+    /// HyperLogLog sketch that the host merges across partitions (abi/ABI.md
+    /// "Distinct counts"); fed by `Key::add_distinct` (int64) or
+    /// `Key::add_distinct_string`, one of the two.
+    pub fn distinct(&mut self, name: &str) -> Metric { self.metric(name, "distinct", Type::Int64, Op::Distinct) }
     fn state_mut(&mut self) -> &mut State {
         self.state.get_or_insert_with(|| State { version: 1, ..State::default() })
     }

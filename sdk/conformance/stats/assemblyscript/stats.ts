@@ -3,7 +3,7 @@ import { Spec, Batch, Groups, register, fail } from "../../../assemblyscript/ass
 export * from "../../../assemblyscript/assembly/exports";
 
 let region: i32, status: i32, tier: i32, ms: i32, size: i32;
-let requests: i32, bytes: i32, smallest: i32, largest: i32, total: i32, fastest: i32, slowest: i32, latency: i32;
+let requests: i32, bytes: i32, smallest: i32, largest: i32, total: i32, fastest: i32, slowest: i32, latency: i32, sizes: i32;
 
 function define(s: Spec): void {
   region = s.inputString("region");
@@ -22,6 +22,7 @@ function define(s: Spec): void {
   fastest = s.minFloat("fastest");
   slowest = s.maxFloat("slowest");
   latency = s.average("latency");
+  sizes = s.distinct("sizes");
 }
 
 function aggregate(b: Batch, g: Groups): void {
@@ -33,7 +34,7 @@ function aggregate(b: Batch, g: Groups): void {
     }
     const sz = b.int64(size, i);
     const k = g.at(b.time(i)).string(b, region, i).int64(st).float64(b.float64(tier, i));
-    k.add(requests, 1).add(bytes, sz).add(smallest, sz).add(largest, sz);
+    k.add(requests, 1).add(bytes, sz).add(smallest, sz).add(largest, sz).addDistinct(sizes, sz);
     if (st < 400) {
       const m = b.float64(ms, i);
       k.addFloat(total, m).addFloat(fastest, m).addFloat(slowest, m).addFloat(latency, m);

@@ -2,7 +2,7 @@
 #include "wagg.h"
 
 static int region, status, tier, ms, size;
-static int requests, bytes, smallest, largest, total, fastest, slowest, latency;
+static int requests, bytes, smallest, largest, total, fastest, slowest, latency, distinct_sizes;
 
 void wagg_define(wagg_spec *s) {
     region = wagg_input_string(s, "region");
@@ -21,6 +21,7 @@ void wagg_define(wagg_spec *s) {
     fastest = wagg_min_float(s, "fastest");
     slowest = wagg_max_float(s, "slowest");
     latency = wagg_average(s, "latency");
+    distinct_sizes = wagg_distinct(s, "sizes");
 }
 
 int wagg_aggregate(const wagg_batch *b, wagg_groups *g) {
@@ -36,6 +37,7 @@ int wagg_aggregate(const wagg_batch *b, wagg_groups *g) {
         wagg_add(g, bytes, sizes[i]);
         wagg_add(g, smallest, sizes[i]);
         wagg_add(g, largest, sizes[i]);
+        wagg_add_distinct(g, distinct_sizes, sizes[i]);
         if (statuses[i] < 400) {
             wagg_add_float(g, total, mss[i]);
             wagg_add_float(g, fastest, mss[i]);

@@ -16,6 +16,7 @@ pub struct Stats {
     fastest: Metric,
     slowest: Metric,
     latency: Metric,
+    sizes: Metric,
 }
 
 impl Aggregator for Stats {
@@ -39,6 +40,7 @@ impl Aggregator for Stats {
             fastest: s.min_float("fastest"),
             slowest: s.max_float("slowest"),
             latency: s.average("latency"),
+            sizes: s.distinct("sizes"),
         }
     }
 
@@ -51,6 +53,7 @@ impl Aggregator for Stats {
             }
             let k = g.at(b.time(i)).string(regions.get(i)).int64(statuses[i]).float64(tiers[i]);
             let k = k.add(self.requests, 1).add(self.bytes, sizes[i]).add(self.smallest, sizes[i]).add(self.largest, sizes[i]);
+            let k = k.add_distinct(self.sizes, sizes[i]);
             if statuses[i] < 400 {
                 k.add_float(self.total, mss[i]).add_float(self.fastest, mss[i]).add_float(self.slowest, mss[i]).add_float(self.latency, mss[i]);
             }

@@ -1,0 +1,187 @@
+package checkpoint
+
+import (
+	"bytes"
+	"math"
+	"reflect"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// These tests cover what decides which checkpoint wins without ClickHouse:
+// the versions saves are written with and the row a save writes. The
+// integration tests (host/server) save and load against the real server.
+
+func TestCheckpoint_LaterSaveGetsAHigherVersionWhateverTheClock(t *testing.T) {
+	base := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name  string
+		clock []time.Duration // the wall clock at each save, from base
+	}{
+		{"clock moves on", []time.Duration{0, time.Millisecond, time.Second}},
+		{"clock stands still", []time.Duration{0, 0, 0, 0}},
+		{"clock steps back", []time.Duration{time.Hour, 0, -time.Hour, time.Minute}},
+		{"clock jumps ahead then back", []time.Duration{0, 24 * time.Hour, time.Second}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			i := 0
+			clk := versionClock{now: func() time.Time { return base.Add(c.clock[i]) }}
+			var last uint64
+			for i = range c.clock {
+				v := clk.next()
+				if i > 0 && v <= last {
+					t.Fatalf("save %d got version %d, not above the previous save's %d: the earlier checkpoint would win", i, v, last)
+				}
+				if at := uint64(base.Add(c.clock[i]).UnixNano()); v < at {
+					t.Fatalf("save %d got version %d, below the wall clock %d", i, v, at)
+				}
+				last = v
+			}
+		})
+	}
+}
+
+func TestCheckpoint_ConcurrentSavesNeverShareAVersion(t *testing.T) {
+	frozen := time.Unix(1_800_000_000, 0)
+	clk := versionClock{now: func() time.Time { return frozen }}
+	const goroutines, each = 8, 1000
+	got := make([][]uint64, goroutines)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				got[g] = append(got[g], clk.next())
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[uint64]bool{}
+	for g, vs := range got {
+		for i, v := range vs {
+			if seen[v] {
+				t.Fatalf("version %d given twice: two saves of one partition would tie", v)
+			}
+			seen[v] = true
+			if i > 0 && v <= vs[i-1] {
+				t.Fatalf("goroutine %d: version %d after %d", g, v, vs[i-1])
+			}
+		}
+	}
+}
+
+func TestCheckpoint_SaveWritesEveryFieldInItsColumn(t *testing.T) {
+	snap := []byte{0, 1, 0xff, 0xfe, '\'', '`', '\\', 0} // a binary snapshot: NULs, invalid UTF-8, quotes
+	cases := []struct {
+		name    string
+		cp      Checkpoint
+		version uint64
+		want    map[string]any
+	}{
+		{
+			"a plugin that declares its state version",
+			Checkpoint{Deployment: "votes", Topic: "in", Partition: 11, NextOffset: 1 << 40, Watermark: -5, Snapshot: snap, Plugin: "abc", StateVersion: 3},
+			42,
+			map[string]any{"deployment": "votes", "topic": "in", "source_partition": uint32(11), "next_offset": int64(1 << 40),
+				"watermark": int64(-5), "snapshot": string(snap), "plugin_sha256": "abc", "version": uint64(42), "state_version": uint32(3)},
+		},
+		{
+			"a plugin from before state versions",
+			Checkpoint{Deployment: "d", Topic: "t", Partition: 0, NextOffset: 0, StateVersion: 0},
+			7,
+			map[string]any{"deployment": "d", "topic": "t", "source_partition": uint32(0), "next_offset": int64(0),
+				"watermark": int64(0), "snapshot": "", "plugin_sha256": "", "version": uint64(7), "state_version": uint32(1)},
+		},
+	}
+	cols := strings.Split(saveColumns, ", ")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			vals := c.cp.values(c.version)
+			if len(vals) != len(cols) {
+				t.Fatalf("%d values for %d columns", len(vals), len(cols))
+			}
+			for i, col := range cols {
+				if vals[i] != c.want[col] {
+					t.Errorf("column %s: %#v, want %#v", col, vals[i], c.want[col])
+				}
+			}
+		})
+	}
+}
+
+// The table keeps, per (deployment, topic, partition), the row of the
+// highest version: that is what makes the latest save the one Load reads.
+func TestCheckpoint_TableKeepsTheHighestVersionPerPartition(t *testing.T) {
+	ddl := tableDDL("`db`." + Table)
+	if !strings.Contains(ddl, "ReplacingMergeTree(version)") {
+		t.Errorf("the table does not replace rows by version: %s", ddl)
+	}
+	if !strings.Contains(ddl, "ORDER BY (deployment, topic, source_partition)") {
+		t.Errorf("the table's key is not (deployment, topic, source_partition): %s", ddl)
+	}
+	declared := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(\w+) (String|UInt32|UInt64|Int64|DateTime)`).FindAllStringSubmatch(ddl, -1) {
+		declared[m[1]] = true
+	}
+	for _, col := range strings.Split(saveColumns, ", ") {
+		if !declared[col] {
+			t.Errorf("Save writes column %s, which the table does not declare", col)
+		}
+	}
+}
+
+// What Save writes, Load reads back as it was, the types of its columns
+// included (a mismatch is an error of the driver at run time).
+func TestCheckpoint_LoadReadsBackWhatSaveWrote(t *testing.T) {
+	cases := []struct {
+		name string
+		cp   Checkpoint
+		want Checkpoint // when it differs from cp
+	}{
+		{"a binary snapshot", Checkpoint{Deployment: "votes", Topic: "in", Partition: 3, NextOffset: 1 << 50, Watermark: 1_764_000_000_000,
+			Snapshot: []byte{0, 0xff, '\n', 0}, Plugin: "ab12", StateVersion: 2}, Checkpoint{}},
+		{"a watermark that has seen nothing", Checkpoint{Deployment: "d", Topic: "t", Partition: 0, NextOffset: 0, Watermark: math.MinInt64,
+			Plugin: "p", StateVersion: 1}, Checkpoint{}},
+		{"a plugin from before state versions", Checkpoint{Deployment: "d", Topic: "t", Partition: 1 << 20, Snapshot: []byte("s"), StateVersion: 0},
+			Checkpoint{Deployment: "d", Topic: "t", Partition: 1 << 20, Snapshot: []byte("s"), StateVersion: 1}},
+	}
+	saved := strings.Split(saveColumns, ", ")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			want := c.cp
+			if c.want.Deployment != "" {
+				want = c.want
+			}
+			byName := map[string]any{}
+			for i, v := range c.cp.values(99) {
+				byName[saved[i]] = v
+			}
+			var l loaded
+			dest := l.dest()
+			for i, col := range strings.Split(loadColumns, ", ") {
+				v, ok := byName[col]
+				if !ok {
+					t.Fatalf("Load reads column %s, which Save does not write", col)
+				}
+				d := reflect.ValueOf(dest[i]).Elem()
+				if d.Type() != reflect.TypeOf(v) {
+					t.Fatalf("column %s: Save writes a %T, Load scans a %v", col, v, d.Type())
+				}
+				d.Set(reflect.ValueOf(v))
+			}
+			got := l.checkpoint(c.cp.Deployment, c.cp.Topic, c.cp.Partition)
+			if !bytes.Equal(got.Snapshot, want.Snapshot) {
+				t.Fatalf("snapshot %x, want %x", got.Snapshot, want.Snapshot)
+			}
+			got.Snapshot, want.Snapshot = nil, nil
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("read back %+v, want %+v", got, want)
+			}
+		})
+	}
+}
