@@ -127,13 +127,16 @@ void wagg_state_migrates(wagg_spec *s, int version, wagg_migrate_fn fn);
  * the same name, kind and type, the others empty; set what changes. Return
  * 1 to keep the group, 0 to drop it, or WAGG_ERR_AGGREGATE to fail the
  * restore. The group keeps its window, start and key. Deterministic, like
- * wagg_aggregate. */
+ * wagg_aggregate. A distinct metric is a sketch, not a value: wagg_old_int64
+ * does not read an old one, and wagg_new_set of one fails the restore; a
+ * new one of the same name, kind and type as an old one carries its sketch
+ * over as it was, any other starts empty. */
 int wagg_old_version(const wagg_old_group *o);
 int wagg_old_window(const wagg_old_group *o); /* index into the deployment's windows */
 int64_t wagg_old_start(const wagg_old_group *o);
 wagg_bytes wagg_old_key(const wagg_old_group *o); /* encoded as in a row (abi/ABI.md) */
 /* The old int64 (float64) metric called name into *v: 1, or 0 when the old
- * build had no such metric of that type. */
+ * build had no such metric of that type (or it was a distinct one). */
 int wagg_old_int64(const wagg_old_group *o, const char *name, int64_t *v);
 int wagg_old_float64(const wagg_old_group *o, const char *name, double *v);
 void wagg_new_set(wagg_new_group *g, int metric, int64_t v);

@@ -35,7 +35,9 @@
 // When it would count on differently from what an older build left (other
 // keys, units or rules), it declares a new state version in Spec.State and
 // either accepts the older version as it is or migrates it: Spec.Migrate
-// converts each restored group, reading the old metrics by name:
+// converts each restored group, reading the old metrics by name (a
+// Distinct metric's sketch is not read or set: it carries over to the
+// metric of the same name, kind and type, or starts empty):
 //
 //	wagg.Register(wagg.Spec{
 //		...
