@@ -91,6 +91,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzKeyValues -fuzztime $(FUZZTIME) ./abi
 	$(GO) test -run XXX -fuzz 'FuzzRestore$$' -fuzztime $(FUZZTIME) ./sdk/go/wagg
 	$(GO) test -run XXX -fuzz FuzzRestoreDistinct -fuzztime $(FUZZTIME) ./sdk/go/wagg
+	$(GO) test -run XXX -fuzz FuzzMigrateRestore -fuzztime $(FUZZTIME) ./sdk/go/wagg
 	$(GO) test -run XXX -fuzz FuzzDecoder -fuzztime $(FUZZTIME) ./host/decode
 	$(GO) test -run XXX -fuzz FuzzDecodeClientFrame -fuzztime $(FUZZTIME) ./host/hub
 	$(GO) test -run XXX -fuzz FuzzParseSSE -fuzztime $(FUZZTIME) ./host/hub

@@ -68,13 +68,16 @@ type Schema struct {
 	State *State `json:"state,omitempty"`
 }
 
-// State is the version of what a plugin's snapshots mean, and the older
-// versions it restores as they are. The host records the version with each
+// State is the version of what a plugin's snapshots mean, the older
+// versions it restores as they are (Accepts) and those it converts into its
+// own as it restores them (Migrates). The host records the version with each
 // checkpoint; a new plugin takes over a deployment's checkpoints only when
-// it wrote them or accepts their version (abi/ABI.md, "State versions").
+// it wrote them or accepts or migrates their version (abi/ABI.md, "State
+// versions").
 type State struct {
-	Version int   `json:"version"`
-	Accepts []int `json:"accepts,omitempty"`
+	Version  int   `json:"version"`
+	Accepts  []int `json:"accepts,omitempty"`
+	Migrates []int `json:"migrates,omitempty"`
 }
 
 // MaxStateVersion bounds a declared state version.
@@ -88,13 +91,25 @@ func (s *Schema) StateVersion() int {
 	return s.State.Version
 }
 
-// AcceptsState reports whether the plugin restores snapshots of version v.
+// AcceptsState reports whether the plugin restores snapshots of version v
+// as they are: its own version, or one it lists in Accepts.
 func (s *Schema) AcceptsState(v int) bool {
 	if v == s.StateVersion() {
 		return true
 	}
 	return s.State != nil && slices.Contains(s.State.Accepts, v)
 }
+
+// MigratesState reports whether the plugin converts snapshots of version v
+// into its own as it restores them. It needs the schema of the plugin that
+// wrote them (Config.MigrateFrom).
+func (s *Schema) MigratesState(v int) bool {
+	return s.State != nil && slices.Contains(s.State.Migrates, v)
+}
+
+// RestoresState reports whether the plugin restores snapshots of version v,
+// as they are or migrated.
+func (s *Schema) RestoresState(v int) bool { return s.AcceptsState(v) || s.MigratesState(v) }
 
 var nameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
@@ -131,12 +146,20 @@ func (s *Schema) Validate() error {
 		if st.Version < 1 || st.Version > MaxStateVersion {
 			return fmt.Errorf("state.version %d: want 1 to %d", st.Version, MaxStateVersion)
 		}
-		if len(st.Accepts) > 64 {
-			return fmt.Errorf("state.accepts: %d versions, at most 64", len(st.Accepts))
+		if n := len(st.Accepts) + len(st.Migrates); n > 64 {
+			return fmt.Errorf("state: %d older versions accepted or migrated, at most 64", n)
 		}
 		for i, v := range st.Accepts {
 			if v < 1 || v >= st.Version {
 				return fmt.Errorf("state.accepts[%d] %d: want an older version, 1 to %d", i, v, st.Version-1)
+			}
+		}
+		for i, v := range st.Migrates {
+			if v < 1 || v >= st.Version {
+				return fmt.Errorf("state.migrates[%d] %d: want an older version, 1 to %d", i, v, st.Version-1)
+			}
+			if slices.Contains(st.Accepts, v) {
+				return fmt.Errorf("state.migrates[%d] %d: also in state.accepts; a version is restored as it is or migrated, not both", i, v)
 			}
 		}
 	}

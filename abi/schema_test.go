@@ -80,6 +80,13 @@ func TestSchema_ValidateNamesTheField(t *testing.T) {
 		{"no metrics", func(s *abi.Schema) { s.Metrics = nil }, "metrics: 0, want 1 to 64"},
 		{"state version 0", func(s *abi.Schema) { s.State = &abi.State{} }, "state.version 0"},
 		{"accepts a newer state", func(s *abi.Schema) { s.State = &abi.State{Version: 2, Accepts: []int{1, 2}} }, "state.accepts[1] 2: want an older version"},
+		{"migrates its own state", func(s *abi.Schema) { s.State = &abi.State{Version: 2, Migrates: []int{2}} }, "state.migrates[0] 2: want an older version"},
+		{"accepts and migrates one state", func(s *abi.Schema) { s.State = &abi.State{Version: 3, Accepts: []int{1}, Migrates: []int{2, 1}} }, "state.migrates[1] 1: also in state.accepts"},
+		{"too many older states", func(s *abi.Schema) {
+			s.State = &abi.State{Version: 100}
+			many(64, func(i int) { s.State.Accepts = append(s.State.Accepts, i+1) })
+			s.State.Migrates = []int{99}
+		}, "state: 65 older versions accepted or migrated, at most 64"},
 		{"too many metrics", func(s *abi.Schema) {
 			many(abi.MaxMetrics, func(i int) {
 				s.Metrics = append(s.Metrics, abi.Metric{Name: fmt.Sprint("m", i), Kind: abi.Count, Type: abi.Int64})
@@ -154,6 +161,15 @@ func TestSchema_StateVersions(t *testing.T) {
 	for v, want := range map[int]bool{1: true, 2: false, 3: true, 4: false} {
 		if s.AcceptsState(v) != want {
 			t.Errorf("version 3 accepting [1]: AcceptsState(%d) = %v", v, !want)
+		}
+	}
+	s.State.Migrates = []int{2}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for v, want := range map[int][3]bool{1: {true, false, true}, 2: {false, true, true}, 3: {true, false, true}, 4: {}} {
+		if got := [3]bool{s.AcceptsState(v), s.MigratesState(v), s.RestoresState(v)}; got != want {
+			t.Errorf("version 3 accepting [1], migrating [2]: state %d accepted, migrated, restored %v, want %v", v, got, want)
 		}
 	}
 }

@@ -179,4 +179,10 @@ type Config struct {
 	Windows   []Window        `json:"windows"`
 	Params    json.RawMessage `json:"params,omitempty"`
 	MaxGroups int             `json:"max_groups,omitempty"`
+	// MigrateFrom is the schema of the plugin that wrote the snapshot the
+	// instance is about to restore, when that snapshot's state version is
+	// one the plugin migrates (State.Migrates); absent otherwise. The
+	// snapshot is laid out for that schema's keys and metrics, and the
+	// plugin converts it into its own state as it restores it.
+	MigrateFrom *Schema `json:"migrate_from,omitempty"`
 }

@@ -235,28 +235,41 @@ func (e *LoopError) Error() string {
 func (e *LoopError) Is(target error) bool { return target == ErrConflict }
 
 // UpgradeError refuses a plugin for a deployment whose checkpoints hold
-// state it does not accept: restoring it would count on from groups that
-// mean something else, and starting empty would lose the totals. It matches
-// ErrConflict (409) and says what can be done instead.
+// state it neither accepts nor migrates: restoring it would count on from
+// groups that mean something else, and starting empty would lose the
+// totals. It matches ErrConflict (409) and says what can be done instead.
 type UpgradeError struct {
 	Deployment string
 	Plugin     string // name@version being deployed
 	Version    int    // its state version
 	Accepts    []int  // the older versions it accepts
+	Migrates   []int  // the older versions it migrates
 	Old        string // who wrote the checkpoints: name@version, or a sha256 no longer in the registry
 	OldVersion int    // their state version
 	Partitions int    // how many partitions' checkpoints
+	// Unknown: the plugin migrates OldVersion, but the one that wrote the
+	// checkpoints is not in the registry, and a migration reads old state
+	// through the schema of its writer.
+	Unknown bool
 }
 
 func (e *UpgradeError) Error() string {
-	accepts := "no older version"
-	if len(e.Accepts) > 0 {
-		accepts = fmt.Sprintf("versions %v", e.Accepts)
+	versions := func(vs []int) string {
+		if len(vs) == 0 {
+			return "no older version"
+		}
+		return fmt.Sprintf("versions %v", vs)
 	}
-	return fmt.Sprintf("deployment %s: the checkpoints of %d partitions hold state version %d written by %s; %s declares state version %d and accepts %s, so it cannot restore them. "+
+	fresh := "or start fresh: wagg deploy -start earliest (or an offset, or a time) counts into a new generation of the tables beside the running one and takes over once caught up"
+	if e.Unknown {
+		return fmt.Sprintf("deployment %s: the checkpoints of %d partitions hold state version %d written by %s, which is not in the registry; %s migrates state version %d but reads it through the schema of the plugin that wrote it. "+
+			"Push that plugin again; or keep the old plugin; %s",
+			e.Deployment, e.Partitions, e.OldVersion, e.Old, e.Plugin, e.OldVersion, fresh)
+	}
+	return fmt.Sprintf("deployment %s: the checkpoints of %d partitions hold state version %d written by %s; %s declares state version %d, accepts %s and migrates %s, so it cannot restore them. "+
 		"Keep the old plugin (plugin: %s); or, if the new one counts on from that state as it is, declare that it accepts state version %d (Go SDK: Spec.State.Accepts) and push it again; "+
-		"or start fresh: wagg deploy -start earliest (or an offset, or a time) counts into a new generation of the tables beside the running one and takes over once caught up",
-		e.Deployment, e.Partitions, e.OldVersion, e.Old, e.Plugin, e.Version, accepts, e.Old, e.OldVersion)
+		"or, if it can convert that state, declare that it migrates state version %d (Go SDK: Spec.State.Migrates and Spec.Migrate) and push it again; %s",
+		e.Deployment, e.Partitions, e.OldVersion, e.Old, e.Plugin, e.Version, versions(e.Accepts), versions(e.Migrates), e.Old, e.OldVersion, e.OldVersion, fresh)
 }
 
 // Is makes an UpgradeError match ErrConflict.

@@ -92,6 +92,33 @@ func TestCheckDeadLetterLoop_RefusesATopicThatIsBothInputAndDeadLetters(t *testi
 	}
 }
 
+// A refused upgrade says why and what can be done: migrating is one way
+// on, and a plugin that migrates the old version but cannot read it (the
+// plugin that wrote it is gone from the registry) is told to push that
+// plugin again.
+func TestUpgradeError_NamesTheWaysOn(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		e    UpgradeError
+		want []string
+	}{
+		{"neither accepted nor migrated", UpgradeError{Deployment: "polls", Plugin: "counts@3", Version: 3, Accepts: []int{1}, Migrates: []int{2}, Old: "counts@9", OldVersion: 9, Partitions: 2},
+			[]string{"state version 9 written by counts@9", "counts@3 declares state version 3, accepts versions [1] and migrates versions [2]", "accepts state version 9", "migrates state version 9 (Go SDK: Spec.State.Migrates and Spec.Migrate)", "-start earliest"}},
+		{"writer unknown", UpgradeError{Deployment: "polls", Plugin: "counts@2", Version: 2, Migrates: []int{1}, Old: "the plugin with sha256 ab12", OldVersion: 1, Partitions: 2, Unknown: true},
+			[]string{"written by the plugin with sha256 ab12, which is not in the registry", "counts@2 migrates state version 1 but reads it through the schema of the plugin that wrote it", "Push that plugin again", "-start earliest"}},
+	} {
+		msg := c.e.Error()
+		for _, w := range c.want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("%s: %q does not say %q", c.name, msg, w)
+			}
+		}
+		if !errors.Is(&c.e, ErrConflict) {
+			t.Errorf("%s: not a conflict", c.name)
+		}
+	}
+}
+
 func TestParseStart_TakesEarliestAnOffsetOrATime(t *testing.T) {
 	at := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 	cases := []struct {

@@ -275,6 +275,21 @@ func (r *Registry) Module(ctx context.Context, m Manifest) (*sandbox.Module, err
 	return r.compile(ctx, m.SHA256, wasm)
 }
 
+// BySHA returns the manifest of a stored plugin by its module's sha256 (the
+// first by name and version when several names hold the same bytes).
+func (r *Registry) BySHA(sha string) (Manifest, error) {
+	ms, err := r.List()
+	if err != nil {
+		return Manifest{}, err
+	}
+	for _, m := range ms {
+		if m.SHA256 == sha {
+			return m, nil
+		}
+	}
+	return Manifest{}, fmt.Errorf("%w: plugin with sha256 %s", ErrNotFound, sha)
+}
+
 // List returns every stored manifest, by name then version.
 func (r *Registry) List() ([]Manifest, error) {
 	paths, err := filepath.Glob(filepath.Join(r.dir, "plugins", "*", "*.json"))

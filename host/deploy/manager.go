@@ -318,6 +318,15 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 	if d.Start != "" {
 		return m.startFresh(ctx, d, man, mod, prev)
 	}
+	// An upgrade in place writes to the generation's table as it is.
+	if diff, err := sink.Mismatch(ctx, m.o.ClickHouse, m.o.Database, d.Storage(), &mod.Schema); err != nil {
+		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	} else if diff != "" {
+		return api.Deployment{}, fmt.Errorf("%w: deployment %s: %s writes other columns than the deployment's table: %s. "+
+			"A deploy in place keeps the table: keep its key and metric columns (a state migration may change what they hold); "+
+			"or start fresh: wagg deploy -start earliest (or an offset, or a time) counts into a new generation of the tables beside the running one and takes over once caught up",
+			plugins.ErrConflict, d.Name, d.Plugin, diff)
+	}
 	if err := m.checkUpgrade(ctx, d, man, &mod.Schema); err != nil {
 		return api.Deployment{}, err
 	}
@@ -477,7 +486,7 @@ func (m *Manager) runner(d plugins.Deployment, man plugins.Manifest, mod *sandbo
 		MaxGroupsPerPane: m.o.MaxGroupsPerPane, StartOffsets: start,
 		Params: params, UnsafeReplayOverlap: m.o.UnsafeReplayOverlap,
 	}, pipeline.Deps{
-		Brokers: m.o.Brokers, Admin: m.o.Admin, Module: mod, PluginSHA: man.SHA256,
+		Brokers: m.o.Brokers, Admin: m.o.Admin, Module: mod, PluginSHA: man.SHA256, StateSchema: m.stateSchema,
 		Rows: table, Checkpoints: cps, Breaker: m.o.Breaker, Live: live,
 		Metrics: m.o.Metrics, Log: m.o.Log, InstanceID: m.o.InstanceID,
 		// Partitions added to the topic join within this (franz-go's
@@ -488,7 +497,8 @@ func (m *Manager) runner(d plugins.Deployment, man plugins.Manifest, mod *sandbo
 
 // checkUpgrade refuses a plugin that cannot take over the deployment's
 // checkpoints: those another plugin wrote with a state version the new one
-// does not accept.
+// neither accepts nor migrates, or migrates but cannot read because the
+// plugin that wrote them (whose schema lays them out) is not stored.
 func (m *Manager) checkUpgrade(ctx context.Context, d plugins.Deployment, man plugins.Manifest, s *abi.Schema) error {
 	writers, err := m.o.Checkpoints.Writers(ctx, d.Storage(), d.Topic)
 	if err != nil {
@@ -498,22 +508,33 @@ func (m *Manager) checkUpgrade(ctx context.Context, d plugins.Deployment, man pl
 		if w.Plugin == man.SHA256 || s.AcceptsState(w.StateVersion) {
 			continue
 		}
-		e := &plugins.UpgradeError{Deployment: d.Name, Plugin: d.Plugin, Version: s.StateVersion(),
-			Old: "the plugin with sha256 " + w.Plugin, OldVersion: w.StateVersion, Partitions: w.Partitions}
-		if s.State != nil {
-			e.Accepts = s.State.Accepts
+		old, oldErr := m.o.Registry.BySHA(w.Plugin)
+		if s.MigratesState(w.StateVersion) && oldErr == nil && old.Schema.StateVersion() == w.StateVersion {
+			continue
 		}
-		if ms, err := m.o.Registry.List(); err == nil {
-			for _, om := range ms {
-				if om.SHA256 == w.Plugin {
-					e.Old = om.Name + "@" + om.Version
-					break
-				}
-			}
+		e := &plugins.UpgradeError{Deployment: d.Name, Plugin: d.Plugin, Version: s.StateVersion(),
+			Old: "the plugin with sha256 " + w.Plugin, OldVersion: w.StateVersion, Partitions: w.Partitions,
+			Unknown: s.MigratesState(w.StateVersion) && oldErr != nil}
+		if s.State != nil {
+			e.Accepts, e.Migrates = s.State.Accepts, s.State.Migrates
+		}
+		if oldErr == nil {
+			e.Old = old.Ref()
 		}
 		return e
 	}
 	return nil
+}
+
+// stateSchema is the schema of the stored plugin with sha256 sha, through
+// which a plugin that migrates its state version reads the checkpoints it
+// wrote.
+func (m *Manager) stateSchema(sha string) (*abi.Schema, error) {
+	man, err := m.o.Registry.BySHA(sha)
+	if err != nil {
+		return nil, err
+	}
+	return &man.Schema, nil
 }
 
 // stop stops a deployment's runner (it checkpoints) and waits for it,

@@ -49,16 +49,19 @@ type kafka interface {
 // the sinks and the deployment-wide counters. Workers reach the runner only
 // through it.
 type env struct {
-	spec    Spec
-	module  *sandbox.Module
-	plugin  string
-	rows    Rows
-	cps     Checkpoints
-	breaker *sink.Breaker
-	live    Live
-	m       *Metrics
-	log     *slog.Logger
-	kafka   kafka
+	spec   Spec
+	module *sandbox.Module
+	plugin string
+	// stateSchema finds the schema of the plugin that wrote a checkpoint
+	// module migrates (Deps.StateSchema).
+	stateSchema func(pluginSHA string) (*abi.Schema, error)
+	rows        Rows
+	cps         Checkpoints
+	breaker     *sink.Breaker
+	live        Live
+	m           *Metrics
+	log         *slog.Logger
+	kafka       kafka
 
 	// checkpointed is told the offset each durable checkpoint covers.
 	checkpointed func(p int32, next int64)

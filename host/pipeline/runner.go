@@ -83,10 +83,15 @@ func (s *Spec) applyDefaults() {
 
 // Deps are the shared components a Runner uses.
 type Deps struct {
-	Brokers     []string
-	Admin       *kadm.Client // end offsets, and leaving the group for a static member
-	Module      *sandbox.Module
-	PluginSHA   string
+	Brokers   []string
+	Admin     *kadm.Client // end offsets, and leaving the group for a static member
+	Module    *sandbox.Module
+	PluginSHA string
+	// StateSchema is the schema of the plugin with a sha256, through which
+	// Module reads a checkpoint that plugin wrote with a state version
+	// Module migrates (abi.Config.MigrateFrom). Nil: no checkpoint of
+	// another plugin is migrated (the deployment fails on one).
+	StateSchema func(pluginSHA string) (*abi.Schema, error)
 	Rows        Rows
 	Checkpoints Checkpoints
 	Breaker     *sink.Breaker // shared by every deployment of the host
@@ -157,7 +162,7 @@ func New(spec Spec, deps Deps) (*Runner, error) {
 	}
 	r.group = g
 	e := newEnv()
-	e.spec, e.module, e.plugin = spec, deps.Module, deps.PluginSHA
+	e.spec, e.module, e.plugin, e.stateSchema = spec, deps.Module, deps.PluginSHA, deps.StateSchema
 	e.rows, e.cps, e.breaker, e.live = deps.Rows, deps.Checkpoints, deps.Breaker, deps.Live
 	e.m, e.log = deps.Metrics, r.log
 	e.kafka = g

@@ -43,8 +43,12 @@ type worker struct {
 	// call a fresh instance is restored to base and ops are replayed, so no
 	// half-applied batch survives.
 	base []byte
-	ops  []op
-	opsB int // bytes held by ops
+	// baseFrom is the schema of the plugin that wrote base when module
+	// migrates it (a checkpoint of an older state version); nil when base is
+	// module's own or one it takes as it is.
+	baseFrom *abi.Schema
+	ops      []op
+	opsB     int // bytes held by ops
 
 	dec, one *decode.Decoder
 	enc      *abi.BatchEncoder
@@ -152,12 +156,14 @@ func (w *worker) restore(ctx context.Context) error {
 		}
 	}
 	if !fresh && cp.Plugin != e.plugin && !e.module.Schema.AcceptsState(cp.StateVersion) {
-		// The deploy checks this first; a checkpoint written since by a
-		// plugin of another state version ends here.
-		err := fmt.Errorf("partition %d: its checkpoint holds state version %d of plugin sha256 %s, which this plugin (state version %d) does not accept",
-			w.p, cp.StateVersion, cp.Plugin, e.module.Schema.StateVersion())
-		e.fail(&FailedError{Reason: "state", Err: err})
-		return err
+		from, err := w.migrateFrom(cp)
+		if err != nil {
+			// The deploy checks this first; a checkpoint written since by a
+			// plugin of another state version ends here.
+			e.fail(&FailedError{Reason: "state", Err: err})
+			return err
+		}
+		w.baseFrom = from
 	}
 	if fresh {
 		// The first checkpoint records where the partition starts, records
@@ -173,9 +179,38 @@ func (w *worker) restore(ctx context.Context) error {
 		return fmt.Errorf("partition %d: restoring its checkpoint at offset %d: %w", w.p, cp.NextOffset, err)
 	}
 	if !fresh {
-		e.log.Info("partition restored", "partition", w.p, "offset", cp.NextOffset)
+		if w.baseFrom != nil {
+			e.log.Info("partition restored, migrating its state", "partition", w.p, "offset", cp.NextOffset, "from_state_version", cp.StateVersion, "to_state_version", e.module.Schema.StateVersion())
+		} else {
+			e.log.Info("partition restored", "partition", w.p, "offset", cp.NextOffset)
+		}
 	}
 	return nil
+}
+
+// migrateFrom is the schema through which the plugin reads and migrates
+// cp, a checkpoint of a state version it does not take as it is: that of
+// the plugin that wrote it.
+func (w *worker) migrateFrom(cp checkpoint.Checkpoint) (*abi.Schema, error) {
+	e := w.env
+	s := &e.module.Schema
+	if !s.MigratesState(cp.StateVersion) {
+		return nil, fmt.Errorf("partition %d: its checkpoint holds state version %d of plugin sha256 %s, which this plugin (state version %d) neither accepts nor migrates",
+			w.p, cp.StateVersion, cp.Plugin, s.StateVersion())
+	}
+	var from *abi.Schema
+	err := errors.New("no registry of plugins")
+	if e.stateSchema != nil {
+		from, err = e.stateSchema(cp.Plugin)
+	}
+	if err == nil && from.StateVersion() != cp.StateVersion {
+		err = fmt.Errorf("it declares state version %d", from.StateVersion())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("partition %d: its checkpoint holds state version %d of plugin sha256 %s, which this plugin migrates, but that plugin's schema is not known: %w",
+			w.p, cp.StateVersion, cp.Plugin, err)
+	}
+	return from, nil
 }
 
 func (w *worker) stop(checkpoint bool) {
@@ -399,7 +434,11 @@ func (w *worker) rebuild(ctx context.Context) error {
 		w.inst.Close(ctx)
 		w.inst = nil
 	}
-	inst, err := e.module.Instantiate(ctx, abi.Config{Windows: e.spec.Windows, Params: e.spec.Params, MaxGroups: e.spec.MaxGroupsPerPane})
+	cfg := abi.Config{Windows: e.spec.Windows, Params: e.spec.Params, MaxGroups: e.spec.MaxGroupsPerPane}
+	if w.base != nil {
+		cfg.MigrateFrom = w.baseFrom
+	}
+	inst, err := e.module.Instantiate(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("partition %d: starting the plugin: %w", w.p, err)
 	}
@@ -436,7 +475,7 @@ func (w *worker) rebase(ctx context.Context) bool {
 		w.env.fail(fmt.Errorf("partition %d: snapshot: %w", w.p, err))
 		return false
 	}
-	w.base = snap
+	w.base, w.baseFrom = snap, nil
 	clear(w.ops)
 	w.ops, w.opsB = w.ops[:0], 0
 	return true

@@ -762,3 +762,85 @@ func TestWorker_RefusesACheckpointOfAStateVersionItDoesNotAccept(t *testing.T) {
 		w.inst.Close(context.Background())
 	}
 }
+
+// A checkpoint of a state version the plugin migrates is read through the
+// schema of the plugin that wrote it, converted (statev2migrate counts
+// tenths of a vote and multiplies version 1's votes by 10), and counted on
+// from; the checkpoints after carry the new version. Without the writer's
+// schema the deployment fails rather than read the state as its own.
+func TestWorker_MigratesACheckpointOfAStateVersionItMigrates(t *testing.T) {
+	v1 := newRig(t, "internal/testwasm/panics", Spec{})
+	v1.start()
+	w := want{}
+	var recs []*kgo.Record
+	for i := range 300 {
+		recs = append(recs, v1.vote(i%7+1, "a", 1000+int64(i)))
+		w.addPoll(i%7 + 1)
+	}
+	v1.feed(recs)
+	eventually(t, 10*time.Second, "version 1 checkpointed every vote", func() error {
+		if n := v1.store.next(0); n != v1.offset {
+			return fmt.Errorf("checkpoint at %d, want %d", n, v1.offset)
+		}
+		return w.diff(v1.store.sums(1))
+	})
+	v1.stop(true)
+	old := v1.store.cps[0]
+	old.Plugin = "old"
+	if old.StateVersion != 1 {
+		t.Fatalf("version 1 checkpointed state version %d", old.StateVersion)
+	}
+
+	r := newRig(t, "internal/testwasm/statev2migrate", Spec{})
+	r.store.cps[0] = old
+	err := newWorker(r.env, 0).restore(context.Background())
+	var fe *FailedError
+	if err == nil || !errors.As(r.env.failure, &fe) || fe.Reason != "state" || !strings.Contains(err.Error(), "which this plugin migrates, but that plugin's schema is not known") {
+		t.Fatalf("restore without the writer's schema: %v, failure %v", err, r.env.failure)
+	}
+
+	r = newRig(t, "internal/testwasm/statev2migrate", Spec{})
+	r.store.cps[0] = old
+	r.offset = v1.offset
+	r.env.stateSchema = func(sha string) (*abi.Schema, error) {
+		if sha != "old" {
+			return nil, fmt.Errorf("no plugin %s", sha)
+		}
+		return &module(t, "internal/testwasm/panics").Schema, nil
+	}
+	r.start()
+	recs = recs[:0]
+	for i := range 200 {
+		recs = append(recs, r.vote(i%9+1, "a", 1500+int64(i)))
+		w.addPoll(i%9 + 1)
+	}
+	r.feed(recs)
+	tenths := want{}
+	for k, n := range w {
+		tenths[k] = 10 * n
+	}
+	eventually(t, 10*time.Second, "version 2 counted on from the migrated state, in tenths", func() error {
+		if n := r.store.next(0); n != r.offset {
+			return fmt.Errorf("checkpoint at %d, want %d", n, r.offset)
+		}
+		return tenths.diff(r.store.sums(1))
+	})
+	if cp := r.store.cps[0]; cp.StateVersion != 2 || cp.Plugin != "sha" {
+		t.Fatalf("checkpoint after the migration: state version %d of plugin %s, want 2 of sha", cp.StateVersion, cp.Plugin)
+	}
+	// Restarted, it restores its own checkpoint as it is: the state is not
+	// migrated twice.
+	r.stop(true)
+	r.w = nil
+	r.start()
+	more := []*kgo.Record{r.vote(1, "a", 2000)}
+	tenths.addPoll(1)
+	tenths[string(abi.AppendKeyInt64(nil, 1))] += 9
+	r.feed(more)
+	eventually(t, 10*time.Second, "counted on after a restart", func() error {
+		if n := r.store.next(0); n != r.offset {
+			return fmt.Errorf("checkpoint at %d, want %d", n, r.offset)
+		}
+		return tenths.diff(r.store.sums(1))
+	})
+}

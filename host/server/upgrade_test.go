@@ -136,3 +136,113 @@ func TestUpgrade_RestoresOnlyStateTheNewPluginAccepts(t *testing.T) {
 	produce(500)
 	eventually(t, time.Minute, "counts@2 counted on", counted)
 }
+
+// A plugin that declares it migrates the state version of a deployment's
+// checkpoints takes them over converted: here version 2 counts tenths of a
+// vote and multiplies version 1's whole votes by 10 as it restores them, so
+// the view shows exactly 10 per vote produced, before the switch or after,
+// only if nothing was lost, counted twice or left unconverted. A version
+// neither accepted nor migrated is still refused, downgrades included.
+func TestUpgrade_MigratesStateTheNewPluginDeclaresItConverts(t *testing.T) {
+	r := newPollsRig(t, services(t), map[string]string{"1": "internal/testwasm/panics", "2": "internal/testwasm/statev2", "4": "internal/testwasm/statev2migrate", "5": "examples/votes"})
+	h, ctx := r.h, context.Background()
+	deploy := func(plugin string) (int, api.ErrorBody) {
+		code, body := r.deploy(plugin, "")
+		var eb api.ErrorBody
+		json.Unmarshal(body, &eb)
+		return code, eb
+	}
+	checkpointed := func(version uint32) func() error {
+		return func() error {
+			var n uint64
+			if err := h.ch.QueryRow(ctx, "SELECT count() FROM "+h.db+"."+checkpoint.Table+" FINAL WHERE deployment = 'polls' AND state_version = ?", version).Scan(&n); err != nil {
+				return err
+			}
+			if n != 2 {
+				return fmt.Errorf("%d partitions checkpointed with state version %d, want 2", n, version)
+			}
+			return nil
+		}
+	}
+	// tenths checks the view: 10 per vote produced, poll by poll (votes go
+	// round polls 1 to 10).
+	tenths := func() error {
+		rows, err := h.ch.Query(ctx, "SELECT poll_id, toInt64(sum(votes)) FROM "+h.db+".polls WHERE window_name = 'total' GROUP BY poll_id")
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		got := map[int64]int64{}
+		for rows.Next() {
+			var poll, n int64
+			if err := rows.Scan(&poll, &n); err != nil {
+				return err
+			}
+			got[poll] = n
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for poll := int64(1); poll <= 10; poll++ {
+			if want := 10 * int64(r.produced/10); got[poll] != want {
+				return fmt.Errorf("poll %d: %d tenths of a vote in the view, want %d (all %v)", poll, got[poll], want, got)
+			}
+		}
+		return nil
+	}
+
+	if code, eb := deploy("counts@1"); code != http.StatusCreated {
+		t.Fatalf("deploy counts@1: %d %+v", code, eb)
+	}
+	r.produce(1000)
+	eventually(t, time.Minute, "counts@1 counted the votes", r.counted)
+	eventually(t, time.Minute, "checkpoints of state version 1", checkpointed(1))
+
+	// Version 2 neither accepting nor migrating version 1: refused, and the
+	// refusal names migrating as a way on.
+	code, eb := deploy("counts@2")
+	if code != http.StatusConflict || eb.Error.Code != api.CodeConflict {
+		t.Fatalf("deploy counts@2 onto state version 1: %d %+v, want 409 conflict", code, eb)
+	}
+	for _, want := range []string{"state version 1 written by counts@1", "accepts no older version and migrates no older version", "declare that it migrates state version 1 (Go SDK: Spec.State.Migrates and Spec.Migrate)"} {
+		if !strings.Contains(eb.Error.Message, want) {
+			t.Errorf("refusal %q does not say %q", eb.Error.Message, want)
+		}
+	}
+
+	// State version 1 too, but other columns (votes per poll and option):
+	// its rows could not go to the table, so it is refused before the state
+	// is even looked at.
+	code, eb = deploy("counts@5")
+	if code != http.StatusConflict || !strings.Contains(eb.Error.Message, "counts@5 writes other columns than the deployment's table: the table has no column option") {
+		t.Fatalf("deploy counts@5 (other columns) in place: %d %+v, want 409 naming the column", code, eb)
+	}
+
+	// Votes keep coming while the plugin changes: those counts@1 read after
+	// its last checkpoint are counted again by counts@4, from the restored
+	// state, in tenths.
+	r.produce(500)
+	if code, eb := deploy("counts@4"); code != http.StatusCreated {
+		t.Fatalf("deploy counts@4: %d %+v", code, eb)
+	}
+	r.produce(1000)
+	eventually(t, time.Minute, "counts@4 counted on from the migrated state, 10 per vote", tenths)
+	eventually(t, time.Minute, "checkpoints of state version 2", checkpointed(2))
+
+	// Restarting from its own checkpoints now, it does not migrate again.
+	if code, eb := deploy("counts@4"); code != http.StatusCreated {
+		t.Fatalf("deploy counts@4 again: %d %+v", code, eb)
+	}
+	r.produce(500)
+	eventually(t, time.Minute, "counts@4 counted on from its own state", tenths)
+
+	// Back to version 1, which knows nothing of version 2: refused.
+	code, eb = deploy("counts@1")
+	if code != http.StatusConflict || !strings.Contains(eb.Error.Message, "state version 2 written by counts@4") {
+		t.Fatalf("deploy counts@1 onto state version 2: %d %+v, want 409 conflict naming counts@4", code, eb)
+	}
+	var ds []api.Deployment
+	if err := getJSON(h.url+"/v1/deployments", &ds); err != nil || len(ds) != 1 || ds[0].Plugin != "counts@4" || ds[0].Status != api.StatusRunning {
+		t.Fatalf("after the refusal: %+v %v, want counts@4 running", ds, err)
+	}
+}

@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -74,11 +75,7 @@ func statementsFor(db, view, storage string, s *abi.Schema) statements {
 	}
 	add("source_partition", "UInt32")
 	for _, m := range s.Metrics {
-		if m.Kind == abi.Distinct {
-			add(m.Name, "Array(UInt32)") // the sketch's set registers, abi.Sketch.Entries
-			continue
-		}
-		add(m.Name, chType(m.Type))
+		add(m.Name, metricType(m))
 	}
 	add("is_final", "UInt8")
 	add("version", "UInt64")
@@ -147,6 +144,63 @@ func SwitchView(ctx context.Context, conn driver.Conn, db, view, next, old strin
 	return nil
 }
 
+// hostColumns are the columns of a raw table that no plugin declares.
+var hostColumns = map[string]bool{
+	"window_name": true, "window_start": true, "window_end": true, "source_partition": true,
+	"is_final": true, "version": true, "inserted_at": true,
+}
+
+// Mismatch says how the existing table of a deployment's generation
+// (storage) differs from the one the schema s would make: "" when it is the
+// same or there is none yet. Ensure keeps a table that exists, so a plugin
+// whose key or metric columns differ could not write to it.
+func Mismatch(ctx context.Context, conn driver.Conn, db, storage string, s *abi.Schema) (string, error) {
+	rows, err := conn.Query(ctx, "SELECT name, type FROM system.columns WHERE database = ? AND table = ?", db, RawTable(storage))
+	if err != nil {
+		return "", fmt.Errorf("sink: columns of %s: %w", RawTable(storage), err)
+	}
+	defer rows.Close()
+	have := map[string]string{}
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			return "", fmt.Errorf("sink: columns of %s: %w", RawTable(storage), err)
+		}
+		if !hostColumns[name] {
+			have[name] = typ
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("sink: columns of %s: %w", RawTable(storage), err)
+	}
+	if len(have) == 0 {
+		return "", nil
+	}
+	want := map[string]string{}
+	for _, k := range s.Keys {
+		want[k.Name] = chType(k.Type)
+	}
+	for _, m := range s.Metrics {
+		want[m.Name] = metricType(m)
+	}
+	var diffs []string
+	for name, typ := range want {
+		switch got, ok := have[name]; {
+		case !ok:
+			diffs = append(diffs, fmt.Sprintf("the table has no column %s", name))
+		case got != typ:
+			diffs = append(diffs, fmt.Sprintf("column %s is %s in the table, %s in the plugin", name, got, typ))
+		}
+	}
+	for name := range have {
+		if _, ok := want[name]; !ok {
+			diffs = append(diffs, fmt.Sprintf("the plugin does not write column %s", name))
+		}
+	}
+	slices.Sort(diffs)
+	return strings.Join(diffs, "; "), nil
+}
+
 // DistinctSQL is the aggregate expression that merges the sketches in the
 // column col over the rows of a group (the union of their registers, each
 // the highest rank any row holds) and computes the estimate as
@@ -164,6 +218,15 @@ func DistinctSQL(col string) string {
 	sum := fmt.Sprintf("(arraySum(arrayMap(x -> 1 / toFloat64(bitShiftLeft(toUInt64(1), x %% 64)), %s)) + %s)", r, zeros)
 	raw := fmt.Sprintf("((%s / %s) AS %s)", strconv.FormatFloat(abi.SketchAlphaMM, 'g', -1, 64), sum, e)
 	return fmt.Sprintf("toInt64(floor(if(%s <= %d AND %s > 0, %d * log(%d / %s), %s) + 0.5))", raw, 5*m/2, z, m, m, z, e)
+}
+
+// metricType is the column type of a metric in the raw table: a distinct
+// metric's column holds the sketch's set registers (abi.Sketch.Entries).
+func metricType(m abi.Metric) string {
+	if m.Kind == abi.Distinct {
+		return "Array(UInt32)"
+	}
+	return chType(m.Type)
 }
 
 func chType(t abi.Type) string {

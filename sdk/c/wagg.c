@@ -101,6 +101,9 @@ struct wagg_spec {
     int nkeys;
     metric m[MAX_METRICS];
     int nm;
+    /* state: version (0: undeclared, 1), older versions accepted and migrated */
+    int version, accepts[64], naccepts, migrates[64], nmigrates;
+    wagg_migrate_fn migrate;
     const char *err; /* the first mistake, reported by wagg_describe */
 };
 
@@ -172,6 +175,18 @@ int wagg_average(wagg_spec *s, const char *n) {
     int m = add_metric(s, suffixed(n, "_sum"), "sum", T_FLOAT64, OP_AVG);
     add_metric(s, suffixed(n, "_count"), "count", T_INT64, OP_ADD);
     return m;
+}
+
+void wagg_state_version(wagg_spec *s, int v) { s->version = v; }
+void wagg_state_accepts(wagg_spec *s, int v) {
+    if (s->naccepts + s->nmigrates == 64) { s->err = "more than 64 older state versions"; return; }
+    s->accepts[s->naccepts++] = v;
+}
+void wagg_state_migrates(wagg_spec *s, int v, wagg_migrate_fn fn) {
+    if (s->naccepts + s->nmigrates == 64) { s->err = "more than 64 older state versions"; return; }
+    if (!fn) { s->err = "wagg_state_migrates without a function"; return; }
+    s->migrates[s->nmigrates++] = v;
+    s->migrate = fn;
 }
 
 /* ---- errors ---- */
@@ -254,7 +269,27 @@ wagg_bytes wagg_engine_describe(void) {
         puts_(b, type_names[spec.m[i].type]);
         puts_(b, "\"}");
     }
-    puts_(b, "]}");
+    put8(b, ']');
+    if (spec.version || spec.naccepts || spec.nmigrates) {
+        puts_(b, ",\"state\":{\"version\":");
+        put_uint(b, (uint64_t)(spec.version ? spec.version : 1));
+        const char *names[2] = {"accepts", "migrates"};
+        const int *lists[2] = {spec.accepts, spec.migrates};
+        int counts[2] = {spec.naccepts, spec.nmigrates};
+        for (int l = 0; l < 2; l++) {
+            if (!counts[l]) continue;
+            puts_(b, ",\"");
+            puts_(b, names[l]);
+            puts_(b, "\":[");
+            for (int i = 0; i < counts[l]; i++) {
+                if (i) put8(b, ',');
+                put_uint(b, (uint64_t)lists[l][i]);
+            }
+            put8(b, ']');
+        }
+        put8(b, '}');
+    }
+    put8(b, '}');
     return (wagg_bytes){b->p, (uint32_t)b->len};
 }
 
@@ -443,12 +478,104 @@ static int parse_window(json *j, window *w) {
     return 1;
 }
 
-/* parse_config reads an abi.Config into ws (at most 255); 0 with *err set
- * when it does not decode or validate. */
+/* from is what abi.Config.migrate_from says of the build whose snapshot is
+ * to be migrated: its state version, key types and metrics. */
+typedef struct {
+    char name[64], kind[16];
+    enum type type;
+} old_metric;
+static struct {
+    int present;
+    int64_t version;
+    enum type keys[MAX_KEYS];
+    int nkeys;
+    old_metric m[MAX_METRICS];
+    int nm;
+} from;
+
+static int parse_type(json *j, enum type *t) {
+    const uint8_t *s;
+    uint32_t n;
+    int esc;
+    if (!str(j, &s, &n, &esc) || esc) return 0;
+    for (int i = 0; i < 3; i++) {
+        if (key_is(s, n, type_names[i])) { *t = (enum type)i; return 1; }
+    }
+    return 0;
+}
+
+/* parse_from reads migrate_from (an abi.Schema) into from. */
+static int parse_from(json *j) {
+    const uint8_t *s;
+    uint32_t n;
+    int esc;
+    from.present = 1;
+    from.version = 1;
+    from.nkeys = from.nm = 0;
+    if (!lit(j, '{')) return 0;
+    if (lit(j, '}')) return 1;
+    do {
+        if (!str(j, &s, &n, &esc) || !lit(j, ':')) return 0;
+        if (key_is(s, n, "keys") || key_is(s, n, "metrics")) {
+            int keys = key_is(s, n, "keys");
+            if (!lit(j, '[')) return 0;
+            if (lit(j, ']')) continue;
+            do {
+                if ((keys ? from.nkeys == MAX_KEYS : from.nm == MAX_METRICS) || !lit(j, '{')) return 0;
+                old_metric m = {{0}, {0}, T_INT64};
+                int have_type = 0;
+                if (!lit(j, '}')) {
+                    do {
+                        const uint8_t *v;
+                        uint32_t vn;
+                        if (!str(j, &s, &n, &esc) || !lit(j, ':')) return 0;
+                        if (key_is(s, n, "type")) {
+                            if (!parse_type(j, &m.type)) return 0;
+                            have_type = 1;
+                        } else if (!keys && (key_is(s, n, "name") || key_is(s, n, "kind"))) {
+                            char *dst = key_is(s, n, "name") ? m.name : m.kind;
+                            size_t cap = key_is(s, n, "name") ? sizeof m.name : sizeof m.kind;
+                            if (!str(j, &v, &vn, &esc) || esc || vn >= cap) return 0;
+                            memcpy(dst, v, vn);
+                            dst[vn] = 0;
+                        } else if (!skip(j)) {
+                            return 0;
+                        }
+                    } while (lit(j, ','));
+                    if (!lit(j, '}')) return 0;
+                }
+                if (!have_type) return 0;
+                if (keys) from.keys[from.nkeys++] = m.type;
+                else from.m[from.nm++] = m;
+            } while (lit(j, ','));
+            if (!lit(j, ']')) return 0;
+        } else if (key_is(s, n, "state")) {
+            if (word(j, "null")) continue;
+            if (!lit(j, '{')) return 0;
+            if (lit(j, '}')) continue;
+            do {
+                if (!str(j, &s, &n, &esc) || !lit(j, ':')) return 0;
+                if (key_is(s, n, "version")) {
+                    if (!integer(j, &from.version)) return 0;
+                } else if (!skip(j)) {
+                    return 0;
+                }
+            } while (lit(j, ','));
+            if (!lit(j, '}')) return 0;
+        } else if (!skip(j)) {
+            return 0;
+        }
+    } while (lit(j, ','));
+    return lit(j, '}') && from.nm > 0;
+}
+
+/* parse_config reads an abi.Config into ws (at most 255) and from; 0 with
+ * *err set when it does not decode or validate. */
 static int parse_config(const uint8_t *p, uint32_t len, window *wins, int *nwin, int64_t *max_groups, const char **err) {
     json j = {p, p + len, 0, NULL};
     int64_t abi = -1;
     *max_groups = 0;
+    from.present = 0;
     int have_windows = 0;
     const uint8_t *s;
     uint32_t n;
@@ -462,6 +589,11 @@ static int parse_config(const uint8_t *p, uint32_t len, window *wins, int *nwin,
                 if (!integer(&j, &abi)) goto bad;
             } else if (key_is(s, n, "max_groups")) {
                 if (!integer(&j, max_groups)) goto bad;
+            } else if (key_is(s, n, "migrate_from")) {
+                if (!word(&j, "null") && !parse_from(&j)) {
+                    if (!j.err) j.err = "wagg: config migrate_from: not the JSON of an abi.Schema";
+                    goto bad;
+                }
             } else if (key_is(s, n, "windows")) {
                 have_windows = 1;
                 *nwin = 0;
@@ -1006,7 +1138,22 @@ int wagg_engine_init(const uint8_t *cfg, uint32_t len) {
     int n;
     int64_t max_groups;
     const char *err;
-    if (!parse_config(cfg, len, wins, &n, &max_groups, &err)) return fail(WAGG_ERR_BAD_INPUT, err);
+    if (!parse_config(cfg, len, wins, &n, &max_groups, &err)) {
+        from.present = 0;
+        return fail(WAGG_ERR_BAD_INPUT, err);
+    }
+    if (from.present) {
+        int ok = 0;
+        for (int i = 0; i < spec.nmigrates; i++) ok |= spec.migrates[i] == from.version;
+        const char *why = ok ? NULL : "wagg: config migrate_from: a state version this build does not migrate";
+        ok = from.nkeys == spec.nkeys;
+        for (int i = 0; ok && i < spec.nkeys; i++) ok = from.keys[i] == spec.keys[i].type;
+        if (!why && !ok) why = "wagg: config migrate_from: other key column types: a migration keeps the key's column types";
+        if (why) {
+            from.present = 0;
+            return fail(WAGG_ERR_BAD_INPUT, why);
+        }
+    }
     clear_groups(&groups);
     memcpy(groups.windows, wins, (size_t)n * sizeof(window));
     groups.nwin = n;
@@ -1246,9 +1393,90 @@ static int valid_key(const uint8_t *k, uint32_t n) {
     return off == n;
 }
 
+/* ---- migrating a snapshot of an older state version (abi/ABI.md) ---- */
+
+struct wagg_old_group {
+    int w;
+    int64_t start;
+    wagg_bytes key;
+    const uint64_t *vals; /* from.nm values (a distinct metric's unused) */
+};
+struct wagg_new_group {
+    uint64_t *vals;
+    const char *err;
+};
+
+int wagg_old_version(const wagg_old_group *o) { (void)o; return (int)from.version; }
+int wagg_old_window(const wagg_old_group *o) { return o->w; }
+int64_t wagg_old_start(const wagg_old_group *o) { return o->start; }
+wagg_bytes wagg_old_key(const wagg_old_group *o) { return o->key; }
+/* A distinct metric is a sketch, not a value the hook reads. */
+static int old_metric_index(const char *name, enum type t) {
+    for (int i = 0; i < from.nm; i++) {
+        if (from.m[i].type == t && strcmp(from.m[i].name, name) == 0 && strcmp(from.m[i].kind, "distinct") != 0) return i;
+    }
+    return -1;
+}
+int wagg_old_int64(const wagg_old_group *o, const char *name, int64_t *v) {
+    int i = old_metric_index(name, T_INT64);
+    if (i < 0) return 0;
+    *v = (int64_t)o->vals[i];
+    return 1;
+}
+int wagg_old_float64(const wagg_old_group *o, const char *name, double *v) {
+    int i = old_metric_index(name, T_FLOAT64);
+    if (i < 0) return 0;
+    *v = bitsf(o->vals[i]);
+    return 1;
+}
+static int new_metric(wagg_new_group *g, int m, enum type t, int avg) {
+    if (m < 0 || m >= spec.nm || spec.m[m].type != t || (spec.m[m].op == OP_AVG) != avg || spec.m[m].op == OP_DISTINCT) {
+        if (!g->err) g->err = "wagg: migrate failed: a wagg_new_set call of another metric type than declared, or of an unknown metric";
+        return 0;
+    }
+    return 1;
+}
+void wagg_new_set(wagg_new_group *g, int m, int64_t v) {
+    if (new_metric(g, m, T_INT64, 0)) g->vals[m] = (uint64_t)v;
+}
+void wagg_new_set_float(wagg_new_group *g, int m, double v) {
+    if (new_metric(g, m, T_FLOAT64, 0)) g->vals[m] = fbits(v);
+}
+void wagg_new_set_average(wagg_new_group *g, int m, double sum, int64_t count) {
+    if (new_metric(g, m, T_FLOAT64, 1)) {
+        g->vals[m] = fbits(sum);
+        g->vals[m + 1] = (uint64_t)count;
+    }
+}
+
+/* The sketches of the distinct metrics of the group decode_snapshot reads,
+ * by the snapshot's metric; those it does not carry over are freed at the
+ * next group or restore. */
+static sketch old_sk[MAX_METRICS];
+static void free_old_sketches(void) {
+    for (int m = 0; m < MAX_METRICS; m++) {
+        sk_free(&old_sk[m]);
+        old_sk[m] = (sketch){0};
+    }
+}
+
 static int decode_snapshot(const uint8_t *b, uint32_t len) {
     uint64_t off = 0;
     int nm = groups.nm;
+    int width = from.present ? from.nm : nm; /* metrics per group in the snapshot */
+    int distinct[MAX_METRICS];               /* the snapshot's metric m is a sketch */
+    int carry[MAX_METRICS];                  /* per metric, the old one it starts from */
+    for (int m = 0; m < width; m++) distinct[m] = from.present ? !strcmp(from.m[m].kind, "distinct") : spec.m[m].op == OP_DISTINCT;
+    for (int i = 0; i < nm; i++) {
+        carry[i] = from.present ? -1 : i;
+        for (int k = 0; k < from.nm && from.present; k++) {
+            if (!strcmp(from.m[k].name, spec.m[i].name) && !strcmp(from.m[k].kind, spec.m[i].kind) && from.m[k].type == spec.m[i].type) {
+                carry[i] = k;
+                break;
+            }
+        }
+    }
+    uint64_t old[MAX_METRICS], vals[MAX_METRICS];
 #define NEED(k) do { if ((uint64_t)(k) > len - off) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: truncated"); } while (0)
     NEED(8);
     if (rd32(b) != SNAP_MAGIC) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: bad magic");
@@ -1259,46 +1487,79 @@ static int decode_snapshot(const uint8_t *b, uint32_t len) {
         NEED(4);
         uint32_t panes = rd32(b + off);
         off += 4;
+        int64_t prev = 0;
         for (uint32_t i = 0; i < panes; i++) {
             NEED(12);
             int64_t start = (int64_t)rd64(b + off);
             uint32_t n = rd32(b + off + 8);
             off += 12;
             wstate *s = &groups.ws[w];
-            if (i > 0 && start <= s->panes[s->n - 1]->start) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: panes out of order");
+            if (i > 0 && start <= prev) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: panes out of order");
+            prev = start;
             if (win->kind == W_GLOBAL ? start != 0 : start % win->slide != 0) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: not a window start");
             pane *p = find_pane(&groups, w, start);
             for (uint32_t j = 0; j < n; j++) {
                 NEED(4);
                 uint32_t kl = rd32(b + off);
                 off += 4;
-                NEED((uint64_t)kl + (spec_distinct ? 0 : 8ull * nm));
+                NEED(kl);
                 const uint8_t *k = b + off;
                 if (!valid_key(k, kl)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a key does not match the key columns");
                 uint64_t h = hash_key(k, kl);
                 uint32_t slot;
                 if (pane_lookup(p, k, kl, h, &slot)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a group appears twice");
-                uint32_t g = pane_insert(p, k, kl, h, slot, groups.ident, nm);
                 off += kl;
-                uint64_t *v = p->vals + (size_t)g * nm;
-                for (int m = 0; m < nm; m++) {
-                    if (spec.m[m].op == OP_DISTINCT) {
-                        uint32_t took = sk_read(&p->sk[v[m]], b + off, len - off);
+                /* The group's metrics in the snapshot's schema: 8 bytes each
+                 * but a distinct metric's sketch, of its own length. */
+                free_old_sketches();
+                for (int m = 0; m < width; m++) {
+                    if (distinct[m]) {
+                        uint32_t took = sk_read(&old_sk[m], b + off, len - off);
                         if (!took) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a sketch does not decode");
                         off += took;
                         continue;
                     }
                     NEED(8);
-                    v[m] = rd64(b + off);
+                    old[m] = rd64(b + off);
                     off += 8;
+                }
+                for (int m = 0; m < nm; m++) vals[m] = carry[m] >= 0 ? old[carry[m]] : groups.ident[m];
+                if (from.present) {
+                    wagg_old_group og = {w, start, {k, kl}, old};
+                    wagg_new_group ng = {vals, NULL};
+                    int keep = spec.migrate(&og, &ng);
+                    if (ng.err) return fail(WAGG_ERR_AGGREGATE, ng.err);
+                    if (keep < 0) return fail(WAGG_ERR_AGGREGATE, "wagg: migrate failed");
+                    if (!keep) continue;
+                }
+                uint32_t g = pane_insert(p, k, kl, h, slot, groups.ident, nm);
+                uint64_t *v = p->vals + (size_t)g * nm;
+                for (int m = 0; m < nm; m++) {
+                    if (spec.m[m].op != OP_DISTINCT) {
+                        v[m] = vals[m];
+                        continue;
+                    }
+                    /* A distinct metric's sketch comes from the snapshot's
+                     * metric it carries (itself when not migrating); a new
+                     * one starts empty. */
+                    if (carry[m] >= 0) {
+                        p->sk[v[m]] = old_sk[carry[m]];
+                        old_sk[carry[m]] = (sketch){0};
+                    }
                 }
                 /* Every restored group is marked changed: the first flush
                  * after a restore emits the whole state (abi/ABI.md). */
                 pane_touch(p, g);
             }
+            if (from.present && p->n == 0) { /* every group dropped */
+                pane_free(p);
+                s->n--;
+                s->last = NULL;
+            }
         }
     }
 #undef NEED
+    free_old_sketches();
     if (off != len) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: trailing bytes");
     return WAGG_OK;
 }

@@ -110,6 +110,39 @@ int wagg_average(wagg_spec *s, const char *name);
  * one of the two. */
 int wagg_distinct(wagg_spec *s, const char *name);
 
+/* The state version (abi/ABI.md "State versions"; 1 when undeclared). Bump
+ * it when a new build would count on differently from the groups an older
+ * one left, and say what becomes of the older versions: accepted as they
+ * are, or migrated by fn as a snapshot of them is restored. */
+typedef struct wagg_old_group wagg_old_group;
+typedef struct wagg_new_group wagg_new_group;
+typedef int (*wagg_migrate_fn)(const wagg_old_group *old, wagg_new_group *g);
+void wagg_state_version(wagg_spec *s, int version);
+void wagg_state_accepts(wagg_spec *s, int version);
+void wagg_state_migrates(wagg_spec *s, int version, wagg_migrate_fn fn);
+
+/* --- wagg_migrate_fn: one group of a snapshot of an older state version,
+ * read through the metrics of the build that wrote it (the host names it:
+ * abi.Config.migrate_from). g starts with the old values of the metrics of
+ * the same name, kind and type, the others empty; set what changes. Return
+ * 1 to keep the group, 0 to drop it, or WAGG_ERR_AGGREGATE to fail the
+ * restore. The group keeps its window, start and key. Deterministic, like
+ * wagg_aggregate. A distinct metric is a sketch, not a value: wagg_old_int64
+ * does not read an old one, and wagg_new_set of one fails the restore; a
+ * new one of the same name, kind and type as an old one carries its sketch
+ * over as it was, any other starts empty. */
+int wagg_old_version(const wagg_old_group *o);
+int wagg_old_window(const wagg_old_group *o); /* index into the deployment's windows */
+int64_t wagg_old_start(const wagg_old_group *o);
+wagg_bytes wagg_old_key(const wagg_old_group *o); /* encoded as in a row (abi/ABI.md) */
+/* The old int64 (float64) metric called name into *v: 1, or 0 when the old
+ * build had no such metric of that type (or it was a distinct one). */
+int wagg_old_int64(const wagg_old_group *o, const char *name, int64_t *v);
+int wagg_old_float64(const wagg_old_group *o, const char *name, double *v);
+void wagg_new_set(wagg_new_group *g, int metric, int64_t v);
+void wagg_new_set_float(wagg_new_group *g, int metric, double v);
+void wagg_new_set_average(wagg_new_group *g, int metric, double sum, int64_t count);
+
 /* --- wagg_aggregate: the batch, valid during the call only. */
 
 uint32_t wagg_len(const wagg_batch *b);

@@ -31,6 +31,10 @@ type Vector struct {
 	Aggregator string       `json:"aggregator"` // a key of aggregators
 	Windows    []abi.Window `json:"windows"`
 	MaxGroups  int          `json:"max_groups,omitempty"` // abi.Config.MaxGroups
+	// MigrateFrom is the schema of an older build whose snapshots the
+	// vector's restore_hex steps hold (abi.Config.MigrateFrom); a restart
+	// restores the aggregator's own snapshot, without it.
+	MigrateFrom *abi.Schema `json:"migrate_from,omitempty"`
 	// InitCode is the status wagg_init must answer; a vector whose init
 	// fails has no steps.
 	InitCode abi.Code `json:"init_code,omitempty"`
@@ -60,6 +64,25 @@ var aggregators = map[string]map[string]func(testing.TB) []byte{
 		"c":    func(tb testing.TB) []byte { return testwasm.BuildC(tb, "examples/votes/c/votes.c") },
 		"rust": func(tb testing.TB) []byte { return testwasm.BuildRust(tb, "examples/votes/rust") },
 		"as":   func(tb testing.TB) []byte { return testwasm.BuildAS(tb, "examples/votes/assemblyscript/votes.ts") },
+	},
+	// tenths migrates the snapshots of state version 1 (votes per poll).
+	"tenths": {
+		"go":   func(tb testing.TB) []byte { return testwasm.Build(tb, "internal/testwasm/statev2migrate") },
+		"c":    func(tb testing.TB) []byte { return testwasm.BuildC(tb, "internal/testwasm/statev2migrate/c/tenths.c") },
+		"rust": func(tb testing.TB) []byte { return testwasm.BuildRust(tb, "internal/testwasm/statev2migrate/rust") },
+		"as": func(tb testing.TB) []byte {
+			return testwasm.BuildAS(tb, "internal/testwasm/statev2migrate/assemblyscript/tenths.ts")
+		},
+	},
+	// voters2 migrates the snapshots of state version 1 whose groups hold
+	// distinct metrics.
+	"voters2": {
+		"go":   func(tb testing.TB) []byte { return testwasm.Build(tb, "internal/testwasm/distinctmigrate") },
+		"c":    func(tb testing.TB) []byte { return testwasm.BuildC(tb, "internal/testwasm/distinctmigrate/c/voters.c") },
+		"rust": func(tb testing.TB) []byte { return testwasm.BuildRust(tb, "internal/testwasm/distinctmigrate/rust") },
+		"as": func(tb testing.TB) []byte {
+			return testwasm.BuildAS(tb, "internal/testwasm/distinctmigrate/assemblyscript/voters.ts")
+		},
 	},
 	"uniquevoters": {
 		"go":   func(tb testing.TB) []byte { return testwasm.Build(tb, "examples/uniquevoters") },
@@ -177,7 +200,9 @@ func run(t *testing.T, ctx context.Context, m *sandbox.Module, v *Vector) *Vecto
 	out := *v
 	out.Steps = slices.Clone(v.Steps)
 	cfg := abi.Config{Windows: v.Windows, MaxGroups: v.MaxGroups}
-	inst, err := m.Instantiate(ctx, cfg)
+	first := cfg
+	first.MigrateFrom = v.MigrateFrom
+	inst, err := m.Instantiate(ctx, first)
 	out.InitCode = code(t, err)
 	if err != nil {
 		return &out

@@ -107,6 +107,9 @@ export class Spec {
   keyNames: string[] = [];
   keyTypes: u8[] = [];
   metrics: MetricDef[] = [];
+  version: i32 = 0; // 0: undeclared (state version 1)
+  acceptsList: i32[] = [];
+  migratesList: i32[] = [];
 
   private field(name: string, t: u8): i32 { this.input.push(new FieldDef(name, t)); return this.input.length - 1; }
   /** An integer input field read from the JSON key name. */
@@ -139,6 +142,15 @@ export class Spec {
   minFloat(name: string): i32 { return this.metric(name, "min", T_FLOAT64, OP_MIN); }
   max(name: string): i32 { return this.metric(name, "max", T_INT64, OP_MAX); }
   maxFloat(name: string): i32 { return this.metric(name, "max", T_FLOAT64, OP_MAX); }
+  /** The version of what the aggregator's groups mean (1 when undeclared):
+   * bump it when a new build would count on differently from the groups an
+   * older one left, and say what becomes of the older versions with
+   * accepts (as they are) or migrates (converted by the migrate function
+   * given to register); abi/ABI.md "State versions". */
+  stateVersion(v: i32): void { this.version = v; }
+  accepts(v: i32): void { this.acceptsList.push(v); }
+  migrates(v: i32): void { this.migratesList.push(v); }
+
   /** An average of float64 values, carried as two metrics the host merges
    * exactly across partitions: name_sum (a float64 sum) and name_count (a
    * count); the average is their quotient, live and in ClickHouse.
@@ -178,7 +190,14 @@ export class Spec {
       if (i) s += ",";
       s += '{"name":' + quote(m.name) + ',"kind":"' + m.kind + '","type":"' + TYPE_NAMES[m.type] + '"}';
     }
-    return s + "]}";
+    s += "]";
+    if (this.version || this.acceptsList.length || this.migratesList.length) {
+      s += ',"state":{"version":' + (this.version ? this.version : 1).toString();
+      if (this.acceptsList.length) s += ',"accepts":[' + this.acceptsList.join(",") + "]";
+      if (this.migratesList.length) s += ',"migrates":[' + this.migratesList.join(",") + "]";
+      s += "}";
+    }
+    return s + "}";
   }
 }
 
@@ -673,14 +692,167 @@ function goMax(a: f64, b: f64): f64 {
 
 /** @internal */ export let spec: Spec = new Spec();
 let aggregateFn: ((b: Batch, g: Groups) => void) | null = null;
+let migrateFn: ((old: OldGroup, g: NewGroup) => bool) | null = null;
 /** @internal */ export let groups: Groups | null = null;
 let batch: Batch = new Batch();
 /** @internal */ export const lastErr: Buf = new Buf();
 
-/** Installs the aggregator: call it once, at the top level of the entry file. */
-export function register(define: (s: Spec) => void, aggregate: (b: Batch, g: Groups) => void): void {
+/** Installs the aggregator: call it once, at the top level of the entry
+ * file. migrate converts the groups of a snapshot of an older state version
+ * the spec migrates (Spec.migrates); see OldGroup. */
+export function register(
+  define: (s: Spec) => void,
+  aggregate: (b: Batch, g: Groups) => void,
+  migrate: ((old: OldGroup, g: NewGroup) => bool) | null = null,
+): void {
   define(spec);
   aggregateFn = aggregate;
+  migrateFn = migrate;
+}
+
+// ---- migrating a snapshot of an older state version (abi/ABI.md) ----
+
+class OldMetric {
+  constructor(public name: string, public kind: string, public type: u8) {}
+}
+
+/** What abi.Config.migrate_from says of the build whose snapshot is to be
+ * migrated; null when snapshots are restored as they are. */
+class From {
+  version: i64 = 1;
+  keyTypes: u8[] = [];
+  metrics: OldMetric[] = [];
+  carry: i32[] = []; // per current metric, the old one it starts from (-1: none)
+}
+let from: From | null = null;
+
+/** A group of a snapshot of an older state version, read through the
+ * metrics of the build that wrote it. Reused for the next group. */
+export class OldGroup {
+  version: i32 = 0;
+  /** The index of the deployment's window the group belongs to. */
+  window: i32 = 0;
+  /** The start of the group's window instance, Unix ms (0 for a global one). */
+  start: i64 = 0;
+  keyPtr: usize = 0;
+  keyLen: u32 = 0;
+  vals: u64[] = []; // per old metric (a distinct one's unused)
+  // A distinct metric is a sketch, not a value the hook reads.
+  private index(name: string, t: u8): i32 {
+    const ms = from!.metrics;
+    for (let i = 0; i < ms.length; i++) if (ms[i].type == t && ms[i].name == name && ms[i].kind != "distinct") return i;
+    return -1;
+  }
+  /** Whether the old build had an int64 metric called name. */
+  hasInt64(name: string): bool { return this.index(name, T_INT64) >= 0; }
+  /** The old int64 metric called name (0 when there is none). */
+  int64(name: string): i64 {
+    const i = this.index(name, T_INT64);
+    return i < 0 ? 0 : <i64>this.vals[i];
+  }
+  /** Whether the old build had a float64 metric called name. */
+  hasFloat64(name: string): bool { return this.index(name, T_FLOAT64) >= 0; }
+  /** The old float64 metric called name (0 when there is none). */
+  float64(name: string): f64 {
+    const i = this.index(name, T_FLOAT64);
+    return i < 0 ? 0 : reinterpret<f64>(this.vals[i]);
+  }
+  private col(c: i32): usize {
+    let off: usize = 0;
+    const ts = from!.keyTypes;
+    for (let i = 0; i < c; i++) off += ts[i] == T_STRING ? 4 + <usize>load<u32>(this.keyPtr + off) : 8;
+    return this.keyPtr + off;
+  }
+  /** Key column c, an int64 one. */
+  keyInt64(c: i32): i64 { return load<i64>(this.col(c)); }
+  /** Key column c, a float64 one. */
+  keyFloat64(c: i32): f64 { return load<f64>(this.col(c)); }
+  /** Key column c, a string one. */
+  keyString(c: i32): string {
+    const p = this.col(c);
+    return String.UTF8.decodeUnsafe(p + 4, load<u32>(p));
+  }
+}
+
+/** The current metric values of a group being migrated: they start with
+ * the old values of the metrics of the same name, kind and type, the others
+ * empty; set what changes. */
+export class NewGroup {
+  vals: u64[] = [];
+  err: string | null = null;
+  private check(m: i32, t: u8, avg: bool, call: string): bool {
+    if (m >= 0 && m < spec.metrics.length && spec.metrics[m].type == t && (spec.metrics[m].op == OP_AVG) == avg && spec.metrics[m].op != OP_DISTINCT) return true;
+    if (this.err === null) this.err = "wagg: migrate failed: NewGroup." + call + " does not set metric " + m.toString();
+    return false;
+  }
+  /** Sets an int64 metric (a count, sum, min or max). */
+  set(m: i32, v: i64): void { if (this.check(m, T_INT64, false, "set")) this.vals[m] = <u64>v; }
+  /** Sets a float64 metric (a float sum, min or max). */
+  setFloat(m: i32, v: f64): void { if (this.check(m, T_FLOAT64, false, "setFloat")) this.vals[m] = reinterpret<u64>(v); }
+  /** Sets an average to the sum and the count of the values it averages. */
+  setAverage(m: i32, sum: f64, count: i64): void {
+    if (this.check(m, T_FLOAT64, true, "setAverage")) {
+      this.vals[m] = reinterpret<u64>(sum);
+      this.vals[m + 1] = <u64>count;
+    }
+  }
+}
+
+function parseType(r: Reader): u8 {
+  const t = r.str();
+  if (t == "int64") return T_INT64;
+  if (t == "float64") return T_FLOAT64;
+  if (t == "string") return T_STRING;
+  r.ok = false;
+  return T_INT64;
+}
+
+/** Reads migrate_from, an abi.Schema. */
+function parseFrom(r: Reader): From | null {
+  const f = new From();
+  if (!r.lit(0x7b)) return null;
+  if (r.lit(0x7d)) return f;
+  do {
+    const k = r.str();
+    if (!r.ok || !r.lit(0x3a)) return null;
+    if (k == "keys" || k == "metrics") {
+      if (!r.lit(0x5b)) return null;
+      if (r.lit(0x5d)) continue;
+      do {
+        if (!r.lit(0x7b)) return null;
+        let name = "", kind = "", t: u8 = 0, typed = false;
+        if (!r.lit(0x7d)) {
+          do {
+            const fk = r.str();
+            if (!r.ok || !r.lit(0x3a)) return null;
+            if (fk == "type") { t = parseType(r); typed = true; }
+            else if (fk == "name") name = r.str();
+            else if (fk == "kind") kind = r.str();
+            else r.skip();
+          } while (r.ok && r.lit(0x2c));
+          if (!r.ok || !r.lit(0x7d)) return null;
+        }
+        if (!typed) return null;
+        if (k == "keys") f.keyTypes.push(t);
+        else f.metrics.push(new OldMetric(name, kind, t));
+        if (f.keyTypes.length > 16 || f.metrics.length > 64) return null;
+      } while (r.ok && r.lit(0x2c));
+      if (!r.ok || !r.lit(0x5d)) return null;
+    } else if (k == "state") {
+      if (r.word("null")) continue;
+      if (!r.lit(0x7b)) return null;
+      if (r.lit(0x7d)) continue;
+      do {
+        const sk = r.str();
+        if (!r.ok || !r.lit(0x3a)) return null;
+        if (sk == "version") f.version = r.int();
+        else r.skip();
+      } while (r.ok && r.lit(0x2c));
+      if (!r.ok || !r.lit(0x7d)) return null;
+    } else r.skip();
+  } while (r.ok && r.lit(0x2c));
+  if (!r.ok || !r.lit(0x7d) || f.metrics.length == 0) return null;
+  return f;
 }
 
 /** Fails the batch with the aggregator's own message (ErrAggregate). */
@@ -850,6 +1022,7 @@ export function init(p: usize, n: u32): i32 {
   const r = new Reader(p, p + n);
   let abi: i64 = -1, maxGroups: i64 = 0;
   const wins: Window[] = [];
+  let mf: From | null = null;
   if (!r.lit(0x7b)) r.ok = false;
   else if (!r.lit(0x7d)) {
     do {
@@ -857,6 +1030,11 @@ export function init(p: usize, n: u32): i32 {
       if (!r.ok || !r.lit(0x3a)) { r.ok = false; break; }
       if (k == "abi") abi = r.int();
       else if (k == "max_groups") maxGroups = r.int();
+      else if (k == "migrate_from") {
+        if (r.word("null")) continue;
+        mf = parseFrom(r);
+        if (mf === null) { r.ok = false; if (r.err === null) r.err = "wagg: config migrate_from: not the JSON of an abi.Schema"; break; }
+      }
       else if (k == "windows") {
         wins.length = 0;
         if (r.word("null")) continue;
@@ -882,6 +1060,25 @@ export function init(p: usize, n: u32): i32 {
   }
   if (abi != 1) return setError(ERR_BAD_INPUT, "wagg: the host speaks another ABI than 1");
   if (wins.length == 0) return setError(ERR_BAD_INPUT, "wagg: 0 windows, want 1 to 255");
+  if (mf !== null) {
+    if (!spec.migratesList.includes(<i32>mf.version)) {
+      return setError(ERR_BAD_INPUT, "wagg: config migrate_from: a state version this build does not migrate");
+    }
+    if (migrateFn === null) return setError(ERR_BAD_INPUT, "wagg: the spec migrates older state versions but register got no migrate function");
+    let same = mf.keyTypes.length == spec.keyTypes.length;
+    for (let i = 0; same && i < spec.keyTypes.length; i++) same = mf.keyTypes[i] == spec.keyTypes[i];
+    if (!same) return setError(ERR_BAD_INPUT, "wagg: config migrate_from: other key column types: a migration keeps the key's column types");
+    for (let i = 0; i < spec.metrics.length; i++) {
+      const m = spec.metrics[i];
+      let c = -1;
+      for (let k = 0; k < mf.metrics.length; k++) {
+        const o = mf.metrics[k];
+        if (o.name == m.name && o.kind == m.kind && o.type == m.type) { c = k; break; }
+      }
+      mf.carry.push(c);
+    }
+  }
+  from = mf;
   const g = new Groups();
   g.windows = wins;
   for (let i = 0; i < wins.length; i++) g.ws.push(new WState());
@@ -1071,6 +1268,20 @@ function validKey(k: usize, n: u32): bool {
 
 function decodeSnapshot(b: usize, len: u32, g: Groups): i32 {
   const nm = spec.metrics.length;
+  const mf = from;
+  const width = mf !== null ? mf.metrics.length : nm; // metrics per group in the snapshot
+  const og = new OldGroup();
+  const ng = new NewGroup();
+  for (let m = 0; m < nm; m++) ng.vals.push(0);
+  // Per metric of the snapshot: whether it is distinct (a sketch of its own
+  // length, the others 8 bytes), and the group's value or sketch.
+  const distinct: bool[] = [];
+  const oldSk: Sketch[] = [];
+  for (let m = 0; m < width; m++) {
+    distinct.push(mf !== null ? mf.metrics[m].kind == "distinct" : spec.metrics[m].op == OP_DISTINCT);
+    og.vals.push(0);
+    oldSk.push(new Sketch());
+  }
   const total = <u64>len;
   if (total < 8) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: truncated");
   if (load<u32>(b) != SNAP_MAGIC) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: bad magic");
@@ -1100,25 +1311,57 @@ function decodeSnapshot(b: usize, len: u32, g: Groups): i32 {
         if (!validKey(k, kl)) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: a key does not match the key columns");
         const h = hashKey(k, kl);
         if (p.lookup(k, kl, h)) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: a group appears twice");
-        const gi = p.insert(k, kl, h, lastSlot, g.idents);
+        const slot = lastSlot;
         off += <u64>kl;
-        for (let m = 0; m < nm; m++) {
-          if (spec.metrics[m].op == OP_DISTINCT) {
+        for (let m = 0; m < width; m++) {
+          if (distinct[m]) {
             if (total - off < 4) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: truncated");
             const sn = load<u32>(b + <usize>off);
             off += 4;
             if (<u64>sn > total - off) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: truncated");
-            if (!p.sketches[<i32>p.vals[<i32>gi * nm + m]].read(b + <usize>off, sn)) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: a sketch does not decode");
+            const sk = new Sketch();
+            if (!sk.read(b + <usize>off, sn)) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: a sketch does not decode");
+            oldSk[m] = sk;
             off += <u64>sn;
             continue;
           }
           if (total - off < 8) return setError(ERR_BAD_INPUT, "wagg: malformed snapshot: truncated");
-          p.vals[<i32>gi * nm + m] = load<u64>(b + <usize>off);
+          og.vals[m] = load<u64>(b + <usize>off);
           off += 8;
+        }
+        for (let m = 0; m < nm; m++) {
+          const c = mf !== null ? mf.carry[m] : m;
+          ng.vals[m] = c >= 0 ? og.vals[c] : g.idents[m];
+        }
+        if (mf !== null) {
+          og.version = <i32>mf.version; og.window = w; og.start = start;
+          og.keyPtr = k; og.keyLen = kl;
+          ng.err = null;
+          const keep = migrateFn!(og, ng);
+          const e = ng.err;
+          if (e !== null) return setError(ERR_AGGREGATE, e);
+          if (!keep) continue;
+        }
+        const gi = p.insert(k, kl, h, slot, g.idents);
+        for (let m = 0; m < nm; m++) {
+          const at = <i32>gi * nm + m;
+          if (spec.metrics[m].op != OP_DISTINCT) {
+            p.vals[at] = ng.vals[m];
+            continue;
+          }
+          // A distinct metric's sketch comes from the snapshot's metric it
+          // carries (itself when not migrating); a new one starts empty.
+          const c = mf !== null ? mf.carry[m] : m;
+          if (c >= 0) p.sketches[<i32>p.vals[at]] = oldSk[c];
         }
         // Every restored group is marked changed: the first flush after a
         // restore emits the whole state (abi/ABI.md).
         p.touch(gi);
+      }
+      if (mf !== null && p.n == 0) { // every group dropped
+        const s = g.ws[w];
+        s.panes.pop();
+        s.last = null;
       }
     }
   }

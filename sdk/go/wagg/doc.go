@@ -31,6 +31,29 @@
 // snapshots and restores the state, so the aggregator holds no state of its
 // own and replays exactly.
 //
+// A new build of an aggregator takes over a running deployment's state.
+// When it would count on differently from what an older build left (other
+// keys, units or rules), it declares a new state version in Spec.State and
+// either accepts the older version as it is or migrates it: Spec.Migrate
+// converts each restored group, reading the old metrics by name (a
+// Distinct metric's sketch is not read or set: it carries over to the
+// metric of the same name, kind and type, or starts empty):
+//
+//	wagg.Register(wagg.Spec{
+//		...
+//		State: abi.State{Version: 2, Migrates: []int{1}},
+//		Migrate: func(old *wagg.OldGroup, g *wagg.NewGroup) bool {
+//			secs, _ := old.Int64("secs")
+//			g.Set(millis, 1000*secs)
+//			return true
+//		},
+//	}, fold)
+//
+// Test a migration natively as the host runs it: keep a snapshot the older
+// build took (its Local's Snapshot) and that build's schema (its Describe)
+// as test data, and Restore the snapshot into a NewLocalConfig whose
+// abi.Config.MigrateFrom is that schema.
+//
 // Build a plugin with the standard toolchain:
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o votes.wasm .

@@ -18,6 +18,10 @@ type engine struct {
 	groups *Groups
 	batch  Batch
 	snap   []byte
+	// migrate converts the snapshots this instance restores, when the host
+	// hands it those of a state version the aggregator migrates
+	// (abi.Config.MigrateFrom); nil: snapshots are restored as they are.
+	migrate *migration
 }
 
 func newEngine(cfg abi.Config) (*engine, error) {
@@ -37,6 +41,13 @@ func newEngine(cfg abi.Config) (*engine, error) {
 	}
 	s := &registered.schema
 	e := &engine{schema: s, fn: registered.fn, groups: newGroups(cfg.Windows, s, cfg.MaxGroups)}
+	if cfg.MigrateFrom != nil {
+		m, err := newMigration(cfg.MigrateFrom, s, registered.spec.Migrate)
+		if err != nil {
+			return nil, err
+		}
+		e.migrate = m
+	}
 	for _, f := range s.Input {
 		e.types = append(e.types, f.Type)
 	}
@@ -127,6 +138,11 @@ func (e *engine) check(b *abi.Batch) error {
 // Panes come in increasing start and groups in the order they were created,
 // same state always has the same snapshot, and restore accepts exactly the
 // snapshots that snapshot writes.
+//
+// The layout holds values, not names: the metrics are those of the schema
+// the snapshot was written with. A snapshot of another state version that
+// the aggregator migrates is read with its writer's schema, which the host
+// hands over (abi.Config.MigrateFrom), and converted group by group.
 const snapMagic = 0x31534757 // "WGS1"
 
 func (e *engine) snapshot() []byte {
@@ -161,7 +177,8 @@ func (e *engine) snapshot() []byte {
 
 var errSnapshot = errors.New("wagg: malformed snapshot")
 
-// restore replaces the state with a snapshot's. On error the state is empty.
+// restore replaces the state with a snapshot's, migrated when the engine
+// migrates (e.migrate). On error the state is empty.
 func (e *engine) restore(b []byte) error {
 	old := e.groups
 	g := newGroups(old.windows, e.schema, old.maxGroups)
@@ -176,6 +193,10 @@ func (e *engine) restore(b []byte) error {
 func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 	le := binary.LittleEndian
 	nm := len(e.schema.Metrics)
+	from := e.schema // the schema the snapshot was written with
+	if e.migrate != nil {
+		from = e.migrate.schema
+	}
 	take := func(n int) []byte {
 		if n < 0 || n > len(b) {
 			return nil
@@ -199,6 +220,8 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 	} else if n != len(g.windows) {
 		return fmt.Errorf("%w: taken with %d windows, the deployment has %d", errSnapshot, n, len(g.windows))
 	}
+	vals := make([]uint64, len(from.Metrics))
+	sketches := make([]*abi.Sketch, len(from.Metrics))
 	for w, win := range g.windows {
 		panes, ok := u32()
 		if !ok {
@@ -226,25 +249,15 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 				if !ok || key == nil {
 					return fmt.Errorf("%w: truncated group", errSnapshot)
 				}
-				if _, err := e.schema.KeyValues(string(key)); err != nil {
-					return fmt.Errorf("%w: window %d pane %d: %v", errSnapshot, w, p.start, err)
-				}
-				h := hashKey(key)
-				if _, _, dup := p.lookup(key, h); dup {
-					return fmt.Errorf("%w: window %d pane %d: a group appears twice", errSnapshot, w, p.start)
-				}
-				// Every restored group is marked changed, whatever it was when
-				// the snapshot was taken: the first flush after a restore emits
-				// the whole state, so a host that starts afresh (its live hub
-				// empty) shows every group, not only those that change next.
-				i := p.find(key, h, g.idents, g.distinct)
-				for j, m := range e.schema.Metrics {
+				// The group's metrics in the snapshot's schema: 8 bytes
+				// each but a distinct metric's sketch, of its own length.
+				for j, m := range from.Metrics {
 					if m.Kind == abi.Distinct {
 						sk, k, err := abi.DecodeSketch(b)
 						if err != nil {
 							return fmt.Errorf("%w: window %d pane %d: %v", errSnapshot, w, p.start, err)
 						}
-						*p.sketch(i, j) = *sk
+						sketches[j] = sk
 						take(k)
 						continue
 					}
@@ -252,11 +265,51 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 					if v == nil {
 						return fmt.Errorf("%w: truncated group", errSnapshot)
 					}
-					p.vals[int(i)*nm+j] = le.Uint64(v)
+					vals[j] = le.Uint64(v)
+				}
+				kv, err := e.schema.KeyValues(string(key))
+				if err != nil {
+					return fmt.Errorf("%w: window %d pane %d: %v", errSnapshot, w, p.start, err)
+				}
+				h := hashKey(key)
+				if _, _, dup := p.lookup(key, h); dup {
+					return fmt.Errorf("%w: window %d pane %d: a group appears twice", errSnapshot, w, p.start)
+				}
+				src := vals
+				if e.migrate != nil {
+					var keep bool
+					if src, keep, err = e.migrate.convert(win, p.start, kv, src, g.idents); err != nil {
+						return fmt.Errorf("%w: window %q, pane at %d, key %v: %w", errMigrate, win.Name, p.start, kv, err)
+					} else if !keep {
+						continue
+					}
+				}
+				// Every restored group is marked changed, whatever it was when
+				// the snapshot was taken: the first flush after a restore emits
+				// the whole state, so a host that starts afresh (its live hub
+				// empty) shows every group, not only those that change next.
+				i := p.find(key, h, g.idents, g.distinct)
+				for j, m := range e.schema.Metrics {
+					if m.Kind != abi.Distinct {
+						p.vals[int(i)*nm+j] = src[j]
+						continue
+					}
+					// A distinct metric's sketch comes from the snapshot's
+					// metric at carry[j] (itself when not migrating); a
+					// new one starts empty.
+					o := j
+					if e.migrate != nil {
+						o = e.migrate.carry[j]
+					}
+					if o >= 0 {
+						*p.sketch(i, j) = *sketches[o]
+					}
 				}
 				p.touch(i)
 			}
-			g.panes[w][p.start] = p
+			if e.migrate == nil || p.len() > 0 {
+				g.panes[w][p.start] = p
+			}
 		}
 	}
 	if len(b) != 0 {
@@ -283,7 +336,8 @@ func NewLocal(windows ...abi.Window) (*Local, error) {
 }
 
 // NewLocalConfig prepares the registered aggregator with the config
-// wagg_init would hand it (windows, params, the host's group limit).
+// wagg_init would hand it (windows, params, the host's group limit, and the
+// schema of an older build whose snapshot Restore is to migrate).
 func NewLocalConfig(cfg abi.Config) (*Local, error) {
 	e, err := newEngine(cfg)
 	if err != nil {
@@ -315,5 +369,7 @@ func (l *Local) Flush(watermark int64) ([]abi.Row, error) {
 func (l *Local) Snapshot() []byte { return append([]byte(nil), l.e.snapshot()...) }
 
 // Restore replaces the state with a snapshot taken by Snapshot for the same
-// windows. It refuses anything else, leaving the state empty.
+// windows. It refuses anything else, leaving the state empty. With a
+// Config.MigrateFrom, the snapshot is one of that build's, which Spec.Migrate
+// converts group by group.
 func (l *Local) Restore(b []byte) error { return l.e.restore(b) }

@@ -160,8 +160,10 @@ func snapshotExport() int64 {
 }
 
 // wagg_restore(len) -> status: replaces the state with the snapshot in the
-// first len bytes of the input buffer. ErrBadInput (state left empty) when
-// it is not a snapshot of this aggregator with these windows.
+// first len bytes of the input buffer, migrating it when wagg_init's config
+// named its writer (migrate_from). ErrBadInput (state left empty) when it is
+// not a snapshot of this aggregator with these windows, ErrAggregate when
+// the aggregator's Migrate fails.
 //
 //go:wasmexport wagg_restore
 func restoreExport(n int32) int32 {
@@ -173,7 +175,7 @@ func restoreExport(n int32) int32 {
 		return fail(abi.ErrBadInput, errLength)
 	}
 	if err := current.restore(b); err != nil {
-		return fail(abi.ErrBadInput, err)
+		return fail(code(err), err)
 	}
 	return int32(abi.OK)
 }

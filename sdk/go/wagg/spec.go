@@ -146,12 +146,17 @@ type Spec struct {
 	Metrics []*Metric
 	// State versions what the aggregator's groups mean (zero: version 1).
 	// Bump Version when a new build would count on differently from the
-	// groups an older one left (other keys, other units, another rule), and
-	// list in Accepts the older versions whose groups it carries on as they
-	// are. The host restores a deployment's checkpoints into a new build
-	// only when it accepts their version; otherwise the deploy is refused
-	// and the old build keeps running.
+	// groups an older one left (other keys, other units, another rule), list
+	// in Accepts the older versions whose groups it carries on as they are,
+	// and in Migrates those whose groups Migrate converts. The host restores
+	// a deployment's checkpoints into a new build only when it accepts or
+	// migrates their version; otherwise the deploy is refused and the old
+	// build keeps running.
 	State abi.State
+	// Migrate converts each group of a snapshot of a version listed in
+	// State.Migrates as it is restored; required with State.Migrates and
+	// only with it. See MigrateFunc.
+	Migrate MigrateFunc
 }
 
 // Func folds a batch into groups. It must be deterministic: the same batches
@@ -172,9 +177,12 @@ func Register(s Spec, fn Func) {
 		panic("wagg: Register with a nil Func")
 	}
 	schema := abi.Schema{ABI: abi.Version, Raw: s.Raw, Keys: s.Keys}
-	if s.State.Version != 0 || len(s.State.Accepts) > 0 {
+	if s.State.Version != 0 || len(s.State.Accepts) > 0 || len(s.State.Migrates) > 0 {
 		st := s.State
 		schema.State = &st
+	}
+	if (len(s.State.Migrates) > 0) != (s.Migrate != nil) {
+		panic("wagg: Spec.Migrate and Spec.State.Migrates go together: a function for the versions it converts")
 	}
 	for i, f := range s.Input {
 		f.idx = i

@@ -5,6 +5,7 @@ use crate::batch::{schema_error, Batch};
 use crate::groups::{hash_key, Groups, Pane};
 use crate::sketch::Sketch;
 use crate::json::parse_config;
+use crate::migrate::{Migration, NewGroup, OldGroup};
 use crate::spec::{Op, Spec, Type};
 use crate::{Aggregator, Code, Error};
 
@@ -27,6 +28,9 @@ pub struct Engine<A: Aggregator> {
     snap: Vec<u8>,
     schema: String,
     last_err: String,
+    /// Set by a config with `migrate_from`: restores read and convert
+    /// snapshots of that older build.
+    migration: Option<Migration>,
 }
 
 impl<A: Aggregator> Default for Engine<A> {
@@ -50,6 +54,7 @@ impl<A: Aggregator> Engine<A> {
             snap: Vec::new(),
             schema,
             last_err: String::new(),
+            migration: None,
         }
     }
 
@@ -67,9 +72,14 @@ impl<A: Aggregator> Engine<A> {
 
     /// Starts an empty state for the config's windows (`wagg_init`).
     pub fn init(&mut self, cfg: &[u8]) -> Result<(), Error> {
-        let (windows, max_groups) = parse_config(cfg).map_err(Error::bad_input)?;
-        let mut g = Groups::new(windows, &self.spec.keys, &self.spec.metrics);
-        g.max_groups = max_groups;
+        self.migration = None;
+        let c = parse_config(cfg).map_err(Error::bad_input)?;
+        self.migration = match c.migrate_from {
+            Some(f) => Some(Migration::new(f, &self.spec)?),
+            None => None,
+        };
+        let mut g = Groups::new(c.windows, &self.spec.keys, &self.spec.metrics);
+        g.max_groups = c.max_groups;
         self.groups = Some(g);
         Ok(())
     }
@@ -170,12 +180,16 @@ impl<A: Aggregator> Engine<A> {
 
     /// Replaces the state with a snapshot (`wagg_restore`). It refuses
     /// anything `snapshot` would not write, leaving the state empty. Every
-    /// restored group is marked changed, so the next flush emits it.
+    /// restored group is marked changed, so the next flush emits it. After
+    /// an init with `migrate_from`, the snapshot is that build's, and
+    /// `Aggregator::migrate` converts each group (`ErrAggregate` when it
+    /// fails).
     pub fn restore(&mut self, b: &[u8]) -> Result<(), Error> {
         let key_types = self.spec.keys.iter().map(|k| k.1).collect::<Vec<_>>();
         let g = self.groups.as_mut().ok_or_else(not_ready)?;
         g.clear();
-        let r = decode_snapshot(b, g, &key_types);
+        let m = self.migration.as_ref().map(|m| (m, &mut self.agg, &self.spec.metrics[..]));
+        let r = decode_snapshot(b, g, &key_types, m);
         if r.is_err() {
             g.clear();
         }
@@ -289,8 +303,23 @@ fn put_values(out: &mut Vec<u8>, p: &Pane, gi: usize, nm: usize, ops: &[(Type, O
     }
 }
 
-fn decode_snapshot(b: &[u8], g: &mut Groups, key_types: &[Type]) -> Result<(), Error> {
+fn decode_snapshot<A: Aggregator>(
+    b: &[u8],
+    g: &mut Groups,
+    key_types: &[Type],
+    mut migrate: Option<(&Migration, &mut A, &[crate::spec::MetricDef])>,
+) -> Result<(), Error> {
     let nm = g.metrics.len();
+    // Which of the snapshot's metrics are distinct, in the schema that wrote
+    // it: their sketches are of their own length, the others 8 bytes.
+    let distinct: Vec<bool> = match migrate.as_ref() {
+        Some(m) => m.0.distinct(),
+        None => g.metrics.iter().map(|m| m.1 == Op::Distinct).collect(),
+    };
+    let width = distinct.len();
+    let mut old = vec![0u64; width];
+    let mut sketches = vec![Sketch::default(); width];
+    let mut new = vec![0u64; nm];
     let mut off = 0usize;
     let mut take = |k: usize| -> Result<&[u8], Error> {
         if k > b.len() - off {
@@ -330,7 +359,45 @@ fn decode_snapshot(b: &[u8], g: &mut Groups, key_types: &[Type]) -> Result<(), E
                 if !valid_key(key, key_types) {
                     return Err(bad("a key does not match the key columns"));
                 }
+                for j in 0..width {
+                    if distinct[j] {
+                        let n = u32_of(take(4)?) as usize;
+                        sketches[j] = Sketch::from_body(take(n)?).ok_or_else(|| bad("a sketch does not decode"))?;
+                        continue;
+                    }
+                    let mut b8 = [0u8; 8];
+                    b8.copy_from_slice(take(8)?);
+                    old[j] = u64::from_le_bytes(b8);
+                }
                 let hk = hash_key(key);
+                if g.ws[w].panes[pi].lookup(key, hk).is_ok() {
+                    return Err(bad("a group appears twice"));
+                }
+                let vals: &[u64] = match migrate.as_mut() {
+                    None => &old,
+                    Some((m, agg, defs)) => {
+                        for (j, v) in new.iter_mut().enumerate() {
+                            *v = match m.carry[j] {
+                                Some(o) => old[o],
+                                None => g.idents[j],
+                            };
+                        }
+                        let og = OldGroup { from: m, window: &g.windows[w], start, key, vals: &old };
+                        let mut ng = NewGroup { defs, vals: &mut new, err: None };
+                        let keep = agg.migrate(&og, &mut ng);
+                        let fail = |e: Error| Error {
+                            code: Code::Aggregate,
+                            message: format!("wagg: migrate failed: window {:?}, pane at {}: {}", g.windows[w].name, start, e.message),
+                        };
+                        if let Some(e) = ng.err {
+                            return Err(fail(e));
+                        }
+                        if !keep.map_err(fail)? {
+                            continue;
+                        }
+                        &new
+                    }
+                };
                 let idents = g.idents.clone();
                 let p = &mut g.ws[w].panes[pi];
                 let gi = match p.lookup(key, hk) {
@@ -338,18 +405,26 @@ fn decode_snapshot(b: &[u8], g: &mut Groups, key_types: &[Type]) -> Result<(), E
                     Err(slot) => p.insert(key, hk, slot, &idents, &g.distinct),
                 };
                 for j in 0..nm {
-                    if g.metrics[j].1 == Op::Distinct {
-                        let n = u32_of(take(4)?) as usize;
-                        let sk = Sketch::from_body(take(n)?).ok_or_else(|| bad("a sketch does not decode"))?;
-                        let i = p.vals[gi * nm + j] as usize;
-                        p.sketches[i] = sk;
+                    if g.metrics[j].1 != Op::Distinct {
+                        p.vals[gi * nm + j] = vals[j];
                         continue;
                     }
-                    let mut v = [0u8; 8];
-                    v.copy_from_slice(take(8)?);
-                    p.vals[gi * nm + j] = u64::from_le_bytes(v);
+                    // A distinct metric's sketch comes from the snapshot's
+                    // metric it carries (itself when not migrating); a new
+                    // one starts empty.
+                    let from = match migrate.as_ref() {
+                        Some((m, _, _)) => m.carry[j],
+                        None => Some(j),
+                    };
+                    if let Some(o) = from {
+                        let i = p.vals[gi * nm + j] as usize;
+                        p.sketches[i] = std::mem::take(&mut sketches[o]);
+                    }
                 }
                 p.touch(gi);
+            }
+            if migrate.is_some() && g.ws[w].panes[pi].len() == 0 {
+                g.ws[w].panes.remove(pi);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! A small JSON reader for what `wagg_init` receives (`abi.Config`): the
 //! config comes from the host, but is read as hostile input all the same.
 
-use crate::spec::{Window, WindowKind};
+use crate::spec::{Type, Window, WindowKind};
 
 struct Reader<'a> {
     b: &'a [u8],
@@ -186,17 +186,127 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Reads an `abi.Config`: its windows, validated, and the host's limit of
-/// groups per pane (0: none).
-pub(crate) fn parse_config(b: &[u8]) -> R<(Vec<Window>, i64)> {
+/// What a build that wrote a snapshot declared (`abi.Config.migrate_from`,
+/// an `abi.Schema`): what a migration needs to read the snapshot.
+pub(crate) struct FromSchema {
+    pub version: i64,
+    pub keys: Vec<Type>,
+    pub metrics: Vec<(String, String, Type)>, // name, kind, type
+}
+
+impl<'a> Reader<'a> {
+    fn name(&mut self) -> R<String> {
+        match self.string()? {
+            Some(s) => Ok(String::from_utf8_lossy(s).into_owned()),
+            None => Err(syntax()),
+        }
+    }
+    fn ty(&mut self) -> R<Type> {
+        match self.string()? {
+            Some(b"int64") => Ok(Type::Int64),
+            Some(b"float64") => Ok(Type::Float64),
+            Some(b"string") => Ok(Type::String),
+            _ => Err("wagg: config migrate_from: a type is not int64, float64 or string".to_string()),
+        }
+    }
+    fn array(&mut self, mut item: impl FnMut(&mut Self) -> R<()>) -> R<()> {
+        if !self.lit(b'[') {
+            return Err(syntax());
+        }
+        if self.lit(b']') {
+            return Ok(());
+        }
+        loop {
+            item(self)?;
+            if !self.lit(b',') {
+                break;
+            }
+        }
+        if !self.lit(b']') {
+            return Err(syntax());
+        }
+        Ok(())
+    }
+    fn from_schema(&mut self) -> R<FromSchema> {
+        let mut f = FromSchema { version: 1, keys: Vec::new(), metrics: Vec::new() };
+        self.object(|r, k| {
+            match k {
+                b"keys" => r.array(|r| {
+                    let mut t = None;
+                    r.object(|r, k| {
+                        match k {
+                            b"type" => t = Some(r.ty()?),
+                            _ => r.skip()?,
+                        }
+                        Ok(())
+                    })?;
+                    f.keys.push(t.ok_or_else(syntax)?);
+                    Ok(())
+                })?,
+                b"metrics" => r.array(|r| {
+                    let (mut name, mut kind, mut t) = (None, None, None);
+                    r.object(|r, k| {
+                        match k {
+                            b"name" => name = Some(r.name()?),
+                            b"kind" => kind = Some(r.name()?),
+                            b"type" => t = Some(r.ty()?),
+                            _ => r.skip()?,
+                        }
+                        Ok(())
+                    })?;
+                    match (name, kind, t) {
+                        (Some(n), Some(k), Some(t)) => f.metrics.push((n, k, t)),
+                        _ => return Err(syntax()),
+                    }
+                    Ok(())
+                })?,
+                b"state" => {
+                    if !r.word(b"null") {
+                        r.object(|r, k| {
+                            match k {
+                                b"version" => f.version = r.integer()?,
+                                _ => r.skip()?,
+                            }
+                            Ok(())
+                        })?;
+                    }
+                }
+                _ => r.skip()?,
+            }
+            Ok(())
+        })?;
+        if f.metrics.is_empty() || f.metrics.len() > 64 || f.keys.len() > 16 {
+            return Err("wagg: config migrate_from: 1 to 64 metrics and at most 16 keys".to_string());
+        }
+        Ok(f)
+    }
+}
+
+/// An `abi.Config`: its windows, validated, the host's limit of groups per
+/// pane (0: none), and the schema of the build whose snapshot is to be
+/// migrated.
+pub(crate) struct Config {
+    pub windows: Vec<Window>,
+    pub max_groups: i64,
+    pub migrate_from: Option<FromSchema>,
+}
+
+/// Reads an `abi.Config`.
+pub(crate) fn parse_config(b: &[u8]) -> R<Config> {
     let mut r = Reader { b, i: 0, depth: 0 };
     let mut abi = -1i64;
     let mut max_groups = 0i64;
     let mut windows = Vec::new();
+    let mut migrate_from = None;
     r.object(|r, k| {
         match k {
             b"abi" => abi = r.integer()?,
             b"max_groups" => max_groups = r.integer()?,
+            b"migrate_from" => {
+                if !r.word(b"null") {
+                    migrate_from = Some(r.from_schema()?);
+                }
+            }
             b"windows" => {
                 windows.clear();
                 if r.word(b"null") {
@@ -234,5 +344,5 @@ pub(crate) fn parse_config(b: &[u8]) -> R<(Vec<Window>, i64)> {
     if windows.is_empty() {
         return Err("wagg: 0 windows, want 1 to 255".to_string());
     }
-    Ok((windows, max_groups))
+    Ok(Config { windows, max_groups, migrate_from })
 }

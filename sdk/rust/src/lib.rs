@@ -50,6 +50,7 @@ mod engine;
 mod groups;
 mod json;
 mod local;
+mod migrate;
 mod sketch;
 mod spec;
 
@@ -57,6 +58,7 @@ pub use batch::{Batch, Strings};
 pub use engine::Engine;
 pub use groups::{Groups, Key};
 pub use local::{BatchBuilder, Local, Row, Value};
+pub use migrate::{NewGroup, OldGroup};
 pub use spec::{Float64Field, Int64Field, Metric, Spec, StringField, Type, Window, WindowKind};
 
 /// A status code of the ABI (`abi/ABI.md` "Error codes").
@@ -102,6 +104,16 @@ pub trait Aggregator: Sized {
     /// in the same order must give the same groups, so a replay emits the
     /// same rows. An error fails the whole batch.
     fn aggregate(&mut self, batch: &Batch, groups: &mut Groups) -> Result<(), Error>;
+    /// Converts one group of a snapshot of an older state version that the
+    /// spec lists in `Spec::migrates`, as the snapshot is restored: set on
+    /// `g` what changes (it starts with the old values of the metrics of
+    /// the same name, kind and type, the others empty), and answer false to
+    /// drop the group. The group keeps its window, start and key. It must be
+    /// deterministic; an error fails the restore (`ErrAggregate`).
+    fn migrate(&mut self, old: &OldGroup, g: &mut NewGroup) -> Result<bool, Error> {
+        let _ = g;
+        Err(Error::new(format!("wagg: the aggregator migrates state version {} but does not implement Aggregator::migrate", old.version())))
+    }
 }
 
 /// Exports the ABI for an [`Aggregator`] type: use it once, in the plugin's

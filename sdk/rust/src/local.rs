@@ -134,6 +134,18 @@ impl<A: Aggregator> Local<A> {
         Ok(Local { e, key_types, metric_types, buf: Vec::new() })
     }
 
+    /// Prepares the aggregator to restore, and migrate, a snapshot written
+    /// by an older build whose schema (its `describe`) is `from`, as the
+    /// host does with `migrate_from` (`abi/ABI.md` "State versions").
+    pub fn migrating(windows: &[Window], from: &str) -> Result<Local<A>, Error> {
+        let mut e = Engine::<A>::new();
+        let ws: Vec<String> = windows.iter().map(|w| w.to_json()).collect();
+        let cfg = format!("{{\"abi\":1,\"windows\":[{}],\"migrate_from\":{}}}", ws.join(","), from);
+        e.init(cfg.as_bytes())?;
+        let (key_types, metric_types) = e.types();
+        Ok(Local { e, key_types, metric_types, buf: Vec::new() })
+    }
+
     /// The schema as the host reads it from `wagg_describe`.
     pub fn describe(&self) -> &str { self.e.describe() }
 

@@ -77,6 +77,16 @@ pub struct Spec {
     pub(crate) raw: bool,
     pub(crate) keys: Vec<(String, Type)>,
     pub(crate) metrics: Vec<MetricDef>,
+    pub(crate) state: Option<State>,
+}
+
+/// What the aggregator's state means (`abi.State`): its version, and the
+/// older versions it restores as they are or migrates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct State {
+    pub version: u32,
+    pub accepts: Vec<u32>,
+    pub migrates: Vec<u32>,
 }
 
 impl Spec {
@@ -137,6 +147,22 @@ impl Spec {
     /// "Distinct counts"); fed by `Key::add_distinct` (int64) or
     /// `Key::add_distinct_string`, one of the two.
     pub fn distinct(&mut self, name: &str) -> Metric { self.metric(name, "distinct", Type::Int64, Op::Distinct) }
+    fn state_mut(&mut self) -> &mut State {
+        self.state.get_or_insert_with(|| State { version: 1, ..State::default() })
+    }
+    /// The version of what the aggregator's groups mean (1 when undeclared).
+    /// Bump it when a new build would count on differently from the groups
+    /// an older one left (other keys, other units, another rule), and say
+    /// what becomes of the older versions with `accepts` or `migrates`. The
+    /// host restores a deployment's checkpoints into a new build only when
+    /// it accepts or migrates their version (`abi/ABI.md` "State versions").
+    pub fn state_version(&mut self, version: u32) { self.state_mut().version = version; }
+    /// Older state versions whose groups this build carries on as they are.
+    pub fn accepts(&mut self, versions: &[u32]) { self.state_mut().accepts.extend_from_slice(versions); }
+    /// Older state versions whose groups `Aggregator::migrate` converts as a
+    /// snapshot of them is restored.
+    pub fn migrates(&mut self, versions: &[u32]) { self.state_mut().migrates.extend_from_slice(versions); }
+
     /// An average of float64 values, carried as two metrics the host merges
     /// exactly across partitions: `name_sum` (a float64 sum) and
     /// `name_count` (a count); the average is their quotient, live and in
@@ -196,7 +222,18 @@ impl Spec {
             s.push_str(m.ty.name());
             s.push_str("\"}");
         }
-        s.push_str("]}");
+        s.push(']');
+        if let Some(st) = &self.state {
+            s.push_str(&format!(",\"state\":{{\"version\":{}", st.version));
+            for (name, vs) in [("accepts", &st.accepts), ("migrates", &st.migrates)] {
+                if !vs.is_empty() {
+                    let vs: Vec<String> = vs.iter().map(|v| v.to_string()).collect();
+                    s.push_str(&format!(",\"{}\":[{}]", name, vs.join(",")));
+                }
+            }
+            s.push('}');
+        }
+        s.push('}');
         s
     }
 }
