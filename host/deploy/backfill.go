@@ -143,12 +143,7 @@ func (m *Manager) runBackfill(ctx context.Context, e catalog.Entry) error {
 	}
 	m.cancelBackfill(name)
 	d := cb.Spec
-	pname, version := d.PluginRef()
-	man, err := m.o.Registry.Get(pname, version)
-	if err != nil {
-		return err
-	}
-	mod, err := m.o.Registry.Module(ctx, man)
+	man, mod, err := m.plugin(ctx, d)
 	if err != nil {
 		return err
 	}

@@ -294,15 +294,10 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 	if err := plugins.CheckDeadLetterLoop(d, stored); err != nil {
 		return api.Deployment{}, err
 	}
-	name, version := d.PluginRef()
-	man, err := m.o.Registry.Get(name, version)
+	man, mod, err := m.plugin(ctx, d)
 	if errors.Is(err, plugins.ErrNotFound) {
 		return api.Deployment{}, fmt.Errorf("%w: deployment field plugin: %s is not pushed (wagg plugin push)", plugins.ErrInvalid, d.Plugin)
 	}
-	if err != nil {
-		return api.Deployment{}, err
-	}
-	mod, err := m.o.Registry.Module(ctx, man)
 	if err != nil {
 		return api.Deployment{}, err
 	}
@@ -437,12 +432,7 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 func (m *Manager) showLast(d plugins.Deployment) error {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	name, version := d.PluginRef()
-	man, err := m.o.Registry.Get(name, version)
-	if err != nil {
-		return err
-	}
-	mod, err := m.o.Registry.Module(ctx, man)
+	_, mod, err := m.plugin(ctx, d)
 	if err != nil {
 		return err
 	}
@@ -651,15 +641,21 @@ func closed() chan struct{} {
 	return c
 }
 
-// relaunch starts a stored spec again with its own plugin, partitions
-// without a checkpoint from start.
-func (m *Manager) relaunch(ctx context.Context, d plugins.Deployment, start map[int32]int64) error {
+// plugin is the manifest and the compiled module of the plugin d names.
+func (m *Manager) plugin(ctx context.Context, d plugins.Deployment) (plugins.Manifest, *sandbox.Module, error) {
 	name, version := d.PluginRef()
 	man, err := m.o.Registry.Get(name, version)
 	if err != nil {
-		return err
+		return man, nil, err
 	}
 	mod, err := m.o.Registry.Module(ctx, man)
+	return man, mod, err
+}
+
+// relaunch starts a stored spec again with its own plugin, partitions
+// without a checkpoint from start.
+func (m *Manager) relaunch(ctx context.Context, d plugins.Deployment, start map[int32]int64) error {
+	man, mod, err := m.plugin(ctx, d)
 	if err != nil {
 		return err
 	}
