@@ -58,6 +58,8 @@ type worker struct {
 	next     int64 // the next offset to process
 	// failStreak counts the records in a row the plugin failed on.
 	failStreak int
+	// replayed counts the calls rebuilds replayed (tests bound it).
+	replayed int
 	// leaving is set by stop, so that isolating poison records one call
 	// deadline at a time does not hold up a stop; abandoned is set when
 	// that cut a batch short: the partition's state then runs past records
@@ -373,8 +375,11 @@ func (w *worker) process(ctx context.Context) {
 		return
 	}
 	w.env.log.Warn("plugin failed on a batch; isolating the records it fails on", "partition", w.p, "records", len(w.batch), "err", err)
-	if err := w.rebuild(ctx); err != nil {
-		w.env.fail(err)
+	// Each rebuild below starts from a snapshot taken after the one before,
+	// so it replays only the records since: isolating p poison records in
+	// a batch of n replays at most n calls, not p times the batches since
+	// the last checkpoint.
+	if !w.rebuildAndRebase(ctx) {
 		return
 	}
 	for _, rec := range w.batch {
@@ -401,15 +406,21 @@ func (w *worker) process(ctx context.Context) {
 		w.deadLetter(ctx, rec, ReasonPluginError, err.Error())
 		w.failStreak++
 		w.env.pluginError(err, w.failStreak)
-		if w.env.hasFailed() {
-			return
-		}
-		if err := w.rebuild(ctx); err != nil {
-			w.env.fail(err)
+		if w.env.hasFailed() || !w.rebuildAndRebase(ctx) {
 			return
 		}
 	}
 	w.rebase(ctx) // a new last good point: the singles need not be replayed again
+}
+
+// rebuildAndRebase replaces a failed instance and makes its state the last
+// good point, reporting whether the partition can go on.
+func (w *worker) rebuildAndRebase(ctx context.Context) bool {
+	if err := w.rebuild(ctx); err != nil {
+		w.env.fail(err)
+		return false
+	}
+	return w.rebase(ctx)
 }
 
 // applied records a successful call since base; past a bound it takes a
@@ -448,6 +459,7 @@ func (w *worker) rebuild(ctx context.Context) error {
 			return fmt.Errorf("partition %d: restoring the plugin's state: %w", w.p, err)
 		}
 	}
+	w.replayed += len(w.ops)
 	for i, o := range w.ops {
 		if o.flush {
 			_, err = inst.Flush(ctx, o.wm, w.rows[:0])
