@@ -34,6 +34,8 @@ type Live interface {
 	Register(aggregator string, s *abi.Schema, windows []abi.Window)
 	// ResetWith starts a new epoch whose first state load publishes.
 	ResetWith(aggregator string, s *abi.Schema, windows []abi.Window, load func(publish func(partition int32, version int64, rows []abi.Row)))
+	// Unregister forgets an undeployed aggregator and its subscribers.
+	Unregister(aggregator string)
 }
 
 // Specs is where the deployment specs of the cluster live (catalog.Specs):
@@ -197,6 +199,7 @@ func (m *Manager) syncLocked(only string) {
 		if m.stop(name) {
 			m.o.Log.Info("deployment undeployed through another host: stopped here", "deployment", name)
 		}
+		m.o.Live.Unregister(name)
 	}
 	for name, e := range want {
 		d := e.Current()
@@ -553,6 +556,7 @@ func (m *Manager) Undeploy(_ context.Context, name string) error {
 	if err := m.o.Specs.Delete(name); err != nil && !(stopped && errors.Is(err, plugins.ErrNotFound)) {
 		return err
 	}
+	m.o.Live.Unregister(name)
 	return nil
 }
 

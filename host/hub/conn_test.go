@@ -293,6 +293,35 @@ func TestHub_UnregisteredAggregator(t *testing.T) {
 	}
 }
 
+// An undeployed aggregator's state goes with it: its subscribers are
+// closed as redeployed and a new subscription is refused as unknown, until
+// it is registered again, in a new epoch.
+func TestHub_UnregisterDropsTheStateAndClosesItsSubscribers(t *testing.T) {
+	h, url := serve(t, nil)
+	h.Register("votes", testSchema, testWindows)
+	h.Publish("votes", 0, []abi.Row{row(total, 0, 1, "a", 1, 0, 0, 0)})
+	c := dial(t, url, Subscribe{Aggregator: "votes"})
+	var v View
+	follow(t, c, &v, (*View).Live)
+
+	h.Unregister("votes")
+	_, err := c.Next(testCtx(t))
+	if got := websocket.CloseStatus(err); got != StatusRedeployed {
+		t.Fatalf("subscriber ended with %v, want %d", err, StatusRedeployed)
+	}
+	h.Publish("votes", 0, []abi.Row{row(total, 0, 1, "a", 2, 0, 0, 0)}) // dropped, no panic
+	c = dial(t, url, Subscribe{Aggregator: "votes", Resume: v.Resume()})
+	var e *Error
+	if err := new(View).Apply(next(t, c)); !errors.As(err, &e) || e.Code != CodeUnknownAggregator {
+		t.Fatalf("subscribing after Unregister: %v, want %s", err, CodeUnknownAggregator)
+	}
+	h.Register("votes", testSchema, testWindows)
+	if f := roundTrip(t, c.c, `{"type":"subscribe","aggregator":"votes"}`); f.Type != TypeSnapshot || f.Epoch == v.Epoch || len(f.Rows) != 0 {
+		t.Fatalf("registered again: %s epoch %s (was %s), %d rows; want an empty snapshot of a new epoch", f.Type, f.Epoch, v.Epoch, len(f.Rows))
+	}
+	h.Unregister("never registered") // nothing to do
+}
+
 func TestView_RejectsGapsAndStaleEpochs(t *testing.T) {
 	snap := Frame{Type: TypeSnapshot, Epoch: "e1", Seq: 5}
 	for _, tc := range []struct {

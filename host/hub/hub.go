@@ -71,6 +71,21 @@ func (h *Hub) ResetWith(aggregator string, s *abi.Schema, windows []abi.Window, 
 	h.register(aggregator, s, windows, true, load)
 }
 
+// Unregister forgets an aggregator that is no longer deployed: its state
+// goes and its subscribers are closed with StatusRedeployed; subscribing to
+// it is refused as unknown until it is registered again (its first
+// snapshot then comes from the state its checkpoints left).
+func (h *Hub) Unregister(aggregator string) {
+	h.mu.Lock()
+	old := h.aggs[aggregator]
+	delete(h.aggs, aggregator)
+	h.mu.Unlock()
+	if old != nil {
+		h.log.Info("hub: aggregator undeployed; its subscribers are closed", "aggregator", aggregator)
+		old.retire(StatusRedeployed, "aggregator undeployed")
+	}
+}
+
 func (h *Hub) register(aggregator string, s *abi.Schema, windows []abi.Window, reset bool, load func(func(int32, int64, []abi.Row))) {
 	if s == nil || len(s.Metrics) == 0 {
 		h.log.Error("hub: register without metrics ignored", "aggregator", aggregator)
