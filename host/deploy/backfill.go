@@ -230,12 +230,24 @@ func generations(name string, ts map[string]bool) []int {
 
 // showView makes the deployment's view show generation storage, unless it
 // does: one RENAME that gives the view shown until then its hidden name.
-// Hosts that race find it done.
+// Hosts that race find it done; a host that looks while another renames
+// (a RENAME of several tables is not atomic on every ClickHouse) looks
+// again a few times.
 func (m *Manager) showView(ctx context.Context, name, storage string) error {
-	for attempt := 0; ; attempt++ {
-		ts, err := sink.Tables(ctx, m.o.ClickHouse, m.o.Database, name)
-		if err != nil {
-			return err
+	var err error
+	for attempt := range showAttempts {
+		if attempt > 0 {
+			t := time.NewTimer(time.Duration(attempt) * 50 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+		var ts map[string]bool
+		if ts, err = sink.Tables(ctx, m.o.ClickHouse, m.o.Database, name); err != nil {
+			continue
 		}
 		if !ts[hiddenView(storage)] {
 			return nil // shown
@@ -247,15 +259,18 @@ func (m *Manager) showView(ctx context.Context, name, storage string) error {
 			}
 		}
 		if shown == "" || !ts[name] {
-			return fmt.Errorf("view %s.%s: no generation it shows beside %s", m.o.Database, name, storage)
+			err = fmt.Errorf("view %s.%s: no generation it shows beside %s", m.o.Database, name, storage)
+			continue
 		}
-		err = sink.SwitchView(ctx, m.o.ClickHouse, m.o.Database, name, hiddenView(storage), hiddenView(shown))
-		if err == nil || attempt > 0 {
-			return err
+		if err = sink.SwitchView(ctx, m.o.ClickHouse, m.o.Database, name, hiddenView(storage), hiddenView(shown)); err == nil {
+			return nil
 		}
-		// Another host renamed meanwhile: look again.
 	}
+	return err
 }
+
+// showAttempts bounds how often showView looks at the tables.
+const showAttempts = 8
 
 // hiddenView is the view Ensure gives a generation before it takes over,
 // and the name the view of a replaced generation keeps.
