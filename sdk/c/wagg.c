@@ -37,6 +37,19 @@ static const char *type_names[] = {"int64", "float64", "string"};
 
 HOT uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 HOT uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+HOT uint16_t rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+/* tail reads the last n < 8 bytes at p as a little-endian word, in at most
+ * three loads instead of a loop over bytes (a loop costs a meter check per
+ * byte in Wasm). */
+HOT uint64_t tail(const uint8_t *p, uint32_t n) {
+    uint64_t t = 0;
+    int sh = 0;
+    if (n & 4) { t = rd32(p); p += 4; sh = 32; }
+    if (n & 2) { t |= (uint64_t)rd16(p) << sh; p += 2; sh += 16; }
+    if (n & 1) t |= (uint64_t)*p << sh;
+    return t;
+}
 
 typedef struct {
     uint8_t *p;
@@ -750,13 +763,14 @@ typedef struct {
     uint8_t *keys;
     uint32_t keys_len, keys_cap;
     uint32_t *ends;     /* ends[i]: end of group i's key in keys */
-    uint64_t *hashes;   /* hashes[i]: hash of group i's key */
     uint64_t *vals;     /* nm values per group */
     uint8_t *marked;    /* group i is in dirty */
     uint32_t n, cap;    /* groups */
     uint32_t *dirty;    /* groups changed since the last flush */
     uint32_t ndirty;
-    uint32_t *slots;    /* open addressing: group index + 1; 0 is empty */
+    uint64_t *slots;    /* open addressing: the key's hash's low 32 bits
+                         * above the group index + 1; 0 is empty. One load
+                         * per probe tells most other keys apart. */
     uint32_t mask;
     sketch *sk;         /* a distinct metric's value in vals is its index here */
     uint32_t nsk, capsk;
@@ -766,7 +780,7 @@ static pane *pane_new(int64_t start) {
     pane *p = calloc(1, sizeof *p);
     if (!p) abort();
     p->start = start;
-    p->slots = calloc(16, 4);
+    p->slots = calloc(16, 8);
     if (!p->slots) abort();
     p->mask = 15;
     return p;
@@ -775,7 +789,7 @@ static pane *pane_new(int64_t start) {
 static void pane_free(pane *p) {
     for (uint32_t i = 0; i < p->nsk; i++) sk_free(&p->sk[i]);
     free(p->sk);
-    free(p->keys); free(p->ends); free(p->hashes); free(p->vals);
+    free(p->keys); free(p->ends); free(p->vals);
     free(p->marked); free(p->dirty); free(p->slots); free(p);
 }
 
@@ -791,9 +805,7 @@ HOT uint64_t hash_key(const uint8_t *b, uint32_t n) {
     const uint64_t m1 = 0x9e3779b97f4a7c15ull, m2 = 0xc2b2ae3d27d4eb4full;
     uint64_t h = (uint64_t)n * m1;
     for (; n >= 8; b += 8, n -= 8) h = rotl((h ^ rd64(b)) * m2, 31);
-    uint64_t t = 0;
-    for (uint32_t i = 0; i < n; i++) t |= (uint64_t)b[i] << (8 * i);
-    h = (h ^ t) * m2;
+    h = (h ^ tail(b, n)) * m2;
     h ^= h >> 29;
     h *= m1;
     return h ^ (h >> 32);
@@ -803,42 +815,44 @@ HOT uint64_t hash_key(const uint8_t *b, uint32_t n) {
 HOT int key_eq(const uint8_t *a, const uint8_t *b, uint32_t n) {
     for (; n >= 8; a += 8, b += 8, n -= 8)
         if (rd64(a) != rd64(b)) return 0;
-    for (; n; n--)
-        if (*a++ != *b++) return 0;
-    return 1;
+    return tail(a, n) == tail(b, n);
 }
 
 /* lookup returns key's group + 1, or 0 and the empty slot where it goes. */
 HOT uint32_t pane_lookup(const pane *p, const uint8_t *key, uint32_t len, uint64_t h, uint32_t *slot) {
-    for (uint32_t i = (uint32_t)h & p->mask;; i = (i + 1) & p->mask) {
-        uint32_t s = p->slots[i];
+    uint32_t tag = (uint32_t)h;
+    for (uint32_t i = tag & p->mask;; i = (i + 1) & p->mask) {
+        uint64_t s = p->slots[i];
         if (s == 0) { *slot = i; return 0; }
-        uint32_t g = s - 1, kl;
-        if (p->hashes[g] == h) {
+        if ((uint32_t)(s >> 32) == tag) {
+            uint32_t g = (uint32_t)s - 1, kl;
             const uint8_t *k = pane_key(p, g, &kl);
-            if (kl == len && key_eq(k, key, len)) return s;
+            if (kl == len && key_eq(k, key, len)) return (uint32_t)s;
         }
     }
 }
 
 static void pane_rehash(pane *p) {
     uint32_t size = (p->mask + 1) * 2;
-    free(p->slots);
-    p->slots = calloc(size, 4);
+    uint64_t *old = p->slots;
+    uint32_t oldsize = p->mask + 1;
+    p->slots = calloc(size, 8);
     if (!p->slots) abort();
     p->mask = size - 1;
-    for (uint32_t g = 0; g < p->n; g++) {
-        uint32_t i = (uint32_t)p->hashes[g] & p->mask;
+    for (uint32_t j = 0; j < oldsize; j++) {
+        uint64_t s = old[j];
+        if (!s) continue;
+        uint32_t i = (uint32_t)(s >> 32) & p->mask;
         while (p->slots[i]) i = (i + 1) & p->mask;
-        p->slots[i] = g + 1;
+        p->slots[i] = s;
     }
+    free(old);
 }
 
 static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t h, uint32_t slot, const uint64_t *ident, int nm) {
     if (p->n == p->cap) {
         p->cap = p->cap ? 2 * p->cap : 8;
         p->ends = xrealloc(p->ends, (size_t)p->cap * 4);
-        p->hashes = xrealloc(p->hashes, (size_t)p->cap * 8);
         p->vals = xrealloc(p->vals, (size_t)p->cap * 8 * (nm ? nm : 1));
         p->marked = xrealloc(p->marked, p->cap);
         p->dirty = xrealloc(p->dirty, (size_t)p->cap * 4);
@@ -851,7 +865,6 @@ static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t 
     memcpy(p->keys + p->keys_len, key, len);
     p->keys_len += len;
     p->ends[g] = p->keys_len;
-    p->hashes[g] = h;
     memcpy(p->vals + (size_t)g * nm, ident, (size_t)nm * 8);
     if (spec_distinct) {
         for (int m = 0; m < nm; m++) {
@@ -865,7 +878,7 @@ static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t 
         }
     }
     p->marked[g] = 0;
-    p->slots[slot] = g + 1;
+    p->slots[slot] = (uint64_t)(uint32_t)h << 32 | (g + 1);
     if (2 * p->n > p->mask + 1) pane_rehash(p);
     return g;
 }
@@ -989,13 +1002,19 @@ void wagg_by_string(wagg_groups *g, wagg_bytes v) {
     uint8_t *d = g->key.p + g->key.len;
     memcpy(d, &v.len, 4);
     d += 4;
-    for (uint32_t i = 0; i < v.len; i++) d[i] = v.ptr[i]; /* short: no call */
+    /* short: words and a tail, no call */
+    const uint8_t *src = v.ptr;
+    uint32_t n = v.len;
+    for (; n >= 8; src += 8, d += 8, n -= 8) memcpy(d, src, 8);
+    if (n & 4) { memcpy(d, src, 4); src += 4; d += 4; }
+    if (n & 2) { memcpy(d, src, 2); src += 2; d += 2; }
+    if (n & 1) *d = *src;
     g->key.len += 4 + (size_t)v.len;
 }
 
 HOT void add_target(wagg_groups *g, int w, int64_t start, uint64_t h) {
     pane *p = find_pane(g, w, start);
-    uint32_t slot, s = pane_lookup(p, g->key.p, (uint32_t)g->key.len, h, &slot);
+    uint32_t slot = 0, s = pane_lookup(p, g->key.p, (uint32_t)g->key.len, h, &slot);
     if (!s && g->max_groups > 0 && (int64_t)p->n >= g->max_groups) {
         /* the host keeps at most max_groups per pane (abi.Config) */
         misuse(g, "wagg: too many groups in one pane: the pane holds the host's limit (sandbox.max_groups_per_pane)");
@@ -1506,7 +1525,7 @@ static int decode_snapshot(const uint8_t *b, uint32_t len) {
                 const uint8_t *k = b + off;
                 if (!valid_key(k, kl)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a key does not match the key columns");
                 uint64_t h = hash_key(k, kl);
-                uint32_t slot;
+                uint32_t slot = 0;
                 if (pane_lookup(p, k, kl, h, &slot)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a group appears twice");
                 off += kl;
                 /* The group's metrics in the snapshot's schema: 8 bytes each
