@@ -811,6 +811,15 @@ HOT uint64_t hash_key(const uint8_t *b, uint32_t n) {
     return h ^ (h >> 32);
 }
 
+/* copy_short copies n bytes by words and a tail: keys and values are
+ * short, and in Wasm a call to memcpy costs more than the copy. */
+HOT void copy_short(uint8_t *d, const uint8_t *src, size_t n) {
+    for (; n >= 8; src += 8, d += 8, n -= 8) memcpy(d, src, 8);
+    if (n & 4) { memcpy(d, src, 4); src += 4; d += 4; }
+    if (n & 2) { memcpy(d, src, 2); src += 2; d += 2; }
+    if (n & 1) *d = *src;
+}
+
 /* key_eq compares keys 8 bytes at a time: they are short. */
 HOT int key_eq(const uint8_t *a, const uint8_t *b, uint32_t n) {
     for (; n >= 8; a += 8, b += 8, n -= 8)
@@ -1002,13 +1011,7 @@ void wagg_by_string(wagg_groups *g, wagg_bytes v) {
     uint8_t *d = g->key.p + g->key.len;
     memcpy(d, &v.len, 4);
     d += 4;
-    /* short: words and a tail, no call */
-    const uint8_t *src = v.ptr;
-    uint32_t n = v.len;
-    for (; n >= 8; src += 8, d += 8, n -= 8) memcpy(d, src, 8);
-    if (n & 4) { memcpy(d, src, 4); src += 4; d += 4; }
-    if (n & 2) { memcpy(d, src, 2); src += 2; d += 2; }
-    if (n & 1) *d = *src;
+    copy_short(d, v.ptr, v.len);
     g->key.len += 4 + (size_t)v.len;
 }
 
@@ -1296,7 +1299,9 @@ static buf rows;
 static void put_values(buf *b, const pane *p, uint32_t g, int nm) {
     const uint64_t *v = p->vals + (size_t)g * nm;
     if (!spec_distinct) {
-        put(b, v, (size_t)nm * 8);
+        buf_grow(b, (size_t)nm * 8);
+        copy_short(b->p + b->len, (const uint8_t *)v, (size_t)nm * 8);
+        b->len += (size_t)nm * 8;
         return;
     }
     for (int m = 0; m < nm; m++) {
@@ -1308,10 +1313,14 @@ static void put_values(buf *b, const pane *p, uint32_t g, int nm) {
 static void put_row(uint32_t *count, int w, int final, const pane *p, uint32_t g, int nm) {
     uint32_t kl;
     const uint8_t *k = pane_key(p, g, &kl);
-    put8(&rows, (uint8_t)w);
-    put8(&rows, final ? 1 : 0);
-    put64(&rows, (uint64_t)p->start);
-    put(&rows, k, kl);
+    buf_grow(&rows, 10 + (size_t)kl);
+    uint8_t *d = rows.p + rows.len;
+    d[0] = (uint8_t)w;
+    d[1] = final ? 1 : 0;
+    uint64_t start = (uint64_t)p->start;
+    memcpy(d + 2, &start, 8);
+    copy_short(d + 10, k, kl);
+    rows.len += 10 + (size_t)kl;
     put_values(&rows, p, g, nm);
     (*count)++;
 }
