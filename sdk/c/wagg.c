@@ -911,7 +911,8 @@ typedef struct {
 
 typedef struct {
     pane *p;
-    uint32_t g;
+    uint64_t *vals; /* the group's values: p->vals moves only when p grows,
+                     * and a record adds at most one group to a pane */
 } target;
 
 struct wagg_groups {
@@ -1025,7 +1026,7 @@ HOT void add_target(wagg_groups *g, int w, int64_t start, uint64_t h) {
     }
     uint32_t i = s ? s - 1 : pane_insert(p, g->key.p, (uint32_t)g->key.len, h, slot, g->ident, g->nm);
     pane_touch(p, i);
-    g->targets[g->ntargets++] = (target){p, i};
+    g->targets[g->ntargets++] = (target){p, p->vals + (size_t)i * g->nm};
 }
 
 /* floor_start is the start of the latest window of the slide at or before
@@ -1064,6 +1065,10 @@ HOT int resolve(wagg_groups *g) {
         } else {
             continue;
         }
+        if (win->kind == W_TUMBLING) { /* size == slide: the one window */
+            add_target(g, w, s, h);
+            continue;
+        }
         /* latest first, as abi.Window.Starts */
         while (g->ts - s < win->size) {
             add_target(g, w, s, h);
@@ -1092,7 +1097,7 @@ static void add_distinct_hash(wagg_groups *g, int m, uint64_t h) {
     if (spec.m[m].op != OP_DISTINCT) { misuse(g, "wagg: wagg_add_distinct on a metric that is not distinct, use wagg_add or wagg_add_float"); return; }
     for (uint32_t t = 0; t < g->ntargets; t++) {
         pane *p = g->targets[t].p;
-        sk_add_hash(&p->sk[p->vals[(size_t)g->targets[t].g * g->nm + m]], h);
+        sk_add_hash(&p->sk[g->targets[t].vals[m]], h);
     }
 }
 
@@ -1108,7 +1113,7 @@ void wagg_add(wagg_groups *g, int m, int64_t v) {
     if (!resolve(g) || !check_metric(g, m, 0)) return;
     enum op op = spec.m[m].op;
     for (uint32_t t = 0; t < g->ntargets; t++) {
-        uint64_t *val = &g->targets[t].p->vals[(size_t)g->targets[t].g * g->nm + m];
+        uint64_t *val = &g->targets[t].vals[m];
         int64_t cur = (int64_t)*val;
         if (op == OP_MIN) cur = v < cur ? v : cur;
         else if (op == OP_MAX) cur = v > cur ? v : cur;
@@ -1133,7 +1138,7 @@ void wagg_add_float(wagg_groups *g, int m, double v) {
     if (!resolve(g) || !check_metric(g, m, 1)) return;
     enum op op = spec.m[m].op;
     for (uint32_t t = 0; t < g->ntargets; t++) {
-        uint64_t *val = &g->targets[t].p->vals[(size_t)g->targets[t].g * g->nm + m];
+        uint64_t *val = &g->targets[t].vals[m];
         double cur = bitsf(*val);
         if (op == OP_MIN) cur = gomin(cur, v);
         else if (op == OP_MAX) cur = gomax(cur, v);
