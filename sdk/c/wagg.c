@@ -765,6 +765,8 @@ typedef struct {
     uint32_t *ends;     /* ends[i]: end of group i's key in keys */
     uint64_t *vals;     /* nm values per group */
     uint8_t *marked;    /* group i is in dirty */
+    uint32_t *link;     /* link[i]: the same key's group + 1 in the pane of
+                         * the first global window, 0 while unknown */
     uint32_t n, cap;    /* groups */
     uint32_t *dirty;    /* groups changed since the last flush */
     uint32_t ndirty;
@@ -789,7 +791,7 @@ static pane *pane_new(int64_t start) {
 static void pane_free(pane *p) {
     for (uint32_t i = 0; i < p->nsk; i++) sk_free(&p->sk[i]);
     free(p->sk);
-    free(p->keys); free(p->ends); free(p->vals);
+    free(p->keys); free(p->ends); free(p->vals); free(p->link);
     free(p->marked); free(p->dirty); free(p->slots); free(p);
 }
 
@@ -864,6 +866,7 @@ static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t 
         p->ends = xrealloc(p->ends, (size_t)p->cap * 4);
         p->vals = xrealloc(p->vals, (size_t)p->cap * 8 * (nm ? nm : 1));
         p->marked = xrealloc(p->marked, p->cap);
+        p->link = xrealloc(p->link, (size_t)p->cap * 4);
         p->dirty = xrealloc(p->dirty, (size_t)p->cap * 4);
     }
     if (p->keys_cap - p->keys_len < len) {
@@ -887,6 +890,7 @@ static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t 
         }
     }
     p->marked[g] = 0;
+    p->link[g] = 0;
     p->slots[slot] = (uint64_t)(uint32_t)h << 32 | (g + 1);
     if (2 * p->n > p->mask + 1) pane_rehash(p);
     return g;
@@ -919,6 +923,7 @@ struct wagg_groups {
     window windows[MAX_WINDOWS];
     wstate ws[MAX_WINDOWS];
     int nwin, nm, nkeys;
+    int link_w; /* the first global window, if one follows another window; else -1 */
     int64_t max_groups; /* the host's limit of groups per pane; 0: none */
     uint64_t ident[MAX_METRICS];
     /* the key being built */
@@ -1016,17 +1021,26 @@ void wagg_by_string(wagg_groups *g, wagg_bytes v) {
     g->key.len += 4 + (size_t)v.len;
 }
 
-HOT void add_target(wagg_groups *g, int w, int64_t start, uint64_t h) {
-    pane *p = find_pane(g, w, start);
-    uint32_t slot = 0, s = pane_lookup(p, g->key.p, (uint32_t)g->key.len, h, &slot);
-    if (!s && g->max_groups > 0 && (int64_t)p->n >= g->max_groups) {
-        /* the host keeps at most max_groups per pane (abi.Config) */
-        misuse(g, "wagg: too many groups in one pane: the pane holds the host's limit (sandbox.max_groups_per_pane)");
-        return;
-    }
-    uint32_t i = s ? s - 1 : pane_insert(p, g->key.p, (uint32_t)g->key.len, h, slot, g->ident, g->nm);
+HOT void push_target(wagg_groups *g, pane *p, uint32_t i) {
     pane_touch(p, i);
     g->targets[g->ntargets++] = (target){p, p->vals + (size_t)i * g->nm};
+}
+
+/* add_target finds (or creates) the key's group in window w's pane at
+ * start, makes it a target and returns it + 1; 0 on the host's limit. */
+HOT uint32_t add_target(wagg_groups *g, int w, int64_t start, uint64_t h) {
+    pane *p = find_pane(g, w, start);
+    uint32_t slot = 0, s = pane_lookup(p, g->key.p, (uint32_t)g->key.len, h, &slot);
+    if (!s) {
+        if (g->max_groups > 0 && (int64_t)p->n >= g->max_groups) {
+            /* the host keeps at most max_groups per pane (abi.Config) */
+            misuse(g, "wagg: too many groups in one pane: the pane holds the host's limit (sandbox.max_groups_per_pane)");
+            return 0;
+        }
+        s = pane_insert(p, g->key.p, (uint32_t)g->key.len, h, slot, g->ident, g->nm) + 1;
+    }
+    push_target(g, p, s - 1);
+    return s;
 }
 
 /* floor_start is the start of the latest window of the slide at or before
@@ -1047,12 +1061,23 @@ HOT int resolve(wagg_groups *g) {
     if (g->err) return 0;
     uint64_t h = hash_key(g->key.p, (uint32_t)g->key.len);
     g->ntargets = 0;
+    /* The record's first group links to its group in the first global
+     * window's one pane (it lives as long as the panes do): a key seen
+     * again in the same pane skips the second lookup. */
+    pane *lp = NULL;
+    uint32_t lg = 0;
     for (int w = 0; w < g->nwin; w++) {
         window *win = &g->windows[w];
         wstate *st = &g->ws[w];
         int64_t s;
         if (win->kind == W_GLOBAL) {
-            add_target(g, w, 0, h);
+            if (w != g->link_w || !lp) {
+                add_target(g, w, 0, h);
+            } else if (lp->link[lg]) {
+                push_target(g, find_pane(g, w, 0), lp->link[lg] - 1);
+            } else {
+                lp->link[lg] = add_target(g, w, 0, h);
+            }
             continue;
         }
         /* Records come mostly in time order: reuse the last latest start
@@ -1066,7 +1091,11 @@ HOT int resolve(wagg_groups *g) {
             continue;
         }
         if (win->kind == W_TUMBLING) { /* size == slide: the one window */
-            add_target(g, w, s, h);
+            uint32_t i = add_target(g, w, s, h);
+            if (!lp && i) {
+                lp = g->targets[g->ntargets - 1].p;
+                lg = i - 1;
+            }
             continue;
         }
         /* latest first, as abi.Window.Starts */
@@ -1184,6 +1213,12 @@ int wagg_engine_init(const uint8_t *cfg, uint32_t len) {
     clear_groups(&groups);
     memcpy(groups.windows, wins, (size_t)n * sizeof(window));
     groups.nwin = n;
+    groups.link_w = -1;
+    for (int w = 1; w < n; w++)
+        if (groups.windows[w].kind == W_GLOBAL) {
+            groups.link_w = w;
+            break;
+        }
     groups.max_groups = max_groups;
     groups.nm = spec.nm;
     groups.nkeys = spec.nkeys;
