@@ -13,6 +13,9 @@ pub(crate) struct Pane {
     pub ends: Vec<u32>,   // ends[i]: end of group i's key in keys
     pub vals: Vec<u64>,   // nm values per group
     marked: Vec<bool>,    // group i is in dirty
+    // link[i]: the same key's group + 1 in the pane of the first global
+    // window, 0 while unknown (see Groups::resolve)
+    link: Vec<u32>,
     pub dirty: Vec<u32>,  // groups changed since the last flush
     // Open addressing: the key's hash's low 32 bits above the group index
     // + 1; 0 is empty. One load per probe tells most other keys apart.
@@ -28,6 +31,7 @@ impl Pane {
             ends: Vec::new(),
             vals: Vec::new(),
             marked: Vec::new(),
+            link: Vec::new(),
             dirty: Vec::new(),
             slots: vec![0; 16],
             sketches: Vec::new(),
@@ -73,6 +77,7 @@ impl Pane {
             self.sketches.push(Sketch::default());
         }
         self.marked.push(false);
+        self.link.push(0);
         self.slots[slot] = (h as u32 as u64) << 32 | (g as u64 + 1);
         if 2 * self.ends.len() > self.slots.len() {
             let size = 2 * self.slots.len();
@@ -188,10 +193,12 @@ pub struct Groups {
     pub(crate) err: Option<Error>,
     /// The host's limit of groups per pane (`abi.Config.max_groups`); 0: none.
     pub(crate) max_groups: i64,
+    link_w: usize, // the first global window, if one follows another window; else usize::MAX
 }
 
 impl Groups {
     pub(crate) fn new(windows: Vec<Window>, keys: &[(String, Type)], metrics: &[MetricDef]) -> Groups {
+        let link_w = (1..windows.len()).find(|&w| windows[w].kind == WindowKind::Global).unwrap_or(usize::MAX);
         let ws = windows.iter().map(|_| WindowState { panes: Vec::new(), last: 0, latest: 0, have_latest: false }).collect();
         Groups {
             windows,
@@ -204,6 +211,7 @@ impl Groups {
             targets: Vec::new(),
             err: None,
             max_groups: 0,
+            link_w,
         }
     }
 
@@ -257,10 +265,30 @@ impl Groups {
     fn resolve(&mut self, ts: i64) -> bool {
         let h = hash_key(&self.key);
         self.targets.clear();
+        // The record's first group, in a tumbling window, links to its group
+        // in the first global window's one pane (it lives as long as the
+        // panes do): a key seen again in the same pane skips the second
+        // lookup.
+        let mut lp: Option<(usize, usize, usize)> = None; // (window, pane, group)
         for w in 0..self.windows.len() {
             let (kind, size, slide) = (self.windows[w].kind, self.windows[w].size_ms, self.windows[w].slide());
             if kind == WindowKind::Global {
-                self.target(w, 0, h);
+                match lp {
+                    Some((lw, lpi, lg)) if w == self.link_w => {
+                        let l = self.ws[lw].panes[lpi].link[lg];
+                        if l != 0 {
+                            let pi = self.pane(w, 0);
+                            let p = &mut self.ws[w].panes[pi];
+                            p.touch(l as usize - 1);
+                            self.targets.push((w as u16, pi as u32, l - 1));
+                        } else if let Some(g) = self.target(w, 0, h) {
+                            self.ws[lw].panes[lpi].link[lg] = g as u32 + 1;
+                        }
+                    }
+                    _ => {
+                        self.target(w, 0, h);
+                    }
+                }
                 continue;
             }
             // The latest start at or before ts, then earlier ones while they
@@ -279,6 +307,16 @@ impl Groups {
                 st.have_latest = true;
                 st.latest
             };
+            if kind == WindowKind::Tumbling {
+                // size == slide: the one window
+                let g = self.target(w, latest, h);
+                if lp.is_none() {
+                    if let Some(g) = g {
+                        lp = Some((w, self.targets[self.targets.len() - 1].1 as usize, g));
+                    }
+                }
+                continue;
+            }
             if kind == WindowKind::Hopping {
                 // Create the panes first: inserting one moves the later
                 // ones, whose indexes the targets hold.
@@ -303,8 +341,10 @@ impl Groups {
         self.err.is_none()
     }
 
+    /// Finds (or creates) the key's group in window w's pane at start and
+    /// makes it a target; None on the host's limit.
     #[inline(always)]
-    fn target(&mut self, w: usize, start: i64, h: u64) {
+    fn target(&mut self, w: usize, start: i64, h: u64) -> Option<usize> {
         let pi = self.pane(w, start);
         let max = self.max_groups;
         let p = &mut self.ws[w].panes[pi];
@@ -316,12 +356,13 @@ impl Groups {
                     "wagg: too many groups in one pane: window {:?}, pane at {} holds {} groups, the host's limit (sandbox.max_groups_per_pane)",
                     name, start, max
                 ));
-                return;
+                return None;
             }
             Err(slot) => p.insert(&self.key, h, slot, &self.idents, &self.distinct),
         };
         p.touch(g);
         self.targets.push((w as u16, pi as u32, g as u32));
+        Some(g)
     }
 }
 
