@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"testing"
 
@@ -16,6 +17,15 @@ import (
 // Reproduce: make bench (BENCHMARKS.md).
 
 var batchSizes = []int{256, 1024, 4096, 16384}
+
+// callTimeout is the sandbox's per-call CPU deadline in the Wasm benchmarks:
+// counting their instructions under valgrind (BENCHMARKS.md) needs more
+// than the default second, which the Go guest's start alone uses there.
+var callTimeout = flag.Duration("calltimeout", 0, "the sandbox's per-call CPU deadline in the Wasm benchmarks (0: the default)")
+
+// batchesDir keeps the batch files BenchmarkVotesSDKs hands the native
+// builds (DIR/batches.SIZE), for running those builds under valgrind.
+var batchesDir = flag.String("batchesdir", "", "keep BenchmarkVotesSDKs' batch files in this directory")
 
 func BenchmarkVotesDecoded(b *testing.B) {
 	all, _, _ := makeVotes(1<<18, 100000)

@@ -51,6 +51,9 @@ func BenchmarkVotesSDKs(b *testing.B) {
 			file = append(file, buf...)
 		}
 		path := filepath.Join(b.TempDir(), "batches")
+		if *batchesDir != "" {
+			path = filepath.Join(*batchesDir, fmt.Sprintf("batches.%d", n))
+		}
 		if err := os.WriteFile(path, file, 0o644); err != nil {
 			b.Fatal(err)
 		}
@@ -75,7 +78,7 @@ func BenchmarkVotesSDKs(b *testing.B) {
 			})
 			b.Run(fmt.Sprintf("%s/wasm/batch=%d", sdk.name, n), func(b *testing.B) {
 				ctx := context.Background()
-				rt, err := sandbox.New(ctx, nil)
+				rt, err := sandbox.New(ctx, &sandbox.Options{CallTimeout: *callTimeout})
 				if err != nil {
 					b.Fatal(err)
 				}

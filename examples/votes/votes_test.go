@@ -41,7 +41,7 @@ func makeVotes(n int, perSecond int) (*abi.Batch, [][]byte, gen.Counts) {
 
 func instance(tb testing.TB) (*sandbox.Instance, func()) {
 	ctx := context.Background()
-	rt, err := sandbox.New(ctx, nil)
+	rt, err := sandbox.New(ctx, &sandbox.Options{CallTimeout: *callTimeout})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -37,6 +37,19 @@ static const char *type_names[] = {"int64", "float64", "string"};
 
 HOT uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 HOT uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+HOT uint16_t rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+/* tail reads the last n < 8 bytes at p as a little-endian word, in at most
+ * three loads instead of a loop over bytes (a loop costs a meter check per
+ * byte in Wasm). */
+HOT uint64_t tail(const uint8_t *p, uint32_t n) {
+    uint64_t t = 0;
+    int sh = 0;
+    if (n & 4) { t = rd32(p); p += 4; sh = 32; }
+    if (n & 2) { t |= (uint64_t)rd16(p) << sh; p += 2; sh += 16; }
+    if (n & 1) t |= (uint64_t)*p << sh;
+    return t;
+}
 
 typedef struct {
     uint8_t *p;
@@ -750,13 +763,16 @@ typedef struct {
     uint8_t *keys;
     uint32_t keys_len, keys_cap;
     uint32_t *ends;     /* ends[i]: end of group i's key in keys */
-    uint64_t *hashes;   /* hashes[i]: hash of group i's key */
     uint64_t *vals;     /* nm values per group */
     uint8_t *marked;    /* group i is in dirty */
+    uint32_t *link;     /* link[i]: the same key's group + 1 in the pane of
+                         * the first global window, 0 while unknown */
     uint32_t n, cap;    /* groups */
     uint32_t *dirty;    /* groups changed since the last flush */
     uint32_t ndirty;
-    uint32_t *slots;    /* open addressing: group index + 1; 0 is empty */
+    uint64_t *slots;    /* open addressing: the key's hash's low 32 bits
+                         * above the group index + 1; 0 is empty. One load
+                         * per probe tells most other keys apart. */
     uint32_t mask;
     sketch *sk;         /* a distinct metric's value in vals is its index here */
     uint32_t nsk, capsk;
@@ -766,7 +782,7 @@ static pane *pane_new(int64_t start) {
     pane *p = calloc(1, sizeof *p);
     if (!p) abort();
     p->start = start;
-    p->slots = calloc(16, 4);
+    p->slots = calloc(16, 8);
     if (!p->slots) abort();
     p->mask = 15;
     return p;
@@ -775,7 +791,7 @@ static pane *pane_new(int64_t start) {
 static void pane_free(pane *p) {
     for (uint32_t i = 0; i < p->nsk; i++) sk_free(&p->sk[i]);
     free(p->sk);
-    free(p->keys); free(p->ends); free(p->hashes); free(p->vals);
+    free(p->keys); free(p->ends); free(p->vals); free(p->link);
     free(p->marked); free(p->dirty); free(p->slots); free(p);
 }
 
@@ -791,56 +807,66 @@ HOT uint64_t hash_key(const uint8_t *b, uint32_t n) {
     const uint64_t m1 = 0x9e3779b97f4a7c15ull, m2 = 0xc2b2ae3d27d4eb4full;
     uint64_t h = (uint64_t)n * m1;
     for (; n >= 8; b += 8, n -= 8) h = rotl((h ^ rd64(b)) * m2, 31);
-    uint64_t t = 0;
-    for (uint32_t i = 0; i < n; i++) t |= (uint64_t)b[i] << (8 * i);
-    h = (h ^ t) * m2;
+    h = (h ^ tail(b, n)) * m2;
     h ^= h >> 29;
     h *= m1;
     return h ^ (h >> 32);
+}
+
+/* copy_short copies n bytes by words and a tail: keys and values are
+ * short, and in Wasm a call to memcpy costs more than the copy. */
+HOT void copy_short(uint8_t *d, const uint8_t *src, size_t n) {
+    for (; n >= 8; src += 8, d += 8, n -= 8) memcpy(d, src, 8);
+    if (n & 4) { memcpy(d, src, 4); src += 4; d += 4; }
+    if (n & 2) { memcpy(d, src, 2); src += 2; d += 2; }
+    if (n & 1) *d = *src;
 }
 
 /* key_eq compares keys 8 bytes at a time: they are short. */
 HOT int key_eq(const uint8_t *a, const uint8_t *b, uint32_t n) {
     for (; n >= 8; a += 8, b += 8, n -= 8)
         if (rd64(a) != rd64(b)) return 0;
-    for (; n; n--)
-        if (*a++ != *b++) return 0;
-    return 1;
+    return tail(a, n) == tail(b, n);
 }
 
 /* lookup returns key's group + 1, or 0 and the empty slot where it goes. */
 HOT uint32_t pane_lookup(const pane *p, const uint8_t *key, uint32_t len, uint64_t h, uint32_t *slot) {
-    for (uint32_t i = (uint32_t)h & p->mask;; i = (i + 1) & p->mask) {
-        uint32_t s = p->slots[i];
+    uint32_t tag = (uint32_t)h;
+    for (uint32_t i = tag & p->mask;; i = (i + 1) & p->mask) {
+        uint64_t s = p->slots[i];
         if (s == 0) { *slot = i; return 0; }
-        uint32_t g = s - 1, kl;
-        if (p->hashes[g] == h) {
+        if ((uint32_t)(s >> 32) == tag) {
+            uint32_t g = (uint32_t)s - 1, kl;
             const uint8_t *k = pane_key(p, g, &kl);
-            if (kl == len && key_eq(k, key, len)) return s;
+            if (kl == len && key_eq(k, key, len)) return (uint32_t)s;
         }
     }
 }
 
 static void pane_rehash(pane *p) {
     uint32_t size = (p->mask + 1) * 2;
-    free(p->slots);
-    p->slots = calloc(size, 4);
+    uint64_t *old = p->slots;
+    uint32_t oldsize = p->mask + 1;
+    p->slots = calloc(size, 8);
     if (!p->slots) abort();
     p->mask = size - 1;
-    for (uint32_t g = 0; g < p->n; g++) {
-        uint32_t i = (uint32_t)p->hashes[g] & p->mask;
+    for (uint32_t j = 0; j < oldsize; j++) {
+        uint64_t s = old[j];
+        if (!s) continue;
+        uint32_t i = (uint32_t)(s >> 32) & p->mask;
         while (p->slots[i]) i = (i + 1) & p->mask;
-        p->slots[i] = g + 1;
+        p->slots[i] = s;
     }
+    free(old);
 }
 
 static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t h, uint32_t slot, const uint64_t *ident, int nm) {
     if (p->n == p->cap) {
         p->cap = p->cap ? 2 * p->cap : 8;
         p->ends = xrealloc(p->ends, (size_t)p->cap * 4);
-        p->hashes = xrealloc(p->hashes, (size_t)p->cap * 8);
         p->vals = xrealloc(p->vals, (size_t)p->cap * 8 * (nm ? nm : 1));
         p->marked = xrealloc(p->marked, p->cap);
+        p->link = xrealloc(p->link, (size_t)p->cap * 4);
         p->dirty = xrealloc(p->dirty, (size_t)p->cap * 4);
     }
     if (p->keys_cap - p->keys_len < len) {
@@ -851,7 +877,6 @@ static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t 
     memcpy(p->keys + p->keys_len, key, len);
     p->keys_len += len;
     p->ends[g] = p->keys_len;
-    p->hashes[g] = h;
     memcpy(p->vals + (size_t)g * nm, ident, (size_t)nm * 8);
     if (spec_distinct) {
         for (int m = 0; m < nm; m++) {
@@ -865,7 +890,8 @@ static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t 
         }
     }
     p->marked[g] = 0;
-    p->slots[slot] = g + 1;
+    p->link[g] = 0;
+    p->slots[slot] = (uint64_t)(uint32_t)h << 32 | (g + 1);
     if (2 * p->n > p->mask + 1) pane_rehash(p);
     return g;
 }
@@ -889,13 +915,15 @@ typedef struct {
 
 typedef struct {
     pane *p;
-    uint32_t g;
+    uint64_t *vals; /* the group's values: p->vals moves only when p grows,
+                     * and a record adds at most one group to a pane */
 } target;
 
 struct wagg_groups {
     window windows[MAX_WINDOWS];
     wstate ws[MAX_WINDOWS];
     int nwin, nm, nkeys;
+    int link_w; /* the first global window, if one follows another window; else -1 */
     int64_t max_groups; /* the host's limit of groups per pane; 0: none */
     uint64_t ident[MAX_METRICS];
     /* the key being built */
@@ -989,21 +1017,30 @@ void wagg_by_string(wagg_groups *g, wagg_bytes v) {
     uint8_t *d = g->key.p + g->key.len;
     memcpy(d, &v.len, 4);
     d += 4;
-    for (uint32_t i = 0; i < v.len; i++) d[i] = v.ptr[i]; /* short: no call */
+    copy_short(d, v.ptr, v.len);
     g->key.len += 4 + (size_t)v.len;
 }
 
-HOT void add_target(wagg_groups *g, int w, int64_t start, uint64_t h) {
-    pane *p = find_pane(g, w, start);
-    uint32_t slot, s = pane_lookup(p, g->key.p, (uint32_t)g->key.len, h, &slot);
-    if (!s && g->max_groups > 0 && (int64_t)p->n >= g->max_groups) {
-        /* the host keeps at most max_groups per pane (abi.Config) */
-        misuse(g, "wagg: too many groups in one pane: the pane holds the host's limit (sandbox.max_groups_per_pane)");
-        return;
-    }
-    uint32_t i = s ? s - 1 : pane_insert(p, g->key.p, (uint32_t)g->key.len, h, slot, g->ident, g->nm);
+HOT void push_target(wagg_groups *g, pane *p, uint32_t i) {
     pane_touch(p, i);
-    g->targets[g->ntargets++] = (target){p, i};
+    g->targets[g->ntargets++] = (target){p, p->vals + (size_t)i * g->nm};
+}
+
+/* add_target finds (or creates) the key's group in window w's pane at
+ * start, makes it a target and returns it + 1; 0 on the host's limit. */
+HOT uint32_t add_target(wagg_groups *g, int w, int64_t start, uint64_t h) {
+    pane *p = find_pane(g, w, start);
+    uint32_t slot = 0, s = pane_lookup(p, g->key.p, (uint32_t)g->key.len, h, &slot);
+    if (!s) {
+        if (g->max_groups > 0 && (int64_t)p->n >= g->max_groups) {
+            /* the host keeps at most max_groups per pane (abi.Config) */
+            misuse(g, "wagg: too many groups in one pane: the pane holds the host's limit (sandbox.max_groups_per_pane)");
+            return 0;
+        }
+        s = pane_insert(p, g->key.p, (uint32_t)g->key.len, h, slot, g->ident, g->nm) + 1;
+    }
+    push_target(g, p, s - 1);
+    return s;
 }
 
 /* floor_start is the start of the latest window of the slide at or before
@@ -1024,12 +1061,23 @@ HOT int resolve(wagg_groups *g) {
     if (g->err) return 0;
     uint64_t h = hash_key(g->key.p, (uint32_t)g->key.len);
     g->ntargets = 0;
+    /* The record's first group links to its group in the first global
+     * window's one pane (it lives as long as the panes do): a key seen
+     * again in the same pane skips the second lookup. */
+    pane *lp = NULL;
+    uint32_t lg = 0;
     for (int w = 0; w < g->nwin; w++) {
         window *win = &g->windows[w];
         wstate *st = &g->ws[w];
         int64_t s;
         if (win->kind == W_GLOBAL) {
-            add_target(g, w, 0, h);
+            if (w != g->link_w || !lp) {
+                add_target(g, w, 0, h);
+            } else if (lp->link[lg]) {
+                push_target(g, find_pane(g, w, 0), lp->link[lg] - 1);
+            } else {
+                lp->link[lg] = add_target(g, w, 0, h);
+            }
             continue;
         }
         /* Records come mostly in time order: reuse the last latest start
@@ -1040,6 +1088,14 @@ HOT int resolve(wagg_groups *g) {
             st->latest = s;
             st->have_latest = 1;
         } else {
+            continue;
+        }
+        if (win->kind == W_TUMBLING) { /* size == slide: the one window */
+            uint32_t i = add_target(g, w, s, h);
+            if (!lp && i) {
+                lp = g->targets[g->ntargets - 1].p;
+                lg = i - 1;
+            }
             continue;
         }
         /* latest first, as abi.Window.Starts */
@@ -1070,7 +1126,7 @@ static void add_distinct_hash(wagg_groups *g, int m, uint64_t h) {
     if (spec.m[m].op != OP_DISTINCT) { misuse(g, "wagg: wagg_add_distinct on a metric that is not distinct, use wagg_add or wagg_add_float"); return; }
     for (uint32_t t = 0; t < g->ntargets; t++) {
         pane *p = g->targets[t].p;
-        sk_add_hash(&p->sk[p->vals[(size_t)g->targets[t].g * g->nm + m]], h);
+        sk_add_hash(&p->sk[g->targets[t].vals[m]], h);
     }
 }
 
@@ -1086,7 +1142,7 @@ void wagg_add(wagg_groups *g, int m, int64_t v) {
     if (!resolve(g) || !check_metric(g, m, 0)) return;
     enum op op = spec.m[m].op;
     for (uint32_t t = 0; t < g->ntargets; t++) {
-        uint64_t *val = &g->targets[t].p->vals[(size_t)g->targets[t].g * g->nm + m];
+        uint64_t *val = &g->targets[t].vals[m];
         int64_t cur = (int64_t)*val;
         if (op == OP_MIN) cur = v < cur ? v : cur;
         else if (op == OP_MAX) cur = v > cur ? v : cur;
@@ -1111,7 +1167,7 @@ void wagg_add_float(wagg_groups *g, int m, double v) {
     if (!resolve(g) || !check_metric(g, m, 1)) return;
     enum op op = spec.m[m].op;
     for (uint32_t t = 0; t < g->ntargets; t++) {
-        uint64_t *val = &g->targets[t].p->vals[(size_t)g->targets[t].g * g->nm + m];
+        uint64_t *val = &g->targets[t].vals[m];
         double cur = bitsf(*val);
         if (op == OP_MIN) cur = gomin(cur, v);
         else if (op == OP_MAX) cur = gomax(cur, v);
@@ -1157,6 +1213,12 @@ int wagg_engine_init(const uint8_t *cfg, uint32_t len) {
     clear_groups(&groups);
     memcpy(groups.windows, wins, (size_t)n * sizeof(window));
     groups.nwin = n;
+    groups.link_w = -1;
+    for (int w = 1; w < n; w++)
+        if (groups.windows[w].kind == W_GLOBAL) {
+            groups.link_w = w;
+            break;
+        }
     groups.max_groups = max_groups;
     groups.nm = spec.nm;
     groups.nkeys = spec.nkeys;
@@ -1277,7 +1339,9 @@ static buf rows;
 static void put_values(buf *b, const pane *p, uint32_t g, int nm) {
     const uint64_t *v = p->vals + (size_t)g * nm;
     if (!spec_distinct) {
-        put(b, v, (size_t)nm * 8);
+        buf_grow(b, (size_t)nm * 8);
+        copy_short(b->p + b->len, (const uint8_t *)v, (size_t)nm * 8);
+        b->len += (size_t)nm * 8;
         return;
     }
     for (int m = 0; m < nm; m++) {
@@ -1289,10 +1353,14 @@ static void put_values(buf *b, const pane *p, uint32_t g, int nm) {
 static void put_row(uint32_t *count, int w, int final, const pane *p, uint32_t g, int nm) {
     uint32_t kl;
     const uint8_t *k = pane_key(p, g, &kl);
-    put8(&rows, (uint8_t)w);
-    put8(&rows, final ? 1 : 0);
-    put64(&rows, (uint64_t)p->start);
-    put(&rows, k, kl);
+    buf_grow(&rows, 10 + (size_t)kl);
+    uint8_t *d = rows.p + rows.len;
+    d[0] = (uint8_t)w;
+    d[1] = final ? 1 : 0;
+    uint64_t start = (uint64_t)p->start;
+    memcpy(d + 2, &start, 8);
+    copy_short(d + 10, k, kl);
+    rows.len += 10 + (size_t)kl;
     put_values(&rows, p, g, nm);
     (*count)++;
 }
@@ -1506,7 +1574,7 @@ static int decode_snapshot(const uint8_t *b, uint32_t len) {
                 const uint8_t *k = b + off;
                 if (!valid_key(k, kl)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a key does not match the key columns");
                 uint64_t h = hash_key(k, kl);
-                uint32_t slot;
+                uint32_t slot = 0;
                 if (pane_lookup(p, k, kl, h, &slot)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a group appears twice");
                 off += kl;
                 /* The group's metrics in the snapshot's schema: 8 bytes each

@@ -33,6 +33,10 @@ type Groups struct {
 	order    []int64 // scratch: pane starts in order
 	// maxGroups is the host's limit of groups per pane (abi.Config.MaxGroups); 0: none.
 	maxGroups int
+	// linkW is the first global window if another window comes before it,
+	// else -1: a record's group in a tumbling window before it links to the
+	// key's group in its one pane (Key.resolve).
+	linkW int
 }
 
 type winKind uint8
@@ -92,6 +96,13 @@ func newGroups(windows []abi.Window, s *abi.Schema, maxGroups int) *Groups {
 			k = winTumbling
 		}
 		g.kinds = append(g.kinds, k)
+	}
+	g.linkW = -1
+	for w := 1; w < len(g.kinds); w++ {
+		if g.kinds[w] == winGlobal {
+			g.linkW = w
+			break
+		}
 	}
 	g.key.g = g
 	return g
@@ -211,10 +222,26 @@ func (k *Key) resolve() bool {
 	g := k.g
 	h := hashKey(k.buf)
 	k.targets = k.targets[:0]
+	// The record's first group, in a tumbling window, links to its group in
+	// the first global window's one pane, which lives as long as the panes
+	// do: a key seen again in the same pane skips the second lookup.
+	var lp *pane
+	var lg uint32
 	for w, kind := range g.kinds {
 		switch kind {
 		case winGlobal:
-			k.target(w, 0, h)
+			switch {
+			case w != g.linkW || lp == nil:
+				k.target(w, 0, h)
+			case lp.link[lg] != 0:
+				p := g.pane(w, 0)
+				p.touch(lp.link[lg] - 1)
+				k.targets = append(k.targets, target{p, lp.link[lg] - 1})
+			default:
+				if i, ok := k.target(w, 0, h); ok {
+					lp.link[lg] = i + 1
+				}
+			}
 		case winTumbling:
 			size := g.windows[w].SizeMs
 			m := k.ts % size
@@ -222,7 +249,9 @@ func (k *Key) resolve() bool {
 				m += size
 			}
 			if k.ts >= math.MinInt64+m { // else no window holds ts (the host dead-letters it)
-				k.target(w, k.ts-m, h)
+				if i, ok := k.target(w, k.ts-m, h); ok && lp == nil {
+					lp, lg = k.targets[len(k.targets)-1].p, i
+				}
 			}
 		default:
 			g.starts = g.windows[w].Starts(k.ts, g.starts[:0])
@@ -241,8 +270,8 @@ func (k *Key) resolve() bool {
 var ErrTooManyGroups = errors.New("wagg: too many groups in one pane")
 
 // target finds (or creates) the key's group in the pane of window w at
-// start, and marks it changed.
-func (k *Key) target(w int, start int64, h uint64) {
+// start, and marks it changed; false on the host's limit.
+func (k *Key) target(w int, start int64, h uint64) (uint32, bool) {
 	g := k.g
 	p := g.pane(w, start)
 	i, slot, ok := p.lookup(k.buf, h)
@@ -250,12 +279,13 @@ func (k *Key) target(w int, start int64, h uint64) {
 		if g.maxGroups > 0 && p.len() >= g.maxGroups {
 			k.fail(fmt.Errorf("%w: window %q, pane at %d holds %d groups, the host's limit (sandbox.max_groups_per_pane); a key with fewer distinct values, or a higher limit, is needed",
 				ErrTooManyGroups, g.windows[w].Name, start, p.len()))
-			return
+			return 0, false
 		}
 		i = p.insert(k.buf, h, g.idents, g.distinct, slot)
 	}
 	p.touch(i)
 	k.targets = append(k.targets, target{p, i})
+	return i, true
 }
 
 // pane returns the pane of window w starting at start, creating it.

@@ -22,7 +22,10 @@ type pane struct {
 	vals   []uint64 // nm values per group
 	dirty  []uint32 // groups changed since the last flush
 	marked []bool   // marked[i]: group i is in dirty
-	slots  []uint32 // open addressing: group index + 1; 0 is empty
+	// link[i] is the same key's group + 1 in the pane of the first global
+	// window, 0 while unknown (see Key.resolve).
+	link  []uint32
+	slots []uint32 // open addressing: group index + 1; 0 is empty
 	// sketches of the distinct metrics: such a metric's value in vals is
 	// the index of its sketch here.
 	sketches []abi.Sketch
@@ -83,6 +86,7 @@ func (p *pane) insert(key []byte, h uint64, idents []uint64, distinct []int, i u
 		p.sketches = append(p.sketches, abi.Sketch{})
 	}
 	p.marked = append(p.marked, false)
+	p.link = append(p.link, 0)
 	p.slots[i] = g + 1
 	if 2*len(p.ends) > len(p.slots) {
 		p.grow()
@@ -120,9 +124,20 @@ func hashKey(b []byte) uint64 {
 		h = bits.RotateLeft64((h^binary.LittleEndian.Uint64(b))*m2, 31)
 		b = b[8:]
 	}
+	// the tail in at most three loads: a loop per byte costs a meter check
+	// per byte in Wasm
 	var t uint64
-	for i, c := range b {
-		t |= uint64(c) << (8 * i)
+	sh := 0
+	if len(b)&4 != 0 {
+		t = uint64(binary.LittleEndian.Uint32(b))
+		b, sh = b[4:], 32
+	}
+	if len(b)&2 != 0 {
+		t |= uint64(binary.LittleEndian.Uint16(b)) << sh
+		b, sh = b[2:], sh+16
+	}
+	if len(b)&1 != 0 {
+		t |= uint64(b[0]) << sh
 	}
 	h = (h ^ t) * m2
 	h ^= h >> 29

@@ -11,11 +11,15 @@ pub(crate) struct Pane {
     pub start: i64,
     pub keys: Vec<u8>,    // every group's encoded key, back to back
     pub ends: Vec<u32>,   // ends[i]: end of group i's key in keys
-    hashes: Vec<u64>,     // hashes[i]: hash of group i's key
     pub vals: Vec<u64>,   // nm values per group
     marked: Vec<bool>,    // group i is in dirty
+    // link[i]: the same key's group + 1 in the pane of the first global
+    // window, 0 while unknown (see Groups::resolve)
+    link: Vec<u32>,
     pub dirty: Vec<u32>,  // groups changed since the last flush
-    slots: Vec<u32>,      // open addressing: group index + 1; 0 is empty
+    // Open addressing: the key's hash's low 32 bits above the group index
+    // + 1; 0 is empty. One load per probe tells most other keys apart.
+    slots: Vec<u64>,
     pub sketches: Vec<Sketch>, // a distinct metric's value in vals is its index here
 }
 
@@ -25,9 +29,9 @@ impl Pane {
             start,
             keys: Vec::new(),
             ends: Vec::new(),
-            hashes: Vec::new(),
             vals: Vec::new(),
             marked: Vec::new(),
+            link: Vec::new(),
             dirty: Vec::new(),
             slots: vec![0; 16],
             sketches: Vec::new(),
@@ -46,15 +50,18 @@ impl Pane {
     #[inline(always)]
     pub fn lookup(&self, key: &[u8], h: u64) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
-        let mut i = h as usize & mask;
+        let tag = h as u32;
+        let mut i = tag as usize & mask;
         loop {
             let s = self.slots[i];
             if s == 0 {
                 return Err(i);
             }
-            let g = (s - 1) as usize;
-            if self.hashes[g] == h && key_eq(self.key(g), key) {
-                return Ok(g);
+            if (s >> 32) as u32 == tag {
+                let g = (s as u32 - 1) as usize;
+                if key_eq(self.key(g), key) {
+                    return Ok(g);
+                }
             }
             i = (i + 1) & mask;
         }
@@ -64,24 +71,24 @@ impl Pane {
         let g = self.ends.len();
         self.keys.extend_from_slice(key);
         self.ends.push(self.keys.len() as u32);
-        self.hashes.push(h);
         self.vals.extend_from_slice(idents);
         for &j in distinct {
             self.vals[g * idents.len() + j] = self.sketches.len() as u64;
             self.sketches.push(Sketch::default());
         }
         self.marked.push(false);
-        self.slots[slot] = g as u32 + 1;
+        self.link.push(0);
+        self.slots[slot] = (h as u32 as u64) << 32 | (g as u64 + 1);
         if 2 * self.ends.len() > self.slots.len() {
             let size = 2 * self.slots.len();
-            self.slots = vec![0; size];
+            let old = std::mem::replace(&mut self.slots, vec![0; size]);
             let mask = size - 1;
-            for (g, &h) in self.hashes.iter().enumerate() {
-                let mut i = h as usize & mask;
+            for s in old.into_iter().filter(|&s| s != 0) {
+                let mut i = (s >> 32) as usize & mask;
                 while self.slots[i] != 0 {
                     i = (i + 1) & mask;
                 }
-                self.slots[i] = g as u32 + 1;
+                self.slots[i] = s;
             }
         }
         g
@@ -111,14 +118,43 @@ fn key_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     let (mut a, mut b) = (a, b);
-    while a.len() >= 8 {
-        if a[..8] != b[..8] {
+    while a.len() >= 8 && b.len() >= 8 {
+        if word(a) != word(b) {
             return false;
         }
         a = &a[8..];
         b = &b[8..];
     }
-    a.iter().zip(b).all(|(x, y)| x == y)
+    tail(a) == tail(b)
+}
+
+#[inline(always)]
+fn word(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(w)
+}
+
+/// The last bytes of a key (fewer than 8) as a little-endian word, in at
+/// most three loads instead of a loop over bytes (a loop costs a meter check
+/// per byte in Wasm).
+#[inline(always)]
+fn tail(b: &[u8]) -> u64 {
+    let (mut t, mut sh, mut i) = (0u64, 0, 0);
+    if b.len() & 4 != 0 {
+        t = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
+        sh = 32;
+        i = 4;
+    }
+    if b.len() & 2 != 0 {
+        t |= (u16::from_le_bytes([b[i], b[i + 1]]) as u64) << sh;
+        sh += 16;
+        i += 2;
+    }
+    if b.len() & 1 != 0 {
+        t |= (b[i] as u64) << sh;
+    }
+    t
 }
 
 /// The Go SDK's hashKey: 8 bytes at a time, multiply-rotate.
@@ -128,16 +164,10 @@ pub(crate) fn hash_key(mut b: &[u8]) -> u64 {
     const M2: u64 = 0xc2b2_ae3d_27d4_eb4f;
     let mut h = (b.len() as u64).wrapping_mul(M1);
     while b.len() >= 8 {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&b[..8]);
-        h = ((h ^ u64::from_le_bytes(w)).wrapping_mul(M2)).rotate_left(31);
+        h = ((h ^ word(b)).wrapping_mul(M2)).rotate_left(31);
         b = &b[8..];
     }
-    let mut t = 0u64;
-    for (i, &c) in b.iter().enumerate() {
-        t |= (c as u64) << (8 * i);
-    }
-    h = (h ^ t).wrapping_mul(M2);
+    h = (h ^ tail(b)).wrapping_mul(M2);
     h ^= h >> 29;
     h = h.wrapping_mul(M1);
     h ^ (h >> 32)
@@ -163,10 +193,12 @@ pub struct Groups {
     pub(crate) err: Option<Error>,
     /// The host's limit of groups per pane (`abi.Config.max_groups`); 0: none.
     pub(crate) max_groups: i64,
+    link_w: usize, // the first global window, if one follows another window; else usize::MAX
 }
 
 impl Groups {
     pub(crate) fn new(windows: Vec<Window>, keys: &[(String, Type)], metrics: &[MetricDef]) -> Groups {
+        let link_w = (1..windows.len()).find(|&w| windows[w].kind == WindowKind::Global).unwrap_or(usize::MAX);
         let ws = windows.iter().map(|_| WindowState { panes: Vec::new(), last: 0, latest: 0, have_latest: false }).collect();
         Groups {
             windows,
@@ -179,6 +211,7 @@ impl Groups {
             targets: Vec::new(),
             err: None,
             max_groups: 0,
+            link_w,
         }
     }
 
@@ -232,10 +265,30 @@ impl Groups {
     fn resolve(&mut self, ts: i64) -> bool {
         let h = hash_key(&self.key);
         self.targets.clear();
+        // The record's first group, in a tumbling window, links to its group
+        // in the first global window's one pane (it lives as long as the
+        // panes do): a key seen again in the same pane skips the second
+        // lookup.
+        let mut lp: Option<(usize, usize, usize)> = None; // (window, pane, group)
         for w in 0..self.windows.len() {
             let (kind, size, slide) = (self.windows[w].kind, self.windows[w].size_ms, self.windows[w].slide());
             if kind == WindowKind::Global {
-                self.target(w, 0, h);
+                match lp {
+                    Some((lw, lpi, lg)) if w == self.link_w => {
+                        let l = self.ws[lw].panes[lpi].link[lg];
+                        if l != 0 {
+                            let pi = self.pane(w, 0);
+                            let p = &mut self.ws[w].panes[pi];
+                            p.touch(l as usize - 1);
+                            self.targets.push((w as u16, pi as u32, l - 1));
+                        } else if let Some(g) = self.target(w, 0, h) {
+                            self.ws[lw].panes[lpi].link[lg] = g as u32 + 1;
+                        }
+                    }
+                    _ => {
+                        self.target(w, 0, h);
+                    }
+                }
                 continue;
             }
             // The latest start at or before ts, then earlier ones while they
@@ -254,6 +307,16 @@ impl Groups {
                 st.have_latest = true;
                 st.latest
             };
+            if kind == WindowKind::Tumbling {
+                // size == slide: the one window
+                let g = self.target(w, latest, h);
+                if lp.is_none() {
+                    if let Some(g) = g {
+                        lp = Some((w, self.targets[self.targets.len() - 1].1 as usize, g));
+                    }
+                }
+                continue;
+            }
             if kind == WindowKind::Hopping {
                 // Create the panes first: inserting one moves the later
                 // ones, whose indexes the targets hold.
@@ -278,8 +341,10 @@ impl Groups {
         self.err.is_none()
     }
 
+    /// Finds (or creates) the key's group in window w's pane at start and
+    /// makes it a target; None on the host's limit.
     #[inline(always)]
-    fn target(&mut self, w: usize, start: i64, h: u64) {
+    fn target(&mut self, w: usize, start: i64, h: u64) -> Option<usize> {
         let pi = self.pane(w, start);
         let max = self.max_groups;
         let p = &mut self.ws[w].panes[pi];
@@ -291,12 +356,13 @@ impl Groups {
                     "wagg: too many groups in one pane: window {:?}, pane at {} holds {} groups, the host's limit (sandbox.max_groups_per_pane)",
                     name, start, max
                 ));
-                return;
+                return None;
             }
             Err(slot) => p.insert(&self.key, h, slot, &self.idents, &self.distinct),
         };
         p.touch(g);
         self.targets.push((w as u16, pi as u32, g as u32));
+        Some(g)
     }
 }
 
@@ -357,8 +423,27 @@ impl<'g> Key<'g> {
     #[inline(always)]
     pub fn string(mut self, v: &[u8]) -> Self {
         if self.next(Type::String, "string") {
-            self.g.key.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            self.g.key.extend_from_slice(v);
+            let key = &mut self.g.key;
+            key.reserve(4 + v.len());
+            key.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            // short: words and a tail of constant-size copies, no memcpy call
+            let mut words = v.chunks_exact(8);
+            for w in &mut words {
+                key.extend_from_slice(&word(w).to_le_bytes());
+            }
+            let r = words.remainder();
+            let mut i = 0;
+            if r.len() & 4 != 0 {
+                key.extend_from_slice(&[r[0], r[1], r[2], r[3]]);
+                i = 4;
+            }
+            if r.len() & 2 != 0 {
+                key.extend_from_slice(&[r[i], r[i + 1]]);
+                i += 2;
+            }
+            if r.len() & 1 != 0 {
+                key.push(r[i]);
+            }
         }
         self
     }
