@@ -113,12 +113,14 @@ func TestRegistry_UploadsDoNotPileUpCompiledCode(t *testing.T) {
 	}
 	runtime.KeepAlive(held)
 	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for rt.Modules() > plugins.Recent+1 {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d compiled modules after %d uploads, want at most %d (the deployed one and the recent)", rt.Modules(), uploads+1, plugins.Recent+1)
 		}
 		runtime.GC()
-		time.Sleep(10 * time.Millisecond)
+		<-tick.C
 	}
 	// The deployed module's code stayed: its instance works, and so does a
 	// new one (a partition restarting).

@@ -268,6 +268,8 @@ func (d *dashboard) of(s *partition) map[string]int64 {
 func (d *dashboard) shows(t *testing.T, what string, s *partition, want map[string]int64) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		d.mu.Lock()
 		got, bad := d.of(s), d.bad
@@ -281,7 +283,7 @@ func (d *dashboard) shows(t *testing.T, what string, s *partition, want map[stri
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: partition %d shows %v, want %v", what, s.p, got, want)
 		}
-		time.Sleep(100 * time.Millisecond)
+		<-tick.C
 	}
 }
 
@@ -363,6 +365,8 @@ func TestRelay_ExpiredRecordsShowTheCheckpointUntilTheNextOne(t *testing.T) {
 	}
 	ctx := context.Background()
 	var ends kadm.ListedOffsets
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		var err error
 		if ends, err = cu.adm.ListEndOffsets(ctx, cu.topic); err != nil {
@@ -374,7 +378,7 @@ func TestRelay_ExpiredRecordsShowTheCheckpointUntilTheNextOne(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("relay partition 0 ends at %v, want the 10 records", ends)
 		}
-		time.Sleep(100 * time.Millisecond)
+		<-tick.C
 	}
 	var del kadm.Offsets
 	ends.Each(func(o kadm.ListedOffset) { del.AddOffset(o.Topic, o.Partition, o.Offset, -1) })
@@ -389,6 +393,8 @@ func TestRelay_ExpiredRecordsShowTheCheckpointUntilTheNextOne(t *testing.T) {
 	// The partition goes on, checkpointing as a worker does; b follows
 	// again from a checkpoint whose position the relay holds.
 	deadline := time.Now().Add(30 * time.Second)
+	cadence := time.NewTicker(200 * time.Millisecond) // the checkpoint cadence
+	defer cadence.Stop()
 	for i := 11; ; i++ {
 		next, rows = p0.checkpoint()
 		p0.add(t, fmt.Sprintf("k%d", i))
@@ -405,7 +411,7 @@ func TestRelay_ExpiredRecordsShowTheCheckpointUntilTheNextOne(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("b shows %v, want %v", got, p0.state)
 		}
-		time.Sleep(200 * time.Millisecond) // the checkpoint cadence
+		<-cadence.C
 	}
 	p0.add(t, "k99")
 	onB.shows(t, "b, from the next checkpoint on", p0, p0.state)
