@@ -7,13 +7,11 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -229,19 +227,9 @@ func switchedTo(t *testing.T, ch driver.Conn, db string, g int, hosts ...*cluste
 // finds it in the catalog, resumes the new generation from its
 // checkpoints and switches over; ClickHouse is exact against the topic.
 func TestBackfill_HostKilledMidwayResumesItAndSwitchesOver(t *testing.T) {
-	e := services(t)
-	topic, cl := newTopic(t, e, 6)
-	cfg := hostConfig(t, e)
-	db := cfg.ClickHouse.Database
-	bin := buildWagg(t)
-	logPath := filepath.Join(t.TempDir(), "serve.log")
-	logf := serveLog(t, logPath, 12000)
-	defer logf.Close()
-	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
+	r := newClusterRig(t, 6)
+	e, topic, cl, db, bin, logf, ch := r.e, r.topic, r.cl, r.db, r.bin, r.logf, r.ch
+	logPath := r.logPath
 	checker := &host{db: db, ch: ch}
 	ctx := context.Background()
 
@@ -377,18 +365,8 @@ func (s *snapshots) seen() ([]int64, int) {
 // view shows the whole count at every read meanwhile, and afterwards the
 // counts go on, exact in ClickHouse and for a live subscriber on each host.
 func TestBackfill_TwoHostsShareItAndSwitchOnce(t *testing.T) {
-	e := services(t)
-	topic, cl := newTopic(t, e, 12)
-	cfg := hostConfig(t, e)
-	db := cfg.ClickHouse.Database
-	bin := buildWagg(t)
-	logf := serveLog(t, filepath.Join(t.TempDir(), "serve.log"), 12000)
-	defer logf.Close()
-	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
+	r := newClusterRig(t, 12)
+	e, topic, cl, db, bin, logf, ch := r.e, r.topic, r.cl, r.db, r.bin, r.logf, r.ch
 	checker := &host{db: db, ch: ch}
 	ctx := context.Background()
 
@@ -502,18 +480,8 @@ func TestBackfill_TwoHostsShareItAndSwitchOnce(t *testing.T) {
 // (nothing runs any more): no host keeps a member in the new generation's
 // consumer group.
 func TestBackfill_DeployingAgainOrDeletingGivesItUpEverywhere(t *testing.T) {
-	e := services(t)
-	topic, cl := newTopic(t, e, 6)
-	cfg := hostConfig(t, e)
-	db := cfg.ClickHouse.Database
-	bin := buildWagg(t)
-	logf := serveLog(t, filepath.Join(t.TempDir(), "serve.log"), 12000)
-	defer logf.Close()
-	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
+	r := newClusterRig(t, 6)
+	e, topic, cl, db, bin, logf, ch := r.e, r.topic, r.cl, r.db, r.bin, r.logf, r.ch
 	adm := kadm.NewClient(cl)
 	checker := &host{db: db, ch: ch}
 	ctx := context.Background()
@@ -610,18 +578,8 @@ func TestBackfill_DeployingAgainOrDeletingGivesItUpEverywhere(t *testing.T) {
 // switch-over when it restarts: it finds the stage in the catalog and
 // goes on from there; ClickHouse is exact.
 func TestBackfill_HostKilledAsItSwitchesOverFinishesTheSwitch(t *testing.T) {
-	e := services(t)
-	topic, cl := newTopic(t, e, 6)
-	cfg := hostConfig(t, e)
-	db := cfg.ClickHouse.Database
-	bin := buildWagg(t)
-	logf := serveLog(t, filepath.Join(t.TempDir(), "serve.log"), 12000)
-	defer logf.Close()
-	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
+	r := newClusterRig(t, 6)
+	e, topic, cl, db, bin, logf, ch := r.e, r.topic, r.cl, r.db, r.bin, r.logf, r.ch
 	checker := &host{db: db, ch: ch}
 	ctx := context.Background()
 

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/wagg/wagg/host/api"
 	"github.com/wagg/wagg/host/hub"
@@ -27,6 +29,39 @@ import (
 
 // clusterHost is one `wagg serve` process of a cluster: its own data
 // directory and port, the cluster's Kafka and database.
+// clusterRig is where a test of wagg serve processes on the one Kafka and
+// ClickHouse starts: a topic of its own, the cluster's database, the
+// binary, the processes' log (its tail shown when the test fails) and a
+// ClickHouse connection to check with.
+type clusterRig struct {
+	e       env
+	topic   string
+	cl      *kgo.Client
+	db      string
+	bin     string
+	logPath string
+	logf    *os.File
+	ch      driver.Conn
+}
+
+func newClusterRig(t *testing.T, partitions int) *clusterRig {
+	t.Helper()
+	r := &clusterRig{e: services(t)}
+	r.topic, r.cl = newTopic(t, r.e, partitions)
+	r.db = hostConfig(t, r.e).ClickHouse.Database
+	r.bin = buildWagg(t)
+	r.logPath = filepath.Join(t.TempDir(), "serve.log")
+	r.logf = serveLog(t, r.logPath, 12000)
+	t.Cleanup(func() { r.logf.Close() })
+	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{r.e.chAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	r.ch = ch
+	return r
+}
+
 type clusterHost struct {
 	bin  string
 	name string
@@ -191,19 +226,9 @@ func deployments(h *clusterHost) ([]api.Deployment, error) {
 // a dashboard on each host ends showing the exact totals, the one whose
 // host was killed after moving to another host.
 func TestCluster_ThreeHostsKillsAndAJoinStayExactInClickHouseAndLive(t *testing.T) {
-	e := services(t)
 	const partitions = 12
-	topic, cl := newTopic(t, e, partitions)
-	cfg := hostConfig(t, e)
-	db := cfg.ClickHouse.Database
-	bin := buildWagg(t)
-	logf := serveLog(t, filepath.Join(t.TempDir(), "serve.log"), 12000)
-	defer logf.Close()
-	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
+	r := newClusterRig(t, partitions)
+	e, topic, cl, db, bin, logf, ch := r.e, r.topic, r.cl, r.db, r.bin, r.logf, r.ch
 	checker := &host{db: db, ch: ch}
 
 	produceBacklog(t, cl, 500_000)

@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -31,18 +29,9 @@ type pair struct {
 
 func startPair(t *testing.T, partitions int) *pair {
 	t.Helper()
-	e := services(t)
-	topic, cl := newTopic(t, e, partitions)
-	db := hostConfig(t, e).ClickHouse.Database
-	bin := buildWagg(t)
-	logf := serveLog(t, filepath.Join(t.TempDir(), "serve.log"), 12000)
-	t.Cleanup(func() { logf.Close() })
-	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
-	p := &pair{e: e, db: db, topic: topic, cl: cl, checker: &host{db: db, ch: ch}}
+	r := newClusterRig(t, partitions)
+	e, db, bin, logf := r.e, r.db, r.bin, r.logf
+	p := &pair{e: e, db: db, topic: r.topic, cl: r.cl, checker: &host{db: db, ch: r.ch}}
 	for _, name := range []string{"a", "b"} {
 		p.hosts = append(p.hosts, startClusterHost(t, bin, name, e, db, logf))
 	}
@@ -51,7 +40,7 @@ func startPair(t *testing.T, partitions int) *pair {
 		t.Fatalf("push: %d %s", code, body)
 	}
 	spec := fmt.Sprintf(`{"name":"votes","plugin":"votes@1","topic":%q,"lateness":"5s","checkpoint_every":"300ms",
-		"windows":[{"name":"second","kind":"tumbling","size":"1s"},{"name":"total","kind":"global"}]}`, topic)
+		"windows":[{"name":"second","kind":"tumbling","size":"1s"},{"name":"total","kind":"global"}]}`, r.topic)
 	if code, body := ha.post(t, "/v1/deployments", "application/json", []byte(spec)); code != http.StatusCreated {
 		t.Fatalf("deploy: %d %s", code, body)
 	}
