@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 )
 
 // Rows are what a guest returns from wagg_flush: the absolute value of every
@@ -123,6 +124,12 @@ var ErrRows = errors.New("abi: malformed rows")
 // has windows windows. The input comes from untrusted code: every length is
 // checked and the result never aliases buf. It appends to dst; on error it
 // returns dst as it was.
+//
+// Without distinct metrics the rows of one call share two allocations, one
+// for their keys and one for their metrics, instead of two per row: a flush
+// returns tens of thousands of rows. A row's Key and Metrics therefore keep
+// the whole call's memory alive; a holder of a key beyond the next
+// checkpoint clones it (the hub does).
 func DecodeRows(buf []byte, s *Schema, windows int, dst []Row) ([]Row, error) {
 	rows, err := decodeRows(buf, s, windows, dst)
 	if err != nil {
@@ -156,6 +163,15 @@ func decodeRows(buf []byte, s *Schema, windows int, dst []Row) ([]Row, error) {
 	if n > (len(buf)-rowsHeader)/minRow {
 		return dst, fmt.Errorf("%w: %d rows cannot fit in %d bytes", ErrRows, n, len(buf))
 	}
+	// Without sketches every row is its header, its key and 8 bytes per
+	// metric, so the bytes left after the fixed parts are the keys' exact
+	// total and the arenas never grow.
+	var keys strings.Builder
+	var metrics []uint64
+	if fixed {
+		keys.Grow(len(buf) - rowsHeader - n*minRow)
+		metrics = make([]uint64, n*len(s.Metrics))
+	}
 	off := rowsHeader
 	for i := 0; i < n; i++ {
 		if len(buf)-off < 10 {
@@ -183,12 +199,18 @@ func decodeRows(buf []byte, s *Schema, windows int, dst []Row) ([]Row, error) {
 			}
 			off += k
 		}
-		r.Key = string(buf[keyStart:off])
-		if fixed && len(buf)-off < 8*len(s.Metrics) {
-			return dst, fmt.Errorf("%w: row %d metrics truncated", ErrRows, i)
-		}
-		r.Metrics = make([]uint64, len(s.Metrics))
-		if !fixed {
+		if fixed {
+			if len(buf)-off < 8*len(s.Metrics) {
+				return dst, fmt.Errorf("%w: row %d metrics truncated", ErrRows, i)
+			}
+			from := keys.Len()
+			keys.Write(buf[keyStart:off])
+			r.Key = keys.String()[from:]
+			r.Metrics = metrics[:len(s.Metrics):len(s.Metrics)]
+			metrics = metrics[len(s.Metrics):]
+		} else {
+			r.Key = string(buf[keyStart:off])
+			r.Metrics = make([]uint64, len(s.Metrics))
 			r.Sketches = make([]*Sketch, len(s.Metrics))
 		}
 		for j, m := range s.Metrics {

@@ -69,6 +69,34 @@ func TestRows_RoundTrip(t *testing.T) {
 	}
 }
 
+// The rows of one call share their keys' and metrics' memory: writing
+// through one row, or reusing the buffer, must not reach another row.
+func TestDecodeRows_RowsAreIndependent(t *testing.T) {
+	var w abi.RowsWriter
+	for i := range 3 {
+		w.Append(0, false, 0, []byte(key(int64(i), 0, strings.Repeat("x", i))), []uint64{uint64(i), 0, 0, 0, 0, 0, 0})
+	}
+	buf := w.Bytes()
+	rows, err := abi.DecodeRows(buf, rowSchema, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows[0].Metrics = append(rows[0].Metrics, 99)
+	rows[1].Metrics[1] = 7
+	clear(buf)
+	for i, r := range rows {
+		if want := key(int64(i), 0, strings.Repeat("x", i)); r.Key != want {
+			t.Errorf("row %d: key %q, want %q", i, r.Key, want)
+		}
+		if r.Metrics[0] != uint64(i) {
+			t.Errorf("row %d: metrics %v: another row's write reached it", i, r.Metrics)
+		}
+	}
+	if rows[2].Metrics[1] != 0 || rows[0].Metrics[1] != 0 {
+		t.Error("a write to row 1's metrics reached another row")
+	}
+}
+
 func TestRowsWriter_ZeroValueAndEmpty(t *testing.T) {
 	var w abi.RowsWriter
 	buf := w.Bytes()

@@ -151,6 +151,9 @@ func (a *aggState) keyInfo(key string) (*keyInfo, error) {
 	if k := a.keyCache[key]; k != nil {
 		return k, nil
 	}
+	// A row's key shares its memory with the rest of its flush (abi.DecodeRows),
+	// and the values are substrings of it: keep a copy of its own.
+	key = strings.Clone(key)
 	vals, err := a.schema.KeyValues(key)
 	if err != nil {
 		return nil, err
@@ -174,7 +177,7 @@ func (a *aggState) keyInfo(key string) (*keyInfo, error) {
 	if len(a.keyCache) >= maxKeyCache {
 		clear(a.keyCache)
 	}
-	k := &keyInfo{key: strings.Clone(key), vals: vals, json: b}
+	k := &keyInfo{key: key, vals: vals, json: b}
 	a.keyCache[k.key] = k
 	return k, nil
 }
