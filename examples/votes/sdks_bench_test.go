@@ -10,8 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wagg/wagg/abi"
+	"github.com/wagg/wagg/host/decode"
 	"github.com/wagg/wagg/host/sandbox"
 	"github.com/wagg/wagg/internal/testwasm"
 	"github.com/wagg/wagg/sdk/go/wagg"
@@ -22,9 +24,11 @@ import (
 // assemblyscript): "wasm" through
 // host/sandbox, "native" the same sources and SDK compiled for the host
 // (c/bench.c, rust/src/bin/bench.rs) folding the same encoded batches, with
-// the same flush every 64 batches. Reproduce: make bench (BENCHMARKS.md).
+// the same flush every 64 batches, and "wasm-json" the plugin behind the
+// host's JSON decoder, as BenchmarkVotesJSON. Reproduce: make bench
+// (BENCHMARKS.md).
 func BenchmarkVotesSDKs(b *testing.B) {
-	all, _, _ := makeVotes(1<<18, 100000)
+	all, raw, _ := makeVotes(1<<18, 100000)
 	schema, _ := wagg.Describe()
 	sdks := []struct {
 		name   string
@@ -78,23 +82,48 @@ func BenchmarkVotesSDKs(b *testing.B) {
 			})
 			b.Run(fmt.Sprintf("%s/wasm/batch=%d", sdk.name, n), func(b *testing.B) {
 				ctx := context.Background()
-				rt, err := sandbox.New(ctx, &sandbox.Options{CallTimeout: *callTimeout})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer rt.Close(ctx)
-				m, err := rt.Compile(ctx, sdk.wasm(b))
-				if err != nil {
-					b.Fatal(err)
-				}
-				inst, err := m.Instantiate(ctx, abi.Config{Windows: windows})
-				if err != nil {
-					b.Fatal(err)
-				}
+				inst, done := sdkInstance(b, sdk.wasm(b))
+				defer done()
 				var rows []abi.Row
+				var flushing time.Duration
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					if err := inst.Process(ctx, bufs[i%len(bufs)]); err != nil {
+						b.Fatal(err)
+					}
+					if i%64 == 63 {
+						start := time.Now()
+						rows, _ = inst.Flush(ctx, 0, rows[:0])
+						flushing += time.Since(start)
+					}
+				}
+				// the share of the flushes, rows decoded by the host included
+				b.ReportMetric(float64(flushing.Nanoseconds())/float64(b.N*n), "flush-ns/event")
+				report(b, n)
+			})
+			// with the host's JSON decoding first, as in the pipeline
+			// (BenchmarkVotesJSON for the Go guest)
+			b.Run(fmt.Sprintf("%s/wasm-json/batch=%d", sdk.name, n), func(b *testing.B) {
+				ctx := context.Background()
+				inst, done := sdkInstance(b, sdk.wasm(b))
+				defer done()
+				dec := decode.New(&schema)
+				var rows []abi.Row
+				b.ResetTimer()
+				next := 0
+				for i := 0; i < b.N; i++ {
+					dec.Reset()
+					for range n {
+						if err := dec.Add(raw[next], t0+int64(next)/100); err != nil {
+							b.Fatal(err)
+						}
+						next = (next + 1) % len(raw)
+					}
+					buf, err := enc.Encode(dec.Batch())
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := inst.Process(ctx, buf); err != nil {
 						b.Fatal(err)
 					}
 					if i%64 == 63 {
@@ -105,4 +134,25 @@ func BenchmarkVotesSDKs(b *testing.B) {
 			})
 		}
 	}
+}
+
+// sdkInstance instantiates a plugin for the votes windows, metered as an
+// upload is.
+func sdkInstance(b *testing.B, wasm []byte) (*sandbox.Instance, func()) {
+	ctx := context.Background()
+	rt, err := sandbox.New(ctx, &sandbox.Options{CallTimeout: *callTimeout})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := rt.Compile(ctx, wasm)
+	if err != nil {
+		rt.Close(ctx)
+		b.Fatal(err)
+	}
+	inst, err := m.Instantiate(ctx, abi.Config{Windows: windows})
+	if err != nil {
+		rt.Close(ctx)
+		b.Fatal(err)
+	}
+	return inst, func() { rt.Close(ctx) }
 }
