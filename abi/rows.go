@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -88,6 +89,23 @@ func (w *RowsWriter) AppendSketches(window uint8, final bool, start int64, key [
 	var flags byte
 	if final {
 		flags = flagFinal
+	}
+	if sketches == nil {
+		// A row of a fixed size, written in place after one growth: the
+		// Go guest's flushes write tens of thousands of rows, and in Wasm
+		// each append is a call and each byte a store.
+		n, size := len(w.buf), 10+len(key)+8*len(metrics)
+		w.buf = slices.Grow(w.buf, size)[:n+size]
+		b := w.buf[n:]
+		b[0], b[1] = window, flags
+		binary.LittleEndian.PutUint64(b[2:], uint64(start))
+		copy(b[10:], key)
+		b = b[10+len(key):]
+		for j, m := range metrics {
+			binary.LittleEndian.PutUint64(b[8*j:], m)
+		}
+		w.n++
+		return
 	}
 	w.buf = append(w.buf, window, flags)
 	w.buf = binary.LittleEndian.AppendUint64(w.buf, uint64(start))
