@@ -272,7 +272,8 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 					return fmt.Errorf("%w: window %d pane %d: %v", errSnapshot, w, p.start, err)
 				}
 				h := hashKey(key)
-				if _, _, dup := p.lookup(key, h); dup {
+				_, slot, dup := p.lookup(key, h)
+				if dup {
 					return fmt.Errorf("%w: window %d pane %d: a group appears twice", errSnapshot, w, p.start)
 				}
 				src := vals
@@ -288,7 +289,7 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 				// the snapshot was taken: the first flush after a restore emits
 				// the whole state, so a host that starts afresh (its live hub
 				// empty) shows every group, not only those that change next.
-				i := p.find(key, h, g.idents, g.distinct)
+				i := p.insert(key, h, g.idents, g.distinct, slot)
 				for j, m := range e.schema.Metrics {
 					if m.Kind != abi.Distinct {
 						p.vals[int(i)*nm+j] = src[j]

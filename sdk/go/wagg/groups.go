@@ -104,7 +104,7 @@ func newGroups(windows []abi.Window, s *abi.Schema, maxGroups int) *Groups {
 			break
 		}
 	}
-	g.key.g = g
+	g.key.g, g.key.types = g, g.types
 	return g
 }
 
@@ -116,8 +116,12 @@ func (g *Groups) At(ts int64) *Key {
 	return k
 }
 
+// closed is Key.col once the key is resolved or failed: no column fits.
+const closed = math.MaxInt
+
 // fail records the first misuse of the batch; the key stops updating.
 func (k *Key) fail(err error) {
+	k.col = closed
 	if k.err == nil {
 		k.err = err
 	}
@@ -129,6 +133,7 @@ func (k *Key) fail(err error) {
 // Key is a group key being built. It is reused by the next At: do not keep it.
 type Key struct {
 	g        *Groups
+	types    []keyType // Groups.types
 	ts       int64
 	col      int
 	buf      []byte
@@ -139,18 +144,6 @@ type Key struct {
 
 // method is the Key method that fills a column of each type.
 var method = map[keyType]string{keyInt64: "Int64", keyFloat64: "Float64", keyString: "String"}
-
-// next claims the next key column for a value of type t. The common case
-// is a few integer compares; misuse takes the slow path and is reported
-// once by Process.
-func (k *Key) next(t keyType) bool {
-	if k.err == nil && !k.resolved && k.col < len(k.g.types) && k.g.types[k.col] == t {
-		k.col++
-		return true
-	}
-	k.misuse(t)
-	return false
-}
 
 func (k *Key) misuse(t keyType) {
 	switch {
@@ -165,17 +158,23 @@ func (k *Key) misuse(t keyType) {
 	}
 }
 
-// grow makes room for n more key bytes.
-func (k *Key) grow(n int) {
-	if cap(k.buf)-len(k.buf) < n {
-		k.buf = append(make([]byte, 0, 2*cap(k.buf)+n), k.buf...)
+// Int64, Float64 and String check inline that the next key column is of
+// their type and the key has room (in Wasm a call costs more than the
+// check); make is their slow path: it reports the same, growing the key when the column fits, and records
+// misuse (a column of another type, too many columns, a column after Add).
+func (k *Key) make(t keyType, n int) bool {
+	if c := k.col; c < len(k.types) && k.types[c] == t {
+		k.buf = slices.Grow(k.buf, n)
+		return true
 	}
+	k.misuse(t)
+	return false
 }
 
 // Int64 fills the next key column, which must be declared Int64Key.
 func (k *Key) Int64(v int64) *Key {
-	if k.next(keyInt64) {
-		k.grow(8)
+	if c := k.col; c < len(k.types) && k.types[c] == keyInt64 && cap(k.buf)-len(k.buf) >= 8 || k.make(keyInt64, 8) {
+		k.col++
 		n := len(k.buf)
 		k.buf = k.buf[:n+8]
 		binary.LittleEndian.PutUint64(k.buf[n:], uint64(v))
@@ -185,8 +184,8 @@ func (k *Key) Int64(v int64) *Key {
 
 // Float64 fills the next key column, which must be declared Float64Key.
 func (k *Key) Float64(v float64) *Key {
-	if k.next(keyFloat64) {
-		k.grow(8)
+	if c := k.col; c < len(k.types) && k.types[c] == keyFloat64 && cap(k.buf)-len(k.buf) >= 8 || k.make(keyFloat64, 8) {
+		k.col++
 		n := len(k.buf)
 		k.buf = k.buf[:n+8]
 		binary.LittleEndian.PutUint64(k.buf[n:], math.Float64bits(v))
@@ -196,8 +195,8 @@ func (k *Key) Float64(v float64) *Key {
 
 // String fills the next key column, which must be declared StringKey.
 func (k *Key) String(v []byte) *Key {
-	if k.next(keyString) {
-		k.grow(4 + len(v))
+	if c := k.col; c < len(k.types) && k.types[c] == keyString && cap(k.buf)-len(k.buf) >= 4+len(v) || k.make(keyString, 4+len(v)) {
+		k.col++
 		n := len(k.buf)
 		k.buf = k.buf[:n+4+len(v)]
 		binary.LittleEndian.PutUint32(k.buf[n:], uint32(len(v)))
@@ -216,6 +215,7 @@ func (k *Key) resolve() bool {
 	if k.err == nil && k.col != len(k.g.keys) {
 		k.fail(fmt.Errorf("wagg: Add before key column %d %q was filled (%d of %d key columns filled)", k.col, k.g.keys[k.col].Name, k.col, len(k.g.keys)))
 	}
+	k.col = closed
 	if k.err != nil {
 		return false
 	}
@@ -274,7 +274,26 @@ var ErrTooManyGroups = errors.New("wagg: too many groups in one pane")
 func (k *Key) target(w int, start int64, h uint64) (uint32, bool) {
 	g := k.g
 	p := g.pane(w, start)
-	i, slot, ok := p.lookup(k.buf, h)
+	// pane.lookup written out
+	i, slot, ok := uint32(0), uint64(0), false
+	key := k.buf
+	for mask, j := uint64(len(p.slots)-1), h&uint64(len(p.slots)-1); ; j = (j + 1) & mask {
+		s := p.slots[j]
+		if s == 0 {
+			slot = j
+			break
+		}
+		if p.hashes[s-1] == h {
+			from := uint32(0)
+			if s > 1 {
+				from = p.ends[s-2]
+			}
+			if string(p.keys[from:p.ends[s-1]]) == string(key) {
+				i, ok = s-1, true
+				break
+			}
+		}
+	}
 	if !ok {
 		if g.maxGroups > 0 && p.len() >= g.maxGroups {
 			k.fail(fmt.Errorf("%w: window %q, pane at %d holds %d groups, the host's limit (sandbox.max_groups_per_pane); a key with fewer distinct values, or a higher limit, is needed",
@@ -305,15 +324,19 @@ func (g *Groups) pane(w int, start int64) *pane {
 // known reports whether m is listed in the registered spec (Register sets
 // idx), so that a stray Metric is an error rather than a panic.
 func (k *Key) known(m *Metric) bool {
-	if m == nil || m.idx < 0 || m.idx >= len(k.g.metrics) {
-		name := "<nil>"
-		if m != nil {
-			name = m.def.Name
-		}
-		k.fail(fmt.Errorf("wagg: metric %s is not one of the registered spec's Metrics", name))
-		return false
+	if m != nil && uint(m.idx) < uint(len(k.g.metrics)) {
+		return true
 	}
-	return true
+	return k.unknown(m)
+}
+
+func (k *Key) unknown(m *Metric) bool {
+	name := "<nil>"
+	if m != nil {
+		name = m.def.Name
+	}
+	k.fail(fmt.Errorf("wagg: metric %s is not one of the registered spec's Metrics", name))
+	return false
 }
 
 // Add folds an int64 value into an int64 metric of the key's groups: a count

@@ -50,17 +50,8 @@ func (p *pane) values(i uint32) []uint64 { return p.vals[int(i)*p.nm : int(i+1)*
 // sketch is the sketch of distinct metric j of group i.
 func (p *pane) sketch(i uint32, j int) *abi.Sketch { return &p.sketches[p.vals[int(i)*p.nm+j]] }
 
-// find returns the group of key (hash h), creating it with the identity
-// values when missing and empty sketches for the distinct metrics.
-func (p *pane) find(key []byte, h uint64, idents []uint64, distinct []int) uint32 {
-	g, slot, ok := p.lookup(key, h)
-	if !ok {
-		g = p.insert(key, h, idents, distinct, slot)
-	}
-	return g
-}
-
-// lookup returns key's group, or the empty slot where it would go.
+// lookup returns key's group, or the empty slot where it would go. Key.target
+// has the same probe written out: in Wasm the call costs more than the probe.
 func (p *pane) lookup(key []byte, h uint64) (g uint32, slot uint64, ok bool) {
 	mask := uint64(len(p.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
