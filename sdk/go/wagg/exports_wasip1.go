@@ -5,6 +5,7 @@ package wagg
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"unsafe"
 
 	"github.com/wagg/wagg/abi"
@@ -134,6 +135,12 @@ func processExport(n int32) (status int32) {
 	if err := current.process(b); err != nil {
 		return fail(code(err), err)
 	}
+	// A guest's goroutine runs only inside an export, and nothing else gets
+	// scheduled there unless it yields: without this, the collector's
+	// background marking never ran, a cycle stayed in its mark phase for
+	// good, and every pointer write paid the write barrier (the votes
+	// guest ran 30% slower).
+	runtime.Gosched()
 	return int32(abi.OK)
 }
 
