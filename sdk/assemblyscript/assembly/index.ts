@@ -352,6 +352,9 @@ class Pane {
   hashes: u64[] = [];
   vals: u64[] = [];
   marked: u8[] = [];
+  // link[g]: the same key's group + 1 in the pane of the first global
+  // window, 0 while unknown (Key.resolve)
+  link: u32[] = [];
   dirty: u32[] = [];
   slots: Uint32Array = new Uint32Array(16);
   mask: u32 = 15;
@@ -387,6 +390,7 @@ class Pane {
       this.sketches.push(new Sketch());
     }
     this.marked.push(0);
+    this.link.push(0);
     this.slots[slot] = g + 1;
     if (this.n * 2 > this.mask + 1) {
       const size = (this.mask + 1) * 2;
@@ -412,16 +416,22 @@ class Pane {
 let lastSlot: u32 = 0;
 let distinctMetrics: i32[] = []; // the distinct metrics, set at init
 
+/** The last n < 8 bytes at p as a little-endian word, in at most three
+ * loads: a loop per byte costs a meter check per byte in Wasm. */
+@inline function tail(p: usize, n: u32): u64 {
+  let t: u64 = 0, sh: u64 = 0;
+  if (n & 4) { t = <u64>load<u32>(p); p += 4; sh = 32; }
+  if (n & 2) { t |= <u64>load<u16>(p) << sh; p += 2; sh += 16; }
+  if (n & 1) t |= <u64>load<u8>(p) << sh;
+  return t;
+}
+
 @inline function keyEq(a: usize, b: usize, n: u32): bool {
   while (n >= 8) {
     if (load<u64>(a) != load<u64>(b)) return false;
     a += 8; b += 8; n -= 8;
   }
-  while (n) {
-    if (load<u8>(a) != load<u8>(b)) return false;
-    a++; b++; n--;
-  }
-  return true;
+  return tail(a, n) == tail(b, n);
 }
 
 /** The Go SDK's hashKey: 8 bytes at a time, multiply-rotate. */
@@ -432,9 +442,7 @@ let distinctMetrics: i32[] = []; // the distinct metrics, set at init
     h = rotl<u64>((h ^ load<u64>(b)) * m2, 31);
     b += 8; n -= 8;
   }
-  let t: u64 = 0;
-  for (let i: u32 = 0; i < n; i++) t |= <u64>load<u8>(b + i) << (8 * i);
-  h = (h ^ t) * m2;
+  h = (h ^ tail(b, n)) * m2;
   h ^= h >> 29;
   h *= m1;
   return h ^ (h >> 32);
@@ -453,6 +461,7 @@ export class Groups {
   ws: WState[] = [];
   idents: u64[] = [];
   maxGroups: i64 = 0;
+  linkW: i32 = -1; // the first global window, if one follows another window
   key: Key | null = null;
   err: string | null = null; // the first misuse in this batch
 
@@ -494,9 +503,6 @@ export class Groups {
   }
 }
 
-class Target {
-  constructor(public p: Pane, public g: u32) {}
-}
 
 /** A group key being built; see Groups.at. */
 export class Key {
@@ -505,7 +511,11 @@ export class Key {
   resolved: bool = false;
   failed: bool = false;
   buf: Buf = new Buf();
-  targets: Target[] = [];
+  // The record's groups: their panes (addresses, not references: a store of
+  // a reference is a call to the collector's write barrier, and the panes
+  // are held by Groups for as long as a record is built) and group indexes.
+  tpanes: usize[] = [];
+  tgroups: u32[] = [];
   ntargets: i32 = 0;
   constructor(public g: Groups) {}
 
@@ -549,7 +559,9 @@ export class Key {
     return this;
   }
 
-  private target(w: i32, start: i64, h: u64): void {
+  /** Finds (or creates) the key's group in window w's pane at start, makes
+   * it a target and returns it + 1; 0 on the host's limit. */
+  private target(w: i32, start: i64, h: u64): u32 {
     const g = this.g;
     const p = g.pane(w, start);
     const key = this.buf.ptr, len = this.buf.len;
@@ -560,13 +572,23 @@ export class Key {
     } else {
       if (g.maxGroups > 0 && <i64>p.n >= g.maxGroups) {
         g.misuse("wagg: too many groups in one pane: the pane holds the host's limit (sandbox.max_groups_per_pane)");
-        return;
+        return 0;
       }
       i = p.insert(key, len, h, lastSlot, g.idents);
     }
+    this.push(p, i);
+    return i + 1;
+  }
+
+  @inline private push(p: Pane, i: u32): void {
     p.touch(i);
-    if (this.ntargets == this.targets.length) this.targets.push(new Target(p, i));
-    else { const t = unchecked(this.targets[this.ntargets]); t.p = p; t.g = i; }
+    if (this.ntargets == this.tpanes.length) {
+      this.tpanes.push(changetype<usize>(p));
+      this.tgroups.push(i);
+    } else {
+      unchecked((this.tpanes[this.ntargets] = changetype<usize>(p)));
+      unchecked((this.tgroups[this.ntargets] = i));
+    }
     this.ntargets++;
   }
 
@@ -583,9 +605,23 @@ export class Key {
     const h = hashKey(this.buf.ptr, this.buf.len);
     this.ntargets = 0;
     const ts = this.ts;
+    // The record's first group, in a tumbling window, links to its group in
+    // the first global window's one pane, which lives as long as the panes
+    // do: a key seen again in the same pane skips the second lookup.
+    let lp: Pane | null = null;
+    let lg: u32 = 0;
     for (let w = 0; w < g.windows.length; w++) {
       const win = unchecked(g.windows[w]);
-      if (win.kind == W_GLOBAL) { this.target(w, 0, h); continue; }
+      if (win.kind == W_GLOBAL) {
+        if (w != g.linkW || lp === null) {
+          this.target(w, 0, h);
+        } else {
+          const l = unchecked(lp.link[lg]);
+          if (l) this.push(g.pane(w, 0), l - 1);
+          else unchecked((lp.link[lg] = this.target(w, 0, h)));
+        }
+        continue;
+      }
       const st = unchecked(g.ws[w]);
       let s: i64;
       // Records come mostly in time order: reuse the last latest start
@@ -600,13 +636,19 @@ export class Key {
         st.latest = s;
         st.haveLatest = true;
       }
+      if (win.kind == W_TUMBLING) { // size == slide: the one window
+        const i = this.target(w, s, h);
+        if (lp === null && i) { lp = changetype<Pane>(unchecked(this.tpanes[this.ntargets - 1])); lg = i - 1; }
+        continue;
+      }
       while (ts - s < win.size) { // latest first, as abi.Window.Starts
         this.target(w, s, h);
         if (s < i64.MIN_VALUE + win.slide) break;
         s -= win.slide;
       }
     }
-    if (g.err !== null) { this.failed = true; return false; }
+    // (a string's === is a comparison of its characters: test the reference)
+    if (changetype<usize>(g.err) != 0) { this.failed = true; return false; }
     return true;
   }
 
@@ -641,8 +683,8 @@ export class Key {
     }
     const nm = spec.metrics.length;
     for (let t = 0; t < this.ntargets; t++) {
-      const tg = unchecked(this.targets[t]);
-      tg.p.sketches[<i32>tg.p.vals[<i32>tg.g * nm + m]].addHash(h);
+      const p = changetype<Pane>(unchecked(this.tpanes[t]));
+      p.sketches[<i32>p.vals[<i32>unchecked(this.tgroups[t]) * nm + m]].addHash(h);
     }
     return this;
   }
@@ -653,10 +695,10 @@ export class Key {
     if (!this.resolve() || !this.check(m, false)) return this;
     const op = unchecked(spec.metrics[m]).op, nm = spec.metrics.length;
     for (let t = 0; t < this.ntargets; t++) {
-      const tg = unchecked(this.targets[t]);
-      const j = <i32>tg.g * nm + m;
-      const cur = <i64>unchecked(tg.p.vals[j]);
-      unchecked((tg.p.vals[j] = <u64>(op == OP_MIN ? (v < cur ? v : cur) : op == OP_MAX ? (v > cur ? v : cur) : cur + v)));
+      const vals = changetype<Pane>(unchecked(this.tpanes[t])).vals;
+      const j = <i32>unchecked(this.tgroups[t]) * nm + m;
+      const cur = <i64>unchecked(vals[j]);
+      unchecked((vals[j] = <u64>(op == OP_MIN ? (v < cur ? v : cur) : op == OP_MAX ? (v > cur ? v : cur) : cur + v)));
     }
     return this;
   }
@@ -666,11 +708,11 @@ export class Key {
     if (!this.resolve() || !this.check(m, true)) return this;
     const op = unchecked(spec.metrics[m]).op, nm = spec.metrics.length;
     for (let t = 0; t < this.ntargets; t++) {
-      const tg = unchecked(this.targets[t]);
-      const j = <i32>tg.g * nm + m;
-      const cur = reinterpret<f64>(unchecked(tg.p.vals[j]));
-      unchecked((tg.p.vals[j] = reinterpret<u64>(op == OP_MIN ? goMin(cur, v) : op == OP_MAX ? goMax(cur, v) : cur + v)));
-      if (op == OP_AVG) unchecked((tg.p.vals[j + 1] += 1)); // the count follows the sum
+      const vals = changetype<Pane>(unchecked(this.tpanes[t])).vals;
+      const j = <i32>unchecked(this.tgroups[t]) * nm + m;
+      const cur = reinterpret<f64>(unchecked(vals[j]));
+      unchecked((vals[j] = reinterpret<u64>(op == OP_MIN ? goMin(cur, v) : op == OP_MAX ? goMax(cur, v) : cur + v)));
+      if (op == OP_AVG) unchecked((vals[j + 1] += 1)); // the count follows the sum
     }
     return this;
   }
@@ -1082,6 +1124,9 @@ export function init(p: usize, n: u32): i32 {
   const g = new Groups();
   g.windows = wins;
   for (let i = 0; i < wins.length; i++) g.ws.push(new WState());
+  for (let i = 1; i < wins.length; i++) {
+    if (wins[i].kind == W_GLOBAL) { g.linkW = i; break; }
+  }
   distinctMetrics = [];
   for (let i = 0; i < spec.metrics.length; i++) {
     g.idents.push(spec.metrics[i].identity());
