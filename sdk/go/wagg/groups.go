@@ -200,7 +200,15 @@ func (k *Key) String(v []byte) *Key {
 		n := len(k.buf)
 		k.buf = k.buf[:n+4+len(v)]
 		binary.LittleEndian.PutUint32(k.buf[n:], uint32(len(v)))
-		copy(k.buf[n+4:], v)
+		if d := k.buf[n+4:]; len(v) >= 8 && len(v) <= 16 {
+			// the first and the last 8 bytes, overlapping: in Wasm, copy
+			// is three calls deep
+			le := binary.LittleEndian
+			le.PutUint64(d, le.Uint64(v))
+			le.PutUint64(d[len(v)-8:], le.Uint64(v[len(v)-8:]))
+		} else {
+			copy(d, v)
+		}
 	}
 	return k
 }
