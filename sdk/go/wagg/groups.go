@@ -296,7 +296,7 @@ func (k *Key) target(w int, start int64, h uint64) (uint32, bool) {
 			if s > 1 {
 				from = p.ends[s-2]
 			}
-			if string(p.keys[from:p.ends[s-1]]) == string(key) {
+			if a := p.keys[from:p.ends[s-1]]; len(a) == len(key) && sameKey(a, key) {
 				i, ok = s-1, true
 				break
 			}
@@ -313,6 +313,20 @@ func (k *Key) target(w int, start int64, h uint64) (uint32, bool) {
 	p.touch(i)
 	k.targets = append(k.targets, target{p, i})
 	return i, true
+}
+
+// sameKey compares two keys of the same length. One of 8 to 24 bytes (an
+// int64 and a short string, say) is compared as two or three overlapping
+// words: in Wasm, comparing strings is two calls.
+func sameKey(a, b []byte) bool {
+	le, n := binary.LittleEndian, len(b)
+	switch {
+	case n < 8 || n > 24:
+		return string(a) == string(b)
+	case n > 16 && le.Uint64(a[8:]) != le.Uint64(b[8:]):
+		return false
+	}
+	return le.Uint64(a) == le.Uint64(b) && le.Uint64(a[n-8:]) == le.Uint64(b[n-8:])
 }
 
 // pane returns the pane of window w starting at start, creating it.

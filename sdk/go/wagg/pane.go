@@ -1,7 +1,6 @@
 package wagg
 
 import (
-	"bytes"
 	"encoding/binary"
 	"math/bits"
 
@@ -59,7 +58,7 @@ func (p *pane) lookup(key []byte, h uint64) (g uint32, slot uint64, ok bool) {
 		if s == 0 {
 			return 0, i, false
 		}
-		if g := s - 1; p.hashes[g] == h && bytes.Equal(p.key(g), key) {
+		if g := s - 1; p.hashes[g] == h && len(p.key(g)) == len(key) && sameKey(p.key(g), key) {
 			return g, 0, true
 		}
 	}
