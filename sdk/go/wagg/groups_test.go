@@ -1,6 +1,7 @@
 package wagg
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -285,5 +286,26 @@ func TestGroups_RefuseMoreGroupsPerPaneThanTheHostKeeps(t *testing.T) {
 	check(l.Process(one("c", 60)))
 	if err := l.Process(one("c", 1500)); err == nil || !strings.Contains(err.Error(), `window "total"`) {
 		t.Fatalf("a new tumbling pane, but the global pane is full: got %v", err)
+	}
+}
+
+// sameKey compares keys of up to 24 bytes as overlapping words: a
+// difference at any byte of any length must show.
+func TestSameKey_SeesEveryByte(t *testing.T) {
+	for n := range 33 {
+		a := make([]byte, n)
+		for i := range a {
+			a[i] = byte(i*7 + 1)
+		}
+		if !sameKey(a, bytes.Clone(a)) {
+			t.Fatalf("length %d: equal keys differ", n)
+		}
+		for i := range n {
+			b := bytes.Clone(a)
+			b[i] ^= 0x40
+			if sameKey(a, b) {
+				t.Fatalf("length %d: a difference at byte %d is missed", n, i)
+			}
+		}
 	}
 }
