@@ -190,18 +190,24 @@ func decodeRows(buf []byte, s *Schema, windows int, dst []Row) ([]Row, error) {
 		keys.Grow(len(buf) - rowsHeader - n*minRow)
 		metrics = make([]uint64, n*len(s.Metrics))
 	}
+	// The rows are written in place: a Row holds pointers, and appending one
+	// copies it under the collector's write barrier.
+	base := len(dst)
+	dst = slices.Grow(dst, n)[:base+n]
 	off := rowsHeader
-	for i := 0; i < n; i++ {
+	for i := range n {
 		if len(buf)-off < 10 {
 			return dst, fmt.Errorf("%w: row %d truncated", ErrRows, i)
 		}
-		r := Row{Window: buf[off], Final: buf[off+1]&flagFinal != 0, Start: int64(le.Uint64(buf[off+2:]))}
-		if int(r.Window) >= windows {
-			return dst, fmt.Errorf("%w: row %d names window %d of %d", ErrRows, i, r.Window, windows)
+		window, flags := buf[off], buf[off+1]
+		if int(window) >= windows {
+			return dst, fmt.Errorf("%w: row %d names window %d of %d", ErrRows, i, window, windows)
 		}
-		if buf[off+1]&^flagFinal != 0 {
-			return dst, fmt.Errorf("%w: row %d has unknown flags %#x", ErrRows, i, buf[off+1])
+		if flags&^flagFinal != 0 {
+			return dst, fmt.Errorf("%w: row %d has unknown flags %#x", ErrRows, i, flags)
 		}
+		r := &dst[base+i]
+		r.Window, r.Final, r.Start = window, flags&flagFinal != 0, int64(le.Uint64(buf[off+2:]))
 		off += 10
 		keyStart := off
 		for _, c := range s.Keys {
@@ -218,19 +224,25 @@ func decodeRows(buf []byte, s *Schema, windows int, dst []Row) ([]Row, error) {
 			off += k
 		}
 		if fixed {
-			if len(buf)-off < 8*len(s.Metrics) {
+			nm := len(s.Metrics)
+			if len(buf)-off < 8*nm {
 				return dst, fmt.Errorf("%w: row %d metrics truncated", ErrRows, i)
 			}
 			from := keys.Len()
 			keys.Write(buf[keyStart:off])
 			r.Key = keys.String()[from:]
-			r.Metrics = metrics[:len(s.Metrics):len(s.Metrics)]
-			metrics = metrics[len(s.Metrics):]
-		} else {
-			r.Key = string(buf[keyStart:off])
-			r.Metrics = make([]uint64, len(s.Metrics))
-			r.Sketches = make([]*Sketch, len(s.Metrics))
+			m := metrics[:nm:nm]
+			metrics = metrics[nm:]
+			for j := range m {
+				m[j] = le.Uint64(buf[off+8*j:])
+			}
+			r.Metrics, r.Sketches = m, nil
+			off += 8 * nm
+			continue
 		}
+		r.Key = string(buf[keyStart:off])
+		r.Metrics = make([]uint64, len(s.Metrics))
+		r.Sketches = make([]*Sketch, len(s.Metrics))
 		for j, m := range s.Metrics {
 			if m.Kind == Distinct {
 				sk, k, err := DecodeSketch(buf[off:])
@@ -247,7 +259,6 @@ func decodeRows(buf []byte, s *Schema, windows int, dst []Row) ([]Row, error) {
 			r.Metrics[j] = le.Uint64(buf[off:])
 			off += 8
 		}
-		dst = append(dst, r)
 	}
 	if off != len(buf) {
 		return dst, fmt.Errorf("%w: %d trailing bytes", ErrRows, len(buf)-off)
