@@ -102,12 +102,14 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzStateApply -fuzztime $(FUZZTIME) ./host/catalog
 
 # The Wasm stage against native Go, the host decoder, the cost of per-call
-# deadlines and the memory of idle partitions (BENCHMARKS.md).
+# deadlines, the memory of idle partitions and the host's decoding of a
+# guest's rows (BENCHMARKS.md).
 bench: toolchains
 	@mkdir -p $(BIN)
 	$(GO) test -run XXX -bench . -benchtime 2s -count 3 ./examples/votes ./host/decode | tee $(BIN)/bench.txt
 	$(GO) test -run XXX -bench Deadline -benchtime 2s -count 3 ./host/sandbox | tee -a $(BIN)/bench.txt
 	$(GO) test -run XXX -bench Memory -benchtime 1x ./host/sandbox | tee -a $(BIN)/bench.txt
+	$(GO) test -run XXX -bench DecodeRows -benchtime 2s -count 3 ./abi | tee -a $(BIN)/bench.txt
 
 demo: build services
 	bash scripts/demo.sh up $(DEMO_ADDR) $(KAFKA) $(CLICKHOUSE)
