@@ -9,6 +9,7 @@ import (
 
 	"github.com/wagg/wagg/abi"
 	"github.com/wagg/wagg/host/decode"
+	"github.com/wagg/wagg/host/sandbox"
 	"github.com/wagg/wagg/sdk/go/wagg"
 )
 
@@ -47,7 +48,6 @@ func BenchmarkVotesDecoded(b *testing.B) {
 			report(b, n)
 		})
 		b.Run(fmt.Sprintf("wasm/batch=%d", n), func(b *testing.B) {
-			ctx := context.Background()
 			inst, done := instance(b)
 			defer done()
 			enc := abi.NewBatchEncoder(&schema)
@@ -56,22 +56,7 @@ func BenchmarkVotesDecoded(b *testing.B) {
 				buf, _ := enc.Encode(bt)
 				bufs[i] = append([]byte(nil), buf...)
 			}
-			var rows []abi.Row
-			var flushing time.Duration
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if err := inst.Process(ctx, bufs[i%len(bufs)]); err != nil {
-					b.Fatal(err)
-				}
-				if i%64 == 63 {
-					start := time.Now()
-					rows, _ = inst.Flush(ctx, 0, rows[:0])
-					flushing += time.Since(start)
-				}
-			}
-			// the share of the flushes, rows decoded by the host included
-			b.ReportMetric(float64(flushing.Nanoseconds())/float64(b.N*n), "flush-ns/event")
-			report(b, n)
+			foldWasm(b, inst, bufs, n)
 		})
 	}
 }
@@ -146,6 +131,28 @@ func split(all *abi.Batch, n int) []*abi.Batch {
 		out = append(out, b)
 	}
 	return out
+}
+
+// foldWasm folds the encoded batches of n records into a plugin, flushing
+// every 64, and reports the time per event and the flushes' share of it
+// (the host's decoding of the rows included).
+func foldWasm(b *testing.B, inst *sandbox.Instance, bufs [][]byte, n int) {
+	ctx := context.Background()
+	var rows []abi.Row
+	var flushing time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := inst.Process(ctx, bufs[i%len(bufs)]); err != nil {
+			b.Fatal(err)
+		}
+		if i%64 == 63 {
+			start := time.Now()
+			rows, _ = inst.Flush(ctx, 0, rows[:0])
+			flushing += time.Since(start)
+		}
+	}
+	b.ReportMetric(float64(flushing.Nanoseconds())/float64(b.N*n), "flush-ns/event")
+	report(b, n)
 }
 
 func report(b *testing.B, perOp int) {

@@ -10,11 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/wagg/wagg/abi"
 	"github.com/wagg/wagg/host/decode"
-	"github.com/wagg/wagg/host/sandbox"
 	"github.com/wagg/wagg/internal/testwasm"
 	"github.com/wagg/wagg/sdk/go/wagg"
 )
@@ -81,31 +79,15 @@ func BenchmarkVotesSDKs(b *testing.B) {
 				b.ReportMetric(1e9/perEvent, "events/s")
 			})
 			b.Run(fmt.Sprintf("%s/wasm/batch=%d", sdk.name, n), func(b *testing.B) {
-				ctx := context.Background()
-				inst, done := sdkInstance(b, sdk.wasm(b))
+				inst, done := instance(b, sdk.wasm(b))
 				defer done()
-				var rows []abi.Row
-				var flushing time.Duration
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					if err := inst.Process(ctx, bufs[i%len(bufs)]); err != nil {
-						b.Fatal(err)
-					}
-					if i%64 == 63 {
-						start := time.Now()
-						rows, _ = inst.Flush(ctx, 0, rows[:0])
-						flushing += time.Since(start)
-					}
-				}
-				// the share of the flushes, rows decoded by the host included
-				b.ReportMetric(float64(flushing.Nanoseconds())/float64(b.N*n), "flush-ns/event")
-				report(b, n)
+				foldWasm(b, inst, bufs, n)
 			})
 			// with the host's JSON decoding first, as in the pipeline
 			// (BenchmarkVotesJSON for the Go guest)
 			b.Run(fmt.Sprintf("%s/wasm-json/batch=%d", sdk.name, n), func(b *testing.B) {
 				ctx := context.Background()
-				inst, done := sdkInstance(b, sdk.wasm(b))
+				inst, done := instance(b, sdk.wasm(b))
 				defer done()
 				dec := decode.New(&schema)
 				var rows []abi.Row
@@ -134,25 +116,4 @@ func BenchmarkVotesSDKs(b *testing.B) {
 			})
 		}
 	}
-}
-
-// sdkInstance instantiates a plugin for the votes windows, metered as an
-// upload is.
-func sdkInstance(b *testing.B, wasm []byte) (*sandbox.Instance, func()) {
-	ctx := context.Background()
-	rt, err := sandbox.New(ctx, &sandbox.Options{CallTimeout: *callTimeout})
-	if err != nil {
-		b.Fatal(err)
-	}
-	m, err := rt.Compile(ctx, wasm)
-	if err != nil {
-		rt.Close(ctx)
-		b.Fatal(err)
-	}
-	inst, err := m.Instantiate(ctx, abi.Config{Windows: windows})
-	if err != nil {
-		rt.Close(ctx)
-		b.Fatal(err)
-	}
-	return inst, func() { rt.Close(ctx) }
 }

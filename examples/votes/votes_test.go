@@ -39,18 +39,26 @@ func makeVotes(n int, perSecond int) (*abi.Batch, [][]byte, gen.Counts) {
 	return b, raw, counts
 }
 
-func instance(tb testing.TB) (*sandbox.Instance, func()) {
+// instance instantiates a build of the votes aggregator for the votes
+// windows, metered as an upload is; plugin defaults to the Go build.
+func instance(tb testing.TB, plugin ...[]byte) (*sandbox.Instance, func()) {
 	ctx := context.Background()
 	rt, err := sandbox.New(ctx, &sandbox.Options{CallTimeout: *callTimeout})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m, err := rt.Compile(ctx, testwasm.Build(tb, "examples/votes"))
+	wasm := testwasm.Build(tb, "examples/votes")
+	if len(plugin) > 0 {
+		wasm = plugin[0]
+	}
+	m, err := rt.Compile(ctx, wasm)
 	if err != nil {
+		rt.Close(ctx)
 		tb.Fatal(err)
 	}
 	inst, err := m.Instantiate(ctx, abi.Config{Windows: windows})
 	if err != nil {
+		rt.Close(ctx)
 		tb.Fatal(err)
 	}
 	return inst, func() { rt.Close(ctx) }
