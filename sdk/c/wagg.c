@@ -801,18 +801,6 @@ HOT const uint8_t *pane_key(const pane *p, uint32_t g, uint32_t *len) {
     return p->keys + from;
 }
 
-/* hash_key is the Go SDK's hashKey: 8 bytes at a time, multiply-rotate. */
-HOT uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-HOT uint64_t hash_key(const uint8_t *b, uint32_t n) {
-    const uint64_t m1 = 0x9e3779b97f4a7c15ull, m2 = 0xc2b2ae3d27d4eb4full;
-    uint64_t h = (uint64_t)n * m1;
-    for (; n >= 8; b += 8, n -= 8) h = rotl((h ^ rd64(b)) * m2, 31);
-    h = (h ^ tail(b, n)) * m2;
-    h ^= h >> 29;
-    h *= m1;
-    return h ^ (h >> 32);
-}
-
 /* copy_short copies n bytes by words and a tail: keys and values are
  * short, and in Wasm a call to memcpy costs more than the copy. */
 HOT void copy_short(uint8_t *d, const uint8_t *src, size_t n) {
@@ -913,11 +901,17 @@ typedef struct {
     int have_latest;
 } wstate;
 
-typedef struct {
-    pane *p;
-    uint64_t *vals; /* the group's values: p->vals moves only when p grows,
-                     * and a record adds at most one group to a pane */
-} target;
+/* The states of the record being keyed besides the key columns' types
+ * (enum type): past the last column, resolved by a wagg_add, and no
+ * wagg_at yet in this batch. */
+enum { K_END = 3, K_RESOLVED, K_NONE };
+static const uint8_t k_resolved = K_RESOLVED, k_none = K_NONE;
+
+/* KEY_ROOM: the key buffer always has this much room past the key: every
+ * int64 or float64 column of the spec fits, and a string's tail may be
+ * stored as a whole word, so those columns grow nothing. */
+#define KEY_ROOM (8 * MAX_KEYS + 8)
+#define MAX_TARGETS (MAX_WINDOWS * MAX_WINDOWS_PER_RECORD)
 
 struct wagg_groups {
     window windows[MAX_WINDOWS];
@@ -926,11 +920,22 @@ struct wagg_groups {
     int link_w; /* the first global window, if one follows another window; else -1 */
     int64_t max_groups; /* the host's limit of groups per pane; 0: none */
     uint64_t ident[MAX_METRICS];
-    /* the key being built */
+    uint8_t plan[MAX_KEYS + 1]; /* the key columns' types, then K_END */
+    uint8_t int_op[MAX_METRICS], float_op[MAX_METRICS]; /* op + 1 of a metric wagg_add (wagg_add_float) takes, else 0 */
+    /* The record being keyed. In Wasm every load and store of linear memory
+     * is bounds-checked, so a call of the per-record API reads and writes
+     * only these few words: next is the type the next key column must have
+     * (in plan, or k_resolved, k_none), one load checks the call; h hashes
+     * the key as its columns come, so resolving it reads no key back. */
     int64_t ts;
-    int col, resolved;
-    buf key;
-    target targets[MAX_WINDOWS * MAX_WINDOWS_PER_RECORD];
+    const uint8_t *next;
+    uint64_t h;
+    buf key; /* KEY_ROOM free past len */
+    /* The record's groups, once resolved: their values (p->vals moves only
+     * when p grows, and a record adds at most one group to a pane) and
+     * panes (for a distinct metric's sketch). */
+    uint64_t *tvals[MAX_TARGETS];
+    pane *tpanes[MAX_TARGETS];
     uint32_t ntargets;
     const char *err; /* the first misuse in this batch */
     buf msg;
@@ -979,67 +984,110 @@ static void clear_groups(wagg_groups *g) {
     }
 }
 
+/* The key's hash: the words of its columns (a string's length, then its
+ * bytes 8 at a time and a tail) folded by multiply-rotate as they come,
+ * then mixed with the key's length. hash_key computes the same from a key's
+ * bytes, for a restored group. */
+#define HASH_M1 0x9e3779b97f4a7c15ull
+#define HASH_M2 0xc2b2ae3d27d4eb4full
+HOT uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+HOT uint64_t hash_word(uint64_t h, uint64_t w) { return rotl((h ^ w) * HASH_M2, 31); }
+HOT uint64_t hash_end(uint64_t h, uint32_t n) {
+    h = (h ^ n) * HASH_M1;
+    h ^= h >> 29;
+    h *= HASH_M2;
+    return h ^ (h >> 32);
+}
+static uint64_t hash_key(const uint8_t *k, uint32_t n) {
+    uint64_t h = 0;
+    const uint8_t *p = k;
+    for (int c = 0; c < spec.nkeys; c++) {
+        if (spec.keys[c].type != T_STRING) {
+            h = hash_word(h, rd64(p));
+            p += 8;
+            continue;
+        }
+        uint32_t l = rd32(p);
+        h = hash_word(h, l);
+        p += 4;
+        for (; l >= 8; p += 8, l -= 8) h = hash_word(h, rd64(p));
+        h = hash_word(h, tail(p, l));
+        p += l;
+    }
+    return hash_end(h, n);
+}
+
 void wagg_at(wagg_groups *g, int64_t ts) {
     g->ts = ts;
-    g->col = 0;
-    g->resolved = 0;
+    g->next = g->plan;
+    g->h = 0;
     g->key.len = 0;
 }
 
-__attribute__((noinline)) static int col_misuse(wagg_groups *g) {
-    if (g->resolved) misuse(g, "wagg: a key column filled after wagg_add: fill every key column first");
-    else if (g->col >= g->nkeys) misuse(g, "wagg: more key columns filled than the spec declares");
+__attribute__((noinline)) static void col_misuse(wagg_groups *g) {
+    uint8_t t = *g->next;
+    if (t == K_NONE) misuse(g, "wagg: a key column filled before wagg_at");
+    else if (t == K_RESOLVED) misuse(g, "wagg: a key column filled after wagg_add: fill every key column first");
+    else if (t == K_END) misuse(g, "wagg: more key columns filled than the spec declares");
     else misuse(g, "wagg: a key column filled with a value of another type than declared");
-    return 0;
 }
 
-HOT int next_col(wagg_groups *g, enum type t) {
-    if (g->resolved || g->col >= g->nkeys || spec.keys[g->col].type != t) return col_misuse(g);
-    g->col++;
-    return 1;
+/* by_word appends an int64 or float64 column (KEY_ROOM has room for it).
+ * The state is read into locals once: a byte store into the key may alias
+ * anything, and every reload would be a checked load in Wasm. */
+HOT void by_word(wagg_groups *g, enum type t, uint64_t v) {
+    const uint8_t *next = g->next;
+    if (*next != t) { col_misuse(g); return; }
+    size_t len = g->key.len;
+    uint64_t h = g->h;
+    memcpy(g->key.p + len, &v, 8);
+    g->next = next + 1;
+    g->key.len = len + 8;
+    g->h = hash_word(h, v);
 }
+void wagg_by_int64(wagg_groups *g, int64_t v) { by_word(g, T_INT64, (uint64_t)v); }
+void wagg_by_float64(wagg_groups *g, double v) { by_word(g, T_FLOAT64, fbits(v)); }
 
-void wagg_by_int64(wagg_groups *g, int64_t v) {
-    if (!next_col(g, T_INT64)) return;
-    buf_grow(&g->key, 8);
-    memcpy(g->key.p + g->key.len, &v, 8);
-    g->key.len += 8;
-}
-void wagg_by_float64(wagg_groups *g, double v) {
-    if (!next_col(g, T_FLOAT64)) return;
-    buf_grow(&g->key, 8);
-    memcpy(g->key.p + g->key.len, &v, 8);
-    g->key.len += 8;
-}
 void wagg_by_string(wagg_groups *g, wagg_bytes v) {
-    if (!next_col(g, T_STRING)) return;
-    buf_grow(&g->key, 4 + (size_t)v.len);
-    uint8_t *d = g->key.p + g->key.len;
-    memcpy(d, &v.len, 4);
+    const uint8_t *next = g->next;
+    if (*next != T_STRING) { col_misuse(g); return; }
+    uint32_t n = v.len;
+    if (g->key.cap - g->key.len < 4 + (size_t)n + 8 + KEY_ROOM) buf_grow_slow(&g->key, 4 + (size_t)n + 8 + KEY_ROOM);
+    size_t len = g->key.len;
+    uint8_t *d = g->key.p + len;
+    const uint8_t *s = v.ptr;
+    uint64_t h = hash_word(g->h, n);
+    memcpy(d, &n, 4);
     d += 4;
-    copy_short(d, v.ptr, v.len);
-    g->key.len += 4 + (size_t)v.len;
+    /* copied and hashed in one pass; the tail stored as a whole word (the
+     * room is there), one store instead of up to three */
+    for (; n >= 8; s += 8, d += 8, n -= 8) {
+        uint64_t w = rd64(s);
+        memcpy(d, &w, 8);
+        h = hash_word(h, w);
+    }
+    uint64_t t = tail(s, n);
+    memcpy(d, &t, 8);
+    g->next = next + 1;
+    g->key.len = len + 4 + v.len;
+    g->h = hash_word(h, t);
 }
 
-HOT void push_target(wagg_groups *g, pane *p, uint32_t i) {
-    pane_touch(p, i);
-    g->targets[g->ntargets++] = (target){p, p->vals + (size_t)i * g->nm};
-}
-
-/* add_target finds (or creates) the key's group in window w's pane at
- * start, makes it a target and returns it + 1; 0 on the host's limit. */
-HOT uint32_t add_target(wagg_groups *g, int w, int64_t start, uint64_t h) {
-    pane *p = find_pane(g, w, start);
-    uint32_t slot = 0, s = pane_lookup(p, g->key.p, (uint32_t)g->key.len, h, &slot);
+/* add_group finds (or creates) the key's group in pane p, marks it
+ * changed, and returns it + 1; 0 on the host's limit. */
+HOT uint32_t add_group(wagg_groups *g, pane *p, uint64_t h) {
+    const uint8_t *key = g->key.p;
+    uint32_t len = (uint32_t)g->key.len;
+    uint32_t slot = 0, s = pane_lookup(p, key, len, h, &slot);
     if (!s) {
         if (g->max_groups > 0 && (int64_t)p->n >= g->max_groups) {
             /* the host keeps at most max_groups per pane (abi.Config) */
             misuse(g, "wagg: too many groups in one pane: the pane holds the host's limit (sandbox.max_groups_per_pane)");
             return 0;
         }
-        s = pane_insert(p, g->key.p, (uint32_t)g->key.len, h, slot, g->ident, g->nm) + 1;
+        s = pane_insert(p, key, len, h, slot, g->ident, g->nm) + 1;
     }
-    push_target(g, p, s - 1);
+    pane_touch(p, s - 1);
     return s;
 }
 
@@ -1053,81 +1101,95 @@ HOT int floor_start(int64_t ts, int64_t slide, int64_t *s) {
     return 1;
 }
 
-/* resolve finds (or creates) the key's group in every window holding ts. */
+/* resolve finds (or creates) the key's group in every window holding the
+ * record's time and keeps them as the record's targets; 0 on misuse. */
 HOT int resolve(wagg_groups *g) {
-    if (g->resolved) return g->err == NULL;
-    g->resolved = 1;
-    if (g->col != g->nkeys) misuse(g, "wagg: wagg_add before every key column was filled");
+    const uint8_t *next = g->next;
+    if (*next == K_RESOLVED) return g->err == NULL;
+    g->next = &k_resolved;
+    if (*next == K_NONE) misuse(g, "wagg: wagg_add before wagg_at");
+    else if (*next != K_END) misuse(g, "wagg: wagg_add before every key column was filled");
     if (g->err) return 0;
-    uint64_t h = hash_key(g->key.p, (uint32_t)g->key.len);
-    g->ntargets = 0;
+    uint64_t h = hash_end(g->h, (uint32_t)g->key.len);
+    int64_t ts = g->ts;
+    int nm = g->nm, nwin = g->nwin;
+    uint32_t nt = 0;
     /* The record's first group links to its group in the first global
      * window's one pane (it lives as long as the panes do): a key seen
      * again in the same pane skips the second lookup. */
     pane *lp = NULL;
     uint32_t lg = 0;
-    for (int w = 0; w < g->nwin; w++) {
+    for (int w = 0; w < nwin; w++) {
         window *win = &g->windows[w];
         wstate *st = &g->ws[w];
         int64_t s;
+        pane *p;
+        uint32_t i;
         if (win->kind == W_GLOBAL) {
+            p = find_pane(g, w, 0);
             if (w != g->link_w || !lp) {
-                add_target(g, w, 0, h);
-            } else if (lp->link[lg]) {
-                push_target(g, find_pane(g, w, 0), lp->link[lg] - 1);
+                i = add_group(g, p, h);
+            } else if ((i = lp->link[lg]) != 0) {
+                pane_touch(p, i - 1);
             } else {
-                lp->link[lg] = add_target(g, w, 0, h);
+                i = lp->link[lg] = add_group(g, p, h);
+            }
+            if (i) {
+                g->tvals[nt] = p->vals + (size_t)(i - 1) * nm;
+                g->tpanes[nt++] = p;
             }
             continue;
         }
         /* Records come mostly in time order: reuse the last latest start
          * while ts lies within one slide of it, and divide otherwise. */
-        if (st->have_latest && (uint64_t)g->ts - (uint64_t)st->latest < (uint64_t)win->slide) {
+        if (st->have_latest && (uint64_t)ts - (uint64_t)st->latest < (uint64_t)win->slide) {
             s = st->latest;
-        } else if (floor_start(g->ts, win->slide, &s)) {
+        } else if (floor_start(ts, win->slide, &s)) {
             st->latest = s;
             st->have_latest = 1;
         } else {
             continue;
         }
         if (win->kind == W_TUMBLING) { /* size == slide: the one window */
-            uint32_t i = add_target(g, w, s, h);
-            if (!lp && i) {
-                lp = g->targets[g->ntargets - 1].p;
-                lg = i - 1;
+            p = find_pane(g, w, s);
+            i = add_group(g, p, h);
+            if (i) {
+                if (!lp) {
+                    lp = p;
+                    lg = i - 1;
+                }
+                g->tvals[nt] = p->vals + (size_t)(i - 1) * nm;
+                g->tpanes[nt++] = p;
             }
             continue;
         }
         /* latest first, as abi.Window.Starts */
-        while (g->ts - s < win->size) {
-            add_target(g, w, s, h);
+        while (ts - s < win->size) {
+            p = find_pane(g, w, s);
+            i = add_group(g, p, h);
+            if (i) {
+                g->tvals[nt] = p->vals + (size_t)(i - 1) * nm;
+                g->tpanes[nt++] = p;
+            }
             if (s < INT64_MIN + win->slide) break;
             s -= win->slide;
         }
     }
+    g->ntargets = nt;
     return g->err == NULL;
 }
 
-__attribute__((noinline)) static int metric_misuse(wagg_groups *g, int m, int is_float) {
+__attribute__((noinline)) static void metric_misuse(wagg_groups *g, int m, int is_float) {
     if (m < 0 || m >= g->nm) misuse(g, "wagg: a metric that is not one of the spec's");
     else if (spec.m[m].op == OP_DISTINCT) misuse(g, "wagg: a distinct metric, use wagg_add_distinct");
     else misuse(g, is_float ? "wagg: wagg_add_float on an int64 metric, use wagg_add" : "wagg: wagg_add on a float64 metric, use wagg_add_float");
-    return 0;
-}
-
-HOT int check_metric(wagg_groups *g, int m, int is_float) {
-    if (m < 0 || m >= g->nm || (spec.m[m].type == T_FLOAT64) != is_float || spec.m[m].op == OP_DISTINCT) return metric_misuse(g, m, is_float);
-    return 1;
 }
 
 static void add_distinct_hash(wagg_groups *g, int m, uint64_t h) {
     if (!resolve(g)) return;
     if (m < 0 || m >= g->nm) { misuse(g, "wagg: a metric that is not one of the spec's"); return; }
     if (spec.m[m].op != OP_DISTINCT) { misuse(g, "wagg: wagg_add_distinct on a metric that is not distinct, use wagg_add or wagg_add_float"); return; }
-    for (uint32_t t = 0; t < g->ntargets; t++) {
-        pane *p = g->targets[t].p;
-        sk_add_hash(&p->sk[g->targets[t].vals[m]], h);
-    }
+    for (uint32_t t = 0; t < g->ntargets; t++) sk_add_hash(&g->tpanes[t]->sk[g->tvals[t][m]], h);
 }
 
 void wagg_add_distinct(wagg_groups *g, int m, int64_t v) {
@@ -1139,15 +1201,22 @@ void wagg_add_distinct(wagg_groups *g, int m, int64_t v) {
 void wagg_add_distinct_string(wagg_groups *g, int m, wagg_bytes v) { add_distinct_hash(g, m, sk_hash(v.ptr, v.len)); }
 
 void wagg_add(wagg_groups *g, int m, int64_t v) {
-    if (!resolve(g) || !check_metric(g, m, 0)) return;
-    enum op op = spec.m[m].op;
-    for (uint32_t t = 0; t < g->ntargets; t++) {
-        uint64_t *val = &g->targets[t].vals[m];
+    if (!resolve(g)) return;
+    int op = (unsigned)m < MAX_METRICS ? g->int_op[m] : 0;
+    if (!op) { metric_misuse(g, m, 0); return; }
+    uint32_t n = g->ntargets;
+    /* the op chosen once, not per group */
+    if (op == OP_ADD + 1) {
+        for (uint32_t t = 0; t < n; t++) {
+            uint64_t *val = &g->tvals[t][m];
+            *val += (uint64_t)v; /* wraps like Go */
+        }
+        return;
+    }
+    for (uint32_t t = 0; t < n; t++) {
+        uint64_t *val = &g->tvals[t][m];
         int64_t cur = (int64_t)*val;
-        if (op == OP_MIN) cur = v < cur ? v : cur;
-        else if (op == OP_MAX) cur = v > cur ? v : cur;
-        else cur = (int64_t)((uint64_t)cur + (uint64_t)v); /* wraps like Go */
-        *val = (uint64_t)cur;
+        *val = (uint64_t)(op == OP_MIN + 1 ? (v < cur ? v : cur) : (v > cur ? v : cur));
     }
 }
 
@@ -1164,10 +1233,12 @@ static double gomax(double a, double b) {
 }
 
 void wagg_add_float(wagg_groups *g, int m, double v) {
-    if (!resolve(g) || !check_metric(g, m, 1)) return;
-    enum op op = spec.m[m].op;
+    if (!resolve(g)) return;
+    int op = (unsigned)m < MAX_METRICS ? g->float_op[m] : 0;
+    if (!op) { metric_misuse(g, m, 1); return; }
+    op--;
     for (uint32_t t = 0; t < g->ntargets; t++) {
-        uint64_t *val = &g->targets[t].vals[m];
+        uint64_t *val = &g->tvals[t][m];
         double cur = bitsf(*val);
         if (op == OP_MIN) cur = gomin(cur, v);
         else if (op == OP_MAX) cur = gomax(cur, v);
@@ -1222,10 +1293,20 @@ int wagg_engine_init(const uint8_t *cfg, uint32_t len) {
     groups.max_groups = max_groups;
     groups.nm = spec.nm;
     groups.nkeys = spec.nkeys;
+    for (int i = 0; i < spec.nkeys; i++) groups.plan[i] = (uint8_t)spec.keys[i].type;
+    groups.plan[spec.nkeys] = K_END;
+    groups.next = &k_none;
+    groups.ntargets = 0;
+    groups.key.len = 0;
+    buf_grow(&groups.key, KEY_ROOM);
     spec_distinct = 0;
+    memset(groups.int_op, 0, sizeof groups.int_op);
+    memset(groups.float_op, 0, sizeof groups.float_op);
     for (int i = 0; i < spec.nm; i++) {
         groups.ident[i] = spec.m[i].ident;
         if (spec.m[i].op == OP_DISTINCT) spec_distinct = 1;
+        else if (spec.m[i].type == T_FLOAT64) groups.float_op[i] = (uint8_t)(spec.m[i].op + 1);
+        else groups.int_op[i] = (uint8_t)(spec.m[i].op + 1);
     }
     ready = 1;
     return WAGG_OK;
@@ -1324,6 +1405,8 @@ int wagg_engine_process(const uint8_t *p, uint32_t len) {
     int st = decode_batch(p, len, &batch);
     if (st) return st;
     groups.err = NULL;
+    groups.next = &k_none; /* no record of an earlier batch is added to */
+    groups.ntargets = 0;
     int rc = wagg_aggregate(&batch, &groups);
     if (groups.err) return fail(WAGG_ERR_AGGREGATE, groups.err);
     if (rc) return fail(WAGG_ERR_AGGREGATE, "wagg: the aggregator failed");
