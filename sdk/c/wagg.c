@@ -1433,7 +1433,7 @@ static void put_values(buf *b, const pane *p, uint32_t g, int nm) {
     }
 }
 
-static void put_row(uint32_t *count, int w, int final, const pane *p, uint32_t g, int nm) {
+static void put_row(int w, int final, const pane *p, uint32_t g, int nm) {
     uint32_t kl;
     const uint8_t *k = pane_key(p, g, &kl);
     buf_grow(&rows, 10 + (size_t)kl);
@@ -1445,7 +1445,53 @@ static void put_row(uint32_t *count, int w, int final, const pane *p, uint32_t g
     copy_short(d + 10, k, kl);
     rows.len += 10 + (size_t)kl;
     put_values(&rows, p, g, nm);
-    (*count)++;
+}
+
+/* put_rows appends the rows of pane p's groups list[0..n) of window w (all
+ * its groups when list is NULL) and clears their changed marks. The pane's
+ * arrays and the end of the rows live in locals across the loop: a byte
+ * store may alias anything, and in Wasm every reload is a checked load. A
+ * key's tail is stored as a whole word (room for it is reserved). */
+static void put_rows(int w, int final, pane *p, const uint32_t *list, uint32_t n, int nm) {
+    if (spec_distinct) { /* the values carry sketches */
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t g = list ? list[i] : i;
+            put_row(w, final, p, g, nm);
+            p->marked[g] = 0;
+        }
+        return;
+    }
+    const uint32_t *ends = p->ends;
+    const uint8_t *keys = p->keys;
+    const uint64_t *vals = p->vals;
+    uint8_t *marked = p->marked;
+    uint64_t start = (uint64_t)p->start;
+    uint16_t head = (uint16_t)(w | (final ? 1 : 0) << 8);
+    uint8_t *d = rows.p + rows.len, *end = rows.p + rows.cap;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t g = list ? list[i] : i;
+        uint32_t from = g ? ends[g - 1] : 0, kl = ends[g] - from;
+        size_t need = 10 + (size_t)kl + 8 + (size_t)nm * 8;
+        if ((size_t)(end - d) < need) {
+            rows.len = (size_t)(d - rows.p);
+            buf_grow_slow(&rows, need);
+            d = rows.p + rows.len;
+            end = rows.p + rows.cap;
+        }
+        memcpy(d, &head, 2);
+        memcpy(d + 2, &start, 8);
+        d += 10;
+        const uint8_t *k = keys + from;
+        uint32_t r = kl;
+        for (; r >= 8; k += 8, d += 8, r -= 8) memcpy(d, k, 8);
+        uint64_t t = tail(k, r);
+        memcpy(d, &t, 8);
+        d += r;
+        const uint64_t *v = vals + (size_t)g * nm;
+        for (int m = 0; m < nm; m++, d += 8) memcpy(d, &v[m], 8);
+        marked[g] = 0;
+    }
+    rows.len = (size_t)(d - rows.p);
 }
 
 static int closed(const window *w, int64_t start, int64_t watermark) {
@@ -1471,15 +1517,14 @@ wagg_bytes wagg_engine_flush(int64_t watermark) {
         for (uint32_t i = 0; i < s->n; i++) {
             pane *p = s->panes[i];
             if (closed(&groups.windows[w], p->start, watermark)) {
-                for (uint32_t g = 0; g < p->n; g++) put_row(&count, w, 1, p, g, nm);
+                put_rows(w, 1, p, NULL, p->n, nm);
+                count += p->n;
                 if (s->last == p) s->last = NULL;
                 pane_free(p);
                 continue;
             }
-            for (uint32_t d = 0; d < p->ndirty; d++) {
-                put_row(&count, w, 0, p, p->dirty[d], nm);
-                p->marked[p->dirty[d]] = 0;
-            }
+            put_rows(w, 0, p, p->dirty, p->ndirty, nm);
+            count += p->ndirty;
             p->ndirty = 0;
             s->panes[keep++] = p;
         }
