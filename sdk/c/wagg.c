@@ -762,7 +762,9 @@ typedef struct {
     int64_t start;
     uint8_t *keys;
     uint32_t keys_len, keys_cap;
-    uint32_t *ends;     /* ends[i]: end of group i's key in keys */
+    uint64_t *kpos;     /* group i's key: its offset in keys | its length
+                         * << 32, one load. Keys start 8-aligned and are
+                         * zero-padded to 8 bytes: compared by whole words. */
     uint64_t *vals;     /* nm values per group */
     uint8_t *marked;    /* group i is in dirty */
     uint32_t *link;     /* link[i]: the same key's group + 1 in the pane of
@@ -791,14 +793,14 @@ static pane *pane_new(int64_t start) {
 static void pane_free(pane *p) {
     for (uint32_t i = 0; i < p->nsk; i++) sk_free(&p->sk[i]);
     free(p->sk);
-    free(p->keys); free(p->ends); free(p->vals); free(p->link);
+    free(p->keys); free(p->kpos); free(p->vals); free(p->link);
     free(p->marked); free(p->dirty); free(p->slots); free(p);
 }
 
 HOT const uint8_t *pane_key(const pane *p, uint32_t g, uint32_t *len) {
-    uint32_t from = g ? p->ends[g - 1] : 0;
-    *len = p->ends[g] - from;
-    return p->keys + from;
+    uint64_t e = p->kpos[g];
+    *len = (uint32_t)(e >> 32);
+    return p->keys + (uint32_t)e;
 }
 
 /* copy_short copies n bytes by words and a tail: keys and values are
@@ -810,14 +812,20 @@ HOT void copy_short(uint8_t *d, const uint8_t *src, size_t n) {
     if (n & 1) *d = *src;
 }
 
-/* key_eq compares keys 8 bytes at a time: they are short. */
+/* key_eq compares keys of n bytes, both zero-padded to 8, by words: no
+ * branches for a tail. The first three words are compared without a loop:
+ * in Wasm every loop iteration also pays the host's meter check. */
 HOT int key_eq(const uint8_t *a, const uint8_t *b, uint32_t n) {
-    for (; n >= 8; a += 8, b += 8, n -= 8)
-        if (rd64(a) != rd64(b)) return 0;
-    return tail(a, n) == tail(b, n);
+    uint64_t d = 0;
+    if (n > 0) d |= rd64(a) ^ rd64(b);
+    if (n > 8) d |= rd64(a + 8) ^ rd64(b + 8);
+    if (n > 16) d |= rd64(a + 16) ^ rd64(b + 16);
+    for (uint32_t i = 24; d == 0 && i < n; i += 8) d |= rd64(a + i) ^ rd64(b + i);
+    return d == 0;
 }
 
-/* lookup returns key's group + 1, or 0 and the empty slot where it goes. */
+/* lookup returns key's group + 1, or 0 and the empty slot where it goes;
+ * key is zero-padded to 8 bytes. */
 HOT uint32_t pane_lookup(const pane *p, const uint8_t *key, uint32_t len, uint64_t h, uint32_t *slot) {
     uint32_t tag = (uint32_t)h;
     for (uint32_t i = tag & p->mask;; i = (i + 1) & p->mask) {
@@ -851,20 +859,22 @@ static void pane_rehash(pane *p) {
 static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t h, uint32_t slot, const uint64_t *ident, int nm) {
     if (p->n == p->cap) {
         p->cap = p->cap ? 2 * p->cap : 8;
-        p->ends = xrealloc(p->ends, (size_t)p->cap * 4);
+        p->kpos = xrealloc(p->kpos, (size_t)p->cap * 8);
         p->vals = xrealloc(p->vals, (size_t)p->cap * 8 * (nm ? nm : 1));
         p->marked = xrealloc(p->marked, p->cap);
         p->link = xrealloc(p->link, (size_t)p->cap * 4);
         p->dirty = xrealloc(p->dirty, (size_t)p->cap * 4);
     }
-    if (p->keys_cap - p->keys_len < len) {
-        while (p->keys_cap - p->keys_len < len) p->keys_cap = p->keys_cap ? 2 * p->keys_cap : 64;
+    uint32_t padded = (len + 7) & ~7u;
+    if (p->keys_cap - p->keys_len < padded) {
+        while (p->keys_cap - p->keys_len < padded) p->keys_cap = p->keys_cap ? 2 * p->keys_cap : 64;
         p->keys = xrealloc(p->keys, p->keys_cap);
     }
     uint32_t g = p->n++;
     memcpy(p->keys + p->keys_len, key, len);
-    p->keys_len += len;
-    p->ends[g] = p->keys_len;
+    memset(p->keys + p->keys_len + len, 0, padded - len);
+    p->kpos[g] = (uint64_t)len << 32 | p->keys_len;
+    p->keys_len += padded;
     memcpy(p->vals + (size_t)g * nm, ident, (size_t)nm * 8);
     if (spec_distinct) {
         for (int m = 0; m < nm; m++) {
@@ -1059,8 +1069,15 @@ void wagg_by_string(wagg_groups *g, wagg_bytes v) {
     uint64_t h = hash_word(g->h, n);
     memcpy(d, &n, 4);
     d += 4;
-    /* copied and hashed in one pass; the tail stored as a whole word (the
-     * room is there), one store instead of up to three */
+    /* copied and hashed in one pass, the first word outside the loop (in
+     * Wasm a loop iteration also pays a meter check); the tail stored as a
+     * whole word (the room is there), one store instead of up to three */
+    if (n >= 8) {
+        uint64_t w = rd64(s);
+        memcpy(d, &w, 8);
+        h = hash_word(h, w);
+        s += 8, d += 8, n -= 8;
+    }
     for (; n >= 8; s += 8, d += 8, n -= 8) {
         uint64_t w = rd64(s);
         memcpy(d, &w, 8);
@@ -1111,6 +1128,8 @@ HOT int resolve(wagg_groups *g) {
     else if (*next != K_END) misuse(g, "wagg: wagg_add before every key column was filled");
     if (g->err) return 0;
     uint64_t h = hash_end(g->h, (uint32_t)g->key.len);
+    uint64_t zero = 0;
+    memcpy(g->key.p + g->key.len, &zero, 8); /* the pad to 8 bytes (KEY_ROOM) */
     int64_t ts = g->ts;
     int nm = g->nm, nwin = g->nwin;
     uint32_t nt = 0;
@@ -1451,7 +1470,7 @@ static void put_row(int w, int final, const pane *p, uint32_t g, int nm) {
  * its groups when list is NULL) and clears their changed marks. The pane's
  * arrays and the end of the rows live in locals across the loop: a byte
  * store may alias anything, and in Wasm every reload is a checked load. A
- * key's tail is stored as a whole word (room for it is reserved). */
+ * key is copied by whole words (room for its pad is reserved). */
 static void put_rows(int w, int final, pane *p, const uint32_t *list, uint32_t n, int nm) {
     if (spec_distinct) { /* the values carry sketches */
         for (uint32_t i = 0; i < n; i++) {
@@ -1461,7 +1480,7 @@ static void put_rows(int w, int final, pane *p, const uint32_t *list, uint32_t n
         }
         return;
     }
-    const uint32_t *ends = p->ends;
+    const uint64_t *kpos = p->kpos;
     const uint8_t *keys = p->keys;
     const uint64_t *vals = p->vals;
     uint8_t *marked = p->marked;
@@ -1470,7 +1489,8 @@ static void put_rows(int w, int final, pane *p, const uint32_t *list, uint32_t n
     uint8_t *d = rows.p + rows.len, *end = rows.p + rows.cap;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t g = list ? list[i] : i;
-        uint32_t from = g ? ends[g - 1] : 0, kl = ends[g] - from;
+        uint64_t e = kpos[g];
+        uint32_t kl = (uint32_t)(e >> 32);
         size_t need = 10 + (size_t)kl + 8 + (size_t)nm * 8;
         if ((size_t)(end - d) < need) {
             rows.len = (size_t)(d - rows.p);
@@ -1481,14 +1501,18 @@ static void put_rows(int w, int final, pane *p, const uint32_t *list, uint32_t n
         memcpy(d, &head, 2);
         memcpy(d + 2, &start, 8);
         d += 10;
-        const uint8_t *k = keys + from;
-        uint32_t r = kl;
-        for (; r >= 8; k += 8, d += 8, r -= 8) memcpy(d, k, 8);
-        uint64_t t = tail(k, r);
-        memcpy(d, &t, 8);
-        d += r;
+        /* zero-padded: copied by words, the first three without a loop (a
+         * meter check per iteration in Wasm) */
+        const uint8_t *k = keys + (uint32_t)e;
+        if (kl > 0) memcpy(d, k, 8);
+        if (kl > 8) memcpy(d + 8, k + 8, 8);
+        if (kl > 16) memcpy(d + 16, k + 16, 8);
+        for (uint32_t i = 24; i < kl; i += 8) memcpy(d + i, k + i, 8);
+        d += kl;
         const uint64_t *v = vals + (size_t)g * nm;
-        for (int m = 0; m < nm; m++, d += 8) memcpy(d, &v[m], 8);
+        if (nm > 0) memcpy(d, v, 8);
+        for (int m = 1; m < nm; m++) memcpy(d + 8 * m, &v[m], 8);
+        d += (size_t)nm * 8;
         marked[g] = 0;
     }
     rows.len = (size_t)(d - rows.p);
@@ -1703,7 +1727,12 @@ static int decode_snapshot(const uint8_t *b, uint32_t len) {
                 if (!valid_key(k, kl)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a key does not match the key columns");
                 uint64_t h = hash_key(k, kl);
                 uint32_t slot = 0;
-                if (pane_lookup(p, k, kl, h, &slot)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a group appears twice");
+                /* lookups take a key zero-padded to 8 bytes */
+                groups.key.len = 0;
+                buf_grow(&groups.key, (size_t)kl + KEY_ROOM);
+                memcpy(groups.key.p, k, kl);
+                memset(groups.key.p + kl, 0, 8);
+                if (pane_lookup(p, groups.key.p, kl, h, &slot)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a group appears twice");
                 off += kl;
                 /* The group's metrics in the snapshot's schema: 8 bytes each
                  * but a distinct metric's sketch, of its own length. */
