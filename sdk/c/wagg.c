@@ -1434,7 +1434,15 @@ int wagg_engine_process(const uint8_t *p, uint32_t len) {
     groups.err = NULL;
     groups.next = &k_none; /* no record of an earlier batch is added to */
     groups.ntargets = 0;
-    int rc = wagg_aggregate(&batch, &groups);
+    /* The aggregator reaches the groups and the batch through pointers the
+     * optimizer cannot fold into constant addresses: in Wasm an access
+     * through a constant address is bounds-checked every time, one through
+     * a pointer in a local is not again for a lower offset from the same
+     * pointer (wazero's known safe bounds). */
+    wagg_groups *g = &groups;
+    const wagg_batch *b = &batch;
+    __asm__("" : "+r"(g), "+r"(b));
+    int rc = wagg_aggregate(b, g);
     if (groups.err) return fail(WAGG_ERR_AGGREGATE, groups.err);
     if (rc) return fail(WAGG_ERR_AGGREGATE, "wagg: the aggregator failed");
     return WAGG_OK;
