@@ -1118,9 +1118,20 @@ HOT int floor_start(int64_t ts, int64_t slide, int64_t *s) {
     return 1;
 }
 
+/* push_target keeps group i of pane p as the record's next target, and adds
+ * v to its metric m unless m < 0. */
+HOT void push_target(wagg_groups *g, uint32_t *nt, pane *p, uint32_t i, int nm, int m, int64_t v) {
+    uint64_t *vals = p->vals + (size_t)i * nm;
+    g->tvals[*nt] = vals;
+    g->tpanes[(*nt)++] = p;
+    if (m >= 0) vals[m] += (uint64_t)v; /* wraps like Go */
+}
+
 /* resolve finds (or creates) the key's group in every window holding the
- * record's time and keeps them as the record's targets; 0 on misuse. */
-HOT int resolve(wagg_groups *g) {
+ * record's time and keeps them as the record's targets; 0 on misuse. The
+ * record's first wagg_add of a sum (m >= 0) is applied as the groups are
+ * found: in Wasm reading the targets back costs checked loads. */
+HOT int resolve(wagg_groups *g, int m, int64_t v) {
     const uint8_t *next = g->next;
     if (*next == K_RESOLVED) return g->err == NULL;
     g->next = &k_resolved;
@@ -1154,8 +1165,7 @@ HOT int resolve(wagg_groups *g) {
                 i = lp->link[lg] = add_group(g, p, h);
             }
             if (i) {
-                g->tvals[nt] = p->vals + (size_t)(i - 1) * nm;
-                g->tpanes[nt++] = p;
+                push_target(g, &nt, p, i - 1, nm, m, v);
             }
             continue;
         }
@@ -1177,8 +1187,7 @@ HOT int resolve(wagg_groups *g) {
                     lp = p;
                     lg = i - 1;
                 }
-                g->tvals[nt] = p->vals + (size_t)(i - 1) * nm;
-                g->tpanes[nt++] = p;
+                push_target(g, &nt, p, i - 1, nm, m, v);
             }
             continue;
         }
@@ -1187,8 +1196,7 @@ HOT int resolve(wagg_groups *g) {
             p = find_pane(g, w, s);
             i = add_group(g, p, h);
             if (i) {
-                g->tvals[nt] = p->vals + (size_t)(i - 1) * nm;
-                g->tpanes[nt++] = p;
+                push_target(g, &nt, p, i - 1, nm, m, v);
             }
             if (s < INT64_MIN + win->slide) break;
             s -= win->slide;
@@ -1205,7 +1213,7 @@ __attribute__((noinline)) static void metric_misuse(wagg_groups *g, int m, int i
 }
 
 static void add_distinct_hash(wagg_groups *g, int m, uint64_t h) {
-    if (!resolve(g)) return;
+    if (!resolve(g, -1, 0)) return;
     if (m < 0 || m >= g->nm) { misuse(g, "wagg: a metric that is not one of the spec's"); return; }
     if (spec.m[m].op != OP_DISTINCT) { misuse(g, "wagg: wagg_add_distinct on a metric that is not distinct, use wagg_add or wagg_add_float"); return; }
     for (uint32_t t = 0; t < g->ntargets; t++) sk_add_hash(&g->tpanes[t]->sk[g->tvals[t][m]], h);
@@ -1220,8 +1228,12 @@ void wagg_add_distinct(wagg_groups *g, int m, int64_t v) {
 void wagg_add_distinct_string(wagg_groups *g, int m, wagg_bytes v) { add_distinct_hash(g, m, sk_hash(v.ptr, v.len)); }
 
 void wagg_add(wagg_groups *g, int m, int64_t v) {
-    if (!resolve(g)) return;
     int op = (unsigned)m < MAX_METRICS ? g->int_op[m] : 0;
+    if (op == OP_ADD + 1 && *g->next != K_RESOLVED) { /* the record's first add */
+        resolve(g, m, v);
+        return;
+    }
+    if (!resolve(g, -1, 0)) return;
     if (!op) { metric_misuse(g, m, 0); return; }
     uint32_t n = g->ntargets;
     /* the op chosen once, not per group */
@@ -1252,7 +1264,7 @@ static double gomax(double a, double b) {
 }
 
 void wagg_add_float(wagg_groups *g, int m, double v) {
-    if (!resolve(g)) return;
+    if (!resolve(g, -1, 0)) return;
     int op = (unsigned)m < MAX_METRICS ? g->float_op[m] : 0;
     if (!op) { metric_misuse(g, m, 1); return; }
     op--;
