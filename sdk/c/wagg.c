@@ -908,7 +908,12 @@ typedef struct {
     uint32_t n, cap;
     pane *last;   /* the pane used last: the common case */
     int64_t latest; /* the latest start found for the last record's time */
-    int have_latest;
+    int64_t span;   /* the slide once latest is set, else 0 (a record's
+                     * time within span of latest has the same latest) */
+    /* the window's kind and lengths, copied here: in Wasm the loads of
+     * resolve from one base pointer are cheaper than from two */
+    int64_t slide, size;
+    enum wkind kind;
 } wstate;
 
 /* The states of the record being keyed besides the key columns' types
@@ -990,7 +995,7 @@ static void clear_groups(wagg_groups *g) {
         for (uint32_t i = 0; i < s->n; i++) pane_free(s->panes[i]);
         s->n = 0;
         s->last = NULL;
-        s->have_latest = 0;
+        s->span = 0;
     }
 }
 
@@ -1150,13 +1155,13 @@ HOT int resolve(wagg_groups *g, int m, int64_t v) {
     pane *lp = NULL;
     uint32_t lg = 0;
     for (int w = 0; w < nwin; w++) {
-        window *win = &g->windows[w];
         wstate *st = &g->ws[w];
         int64_t s;
         pane *p;
         uint32_t i;
-        if (win->kind == W_GLOBAL) {
-            p = find_pane(g, w, 0);
+        if (st->kind == W_GLOBAL) {
+            /* the window's one pane, at start 0, lives as long as the state */
+            p = st->last ? st->last : find_pane_slow(g, w, 0);
             if (w != g->link_w || !lp) {
                 i = add_group(g, p, h);
             } else if ((i = lp->link[lg]) != 0) {
@@ -1171,15 +1176,15 @@ HOT int resolve(wagg_groups *g, int m, int64_t v) {
         }
         /* Records come mostly in time order: reuse the last latest start
          * while ts lies within one slide of it, and divide otherwise. */
-        if (st->have_latest && (uint64_t)ts - (uint64_t)st->latest < (uint64_t)win->slide) {
+        if ((uint64_t)ts - (uint64_t)st->latest < (uint64_t)st->span) {
             s = st->latest;
-        } else if (floor_start(ts, win->slide, &s)) {
+        } else if (floor_start(ts, st->slide, &s)) {
             st->latest = s;
-            st->have_latest = 1;
+            st->span = st->slide;
         } else {
             continue;
         }
-        if (win->kind == W_TUMBLING) { /* size == slide: the one window */
+        if (st->kind == W_TUMBLING) { /* size == slide: the one window */
             p = find_pane(g, w, s);
             i = add_group(g, p, h);
             if (i) {
@@ -1192,14 +1197,14 @@ HOT int resolve(wagg_groups *g, int m, int64_t v) {
             continue;
         }
         /* latest first, as abi.Window.Starts */
-        while (ts - s < win->size) {
+        while (ts - s < st->size) {
             p = find_pane(g, w, s);
             i = add_group(g, p, h);
             if (i) {
                 push_target(g, &nt, p, i - 1, nm, m, v);
             }
-            if (s < INT64_MIN + win->slide) break;
-            s -= win->slide;
+            if (s < INT64_MIN + st->slide) break;
+            s -= st->slide;
         }
     }
     g->ntargets = nt;
@@ -1314,6 +1319,11 @@ int wagg_engine_init(const uint8_t *cfg, uint32_t len) {
     }
     clear_groups(&groups);
     memcpy(groups.windows, wins, (size_t)n * sizeof(window));
+    for (int w = 0; w < n; w++) {
+        groups.ws[w].kind = wins[w].kind;
+        groups.ws[w].slide = wins[w].slide;
+        groups.ws[w].size = wins[w].size;
+    }
     groups.nwin = n;
     groups.link_w = -1;
     for (int w = 1; w < n; w++)
