@@ -1123,6 +1123,17 @@ HOT int floor_start(int64_t ts, int64_t slide, int64_t *s) {
     return 1;
 }
 
+/* resolved_or_misuse is resolve when the record is not keyed and ready:
+ * already resolved, or a misuse. */
+__attribute__((noinline)) static int resolved_or_misuse(wagg_groups *g) {
+    const uint8_t *next = g->next;
+    if (*next == K_RESOLVED) return g->err == NULL;
+    g->next = &k_resolved;
+    if (*next == K_NONE) misuse(g, "wagg: wagg_add before wagg_at");
+    else misuse(g, "wagg: wagg_add before every key column was filled");
+    return 0;
+}
+
 /* push_target keeps group i of pane p as the record's next target, and adds
  * v to its metric m unless m < 0. */
 HOT void push_target(wagg_groups *g, uint32_t *nt, pane *p, uint32_t i, int nm, int m, int64_t v) {
@@ -1137,11 +1148,8 @@ HOT void push_target(wagg_groups *g, uint32_t *nt, pane *p, uint32_t i, int nm, 
  * record's first wagg_add of a sum (m >= 0) is applied as the groups are
  * found: in Wasm reading the targets back costs checked loads. */
 HOT int resolve(wagg_groups *g, int m, int64_t v) {
-    const uint8_t *next = g->next;
-    if (*next == K_RESOLVED) return g->err == NULL;
+    if (*g->next != K_END) return resolved_or_misuse(g);
     g->next = &k_resolved;
-    if (*next == K_NONE) misuse(g, "wagg: wagg_add before wagg_at");
-    else if (*next != K_END) misuse(g, "wagg: wagg_add before every key column was filled");
     if (g->err) return 0;
     uint64_t h = hash_end(g->h, (uint32_t)g->key.len);
     uint64_t zero = 0;
@@ -1234,7 +1242,7 @@ void wagg_add_distinct_string(wagg_groups *g, int m, wagg_bytes v) { add_distinc
 
 void wagg_add(wagg_groups *g, int m, int64_t v) {
     int op = (unsigned)m < MAX_METRICS ? g->int_op[m] : 0;
-    if (op == OP_ADD + 1 && *g->next != K_RESOLVED) { /* the record's first add */
+    if (op == OP_ADD + 1 && *g->next == K_END) { /* the record's first add */
         resolve(g, m, v);
         return;
     }
