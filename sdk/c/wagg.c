@@ -1097,9 +1097,7 @@ void wagg_by_string(wagg_groups *g, wagg_bytes v) {
 
 /* add_group finds (or creates) the key's group in pane p, marks it
  * changed, and returns it + 1; 0 on the host's limit. */
-HOT uint32_t add_group(wagg_groups *g, pane *p, uint64_t h) {
-    const uint8_t *key = g->key.p;
-    uint32_t len = (uint32_t)g->key.len;
+HOT uint32_t add_group(wagg_groups *g, pane *p, const uint8_t *key, uint32_t len, uint64_t h) {
     uint32_t slot = 0, s = pane_lookup(p, key, len, h, &slot);
     if (!s) {
         if (g->max_groups > 0 && (int64_t)p->n >= g->max_groups) {
@@ -1151,9 +1149,12 @@ HOT int resolve(wagg_groups *g, int m, int64_t v) {
     if (*g->next != K_END) return resolved_or_misuse(g);
     g->next = &k_resolved;
     if (g->err) return 0;
-    uint64_t h = hash_end(g->h, (uint32_t)g->key.len);
+    /* the key in locals: the stores below may alias its buffer's fields */
+    uint8_t *key = g->key.p;
+    uint32_t len = (uint32_t)g->key.len;
+    uint64_t h = hash_end(g->h, len);
     uint64_t zero = 0;
-    memcpy(g->key.p + g->key.len, &zero, 8); /* the pad to 8 bytes (KEY_ROOM) */
+    memcpy(key + len, &zero, 8); /* the pad to 8 bytes (KEY_ROOM) */
     int64_t ts = g->ts;
     int nm = g->nm, nwin = g->nwin;
     uint32_t nt = 0;
@@ -1171,11 +1172,11 @@ HOT int resolve(wagg_groups *g, int m, int64_t v) {
             /* the window's one pane, at start 0, lives as long as the state */
             p = st->last ? st->last : find_pane_slow(g, w, 0);
             if (w != g->link_w || !lp) {
-                i = add_group(g, p, h);
+                i = add_group(g, p, key, len, h);
             } else if ((i = lp->link[lg]) != 0) {
                 pane_touch(p, i - 1);
             } else {
-                i = lp->link[lg] = add_group(g, p, h);
+                i = lp->link[lg] = add_group(g, p, key, len, h);
             }
             if (i) {
                 push_target(g, &nt, p, i - 1, nm, m, v);
@@ -1194,7 +1195,7 @@ HOT int resolve(wagg_groups *g, int m, int64_t v) {
         }
         if (st->kind == W_TUMBLING) { /* size == slide: the one window */
             p = find_pane(g, w, s);
-            i = add_group(g, p, h);
+            i = add_group(g, p, key, len, h);
             if (i) {
                 if (!lp) {
                     lp = p;
@@ -1207,7 +1208,7 @@ HOT int resolve(wagg_groups *g, int m, int64_t v) {
         /* latest first, as abi.Window.Starts */
         while (ts - s < st->size) {
             p = find_pane(g, w, s);
-            i = add_group(g, p, h);
+            i = add_group(g, p, key, len, h);
             if (i) {
                 push_target(g, &nt, p, i - 1, nm, m, v);
             }
