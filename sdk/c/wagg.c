@@ -1163,8 +1163,11 @@ HOT int resolve(wagg_groups *g, int m, int64_t v) {
      * again in the same pane skips the second lookup. */
     pane *lp = NULL;
     uint32_t lg = 0;
-    for (int w = 0; w < nwin; w++) {
-        wstate *st = &g->ws[w];
+    /* st walks the windows by pointer: its fields are then loads at
+     * constant offsets from it, which Wasm encodes in the load and wazero
+     * checks once for the highest (an index would add each offset apart) */
+    wstate *st = g->ws;
+    for (int w = 0; w < nwin; w++, st++) {
         int64_t s;
         pane *p;
         uint32_t i;
