@@ -812,14 +812,16 @@ HOT void copy_short(uint8_t *d, const uint8_t *src, size_t n) {
     if (n & 1) *d = *src;
 }
 
-/* key_eq compares keys of n bytes, both zero-padded to 8, by words: no
- * branches for a tail. The first three words are compared without a loop:
- * in Wasm every loop iteration also pays the host's meter check. */
+/* key_eq compares keys of n bytes, both zero-padded to 8 and readable for
+ * at least 24 bytes (KEY_SLACK, KEY_ROOM). The first three words are
+ * compared without a branch, the last first, their excess masked off: in
+ * Wasm each branch would start a block whose loads are bounds-checked
+ * again, and each loop iteration pays the host's meter check. */
+#define KEY_SLACK 24
 HOT int key_eq(const uint8_t *a, const uint8_t *b, uint32_t n) {
-    uint64_t d = 0;
-    if (n > 0) d |= rd64(a) ^ rd64(b);
-    if (n > 8) d |= rd64(a + 8) ^ rd64(b + 8);
-    if (n > 16) d |= rd64(a + 16) ^ rd64(b + 16);
+    uint64_t d = (rd64(a + 16) ^ rd64(b + 16)) & (0 - (uint64_t)(n > 16));
+    d |= (rd64(a + 8) ^ rd64(b + 8)) & (0 - (uint64_t)(n > 8));
+    d |= (rd64(a) ^ rd64(b)) & (0 - (uint64_t)(n > 0));
     for (uint32_t i = 24; d == 0 && i < n; i += 8) d |= rd64(a + i) ^ rd64(b + i);
     return d == 0;
 }
@@ -866,8 +868,10 @@ static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t 
         p->dirty = xrealloc(p->dirty, (size_t)p->cap * 4);
     }
     uint32_t padded = (len + 7) & ~7u;
-    if (p->keys_cap - p->keys_len < padded) {
-        while (p->keys_cap - p->keys_len < padded) p->keys_cap = p->keys_cap ? 2 * p->keys_cap : 64;
+    /* KEY_SLACK more bytes stay allocated past the last key: key_eq reads
+     * three words of any key */
+    if (p->keys_cap - p->keys_len < padded + KEY_SLACK) {
+        while (p->keys_cap - p->keys_len < padded + KEY_SLACK) p->keys_cap = p->keys_cap ? 2 * p->keys_cap : 64;
         p->keys = xrealloc(p->keys, p->keys_cap);
     }
     uint32_t g = p->n++;
