@@ -1545,7 +1545,7 @@ static void put_rows(int w, int final, pane *p, const uint32_t *list, uint32_t n
         uint32_t g = list ? list[i] : i;
         uint64_t e = kpos[g];
         uint32_t kl = (uint32_t)(e >> 32);
-        size_t need = 10 + (size_t)kl + 8 + (size_t)nm * 8;
+        size_t need = 10 + (size_t)kl + KEY_SLACK + (size_t)nm * 8;
         if ((size_t)(end - d) < need) {
             rows.len = (size_t)(d - rows.p);
             buf_grow_slow(&rows, need);
@@ -1555,12 +1555,14 @@ static void put_rows(int w, int final, pane *p, const uint32_t *list, uint32_t n
         memcpy(d, &head, 2);
         memcpy(d + 2, &start, 8);
         d += 10;
-        /* zero-padded: copied by words, the first three without a loop (a
-         * meter check per iteration in Wasm) */
+        /* zero-padded and readable for 24 bytes (KEY_SLACK): copied by
+         * words, the first three without a loop or branch (a meter check
+         * per iteration in Wasm); what they copy past the key the values
+         * overwrite, or lies past the rows' length */
         const uint8_t *k = keys + (uint32_t)e;
-        if (kl > 0) memcpy(d, k, 8);
-        if (kl > 8) memcpy(d + 8, k + 8, 8);
-        if (kl > 16) memcpy(d + 16, k + 16, 8);
+        memcpy(d + 16, k + 16, 8);
+        memcpy(d + 8, k + 8, 8);
+        memcpy(d, k, 8);
         for (uint32_t i = 24; i < kl; i += 8) memcpy(d + i, k + i, 8);
         d += kl;
         const uint64_t *v = vals + (size_t)g * nm;
