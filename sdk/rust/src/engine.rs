@@ -2,7 +2,7 @@
 //! snapshots out, in the encodings of `abi/ABI.md`.
 
 use crate::batch::{schema_error, Batch};
-use crate::groups::{hash_key, Groups, Pane};
+use crate::groups::{hash_key, padded_key, Groups, Pane};
 use crate::sketch::Sketch;
 use crate::json::parse_config;
 use crate::migrate::{Migration, NewGroup, OldGroup};
@@ -369,8 +369,9 @@ fn decode_snapshot<A: Aggregator>(
                     b8.copy_from_slice(take(8)?);
                     old[j] = u64::from_le_bytes(b8);
                 }
-                let hk = hash_key(key);
-                if g.ws[w].panes[pi].lookup(key, hk).is_ok() {
+                let hk = hash_key(key, key_types);
+                let kb = padded_key(key); // lookups take a padded key
+                if g.ws[w].panes[pi].lookup(&kb, kl, hk).is_ok() {
                     return Err(bad("a group appears twice"));
                 }
                 let vals: &[u64] = match migrate.as_mut() {
@@ -400,7 +401,7 @@ fn decode_snapshot<A: Aggregator>(
                 };
                 let idents = g.idents.clone();
                 let p = &mut g.ws[w].panes[pi];
-                let gi = match p.lookup(key, hk) {
+                let gi = match p.lookup(&kb, kl, hk) {
                     Ok(_) => return Err(bad("a group appears twice")),
                     Err(slot) => p.insert(key, hk, slot, &idents, &g.distinct),
                 };
