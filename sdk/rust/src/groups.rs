@@ -108,6 +108,51 @@ impl Pane {
         g
     }
 
+    /// Writes the rows of window w's changed groups (all of them when fin)
+    /// into out from pos, growing it as needed, and returns the end and the
+    /// number of rows. For metrics without a sketch. Each row is reserved
+    /// once and written in place, a key copied by words, the first three
+    /// without a loop or branch (keys are zero-padded and readable for
+    /// KEY_SLACK bytes): in Wasm every push would check the capacity, and a
+    /// loop iteration pays a meter check. What a copy writes past the key
+    /// the values overwrite, or it lies past the rows.
+    pub(crate) fn put_rows(&self, out: &mut Vec<u8>, mut pos: usize, w: u8, fin: bool, nm: usize) -> (usize, u32) {
+        let n = if fin { self.len() } else { self.dirty.len() };
+        let mut head = [0u8; 10];
+        head[0] = w;
+        head[1] = fin as u8;
+        head[2..].copy_from_slice(&self.start.to_le_bytes());
+        for i in 0..n {
+            let g = if fin { i } else { self.dirty[i] as usize };
+            let e = self.kpos[g];
+            let (from, kl) = (e as u32 as usize, (e >> 32) as usize);
+            let need = 10 + kl + KEY_SLACK + 8 * nm;
+            if out.len() < pos + need {
+                let size = (pos + need).max(2 * out.len());
+                out.resize(size, 0);
+            }
+            let r = &mut out[pos..pos + need];
+            r[..10].copy_from_slice(&head);
+            let k = &self.keys[from..from + KEY_SLACK];
+            r[26..34].copy_from_slice(&k[16..24]);
+            r[18..26].copy_from_slice(&k[8..16]);
+            r[10..18].copy_from_slice(&k[..8]);
+            let mut j = 24;
+            while j < kl {
+                r[10 + j..18 + j].copy_from_slice(&self.keys[from + j..from + j + 8]);
+                j += 8;
+            }
+            let v = &self.vals[g * nm..(g + 1) * nm];
+            let mut d = 10 + kl;
+            for &x in v {
+                r[d..d + 8].copy_from_slice(&x.to_le_bytes());
+                d += 8;
+            }
+            pos += 10 + kl + 8 * nm;
+        }
+        (pos, n as u32)
+    }
+
     #[inline]
     pub fn touch(&mut self, g: usize) {
         if !self.marked[g] {
