@@ -496,6 +496,29 @@ impl Groups {
     }
 }
 
+/// Reports a key column filled out of turn. It takes the key's fields by
+/// value: taking the key's address would keep it in memory instead of
+/// registers on the common path.
+#[inline(never)]
+fn column_misuse(g: &mut Groups, col: usize, resolved: bool, method: &str) {
+    let n = g.key_types.len();
+    let msg = if resolved {
+        format!("wagg: Key::{} after add: fill every key column first", method)
+    } else if col >= n {
+        format!("wagg: Key::{} fills key column {}, but the spec declares {}", method, col, n)
+    } else {
+        format!("wagg: key column {} is declared {}, but Key::{} filled it", col, g.key_types[col].name(), method)
+    };
+    g.misuse(msg);
+}
+
+/// Reports an add before every key column was filled (see column_misuse).
+#[inline(never)]
+fn add_misuse(g: &mut Groups, col: usize) {
+    let n = g.key_types.len();
+    g.misuse(format!("wagg: add before key column {} was filled ({} of {} filled)", col, col, n));
+}
+
 /// A group key being built; see `Groups::at`. Its state lives in the value
 /// (registers, once inlined), not in the groups: in Wasm every load and
 /// store of linear memory is bounds-checked.
@@ -516,24 +539,10 @@ impl<'g> Key<'g> {
             self.col += 1;
             return true;
         }
-        self.misuse(ty, method)
-    }
-
-    #[inline(never)]
-    fn misuse(&mut self, ty: Type, method: &str) -> bool {
-        if self.failed {
-            return false;
+        if !self.failed {
+            self.failed = true;
+            column_misuse(self.g, self.col, self.resolved, method);
         }
-        let msg = if self.resolved {
-            format!("wagg: Key::{} after add: fill every key column first", method)
-        } else if self.col >= self.g.key_types.len() {
-            format!("wagg: Key::{} fills key column {}, but the spec declares {}", method, self.col, self.g.key_types.len())
-        } else {
-            format!("wagg: key column {} is declared {}, but Key::{} filled it", self.col, self.g.key_types[self.col].name(), method)
-        };
-        let _ = ty;
-        self.failed = true;
-        self.g.misuse(msg);
         false
     }
 
@@ -606,7 +615,7 @@ impl<'g> Key<'g> {
             self.resolved = true;
             if self.col != self.g.key_types.len() {
                 self.failed = true;
-                self.g.misuse(format!("wagg: add before key column {} was filled ({} of {} filled)", self.col, self.col, self.g.key_types.len()));
+                add_misuse(self.g, self.col);
                 return false;
             }
             if !self.g.resolve(self.ts, self.len, self.h, None) {
