@@ -211,12 +211,12 @@ fn word(b: &[u8]) -> u64 {
 fn tail(b: &[u8]) -> u64 {
     let (mut t, mut sh, mut i) = (0u64, 0, 0);
     if b.len() & 4 != 0 {
-        t = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
+        t = u32::from_le_bytes(b[..4].try_into().unwrap()) as u64;
         sh = 32;
         i = 4;
     }
     if b.len() & 2 != 0 {
-        t |= (u16::from_le_bytes([b[i], b[i + 1]]) as u64) << sh;
+        t |= (u16::from_le_bytes(b[i..i + 2].try_into().unwrap()) as u64) << sh;
         sh += 16;
         i += 2;
     }
@@ -581,21 +581,24 @@ impl<'g> Key<'g> {
             if key.len() < l + 4 + n + room {
                 key.resize(l + 4 + n + room, 0);
             }
-            key[l..l + 4].copy_from_slice(&(n as u32).to_le_bytes());
+            // one slice for the column: its length is then a register, not
+            // the buffer's, reloaded after every store
+            let dst = &mut key[l..l + 4 + n + 8];
+            dst[..4].copy_from_slice(&(n as u32).to_le_bytes());
             let mut h = hash_word(self.h, n as u64);
             // copied and hashed in one pass, by words; the tail written as a
             // whole word (the room is there), one store instead of up to
             // three
-            let (mut d, mut s) = (l + 4, v);
+            let (mut d, mut s) = (4, v);
             while s.len() >= 8 {
                 let w = word(s);
-                key[d..d + 8].copy_from_slice(&w.to_le_bytes());
+                dst[d..d + 8].copy_from_slice(&w.to_le_bytes());
                 h = hash_word(h, w);
                 d += 8;
                 s = &s[8..];
             }
             let t = tail(s);
-            key[d..d + 8].copy_from_slice(&t.to_le_bytes());
+            dst[d..d + 8].copy_from_slice(&t.to_le_bytes());
             self.h = hash_word(h, t);
             self.len = l + 4 + n;
         }
