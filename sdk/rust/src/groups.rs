@@ -391,27 +391,25 @@ impl Groups {
             if kind == WindowKind::Global {
                 // the window's one pane, at start 0
                 let pi = if st.panes.is_empty() { self.pane_slow(w, 0) } else { 0 };
-                let g = match lp {
+                match lp {
                     Some((lw, lpi, lg)) if w == self.link_w => {
                         let l = self.ws[lw].panes[lpi].link[lg];
                         if l != 0 {
                             let p = &mut self.ws[w].panes[pi];
-                            p.touch(l as usize - 1);
-                            self.targets.push((w as u16, pi as u32, l - 1));
-                            Some(l as usize - 1)
-                        } else {
-                            let g = self.target(w, pi, h, n);
-                            if let Some(g) = g {
-                                self.ws[lw].panes[lpi].link[lg] = g as u32 + 1;
+                            let g = l as usize - 1;
+                            p.touch(g);
+                            if let Some((m, v)) = add {
+                                let val = &mut p.vals[g * nm + m];
+                                *val = val.wrapping_add(v as u64);
                             }
-                            g
+                            self.targets.push((w as u16, pi as u32, l - 1));
+                        } else if let Some(g) = self.target(w, pi, h, n, add) {
+                            self.ws[lw].panes[lpi].link[lg] = g as u32 + 1;
                         }
                     }
-                    _ => self.target(w, pi, h, n),
-                };
-                if let (Some(g), Some((m, v))) = (g, add) {
-                    let val = &mut self.ws[w].panes[pi].vals[g * nm + m];
-                    *val = val.wrapping_add(v as u64);
+                    _ => {
+                        self.target(w, pi, h, n, add);
+                    }
                 }
                 continue;
             }
@@ -434,14 +432,9 @@ impl Groups {
             if kind == WindowKind::Tumbling {
                 // size == slide: the one window
                 let pi = self.pane(w, latest);
-                let g = self.target(w, pi, h, n);
-                if let Some(g) = g {
+                if let Some(g) = self.target(w, pi, h, n, add) {
                     if lp.is_none() {
                         lp = Some((w, pi, g));
-                    }
-                    if let Some((m, v)) = add {
-                        let val = &mut self.ws[w].panes[pi].vals[g * nm + m];
-                        *val = val.wrapping_add(v as u64);
                     }
                 }
                 continue;
@@ -459,10 +452,7 @@ impl Groups {
             let mut s = latest;
             while ts - s < size {
                 let pi = self.pane(w, s);
-                if let (Some(g), Some((m, v))) = (self.target(w, pi, h, n), add) {
-                    let val = &mut self.ws[w].panes[pi].vals[g * nm + m];
-                    *val = val.wrapping_add(v as u64);
-                }
+                self.target(w, pi, h, n, add);
                 if s < i64::MIN + slide {
                     break;
                 }
@@ -472,11 +462,12 @@ impl Groups {
         self.err.is_none()
     }
 
-    /// Finds (or creates) the key's group in window w's pane pi and makes
-    /// it a target; None on the host's limit.
+    /// Finds (or creates) the key's group in window w's pane pi, makes it
+    /// a target and applies add to it (see resolve); None on the host's
+    /// limit.
     #[inline(always)]
-    fn target(&mut self, w: usize, pi: usize, h: u64, n: usize) -> Option<usize> {
-        let max = self.max_groups;
+    fn target(&mut self, w: usize, pi: usize, h: u64, n: usize, add: Option<(usize, i64)>) -> Option<usize> {
+        let (max, nm) = (self.max_groups, self.metrics.len());
         let p = &mut self.ws[w].panes[pi];
         let g = match p.lookup(&self.key, n, h) {
             Ok(g) => g,
@@ -491,6 +482,10 @@ impl Groups {
             Err(slot) => p.insert(&self.key[..n], h, slot, &self.idents, &self.distinct),
         };
         p.touch(g);
+        if let Some((m, v)) = add {
+            let val = &mut p.vals[g * nm + m];
+            *val = val.wrapping_add(v as u64);
+        }
         self.targets.push((w as u16, pi as u32, g as u32));
         Some(g)
     }
