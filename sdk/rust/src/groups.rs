@@ -59,18 +59,28 @@ impl Pane {
     /// followed by at least KEY_SLACK bytes (`padded_key`).
     #[inline(always)]
     pub fn lookup(&self, key: &[u8], n: usize, h: u64) -> Result<usize, usize> {
+        // The probe reads without bounds checks, by the table's invariants
+        // (in Wasm a check is a reload of the vector's length, a compare and
+        // a branch, on top of the access's own check).
         let mask = self.slots.len() - 1;
         let tag = h as u32;
         let mut i = tag as usize & mask;
         loop {
-            let s = self.slots[i];
+            // SAFETY: i <= mask < slots.len(), a power of two.
+            let s = unsafe { *self.slots.get_unchecked(i) };
             if s == 0 {
                 return Err(i);
             }
             if (s >> 32) as u32 == tag {
                 let g = (s as u32 - 1) as usize;
-                let e = self.kpos[g];
-                if (e >> 32) as usize == n && key_eq(&self.keys[e as u32 as usize..], key, n) {
+                // SAFETY: a slot holds only the index + 1 of a group of
+                // this pane, and every group's key is followed by
+                // KEY_SLACK bytes of keys (insert).
+                let (e, k) = unsafe {
+                    let e = *self.kpos.get_unchecked(g);
+                    (e, self.keys.get_unchecked(e as u32 as usize..))
+                };
+                if (e >> 32) as usize == n && key_eq(k, key, n) {
                     return Ok(g);
                 }
             }
