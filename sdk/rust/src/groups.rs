@@ -482,11 +482,8 @@ impl Groups {
         let g = match p.lookup(&self.key, n, h) {
             Ok(g) => g,
             Err(_) if max > 0 && p.len() as i64 >= max => {
-                let (name, start) = (&self.windows[w].name, p.start);
-                self.misuse(format!(
-                    "wagg: too many groups in one pane: window {:?}, pane at {} holds {} groups, the host's limit (sandbox.max_groups_per_pane)",
-                    name, start, max
-                ));
+                let start = p.start;
+                too_many_groups(self, w, start, max);
                 return None;
             }
             Err(slot) => p.insert(&self.key[..n], h, slot, &self.idents, &self.distinct),
@@ -499,6 +496,18 @@ impl Groups {
         self.targets.push((w as u16, pi as u32, g as u32));
         Some(g)
     }
+}
+
+/// Reports the host's limit of groups in a pane reached. Out of line, its
+/// arguments by value: formatting them in place would keep them in memory on
+/// the common path.
+#[inline(never)]
+fn too_many_groups(g: &mut Groups, w: usize, start: i64, max: i64) {
+    let msg = format!(
+        "wagg: too many groups in one pane: window {:?}, pane at {} holds {} groups, the host's limit (sandbox.max_groups_per_pane)",
+        g.windows[w].name, start, max
+    );
+    g.misuse(msg);
 }
 
 /// Reports a key column filled out of turn. It takes the key's fields by
