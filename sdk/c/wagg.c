@@ -762,7 +762,9 @@ typedef struct {
     int64_t start;
     uint8_t *keys;
     uint32_t keys_len, keys_cap;
-    uint32_t *ends;     /* ends[i]: end of group i's key in keys */
+    uint64_t *kpos;     /* group i's key: its offset in keys | its length
+                         * << 32, one load. Keys start 8-aligned and are
+                         * zero-padded to 8 bytes: compared by whole words. */
     uint64_t *vals;     /* nm values per group */
     uint8_t *marked;    /* group i is in dirty */
     uint32_t *link;     /* link[i]: the same key's group + 1 in the pane of
@@ -791,26 +793,14 @@ static pane *pane_new(int64_t start) {
 static void pane_free(pane *p) {
     for (uint32_t i = 0; i < p->nsk; i++) sk_free(&p->sk[i]);
     free(p->sk);
-    free(p->keys); free(p->ends); free(p->vals); free(p->link);
+    free(p->keys); free(p->kpos); free(p->vals); free(p->link);
     free(p->marked); free(p->dirty); free(p->slots); free(p);
 }
 
 HOT const uint8_t *pane_key(const pane *p, uint32_t g, uint32_t *len) {
-    uint32_t from = g ? p->ends[g - 1] : 0;
-    *len = p->ends[g] - from;
-    return p->keys + from;
-}
-
-/* hash_key is the Go SDK's hashKey: 8 bytes at a time, multiply-rotate. */
-HOT uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-HOT uint64_t hash_key(const uint8_t *b, uint32_t n) {
-    const uint64_t m1 = 0x9e3779b97f4a7c15ull, m2 = 0xc2b2ae3d27d4eb4full;
-    uint64_t h = (uint64_t)n * m1;
-    for (; n >= 8; b += 8, n -= 8) h = rotl((h ^ rd64(b)) * m2, 31);
-    h = (h ^ tail(b, n)) * m2;
-    h ^= h >> 29;
-    h *= m1;
-    return h ^ (h >> 32);
+    uint64_t e = p->kpos[g];
+    *len = (uint32_t)(e >> 32);
+    return p->keys + (uint32_t)e;
 }
 
 /* copy_short copies n bytes by words and a tail: keys and values are
@@ -822,14 +812,22 @@ HOT void copy_short(uint8_t *d, const uint8_t *src, size_t n) {
     if (n & 1) *d = *src;
 }
 
-/* key_eq compares keys 8 bytes at a time: they are short. */
+/* key_eq compares keys of n bytes, both zero-padded to 8 and readable for
+ * at least 24 bytes (KEY_SLACK, KEY_ROOM). The first three words are
+ * compared without a branch, the last first, their excess masked off: in
+ * Wasm each branch would start a block whose loads are bounds-checked
+ * again, and each loop iteration pays the host's meter check. */
+#define KEY_SLACK 24
 HOT int key_eq(const uint8_t *a, const uint8_t *b, uint32_t n) {
-    for (; n >= 8; a += 8, b += 8, n -= 8)
-        if (rd64(a) != rd64(b)) return 0;
-    return tail(a, n) == tail(b, n);
+    uint64_t d = (rd64(a + 16) ^ rd64(b + 16)) & (0 - (uint64_t)(n > 16));
+    d |= (rd64(a + 8) ^ rd64(b + 8)) & (0 - (uint64_t)(n > 8));
+    d |= (rd64(a) ^ rd64(b)) & (0 - (uint64_t)(n > 0));
+    for (uint32_t i = 24; d == 0 && i < n; i += 8) d |= rd64(a + i) ^ rd64(b + i);
+    return d == 0;
 }
 
-/* lookup returns key's group + 1, or 0 and the empty slot where it goes. */
+/* lookup returns key's group + 1, or 0 and the empty slot where it goes;
+ * key is zero-padded to 8 bytes. */
 HOT uint32_t pane_lookup(const pane *p, const uint8_t *key, uint32_t len, uint64_t h, uint32_t *slot) {
     uint32_t tag = (uint32_t)h;
     for (uint32_t i = tag & p->mask;; i = (i + 1) & p->mask) {
@@ -863,20 +861,24 @@ static void pane_rehash(pane *p) {
 static uint32_t pane_insert(pane *p, const uint8_t *key, uint32_t len, uint64_t h, uint32_t slot, const uint64_t *ident, int nm) {
     if (p->n == p->cap) {
         p->cap = p->cap ? 2 * p->cap : 8;
-        p->ends = xrealloc(p->ends, (size_t)p->cap * 4);
+        p->kpos = xrealloc(p->kpos, (size_t)p->cap * 8);
         p->vals = xrealloc(p->vals, (size_t)p->cap * 8 * (nm ? nm : 1));
         p->marked = xrealloc(p->marked, p->cap);
         p->link = xrealloc(p->link, (size_t)p->cap * 4);
         p->dirty = xrealloc(p->dirty, (size_t)p->cap * 4);
     }
-    if (p->keys_cap - p->keys_len < len) {
-        while (p->keys_cap - p->keys_len < len) p->keys_cap = p->keys_cap ? 2 * p->keys_cap : 64;
+    uint32_t padded = (len + 7) & ~7u;
+    /* KEY_SLACK more bytes stay allocated past the last key: key_eq reads
+     * three words of any key */
+    if (p->keys_cap - p->keys_len < padded + KEY_SLACK) {
+        while (p->keys_cap - p->keys_len < padded + KEY_SLACK) p->keys_cap = p->keys_cap ? 2 * p->keys_cap : 64;
         p->keys = xrealloc(p->keys, p->keys_cap);
     }
     uint32_t g = p->n++;
     memcpy(p->keys + p->keys_len, key, len);
-    p->keys_len += len;
-    p->ends[g] = p->keys_len;
+    memset(p->keys + p->keys_len + len, 0, padded - len);
+    p->kpos[g] = (uint64_t)len << 32 | p->keys_len;
+    p->keys_len += padded;
     memcpy(p->vals + (size_t)g * nm, ident, (size_t)nm * 8);
     if (spec_distinct) {
         for (int m = 0; m < nm; m++) {
@@ -910,14 +912,25 @@ typedef struct {
     uint32_t n, cap;
     pane *last;   /* the pane used last: the common case */
     int64_t latest; /* the latest start found for the last record's time */
-    int have_latest;
+    int64_t span;   /* the slide once latest is set, else 0 (a record's
+                     * time within span of latest has the same latest) */
+    /* the window's kind and lengths, copied here: in Wasm the loads of
+     * resolve from one base pointer are cheaper than from two */
+    int64_t slide, size;
+    enum wkind kind;
 } wstate;
 
-typedef struct {
-    pane *p;
-    uint64_t *vals; /* the group's values: p->vals moves only when p grows,
-                     * and a record adds at most one group to a pane */
-} target;
+/* The states of the record being keyed besides the key columns' types
+ * (enum type): past the last column, resolved by a wagg_add, and no
+ * wagg_at yet in this batch. */
+enum { K_END = 3, K_RESOLVED, K_NONE };
+static const uint8_t k_resolved = K_RESOLVED, k_none = K_NONE;
+
+/* KEY_ROOM: the key buffer always has this much room past the key: every
+ * int64 or float64 column of the spec fits, and a string's tail may be
+ * stored as a whole word, so those columns grow nothing. */
+#define KEY_ROOM (8 * MAX_KEYS + 8)
+#define MAX_TARGETS (MAX_WINDOWS * MAX_WINDOWS_PER_RECORD)
 
 struct wagg_groups {
     window windows[MAX_WINDOWS];
@@ -926,11 +939,22 @@ struct wagg_groups {
     int link_w; /* the first global window, if one follows another window; else -1 */
     int64_t max_groups; /* the host's limit of groups per pane; 0: none */
     uint64_t ident[MAX_METRICS];
-    /* the key being built */
+    uint8_t plan[MAX_KEYS + 1]; /* the key columns' types, then K_END */
+    uint8_t int_op[MAX_METRICS], float_op[MAX_METRICS]; /* op + 1 of a metric wagg_add (wagg_add_float) takes, else 0 */
+    /* The record being keyed. In Wasm every load and store of linear memory
+     * is bounds-checked, so a call of the per-record API reads and writes
+     * only these few words: next is the type the next key column must have
+     * (in plan, or k_resolved, k_none), one load checks the call; h hashes
+     * the key as its columns come, so resolving it reads no key back. */
     int64_t ts;
-    int col, resolved;
-    buf key;
-    target targets[MAX_WINDOWS * MAX_WINDOWS_PER_RECORD];
+    const uint8_t *next;
+    uint64_t h;
+    buf key; /* KEY_ROOM free past len */
+    /* The record's groups, once resolved: their values (p->vals moves only
+     * when p grows, and a record adds at most one group to a pane) and
+     * panes (for a distinct metric's sketch). */
+    uint64_t *tvals[MAX_TARGETS];
+    pane *tpanes[MAX_TARGETS];
     uint32_t ntargets;
     const char *err; /* the first misuse in this batch */
     buf msg;
@@ -975,71 +999,119 @@ static void clear_groups(wagg_groups *g) {
         for (uint32_t i = 0; i < s->n; i++) pane_free(s->panes[i]);
         s->n = 0;
         s->last = NULL;
-        s->have_latest = 0;
+        s->span = 0;
     }
+}
+
+/* The key's hash: the words of its columns (a string's length, then its
+ * bytes 8 at a time and a tail) folded by multiply-rotate as they come,
+ * then mixed with the key's length. hash_key computes the same from a key's
+ * bytes, for a restored group. */
+#define HASH_M1 0x9e3779b97f4a7c15ull
+#define HASH_M2 0xc2b2ae3d27d4eb4full
+HOT uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+HOT uint64_t hash_word(uint64_t h, uint64_t w) { return rotl((h ^ w) * HASH_M2, 31); }
+HOT uint64_t hash_end(uint64_t h, uint32_t n) {
+    h = (h ^ n) * HASH_M1;
+    h ^= h >> 29;
+    h *= HASH_M2;
+    return h ^ (h >> 32);
+}
+static uint64_t hash_key(const uint8_t *k, uint32_t n) {
+    uint64_t h = 0;
+    const uint8_t *p = k;
+    for (int c = 0; c < spec.nkeys; c++) {
+        if (spec.keys[c].type != T_STRING) {
+            h = hash_word(h, rd64(p));
+            p += 8;
+            continue;
+        }
+        uint32_t l = rd32(p);
+        h = hash_word(h, l);
+        p += 4;
+        for (; l >= 8; p += 8, l -= 8) h = hash_word(h, rd64(p));
+        h = hash_word(h, tail(p, l));
+        p += l;
+    }
+    return hash_end(h, n);
 }
 
 void wagg_at(wagg_groups *g, int64_t ts) {
     g->ts = ts;
-    g->col = 0;
-    g->resolved = 0;
+    g->next = g->plan;
+    g->h = 0;
     g->key.len = 0;
 }
 
-__attribute__((noinline)) static int col_misuse(wagg_groups *g) {
-    if (g->resolved) misuse(g, "wagg: a key column filled after wagg_add: fill every key column first");
-    else if (g->col >= g->nkeys) misuse(g, "wagg: more key columns filled than the spec declares");
+__attribute__((noinline)) static void col_misuse(wagg_groups *g) {
+    uint8_t t = *g->next;
+    if (t == K_NONE) misuse(g, "wagg: a key column filled before wagg_at");
+    else if (t == K_RESOLVED) misuse(g, "wagg: a key column filled after wagg_add: fill every key column first");
+    else if (t == K_END) misuse(g, "wagg: more key columns filled than the spec declares");
     else misuse(g, "wagg: a key column filled with a value of another type than declared");
-    return 0;
 }
 
-HOT int next_col(wagg_groups *g, enum type t) {
-    if (g->resolved || g->col >= g->nkeys || spec.keys[g->col].type != t) return col_misuse(g);
-    g->col++;
-    return 1;
+/* by_word appends an int64 or float64 column (KEY_ROOM has room for it).
+ * The state is read into locals once: a byte store into the key may alias
+ * anything, and every reload would be a checked load in Wasm. */
+HOT void by_word(wagg_groups *g, enum type t, uint64_t v) {
+    const uint8_t *next = g->next;
+    if (*next != t) { col_misuse(g); return; }
+    size_t len = g->key.len;
+    uint64_t h = g->h;
+    memcpy(g->key.p + len, &v, 8);
+    g->next = next + 1;
+    g->key.len = len + 8;
+    g->h = hash_word(h, v);
 }
+void wagg_by_int64(wagg_groups *g, int64_t v) { by_word(g, T_INT64, (uint64_t)v); }
+void wagg_by_float64(wagg_groups *g, double v) { by_word(g, T_FLOAT64, fbits(v)); }
 
-void wagg_by_int64(wagg_groups *g, int64_t v) {
-    if (!next_col(g, T_INT64)) return;
-    buf_grow(&g->key, 8);
-    memcpy(g->key.p + g->key.len, &v, 8);
-    g->key.len += 8;
-}
-void wagg_by_float64(wagg_groups *g, double v) {
-    if (!next_col(g, T_FLOAT64)) return;
-    buf_grow(&g->key, 8);
-    memcpy(g->key.p + g->key.len, &v, 8);
-    g->key.len += 8;
-}
 void wagg_by_string(wagg_groups *g, wagg_bytes v) {
-    if (!next_col(g, T_STRING)) return;
-    buf_grow(&g->key, 4 + (size_t)v.len);
-    uint8_t *d = g->key.p + g->key.len;
-    memcpy(d, &v.len, 4);
+    const uint8_t *next = g->next;
+    if (*next != T_STRING) { col_misuse(g); return; }
+    uint32_t n = v.len;
+    if (g->key.cap - g->key.len < 4 + (size_t)n + 8 + KEY_ROOM) buf_grow_slow(&g->key, 4 + (size_t)n + 8 + KEY_ROOM);
+    size_t len = g->key.len;
+    uint8_t *d = g->key.p + len;
+    const uint8_t *s = v.ptr;
+    uint64_t h = hash_word(g->h, n);
+    memcpy(d, &n, 4);
     d += 4;
-    copy_short(d, v.ptr, v.len);
-    g->key.len += 4 + (size_t)v.len;
+    /* copied and hashed in one pass, the first word outside the loop (in
+     * Wasm a loop iteration also pays a meter check); the tail stored as a
+     * whole word (the room is there), one store instead of up to three */
+    if (n >= 8) {
+        uint64_t w = rd64(s);
+        memcpy(d, &w, 8);
+        h = hash_word(h, w);
+        s += 8, d += 8, n -= 8;
+    }
+    for (; n >= 8; s += 8, d += 8, n -= 8) {
+        uint64_t w = rd64(s);
+        memcpy(d, &w, 8);
+        h = hash_word(h, w);
+    }
+    uint64_t t = tail(s, n);
+    memcpy(d, &t, 8);
+    g->next = next + 1;
+    g->key.len = len + 4 + v.len;
+    g->h = hash_word(h, t);
 }
 
-HOT void push_target(wagg_groups *g, pane *p, uint32_t i) {
-    pane_touch(p, i);
-    g->targets[g->ntargets++] = (target){p, p->vals + (size_t)i * g->nm};
-}
-
-/* add_target finds (or creates) the key's group in window w's pane at
- * start, makes it a target and returns it + 1; 0 on the host's limit. */
-HOT uint32_t add_target(wagg_groups *g, int w, int64_t start, uint64_t h) {
-    pane *p = find_pane(g, w, start);
-    uint32_t slot = 0, s = pane_lookup(p, g->key.p, (uint32_t)g->key.len, h, &slot);
+/* add_group finds (or creates) the key's group in pane p, marks it
+ * changed, and returns it + 1; 0 on the host's limit. */
+HOT uint32_t add_group(wagg_groups *g, pane *p, const uint8_t *key, uint32_t len, uint64_t h) {
+    uint32_t slot = 0, s = pane_lookup(p, key, len, h, &slot);
     if (!s) {
         if (g->max_groups > 0 && (int64_t)p->n >= g->max_groups) {
             /* the host keeps at most max_groups per pane (abi.Config) */
             misuse(g, "wagg: too many groups in one pane: the pane holds the host's limit (sandbox.max_groups_per_pane)");
             return 0;
         }
-        s = pane_insert(p, g->key.p, (uint32_t)g->key.len, h, slot, g->ident, g->nm) + 1;
+        s = pane_insert(p, key, len, h, slot, g->ident, g->nm) + 1;
     }
-    push_target(g, p, s - 1);
+    pane_touch(p, s - 1);
     return s;
 }
 
@@ -1053,81 +1125,119 @@ HOT int floor_start(int64_t ts, int64_t slide, int64_t *s) {
     return 1;
 }
 
-/* resolve finds (or creates) the key's group in every window holding ts. */
-HOT int resolve(wagg_groups *g) {
-    if (g->resolved) return g->err == NULL;
-    g->resolved = 1;
-    if (g->col != g->nkeys) misuse(g, "wagg: wagg_add before every key column was filled");
+/* resolved_or_misuse is resolve when the record is not keyed and ready:
+ * already resolved, or a misuse. */
+__attribute__((noinline)) static int resolved_or_misuse(wagg_groups *g) {
+    const uint8_t *next = g->next;
+    if (*next == K_RESOLVED) return g->err == NULL;
+    g->next = &k_resolved;
+    if (*next == K_NONE) misuse(g, "wagg: wagg_add before wagg_at");
+    else misuse(g, "wagg: wagg_add before every key column was filled");
+    return 0;
+}
+
+/* push_target keeps group i of pane p as the record's next target, and adds
+ * v to its metric m unless m < 0. */
+HOT void push_target(wagg_groups *g, uint32_t *nt, pane *p, uint32_t i, int nm, int m, int64_t v) {
+    uint64_t *vals = p->vals + (size_t)i * nm;
+    g->tvals[*nt] = vals;
+    g->tpanes[(*nt)++] = p;
+    if (m >= 0) vals[m] += (uint64_t)v; /* wraps like Go */
+}
+
+/* resolve finds (or creates) the key's group in every window holding the
+ * record's time and keeps them as the record's targets; 0 on misuse. The
+ * record's first wagg_add of a sum (m >= 0) is applied as the groups are
+ * found: in Wasm reading the targets back costs checked loads. */
+HOT int resolve(wagg_groups *g, int m, int64_t v) {
+    if (*g->next != K_END) return resolved_or_misuse(g);
+    g->next = &k_resolved;
     if (g->err) return 0;
-    uint64_t h = hash_key(g->key.p, (uint32_t)g->key.len);
-    g->ntargets = 0;
+    /* the key in locals: the stores below may alias its buffer's fields */
+    uint8_t *key = g->key.p;
+    uint32_t len = (uint32_t)g->key.len;
+    uint64_t h = hash_end(g->h, len);
+    uint64_t zero = 0;
+    memcpy(key + len, &zero, 8); /* the pad to 8 bytes (KEY_ROOM) */
+    int64_t ts = g->ts;
+    int nm = g->nm, nwin = g->nwin;
+    uint32_t nt = 0;
     /* The record's first group links to its group in the first global
      * window's one pane (it lives as long as the panes do): a key seen
      * again in the same pane skips the second lookup. */
     pane *lp = NULL;
     uint32_t lg = 0;
-    for (int w = 0; w < g->nwin; w++) {
-        window *win = &g->windows[w];
-        wstate *st = &g->ws[w];
+    /* st walks the windows by pointer: its fields are then loads at
+     * constant offsets from it, which Wasm encodes in the load and wazero
+     * checks once for the highest (an index would add each offset apart) */
+    wstate *st = g->ws;
+    for (int w = 0; w < nwin; w++, st++) {
         int64_t s;
-        if (win->kind == W_GLOBAL) {
+        pane *p;
+        uint32_t i;
+        if (st->kind == W_GLOBAL) {
+            /* the window's one pane, at start 0, lives as long as the state */
+            p = st->last ? st->last : find_pane_slow(g, w, 0);
             if (w != g->link_w || !lp) {
-                add_target(g, w, 0, h);
-            } else if (lp->link[lg]) {
-                push_target(g, find_pane(g, w, 0), lp->link[lg] - 1);
+                i = add_group(g, p, key, len, h);
+            } else if ((i = lp->link[lg]) != 0) {
+                pane_touch(p, i - 1);
             } else {
-                lp->link[lg] = add_target(g, w, 0, h);
+                i = lp->link[lg] = add_group(g, p, key, len, h);
+            }
+            if (i) {
+                push_target(g, &nt, p, i - 1, nm, m, v);
             }
             continue;
         }
         /* Records come mostly in time order: reuse the last latest start
          * while ts lies within one slide of it, and divide otherwise. */
-        if (st->have_latest && (uint64_t)g->ts - (uint64_t)st->latest < (uint64_t)win->slide) {
+        if ((uint64_t)ts - (uint64_t)st->latest < (uint64_t)st->span) {
             s = st->latest;
-        } else if (floor_start(g->ts, win->slide, &s)) {
+        } else if (floor_start(ts, st->slide, &s)) {
             st->latest = s;
-            st->have_latest = 1;
+            st->span = st->slide;
         } else {
             continue;
         }
-        if (win->kind == W_TUMBLING) { /* size == slide: the one window */
-            uint32_t i = add_target(g, w, s, h);
-            if (!lp && i) {
-                lp = g->targets[g->ntargets - 1].p;
-                lg = i - 1;
+        if (st->kind == W_TUMBLING) { /* size == slide: the one window */
+            p = find_pane(g, w, s);
+            i = add_group(g, p, key, len, h);
+            if (i) {
+                if (!lp) {
+                    lp = p;
+                    lg = i - 1;
+                }
+                push_target(g, &nt, p, i - 1, nm, m, v);
             }
             continue;
         }
         /* latest first, as abi.Window.Starts */
-        while (g->ts - s < win->size) {
-            add_target(g, w, s, h);
-            if (s < INT64_MIN + win->slide) break;
-            s -= win->slide;
+        while (ts - s < st->size) {
+            p = find_pane(g, w, s);
+            i = add_group(g, p, key, len, h);
+            if (i) {
+                push_target(g, &nt, p, i - 1, nm, m, v);
+            }
+            if (s < INT64_MIN + st->slide) break;
+            s -= st->slide;
         }
     }
+    g->ntargets = nt;
     return g->err == NULL;
 }
 
-__attribute__((noinline)) static int metric_misuse(wagg_groups *g, int m, int is_float) {
+__attribute__((noinline)) static void metric_misuse(wagg_groups *g, int m, int is_float) {
     if (m < 0 || m >= g->nm) misuse(g, "wagg: a metric that is not one of the spec's");
     else if (spec.m[m].op == OP_DISTINCT) misuse(g, "wagg: a distinct metric, use wagg_add_distinct");
     else misuse(g, is_float ? "wagg: wagg_add_float on an int64 metric, use wagg_add" : "wagg: wagg_add on a float64 metric, use wagg_add_float");
-    return 0;
-}
-
-HOT int check_metric(wagg_groups *g, int m, int is_float) {
-    if (m < 0 || m >= g->nm || (spec.m[m].type == T_FLOAT64) != is_float || spec.m[m].op == OP_DISTINCT) return metric_misuse(g, m, is_float);
-    return 1;
 }
 
 static void add_distinct_hash(wagg_groups *g, int m, uint64_t h) {
-    if (!resolve(g)) return;
+    if (!resolve(g, -1, 0)) return;
     if (m < 0 || m >= g->nm) { misuse(g, "wagg: a metric that is not one of the spec's"); return; }
     if (spec.m[m].op != OP_DISTINCT) { misuse(g, "wagg: wagg_add_distinct on a metric that is not distinct, use wagg_add or wagg_add_float"); return; }
-    for (uint32_t t = 0; t < g->ntargets; t++) {
-        pane *p = g->targets[t].p;
-        sk_add_hash(&p->sk[g->targets[t].vals[m]], h);
-    }
+    for (uint32_t t = 0; t < g->ntargets; t++) sk_add_hash(&g->tpanes[t]->sk[g->tvals[t][m]], h);
 }
 
 void wagg_add_distinct(wagg_groups *g, int m, int64_t v) {
@@ -1139,15 +1249,26 @@ void wagg_add_distinct(wagg_groups *g, int m, int64_t v) {
 void wagg_add_distinct_string(wagg_groups *g, int m, wagg_bytes v) { add_distinct_hash(g, m, sk_hash(v.ptr, v.len)); }
 
 void wagg_add(wagg_groups *g, int m, int64_t v) {
-    if (!resolve(g) || !check_metric(g, m, 0)) return;
-    enum op op = spec.m[m].op;
-    for (uint32_t t = 0; t < g->ntargets; t++) {
-        uint64_t *val = &g->targets[t].vals[m];
+    int op = (unsigned)m < MAX_METRICS ? g->int_op[m] : 0;
+    if (op == OP_ADD + 1 && *g->next == K_END) { /* the record's first add */
+        resolve(g, m, v);
+        return;
+    }
+    if (!resolve(g, -1, 0)) return;
+    if (!op) { metric_misuse(g, m, 0); return; }
+    uint32_t n = g->ntargets;
+    /* the op chosen once, not per group */
+    if (op == OP_ADD + 1) {
+        for (uint32_t t = 0; t < n; t++) {
+            uint64_t *val = &g->tvals[t][m];
+            *val += (uint64_t)v; /* wraps like Go */
+        }
+        return;
+    }
+    for (uint32_t t = 0; t < n; t++) {
+        uint64_t *val = &g->tvals[t][m];
         int64_t cur = (int64_t)*val;
-        if (op == OP_MIN) cur = v < cur ? v : cur;
-        else if (op == OP_MAX) cur = v > cur ? v : cur;
-        else cur = (int64_t)((uint64_t)cur + (uint64_t)v); /* wraps like Go */
-        *val = (uint64_t)cur;
+        *val = (uint64_t)(op == OP_MIN + 1 ? (v < cur ? v : cur) : (v > cur ? v : cur));
     }
 }
 
@@ -1164,10 +1285,12 @@ static double gomax(double a, double b) {
 }
 
 void wagg_add_float(wagg_groups *g, int m, double v) {
-    if (!resolve(g) || !check_metric(g, m, 1)) return;
-    enum op op = spec.m[m].op;
+    if (!resolve(g, -1, 0)) return;
+    int op = (unsigned)m < MAX_METRICS ? g->float_op[m] : 0;
+    if (!op) { metric_misuse(g, m, 1); return; }
+    op--;
     for (uint32_t t = 0; t < g->ntargets; t++) {
-        uint64_t *val = &g->targets[t].vals[m];
+        uint64_t *val = &g->tvals[t][m];
         double cur = bitsf(*val);
         if (op == OP_MIN) cur = gomin(cur, v);
         else if (op == OP_MAX) cur = gomax(cur, v);
@@ -1212,6 +1335,11 @@ int wagg_engine_init(const uint8_t *cfg, uint32_t len) {
     }
     clear_groups(&groups);
     memcpy(groups.windows, wins, (size_t)n * sizeof(window));
+    for (int w = 0; w < n; w++) {
+        groups.ws[w].kind = wins[w].kind;
+        groups.ws[w].slide = wins[w].slide;
+        groups.ws[w].size = wins[w].size;
+    }
     groups.nwin = n;
     groups.link_w = -1;
     for (int w = 1; w < n; w++)
@@ -1222,10 +1350,20 @@ int wagg_engine_init(const uint8_t *cfg, uint32_t len) {
     groups.max_groups = max_groups;
     groups.nm = spec.nm;
     groups.nkeys = spec.nkeys;
+    for (int i = 0; i < spec.nkeys; i++) groups.plan[i] = (uint8_t)spec.keys[i].type;
+    groups.plan[spec.nkeys] = K_END;
+    groups.next = &k_none;
+    groups.ntargets = 0;
+    groups.key.len = 0;
+    buf_grow(&groups.key, KEY_ROOM);
     spec_distinct = 0;
+    memset(groups.int_op, 0, sizeof groups.int_op);
+    memset(groups.float_op, 0, sizeof groups.float_op);
     for (int i = 0; i < spec.nm; i++) {
         groups.ident[i] = spec.m[i].ident;
         if (spec.m[i].op == OP_DISTINCT) spec_distinct = 1;
+        else if (spec.m[i].type == T_FLOAT64) groups.float_op[i] = (uint8_t)(spec.m[i].op + 1);
+        else groups.int_op[i] = (uint8_t)(spec.m[i].op + 1);
     }
     ready = 1;
     return WAGG_OK;
@@ -1263,6 +1401,16 @@ static int zeros(const uint8_t *p, uint32_t n) {
     return 1;
 }
 
+/* backwards reports whether offsets o[0..n] ever decrease: four at a time
+ * without a branch each (in Wasm a loop iteration also pays a meter check). */
+static int backwards(const uint32_t *o, uint32_t n) {
+    uint32_t i = 0, bad = 0;
+    for (; i + 4 <= n; i += 4)
+        bad |= (o[i + 1] < o[i]) | (o[i + 2] < o[i + 1]) | (o[i + 3] < o[i + 2]) | (o[i + 4] < o[i + 3]);
+    for (; i < n; i++) bad |= o[i + 1] < o[i];
+    return bad != 0;
+}
+
 /* The batch lies in the 8-aligned input buffer and every section starts on
  * an 8-byte boundary of it, so columns are read in place. */
 static int decode_batch(const uint8_t *p, uint32_t len, wagg_batch *b) {
@@ -1292,9 +1440,7 @@ static int decode_batch(const uint8_t *p, uint32_t len, wagg_batch *b) {
         const uint32_t *o = (const uint32_t *)(p + off);
         if (!zeros(p + off + ob, pad8(ob))) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: padding is not zero");
         off += ob + pad8(ob);
-        if (o[0] != 0) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: string offsets go backwards");
-        for (uint32_t i = 0; i < n; i++)
-            if (o[i + 1] < o[i]) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: string offsets go backwards");
+        if (o[0] != 0 || backwards(o, n)) return fail(WAGG_ERR_BAD_INPUT, "abi: malformed batch: string offsets go backwards");
         uint64_t dl = o[n];
         TAKE(dl + pad8(dl));
         b->offs[c] = o;
@@ -1324,7 +1470,17 @@ int wagg_engine_process(const uint8_t *p, uint32_t len) {
     int st = decode_batch(p, len, &batch);
     if (st) return st;
     groups.err = NULL;
-    int rc = wagg_aggregate(&batch, &groups);
+    groups.next = &k_none; /* no record of an earlier batch is added to */
+    groups.ntargets = 0;
+    /* The aggregator reaches the groups and the batch through pointers the
+     * optimizer cannot fold into constant addresses: in Wasm an access
+     * through a constant address is bounds-checked every time, one through
+     * a pointer in a local is not again for a lower offset from the same
+     * pointer (wazero's known safe bounds). */
+    wagg_groups *g = &groups;
+    const wagg_batch *b = &batch;
+    __asm__("" : "+r"(g), "+r"(b));
+    int rc = wagg_aggregate(b, g);
     if (groups.err) return fail(WAGG_ERR_AGGREGATE, groups.err);
     if (rc) return fail(WAGG_ERR_AGGREGATE, "wagg: the aggregator failed");
     return WAGG_OK;
@@ -1350,7 +1506,7 @@ static void put_values(buf *b, const pane *p, uint32_t g, int nm) {
     }
 }
 
-static void put_row(uint32_t *count, int w, int final, const pane *p, uint32_t g, int nm) {
+static void put_row(int w, int final, const pane *p, uint32_t g, int nm) {
     uint32_t kl;
     const uint8_t *k = pane_key(p, g, &kl);
     buf_grow(&rows, 10 + (size_t)kl);
@@ -1362,7 +1518,60 @@ static void put_row(uint32_t *count, int w, int final, const pane *p, uint32_t g
     copy_short(d + 10, k, kl);
     rows.len += 10 + (size_t)kl;
     put_values(&rows, p, g, nm);
-    (*count)++;
+}
+
+/* put_rows appends the rows of pane p's groups list[0..n) of window w (all
+ * its groups when list is NULL) and clears their changed marks. The pane's
+ * arrays and the end of the rows live in locals across the loop: a byte
+ * store may alias anything, and in Wasm every reload is a checked load. A
+ * key is copied by whole words (room for its pad is reserved). */
+static void put_rows(int w, int final, pane *p, const uint32_t *list, uint32_t n, int nm) {
+    if (spec_distinct) { /* the values carry sketches */
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t g = list ? list[i] : i;
+            put_row(w, final, p, g, nm);
+            p->marked[g] = 0;
+        }
+        return;
+    }
+    const uint64_t *kpos = p->kpos;
+    const uint8_t *keys = p->keys;
+    const uint64_t *vals = p->vals;
+    uint8_t *marked = p->marked;
+    uint64_t start = (uint64_t)p->start;
+    uint16_t head = (uint16_t)(w | (final ? 1 : 0) << 8);
+    uint8_t *d = rows.p + rows.len, *end = rows.p + rows.cap;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t g = list ? list[i] : i;
+        uint64_t e = kpos[g];
+        uint32_t kl = (uint32_t)(e >> 32);
+        size_t need = 10 + (size_t)kl + KEY_SLACK + (size_t)nm * 8;
+        if ((size_t)(end - d) < need) {
+            rows.len = (size_t)(d - rows.p);
+            buf_grow_slow(&rows, need);
+            d = rows.p + rows.len;
+            end = rows.p + rows.cap;
+        }
+        memcpy(d, &head, 2);
+        memcpy(d + 2, &start, 8);
+        d += 10;
+        /* zero-padded and readable for 24 bytes (KEY_SLACK): copied by
+         * words, the first three without a loop or branch (a meter check
+         * per iteration in Wasm); what they copy past the key the values
+         * overwrite, or lies past the rows' length */
+        const uint8_t *k = keys + (uint32_t)e;
+        memcpy(d + 16, k + 16, 8);
+        memcpy(d + 8, k + 8, 8);
+        memcpy(d, k, 8);
+        for (uint32_t i = 24; i < kl; i += 8) memcpy(d + i, k + i, 8);
+        d += kl;
+        const uint64_t *v = vals + (size_t)g * nm;
+        if (nm > 0) memcpy(d, v, 8);
+        for (int m = 1; m < nm; m++) memcpy(d + 8 * m, &v[m], 8);
+        d += (size_t)nm * 8;
+        marked[g] = 0;
+    }
+    rows.len = (size_t)(d - rows.p);
 }
 
 static int closed(const window *w, int64_t start, int64_t watermark) {
@@ -1388,15 +1597,14 @@ wagg_bytes wagg_engine_flush(int64_t watermark) {
         for (uint32_t i = 0; i < s->n; i++) {
             pane *p = s->panes[i];
             if (closed(&groups.windows[w], p->start, watermark)) {
-                for (uint32_t g = 0; g < p->n; g++) put_row(&count, w, 1, p, g, nm);
+                put_rows(w, 1, p, NULL, p->n, nm);
+                count += p->n;
                 if (s->last == p) s->last = NULL;
                 pane_free(p);
                 continue;
             }
-            for (uint32_t d = 0; d < p->ndirty; d++) {
-                put_row(&count, w, 0, p, p->dirty[d], nm);
-                p->marked[p->dirty[d]] = 0;
-            }
+            put_rows(w, 0, p, p->dirty, p->ndirty, nm);
+            count += p->ndirty;
             p->ndirty = 0;
             s->panes[keep++] = p;
         }
@@ -1575,7 +1783,12 @@ static int decode_snapshot(const uint8_t *b, uint32_t len) {
                 if (!valid_key(k, kl)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a key does not match the key columns");
                 uint64_t h = hash_key(k, kl);
                 uint32_t slot = 0;
-                if (pane_lookup(p, k, kl, h, &slot)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a group appears twice");
+                /* lookups take a key zero-padded to 8 bytes */
+                groups.key.len = 0;
+                buf_grow(&groups.key, (size_t)kl + KEY_ROOM);
+                memcpy(groups.key.p, k, kl);
+                memset(groups.key.p + kl, 0, 8);
+                if (pane_lookup(p, groups.key.p, kl, h, &slot)) return fail(WAGG_ERR_BAD_INPUT, "wagg: malformed snapshot: a group appears twice");
                 off += kl;
                 /* The group's metrics in the snapshot's schema: 8 bytes each
                  * but a distinct metric's sketch, of its own length. */

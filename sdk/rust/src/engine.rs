@@ -2,7 +2,7 @@
 //! snapshots out, in the encodings of `abi/ABI.md`.
 
 use crate::batch::{schema_error, Batch};
-use crate::groups::{hash_key, Groups, Pane};
+use crate::groups::{hash_key, padded_key, Groups, Pane};
 use crate::sketch::Sketch;
 use crate::json::parse_config;
 use crate::migrate::{Migration, NewGroup, OldGroup};
@@ -110,15 +110,27 @@ impl<A: Aggregator> Engine<A> {
     pub fn flush(&mut self, watermark: i64) -> Result<&[u8], Error> {
         let g = self.groups.as_mut().ok_or_else(not_ready)?;
         let nm = g.metrics.len();
+        // out is written in place up to pos; its length is the most any
+        // flush wrote, so its bytes are zeroed once, not at every flush.
         let out = &mut self.out;
-        out.clear();
-        out.extend_from_slice(&ROWS_MAGIC.to_le_bytes());
-        out.extend_from_slice(&[0; 12]);
+        if out.len() < 16 {
+            out.resize(16, 0);
+        }
+        out[..4].copy_from_slice(&ROWS_MAGIC.to_le_bytes());
+        let mut pos = 16;
         let mut count = 0u32;
         for (w, s) in g.ws.iter_mut().enumerate() {
             let win = &g.windows[w];
             for p in s.panes.iter_mut() {
                 let fin = win.closed(p.start, watermark);
+                if g.distinct.is_empty() {
+                    let (end, n) = p.put_rows(out, pos, w as u8, fin, nm);
+                    pos = end;
+                    count += n;
+                    p.clean();
+                    continue;
+                }
+                out.truncate(pos);
                 let ops = &g.metrics;
                 let mut row = |gi: usize, out: &mut Vec<u8>| {
                     out.push(w as u8);
@@ -137,14 +149,14 @@ impl<A: Aggregator> Engine<A> {
                         row(gi as usize, out);
                     }
                 }
+                pos = out.len();
                 p.clean();
             }
             s.panes.retain(|p| !win.closed(p.start, watermark));
         }
-        let total = out.len() as u64;
         out[4..8].copy_from_slice(&count.to_le_bytes());
-        out[8..16].copy_from_slice(&total.to_le_bytes());
-        Ok(&self.out)
+        out[8..16].copy_from_slice(&(pos as u64).to_le_bytes());
+        Ok(&self.out[..pos])
     }
 
     /// The state (`wagg_snapshot`), in the layout the Go and C SDKs write:
@@ -369,8 +381,9 @@ fn decode_snapshot<A: Aggregator>(
                     b8.copy_from_slice(take(8)?);
                     old[j] = u64::from_le_bytes(b8);
                 }
-                let hk = hash_key(key);
-                if g.ws[w].panes[pi].lookup(key, hk).is_ok() {
+                let hk = hash_key(key, key_types);
+                let kb = padded_key(key); // lookups take a padded key
+                if g.ws[w].panes[pi].lookup(&kb, kl, hk).is_ok() {
                     return Err(bad("a group appears twice"));
                 }
                 let vals: &[u64] = match migrate.as_mut() {
@@ -400,7 +413,7 @@ fn decode_snapshot<A: Aggregator>(
                 };
                 let idents = g.idents.clone();
                 let p = &mut g.ws[w].panes[pi];
-                let gi = match p.lookup(key, hk) {
+                let gi = match p.lookup(&kb, kl, hk) {
                     Ok(_) => return Err(bad("a group appears twice")),
                     Err(slot) => p.insert(key, hk, slot, &idents, &g.distinct),
                 };

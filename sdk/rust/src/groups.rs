@@ -7,10 +7,17 @@ use crate::sketch::{hash as sketch_hash, Sketch};
 use crate::spec::{MetricDef, Op, Type, Window, WindowKind};
 use crate::{Error, Metric};
 
+/// Bytes kept readable past the start of any key, in a pane's keys and in
+/// the key being built: `key_eq` reads a key's first three words at once.
+pub(crate) const KEY_SLACK: usize = 24;
+
 pub(crate) struct Pane {
     pub start: i64,
-    pub keys: Vec<u8>,    // every group's encoded key, back to back
-    pub ends: Vec<u32>,   // ends[i]: end of group i's key in keys
+    // every group's encoded key, each 8-aligned and zero-padded to 8 bytes
+    // (compared by whole words), then KEY_SLACK bytes
+    pub keys: Vec<u8>,
+    // kpos[i]: group i's key, its offset in keys | its length << 32: one load
+    kpos: Vec<u64>,
     pub vals: Vec<u64>,   // nm values per group
     marked: Vec<bool>,    // group i is in dirty
     // link[i]: the same key's group + 1 in the pane of the first global
@@ -27,8 +34,8 @@ impl Pane {
     fn new(start: i64) -> Pane {
         Pane {
             start,
-            keys: Vec::new(),
-            ends: Vec::new(),
+            keys: vec![0; KEY_SLACK],
+            kpos: Vec::new(),
             vals: Vec::new(),
             marked: Vec::new(),
             link: Vec::new(),
@@ -38,28 +45,42 @@ impl Pane {
         }
     }
 
-    pub fn len(&self) -> usize { self.ends.len() }
+    pub fn len(&self) -> usize { self.kpos.len() }
 
     #[inline]
     pub fn key(&self, g: usize) -> &[u8] {
-        let from = if g == 0 { 0 } else { self.ends[g - 1] as usize };
-        &self.keys[from..self.ends[g] as usize]
+        let e = self.kpos[g];
+        let from = e as u32 as usize;
+        &self.keys[from..from + (e >> 32) as usize]
     }
 
-    /// The group of key, or Err(the empty slot where it goes).
+    /// The group of the key of n bytes at the start of key, or Err(the
+    /// empty slot where it goes). The key is zero-padded to 8 bytes and
+    /// followed by at least KEY_SLACK bytes (`padded_key`).
     #[inline(always)]
-    pub fn lookup(&self, key: &[u8], h: u64) -> Result<usize, usize> {
+    pub fn lookup(&self, key: &[u8], n: usize, h: u64) -> Result<usize, usize> {
+        // The probe reads without bounds checks, by the table's invariants
+        // (in Wasm a check is a reload of the vector's length, a compare and
+        // a branch, on top of the access's own check).
         let mask = self.slots.len() - 1;
         let tag = h as u32;
         let mut i = tag as usize & mask;
         loop {
-            let s = self.slots[i];
+            // SAFETY: i <= mask < slots.len(), a power of two.
+            let s = unsafe { *self.slots.get_unchecked(i) };
             if s == 0 {
                 return Err(i);
             }
             if (s >> 32) as u32 == tag {
                 let g = (s as u32 - 1) as usize;
-                if key_eq(self.key(g), key) {
+                // SAFETY: a slot holds only the index + 1 of a group of
+                // this pane, and every group's key is followed by
+                // KEY_SLACK bytes of keys (insert).
+                let (e, k) = unsafe {
+                    let e = *self.kpos.get_unchecked(g);
+                    (e, self.keys.get_unchecked(e as u32 as usize..))
+                };
+                if (e >> 32) as usize == n && key_eq(k, key, n) {
                     return Ok(g);
                 }
             }
@@ -68,9 +89,12 @@ impl Pane {
     }
 
     pub fn insert(&mut self, key: &[u8], h: u64, slot: usize, idents: &[u64], distinct: &[usize]) -> usize {
-        let g = self.ends.len();
+        let g = self.kpos.len();
+        let from = self.keys.len() - KEY_SLACK;
+        self.keys.truncate(from);
         self.keys.extend_from_slice(key);
-        self.ends.push(self.keys.len() as u32);
+        self.keys.resize(from + (key.len() + 7) / 8 * 8 + KEY_SLACK, 0);
+        self.kpos.push((key.len() as u64) << 32 | from as u64);
         self.vals.extend_from_slice(idents);
         for &j in distinct {
             self.vals[g * idents.len() + j] = self.sketches.len() as u64;
@@ -79,7 +103,7 @@ impl Pane {
         self.marked.push(false);
         self.link.push(0);
         self.slots[slot] = (h as u32 as u64) << 32 | (g as u64 + 1);
-        if 2 * self.ends.len() > self.slots.len() {
+        if 2 * self.kpos.len() > self.slots.len() {
             let size = 2 * self.slots.len();
             let old = std::mem::replace(&mut self.slots, vec![0; size]);
             let mask = size - 1;
@@ -92,6 +116,51 @@ impl Pane {
             }
         }
         g
+    }
+
+    /// Writes the rows of window w's changed groups (all of them when fin)
+    /// into out from pos, growing it as needed, and returns the end and the
+    /// number of rows. For metrics without a sketch. Each row is reserved
+    /// once and written in place, a key copied by words, the first three
+    /// without a loop or branch (keys are zero-padded and readable for
+    /// KEY_SLACK bytes): in Wasm every push would check the capacity, and a
+    /// loop iteration pays a meter check. What a copy writes past the key
+    /// the values overwrite, or it lies past the rows.
+    pub(crate) fn put_rows(&self, out: &mut Vec<u8>, mut pos: usize, w: u8, fin: bool, nm: usize) -> (usize, u32) {
+        let n = if fin { self.len() } else { self.dirty.len() };
+        let mut head = [0u8; 10];
+        head[0] = w;
+        head[1] = fin as u8;
+        head[2..].copy_from_slice(&self.start.to_le_bytes());
+        for i in 0..n {
+            let g = if fin { i } else { self.dirty[i] as usize };
+            let e = self.kpos[g];
+            let (from, kl) = (e as u32 as usize, (e >> 32) as usize);
+            let need = 10 + kl + KEY_SLACK + 8 * nm;
+            if out.len() < pos + need {
+                let size = (pos + need).max(2 * out.len());
+                out.resize(size, 0);
+            }
+            let r = &mut out[pos..pos + need];
+            r[..10].copy_from_slice(&head);
+            let k = &self.keys[from..from + KEY_SLACK];
+            r[26..34].copy_from_slice(&k[16..24]);
+            r[18..26].copy_from_slice(&k[8..16]);
+            r[10..18].copy_from_slice(&k[..8]);
+            let mut j = 24;
+            while j < kl {
+                r[10 + j..18 + j].copy_from_slice(&self.keys[from + j..from + j + 8]);
+                j += 8;
+            }
+            let v = &self.vals[g * nm..(g + 1) * nm];
+            let mut d = 10 + kl;
+            for &x in v {
+                r[d..d + 8].copy_from_slice(&x.to_le_bytes());
+                d += 8;
+            }
+            pos += 10 + kl + 8 * nm;
+        }
+        (pos, n as u32)
     }
 
     #[inline]
@@ -110,22 +179,32 @@ impl Pane {
     }
 }
 
-/// Compares keys 8 bytes at a time: they are short, and a call to memcmp
-/// costs more than the comparison.
+/// Compares the keys of n bytes at the starts of a and b, both zero-padded
+/// to 8 and readable for KEY_SLACK bytes. The first three words are
+/// compared without a branch, their excess masked off: in Wasm each branch
+/// starts a block whose loads are bounds-checked again, and each loop
+/// iteration pays the host's meter check.
 #[inline(always)]
-fn key_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+fn key_eq(a: &[u8], b: &[u8], n: usize) -> bool {
+    let (x, y) = (&a[..KEY_SLACK], &b[..KEY_SLACK]);
+    let mask = |on: bool| 0u64.wrapping_sub(on as u64);
+    let mut d = (word(&x[16..]) ^ word(&y[16..])) & mask(n > 16);
+    d |= (word(&x[8..]) ^ word(&y[8..])) & mask(n > 8);
+    d |= (word(x) ^ word(y)) & mask(n > 0);
+    let mut i = 24;
+    while d == 0 && i < n {
+        d |= word(&a[i..]) ^ word(&b[i..]);
+        i += 8;
     }
-    let (mut a, mut b) = (a, b);
-    while a.len() >= 8 && b.len() >= 8 {
-        if word(a) != word(b) {
-            return false;
-        }
-        a = &a[8..];
-        b = &b[8..];
-    }
-    tail(a) == tail(b)
+    d == 0
+}
+
+/// A copy of key zero-padded to 8 bytes and followed by KEY_SLACK bytes, as
+/// `Pane::lookup` takes it.
+pub(crate) fn padded_key(key: &[u8]) -> Vec<u8> {
+    let mut b = key.to_vec();
+    b.resize((key.len() + 7) / 8 * 8 + KEY_SLACK, 0);
+    b
 }
 
 #[inline(always)]
@@ -135,19 +214,19 @@ fn word(b: &[u8]) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// The last bytes of a key (fewer than 8) as a little-endian word, in at
+/// The last bytes of a string (fewer than 8) as a little-endian word, in at
 /// most three loads instead of a loop over bytes (a loop costs a meter check
 /// per byte in Wasm).
 #[inline(always)]
 fn tail(b: &[u8]) -> u64 {
     let (mut t, mut sh, mut i) = (0u64, 0, 0);
     if b.len() & 4 != 0 {
-        t = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
+        t = u32::from_le_bytes(b[..4].try_into().unwrap()) as u64;
         sh = 32;
         i = 4;
     }
     if b.len() & 2 != 0 {
-        t |= (u16::from_le_bytes([b[i], b[i + 1]]) as u64) << sh;
+        t |= (u16::from_le_bytes(b[i..i + 2].try_into().unwrap()) as u64) << sh;
         sh += 16;
         i += 2;
     }
@@ -157,27 +236,57 @@ fn tail(b: &[u8]) -> u64 {
     t
 }
 
-/// The Go SDK's hashKey: 8 bytes at a time, multiply-rotate.
-#[inline]
-pub(crate) fn hash_key(mut b: &[u8]) -> u64 {
-    const M1: u64 = 0x9e37_79b9_7f4a_7c15;
-    const M2: u64 = 0xc2b2_ae3d_27d4_eb4f;
-    let mut h = (b.len() as u64).wrapping_mul(M1);
-    while b.len() >= 8 {
-        h = ((h ^ word(b)).wrapping_mul(M2)).rotate_left(31);
-        b = &b[8..];
-    }
-    h = (h ^ tail(b)).wrapping_mul(M2);
+/// The key's hash: the words of its columns (a string's length, then its
+/// bytes 8 at a time and a tail) folded by multiply-rotate as `Key` fills
+/// them, then mixed with the key's length. `hash_key` computes the same from
+/// a key's bytes, for a restored group.
+const M1: u64 = 0x9e37_79b9_7f4a_7c15;
+const M2: u64 = 0xc2b2_ae3d_27d4_eb4f;
+
+#[inline(always)]
+fn hash_word(h: u64, w: u64) -> u64 { ((h ^ w).wrapping_mul(M2)).rotate_left(31) }
+
+#[inline(always)]
+fn hash_end(h: u64, n: usize) -> u64 {
+    let mut h = (h ^ n as u64).wrapping_mul(M1);
     h ^= h >> 29;
-    h = h.wrapping_mul(M1);
+    h = h.wrapping_mul(M2);
     h ^ (h >> 32)
+}
+
+/// The hash of a key, valid for the key columns `types`.
+pub(crate) fn hash_key(key: &[u8], types: &[Type]) -> u64 {
+    let (mut h, mut b) = (0u64, key);
+    for &t in types {
+        if t != Type::String {
+            h = hash_word(h, word(b));
+            b = &b[8..];
+            continue;
+        }
+        let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        h = hash_word(h, n as u64);
+        let mut s = &b[4..4 + n];
+        while s.len() >= 8 {
+            h = hash_word(h, word(s));
+            s = &s[8..];
+        }
+        h = hash_word(h, tail(s));
+        b = &b[4 + n..];
+    }
+    hash_end(h, key.len())
 }
 
 pub(crate) struct WindowState {
     pub panes: Vec<Pane>, // in increasing start
     last: usize,          // index of the pane used last, the common case
     latest: i64,          // the latest start found for the last record's time
-    have_latest: bool,
+    // the slide once latest is set, else 0: a record's time within span of
+    // latest has the same latest
+    span: i64,
+    // the window's kind and lengths, copied here: one place for resolve
+    kind: WindowKind,
+    size: i64,
+    slide: i64,
 }
 
 /// The groups of the deployment. Aggregators reach them through `at`.
@@ -188,7 +297,12 @@ pub struct Groups {
     pub(crate) idents: Vec<u64>,
     pub(crate) distinct: Vec<usize>, // the distinct metrics
     pub(crate) key_types: Vec<Type>,
+    // The key being built, its length in `Key`. The buffer always holds
+    // key_room bytes past it: every int64 or float64 column fits, a string's
+    // tail may be written as a whole word, the key padded and compared by
+    // words (KEY_SLACK), so only a string column checks for room.
     key: Vec<u8>,
+    key_room: usize,
     targets: Vec<(u16, u32, u32)>, // (window, pane index, group)
     pub(crate) err: Option<Error>,
     /// The host's limit of groups per pane (`abi.Config.max_groups`); 0: none.
@@ -199,7 +313,11 @@ pub struct Groups {
 impl Groups {
     pub(crate) fn new(windows: Vec<Window>, keys: &[(String, Type)], metrics: &[MetricDef]) -> Groups {
         let link_w = (1..windows.len()).find(|&w| windows[w].kind == WindowKind::Global).unwrap_or(usize::MAX);
-        let ws = windows.iter().map(|_| WindowState { panes: Vec::new(), last: 0, latest: 0, have_latest: false }).collect();
+        let ws = windows
+            .iter()
+            .map(|w| WindowState { panes: Vec::new(), last: 0, latest: 0, span: 0, kind: w.kind, size: w.size_ms, slide: w.slide() })
+            .collect();
+        let key_room = 8 * keys.len() + 8 + KEY_SLACK;
         Groups {
             windows,
             ws,
@@ -207,7 +325,8 @@ impl Groups {
             idents: metrics.iter().map(|m| m.identity()).collect(),
             distinct: metrics.iter().enumerate().filter(|(_, m)| m.op == Op::Distinct).map(|(j, _)| j).collect(),
             key_types: keys.iter().map(|k| k.1).collect(),
-            key: Vec::with_capacity(64),
+            key: vec![0; key_room.max(64)],
+            key_room,
             targets: Vec::new(),
             err: None,
             max_groups: 0,
@@ -219,7 +338,7 @@ impl Groups {
         for w in &mut self.ws {
             w.panes.clear();
             w.last = 0;
-            w.have_latest = false;
+            w.span = 0;
         }
     }
 
@@ -251,8 +370,7 @@ impl Groups {
     /// columns in declared order with `Key`'s methods, then update metrics.
     #[inline]
     pub fn at(&mut self, ts: i64) -> Key<'_> {
-        self.key.clear();
-        Key { g: self, ts, col: 0, resolved: false, failed: false }
+        Key { g: self, ts, col: 0, resolved: false, failed: false, h: 0, len: 0 }
     }
 
     fn misuse(&mut self, msg: String) {
@@ -261,32 +379,46 @@ impl Groups {
         }
     }
 
+    /// Finds (or creates) the groups of the key of n bytes (hashed so far
+    /// h) in every window holding ts and keeps them as the record's
+    /// targets. With `add` = Some((metric, v)), the record's first add of a
+    /// sum is applied as the groups are found: in Wasm reading the targets
+    /// back costs checked loads.
     #[inline(always)]
-    fn resolve(&mut self, ts: i64) -> bool {
-        let h = hash_key(&self.key);
+    fn resolve(&mut self, ts: i64, n: usize, h: u64, add: Option<(usize, i64)>) -> bool {
+        let h = hash_end(h, n);
+        self.key[n..n + 8].copy_from_slice(&[0; 8]); // the pad to 8 bytes
         self.targets.clear();
+        let nm = self.metrics.len();
         // The record's first group, in a tumbling window, links to its group
         // in the first global window's one pane (it lives as long as the
         // panes do): a key seen again in the same pane skips the second
         // lookup.
         let mut lp: Option<(usize, usize, usize)> = None; // (window, pane, group)
-        for w in 0..self.windows.len() {
-            let (kind, size, slide) = (self.windows[w].kind, self.windows[w].size_ms, self.windows[w].slide());
+        for w in 0..self.ws.len() {
+            let st = &self.ws[w];
+            let (kind, size, slide) = (st.kind, st.size, st.slide);
             if kind == WindowKind::Global {
+                // the window's one pane, at start 0
+                let pi = if st.panes.is_empty() { self.pane_slow(w, 0) } else { 0 };
                 match lp {
                     Some((lw, lpi, lg)) if w == self.link_w => {
                         let l = self.ws[lw].panes[lpi].link[lg];
                         if l != 0 {
-                            let pi = self.pane(w, 0);
                             let p = &mut self.ws[w].panes[pi];
-                            p.touch(l as usize - 1);
+                            let g = l as usize - 1;
+                            p.touch(g);
+                            if let Some((m, v)) = add {
+                                let val = &mut p.vals[g * nm + m];
+                                *val = val.wrapping_add(v as u64);
+                            }
                             self.targets.push((w as u16, pi as u32, l - 1));
-                        } else if let Some(g) = self.target(w, 0, h) {
+                        } else if let Some(g) = self.target(w, pi, h, n, add) {
                             self.ws[lw].panes[lpi].link[lg] = g as u32 + 1;
                         }
                     }
                     _ => {
-                        self.target(w, 0, h);
+                        self.target(w, pi, h, n, add);
                     }
                 }
                 continue;
@@ -296,7 +428,7 @@ impl Groups {
             // order: reuse the last latest start while ts lies within one
             // slide of it, and divide otherwise.
             let st = &mut self.ws[w];
-            let latest = if st.have_latest && (ts as u64).wrapping_sub(st.latest as u64) < slide as u64 {
+            let latest = if (ts as u64).wrapping_sub(st.latest as u64) < st.span as u64 {
                 st.latest
             } else {
                 let m = ts.rem_euclid(slide);
@@ -304,34 +436,33 @@ impl Groups {
                     continue; // no window holds ts (the host dead-letters it)
                 }
                 st.latest = ts - m;
-                st.have_latest = true;
+                st.span = slide;
                 st.latest
             };
             if kind == WindowKind::Tumbling {
                 // size == slide: the one window
-                let g = self.target(w, latest, h);
-                if lp.is_none() {
-                    if let Some(g) = g {
-                        lp = Some((w, self.targets[self.targets.len() - 1].1 as usize, g));
+                let pi = self.pane(w, latest);
+                if let Some(g) = self.target(w, pi, h, n, add) {
+                    if lp.is_none() {
+                        lp = Some((w, pi, g));
                     }
                 }
                 continue;
             }
-            if kind == WindowKind::Hopping {
-                // Create the panes first: inserting one moves the later
-                // ones, whose indexes the targets hold.
-                let mut s = latest;
-                while ts - s < size {
-                    self.pane(w, s);
-                    if s < i64::MIN + slide {
-                        break;
-                    }
-                    s -= slide;
+            // Hopping: create the panes first, inserting one moves the
+            // later ones, whose indexes the targets hold.
+            let mut s = latest;
+            while ts - s < size {
+                self.pane(w, s);
+                if s < i64::MIN + slide {
+                    break;
                 }
+                s -= slide;
             }
             let mut s = latest;
             while ts - s < size {
-                self.target(w, s, h);
+                let pi = self.pane(w, s);
+                self.target(w, pi, h, n, add);
                 if s < i64::MIN + slide {
                     break;
                 }
@@ -341,38 +472,78 @@ impl Groups {
         self.err.is_none()
     }
 
-    /// Finds (or creates) the key's group in window w's pane at start and
-    /// makes it a target; None on the host's limit.
+    /// Finds (or creates) the key's group in window w's pane pi, makes it
+    /// a target and applies add to it (see resolve); None on the host's
+    /// limit.
     #[inline(always)]
-    fn target(&mut self, w: usize, start: i64, h: u64) -> Option<usize> {
-        let pi = self.pane(w, start);
-        let max = self.max_groups;
+    fn target(&mut self, w: usize, pi: usize, h: u64, n: usize, add: Option<(usize, i64)>) -> Option<usize> {
+        let (max, nm) = (self.max_groups, self.metrics.len());
         let p = &mut self.ws[w].panes[pi];
-        let g = match p.lookup(&self.key, h) {
+        let g = match p.lookup(&self.key, n, h) {
             Ok(g) => g,
             Err(_) if max > 0 && p.len() as i64 >= max => {
-                let name = &self.windows[w].name;
-                self.misuse(format!(
-                    "wagg: too many groups in one pane: window {:?}, pane at {} holds {} groups, the host's limit (sandbox.max_groups_per_pane)",
-                    name, start, max
-                ));
+                let start = p.start;
+                too_many_groups(self, w, start, max);
                 return None;
             }
-            Err(slot) => p.insert(&self.key, h, slot, &self.idents, &self.distinct),
+            Err(slot) => p.insert(&self.key[..n], h, slot, &self.idents, &self.distinct),
         };
         p.touch(g);
+        if let Some((m, v)) = add {
+            let val = &mut p.vals[g * nm + m];
+            *val = val.wrapping_add(v as u64);
+        }
         self.targets.push((w as u16, pi as u32, g as u32));
         Some(g)
     }
 }
 
-/// A group key being built; see `Groups::at`.
+/// Reports the host's limit of groups in a pane reached. Out of line, its
+/// arguments by value: formatting them in place would keep them in memory on
+/// the common path.
+#[inline(never)]
+fn too_many_groups(g: &mut Groups, w: usize, start: i64, max: i64) {
+    let msg = format!(
+        "wagg: too many groups in one pane: window {:?}, pane at {} holds {} groups, the host's limit (sandbox.max_groups_per_pane)",
+        g.windows[w].name, start, max
+    );
+    g.misuse(msg);
+}
+
+/// Reports a key column filled out of turn. It takes the key's fields by
+/// value: taking the key's address would keep it in memory instead of
+/// registers on the common path.
+#[inline(never)]
+fn column_misuse(g: &mut Groups, col: usize, resolved: bool, method: &str) {
+    let n = g.key_types.len();
+    let msg = if resolved {
+        format!("wagg: Key::{} after add: fill every key column first", method)
+    } else if col >= n {
+        format!("wagg: Key::{} fills key column {}, but the spec declares {}", method, col, n)
+    } else {
+        format!("wagg: key column {} is declared {}, but Key::{} filled it", col, g.key_types[col].name(), method)
+    };
+    g.misuse(msg);
+}
+
+/// Reports an add before every key column was filled (see column_misuse).
+#[inline(never)]
+fn add_misuse(g: &mut Groups, col: usize) {
+    let n = g.key_types.len();
+    g.misuse(format!("wagg: add before key column {} was filled ({} of {} filled)", col, col, n));
+}
+
+/// A group key being built; see `Groups::at`. Its state lives in the value
+/// (registers, once inlined), not in the groups: in Wasm every load and
+/// store of linear memory is bounds-checked.
 pub struct Key<'g> {
     g: &'g mut Groups,
     ts: i64,
     col: usize,
     resolved: bool,
     failed: bool,
+    h: u64,     // the key's hash so far
+    len: usize, // the key's length so far
 }
 
 impl<'g> Key<'g> {
@@ -382,32 +553,27 @@ impl<'g> Key<'g> {
             self.col += 1;
             return true;
         }
-        self.misuse(ty, method)
+        if !self.failed {
+            self.failed = true;
+            column_misuse(self.g, self.col, self.resolved, method);
+        }
+        false
     }
 
-    #[inline(never)]
-    fn misuse(&mut self, ty: Type, method: &str) -> bool {
-        if self.failed {
-            return false;
-        }
-        let msg = if self.resolved {
-            format!("wagg: Key::{} after add: fill every key column first", method)
-        } else if self.col >= self.g.key_types.len() {
-            format!("wagg: Key::{} fills key column {}, but the spec declares {}", method, self.col, self.g.key_types.len())
-        } else {
-            format!("wagg: key column {} is declared {}, but Key::{} filled it", self.col, self.g.key_types[self.col].name(), method)
-        };
-        let _ = ty;
-        self.failed = true;
-        self.g.misuse(msg);
-        false
+    /// Appends an int64 or float64 column (the buffer has room for it).
+    #[inline(always)]
+    fn word(&mut self, v: u64) {
+        let l = self.len;
+        self.g.key[l..l + 8].copy_from_slice(&v.to_le_bytes());
+        self.len = l + 8;
+        self.h = hash_word(self.h, v);
     }
 
     /// Fills the next key column, declared `key_int64`.
     #[inline(always)]
     pub fn int64(mut self, v: i64) -> Self {
         if self.next(Type::Int64, "int64") {
-            self.g.key.extend_from_slice(&v.to_le_bytes());
+            self.word(v as u64);
         }
         self
     }
@@ -415,7 +581,7 @@ impl<'g> Key<'g> {
     #[inline]
     pub fn float64(mut self, v: f64) -> Self {
         if self.next(Type::Float64, "float64") {
-            self.g.key.extend_from_slice(&v.to_bits().to_le_bytes());
+            self.word(v.to_bits());
         }
         self
     }
@@ -423,27 +589,32 @@ impl<'g> Key<'g> {
     #[inline(always)]
     pub fn string(mut self, v: &[u8]) -> Self {
         if self.next(Type::String, "string") {
+            let (l, n) = (self.len, v.len());
+            let room = self.g.key_room;
             let key = &mut self.g.key;
-            key.reserve(4 + v.len());
-            key.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            // short: words and a tail of constant-size copies, no memcpy call
-            let mut words = v.chunks_exact(8);
-            for w in &mut words {
-                key.extend_from_slice(&word(w).to_le_bytes());
+            if key.len() < l + 4 + n + room {
+                key.resize(l + 4 + n + room, 0);
             }
-            let r = words.remainder();
-            let mut i = 0;
-            if r.len() & 4 != 0 {
-                key.extend_from_slice(&[r[0], r[1], r[2], r[3]]);
-                i = 4;
+            // one slice for the column: its length is then a register, not
+            // the buffer's, reloaded after every store
+            let dst = &mut key[l..l + 4 + n + 8];
+            dst[..4].copy_from_slice(&(n as u32).to_le_bytes());
+            let mut h = hash_word(self.h, n as u64);
+            // copied and hashed in one pass, by words; the tail written as a
+            // whole word (the room is there), one store instead of up to
+            // three
+            let (mut d, mut s) = (4, v);
+            while s.len() >= 8 {
+                let w = word(s);
+                dst[d..d + 8].copy_from_slice(&w.to_le_bytes());
+                h = hash_word(h, w);
+                d += 8;
+                s = &s[8..];
             }
-            if r.len() & 2 != 0 {
-                key.extend_from_slice(&[r[i], r[i + 1]]);
-                i += 2;
-            }
-            if r.len() & 1 != 0 {
-                key.push(r[i]);
-            }
+            let t = tail(s);
+            dst[d..d + 8].copy_from_slice(&t.to_le_bytes());
+            self.h = hash_word(h, t);
+            self.len = l + 4 + n;
         }
         self
     }
@@ -461,10 +632,10 @@ impl<'g> Key<'g> {
             self.resolved = true;
             if self.col != self.g.key_types.len() {
                 self.failed = true;
-                self.g.misuse(format!("wagg: add before key column {} was filled ({} of {} filled)", self.col, self.col, self.g.key_types.len()));
+                add_misuse(self.g, self.col);
                 return false;
             }
-            if !self.g.resolve(self.ts) {
+            if !self.g.resolve(self.ts, self.len, self.h, None) {
                 self.failed = true;
                 return false;
             }
@@ -491,6 +662,15 @@ impl<'g> Key<'g> {
     /// count or sum adds it, a min or max keeps the extreme.
     #[inline(always)]
     pub fn add(mut self, m: Metric, v: i64) -> Self {
+        // The record's first add of an int64 sum: applied as the groups are
+        // resolved.
+        if !self.resolved && !self.failed && self.col == self.g.key_types.len() && self.g.metrics.get(m.0) == Some(&(Type::Int64, Op::Add)) {
+            self.resolved = true;
+            if !self.g.resolve(self.ts, self.len, self.h, Some((m.0, v))) {
+                self.failed = true;
+            }
+            return self;
+        }
         if self.resolve(m, false) {
             let nm = self.g.metrics.len();
             let op = self.g.metrics[m.0].1;
