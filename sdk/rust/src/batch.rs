@@ -28,7 +28,9 @@ pub struct Strings<'a> {
 impl<'a> Strings<'a> {
     /// Record i's value.
     #[inline(always)]
-    pub fn get(&self, i: usize) -> &'a [u8] { &self.data[self.offs[i] as usize..self.offs[i + 1] as usize] }
+    pub fn get(&self, i: usize) -> &'a [u8] {
+        &self.data[self.offs[i] as usize..self.offs[i + 1] as usize]
+    }
 }
 
 /// Whether offsets ever decrease: four at a time without a branch each (in
@@ -46,16 +48,22 @@ fn backwards(o: &[u32]) -> bool {
     bad
 }
 
-fn bad(msg: &str) -> Error { Error::bad_input(format!("abi: malformed batch: {}", msg)) }
+fn bad(msg: &str) -> Error {
+    Error::bad_input(format!("abi: malformed batch: {}", msg))
+}
 
-fn u32_at(b: &[u8], off: usize) -> u32 { u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]) }
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
 fn u64_at(b: &[u8], off: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[off..off + 8]);
     u64::from_le_bytes(a)
 }
 
-fn pad8(k: usize) -> usize { (8 - k % 8) % 8 }
+fn pad8(k: usize) -> usize {
+    (8 - k % 8) % 8
+}
 
 /// Reinterprets 4-byte little-endian values as u32s, in place (the offsets
 /// section starts on an 8-byte boundary).
@@ -107,7 +115,11 @@ impl<'a> Batch<'a> {
         let mut cols = Vec::with_capacity(types.len() + 1);
         let ncols = types.len() + raw as usize;
         for c in 0..ncols {
-            let ty = if c < types.len() { types[c] } else { Type::String };
+            let ty = if c < types.len() {
+                types[c]
+            } else {
+                Type::String
+            };
             if ty != Type::String {
                 cols.push(Col::Fixed(take(&mut off, 8 * n)?));
                 continue;
@@ -137,13 +149,21 @@ impl<'a> Batch<'a> {
     }
 
     /// The number of records.
-    pub fn len(&self) -> usize { self.n }
-    pub fn is_empty(&self) -> bool { self.n == 0 }
+    pub fn len(&self) -> usize {
+        self.n
+    }
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
     /// Record i's event time in Unix milliseconds.
     #[inline(always)]
-    pub fn time(&self, i: usize) -> i64 { self.times[i] }
+    pub fn time(&self, i: usize) -> i64 {
+        self.times[i]
+    }
     /// Every event time.
-    pub fn times(&self) -> &'a [i64] { self.times }
+    pub fn times(&self) -> &'a [i64] {
+        self.times
+    }
     /// The column of an int64 field.
     pub fn int64s(&self, f: Int64Field) -> &'a [i64] {
         match self.cols[f.0] {
@@ -162,9 +182,13 @@ impl<'a> Batch<'a> {
         }
     }
     /// The column of a string field.
-    pub fn strings(&self, f: StringField) -> Strings<'a> { self.string_col(f.0) }
+    pub fn strings(&self, f: StringField) -> Strings<'a> {
+        self.string_col(f.0)
+    }
     /// Record i's raw Kafka value; only with `Spec::raw`.
-    pub fn raw(&self, i: usize) -> &'a [u8] { self.string_col(self.cols.len() - 1).get(i) }
+    pub fn raw(&self, i: usize) -> &'a [u8] {
+        self.string_col(self.cols.len() - 1).get(i)
+    }
 
     fn string_col(&self, c: usize) -> Strings<'a> {
         match self.cols[c] {

@@ -3,9 +3,9 @@
 
 use crate::batch::{schema_error, Batch};
 use crate::groups::{hash_key, padded_key, Groups, Pane};
-use crate::sketch::Sketch;
 use crate::json::parse_config;
 use crate::migrate::{Migration, NewGroup, OldGroup};
+use crate::sketch::Sketch;
 use crate::spec::{Op, Spec, Type};
 use crate::{Aggregator, Code, Error};
 
@@ -13,7 +13,12 @@ const BATCH_MAGIC: u32 = 0x3142_4757; // "WGB1"
 const ROWS_MAGIC: u32 = 0x3152_4757; // "WGR1"
 const SNAP_MAGIC: u32 = 0x3153_4757; // "WGS1"
 
-fn not_ready() -> Error { Error { code: Code::NotReady, message: "wagg: wagg_init has not succeeded".to_string() } }
+fn not_ready() -> Error {
+    Error {
+        code: Code::NotReady,
+        message: "wagg: wagg_init has not succeeded".to_string(),
+    }
+}
 
 /// Runs one aggregator for one deployment. The `export!` macro drives it
 /// from the Wasm exports; `Local` drives it natively.
@@ -34,7 +39,9 @@ pub struct Engine<A: Aggregator> {
 }
 
 impl<A: Aggregator> Default for Engine<A> {
-    fn default() -> Self { Self::new() }
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<A: Aggregator> Engine<A> {
@@ -63,12 +70,24 @@ impl<A: Aggregator> Engine<A> {
     pub(crate) fn types(&self) -> (Vec<Type>, Vec<Option<Type>>) {
         (
             self.spec.keys.iter().map(|k| k.1).collect(),
-            self.spec.metrics.iter().map(|m| if m.op == Op::Distinct { None } else { Some(m.ty) }).collect(),
+            self.spec
+                .metrics
+                .iter()
+                .map(|m| {
+                    if m.op == Op::Distinct {
+                        None
+                    } else {
+                        Some(m.ty)
+                    }
+                })
+                .collect(),
         )
     }
 
     /// The schema as JSON (`wagg_describe`).
-    pub fn describe(&self) -> &str { &self.schema }
+    pub fn describe(&self) -> &str {
+        &self.schema
+    }
 
     /// Starts an empty state for the config's windows (`wagg_init`).
     pub fn init(&mut self, cfg: &[u8]) -> Result<(), Error> {
@@ -101,7 +120,10 @@ impl<A: Aggregator> Engine<A> {
         if let Some(e) = g.err.take() {
             return Err(e);
         }
-        r.map_err(|e| Error { code: Code::Aggregate, message: e.message })
+        r.map_err(|e| Error {
+            code: Code::Aggregate,
+            message: e.message,
+        })
     }
 
     /// The rows of the changed groups, and every group of the windows that
@@ -200,7 +222,10 @@ impl<A: Aggregator> Engine<A> {
         let key_types = self.spec.keys.iter().map(|k| k.1).collect::<Vec<_>>();
         let g = self.groups.as_mut().ok_or_else(not_ready)?;
         g.clear();
-        let m = self.migration.as_ref().map(|m| (m, &mut self.agg, &self.spec.metrics[..]));
+        let m = self
+            .migration
+            .as_ref()
+            .map(|m| (m, &mut self.agg, &self.spec.metrics[..]));
         let r = decode_snapshot(b, g, &key_types, m);
         if r.is_err() {
             g.clear();
@@ -250,8 +275,12 @@ impl<A: Aggregator> Engine<A> {
         }
     }
 
-    pub fn export_describe(&mut self) -> i64 { Self::region(self.schema.as_bytes()) }
-    pub fn export_init(&mut self, n: i32) -> i32 { self.with_input(n, |e, b| e.init(b)) }
+    pub fn export_describe(&mut self) -> i64 {
+        Self::region(self.schema.as_bytes())
+    }
+    pub fn export_init(&mut self, n: i32) -> i32 {
+        self.with_input(n, |e, b| e.init(b))
+    }
     pub fn export_process(&mut self, n: i32) -> i32 {
         if self.groups.is_none() {
             return self.fail(not_ready());
@@ -276,10 +305,14 @@ impl<A: Aggregator> Engine<A> {
             Err(e) => self.fail(e) as i64,
         }
     }
-    pub fn export_last_error(&mut self) -> i64 { Self::region(self.last_err.as_bytes()) }
+    pub fn export_last_error(&mut self) -> i64 {
+        Self::region(self.last_err.as_bytes())
+    }
 }
 
-fn bad(msg: &str) -> Error { Error::bad_input(format!("wagg: malformed snapshot: {}", msg)) }
+fn bad(msg: &str) -> Error {
+    Error::bad_input(format!("wagg: malformed snapshot: {}", msg))
+}
 
 fn valid_key(k: &[u8], types: &[Type]) -> bool {
     let mut off = 0usize;
@@ -374,7 +407,8 @@ fn decode_snapshot<A: Aggregator>(
                 for j in 0..width {
                     if distinct[j] {
                         let n = u32_of(take(4)?) as usize;
-                        sketches[j] = Sketch::from_body(take(n)?).ok_or_else(|| bad("a sketch does not decode"))?;
+                        sketches[j] = Sketch::from_body(take(n)?)
+                            .ok_or_else(|| bad("a sketch does not decode"))?;
                         continue;
                     }
                     let mut b8 = [0u8; 8];
@@ -395,12 +429,25 @@ fn decode_snapshot<A: Aggregator>(
                                 None => g.idents[j],
                             };
                         }
-                        let og = OldGroup { from: m, window: &g.windows[w], start, key, vals: &old };
-                        let mut ng = NewGroup { defs, vals: &mut new, err: None };
+                        let og = OldGroup {
+                            from: m,
+                            window: &g.windows[w],
+                            start,
+                            key,
+                            vals: &old,
+                        };
+                        let mut ng = NewGroup {
+                            defs,
+                            vals: &mut new,
+                            err: None,
+                        };
                         let keep = agg.migrate(&og, &mut ng);
                         let fail = |e: Error| Error {
                             code: Code::Aggregate,
-                            message: format!("wagg: migrate failed: window {:?}, pane at {}: {}", g.windows[w].name, start, e.message),
+                            message: format!(
+                                "wagg: migrate failed: window {:?}, pane at {}: {}",
+                                g.windows[w].name, start, e.message
+                            ),
                         };
                         if let Some(e) = ng.err {
                             return Err(fail(e));

@@ -18,12 +18,12 @@ pub(crate) struct Pane {
     pub keys: Vec<u8>,
     // kpos[i]: group i's key, its offset in keys | its length << 32: one load
     kpos: Vec<u64>,
-    pub vals: Vec<u64>,   // nm values per group
-    marked: Vec<bool>,    // group i is in dirty
+    pub vals: Vec<u64>, // nm values per group
+    marked: Vec<bool>,  // group i is in dirty
     // link[i]: the same key's group + 1 in the pane of the first global
     // window, 0 while unknown (see Groups::resolve)
     link: Vec<u32>,
-    pub dirty: Vec<u32>,  // groups changed since the last flush
+    pub dirty: Vec<u32>, // groups changed since the last flush
     // Open addressing: the key's hash's low 32 bits above the group index
     // + 1; 0 is empty. One load per probe tells most other keys apart.
     slots: Vec<u64>,
@@ -45,7 +45,9 @@ impl Pane {
         }
     }
 
-    pub fn len(&self) -> usize { self.kpos.len() }
+    pub fn len(&self) -> usize {
+        self.kpos.len()
+    }
 
     #[inline]
     pub fn key(&self, g: usize) -> &[u8] {
@@ -88,12 +90,20 @@ impl Pane {
         }
     }
 
-    pub fn insert(&mut self, key: &[u8], h: u64, slot: usize, idents: &[u64], distinct: &[usize]) -> usize {
+    pub fn insert(
+        &mut self,
+        key: &[u8],
+        h: u64,
+        slot: usize,
+        idents: &[u64],
+        distinct: &[usize],
+    ) -> usize {
         let g = self.kpos.len();
         let from = self.keys.len() - KEY_SLACK;
         self.keys.truncate(from);
         self.keys.extend_from_slice(key);
-        self.keys.resize(from + (key.len() + 7) / 8 * 8 + KEY_SLACK, 0);
+        self.keys
+            .resize(from + (key.len() + 7) / 8 * 8 + KEY_SLACK, 0);
         self.kpos.push((key.len() as u64) << 32 | from as u64);
         self.vals.extend_from_slice(idents);
         for &j in distinct {
@@ -126,7 +136,14 @@ impl Pane {
     /// KEY_SLACK bytes): in Wasm every push would check the capacity, and a
     /// loop iteration pays a meter check. What a copy writes past the key
     /// the values overwrite, or it lies past the rows.
-    pub(crate) fn put_rows(&self, out: &mut Vec<u8>, mut pos: usize, w: u8, fin: bool, nm: usize) -> (usize, u32) {
+    pub(crate) fn put_rows(
+        &self,
+        out: &mut Vec<u8>,
+        mut pos: usize,
+        w: u8,
+        fin: bool,
+        nm: usize,
+    ) -> (usize, u32) {
         let n = if fin { self.len() } else { self.dirty.len() };
         let mut head = [0u8; 10];
         head[0] = w;
@@ -244,7 +261,9 @@ const M1: u64 = 0x9e37_79b9_7f4a_7c15;
 const M2: u64 = 0xc2b2_ae3d_27d4_eb4f;
 
 #[inline(always)]
-fn hash_word(h: u64, w: u64) -> u64 { ((h ^ w).wrapping_mul(M2)).rotate_left(31) }
+fn hash_word(h: u64, w: u64) -> u64 {
+    ((h ^ w).wrapping_mul(M2)).rotate_left(31)
+}
 
 #[inline(always)]
 fn hash_end(h: u64, n: usize) -> u64 {
@@ -311,11 +330,25 @@ pub struct Groups {
 }
 
 impl Groups {
-    pub(crate) fn new(windows: Vec<Window>, keys: &[(String, Type)], metrics: &[MetricDef]) -> Groups {
-        let link_w = (1..windows.len()).find(|&w| windows[w].kind == WindowKind::Global).unwrap_or(usize::MAX);
+    pub(crate) fn new(
+        windows: Vec<Window>,
+        keys: &[(String, Type)],
+        metrics: &[MetricDef],
+    ) -> Groups {
+        let link_w = (1..windows.len())
+            .find(|&w| windows[w].kind == WindowKind::Global)
+            .unwrap_or(usize::MAX);
         let ws = windows
             .iter()
-            .map(|w| WindowState { panes: Vec::new(), last: 0, latest: 0, span: 0, kind: w.kind, size: w.size_ms, slide: w.slide() })
+            .map(|w| WindowState {
+                panes: Vec::new(),
+                last: 0,
+                latest: 0,
+                span: 0,
+                kind: w.kind,
+                size: w.size_ms,
+                slide: w.slide(),
+            })
             .collect();
         let key_room = 8 * keys.len() + 8 + KEY_SLACK;
         Groups {
@@ -323,7 +356,12 @@ impl Groups {
             ws,
             metrics: metrics.iter().map(|m| (m.ty, m.op)).collect(),
             idents: metrics.iter().map(|m| m.identity()).collect(),
-            distinct: metrics.iter().enumerate().filter(|(_, m)| m.op == Op::Distinct).map(|(j, _)| j).collect(),
+            distinct: metrics
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.op == Op::Distinct)
+                .map(|(j, _)| j)
+                .collect(),
             key_types: keys.iter().map(|k| k.1).collect(),
             key: vec![0; key_room.max(64)],
             key_room,
@@ -370,7 +408,15 @@ impl Groups {
     /// columns in declared order with `Key`'s methods, then update metrics.
     #[inline]
     pub fn at(&mut self, ts: i64) -> Key<'_> {
-        Key { g: self, ts, col: 0, resolved: false, failed: false, h: 0, len: 0 }
+        Key {
+            g: self,
+            ts,
+            col: 0,
+            resolved: false,
+            failed: false,
+            h: 0,
+            len: 0,
+        }
     }
 
     fn misuse(&mut self, msg: String) {
@@ -400,7 +446,11 @@ impl Groups {
             let (kind, size, slide) = (st.kind, st.size, st.slide);
             if kind == WindowKind::Global {
                 // the window's one pane, at start 0
-                let pi = if st.panes.is_empty() { self.pane_slow(w, 0) } else { 0 };
+                let pi = if st.panes.is_empty() {
+                    self.pane_slow(w, 0)
+                } else {
+                    0
+                };
                 match lp {
                     Some((lw, lpi, lg)) if w == self.link_w => {
                         let l = self.ws[lw].panes[lpi].link[lg];
@@ -476,7 +526,14 @@ impl Groups {
     /// a target and applies add to it (see resolve); None on the host's
     /// limit.
     #[inline(always)]
-    fn target(&mut self, w: usize, pi: usize, h: u64, n: usize, add: Option<(usize, i64)>) -> Option<usize> {
+    fn target(
+        &mut self,
+        w: usize,
+        pi: usize,
+        h: u64,
+        n: usize,
+        add: Option<(usize, i64)>,
+    ) -> Option<usize> {
         let (max, nm) = (self.max_groups, self.metrics.len());
         let p = &mut self.ws[w].panes[pi];
         let g = match p.lookup(&self.key, n, h) {
@@ -517,11 +574,22 @@ fn too_many_groups(g: &mut Groups, w: usize, start: i64, max: i64) {
 fn column_misuse(g: &mut Groups, col: usize, resolved: bool, method: &str) {
     let n = g.key_types.len();
     let msg = if resolved {
-        format!("wagg: Key::{} after add: fill every key column first", method)
+        format!(
+            "wagg: Key::{} after add: fill every key column first",
+            method
+        )
     } else if col >= n {
-        format!("wagg: Key::{} fills key column {}, but the spec declares {}", method, col, n)
+        format!(
+            "wagg: Key::{} fills key column {}, but the spec declares {}",
+            method, col, n
+        )
     } else {
-        format!("wagg: key column {} is declared {}, but Key::{} filled it", col, g.key_types[col].name(), method)
+        format!(
+            "wagg: key column {} is declared {}, but Key::{} filled it",
+            col,
+            g.key_types[col].name(),
+            method
+        )
     };
     g.misuse(msg);
 }
@@ -530,7 +598,10 @@ fn column_misuse(g: &mut Groups, col: usize, resolved: bool, method: &str) {
 #[inline(never)]
 fn add_misuse(g: &mut Groups, col: usize) {
     let n = g.key_types.len();
-    g.misuse(format!("wagg: add before key column {} was filled ({} of {} filled)", col, col, n));
+    g.misuse(format!(
+        "wagg: add before key column {} was filled ({} of {} filled)",
+        col, col, n
+    ));
 }
 
 /// A group key being built; see `Groups::at`. Its state lives in the value
@@ -549,7 +620,11 @@ pub struct Key<'g> {
 impl<'g> Key<'g> {
     #[inline(always)]
     fn next(&mut self, ty: Type, method: &str) -> bool {
-        if !self.failed && !self.resolved && self.col < self.g.key_types.len() && self.g.key_types[self.col] == ty {
+        if !self.failed
+            && !self.resolved
+            && self.col < self.g.key_types.len()
+            && self.g.key_types[self.col] == ty
+        {
             self.col += 1;
             return true;
         }
@@ -642,16 +717,27 @@ impl<'g> Key<'g> {
         }
         match self.g.metrics.get(m.0) {
             None => {
-                self.g.misuse(format!("wagg: metric {} is not one of the spec's", m.0));
+                self.g
+                    .misuse(format!("wagg: metric {} is not one of the spec's", m.0));
                 false
             }
             Some(&(_, op)) if (op == Op::Distinct) != (want == Want::Distinct) => {
-                let how = if want == Want::Distinct { "a distinct metric's, use add or add_float" } else { "distinct, use add_distinct" };
-                self.g.misuse(format!("wagg: metric {} is not {}", m.0, how));
+                let how = if want == Want::Distinct {
+                    "a distinct metric's, use add or add_float"
+                } else {
+                    "distinct, use add_distinct"
+                };
+                self.g
+                    .misuse(format!("wagg: metric {} is not {}", m.0, how));
                 false
             }
             Some(&(ty, _)) if (ty == Type::Float64) != float => {
-                self.g.misuse(format!("wagg: metric {} is {}, use {}", m.0, ty.name(), if float { "add" } else { "add_float" }));
+                self.g.misuse(format!(
+                    "wagg: metric {} is {}, use {}",
+                    m.0,
+                    ty.name(),
+                    if float { "add" } else { "add_float" }
+                ));
                 false
             }
             _ => true,
@@ -664,7 +750,11 @@ impl<'g> Key<'g> {
     pub fn add(mut self, m: Metric, v: i64) -> Self {
         // The record's first add of an int64 sum: applied as the groups are
         // resolved.
-        if !self.resolved && !self.failed && self.col == self.g.key_types.len() && self.g.metrics.get(m.0) == Some(&(Type::Int64, Op::Add)) {
+        if !self.resolved
+            && !self.failed
+            && self.col == self.g.key_types.len()
+            && self.g.metrics.get(m.0) == Some(&(Type::Int64, Op::Add))
+        {
             self.resolved = true;
             if !self.g.resolve(self.ts, self.len, self.h, Some((m.0, v))) {
                 self.failed = true;
@@ -725,11 +815,15 @@ impl<'g> Key<'g> {
     /// Folds an int64 value (hashed as its 8 little-endian bytes) into a
     /// distinct metric of the key's groups.
     #[inline]
-    pub fn add_distinct(self, m: Metric, v: i64) -> Self { self.add_distinct_hash(m, sketch_hash(&v.to_le_bytes())) }
+    pub fn add_distinct(self, m: Metric, v: i64) -> Self {
+        self.add_distinct_hash(m, sketch_hash(&v.to_le_bytes()))
+    }
 
     /// Folds a string value into a distinct metric of the key's groups.
     #[inline]
-    pub fn add_distinct_string(self, m: Metric, v: &[u8]) -> Self { self.add_distinct_hash(m, sketch_hash(v)) }
+    pub fn add_distinct_string(self, m: Metric, v: &[u8]) -> Self {
+        self.add_distinct_hash(m, sketch_hash(v))
+    }
 
     fn add_distinct_hash(mut self, m: Metric, h: u64) -> Self {
         if self.resolve_as(m, Want::Distinct) {
@@ -753,7 +847,11 @@ fn go_min(a: f64, b: f64) -> f64 {
     if a == 0.0 && b == 0.0 {
         return if a.is_sign_negative() { a } else { b };
     }
-    if a < b { a } else { b }
+    if a < b {
+        a
+    } else {
+        b
+    }
 }
 
 /// Go's math.Max: NaN wins, +0 is above -0.
@@ -764,5 +862,9 @@ fn go_max(a: f64, b: f64) -> f64 {
     if a == 0.0 && b == 0.0 {
         return if a.is_sign_negative() { b } else { a };
     }
-    if a > b { a } else { b }
+    if a > b {
+        a
+    } else {
+        b
+    }
 }

@@ -11,7 +11,9 @@ struct Reader<'a> {
 
 type R<T> = Result<T, String>;
 
-fn syntax() -> String { "wagg: config: not the JSON of an abi.Config".to_string() }
+fn syntax() -> String {
+    "wagg: config: not the JSON of an abi.Config".to_string()
+}
 
 impl<'a> Reader<'a> {
     fn ws(&mut self) {
@@ -70,10 +72,15 @@ impl<'a> Reader<'a> {
         while self.i < self.b.len() && self.b[self.i].is_ascii_digit() {
             self.i += 1;
         }
-        if self.i == digits || (self.i < self.b.len() && matches!(self.b[self.i], b'.' | b'e' | b'E')) {
+        if self.i == digits
+            || (self.i < self.b.len() && matches!(self.b[self.i], b'.' | b'e' | b'E'))
+        {
             return Err(syntax());
         }
-        std::str::from_utf8(&self.b[start..self.i]).unwrap().parse::<i64>().map_err(|_| syntax())
+        std::str::from_utf8(&self.b[start..self.i])
+            .unwrap()
+            .parse::<i64>()
+            .map_err(|_| syntax())
     }
     fn skip(&mut self) -> R<()> {
         self.ws();
@@ -178,9 +185,19 @@ impl<'a> Reader<'a> {
             Some(b"global") => WindowKind::Global,
             Some(b"tumbling") => WindowKind::Tumbling,
             Some(b"hopping") => WindowKind::Hopping,
-            _ => return Err(format!("wagg: window {}.kind: want tumbling, hopping or global", name)),
+            _ => {
+                return Err(format!(
+                    "wagg: window {}.kind: want tumbling, hopping or global",
+                    name
+                ))
+            }
         };
-        let w = Window { name, kind, size_ms: size, slide_ms: slide };
+        let w = Window {
+            name,
+            kind,
+            size_ms: size,
+            slide_ms: slide,
+        };
         w.validate().map_err(|e| format!("wagg: window {}", e))?;
         Ok(w)
     }
@@ -206,7 +223,9 @@ impl<'a> Reader<'a> {
             Some(b"int64") => Ok(Type::Int64),
             Some(b"float64") => Ok(Type::Float64),
             Some(b"string") => Ok(Type::String),
-            _ => Err("wagg: config migrate_from: a type is not int64, float64 or string".to_string()),
+            _ => {
+                Err("wagg: config migrate_from: a type is not int64, float64 or string".to_string())
+            }
         }
     }
     fn array(&mut self, mut item: impl FnMut(&mut Self) -> R<()>) -> R<()> {
@@ -228,7 +247,11 @@ impl<'a> Reader<'a> {
         Ok(())
     }
     fn from_schema(&mut self) -> R<FromSchema> {
-        let mut f = FromSchema { version: 1, keys: Vec::new(), metrics: Vec::new() };
+        let mut f = FromSchema {
+            version: 1,
+            keys: Vec::new(),
+            metrics: Vec::new(),
+        };
         self.object(|r, k| {
             match k {
                 b"keys" => r.array(|r| {
@@ -276,7 +299,9 @@ impl<'a> Reader<'a> {
             Ok(())
         })?;
         if f.metrics.is_empty() || f.metrics.len() > 64 || f.keys.len() > 16 {
-            return Err("wagg: config migrate_from: 1 to 64 metrics and at most 16 keys".to_string());
+            return Err(
+                "wagg: config migrate_from: 1 to 64 metrics and at most 16 keys".to_string(),
+            );
         }
         Ok(f)
     }
@@ -344,5 +369,9 @@ pub(crate) fn parse_config(b: &[u8]) -> R<Config> {
     if windows.is_empty() {
         return Err("wagg: 0 windows, want 1 to 255".to_string());
     }
-    Ok(Config { windows, max_groups, migrate_from })
+    Ok(Config {
+        windows,
+        max_groups,
+        migrate_from,
+    })
 }

@@ -81,10 +81,16 @@ pub struct Error {
 impl Error {
     /// The aggregator's own failure: fails the batch with `ErrAggregate`.
     pub fn new(message: impl Into<String>) -> Error {
-        Error { code: Code::Aggregate, message: message.into() }
+        Error {
+            code: Code::Aggregate,
+            message: message.into(),
+        }
     }
     pub(crate) fn bad_input(message: impl Into<String>) -> Error {
-        Error { code: Code::BadInput, message: message.into() }
+        Error {
+            code: Code::BadInput,
+            message: message.into(),
+        }
     }
 }
 
@@ -144,21 +150,37 @@ macro_rules! export {
             #[no_mangle]
             pub extern "C" fn wagg_abi_version_1() {}
             #[no_mangle]
-            pub extern "C" fn wagg_input_buffer(size: i32) -> i32 { engine().input_buffer(size) }
+            pub extern "C" fn wagg_input_buffer(size: i32) -> i32 {
+                engine().input_buffer(size)
+            }
             #[no_mangle]
-            pub extern "C" fn wagg_describe() -> i64 { engine().export_describe() }
+            pub extern "C" fn wagg_describe() -> i64 {
+                engine().export_describe()
+            }
             #[no_mangle]
-            pub extern "C" fn wagg_init(n: i32) -> i32 { engine().export_init(n) }
+            pub extern "C" fn wagg_init(n: i32) -> i32 {
+                engine().export_init(n)
+            }
             #[no_mangle]
-            pub extern "C" fn wagg_process(n: i32) -> i32 { engine().export_process(n) }
+            pub extern "C" fn wagg_process(n: i32) -> i32 {
+                engine().export_process(n)
+            }
             #[no_mangle]
-            pub extern "C" fn wagg_flush(watermark: i64) -> i64 { engine().export_flush(watermark) }
+            pub extern "C" fn wagg_flush(watermark: i64) -> i64 {
+                engine().export_flush(watermark)
+            }
             #[no_mangle]
-            pub extern "C" fn wagg_snapshot() -> i64 { engine().export_snapshot() }
+            pub extern "C" fn wagg_snapshot() -> i64 {
+                engine().export_snapshot()
+            }
             #[no_mangle]
-            pub extern "C" fn wagg_restore(n: i32) -> i32 { engine().export_restore(n) }
+            pub extern "C" fn wagg_restore(n: i32) -> i32 {
+                engine().export_restore(n)
+            }
             #[no_mangle]
-            pub extern "C" fn wagg_last_error() -> i64 { engine().export_last_error() }
+            pub extern "C" fn wagg_last_error() -> i64 {
+                engine().export_last_error()
+            }
         }
     };
 }

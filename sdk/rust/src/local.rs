@@ -41,7 +41,9 @@ enum Column {
 }
 
 impl BatchBuilder {
-    pub fn new() -> BatchBuilder { BatchBuilder::default() }
+    pub fn new() -> BatchBuilder {
+        BatchBuilder::default()
+    }
 
     /// Starts a record with event time ts (Unix ms).
     pub fn record(&mut self, ts: i64) -> &mut Self {
@@ -51,7 +53,11 @@ impl BatchBuilder {
     }
     fn col(&mut self, strings: bool) -> &mut Column {
         if self.cur == self.cols.len() {
-            self.cols.push(if strings { Column::Strings(vec![0], Vec::new()) } else { Column::Fixed(Vec::new()) });
+            self.cols.push(if strings {
+                Column::Strings(vec![0], Vec::new())
+            } else {
+                Column::Fixed(Vec::new())
+            });
         }
         self.cur += 1;
         &mut self.cols[self.cur - 1]
@@ -131,7 +137,12 @@ impl<A: Aggregator> Local<A> {
         let cfg = format!("{{\"abi\":1,\"windows\":[{}]}}", ws.join(","));
         e.init(cfg.as_bytes())?;
         let (key_types, metric_types) = e.types();
-        Ok(Local { e, key_types, metric_types, buf: Vec::new() })
+        Ok(Local {
+            e,
+            key_types,
+            metric_types,
+            buf: Vec::new(),
+        })
     }
 
     /// Prepares the aggregator to restore, and migrate, a snapshot written
@@ -140,19 +151,32 @@ impl<A: Aggregator> Local<A> {
     pub fn migrating(windows: &[Window], from: &str) -> Result<Local<A>, Error> {
         let mut e = Engine::<A>::new();
         let ws: Vec<String> = windows.iter().map(|w| w.to_json()).collect();
-        let cfg = format!("{{\"abi\":1,\"windows\":[{}],\"migrate_from\":{}}}", ws.join(","), from);
+        let cfg = format!(
+            "{{\"abi\":1,\"windows\":[{}],\"migrate_from\":{}}}",
+            ws.join(","),
+            from
+        );
         e.init(cfg.as_bytes())?;
         let (key_types, metric_types) = e.types();
-        Ok(Local { e, key_types, metric_types, buf: Vec::new() })
+        Ok(Local {
+            e,
+            key_types,
+            metric_types,
+            buf: Vec::new(),
+        })
     }
 
     /// The schema as the host reads it from `wagg_describe`.
-    pub fn describe(&self) -> &str { self.e.describe() }
+    pub fn describe(&self) -> &str {
+        self.e.describe()
+    }
 
     /// Folds in a batch, as `wagg_process` would. On error the batch may be
     /// partly folded in, as in the guest, where the host then discards the
     /// instance: discard the Local too.
-    pub fn process(&mut self, b: &BatchBuilder) -> Result<(), Error> { self.process_encoded(&b.encode()) }
+    pub fn process(&mut self, b: &BatchBuilder) -> Result<(), Error> {
+        self.process_encoded(&b.encode())
+    }
 
     /// Folds in a batch in its ABI encoding.
     pub fn process_encoded(&mut self, b: &[u8]) -> Result<(), Error> {
@@ -173,7 +197,9 @@ impl<A: Aggregator> Local<A> {
     }
 
     /// The state; `restore` puts it back.
-    pub fn snapshot(&mut self) -> Vec<u8> { self.e.snapshot().map(|b| b.to_vec()).unwrap_or_default() }
+    pub fn snapshot(&mut self) -> Vec<u8> {
+        self.e.snapshot().map(|b| b.to_vec()).unwrap_or_default()
+    }
 
     /// Replaces the state with a snapshot; refuses anything `snapshot` would
     /// not write, leaving the state empty.
@@ -208,7 +234,8 @@ fn decode_rows(b: &[u8], keys: &[Type], metrics: &[Option<Type>]) -> Vec<Row> {
             Type::Int64 => Value::Int(u64_at(off) as i64),
             Type::Float64 => Value::Float(f64::from_bits(u64_at(off))),
             Type::String => {
-                let l = u32::from_le_bytes([b[*off], b[*off + 1], b[*off + 2], b[*off + 3]]) as usize;
+                let l =
+                    u32::from_le_bytes([b[*off], b[*off + 1], b[*off + 2], b[*off + 3]]) as usize;
                 let s = String::from_utf8_lossy(&b[*off + 4..*off + 4 + l]).into_owned();
                 *off += 4 + l;
                 Value::Str(s)
@@ -220,13 +247,20 @@ fn decode_rows(b: &[u8], keys: &[Type], metrics: &[Option<Type>]) -> Vec<Row> {
             .map(|&t| match t {
                 Some(t) => value(t, &mut off),
                 None => {
-                    let l = u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]) as usize;
+                    let l =
+                        u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]) as usize;
                     off += 4 + l;
                     Value::Int(estimate(&b[off - l..off]))
                 }
             })
             .collect();
-        rows.push(Row { window, start, final_: flags & 1 != 0, key, metrics });
+        rows.push(Row {
+            window,
+            start,
+            final_: flags & 1 != 0,
+            key,
+            metrics,
+        });
     }
     rows
 }

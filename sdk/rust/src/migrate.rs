@@ -20,11 +20,17 @@ pub struct OldGroup<'a> {
 
 impl<'a> OldGroup<'a> {
     /// The state version of the build that wrote the group.
-    pub fn version(&self) -> u32 { self.from.version }
+    pub fn version(&self) -> u32 {
+        self.from.version
+    }
     /// The deployment's window the group belongs to.
-    pub fn window(&self) -> &Window { self.window }
+    pub fn window(&self) -> &Window {
+        self.window
+    }
     /// The start of the group's window instance, Unix ms (0 for a global one).
-    pub fn start(&self) -> i64 { self.start }
+    pub fn start(&self) -> i64 {
+        self.start
+    }
     /// The group's key, one value per key column.
     pub fn key(&self) -> Vec<Value> {
         let (k, mut off) = (self.key, 0usize);
@@ -32,21 +38,29 @@ impl<'a> OldGroup<'a> {
         for t in &self.from.key_types {
             if *t == Type::String {
                 let n = u32::from_le_bytes([k[off], k[off + 1], k[off + 2], k[off + 3]]) as usize;
-                out.push(Value::Str(String::from_utf8_lossy(&k[off + 4..off + 4 + n]).into_owned()));
+                out.push(Value::Str(
+                    String::from_utf8_lossy(&k[off + 4..off + 4 + n]).into_owned(),
+                ));
                 off += 4 + n;
                 continue;
             }
             let mut v = [0u8; 8];
             v.copy_from_slice(&k[off..off + 8]);
             let u = u64::from_le_bytes(v);
-            out.push(if *t == Type::Float64 { Value::Float(f64::from_bits(u)) } else { Value::Int(u as i64) });
+            out.push(if *t == Type::Float64 {
+                Value::Float(f64::from_bits(u))
+            } else {
+                Value::Int(u as i64)
+            });
             off += 8;
         }
         out
     }
     /// The names of the old build's metrics, in its order (an average is
     /// its two columns, `name_sum` and `name_count`).
-    pub fn metrics(&self) -> Vec<&str> { self.from.metrics.iter().map(|m| m.0.as_str()).collect() }
+    pub fn metrics(&self) -> Vec<&str> {
+        self.from.metrics.iter().map(|m| m.0.as_str()).collect()
+    }
     /// The value of the old int64 metric called name; None when the old
     /// build had no int64 metric of that name, or it was a distinct one.
     pub fn int64(&self, name: &str) -> Option<i64> {
@@ -80,7 +94,10 @@ impl<'a> NewGroup<'a> {
         };
         if !ok && self.err.is_none() {
             let name = self.defs.get(m.0).map(|d| d.name.as_str()).unwrap_or("?");
-            self.err = Some(Error::new(format!("wagg: migrate: NewGroup::{} does not set metric {}", call, name)));
+            self.err = Some(Error::new(format!(
+                "wagg: migrate: NewGroup::{} does not set metric {}",
+                call, name
+            )));
         }
         ok
     }
@@ -116,11 +133,22 @@ pub struct Migration {
 
 impl Migration {
     pub(crate) fn new(from: FromSchema, spec: &Spec) -> Result<Migration, Error> {
-        let bad = |m: String| Error { code: Code::BadInput, message: format!("wagg: config migrate_from: {}", m) };
-        let migrates = spec.state.as_ref().map(|s| s.migrates.clone()).unwrap_or_default();
+        let bad = |m: String| Error {
+            code: Code::BadInput,
+            message: format!("wagg: config migrate_from: {}", m),
+        };
+        let migrates = spec
+            .state
+            .as_ref()
+            .map(|s| s.migrates.clone())
+            .unwrap_or_default();
         let own = spec.state.as_ref().map(|s| s.version).unwrap_or(1);
-        if from.version < 1 || from.version > 1 << 30 || !migrates.contains(&(from.version as u32)) {
-            return Err(bad(format!("state version {}, which this build (state version {}) does not migrate", from.version, own)));
+        if from.version < 1 || from.version > 1 << 30 || !migrates.contains(&(from.version as u32))
+        {
+            return Err(bad(format!(
+                "state version {}, which this build (state version {}) does not migrate",
+                from.version, own
+            )));
         }
         let own_keys: Vec<Type> = spec.keys.iter().map(|k| k.1).collect();
         if from.keys != own_keys {
@@ -129,16 +157,29 @@ impl Migration {
         let carry = spec
             .metrics
             .iter()
-            .map(|d| from.metrics.iter().position(|(n, k, t)| *n == d.name && k == d.kind && *t == d.ty))
+            .map(|d| {
+                from.metrics
+                    .iter()
+                    .position(|(n, k, t)| *n == d.name && k == d.kind && *t == d.ty)
+            })
             .collect();
-        Ok(Migration { version: from.version as u32, key_types: from.keys, metrics: from.metrics, carry })
+        Ok(Migration {
+            version: from.version as u32,
+            key_types: from.keys,
+            metrics: from.metrics,
+            carry,
+        })
     }
 
     /// Per metric of the snapshot, whether it is distinct (a sketch).
-    pub(crate) fn distinct(&self) -> Vec<bool> { self.metrics.iter().map(|m| m.1 == "distinct").collect() }
+    pub(crate) fn distinct(&self) -> Vec<bool> {
+        self.metrics.iter().map(|m| m.1 == "distinct").collect()
+    }
 
     /// A distinct metric is a sketch, not a value the hook reads.
     fn find(&self, name: &str, ty: Type) -> Option<usize> {
-        self.metrics.iter().position(|(n, k, t)| n == name && *t == ty && k != "distinct")
+        self.metrics
+            .iter()
+            .position(|(n, k, t)| n == name && *t == ty && k != "distinct")
     }
 }

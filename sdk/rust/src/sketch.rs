@@ -84,15 +84,21 @@ impl Sketch {
     /// abi.DecodeSketch's checks: one encoding per sketch.
     pub fn from_body(body: &[u8]) -> Option<Sketch> {
         let n = body.len();
-        let u32_at = |i: usize| u32::from_le_bytes([body[i], body[i + 1], body[i + 2], body[i + 3]]);
+        let u32_at =
+            |i: usize| u32::from_le_bytes([body[i], body[i + 1], body[i + 2], body[i + 3]]);
         if n > M {
             return None;
         }
         if n == M {
-            if body.iter().any(|&r| r as u32 > MAX_RANK) || body.iter().filter(|&&r| r != 0).count() <= SPARSE_MAX {
+            if body.iter().any(|&r| r as u32 > MAX_RANK)
+                || body.iter().filter(|&&r| r != 0).count() <= SPARSE_MAX
+            {
                 return None;
             }
-            return Some(Sketch { entries: Vec::new(), regs: Some(body.to_vec().into_boxed_slice()) });
+            return Some(Sketch {
+                entries: Vec::new(),
+                regs: Some(body.to_vec().into_boxed_slice()),
+            });
         }
         if n % 4 != 0 {
             return None;
@@ -101,12 +107,19 @@ impl Sketch {
         for i in 0..n / 4 {
             let e = u32_at(4 * i);
             let r = e & 63;
-            if r == 0 || r > MAX_RANK || (e >> 6) as usize >= M || entries.last().map_or(false, |&p: &u32| e >> 6 <= p >> 6) {
+            if r == 0
+                || r > MAX_RANK
+                || (e >> 6) as usize >= M
+                || entries.last().map_or(false, |&p: &u32| e >> 6 <= p >> 6)
+            {
                 return None;
             }
             entries.push(e);
         }
-        Some(Sketch { entries, regs: None })
+        Some(Sketch {
+            entries,
+            regs: None,
+        })
     }
 }
 
@@ -116,7 +129,9 @@ pub(crate) fn estimate(b: &[u8]) -> i64 {
     let ranks: Vec<u32> = if b.len() == M {
         b.iter().map(|&r| r as u32).collect()
     } else {
-        b.chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 63).collect()
+        b.chunks(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 63)
+            .collect()
     };
     let (mut sum, mut set) = (0f64, 0usize);
     for r in ranks.into_iter().filter(|&r| r != 0) {

@@ -37,7 +37,7 @@ pub(crate) enum Op {
     Add,
     Min,
     Max,
-    Avg, // a sum whose count follows it
+    Avg,      // a sum whose count follows it
     Distinct, // a sketch, whose index in the pane's sketches is the value
 }
 
@@ -91,15 +91,26 @@ pub(crate) struct State {
 
 impl Spec {
     fn field(&mut self, name: &str, ty: Type) -> usize {
-        self.input.push(FieldDef { name: name.to_string(), ty, path: None, optional: false });
+        self.input.push(FieldDef {
+            name: name.to_string(),
+            ty,
+            path: None,
+            optional: false,
+        });
         self.input.len() - 1
     }
     /// An integer input field read from the JSON key `name`.
-    pub fn input_int64(&mut self, name: &str) -> Int64Field { Int64Field(self.field(name, Type::Int64)) }
+    pub fn input_int64(&mut self, name: &str) -> Int64Field {
+        Int64Field(self.field(name, Type::Int64))
+    }
     /// A number input field read from the JSON key `name`.
-    pub fn input_float64(&mut self, name: &str) -> Float64Field { Float64Field(self.field(name, Type::Float64)) }
+    pub fn input_float64(&mut self, name: &str) -> Float64Field {
+        Float64Field(self.field(name, Type::Float64))
+    }
     /// A string input field read from the JSON key `name`.
-    pub fn input_string(&mut self, name: &str) -> StringField { StringField(self.field(name, Type::String)) }
+    pub fn input_string(&mut self, name: &str) -> StringField {
+        StringField(self.field(name, Type::String))
+    }
     /// Reads the last declared field from another top-level JSON key.
     pub fn from(&mut self, path: &str) -> &mut Self {
         if let Some(f) = self.input.last_mut() {
@@ -116,39 +127,71 @@ impl Spec {
         self
     }
     /// Also hand the aggregator each record's raw value (`Batch::raw`).
-    pub fn raw(&mut self) { self.raw = true; }
+    pub fn raw(&mut self) {
+        self.raw = true;
+    }
 
     /// Group key columns, filled by `Key`'s methods in this order.
-    pub fn key_int64(&mut self, name: &str) { self.keys.push((name.to_string(), Type::Int64)); }
-    pub fn key_float64(&mut self, name: &str) { self.keys.push((name.to_string(), Type::Float64)); }
-    pub fn key_string(&mut self, name: &str) { self.keys.push((name.to_string(), Type::String)); }
+    pub fn key_int64(&mut self, name: &str) {
+        self.keys.push((name.to_string(), Type::Int64));
+    }
+    pub fn key_float64(&mut self, name: &str) {
+        self.keys.push((name.to_string(), Type::Float64));
+    }
+    pub fn key_string(&mut self, name: &str) {
+        self.keys.push((name.to_string(), Type::String));
+    }
 
     fn metric(&mut self, name: &str, kind: &'static str, ty: Type, op: Op) -> Metric {
-        self.metrics.push(MetricDef { name: name.to_string(), kind, ty, op });
+        self.metrics.push(MetricDef {
+            name: name.to_string(),
+            kind,
+            ty,
+            op,
+        });
         Metric(self.metrics.len() - 1)
     }
     /// An int64 counter, merged by sum across partitions.
-    pub fn count(&mut self, name: &str) -> Metric { self.metric(name, "count", Type::Int64, Op::Add) }
+    pub fn count(&mut self, name: &str) -> Metric {
+        self.metric(name, "count", Type::Int64, Op::Add)
+    }
     /// A sum of int64 values.
-    pub fn sum(&mut self, name: &str) -> Metric { self.metric(name, "sum", Type::Int64, Op::Add) }
+    pub fn sum(&mut self, name: &str) -> Metric {
+        self.metric(name, "sum", Type::Int64, Op::Add)
+    }
     /// A sum of float64 values.
-    pub fn sum_float(&mut self, name: &str) -> Metric { self.metric(name, "sum", Type::Float64, Op::Add) }
+    pub fn sum_float(&mut self, name: &str) -> Metric {
+        self.metric(name, "sum", Type::Float64, Op::Add)
+    }
     /// The minimum of int64 values.
-    pub fn min(&mut self, name: &str) -> Metric { self.metric(name, "min", Type::Int64, Op::Min) }
+    pub fn min(&mut self, name: &str) -> Metric {
+        self.metric(name, "min", Type::Int64, Op::Min)
+    }
     /// The minimum of float64 values.
-    pub fn min_float(&mut self, name: &str) -> Metric { self.metric(name, "min", Type::Float64, Op::Min) }
+    pub fn min_float(&mut self, name: &str) -> Metric {
+        self.metric(name, "min", Type::Float64, Op::Min)
+    }
     /// The maximum of int64 values.
-    pub fn max(&mut self, name: &str) -> Metric { self.metric(name, "max", Type::Int64, Op::Max) }
+    pub fn max(&mut self, name: &str) -> Metric {
+        self.metric(name, "max", Type::Int64, Op::Max)
+    }
     /// The maximum of float64 values.
-    pub fn max_float(&mut self, name: &str) -> Metric { self.metric(name, "max", Type::Float64, Op::Max) }
+    pub fn max_float(&mut self, name: &str) -> Metric {
+        self.metric(name, "max", Type::Float64, Op::Max)
+    }
 
     /// A count of distinct values (unique users, say), estimated from a
     /// HyperLogLog sketch that the host merges across partitions (abi/ABI.md
     /// "Distinct counts"); fed by `Key::add_distinct` (int64) or
     /// `Key::add_distinct_string`, one of the two.
-    pub fn distinct(&mut self, name: &str) -> Metric { self.metric(name, "distinct", Type::Int64, Op::Distinct) }
+    pub fn distinct(&mut self, name: &str) -> Metric {
+        self.metric(name, "distinct", Type::Int64, Op::Distinct)
+    }
     fn state_mut(&mut self) -> &mut State {
-        self.state.get_or_insert_with(|| State { version: 1, ..State::default() })
+        self.state.get_or_insert_with(|| State {
+            version: 1,
+            ..State::default()
+        })
     }
     /// The version of what the aggregator's groups mean (1 when undeclared).
     /// Bump it when a new build would count on differently from the groups
@@ -156,12 +199,18 @@ impl Spec {
     /// what becomes of the older versions with `accepts` or `migrates`. The
     /// host restores a deployment's checkpoints into a new build only when
     /// it accepts or migrates their version (`abi/ABI.md` "State versions").
-    pub fn state_version(&mut self, version: u32) { self.state_mut().version = version; }
+    pub fn state_version(&mut self, version: u32) {
+        self.state_mut().version = version;
+    }
     /// Older state versions whose groups this build carries on as they are.
-    pub fn accepts(&mut self, versions: &[u32]) { self.state_mut().accepts.extend_from_slice(versions); }
+    pub fn accepts(&mut self, versions: &[u32]) {
+        self.state_mut().accepts.extend_from_slice(versions);
+    }
     /// Older state versions whose groups `Aggregator::migrate` converts as a
     /// snapshot of them is restored.
-    pub fn migrates(&mut self, versions: &[u32]) { self.state_mut().migrates.extend_from_slice(versions); }
+    pub fn migrates(&mut self, versions: &[u32]) {
+        self.state_mut().migrates.extend_from_slice(versions);
+    }
 
     /// An average of float64 values, carried as two metrics the host merges
     /// exactly across partitions: `name_sum` (a float64 sum) and
@@ -270,13 +319,28 @@ pub struct Window {
 
 impl Window {
     pub fn tumbling(name: &str, size_ms: i64) -> Window {
-        Window { name: name.to_string(), kind: WindowKind::Tumbling, size_ms, slide_ms: 0 }
+        Window {
+            name: name.to_string(),
+            kind: WindowKind::Tumbling,
+            size_ms,
+            slide_ms: 0,
+        }
     }
     pub fn hopping(name: &str, size_ms: i64, slide_ms: i64) -> Window {
-        Window { name: name.to_string(), kind: WindowKind::Hopping, size_ms, slide_ms }
+        Window {
+            name: name.to_string(),
+            kind: WindowKind::Hopping,
+            size_ms,
+            slide_ms,
+        }
     }
     pub fn global(name: &str) -> Window {
-        Window { name: name.to_string(), kind: WindowKind::Global, size_ms: 0, slide_ms: 0 }
+        Window {
+            name: name.to_string(),
+            kind: WindowKind::Global,
+            size_ms: 0,
+            slide_ms: 0,
+        }
     }
 
     /// The slide between starts (the size for tumbling windows).
@@ -293,33 +357,53 @@ impl Window {
         let n = self.name.as_bytes();
         let name_ok = !n.is_empty()
             && n.len() <= 63
-            && n.iter().enumerate().all(|(i, &c)| c.is_ascii_lowercase() || c == b'_' || (i > 0 && c.is_ascii_digit()));
+            && n.iter().enumerate().all(|(i, &c)| {
+                c.is_ascii_lowercase() || c == b'_' || (i > 0 && c.is_ascii_digit())
+            });
         if !name_ok {
-            return Err(format!("name {:?}: want lower-case letters, digits and _", self.name));
+            return Err(format!(
+                "name {:?}: want lower-case letters, digits and _",
+                self.name
+            ));
         }
         match self.kind {
             WindowKind::Global => {
                 if self.size_ms != 0 || self.slide_ms != 0 {
-                    return Err(format!("{}: a global window has no size or slide", self.name));
+                    return Err(format!(
+                        "{}: a global window has no size or slide",
+                        self.name
+                    ));
                 }
                 return Ok(());
             }
             WindowKind::Tumbling => {
                 if self.slide_ms != 0 && self.slide_ms != self.size_ms {
-                    return Err(format!("{}.slide: a tumbling window has no slide", self.name));
+                    return Err(format!(
+                        "{}.slide: a tumbling window has no slide",
+                        self.name
+                    ));
                 }
             }
             WindowKind::Hopping => {
                 if self.slide_ms <= 0 || self.slide_ms % 1000 != 0 {
-                    return Err(format!("{}.slide: want a positive whole number of seconds", self.name));
+                    return Err(format!(
+                        "{}.slide: want a positive whole number of seconds",
+                        self.name
+                    ));
                 }
                 if self.size_ms % self.slide_ms != 0 || self.size_ms / self.slide_ms > 64 {
-                    return Err(format!("{}.size: want a multiple of the slide, at most 64 slides", self.name));
+                    return Err(format!(
+                        "{}.size: want a multiple of the slide, at most 64 slides",
+                        self.name
+                    ));
                 }
             }
         }
         if self.size_ms <= 0 || self.size_ms % 1000 != 0 {
-            return Err(format!("{}.size: want a positive whole number of seconds", self.name));
+            return Err(format!(
+                "{}.size: want a positive whole number of seconds",
+                self.name
+            ));
         }
         Ok(())
     }
@@ -329,7 +413,11 @@ impl Window {
         if self.kind == WindowKind::Global {
             return false;
         }
-        let end = if start > i64::MAX - self.size_ms { i64::MAX } else { start + self.size_ms };
+        let end = if start > i64::MAX - self.size_ms {
+            i64::MAX
+        } else {
+            start + self.size_ms
+        };
         end <= watermark
     }
 
@@ -344,7 +432,10 @@ impl Window {
     pub(crate) fn to_json(&self) -> String {
         match self.kind {
             WindowKind::Global => format!("{{\"name\":\"{}\",\"kind\":\"global\"}}", self.name),
-            WindowKind::Tumbling => format!("{{\"name\":\"{}\",\"kind\":\"tumbling\",\"size_ms\":{}}}", self.name, self.size_ms),
+            WindowKind::Tumbling => format!(
+                "{{\"name\":\"{}\",\"kind\":\"tumbling\",\"size_ms\":{}}}",
+                self.name, self.size_ms
+            ),
             WindowKind::Hopping => format!(
                 "{{\"name\":\"{}\",\"kind\":\"hopping\",\"size_ms\":{},\"slide_ms\":{}}}",
                 self.name, self.size_ms, self.slide_ms

@@ -19,13 +19,21 @@ impl Aggregator for UniqueVoters {
         let poll = s.input_int64("poll_id");
         let user = s.input_string("user_id");
         s.key_int64("poll_id");
-        UniqueVoters { poll, user, votes: s.count("votes"), voters: s.distinct("voters") }
+        UniqueVoters {
+            poll,
+            user,
+            votes: s.count("votes"),
+            voters: s.distinct("voters"),
+        }
     }
 
     fn aggregate(&mut self, b: &Batch, g: &mut Groups) -> Result<(), Error> {
         let (polls, users) = (b.int64s(self.poll), b.strings(self.user));
         for i in 0..b.len() {
-            g.at(b.time(i)).int64(polls[i]).add(self.votes, 1).add_distinct_string(self.voters, users.get(i));
+            g.at(b.time(i))
+                .int64(polls[i])
+                .add(self.votes, 1)
+                .add_distinct_string(self.voters, users.get(i));
         }
         Ok(())
     }
@@ -55,7 +63,11 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].metrics[0], Value::Int(6000));
         match rows[0].metrics[1] {
-            Value::Int(v) => assert!((v as f64 - 3000.0).abs() <= 3.0 * 1.04 / 64.0 * 3000.0, "{} voters of 3000", v),
+            Value::Int(v) => assert!(
+                (v as f64 - 3000.0).abs() <= 3.0 * 1.04 / 64.0 * 3000.0,
+                "{} voters of 3000",
+                v
+            ),
             ref v => panic!("voters {:?}", v),
         }
         assert_eq!(rows[1].metrics, vec![Value::Int(3), Value::Int(2)]);

@@ -19,13 +19,20 @@ impl Aggregator for Votes {
         let option = s.input_string("option");
         s.key_int64("poll_id");
         s.key_string("option");
-        Votes { poll, option, votes: s.count("votes") }
+        Votes {
+            poll,
+            option,
+            votes: s.count("votes"),
+        }
     }
 
     fn aggregate(&mut self, b: &Batch, g: &mut Groups) -> Result<(), Error> {
         let (polls, options) = (b.int64s(self.poll), b.strings(self.option));
         for i in 0..b.len() {
-            g.at(b.time(i)).int64(polls[i]).string(options.get(i)).add(self.votes, 1);
+            g.at(b.time(i))
+                .int64(polls[i])
+                .string(options.get(i))
+                .add(self.votes, 1);
         }
         Ok(())
     }
@@ -39,7 +46,13 @@ mod tests {
     use wagg::{BatchBuilder, Code, Local, Row, Value, Window};
 
     fn row(window: u8, start: i64, final_: bool, poll: i64, option: &str, votes: i64) -> Row {
-        Row { window, start, final_, key: vec![Value::Int(poll), Value::Str(option.into())], metrics: vec![Value::Int(votes)] }
+        Row {
+            window,
+            start,
+            final_,
+            key: vec![Value::Int(poll), Value::Str(option.into())],
+            metrics: vec![Value::Int(votes)],
+        }
     }
 
     fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
@@ -74,14 +87,22 @@ mod tests {
         l.restore(&snap).unwrap();
         assert_eq!(
             sorted(l.flush(2000).unwrap()),
-            sorted(vec![row(0, 2000, false, 7, "no", 1), row(1, 0, false, 7, "yes", 2), row(1, 0, false, 7, "no", 1)]),
+            sorted(vec![
+                row(0, 2000, false, 7, "no", 1),
+                row(1, 0, false, 7, "yes", 2),
+                row(1, 0, false, 7, "no", 1)
+            ]),
             "every restored group is emitted"
         );
 
         let mut bad = snap.clone();
         bad[0] ^= 1;
         assert_eq!(l.restore(&bad).unwrap_err().code, Code::BadInput);
-        assert_eq!(l.flush(3000).unwrap(), vec![], "a refused snapshot leaves the state empty");
+        assert_eq!(
+            l.flush(3000).unwrap(),
+            vec![],
+            "a refused snapshot leaves the state empty"
+        );
     }
 
     #[test]

@@ -20,10 +20,12 @@ fn main() {
     let mut bufs: Vec<(Vec<u64>, usize)> = Vec::new();
     let mut off = 0;
     while off + 4 <= data.len() {
-        let n = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
+        let n =
+            u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
         off += 4;
         let mut v = vec![0u64; (n + 7) / 8];
-        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, n) }.copy_from_slice(&data[off..off + n]);
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, n) }
+            .copy_from_slice(&data[off..off + n]);
         bufs.push((v, n));
         off += n;
     }
