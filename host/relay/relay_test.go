@@ -295,13 +295,54 @@ func keys(from, to int) []string {
 	return out
 }
 
-// A checkpoint whose save reached ClickHouse long after it was taken (here
-// 32 s: ClickHouse was slow or down meanwhile) while its partition went on
+// listedPast waits until the relay on n has listed the end of relay
+// partition k past every record in it now, so that a position taken from
+// that listing would lie after them. It asks through a probe checkpoint
+// of another deployment for source partition k+2, which publishes nothing
+// (the relay has 2 partitions): such a checkpoint's position is the latest
+// listing.
+func (cu *cluster) listedPast(t *testing.T, n *node, k int32) {
+	t.Helper()
+	ctx := context.Background()
+	ends, err := cu.adm.ListEndOffsets(ctx, cu.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end, _ := ends.Lookup(cu.topic, k)
+	probe := checkpoint.Checkpoint{Deployment: "probe", Topic: sourceTopic, Partition: k + 2}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.Now().Add(30 * time.Second); ; <-tick.C {
+		if err := n.rel.Checkpoints().Save(ctx, probe); err != nil {
+			t.Fatal(err)
+		}
+		cps, err := cu.cps.Progress(ctx, probe.Deployment, probe.Topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := int64(-1)
+		for _, cp := range cps {
+			if cp.Partition == probe.Partition {
+				at = cp.RelayOffset
+			}
+		}
+		if at >= end.Offset {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay partition %d listed at %d, its records end at %d", k, at, end.Offset)
+		}
+	}
+}
+
+// A checkpoint whose save reached ClickHouse long after it was taken
+// (ClickHouse was slow or down meanwhile) while its partition went on
 // emitting, and a host that joins right then: it loads that checkpoint,
-// and must apply every row emitted after it was taken. Reading the relay
-// from a time before the save (the old rule: 2 checkpoint intervals + 30 s
-// before the insert) missed the rows emitted in the first seconds after
-// the checkpoint, and showed those keys as absent for good.
+// and must apply every row emitted after it was taken. The save waits
+// until the relay has listed its end past those rows: a position taken
+// at the save (or a time window before it, the old rule: 2 checkpoint
+// intervals + 30 s before the insert) would read the relay from after
+// them, and show those keys as absent for good.
 func TestRelay_HostJoiningAfterALateCheckpointSaveMissesNoRow(t *testing.T) {
 	cu := newCluster(t)
 	a := cu.start(t, "a")
@@ -319,7 +360,7 @@ func TestRelay_HostJoiningAfterALateCheckpointSaveMissesNoRow(t *testing.T) {
 		p3.add(t, k)
 	}
 	onA.shows(t, "a, its own partitions", p0, p0.state)
-	time.Sleep(32 * time.Second) // the save is late by more than the old rule's margin
+	cu.listedPast(t, a, 0) // the save is late: the relay has moved on
 	p0.save(t, cu, next0, rows0)
 
 	b := cu.start(t, "b")
