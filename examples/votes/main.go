@@ -22,10 +22,7 @@ func init() {
 }
 
 func count(b *wagg.Batch, g *wagg.Groups) error {
-	polls, options := b.Int64s(poll), b.Strings(option)
-	for i := range b.Len() {
-		g.At(b.Time(i)).Int64(polls[i]).String(options.At(i)).Add(votes, 1)
-	}
+	g.Columns(b).Int64(b.Int64s(poll)).String(b.Strings(option)).Count(votes)
 	return nil
 }
 

@@ -41,19 +41,11 @@ func distinctFold(b *Batch, g *Groups) error {
 // localSpec runs fn over s the way Register and NewLocal would.
 func localSpec(t testing.TB, s Spec, fn Func, windows ...abi.Window) *Local {
 	t.Helper()
-	schema := &abi.Schema{ABI: abi.Version, Keys: s.Keys}
-	for i, f := range s.Input {
-		f.idx = i
-		schema.Input = append(schema.Input, f.def)
-	}
-	for i, m := range s.Metrics {
-		m.idx = i
-		schema.Metrics = append(schema.Metrics, m.def)
-	}
-	if err := schema.Validate(); err != nil {
+	schema, err := s.schema()
+	if err != nil {
 		t.Fatal(err)
 	}
-	e := &engine{schema: schema, fn: fn, groups: newGroups(windows, schema, 0)}
+	e := &engine{schema: &schema, fn: fn, groups: newGroups(windows, &schema, 0)}
 	for _, f := range schema.Input {
 		e.types = append(e.types, f.Type)
 	}

@@ -27,10 +27,14 @@ type Groups struct {
 	distinct []int
 	sketches []*abi.Sketch
 	key      Key
-	starts   []int64
-	out      abi.RowsWriter
-	err      error   // the first misuse in the current batch
-	order    []int64 // scratch: pane starts in order
+	cols     Columns
+	// scratch of Columns
+	scratch32 []uint32
+	scratch64 []uint64
+	starts    []int64
+	out       abi.RowsWriter
+	err       error   // the first misuse in the current batch
+	order     []int64 // scratch: pane starts in order
 	// maxGroups is the host's limit of groups per pane (abi.Config.MaxGroups); 0: none.
 	maxGroups int
 	// linkW is the first global window if another window comes before it,
@@ -303,12 +307,11 @@ func (k *Key) target(w int, start int64, h uint64) (uint32, bool) {
 		}
 	}
 	if !ok {
-		if g.maxGroups > 0 && p.len() >= g.maxGroups {
-			k.fail(fmt.Errorf("%w: window %q, pane at %d holds %d groups, the host's limit (sandbox.max_groups_per_pane); a key with fewer distinct values, or a higher limit, is needed",
-				ErrTooManyGroups, g.windows[w].Name, start, p.len()))
+		var err error
+		if i, err = g.create(w, p, key, h, slot); err != nil {
+			k.fail(err)
 			return 0, false
 		}
-		i = p.insert(k.buf, h, g.idents, g.distinct, slot)
 	}
 	p.touch(i)
 	k.targets = append(k.targets, target{p, i})
@@ -327,6 +330,16 @@ func sameKey(a, b []byte) bool {
 		return false
 	}
 	return le.Uint64(a) == le.Uint64(b) && le.Uint64(a[n-8:]) == le.Uint64(b[n-8:])
+}
+
+// create adds key's group to pane p of window w in the empty slot; an
+// error at the host's limit of groups per pane.
+func (g *Groups) create(w int, p *pane, key []byte, h, slot uint64) (uint32, error) {
+	if g.maxGroups > 0 && p.len() >= g.maxGroups {
+		return 0, fmt.Errorf("%w: window %q, pane at %d holds %d groups, the host's limit (sandbox.max_groups_per_pane); a key with fewer distinct values, or a higher limit, is needed",
+			ErrTooManyGroups, g.windows[w].Name, p.start, p.len())
+	}
+	return p.insert(key, h, g.idents, g.distinct, slot), nil
 }
 
 // pane returns the pane of window w starting at start, creating it.

@@ -37,23 +37,7 @@ var (
 // localWith runs fn over spec the way Register and NewLocal would.
 func localWith(t *testing.T, fn Func, windows ...abi.Window) *Local {
 	t.Helper()
-	schema := &abi.Schema{ABI: abi.Version, Raw: spec.Raw, Keys: spec.Keys}
-	for i, f := range spec.Input {
-		f.idx = i
-		schema.Input = append(schema.Input, f.def)
-	}
-	for i, m := range spec.Metrics {
-		m.idx = i
-		schema.Metrics = append(schema.Metrics, m.def)
-	}
-	if err := schema.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	e := &engine{schema: schema, fn: fn, groups: newGroups(windows, schema, 0)}
-	for _, f := range schema.Input {
-		e.types = append(e.types, f.Type)
-	}
-	return &Local{e: e}
+	return localSpec(t, spec, fn, windows...)
 }
 
 var tumbling = abi.Window{Name: "w", Kind: abi.Tumbling, SizeMs: 1000}

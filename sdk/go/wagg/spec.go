@@ -176,13 +176,22 @@ func Register(s Spec, fn Func) {
 	if fn == nil {
 		panic("wagg: Register with a nil Func")
 	}
+	if (len(s.State.Migrates) > 0) != (s.Migrate != nil) {
+		panic("wagg: Spec.Migrate and Spec.State.Migrates go together: a function for the versions it converts")
+	}
+	schema, err := s.schema()
+	if err != nil {
+		panic("wagg: " + err.Error())
+	}
+	registered.spec, registered.schema, registered.fn = s, schema, fn
+}
+
+// schema is the schema s declares; it numbers s's fields and metrics.
+func (s Spec) schema() (abi.Schema, error) {
 	schema := abi.Schema{ABI: abi.Version, Raw: s.Raw, Keys: s.Keys}
 	if s.State.Version != 0 || len(s.State.Accepts) > 0 || len(s.State.Migrates) > 0 {
 		st := s.State
 		schema.State = &st
-	}
-	if (len(s.State.Migrates) > 0) != (s.Migrate != nil) {
-		panic("wagg: Spec.Migrate and Spec.State.Migrates go together: a function for the versions it converts")
 	}
 	for i, f := range s.Input {
 		f.idx = i
@@ -195,10 +204,7 @@ func Register(s Spec, fn Func) {
 			schema.Metrics = append(schema.Metrics, m.count)
 		}
 	}
-	if err := schema.Validate(); err != nil {
-		panic("wagg: " + err.Error())
-	}
-	registered.spec, registered.schema, registered.fn = s, schema, fn
+	return schema, schema.Validate()
 }
 
 var errNotRegistered = errors.New("wagg: no aggregator registered (call wagg.Register from init)")
