@@ -252,20 +252,32 @@ func (r *reader) take(k int) []byte {
 	return b
 }
 
+// int64s and float64s fill a column in place: in Wasm an append per value
+// is a capacity check and a store of the length per value.
 func (r *reader) int64s(dst []int64, n int) []int64 {
 	b := r.take(8 * n)
-	for i := 0; i+8 <= len(b); i += 8 {
-		dst = append(dst, int64(binary.LittleEndian.Uint64(b[i:])))
+	dst = grow(dst, len(b)/8)
+	for i := range dst {
+		dst[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
 	}
 	return dst
 }
 
 func (r *reader) float64s(dst []float64, n int) []float64 {
 	b := r.take(8 * n)
-	for i := 0; i+8 <= len(b); i += 8 {
-		dst = append(dst, math.Float64frombits(binary.LittleEndian.Uint64(b[i:])))
+	dst = grow(dst, len(b)/8)
+	for i := range dst {
+		dst[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
 	}
 	return dst
+}
+
+// grow returns s with length n, reusing its memory when it has room.
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
 }
 
 // padding takes k bytes of padding, which must be zero.
@@ -284,15 +296,17 @@ func (r *reader) strings(c *BatchColumn, n int) {
 	if r.err != nil {
 		return
 	}
-	prev := uint32(0)
-	for i := 0; i < len(ob); i += 4 {
-		o := binary.LittleEndian.Uint32(ob[i:])
-		if o < prev || (i == 0 && o != 0) {
-			r.err = fmt.Errorf("%w: string offsets go backwards", ErrBatch)
-			return
-		}
-		prev = o
-		c.Offsets = append(c.Offsets, o)
+	offs := grow(c.Offsets, len(ob)/4)
+	prev, back := uint32(0), false
+	for i := range offs {
+		o := binary.LittleEndian.Uint32(ob[4*i:])
+		back = back || o < prev
+		prev, offs[i] = o, o
+	}
+	c.Offsets = offs
+	if back || len(offs) > 0 && offs[0] != 0 {
+		r.err = fmt.Errorf("%w: string offsets go backwards", ErrBatch)
+		return
 	}
 	c.Data = r.take(int(prev))
 	r.padding(pad(int(prev)))

@@ -29,7 +29,8 @@ import (
 const (
 	RowsMagic  = 0x31524757 // "WGR1"
 	rowsHeader = 16
-	flagFinal  = 1
+	// RowFinal is a row's flag byte when its window has closed.
+	RowFinal = 1
 )
 
 // Row is one output row. Key is the key columns in their encoded form, which
@@ -88,7 +89,7 @@ func (w *RowsWriter) AppendSketches(window uint8, final bool, start int64, key [
 	}
 	var flags byte
 	if final {
-		flags = flagFinal
+		flags = RowFinal
 	}
 	if sketches == nil {
 		// A row of a fixed size, written in place after one growth: the
@@ -118,6 +119,19 @@ func (w *RowsWriter) AppendSketches(window uint8, final bool, start int64, key [
 		w.buf = binary.LittleEndian.AppendUint64(w.buf, m)
 	}
 	w.n++
+}
+
+// Reserve adds rows rows of size bytes in all, which the caller writes
+// into the returned slice in the rows layout (ABI.md): for a writer of many
+// rows at once, which in Wasm would pay a call per row to Append.
+func (w *RowsWriter) Reserve(size, rows int) []byte {
+	if len(w.buf) < rowsHeader {
+		w.Reset()
+	}
+	n := len(w.buf)
+	w.buf = slices.Grow(w.buf, size)[:n+size]
+	w.n += uint32(rows)
+	return w.buf[n:]
 }
 
 // Len is the number of rows appended since Reset.
@@ -203,11 +217,11 @@ func decodeRows(buf []byte, s *Schema, windows int, dst []Row) ([]Row, error) {
 		if int(window) >= windows {
 			return dst, fmt.Errorf("%w: row %d names window %d of %d", ErrRows, i, window, windows)
 		}
-		if flags&^flagFinal != 0 {
+		if flags&^RowFinal != 0 {
 			return dst, fmt.Errorf("%w: row %d has unknown flags %#x", ErrRows, i, flags)
 		}
 		r := &dst[base+i]
-		r.Window, r.Final, r.Start = window, flags&flagFinal != 0, int64(le.Uint64(buf[off+2:]))
+		r.Window, r.Final, r.Start = window, flags&RowFinal != 0, int64(le.Uint64(buf[off+2:]))
 		off += 10
 		keyStart := off
 		for _, c := range s.Keys {

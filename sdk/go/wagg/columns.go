@@ -30,15 +30,13 @@ type Columns struct {
 	ends []uint32
 	keys []byte
 	// per window, per record: the record's group as an index into panes
-	// (high 32 bits) and the group's first value in that pane's vals (low
-	// 32 bits); noTarget when no window of it holds the record's time.
+	// (high 32 bits) and the group's index in that pane (low 32 bits);
+	// noTarget when no window of it holds the record's time.
 	refs [][]uint64
 	// hopping windows: a record falls in several panes of one; more lists
 	// the record and the target of each beyond refs'.
 	more  [][]extraRef
 	panes []*pane
-	// pane start per record for the window being resolved (scratch)
-	starts []int64
 }
 
 type colState uint8
@@ -124,43 +122,64 @@ func (c *Columns) String(v Strings) *Columns {
 	return c.fill(keyString, keyColumn{strs: v.c}, n)
 }
 
-// build lays the records' keys out back to back, a column at a time.
+// build lays the records' keys out back to back and hashes them (hashKey),
+// a column at a time. A call per record costs more than the work here in
+// Wasm, so the string column's hashing and copying are written out.
 func (c *Columns) build() {
 	n := c.n
 	ends := grow32(c.ends, n)
-	for i := range ends {
-		ends[i] = 0
-	}
-	// the width of each record's key, then its end
+	hs := grow64(c.g.scratch64, n)
+	// at[i] is where the next column goes in record i's key
+	at := grow32(c.g.scratch32, n)
+	fixed, strs := uint32(0), 0
+	var offs []uint32 // the string column's offsets, when there is one
 	for _, col := range c.cols {
-		if col.t != keyString {
-			for i := range ends {
-				ends[i] += 8
-			}
-			continue
-		}
-		offs := col.strs.Offsets[:n+1]
-		for i := range ends {
-			ends[i] += 4 + offs[i+1] - offs[i]
+		if col.t == keyString {
+			strs++
+			offs = col.strs.Offsets[:n+1]
+		} else {
+			fixed += 8
 		}
 	}
+	// where each record's key starts and ends, in one pass when at most one
+	// column is a string
 	total := uint32(0)
-	for i, w := range ends {
-		total += w
-		ends[i] = total
+	switch {
+	case strs == 0:
+		for i := range ends {
+			at[i], hs[i] = total, hashSeed
+			total += fixed
+			ends[i] = total
+		}
+	case strs == 1:
+		for i := range ends {
+			at[i], hs[i] = total, hashSeed
+			total += fixed + 4 + offs[i+1] - offs[i]
+			ends[i] = total
+		}
+	default:
+		for i := range ends {
+			ends[i] = fixed
+		}
+		for _, col := range c.cols {
+			if col.t == keyString {
+				offs := col.strs.Offsets[:n+1]
+				for i := range ends {
+					ends[i] += 4 + offs[i+1] - offs[i]
+				}
+			}
+		}
+		for i, w := range ends {
+			at[i], hs[i] = total, hashSeed
+			total += w
+			ends[i] = total
+		}
 	}
 	keys := c.keys[:0]
 	if cap(keys) < int(total) {
 		keys = make([]byte, total, total+total/4)
 	}
 	keys = keys[:total]
-	// each column into every key: at is where the column goes in record i's key
-	at := grow32(c.g.scratch32, n)
-	from := uint32(0)
-	for i, e := range ends {
-		at[i] = from
-		from = e
-	}
 	le := binary.LittleEndian
 	for _, col := range c.cols {
 		switch col.t {
@@ -168,25 +187,58 @@ func (c *Columns) build() {
 			v := col.ints[:n]
 			for i, o := range at {
 				le.PutUint64(keys[o:], uint64(v[i]))
+				hs[i] = mix(hs[i], uint64(v[i]))
 				at[i] = o + 8
 			}
 		case keyFloat64:
 			v := col.floats[:n]
 			for i, o := range at {
-				le.PutUint64(keys[o:], math.Float64bits(v[i]))
+				w := math.Float64bits(v[i])
+				le.PutUint64(keys[o:], w)
+				hs[i] = mix(hs[i], w)
 				at[i] = o + 8
 			}
 		default:
 			offs, data := col.strs.Offsets[:n+1], col.strs.Data
 			for i, o := range at {
 				s := data[offs[i]:offs[i+1]]
-				le.PutUint32(keys[o:], uint32(len(s)))
-				copy(keys[o+4:], s)
-				at[i] = o + 4 + uint32(len(s))
+				ln := len(s)
+				le.PutUint32(keys[o:], uint32(ln))
+				d := keys[o+4 : o+4+uint32(ln)]
+				h := mix(hs[i], uint64(ln))
+				switch {
+				case ln == 0:
+				case ln < 8:
+					t := tail(s)
+					h = mix(h, t)
+					for j := range d { // a key's bytes beyond d are taken
+						d[j] = byte(t >> (8 * j))
+					}
+				case ln <= 16:
+					w := le.Uint64(s)
+					le.PutUint64(d, w)
+					le.PutUint64(d[ln-8:], le.Uint64(s[ln-8:]))
+					h = mix(h, w)
+					if ln > 8 {
+						if ln < 16 {
+							h = mix(h, tail(s[8:]))
+						} else {
+							h = mix(h, le.Uint64(s[8:]))
+						}
+					}
+				default:
+					copy(d, s)
+					h = hashString(hs[i], s)
+				}
+				hs[i] = h
+				at[i] = o + 4 + uint32(ln)
 			}
 		}
 	}
-	c.g.scratch32 = at
+	for i, h := range hs {
+		hs[i] = finish(h)
+	}
+	c.g.scratch32, c.g.scratch64 = at, hs
 	c.ends, c.keys = ends, keys
 }
 
@@ -222,14 +274,7 @@ func (c *Columns) resolve() bool {
 	}
 	c.state = colResolved
 	c.build()
-	n := c.n
-	hs := grow64(g.scratch64, n)
-	from := uint32(0)
-	for i, e := range c.ends {
-		hs[i] = hashKey(c.keys[from:e])
-		from = e
-	}
-	g.scratch64 = hs
+	n, hs := c.n, g.scratch64
 	for len(c.refs) < len(g.windows) {
 		c.refs = append(c.refs, nil)
 		c.more = append(c.more, nil)
@@ -272,109 +317,117 @@ func (c *Columns) paneRef(p *pane) uint64 {
 const pending = 0xffffffff
 
 // lookup finds (or creates) the group of every pending target of refs in
-// its pane and marks it changed, records in order; false on the host's
+// its pane and marks it changed, records in order. With link (the records'
+// groups in the first tumbling window, when w is the first global window),
+// a record whose tumbling group links to its group here skips the probe,
+// and one that does not gets the link (Key.resolve). False on the host's
 // limit. The probe is pane.lookup's written out: in Wasm a call per record
 // costs more than the probe.
-func (c *Columns) lookup(w int, hs, refs []uint64) bool {
+func (c *Columns) lookup(w int, hs, refs, link []uint64) bool {
 	g := c.g
 	keys, ends := c.keys, c.ends
-	last := noTarget
+	le := binary.LittleEndian
+	last, lastLink := noTarget, noTarget
 	var p *pane
+	// p's fields, read again when an insert may have moved them
 	var slots []uint32
+	var groups, lgroups []group
+	var pkeys []byte
 	var mask uint64
 	for i, r := range refs {
-		if uint32(r) != pending || r == noTarget {
+		if r == noTarget {
 			continue
 		}
 		if r>>32 != last {
 			last = r >> 32
 			p = c.panes[last]
-			slots, mask = p.slots, uint64(len(p.slots)-1)
+			slots, groups, pkeys = p.slots, p.groups, p.keys
+			mask = uint64(len(slots) - 1)
 		}
-		from := uint32(0)
-		if i > 0 {
-			from = ends[i-1]
-		}
-		key, h := keys[from:ends[i]], hs[i]
-		var gi uint32
-		for j := h & mask; ; j = (j + 1) & mask {
-			s := slots[j]
-			if s == 0 {
-				var err error
-				if gi, err = g.create(w, p, key, h, j); err != nil {
-					c.fail(err)
-					return false
-				}
-				slots, mask = p.slots, uint64(len(p.slots)-1)
-				break
+		var lg *group // the tumbling group to link
+		if link != nil && link[i] != noTarget {
+			if l := link[i]; l>>32 != lastLink {
+				lastLink = l >> 32
+				lgroups = c.panes[lastLink].groups
 			}
-			if p.hashes[s-1] == h {
-				a := uint32(0)
-				if s > 1 {
-					a = p.ends[s-2]
-				}
-				if k := p.keys[a:p.ends[s-1]]; len(k) == len(key) && sameKey(k, key) {
-					gi = s - 1
+			lg = &lgroups[uint32(link[i])]
+		}
+		var gi uint32
+		if lg != nil && lg.link != 0 {
+			gi = lg.link - 1
+		} else {
+			from := uint32(0)
+			if i > 0 {
+				from = ends[i-1]
+			}
+			key, h := keys[from:ends[i]], hs[i]
+			n := len(key)
+			for j := h & mask; ; j = (j + 1) & mask {
+				s := slots[j]
+				if s == 0 {
+					var err error
+					if gi, err = g.create(w, p, key, h, j); err != nil {
+						c.fail(err)
+						return false
+					}
+					slots, groups, pkeys = p.slots, p.groups, p.keys
+					mask = uint64(len(slots) - 1)
 					break
 				}
+				gr := &groups[s-1]
+				if gr.hash != h {
+					continue
+				}
+				k := pkeys[gr.from:gr.to]
+				if len(k) != n {
+					continue
+				}
+				// sameKey written out
+				if n < 8 || n > 24 {
+					if string(k) != string(key) {
+						continue
+					}
+				} else if le.Uint64(k) != le.Uint64(key) || le.Uint64(k[n-8:]) != le.Uint64(key[n-8:]) ||
+					n > 16 && le.Uint64(k[8:]) != le.Uint64(key[8:]) {
+					continue
+				}
+				gi = s - 1
+				break
+			}
+			if lg != nil {
+				lg.link = gi + 1
 			}
 		}
-		if !p.marked[gi] {
-			p.marked[gi] = true
+		if gr := &groups[gi]; !gr.marked {
+			gr.marked = true
 			p.dirty = append(p.dirty, gi)
 		}
-		refs[i] = r&^pending | uint64(gi*uint32(p.nm))
+		refs[i] = r&^pending | uint64(gi)
 	}
 	return true
 }
 
+// resolveGlobal finds the records' groups in global window w's one pane.
 func (c *Columns) resolveGlobal(w int, hs, refs []uint64) bool {
 	g := c.g
-	p := g.pane(w, 0)
-	pr := c.paneRef(p)<<32 | pending
-	// the link from the first tumbling window's groups (Key.resolve)
-	var from []uint64
+	pr := c.paneRef(g.pane(w, 0))<<32 | pending
+	for i := range refs {
+		refs[i] = pr
+	}
+	var link []uint64
 	if w == g.linkW {
 		for v := range w {
 			if g.kinds[v] == winTumbling {
-				from = c.refs[v]
+				link = c.refs[v]
 				break
 			}
 		}
 	}
-	if from == nil {
-		for i := range refs {
-			refs[i] = pr
-		}
-		return c.lookup(w, hs, refs)
-	}
-	nm := uint32(p.nm)
-	for i, r := range from {
-		refs[i] = pr
-		if r == noTarget {
-			continue
-		}
-		lp := c.panes[r>>32]
-		if l := lp.link[uint32(r)/uint32(lp.nm)]; l != 0 {
-			if !p.marked[l-1] {
-				p.marked[l-1] = true
-				p.dirty = append(p.dirty, l-1)
-			}
-			refs[i] = pr&^pending | uint64((l-1)*nm)
-		}
-	}
-	if !c.lookup(w, hs, refs) {
-		return false
-	}
-	for i, r := range from {
-		if r != noTarget {
-			lp := c.panes[r>>32]
-			lp.link[uint32(r)/uint32(lp.nm)] = uint32(refs[i])/nm + 1
-		}
-	}
-	return true
+	return c.lookup(w, hs, refs, link)
 }
 
+// resolveTumbling finds the records' groups in the panes of tumbling
+// window w.
 func (c *Columns) resolveTumbling(w int, hs, refs []uint64) bool {
 	g := c.g
 	size := g.windows[w].SizeMs
@@ -399,7 +452,7 @@ func (c *Columns) resolveTumbling(w int, hs, refs []uint64) bool {
 		}
 		refs[i] = pr
 	}
-	return c.lookup(w, hs, refs)
+	return c.lookup(w, hs, refs, nil)
 }
 
 func (c *Columns) resolveHopping(w int, hs, refs []uint64) bool {
@@ -423,7 +476,7 @@ func (c *Columns) resolveHopping(w int, hs, refs []uint64) bool {
 				}
 			}
 			p.touch(gi)
-			ref := c.paneRef(p)<<32 | uint64(gi*uint32(p.nm))
+			ref := c.paneRef(p)<<32 | uint64(gi)
 			if refs[i] == noTarget {
 				refs[i] = ref
 			} else {
@@ -454,16 +507,18 @@ func (c *Columns) metric(m *Metric, n int, name string) bool {
 	return false
 }
 
-// each calls f with every target's values and the record's index.
-func (c *Columns) each(j int, f func(vals []uint64, at uint32, i int)) {
+// each calls f with every target's pane, the index of metric j's value
+// in the pane's vals, and the record's index.
+func (c *Columns) each(j int, f func(p *pane, at uint32, i int)) {
+	nm := uint32(len(c.g.metrics))
 	for w, refs := range c.refs[:len(c.g.windows)] {
 		for i, r := range refs {
 			if r != noTarget {
-				f(c.panes[r>>32].vals, uint32(r)+uint32(j), i)
+				f(c.panes[r>>32], uint32(r)*nm+uint32(j), i)
 			}
 		}
 		for _, e := range c.more[w] {
-			f(c.panes[e.ref>>32].vals, uint32(e.ref)+uint32(j), int(e.i))
+			f(c.panes[e.ref>>32], uint32(e.ref)*nm+uint32(j), int(e.i))
 		}
 	}
 }
@@ -490,7 +545,7 @@ func (c *Columns) Count(m *Metric) *Columns {
 		c.fold(m, nil, 1)
 		return c
 	}
-	j := uint32(m.idx)
+	j, nm := uint32(m.idx), uint32(len(c.g.metrics))
 	for w, refs := range c.refs[:len(c.g.windows)] {
 		var vals []uint64
 		last := noTarget
@@ -502,10 +557,10 @@ func (c *Columns) Count(m *Metric) *Columns {
 				last = r >> 32
 				vals = c.panes[last].vals
 			}
-			vals[uint32(r)+j]++
+			vals[uint32(r)*nm+j]++
 		}
 		for _, e := range c.more[w] {
-			c.panes[e.ref>>32].vals[uint32(e.ref)+j]++
+			c.panes[e.ref>>32].vals[uint32(e.ref)*nm+j]++
 		}
 	}
 	return c
@@ -524,7 +579,8 @@ func (c *Columns) Add(m *Metric, v []int64) *Columns {
 // fold folds v (or, with v nil, one) into int64 metric m.
 func (c *Columns) fold(m *Metric, v []int64, one int64) {
 	op := m.op
-	c.each(m.idx, func(vals []uint64, at uint32, i int) {
+	c.each(m.idx, func(p *pane, at uint32, i int) {
+		vals := p.vals
 		x := one
 		if v != nil {
 			x = v[i]
@@ -557,7 +613,8 @@ func (c *Columns) AddFloat(m *Metric, v []float64) *Columns {
 		return c
 	}
 	op, avg := m.op, m.avg
-	c.each(m.idx, func(vals []uint64, at uint32, i int) {
+	c.each(m.idx, func(p *pane, at uint32, i int) {
+		vals := p.vals
 		if avg {
 			vals[at] = math.Float64bits(math.Float64frombits(vals[at]) + v[i])
 			vals[at+1]++
@@ -607,16 +664,7 @@ func (c *Columns) distinct(m *Metric, n int, name string) bool {
 }
 
 func (c *Columns) sketches(m *Metric, hash func(i int) uint64) {
-	for w, refs := range c.refs[:len(c.g.windows)] {
-		for i, r := range refs {
-			if r != noTarget {
-				p := c.panes[r>>32]
-				p.sketches[p.vals[uint32(r)+uint32(m.idx)]].AddHash(hash(i))
-			}
-		}
-		for _, e := range c.more[w] {
-			p := c.panes[e.ref>>32]
-			p.sketches[p.vals[uint32(e.ref)+uint32(m.idx)]].AddHash(hash(int(e.i)))
-		}
-	}
+	c.each(m.idx, func(p *pane, at uint32, i int) {
+		p.sketches[p.vals[at]].AddHash(hash(i))
+	})
 }

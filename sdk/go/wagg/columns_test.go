@@ -30,28 +30,63 @@ var (
 	cUsers  = Distinct("users")
 	cNames  = Distinct("names")
 	cMinCnt = Min("lo_count")
-	cSpec   = Spec{
-		Input:   Fields(cPoll, cName, cValue, cUser),
-		Keys:    Keys(Int64Key("poll_id"), StringKey("name"), Float64Key("value")),
-		Metrics: Metrics(cCount, cSum, cMin, cMax, cSumF, cMinF, cMaxF, cAvg, cUsers, cNames, cMinCnt),
-	}
+	cInput  = Fields(cPoll, cName, cValue, cUser)
+	cMetric = Metrics(cCount, cSum, cMin, cMax, cSumF, cMinF, cMaxF, cAvg, cUsers, cNames, cMinCnt)
 )
 
-func perRecordFold(b *Batch, g *Groups) error {
+// keyLayout is a spec's key columns: p poll_id, n name, v value.
+type keyLayout string
+
+func (l keyLayout) spec() Spec {
+	var keys []abi.Column
+	for _, c := range l {
+		switch c {
+		case 'p':
+			keys = append(keys, Int64Key("poll_id"))
+		case 'n':
+			keys = append(keys, StringKey("name"+fmt.Sprint(len(keys))))
+		case 'v':
+			keys = append(keys, Float64Key("value"))
+		}
+	}
+	return Spec{Input: cInput, Keys: keys, Metrics: cMetric}
+}
+
+func (l keyLayout) perRecord(b *Batch, g *Groups) error {
 	polls, names, values, users := b.Int64s(cPoll), b.Strings(cName), b.Float64s(cValue), b.Int64s(cUser)
 	for i := range b.Len() {
-		g.At(b.Time(i)).Int64(polls[i]).String(names.At(i)).Float64(values[i]).
-			Add(cCount, 1).Add(cSum, users[i]).Add(cMin, users[i]).Add(cMax, users[i]).
+		k := g.At(b.Time(i))
+		for _, c := range l {
+			switch c {
+			case 'p':
+				k.Int64(polls[i])
+			case 'n':
+				k.String(names.At(i))
+			case 'v':
+				k.Float64(values[i])
+			}
+		}
+		k.Add(cCount, 1).Add(cSum, users[i]).Add(cMin, users[i]).Add(cMax, users[i]).
 			AddFloat(cSumF, values[i]).AddFloat(cMinF, values[i]).AddFloat(cMaxF, values[i]).AddFloat(cAvg, values[i]).
 			AddDistinct(cUsers, users[i]).AddDistinctString(cNames, names.At(i)).Add(cMinCnt, 1)
 	}
 	return nil
 }
 
-func columnsFold(b *Batch, g *Groups) error {
+func (l keyLayout) columns(b *Batch, g *Groups) error {
 	users, values := b.Int64s(cUser), b.Float64s(cValue)
-	g.Columns(b).Int64(b.Int64s(cPoll)).String(b.Strings(cName)).Float64(values).
-		Count(cCount).Add(cSum, users).Add(cMin, users).Add(cMax, users).
+	c := g.Columns(b)
+	for _, k := range l {
+		switch k {
+		case 'p':
+			c.Int64(b.Int64s(cPoll))
+		case 'n':
+			c.String(b.Strings(cName))
+		case 'v':
+			c.Float64(values)
+		}
+	}
+	c.Count(cCount).Add(cSum, users).Add(cMin, users).Add(cMax, users).
 		AddFloat(cSumF, values).AddFloat(cMinF, values).AddFloat(cMaxF, values).AddFloat(cAvg, values).
 		AddDistinct(cUsers, users).AddDistinctString(cNames, b.Strings(cName)).Count(cMinCnt)
 	return nil
@@ -84,7 +119,7 @@ func TestColumns_FoldsWhatAtFolds(t *testing.T) {
 	five := abi.Window{Name: "five", Kind: abi.Tumbling, SizeMs: 5000}
 	hop := abi.Window{Name: "hop", Kind: abi.Hopping, SizeMs: 3000, SlideMs: 1000}
 	all := abi.Window{Name: "all", Kind: abi.Global}
-	for _, ws := range [][]abi.Window{
+	windows := [][]abi.Window{
 		{sec, all},
 		{all},
 		{sec},
@@ -92,54 +127,56 @@ func TestColumns_FoldsWhatAtFolds(t *testing.T) {
 		{sec, five, all, hop},
 		{hop, all},
 		{hop, sec, all, five},
-	} {
-		var names []string
-		for _, w := range ws {
-			names = append(names, w.Name)
-		}
-		t.Run(strings.Join(names, ","), func(t *testing.T) {
-			r := rand.New(rand.NewPCG(1, uint64(len(ws))))
-			rec := localSpec(t, cSpec, perRecordFold, ws...)
-			col := localSpec(t, cSpec, columnsFold, ws...)
-			ts := int64(1_700_000_000_000)
-			for round := range 40 {
-				b := randomBatch(r, ts, r.IntN(300))
-				if len(b.Times) > 0 {
-					ts = b.Times[len(b.Times)-1]
-				}
-				if err := rec.Process(b); err != nil {
-					t.Fatal(err)
-				}
-				if err := col.Process(b); err != nil {
-					t.Fatal(err)
-				}
-				if round%3 == 2 {
-					wm := ts - 2000
-					want, err := rec.Flush(wm)
-					if err != nil {
-						t.Fatal(err)
-					}
-					got, err := col.Flush(wm)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if g, w := showRows(got), showRows(want); len(want) == 0 || g != w {
-						t.Fatalf("round %d: Columns flushed %d rows, per record %d:\n%s\nwant\n%s", round, len(got), len(want), g, w)
-					}
-				}
-				if a, b := col.Snapshot(), rec.Snapshot(); !bytes.Equal(a, b) {
-					t.Fatalf("round %d: snapshots differ (%d and %d bytes)", round, len(a), len(b))
-				}
-				if round == 20 { // the links are gone after a restore
-					if err := col.Restore(col.Snapshot()); err != nil {
-						t.Fatal(err)
-					}
-					if err := rec.Restore(rec.Snapshot()); err != nil {
-						t.Fatal(err)
-					}
-				}
+	}
+	for _, l := range []keyLayout{"pnv", "p", "pv", "n", "npn", "nn"} {
+		for _, ws := range windows {
+			var names []string
+			for _, w := range ws {
+				names = append(names, w.Name)
 			}
-		})
+			t.Run(string(l)+"/"+strings.Join(names, ","), func(t *testing.T) {
+				r := rand.New(rand.NewPCG(1, uint64(len(ws))))
+				rec := localSpec(t, l.spec(), l.perRecord, ws...)
+				col := localSpec(t, l.spec(), l.columns, ws...)
+				ts := int64(1_700_000_000_000)
+				for round := range 40 {
+					b := randomBatch(r, ts, r.IntN(300))
+					if len(b.Times) > 0 {
+						ts = b.Times[len(b.Times)-1]
+					}
+					if err := rec.Process(b); err != nil {
+						t.Fatal(err)
+					}
+					if err := col.Process(b); err != nil {
+						t.Fatal(err)
+					}
+					if round%3 == 2 {
+						wm := ts - 2000
+						want, err := rec.Flush(wm)
+						if err != nil {
+							t.Fatal(err)
+						}
+						got, err := col.Flush(wm)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if g, w := showRows(got), showRows(want); len(want) == 0 || g != w {
+							t.Fatalf("round %d: Columns flushed %d rows, per record %d:\n%s\nwant\n%s", round, len(got), len(want), g, w)
+						}
+					}
+					if a, b := col.Snapshot(), rec.Snapshot(); !bytes.Equal(a, b) {
+						t.Fatalf("round %d: snapshots differ (%d and %d bytes)", round, len(a), len(b))
+					}
+					if round == 20 { // the links are gone after a restore
+						for _, l := range []*Local{col, rec} {
+							if err := l.Restore(l.Snapshot()); err != nil {
+								t.Fatal(err)
+							}
+						}
+					}
+				}
+			})
+		}
 	}
 }
 

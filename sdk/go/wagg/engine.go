@@ -271,7 +271,7 @@ func (e *engine) decodeSnapshot(b []byte, g *Groups) error {
 				if err != nil {
 					return fmt.Errorf("%w: window %d pane %d: %v", errSnapshot, w, p.start, err)
 				}
-				h := hashKey(key)
+				h := hashKey(g.types, key)
 				_, slot, dup := p.lookup(key, h)
 				if dup {
 					return fmt.Errorf("%w: window %d pane %d: a group appears twice", errSnapshot, w, p.start)

@@ -116,7 +116,7 @@ func newGroups(windows []abi.Window, s *abi.Schema, maxGroups int) *Groups {
 // columns in declared order with Key's methods, then update metrics.
 func (g *Groups) At(ts int64) *Key {
 	k := &g.key
-	k.ts, k.col, k.buf, k.resolved, k.err = ts, 0, k.buf[:0], false, nil
+	k.ts, k.col, k.buf, k.h, k.resolved, k.err = ts, 0, k.buf[:0], hashSeed, false, nil
 	return k
 }
 
@@ -141,6 +141,7 @@ type Key struct {
 	ts       int64
 	col      int
 	buf      []byte
+	h        uint64 // the hash of the columns filled (hashKey)
 	resolved bool
 	targets  []target
 	err      error
@@ -182,6 +183,7 @@ func (k *Key) Int64(v int64) *Key {
 		n := len(k.buf)
 		k.buf = k.buf[:n+8]
 		binary.LittleEndian.PutUint64(k.buf[n:], uint64(v))
+		k.h = mix(k.h, uint64(v))
 	}
 	return k
 }
@@ -193,6 +195,7 @@ func (k *Key) Float64(v float64) *Key {
 		n := len(k.buf)
 		k.buf = k.buf[:n+8]
 		binary.LittleEndian.PutUint64(k.buf[n:], math.Float64bits(v))
+		k.h = mix(k.h, math.Float64bits(v))
 	}
 	return k
 }
@@ -213,6 +216,7 @@ func (k *Key) String(v []byte) *Key {
 		} else {
 			copy(d, v)
 		}
+		k.h = hashString(k.h, v)
 	}
 	return k
 }
@@ -232,7 +236,7 @@ func (k *Key) resolve() bool {
 		return false
 	}
 	g := k.g
-	h := hashKey(k.buf)
+	h := finish(k.h)
 	k.targets = k.targets[:0]
 	// The record's first group, in a tumbling window, links to its group in
 	// the first global window's one pane, which lives as long as the panes
@@ -245,13 +249,13 @@ func (k *Key) resolve() bool {
 			switch {
 			case w != g.linkW || lp == nil:
 				k.target(w, 0, h)
-			case lp.link[lg] != 0:
-				p := g.pane(w, 0)
-				p.touch(lp.link[lg] - 1)
-				k.targets = append(k.targets, target{p, lp.link[lg] - 1})
+			case lp.groups[lg].link != 0:
+				p, l := g.pane(w, 0), lp.groups[lg].link-1
+				p.touch(l)
+				k.targets = append(k.targets, target{p, l})
 			default:
 				if i, ok := k.target(w, 0, h); ok {
-					lp.link[lg] = i + 1
+					lp.groups[lg].link = i + 1
 				}
 			}
 		case winTumbling:
@@ -295,12 +299,8 @@ func (k *Key) target(w int, start int64, h uint64) (uint32, bool) {
 			slot = j
 			break
 		}
-		if p.hashes[s-1] == h {
-			from := uint32(0)
-			if s > 1 {
-				from = p.ends[s-2]
-			}
-			if a := p.keys[from:p.ends[s-1]]; len(a) == len(key) && sameKey(a, key) {
+		if gr := &p.groups[s-1]; gr.hash == h {
+			if a := p.keys[gr.from:gr.to]; len(a) == len(key) && sameKey(a, key) {
 				i, ok = s-1, true
 				break
 			}
@@ -490,23 +490,82 @@ func (g *Groups) flush(watermark int64) []byte {
 		for _, start := range g.paneStarts(w) {
 			p := g.panes[w][start]
 			if win.Closed(start, watermark) {
-				for i := range uint32(p.len()) {
-					g.out.AppendSketches(uint8(w), true, start, p.key(i), p.values(i), g.rowSketches(p, i))
-				}
+				g.rows(uint8(w), true, p, nil)
 				delete(g.panes[w], start)
 				if g.last[w] == p {
 					g.last[w] = nil
 				}
 				continue
 			}
+			g.rows(uint8(w), false, p, p.dirty)
 			for _, i := range p.dirty {
-				g.out.AppendSketches(uint8(w), false, start, p.key(i), p.values(i), g.rowSketches(p, i))
-				p.marked[i] = false
+				p.groups[i].marked = false
 			}
 			p.dirty = p.dirty[:0]
 		}
 	}
 	return g.out.Bytes()
+}
+
+// rows writes the rows of p's groups in list, or of all its groups with
+// list nil. Without distinct metrics they are written in place, in one
+// loop: in Wasm a call per row costs more than the row.
+func (g *Groups) rows(w uint8, final bool, p *pane, list []uint32) {
+	cnt := len(p.groups)
+	if list != nil {
+		cnt = len(list)
+	}
+	if len(g.distinct) > 0 {
+		for k := range cnt {
+			i := uint32(k)
+			if list != nil {
+				i = list[k]
+			}
+			g.out.AppendSketches(w, final, p.start, p.key(i), p.values(i), g.rowSketches(p, i))
+		}
+		return
+	}
+	nm := p.nm
+	size := 0
+	for k := range cnt {
+		i := k
+		if list != nil {
+			i = int(list[k])
+		}
+		size += int(p.groups[i].to - p.groups[i].from)
+	}
+	b := g.out.Reserve(size+cnt*(10+8*nm), cnt)
+	var flags byte
+	if final {
+		flags = abi.RowFinal
+	}
+	le := binary.LittleEndian
+	for k := range cnt {
+		i := k
+		if list != nil {
+			i = int(list[k])
+		}
+		gr := &p.groups[i]
+		key := p.keys[gr.from:gr.to]
+		n := len(key)
+		b[0], b[1] = w, flags
+		le.PutUint64(b[2:], uint64(p.start))
+		d := b[10 : 10+n]
+		if n >= 8 && n <= 24 { // as words: copy is three calls deep
+			le.PutUint64(d, le.Uint64(key))
+			le.PutUint64(d[n-8:], le.Uint64(key[n-8:]))
+			if n > 16 {
+				le.PutUint64(d[8:], le.Uint64(key[8:]))
+			}
+		} else {
+			copy(d, key)
+		}
+		b = b[10+n:]
+		for j, v := range p.vals[i*nm : (i+1)*nm] {
+			le.PutUint64(b[8*j:], v)
+		}
+		b = b[8*nm:]
+	}
 }
 
 // rowSketches returns group i's sketches per metric, in scratch memory;
