@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/wagg/wagg/abi"
 )
@@ -325,32 +326,46 @@ const pending = 0xffffffff
 // costs more than the probe.
 func (c *Columns) lookup(w int, hs, refs, link []uint64) bool {
 	g := c.g
-	keys, ends := c.keys, c.ends
-	le := binary.LittleEndian
+	n := len(refs)
+	if len(hs) < n || len(c.ends) < n || link != nil && len(link) < n {
+		panic("wagg: Columns.lookup: columns shorter than the batch")
+	}
+	// The loop reads through unchecked pointers (unsafe.go): every index
+	// is in range by construction (the batch's columns hold n values, a
+	// slot index is masked, a slot holds a group's index + 1, a group's
+	// key bounds lie in its pane's keys, a key of n >= 8 bytes has words
+	// at 0, 8 when n > 16, and n-8). In Wasm each checked index is a
+	// compare and a branch, and each slice three words the loop keeps
+	// live, which Go's Wasm code spills to memory.
+	keys, ends, hsp, refp := data(c.keys), data(c.ends), data(hs), data(refs)
+	var linkp unsafe.Pointer
+	if link != nil {
+		linkp = data(link)
+	}
 	last, lastLink := noTarget, noTarget
 	var p *pane
-	// p's fields, read again when an insert may have moved them
-	var slots []uint32
-	var groups, lgroups []group
-	var pkeys []byte
+	var slots, groups, pkeys, lgroups unsafe.Pointer
 	var mask uint64
-	for i, r := range refs {
+	for i := range n {
+		r := u64(refp, i)
 		if r == noTarget {
 			continue
 		}
 		if r>>32 != last {
 			last = r >> 32
 			p = c.panes[last]
-			slots, groups, pkeys = p.slots, p.groups, p.keys
-			mask = uint64(len(slots) - 1)
+			slots, groups, pkeys = data(p.slots), data(p.groups), data(p.keys)
+			mask = uint64(len(p.slots) - 1)
 		}
 		var lg *group // the tumbling group to link
-		if link != nil && link[i] != noTarget {
-			if l := link[i]; l>>32 != lastLink {
-				lastLink = l >> 32
-				lgroups = c.panes[lastLink].groups
+		if linkp != nil {
+			if l := u64(linkp, i); l != noTarget {
+				if l>>32 != lastLink {
+					lastLink = l >> 32
+					lgroups = data(c.panes[lastLink].groups)
+				}
+				lg = groupAt(lgroups, uint32(l))
 			}
-			lg = &lgroups[uint32(link[i])]
 		}
 		var gi uint32
 		if lg != nil && lg.link != 0 {
@@ -358,37 +373,33 @@ func (c *Columns) lookup(w int, hs, refs, link []uint64) bool {
 		} else {
 			from := uint32(0)
 			if i > 0 {
-				from = ends[i-1]
+				from = u32(ends, i-1)
 			}
-			key, h := keys[from:ends[i]], hs[i]
-			n := len(key)
+			to, h := u32(ends, i), u64(hsp, i)
+			kn := to - from
 			for j := h & mask; ; j = (j + 1) & mask {
-				s := slots[j]
+				s := u32(slots, int(j))
 				if s == 0 {
 					var err error
-					if gi, err = g.create(w, p, key, h, j); err != nil {
+					if gi, err = g.create(w, p, c.keys[from:to], h, j); err != nil {
 						c.fail(err)
 						return false
 					}
-					slots, groups, pkeys = p.slots, p.groups, p.keys
-					mask = uint64(len(slots) - 1)
+					slots, groups, pkeys = data(p.slots), data(p.groups), data(p.keys)
+					mask = uint64(len(p.slots) - 1)
 					break
 				}
-				gr := &groups[s-1]
-				if gr.hash != h {
-					continue
-				}
-				k := pkeys[gr.from:gr.to]
-				if len(k) != n {
+				gr := groupAt(groups, s-1)
+				if gr.hash != h || gr.to-gr.from != kn {
 					continue
 				}
 				// sameKey written out
-				if n < 8 || n > 24 {
-					if string(k) != string(key) {
+				if kn < 8 || kn > 24 {
+					if string(p.keys[gr.from:gr.to]) != string(c.keys[from:to]) {
 						continue
 					}
-				} else if le.Uint64(k) != le.Uint64(key) || le.Uint64(k[n-8:]) != le.Uint64(key[n-8:]) ||
-					n > 16 && le.Uint64(k[8:]) != le.Uint64(key[8:]) {
+				} else if word(pkeys, gr.from) != word(keys, from) || word(pkeys, gr.to-8) != word(keys, to-8) ||
+					kn > 16 && word(pkeys, gr.from+8) != word(keys, from+8) {
 					continue
 				}
 				gi = s - 1
@@ -398,11 +409,11 @@ func (c *Columns) lookup(w int, hs, refs, link []uint64) bool {
 				lg.link = gi + 1
 			}
 		}
-		if gr := &groups[gi]; !gr.marked {
+		if gr := groupAt(groups, gi); !gr.marked {
 			gr.marked = true
 			p.dirty = append(p.dirty, gi)
 		}
-		refs[i] = r&^pending | uint64(gi)
+		set64(refp, i, r&^pending|uint64(gi))
 	}
 	return true
 }
