@@ -1,7 +1,6 @@
 package wagg
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"unsafe"
@@ -181,63 +180,75 @@ func (c *Columns) build() {
 		keys = make([]byte, total, total+total/4)
 	}
 	keys = keys[:total]
-	le := binary.LittleEndian
+	// Unchecked writes (unsafe.go): a column goes at at[i] in record i's
+	// key, whose width counts it, and keys holds every key; the columns
+	// hold n values (fill), a string column's offsets rise within its data
+	// (the batch decoder and Local check them).
+	kp, atp, hsp := data(keys), data(at), data(hs)
 	for _, col := range c.cols {
 		switch col.t {
-		case keyInt64:
-			v := col.ints[:n]
-			for i, o := range at {
-				le.PutUint64(keys[o:], uint64(v[i]))
-				hs[i] = mix(hs[i], uint64(v[i]))
-				at[i] = o + 8
+		case keyInt64, keyFloat64:
+			vp := data(col.ints)
+			if col.t == keyFloat64 {
+				vp = data(col.floats)
 			}
-		case keyFloat64:
-			v := col.floats[:n]
-			for i, o := range at {
-				w := math.Float64bits(v[i])
-				le.PutUint64(keys[o:], w)
-				hs[i] = mix(hs[i], w)
-				at[i] = o + 8
+			for i := range n {
+				o, v := u32(atp, i), u64(vp, i)
+				putWord(kp, o, v)
+				set64(hsp, i, mix(u64(hsp, i), v))
+				set32(atp, i, o+8)
 			}
 		default:
-			offs, data := col.strs.Offsets[:n+1], col.strs.Data
-			for i, o := range at {
-				s := data[offs[i]:offs[i+1]]
-				ln := len(s)
-				le.PutUint32(keys[o:], uint32(ln))
-				d := keys[o+4 : o+4+uint32(ln)]
-				h := mix(hs[i], uint64(ln))
+			sd := col.strs.Data
+			op, dp := data(col.strs.Offsets), data(sd)
+			for i := range n {
+				o, a, b := u32(atp, i), u32(op, i), u32(op, i+1)
+				ln := b - a
+				set32b(kp, o, ln)
+				h := mix(u64(hsp, i), uint64(ln))
 				switch {
 				case ln == 0:
 				case ln < 8:
-					t := tail(s)
+					// the tail as a word: the last 8 bytes before b, shifted
+					// down, when the data has them
+					var t uint64
+					if b >= 8 {
+						t = word(dp, b-8) >> (64 - 8*ln)
+					} else {
+						t = tail(sd[a:b])
+					}
 					h = mix(h, t)
-					for j := range d { // a key's bytes beyond d are taken
-						d[j] = byte(t >> (8 * j))
+					q := o + 4 // exactly ln bytes: the next ones are taken
+					if ln&4 != 0 {
+						set32b(kp, q, uint32(t))
+						q, t = q+4, t>>32
+					}
+					if ln&2 != 0 {
+						set16b(kp, q, uint16(t))
+						q, t = q+2, t>>16
+					}
+					if ln&1 != 0 {
+						*(*byte)(unsafe.Add(kp, q)) = byte(t)
 					}
 				case ln <= 16:
-					w := le.Uint64(s)
-					le.PutUint64(d, w)
-					le.PutUint64(d[ln-8:], le.Uint64(s[ln-8:]))
+					w, z := word(dp, a), word(dp, b-8)
+					putWord(kp, o+4, w)
+					putWord(kp, o+4+ln-8, z)
 					h = mix(h, w)
-					if ln > 8 {
-						if ln < 16 {
-							h = mix(h, tail(s[8:]))
-						} else {
-							h = mix(h, le.Uint64(s[8:]))
-						}
+					if ln > 8 { // the bytes after the first 8, from z
+						h = mix(h, z>>(128-8*ln))
 					}
 				default:
-					copy(d, s)
-					h = hashString(hs[i], s)
+					copy(keys[o+4:o+4+ln], sd[a:b])
+					h = hashString(u64(hsp, i), sd[a:b])
 				}
-				hs[i] = h
-				at[i] = o + 4 + uint32(ln)
+				set64(hsp, i, h)
+				set32(atp, i, o+4+ln)
 			}
 		}
 	}
-	for i, h := range hs {
-		hs[i] = finish(h)
+	for i := range n {
+		set64(hsp, i, finish(u64(hsp, i)))
 	}
 	c.g.scratch32, c.g.scratch64 = at, hs
 	c.ends, c.keys = ends, keys
@@ -558,17 +569,22 @@ func (c *Columns) Count(m *Metric) *Columns {
 	}
 	j, nm := uint32(m.idx), uint32(len(c.g.metrics))
 	for w, refs := range c.refs[:len(c.g.windows)] {
-		var vals []uint64
+		// unchecked (unsafe.go): a target's group is in its pane, whose
+		// vals hold nm values per group
+		rp := data(refs)
+		var vals unsafe.Pointer
 		last := noTarget
-		for _, r := range refs {
+		for i := range len(refs) {
+			r := u64(rp, i)
 			if r == noTarget {
 				continue
 			}
 			if r>>32 != last {
 				last = r >> 32
-				vals = c.panes[last].vals
+				vals = data(c.panes[last].vals)
 			}
-			vals[uint32(r)*nm+j]++
+			k := int(uint32(r)*nm + j)
+			set64(vals, k, u64(vals, k)+1)
 		}
 		for _, e := range c.more[w] {
 			c.panes[e.ref>>32].vals[uint32(e.ref)*nm+j]++

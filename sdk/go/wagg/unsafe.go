@@ -27,3 +27,18 @@ func groupAt(p unsafe.Pointer, i uint32) *group {
 func word(p unsafe.Pointer, off uint32) uint64 {
 	return binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(p, off))[:])
 }
+
+func set32(p unsafe.Pointer, i int, v uint32) { *(*uint32)(unsafe.Add(p, 4*i)) = v }
+
+// putWord, set32b and set16b write little-endian at byte offset off, unaligned.
+func putWord(p unsafe.Pointer, off uint32, v uint64) {
+	binary.LittleEndian.PutUint64((*[8]byte)(unsafe.Add(p, off))[:], v)
+}
+
+func set32b(p unsafe.Pointer, off uint32, v uint32) {
+	binary.LittleEndian.PutUint32((*[4]byte)(unsafe.Add(p, off))[:], v)
+}
+
+func set16b(p unsafe.Pointer, off uint32, v uint16) {
+	binary.LittleEndian.PutUint16((*[2]byte)(unsafe.Add(p, off))[:], v)
+}
