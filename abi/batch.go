@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 )
 
 // A batch is the host's columnar encoding of decoded records, written into
@@ -54,6 +55,9 @@ type Batch struct {
 	Times   []int64
 	Columns []BatchColumn
 	Raw     *BatchColumn
+	// aliased: DecodeBatch left numeric columns that alias its input, which
+	// the next decode must not reuse as memory of its own.
+	aliased bool
 }
 
 // Len is the number of records.
@@ -165,8 +169,10 @@ func pad8(b []byte) []byte {
 var ErrBatch = errors.New("abi: malformed batch")
 
 // DecodeBatch decodes buf for the given input types into dst, reusing its
-// slices. Numeric columns are copied out; string data aliases buf. It checks
-// every length and offset, so any byte string is safe to pass.
+// slices. String data aliases buf, and so do the times and numeric columns
+// on a little-endian machine when buf has them 8-aligned (a guest's input
+// buffer does): otherwise they are copied out. It checks every length and
+// offset, so any byte string is safe to pass.
 func DecodeBatch(buf []byte, types []Type, raw bool, dst *Batch) error {
 	if len(buf) < batchHeader {
 		return fmt.Errorf("%w: %d bytes, shorter than the header", ErrBatch, len(buf))
@@ -195,8 +201,15 @@ func DecodeBatch(buf []byte, types []Type, raw bool, dst *Batch) error {
 	if le.Uint64(buf[24:]) != 0 {
 		return fmt.Errorf("%w: reserved header bytes are not zero", ErrBatch)
 	}
+	if dst.aliased { // those slices are buf's of the last call: not ours to fill
+		dst.Times = nil
+		for i := range dst.Columns {
+			dst.Columns[i].Ints, dst.Columns[i].Floats = nil, nil
+		}
+	}
 	r := reader{buf: buf, off: batchHeader}
 	dst.Times = r.int64s(dst.Times[:0], n)
+	defer func() { dst.aliased = r.aliased }()
 	if cap(dst.Columns) < len(types) {
 		dst.Columns = make([]BatchColumn, len(types))
 	}
@@ -234,9 +247,10 @@ func DecodeBatch(buf []byte, types []Type, raw bool, dst *Batch) error {
 }
 
 type reader struct {
-	buf []byte
-	off int
-	err error
+	buf     []byte
+	off     int
+	err     error
+	aliased bool // a column returned aliases buf
 }
 
 func (r *reader) take(k int) []byte {
@@ -252,10 +266,16 @@ func (r *reader) take(k int) []byte {
 	return b
 }
 
-// int64s and float64s fill a column in place: in Wasm an append per value
-// is a capacity check and a store of the length per value.
+// int64s and float64s return a column as a view of the input where the
+// machine and alignment allow (numeric columns are little-endian), else
+// fill dst in place: in Wasm an append per value is a capacity check and a
+// store of the length per value.
 func (r *reader) int64s(dst []int64, n int) []int64 {
 	b := r.take(8 * n)
+	if v := view[int64](b); v != nil {
+		r.aliased = true
+		return v
+	}
 	dst = grow(dst, len(b)/8)
 	for i := range dst {
 		dst[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
@@ -265,11 +285,27 @@ func (r *reader) int64s(dst []int64, n int) []int64 {
 
 func (r *reader) float64s(dst []float64, n int) []float64 {
 	b := r.take(8 * n)
+	if v := view[float64](b); v != nil {
+		r.aliased = true
+		return v
+	}
 	dst = grow(dst, len(b)/8)
 	for i := range dst {
 		dst[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
 	}
 	return dst
+}
+
+// littleEndian: the machine's numbers have the batch layout's byte order.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// view is b as 8-byte numbers, or nil when b is empty, not 8-aligned or
+// the machine is big-endian.
+func view[T int64 | float64](b []byte) []T {
+	if !littleEndian || len(b) < 8 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%8 != 0 {
+		return nil
+	}
+	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/8)
 }
 
 // grow returns s with length n, reusing its memory when it has room.

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/wagg/wagg/abi"
 )
@@ -151,6 +152,46 @@ func TestBatch_StrAliasesTheBuffer(t *testing.T) {
 	buf[i] = 'X'
 	if got := string(b.Columns[0].Str(0)); got != "Xb" {
 		t.Fatalf("Str(0) = %q after changing the buffer, want an alias", got)
+	}
+}
+
+// Numeric columns alias an 8-aligned input (on a little-endian machine),
+// and a later decode of an unaligned input, which copies, must not write
+// into the memory of the earlier one.
+func TestDecodeBatch_NumbersAliasAnAlignedInput(t *testing.T) {
+	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+		t.Skip("big-endian: numeric columns are always copied")
+	}
+	s := &abi.Schema{ABI: abi.Version, Input: []abi.Field{{Name: "i", Type: abi.Int64}, {Name: "f", Type: abi.Float64}}}
+	enc := abi.NewBatchEncoder(s)
+	encode := func(b *abi.Batch, shift int) []byte {
+		buf, err := enc.Encode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem := make([]uint64, len(buf)/8+2) // 8-aligned
+		out := unsafe.Slice((*byte)(unsafe.Pointer(&mem[0])), 8*len(mem))[shift : shift+len(buf)]
+		copy(out, buf)
+		return out
+	}
+	first := encode(&abi.Batch{Times: []int64{1, 2}, Columns: []abi.BatchColumn{{Ints: []int64{10, 20}}, {Floats: []float64{0.5, 1.5}}}}, 0)
+	keep := append([]byte(nil), first...)
+	var dst abi.Batch
+	if err := abi.DecodeBatch(first, types(s), false, &dst); err != nil {
+		t.Fatal(err)
+	}
+	if &dst.Times[0] != (*int64)(unsafe.Pointer(&first[32])) || dst.Columns[0].Ints[1] != 20 || dst.Columns[1].Floats[0] != 0.5 {
+		t.Fatalf("aligned input: times %v at %p, ints %v, floats %v: want views of the input", dst.Times, &dst.Times[0], dst.Columns[0].Ints, dst.Columns[1].Floats)
+	}
+	second := encode(&abi.Batch{Times: []int64{7, 8}, Columns: []abi.BatchColumn{{Ints: []int64{70, 80}}, {Floats: []float64{7.5, 8.5}}}}, 1)
+	if err := abi.DecodeBatch(second, types(s), false, &dst); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(first, keep) {
+		t.Fatal("decoding an unaligned input wrote into the earlier input")
+	}
+	if fmt.Sprint(dst.Times, dst.Columns[0].Ints, dst.Columns[1].Floats) != "[7 8] [70 80] [7.5 8.5]" {
+		t.Fatalf("unaligned input decoded as %v %v %v", dst.Times, dst.Columns[0].Ints, dst.Columns[1].Floats)
 	}
 }
 
