@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"unsafe"
 
 	"github.com/wagg/wagg/abi"
 )
@@ -539,32 +540,34 @@ func (g *Groups) rows(w uint8, final bool, p *pane, list []uint32) {
 	if final {
 		flags = abi.RowFinal
 	}
-	le := binary.LittleEndian
+	// Unchecked writes (unsafe.go): b has room for exactly these rows, a
+	// group's key lies in keys and its values in vals.
+	bp, kp, vp, o := data(b), data(p.keys), data(p.vals), uint32(0)
 	for k := range cnt {
 		i := k
 		if list != nil {
 			i = int(list[k])
 		}
 		gr := &p.groups[i]
-		key := p.keys[gr.from:gr.to]
-		n := len(key)
-		b[0], b[1] = w, flags
-		le.PutUint64(b[2:], uint64(p.start))
-		d := b[10 : 10+n]
+		n := gr.to - gr.from
+		*(*byte)(unsafe.Add(bp, o)) = w
+		*(*byte)(unsafe.Add(bp, o+1)) = flags
+		putWord(bp, o+2, uint64(p.start))
+		o += 10
 		if n >= 8 && n <= 24 { // as words: copy is three calls deep
-			le.PutUint64(d, le.Uint64(key))
-			le.PutUint64(d[n-8:], le.Uint64(key[n-8:]))
+			putWord(bp, o, word(kp, gr.from))
+			putWord(bp, o+n-8, word(kp, gr.to-8))
 			if n > 16 {
-				le.PutUint64(d[8:], le.Uint64(key[8:]))
+				putWord(bp, o+8, word(kp, gr.from+8))
 			}
 		} else {
-			copy(d, key)
+			copy(b[o:o+n], p.keys[gr.from:gr.to])
 		}
-		b = b[10+n:]
-		for j, v := range p.vals[i*nm : (i+1)*nm] {
-			le.PutUint64(b[8*j:], v)
+		o += n
+		for j := range nm {
+			putWord(bp, o, u64(vp, i*nm+j))
+			o += 8
 		}
-		b = b[8*nm:]
 	}
 }
 
