@@ -122,8 +122,8 @@ func (c *Columns) String(v Strings) *Columns {
 	return c.fill(keyString, keyColumn{strs: v.c}, n)
 }
 
-// build lays the records' keys out back to back and hashes them (hashKey),
-// a column at a time. A call per record costs more than the work here in
+// build lays the records' keys out back to back and hashes them (hashKey
+// but its finish, which the lookups apply), a column at a time. A call per record costs more than the work here in
 // Wasm, so the string column's hashing and copying are written out.
 func (c *Columns) build() {
 	n := c.n
@@ -246,9 +246,6 @@ func (c *Columns) build() {
 				set32(atp, i, o+4+ln)
 			}
 		}
-	}
-	for i := range n {
-		set64(hsp, i, finish(u64(hsp, i)))
 	}
 	c.g.scratch32, c.g.scratch64 = at, hs
 	c.ends, c.keys = ends, keys
@@ -386,7 +383,7 @@ func (c *Columns) lookup(w int, hs, refs, link []uint64) bool {
 			if i > 0 {
 				from = u32(ends, i-1)
 			}
-			to, h := u32(ends, i), u64(hsp, i)
+			to, h := u32(ends, i), finish(u64(hsp, i))
 			kn := to - from
 			for j := h & mask; ; j = (j + 1) & mask {
 				s := u32(slots, int(j))
@@ -480,6 +477,7 @@ func (c *Columns) resolveTumbling(w int, hs, refs []uint64) bool {
 func (c *Columns) resolveHopping(w int, hs, refs []uint64) bool {
 	g := c.g
 	for i, h := range hs {
+		h = finish(h)
 		refs[i] = noTarget
 		g.starts = g.windows[w].Starts(c.times[i], g.starts[:0])
 		from := uint32(0)
