@@ -115,11 +115,11 @@ func (c *Columns) Float64(v []float64) *Columns {
 // String fills the next key column, which must be declared StringKey, with
 // the batch's string column v.
 func (c *Columns) String(v Strings) *Columns {
-	n := len(v.c.Offsets) - 1
-	if n < 0 {
-		n = 0
+	if v.c == nil || len(v.c.Offsets) == 0 {
+		c.fail(fmt.Errorf("wagg: Columns.String for key column %d needs a string column of the batch (Batch.Strings of a String field)", len(c.cols)))
+		return c
 	}
-	return c.fill(keyString, keyColumn{strs: v.c}, n)
+	return c.fill(keyString, keyColumn{strs: v.c}, len(v.c.Offsets)-1)
 }
 
 // build lays the records' keys out back to back and hashes them (hashKey
@@ -671,6 +671,10 @@ func (c *Columns) AddDistinct(m *Metric, v []int64) *Columns {
 // AddDistinctString folds one string per record into a Distinct metric of
 // the records' groups.
 func (c *Columns) AddDistinctString(m *Metric, v Strings) *Columns {
+	if v.c == nil || len(v.c.Offsets) == 0 {
+		c.fail(fmt.Errorf("wagg: Columns.AddDistinctString needs a string column of the batch (Batch.Strings of a String field)"))
+		return c
+	}
 	if c.distinct(m, len(v.c.Offsets)-1, "AddDistinctString") {
 		c.sketches(m, func(i int) uint64 { return abi.HashString(v.At(i)) })
 	}

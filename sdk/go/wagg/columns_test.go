@@ -228,6 +228,15 @@ func TestColumns_MisuseIsAnErrorFromProcess(t *testing.T) {
 		{"unregistered metric", func(b *Batch, g *Groups) {
 			g.Columns(b).Int64(b.Int64s(inPoll)).String(b.Strings(inName)).Count(Count("stray"))
 		}, "metric stray is not one of the registered spec's Metrics"},
+		{"zero Strings", func(b *Batch, g *Groups) {
+			g.Columns(b).Int64(b.Int64s(inPoll)).String(Strings{}).Count(mCount)
+		}, "Columns.String for key column 1 needs a string column of the batch"},
+		{"Strings of a number field", func(b *Batch, g *Groups) {
+			g.Columns(b).Int64(b.Int64s(inPoll)).String(b.Strings(inPoll)).Count(mCount)
+		}, "needs a string column"},
+		{"distinct of zero Strings", func(b *Batch, g *Groups) {
+			g.Columns(b).Int64(b.Int64s(inPoll)).String(b.Strings(inName)).AddDistinctString(mCount, Strings{})
+		}, "AddDistinctString needs a string column"},
 		{"nil metric", func(b *Batch, g *Groups) {
 			g.Columns(b).Int64(b.Int64s(inPoll)).String(b.Strings(inName)).Count(nil)
 		}, "metric <nil> is not one"},
@@ -251,5 +260,16 @@ func TestColumns_StopsAtTheGroupLimit(t *testing.T) {
 	l.e.groups = newGroups(l.e.groups.windows, l.e.schema, 1)
 	if err := l.Process(batch3()); !errors.Is(err, ErrTooManyGroups) {
 		t.Fatalf("got %v, want ErrTooManyGroups", err)
+	}
+}
+
+func TestColumns_EmptyBatch(t *testing.T) {
+	l := localSpec(t, keyLayout("pnv").spec(), keyLayout("pnv").columns, abi.Window{Name: "all", Kind: abi.Global})
+	empty := &abi.Batch{Times: []int64{}, Columns: []abi.BatchColumn{{Ints: []int64{}}, {Offsets: []uint32{0}}, {Floats: []float64{}}, {Ints: []int64{}}}}
+	if err := l.Process(empty); err != nil {
+		t.Fatal(err)
+	}
+	if rows, err := l.Flush(0); err != nil || len(rows) != 0 {
+		t.Fatalf("an empty batch flushed %d rows, %v", len(rows), err)
 	}
 }
