@@ -25,7 +25,6 @@ type Columns struct {
 	n     int
 	cols  []keyColumn // the key columns filled so far
 	state colState
-	err   error
 	// ends[i] is the end of record i's key in keys.
 	ends []uint32
 	keys []byte
@@ -67,15 +66,14 @@ const noTarget = ^uint64(0)
 func (g *Groups) Columns(b *Batch) *Columns {
 	c := &g.cols
 	c.g, c.times, c.n = g, b.b.Times, len(b.b.Times)
-	c.cols, c.state, c.err = c.cols[:0], colFilling, nil
+	c.cols, c.state = c.cols[:0], colFilling
 	return c
 }
 
+// fail records the first misuse of the batch (Groups.err); the columns
+// stop updating.
 func (c *Columns) fail(err error) {
 	c.state = colFailed
-	if c.err == nil {
-		c.err = err
-	}
 	if c.g.err == nil {
 		c.g.err = err
 	}
@@ -321,12 +319,9 @@ func (c *Columns) paneRef(p *pane) uint64 {
 	return uint64(len(c.panes) - 1)
 }
 
-// pending marks a record's target whose pane is known (the high 32 bits)
-// and whose group is still to be found.
-const pending = 0xffffffff
-
-// lookup finds (or creates) the group of every pending target of refs in
-// its pane and marks it changed, records in order. With link (the records'
+// lookup finds (or creates) each record's group in the pane refs names
+// (in the high 32 bits, the low ones zero; noTarget: none), marks it
+// changed and adds it to refs, records in order. With link (the records'
 // groups in the first tumbling window, when w is the first global window),
 // a record whose tumbling group links to its group here skips the probe,
 // and one that does not gets the link (Key.resolve). False on the host's
@@ -421,7 +416,7 @@ func (c *Columns) lookup(w int, hs, refs, link []uint64) bool {
 			gr.marked = true
 			p.dirty = append(p.dirty, gi)
 		}
-		set64(refp, i, r&^pending|uint64(gi))
+		set64(refp, i, r|uint64(gi))
 	}
 	return true
 }
@@ -429,7 +424,7 @@ func (c *Columns) lookup(w int, hs, refs, link []uint64) bool {
 // resolveGlobal finds the records' groups in global window w's one pane.
 func (c *Columns) resolveGlobal(w int, hs, refs []uint64) bool {
 	g := c.g
-	pr := c.paneRef(g.pane(w, 0))<<32 | pending
+	pr := c.paneRef(g.pane(w, 0)) << 32
 	for i := range refs {
 		refs[i] = pr
 	}
@@ -463,7 +458,7 @@ func (c *Columns) resolveTumbling(w int, hs, refs []uint64) bool {
 				continue
 			}
 			start := ts - m
-			pr = c.paneRef(g.pane(w, start))<<32 | pending
+			pr = c.paneRef(g.pane(w, start)) << 32
 			lo, hi = start, start+(size-1)
 			if hi < start { // past MaxInt64
 				hi = math.MaxInt64
