@@ -256,7 +256,6 @@ func TestColumns_StopsAtTheGroupLimit(t *testing.T) {
 		g.Columns(b).Int64(b.Int64s(inPoll)).String(b.Strings(inName)).Count(mCount)
 		return nil
 	}, tumbling)
-	l.e.groups.maxGroups = 1
 	l.e.groups = newGroups(l.e.groups.windows, l.e.schema, 1)
 	if err := l.Process(batch3()); !errors.Is(err, ErrTooManyGroups) {
 		t.Fatalf("got %v, want ErrTooManyGroups", err)
