@@ -121,14 +121,15 @@ func (c *Columns) String(v Strings) *Columns {
 }
 
 // build lays the records' keys out back to back and hashes them (hashKey
-// but its finish, which the lookups apply), a column at a time. A call per record costs more than the work here in
-// Wasm, so the string column's hashing and copying are written out.
+// but its finish, which the lookups apply), a column at a time. A call per
+// record costs more than the work here in Wasm, so the string column's
+// hashing and copying are written out.
 func (c *Columns) build() {
 	n := c.n
-	ends := grow32(c.ends, n)
-	hs := grow64(c.g.scratch64, n)
+	ends := grow(c.ends, n)
+	hs := grow(c.g.scratch64, n)
 	// at[i] is where the next column goes in record i's key
-	at := grow32(c.g.scratch32, n)
+	at := grow(c.g.scratch32, n)
 	fixed, strs := uint32(0), 0
 	var offs []uint32 // the string column's offsets, when there is one
 	for _, col := range c.cols {
@@ -249,16 +250,10 @@ func (c *Columns) build() {
 	c.ends, c.keys = ends, keys
 }
 
-func grow32(b []uint32, n int) []uint32 {
+// grow returns b with length n, reusing its memory when it has room.
+func grow[T any](b []T, n int) []T {
 	if cap(b) < n {
-		return make([]uint32, n, n+n/4)
-	}
-	return b[:n]
-}
-
-func grow64(b []uint64, n int) []uint64 {
-	if cap(b) < n {
-		return make([]uint64, n, n+n/4)
+		return make([]T, n, n+n/4)
 	}
 	return b[:n]
 }
@@ -288,7 +283,7 @@ func (c *Columns) resolve() bool {
 	}
 	c.panes = c.panes[:0]
 	for w, kind := range g.kinds {
-		refs := grow64(c.refs[w], n)
+		refs := grow(c.refs[w], n)
 		c.refs[w] = refs
 		c.more[w] = c.more[w][:0]
 		var ok bool
