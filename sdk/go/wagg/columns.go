@@ -595,21 +595,11 @@ func (c *Columns) Add(m *Metric, v []int64) *Columns {
 func (c *Columns) fold(m *Metric, v []int64, one int64) {
 	op := m.op
 	c.each(m.idx, func(p *pane, at uint32, i int) {
-		vals := p.vals
 		x := one
 		if v != nil {
 			x = v[i]
 		}
-		cur := int64(vals[at])
-		switch op {
-		case opMin:
-			cur = min(cur, x)
-		case opMax:
-			cur = max(cur, x)
-		default:
-			cur += x
-		}
-		vals[at] = uint64(cur)
+		p.vals[at] = foldInt(op, p.vals[at], x)
 	})
 }
 
@@ -635,16 +625,7 @@ func (c *Columns) AddFloat(m *Metric, v []float64) *Columns {
 			vals[at+1]++
 			return
 		}
-		cur := math.Float64frombits(vals[at])
-		switch op {
-		case opMin:
-			cur = math.Min(cur, v[i])
-		case opMax:
-			cur = math.Max(cur, v[i])
-		default:
-			cur += v[i]
-		}
-		vals[at] = math.Float64bits(cur)
+		vals[at] = foldFloat(op, vals[at], v[i])
 	})
 	return c
 }

@@ -392,18 +392,37 @@ func (k *Key) Add(m *Metric, v int64) *Key {
 	j := m.idx
 	for _, t := range k.targets {
 		val := &t.p.vals[int(t.g)*t.p.nm+j]
-		cur := int64(*val)
-		switch m.op {
-		case opMin:
-			cur = min(cur, v)
-		case opMax:
-			cur = max(cur, v)
-		default:
-			cur += v
-		}
-		*val = uint64(cur)
+		*val = foldInt(m.op, *val, v)
 	}
 	return k
+}
+
+// foldInt folds v into an int64 metric's value cur by the metric's op.
+func foldInt(op op, cur uint64, v int64) uint64 {
+	c := int64(cur)
+	switch op {
+	case opMin:
+		c = min(c, v)
+	case opMax:
+		c = max(c, v)
+	default:
+		c += v
+	}
+	return uint64(c)
+}
+
+// foldFloat folds v into a float64 metric's value (its bits) cur.
+func foldFloat(op op, cur uint64, v float64) uint64 {
+	c := math.Float64frombits(cur)
+	switch op {
+	case opMin:
+		c = math.Min(c, v)
+	case opMax:
+		c = math.Max(c, v)
+	default:
+		c += v
+	}
+	return math.Float64bits(c)
 }
 
 // AddFloat folds a float64 value into a float64 metric; into an Average,
@@ -431,16 +450,7 @@ func (k *Key) AddFloat(m *Metric, v float64) *Key {
 	}
 	for _, t := range k.targets {
 		val := &t.p.vals[int(t.g)*t.p.nm+j]
-		cur := math.Float64frombits(*val)
-		switch m.op {
-		case opMin:
-			cur = math.Min(cur, v)
-		case opMax:
-			cur = math.Max(cur, v)
-		default:
-			cur += v
-		}
-		*val = math.Float64bits(cur)
+		*val = foldFloat(m.op, *val, v)
 	}
 	return k
 }
