@@ -41,6 +41,7 @@ var (
 	ErrTooLarge = errors.New("too large") // 413
 	ErrConflict = errors.New("conflict")  // 409: name@version exists with other bytes, or a dead-letter loop with another deployment
 	ErrNotFound = errors.New("not found") // 404
+	ErrFull     = errors.New("full")      // 507: storing the plugin would pass the host's plugin storage limits
 )
 
 // Registry stores plugins in a directory:
@@ -148,6 +149,39 @@ func (r *Registry) Push(ctx context.Context, name, version string, wasm []byte) 
 		return Manifest{}, err
 	}
 	return m, nil
+}
+
+// Room returns nil when m fits beside the stored plugins within max
+// versions and maxBytes of distinct modules (the same bytes stored under
+// another name@version take no more), and ErrFull saying what is used
+// otherwise.
+func (r *Registry) Room(m Manifest, max int, maxBytes int64) error {
+	all, err := r.List()
+	if err != nil {
+		return err
+	}
+	used, bytes, have := 0, int64(0), map[string]bool{}
+	for _, o := range all {
+		if o.Name == m.Name && o.Version == m.Version {
+			return nil // stored: takes no more
+		}
+		used++
+		if !have[o.SHA256] {
+			have[o.SHA256] = true
+			bytes += int64(o.Size)
+		}
+	}
+	grow := int64(m.Size)
+	if have[m.SHA256] {
+		grow = 0
+	}
+	switch {
+	case used+1 > max:
+		return fmt.Errorf("%w: %d plugin versions are stored, the limit is %d (sandbox.max_plugins): delete versions no deployment runs (wagg plugin delete)", ErrFull, used, max)
+	case bytes+grow > maxBytes:
+		return fmt.Errorf("%w: stored plugins take %d bytes, %d more would pass the limit of %d (sandbox.max_plugin_storage): delete versions no deployment runs (wagg plugin delete)", ErrFull, bytes, grow, maxBytes)
+	}
+	return nil
 }
 
 // compile returns the module of sha, compiling wasm and dry-running it

@@ -357,3 +357,53 @@ func TestRegistry_ACorruptManifestIsAnErrorNotAPlugin(t *testing.T) {
 		t.Fatal("List with a corrupt manifest: no error")
 	}
 }
+
+// Room counts stored versions and the bytes of their distinct modules: a
+// push of bytes stored under another name@version takes a version but no
+// bytes, one already stored takes nothing, and a push past either limit is
+// ErrFull naming the limit.
+func TestRegistry_RoomCountsVersionsAndDistinctModules(t *testing.T) {
+	ctx := context.Background()
+	r, _ := registry(t)
+	a := testwasm.Guest{}.Bytes()
+	b := testwasm.Guest{Schema: strings.Replace(testwasm.DefaultSchema, `"votes"`, `"ballots"`, 1)}.Bytes()
+	ma, err := r.Push(ctx, "polls", "1", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Push(ctx, "polls", "2", a); err != nil {
+		t.Fatal(err)
+	}
+	mb, err := r.Check(ctx, "ballots", "1", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameBytes := ma
+	sameBytes.Name = "copy"
+	bytesA := int64(len(a))
+	cases := []struct {
+		name     string
+		m        plugins.Manifest
+		max      int
+		maxBytes int64
+		full     string // "" when it fits, else what the error names
+	}{
+		{"fits", mb, 3, bytesA + int64(len(b)), ""},
+		{"one version too many", mb, 2, 1 << 30, "sandbox.max_plugins"},
+		{"one byte short", mb, 3, bytesA + int64(len(b)) - 1, "sandbox.max_plugin_storage"},
+		{"stored bytes under a new name take no bytes", sameBytes, 3, bytesA, ""},
+		{"stored bytes under a new name still take a version", sameBytes, 2, 1 << 30, "sandbox.max_plugins"},
+		{"a stored version takes nothing", ma, 2, bytesA, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := r.Room(c.m, c.max, c.maxBytes)
+			switch {
+			case c.full == "" && err != nil:
+				t.Fatalf("got %v, want room", err)
+			case c.full != "" && (!errors.Is(err, plugins.ErrFull) || !strings.Contains(err.Error(), c.full)):
+				t.Fatalf("got %v, want ErrFull naming %s", err, c.full)
+			}
+		})
+	}
+}

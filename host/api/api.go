@@ -111,6 +111,7 @@ const (
 	CodeTooLarge      = "too_large"      // the body exceeds the limit
 	CodeConflict      = "conflict"       // name@version exists with other bytes, or a deploy would close a dead-letter loop with the deployment the message names
 	CodeNotFound      = "not_found"      // no such plugin or deployment
+	CodeFull          = "storage_full"   // 507: the host's plugin storage limits are reached: delete unused versions
 	CodeUnavailable   = "unavailable"    // Kafka or ClickHouse does not answer
 	CodeInvalidQuery  = "invalid_query"  // ClickHouse refused the SQL: the message is its own
 	CodeInternal      = "internal"       // a bug or an unexpected failure
@@ -412,6 +413,8 @@ func writeErr(w http.ResponseWriter, err error, invalid string) {
 		writeError(w, http.StatusConflict, CodeConflict, err.Error())
 	case errors.Is(err, plugins.ErrNotFound):
 		writeError(w, http.StatusNotFound, CodeNotFound, err.Error())
+	case errors.Is(err, plugins.ErrFull):
+		writeError(w, http.StatusInsufficientStorage, CodeFull, err.Error())
 	case errors.Is(err, ErrUnavailable):
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
 	case errors.Is(err, ErrInvalidQuery):

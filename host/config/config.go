@@ -89,6 +89,12 @@ type ClickHouse struct {
 type Sandbox struct {
 	MemoryPages   uint32 `yaml:"memory_pages"`    // 64 KiB pages per instance, default 1024 (64 MiB)
 	MaxUploadSize int    `yaml:"max_upload_size"` // bytes, default 32 MiB
+	// MaxPlugins and MaxPluginStorage bound what pushes may store: plugin
+	// versions (default 1,000) and the bytes of their distinct modules
+	// (default 2 GiB). A push past either is refused (507); deleting
+	// unused versions makes room.
+	MaxPlugins       int   `yaml:"max_plugins"`
+	MaxPluginStorage int64 `yaml:"max_plugin_storage"`
 	// CallTimeout bounds every call into a plugin (default 1s); a call past
 	// it fails like a trap and its instance is replaced.
 	CallTimeout time.Duration `yaml:"call_timeout"`
@@ -136,6 +142,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Sandbox.MaxUploadSize == 0 {
 		c.Sandbox.MaxUploadSize = 32 << 20
+	}
+	if c.Sandbox.MaxPlugins == 0 {
+		c.Sandbox.MaxPlugins = 1000
+	}
+	if c.Sandbox.MaxPluginStorage == 0 {
+		c.Sandbox.MaxPluginStorage = 2 << 30
 	}
 	if c.Sandbox.CallTimeout == 0 {
 		c.Sandbox.CallTimeout = time.Second
@@ -256,6 +268,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Sandbox.MaxUploadSize < 1024 || c.Sandbox.MaxUploadSize > 256<<20 {
 		return bad("sandbox.max_upload_size", "%d: want 1 KiB to 256 MiB", c.Sandbox.MaxUploadSize)
+	}
+	if c.Sandbox.MaxPlugins < 1 || c.Sandbox.MaxPlugins > 1_000_000 {
+		return bad("sandbox.max_plugins", "%d: want 1 to 1000000", c.Sandbox.MaxPlugins)
+	}
+	if c.Sandbox.MaxPluginStorage < int64(c.Sandbox.MaxUploadSize) || c.Sandbox.MaxPluginStorage > 1<<40 {
+		return bad("sandbox.max_plugin_storage", "%d: want sandbox.max_upload_size (%d) to 1 TiB", c.Sandbox.MaxPluginStorage, c.Sandbox.MaxUploadSize)
 	}
 	if c.Sandbox.CallTimeout < 10*time.Millisecond || c.Sandbox.CallTimeout > time.Minute {
 		return bad("sandbox.call_timeout", "%v: want 10ms to 1m", c.Sandbox.CallTimeout)

@@ -110,3 +110,39 @@ func TestPlugins_DeleteReachesEveryHostAndSparesWhatRuns(t *testing.T) {
 		t.Fatalf("the joining host's registry: %v", err)
 	}
 }
+
+// A push past sandbox.max_plugins is refused with 507 storage_full and
+// stores nothing; the same bytes pushed again still answer, and deleting a
+// version makes room for the next.
+func TestPlugins_PushesStopAtTheStorageLimit(t *testing.T) {
+	e := services(t)
+	cfg := hostConfig(t, e)
+	cfg.Sandbox.MaxPlugins = 2
+	h := runHost(t, e, cfg)
+	guest := func(metric string) []byte {
+		return testwasm.Guest{Schema: strings.Replace(testwasm.DefaultSchema, `"votes"`, `"`+metric+`"`, 1)}.Bytes()
+	}
+	for v, metric := range map[string]string{"1": "votes", "2": "ballots"} {
+		if code, body := h.post(t, "/v1/plugins/polls/"+v, "application/wasm", guest(metric)); code != http.StatusCreated {
+			t.Fatalf("push polls@%s: %d %s", v, code, body)
+		}
+	}
+	code, body := h.post(t, "/v1/plugins/polls/3", "application/wasm", guest("ayes"))
+	var eb api.ErrorBody
+	json.Unmarshal(body, &eb)
+	if code != http.StatusInsufficientStorage || eb.Error.Code != api.CodeFull || !strings.Contains(eb.Error.Message, "sandbox.max_plugins") {
+		t.Fatalf("push past the limit: %d %s, want 507 storage_full naming sandbox.max_plugins", code, body)
+	}
+	if refs, err := pluginRefs(h); err != nil || len(refs) != 2 || refs["polls@3"] {
+		t.Fatalf("after the refused push the host lists %v (%v), want polls@1 and polls@2", refs, err)
+	}
+	if code, body := h.post(t, "/v1/plugins/polls/1", "application/wasm", guest("votes")); code != http.StatusCreated {
+		t.Fatalf("push of stored bytes at the limit: %d %s", code, body)
+	}
+	if code, eb := h.delete(t, "/v1/plugins/polls/2"); code != http.StatusNoContent {
+		t.Fatalf("delete polls@2: %d %+v", code, eb)
+	}
+	if code, body := h.post(t, "/v1/plugins/polls/3", "application/wasm", guest("ayes")); code != http.StatusCreated {
+		t.Fatalf("push once a version is deleted: %d %s", code, body)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -60,6 +61,9 @@ type Server struct {
 	deploys *deploy.Manager
 	health  probes
 	id      string // this host's instance id in every consumer group
+	// pushing admits one push at a time from its storage check to its
+	// write, so that two pushes cannot both take the last room
+	pushing sync.Mutex
 }
 
 // New connects to ClickHouse and Kafka, waiting up to a minute for each,
@@ -299,6 +303,11 @@ func (s *Server) PushPlugin(ctx context.Context, name, version string, wasm []by
 	}
 	if old, err := s.reg.Get(name, version); err == nil && old.SHA256 == m.SHA256 {
 		return old, nil // pushed before: the catalog has it
+	}
+	s.pushing.Lock()
+	defer s.pushing.Unlock()
+	if err := s.reg.Room(m, s.cfg.Sandbox.MaxPlugins, s.cfg.Sandbox.MaxPluginStorage); err != nil {
+		return plugins.Manifest{}, err
 	}
 	if err := s.catalog.PutPlugin(ctx, name, version, m.SHA256, wasm); err != nil {
 		return plugins.Manifest{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
