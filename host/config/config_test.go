@@ -35,6 +35,8 @@ func TestLoad_ErrorsNameTheField(t *testing.T) {
 		{"call timeout not a duration", "sandbox: {call_timeout: soon}\n", "sandbox.call_timeout"},
 		{"budget under one instance", "sandbox: {memory_budget: 1000}\n", "sandbox.memory_budget"},
 		{"no groups per pane", "sandbox: {max_groups_per_pane: -1}\n", "sandbox.max_groups_per_pane"},
+		{"no plugins", "sandbox: {max_plugins: -1}\n", "sandbox.max_plugins"},
+		{"plugin storage under one upload", "sandbox: {max_plugin_storage: 4096}\n", "sandbox.max_plugin_storage"},
 		{"open on every interface", "listen: \":8080\"\n", "auth.hmac_key_files"},
 		{"open on a LAN address", "listen: 192.168.1.5:8080\n", "config field listen"},
 		{"missing key file", "auth: {hmac_key_files: [/nonexistent/k]}\n", "auth.hmac_key_files[0]"},
