@@ -113,21 +113,25 @@ func (s *Store) Load(ctx context.Context, deployment, topic string, partition in
 		}
 		return c, fmt.Errorf("checkpoint: load %s/%s/%d: %w", deployment, topic, partition, err)
 	}
+	// The host that wrote it may run a clock ahead of this one's: the next
+	// saves must still win over it.
+	s.clock.observe(l.version)
 	return l.checkpoint(deployment, topic, partition), nil
 }
 
 // loadColumns are the columns Load reads, in the order of loaded.dest.
-const loadColumns = "next_offset, watermark, snapshot, plugin_sha256, state_version"
+const loadColumns = "next_offset, watermark, snapshot, plugin_sha256, state_version, version"
 
 // loaded is a checkpoint row as Load scans it.
 type loaded struct {
 	next, watermark  int64
 	snapshot, plugin string
 	stateVersion     uint32
+	version          uint64
 }
 
 func (l *loaded) dest() []any {
-	return []any{&l.next, &l.watermark, &l.snapshot, &l.plugin, &l.stateVersion}
+	return []any{&l.next, &l.watermark, &l.snapshot, &l.plugin, &l.stateVersion, &l.version}
 }
 
 func (l *loaded) checkpoint(deployment, topic string, partition int32) Checkpoint {
@@ -191,8 +195,10 @@ func (s *Store) Writers(ctx context.Context, deployment, topic string) ([]Writer
 	return out, rows.Err()
 }
 
-// Save writes a checkpoint. Versions increase with the wall clock and never
-// repeat within a process, so the latest write wins.
+// Save writes a checkpoint. Versions increase with the wall clock, never
+// repeat within a process and pass every version Load has read, so the
+// latest write wins, also over a checkpoint that a host whose clock runs
+// ahead wrote before this one took the partition over.
 func (s *Store) Save(ctx context.Context, c Checkpoint) error {
 	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table+" ("+saveColumns+")")
 	if err != nil {
@@ -209,11 +215,23 @@ func (s *Store) Save(ctx context.Context, c Checkpoint) error {
 }
 
 // versionClock numbers the checkpoints of a process: the wall clock in
-// nanoseconds, or one more than the last number when the clock has not
-// moved on (or stepped back), so that the later of two saves always wins.
+// nanoseconds, or one more than the last number (or the highest observed)
+// when the clock has not moved past it, so that the later of two saves
+// always wins.
 type versionClock struct {
 	last atomic.Int64
 	now  func() time.Time // time.Now when nil
+}
+
+// observe makes every later number exceed v, a version another process
+// wrote.
+func (c *versionClock) observe(v uint64) {
+	for {
+		old := c.last.Load()
+		if int64(v) <= old || c.last.CompareAndSwap(old, int64(v)) {
+			return
+		}
+	}
 }
 
 func (c *versionClock) next() uint64 {

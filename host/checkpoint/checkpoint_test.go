@@ -2,18 +2,24 @@ package checkpoint
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"math"
+	"os"
 	"reflect"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 )
 
-// These tests cover what decides which checkpoint wins without ClickHouse:
-// the versions saves are written with and the row a save writes. The
-// integration tests (host/server) save and load against the real server.
+// These tests cover what decides which checkpoint wins: the versions saves
+// are written with and the row a save writes, without ClickHouse, and a
+// takeover from a host whose clock runs ahead, with it. The integration
+// tests (host/server) save and load against the real server too.
 
 func TestCheckpoint_LaterSaveGetsAHigherVersionWhateverTheClock(t *testing.T) {
 	base := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
@@ -186,5 +192,67 @@ func TestCheckpoint_LoadReadsBackWhatSaveWrote(t *testing.T) {
 				t.Fatalf("read back %+v, want %+v", got, want)
 			}
 		})
+	}
+}
+
+// A host taking a partition over from one whose clock runs an hour ahead
+// saves checkpoints that win over the one it loaded: Load then reads the
+// latest save, not the other host's older one (a restart would replay
+// everything since it), in the real ClickHouse.
+func TestCheckpoint_SavesAfterALoadWinOverAClockAhead(t *testing.T) {
+	addr := os.Getenv("WAGG_TEST_CLICKHOUSE")
+	if addr == "" {
+		t.Skip("integration test: needs the ClickHouse that `make test` starts (WAGG_TEST_CLICKHOUSE)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	db := fmt.Sprintf("wagg_test_checkpoint_clock_%d", time.Now().UnixNano())
+	if err := conn.Exec(ctx, "CREATE DATABASE "+db); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(context.Background(), "DROP DATABASE "+db)
+	ahead, err := Open(ctx, conn, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead.clock.now = func() time.Time { return time.Now().Add(time.Hour) }
+	behind, err := Open(ctx, conn, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := Checkpoint{Deployment: "votes", Topic: "in", Partition: 2, NextOffset: 10, Plugin: "p", StateVersion: 1}
+	if err := ahead.Save(ctx, cp); err != nil {
+		t.Fatal(err)
+	}
+	got, err := behind.Load(ctx, cp.Deployment, cp.Topic, cp.Partition)
+	if err != nil || got.NextOffset != 10 {
+		t.Fatalf("load of the first save: %+v, %v", got, err)
+	}
+	for _, next := range []int64{20, 30} {
+		cp.NextOffset = next
+		if err := behind.Save(ctx, cp); err != nil {
+			t.Fatal(err)
+		}
+		got, err := behind.Load(ctx, cp.Deployment, cp.Topic, cp.Partition)
+		if err != nil || got.NextOffset != next {
+			t.Fatalf("after saving offset %d, Load reads %+v (%v)", next, got, err)
+		}
+	}
+}
+
+func TestCheckpoint_ObservedVersionsAreExceeded(t *testing.T) {
+	base := time.Unix(1_764_000_000, 0)
+	clk := versionClock{now: func() time.Time { return base }}
+	first := clk.next()
+	ahead := uint64(base.Add(time.Hour).UnixNano())
+	clk.observe(ahead)
+	clk.observe(first) // an older one changes nothing
+	if v := clk.next(); v <= ahead {
+		t.Fatalf("next after observing %d: %d", ahead, v)
 	}
 }
