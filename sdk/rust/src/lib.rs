@@ -46,6 +46,7 @@
 //! how aggregators are unit-tested and benchmarked.
 
 mod batch;
+mod columns;
 mod engine;
 mod groups;
 mod json;
@@ -55,6 +56,7 @@ mod sketch;
 mod spec;
 
 pub use batch::{Batch, Strings};
+pub use columns::Columns;
 pub use engine::Engine;
 pub use groups::{Groups, Key};
 pub use local::{BatchBuilder, Local, Row, Value};
