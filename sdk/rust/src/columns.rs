@@ -28,9 +28,10 @@ pub(crate) struct Scratch {
     // as a whole word), then KEY_SLACK bytes at the end
     keys: Vec<u8>,
     from: Vec<u32>,
-    // the end of record i's key (while the keys are built: where its next
-    // column goes)
+    // the end of record i's key
     to: Vec<u32>,
+    // while the keys are built: where record i's last string column ended
+    at: Vec<u32>,
     // record i's key hash (while the keys are built: before hash_end)
     hs: Vec<u64>,
     // per tumbling or global window, per record: the record's pane (high 32
@@ -166,107 +167,124 @@ impl<'a> Columns<'a> {
     }
 
     /// Lays the records' keys out, one column at a time, and hashes them as
-    /// `Key` does.
+    /// `Key` does. A column's place in record i's key is a constant past the
+    /// key's start until a string column, then past where the last string
+    /// ended (`at`); the first column starts the hash, the last one ends it
+    /// and sets the key's end. In Wasm every pass over the records and
+    /// every load or store of linear memory costs, so the passes are one
+    /// for the layout and one per column.
     fn build(&mut self) {
         let n = self.times.len();
         let s = &mut self.g.scratch;
-        let fixed = 8 * self
-            .cols
-            .iter()
-            .filter(|c| matches!(c, Col::Words(_)))
-            .count() as u32;
-        let strs = self.cols.len() as u32 - fixed / 8;
-        // Key widths (8-aligned, plus a word for a string's tail write when
-        // there is a string), then starts.
-        s.to.clear();
-        s.to.resize(n, fixed);
+        // The buffers only grow: every value a pass reads, an earlier pass
+        // of the batch wrote.
+        if s.from.len() < n {
+            s.from.resize(n, 0);
+            s.to.resize(n, 0);
+            s.at.resize(n, 0);
+            s.hs.resize(n, 0);
+        }
+        let (mut fixed, mut strs) = (0u32, 0);
+        let mut one: &[u32] = &[];
         for c in &self.cols {
-            if let Col::Str(v) = c {
-                let o = &v.offs[..n + 1];
-                for (t, w) in s.to.iter_mut().zip(o.windows(2)) {
-                    *t += 4 + (w[1] - w[0]);
+            match c {
+                Col::Words(_) => fixed += 8,
+                Col::Str(v) => {
+                    strs += 1;
+                    one = &v.offs[..n + 1];
                 }
             }
         }
-        let extra = if strs > 0 { 8 } else { 0 };
-        s.from.clear();
-        s.from.resize(n, 0);
-        s.hs.clear();
-        s.hs.resize(n, 0);
+        // every key's room: its width rounded up to 8, and a word more when
+        // it has a string (its tail is written as a whole word)
+        let from = &mut s.from[..n];
         let mut total = 0u32;
-        for (f, t) in s.from.iter_mut().zip(s.to.iter_mut()) {
-            *f = total;
-            total += (*t + 7) / 8 * 8 + extra;
-            *t = *f;
+        if strs == 0 {
+            for f in from.iter_mut() {
+                *f = total;
+                total += fixed;
+            }
+        } else if strs == 1 {
+            let mut prev = one[0];
+            for (f, &next) in from.iter_mut().zip(&one[1..]) {
+                *f = total;
+                total += (fixed + 4 + (next - prev) + 7) / 8 * 8 + 8;
+                prev = next;
+            }
+        } else {
+            let to = &mut s.to[..n];
+            for t in to.iter_mut() {
+                *t = fixed;
+            }
+            for c in &self.cols {
+                if let Col::Str(v) = c {
+                    let o = &v.offs[..n + 1];
+                    for (t, (&a, &b)) in to.iter_mut().zip(o.iter().zip(&o[1..])) {
+                        *t += 4 + (b - a);
+                    }
+                }
+            }
+            for (f, &t) in from.iter_mut().zip(to.iter()) {
+                *f = total;
+                total += (t + 7) / 8 * 8 + 8;
+            }
         }
         let size = total as usize + KEY_SLACK;
         if s.keys.len() < size {
             s.keys.resize(size, 0);
         }
-        let kp = s.keys.as_mut_ptr();
-        for c in &self.cols {
-            match *c {
-                Col::Words(v) => {
-                    for ((t, h), &x) in s.to.iter_mut().zip(s.hs.iter_mut()).zip(v) {
-                        // SAFETY: the column is counted in the record's
-                        // width, so it lies within its key's room in keys.
-                        unsafe { ptr::write_unaligned(kp.add(*t as usize) as *mut u64, x.to_le()) };
-                        *h = hash_word(*h, x);
-                        *t += 8;
-                    }
-                }
-                Col::Str(v) => {
-                    let (offs, data) = (&v.offs[..n + 1], v.data);
-                    let dp = data.as_ptr();
-                    for (i, (t, hh)) in s.to.iter_mut().zip(s.hs.iter_mut()).enumerate() {
-                        // SAFETY: i < n and offs holds n + 1 offsets, rising
-                        // within data (Batch::decode checks them); the
-                        // column is counted in the record's width, and its
-                        // tail word ends at most 8 bytes past the string,
-                        // within the word of room a key has past its width.
-                        unsafe {
-                            let (a, b) = (
-                                *offs.get_unchecked(i) as usize,
-                                *offs.get_unchecked(i + 1) as usize,
-                            );
-                            let ln = b - a;
-                            let o = kp.add(*t as usize);
-                            ptr::write_unaligned(o as *mut u32, (ln as u32).to_le());
-                            let mut h = hash_word(*hh, ln as u64);
-                            let mut k = 0;
-                            while k + 8 <= ln {
-                                let w =
-                                    u64::from_le(ptr::read_unaligned(dp.add(a + k) as *const u64));
-                                ptr::write_unaligned(o.add(4 + k) as *mut u64, w.to_le());
-                                h = hash_word(h, w);
-                                k += 8;
-                            }
-                            let r = ln - k;
-                            // the tail as a word: the last 8 bytes before b,
-                            // shifted down, when the data has them
-                            let tw = if r == 0 {
-                                0
-                            } else if b >= 8 {
-                                u64::from_le(ptr::read_unaligned(dp.add(b - 8) as *const u64))
-                                    >> (64 - 8 * r)
-                            } else {
-                                tail(&data[a + k..b])
-                            };
-                            ptr::write_unaligned(o.add(4 + k) as *mut u64, tw.to_le());
-                            *hh = hash_word(h, tw);
-                            *t += 4 + ln as u32;
-                        }
-                    }
+        let (kp, fp, tp, ap, hp) = (
+            s.keys.as_mut_ptr(),
+            s.from.as_ptr(),
+            s.to.as_mut_ptr(),
+            s.at.as_mut_ptr(),
+            s.hs.as_mut_ptr(),
+        );
+        let k = self.cols.len();
+        // where a column goes: base[i] + since
+        let (mut base, mut since) = (fp, 0u32);
+        for (c, col) in self.cols.iter().enumerate() {
+            let out = Out {
+                n,
+                keys: kp,
+                from: fp,
+                base,
+                since,
+                to: tp,
+                at: ap,
+                hs: hp,
+                pad: strs > 0,
+            };
+            // SAFETY (the column passes): from, to, at and hs hold n values
+            // each; a column lies within its record's room in keys (it is
+            // counted in the key's width, and a string's tail word ends at
+            // most 8 bytes past the string, within the word of room past
+            // the width); a column holds n values (fill), a string column
+            // n + 1 offsets rising within its data (Batch::decode).
+            match (*col, c == 0, c + 1 == k) {
+                (Col::Words(v), true, true) => unsafe { out.words::<true, true>(v) },
+                (Col::Words(v), true, false) => unsafe { out.words::<true, false>(v) },
+                (Col::Words(v), false, true) => unsafe { out.words::<false, true>(v) },
+                (Col::Words(v), false, false) => unsafe { out.words::<false, false>(v) },
+                (Col::Str(v), true, true) => unsafe { out.string::<true, true>(v) },
+                (Col::Str(v), true, false) => unsafe { out.string::<true, false>(v) },
+                (Col::Str(v), false, true) => unsafe { out.string::<false, true>(v) },
+                (Col::Str(v), false, false) => unsafe { out.string::<false, false>(v) },
+            }
+            match col {
+                Col::Words(_) => since += 8,
+                Col::Str(_) => {
+                    base = ap;
+                    since = 0;
                 }
             }
         }
-        for ((f, t), h) in s.from.iter().zip(&s.to).zip(s.hs.iter_mut()) {
-            if strs > 0 {
-                // the pad to 8 bytes (a key of words only has none)
-                // SAFETY: the key's room is 8 bytes past its end.
-                unsafe { ptr::write_unaligned(kp.add(*t as usize) as *mut u64, 0) };
+        if k == 0 {
+            // no key columns: every key is empty
+            for (t, h) in s.to[..n].iter_mut().zip(s.hs[..n].iter_mut()) {
+                *t = 0;
+                *h = hash_end(0, 0);
             }
-            *h = hash_end(*h, (*t - *f) as usize);
         }
     }
 
@@ -295,9 +313,8 @@ impl<'a> Columns<'a> {
             s.refs.push(Vec::new());
             s.hops.push(Vec::new());
         }
-        for w in 0..nw {
-            self.g.scratch.refs[w].clear();
-            self.g.scratch.hops[w].clear();
+        for h in &mut s.hops {
+            h.clear();
         }
         if self.times.is_empty() {
             return true; // no pane, not even the global window's, is made
@@ -309,14 +326,8 @@ impl<'a> Columns<'a> {
         let link = (0..nw.min(lw)).find(|&w| self.g.ws[w].kind == WindowKind::Tumbling);
         for w in 0..nw {
             let ok = match self.g.ws[w].kind {
-                WindowKind::Global => {
-                    self.global_panes(w);
-                    self.lookup(w, if w == lw { link } else { None })
-                }
-                WindowKind::Tumbling => {
-                    self.tumbling_panes(w);
-                    self.lookup(w, None)
-                }
+                WindowKind::Global => self.lookup(w, if w == lw { link } else { None }),
+                WindowKind::Tumbling => self.lookup(w, None),
                 WindowKind::Hopping => self.hopping(w),
             };
             if !ok {
@@ -327,66 +338,27 @@ impl<'a> Columns<'a> {
         true
     }
 
-    fn global_panes(&mut self, w: usize) {
-        let n = self.times.len();
-        let pi = self.g.ws[w].pane(0) as u64;
-        let refs = &mut self.g.scratch.refs[w];
-        refs.clear();
-        refs.resize(n, pi << 32);
-    }
-
-    /// Each record's pane in tumbling window w, created when missing.
-    fn tumbling_panes(&mut self, w: usize) {
-        let Groups { ws, scratch, .. } = &mut *self.g;
-        let (st, refs) = (&mut ws[w], &mut scratch.refs[w]);
-        let size = st.size;
-        refs.clear();
-        refs.resize(self.times.len(), NONE);
-        loop {
-            // A pane inserted before others moves them, and the refs to
-            // them: then, every pane made, the refs are found again.
-            let mut moved = false;
-            let (mut lo, mut hi, mut cur) = (1i64, 0i64, NONE); // the pane of times [lo, hi]
-            for (r, &ts) in refs.iter_mut().zip(self.times) {
-                if ts < lo || ts > hi {
-                    let m = ts.rem_euclid(size);
-                    if ts < i64::MIN + m {
-                        *r = NONE; // no window holds ts (the host dead-letters it)
-                        continue;
-                    }
-                    let start = ts - m;
-                    let before = st.panes.len();
-                    let pi = st.pane(start);
-                    moved |= st.panes.len() != before && pi + 1 != st.panes.len();
-                    cur = (pi as u64) << 32;
-                    lo = start;
-                    hi = start.saturating_add(size - 1);
-                }
-                *r = cur;
-            }
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    /// Finds (or creates) each record's group in the pane its ref in window
-    /// w names, marks it changed and puts it in the ref, records in order.
+    /// Finds (or creates) each record's group in the pane of tumbling or
+    /// global window w that holds its time, marks it changed and keeps it in
+    /// the window's refs, records in order. A tumbling window's pane is
+    /// found again only when a record's time leaves the last one's range.
     /// With link (a tumbling window before w, the first global window), a
-    /// record whose group there links to its group here skips the probe, and
-    /// one that does not gets the link (as `Groups::resolve`). False on the
-    /// host's limit.
+    /// record whose group there links to its group here skips the probe,
+    /// and one that does not gets the link (as `Groups::resolve`). The probe
+    /// is `Pane::lookup`'s, over pointers kept while the pane stays the
+    /// same: in Wasm each load of a pane's field is a checked access of
+    /// linear memory. False on the host's limit.
     fn lookup(&mut self, w: usize, link: Option<usize>) -> bool {
         let n = self.times.len();
-        let g = &mut *self.g;
-        let max = g.max_groups;
+        let times = self.times;
+        let max = self.g.max_groups;
         let Groups {
             ws,
             scratch,
             idents,
             distinct,
             ..
-        } = g;
+        } = &mut *self.g;
         let Scratch {
             keys,
             from,
@@ -395,72 +367,157 @@ impl<'a> Columns<'a> {
             refs,
             ..
         } = scratch;
-        let (keys, from, to, hs) = (&keys[..], &from[..n], &to[..n], &hs[..n]);
+        let (kp, fp, tp, hp) = (keys.as_ptr(), from.as_ptr(), to.as_ptr(), hs.as_ptr());
         let (refs_lo, refs_hi) = refs.split_at_mut(w);
-        let refs = &mut refs_hi[0][..n];
+        let refs = &mut refs_hi[0];
+        if refs.len() < n {
+            refs.resize(n, 0);
+        }
+        let rp = refs.as_mut_ptr();
         let (ws_lo, ws_hi) = ws.split_at_mut(w);
         let st = &mut ws_hi[0];
-        let mut linked = link.map(|l| (&mut ws_lo[l], &refs_lo[l][..n]));
+        let (lpanes, lrefs): (&mut [Pane], &[u64]) = match link {
+            Some(l) => (&mut ws_lo[l].panes, &refs_lo[l][..n]),
+            None => (&mut [], &[]),
+        };
+        let size = st.size;
+        // the current pane: its index << 32, the times it holds [lo, hi]
+        let (mut pr, mut lo, mut hi) = (0u64, 1i64, 0i64);
+        let mut pp: *mut Pane = ptr::null_mut();
+        let mut v = View {
+            slots: ptr::null(),
+            mask: 0,
+            kpos: ptr::null(),
+            keys: ptr::null(),
+            marked: ptr::null_mut(),
+        };
+        if st.kind == WindowKind::Global {
+            // the one pane, at 0, holds every time
+            let pi = st.pane(0);
+            pp = &mut st.panes[pi];
+            // SAFETY: pp is the pane's.
+            v = View::of(unsafe { &mut *pp });
+            pr = (pi as u64) << 32;
+            lo = i64::MIN;
+            hi = i64::MAX;
+        }
+        let (mut lcur, mut links) = (NONE, ptr::null_mut::<u32>());
+        let mut moved = false;
         let mut full = None;
         for i in 0..n {
-            // SAFETY: i < n, and every slice here holds n values.
-            let r = unsafe { *refs.get_unchecked(i) };
-            if r == NONE {
-                continue;
-            }
-            // SAFETY: a ref names a pane of the window (tumbling_panes,
-            // global_panes), and no pane is made or dropped after.
-            let p = unsafe { st.panes.get_unchecked_mut((r >> 32) as usize) };
-            let (f, t, h) = unsafe {
-                (
-                    *from.get_unchecked(i) as usize,
-                    *to.get_unchecked(i) as usize,
-                    *hs.get_unchecked(i),
-                )
-            };
-            // the record's group in the link window's pane, and its link
-            let mut lg: Option<(&mut Pane, usize)> = None;
-            if let Some((lst, lrefs)) = &mut linked {
-                let l = unsafe { *lrefs.get_unchecked(i) };
-                if l != NONE {
-                    // SAFETY: the link window's refs are resolved (it comes
-                    // first), each to a group of one of its panes.
-                    let lp = unsafe { lst.panes.get_unchecked_mut((l >> 32) as usize) };
-                    lg = Some((lp, l as u32 as usize));
+            // SAFETY (the loop): i < n, and times, refs, from, to, hs and
+            // the link window's refs hold at least n values; pp and v are
+            // those of the pane pr names, set when it changes and after an
+            // insert; a slot index is masked by the slots' length - 1, a
+            // slot holds a group's index + 1, a group's key bounds lie in
+            // its pane's keys, which, as the batch's keys, are zero-padded
+            // and followed by KEY_SLACK bytes; the link window's refs name
+            // its panes and groups, which have a link each.
+            unsafe {
+                let ts = *times.get_unchecked(i);
+                if ts < lo || ts > hi {
+                    let m = ts.rem_euclid(size);
+                    if ts < i64::MIN + m {
+                        *rp.add(i) = NONE; // no window holds ts (the host dead-letters it)
+                        continue;
+                    }
+                    let start = ts - m;
+                    let before = st.panes.len();
+                    let pi = st.pane(start);
+                    // a pane made before others moves them: the refs are
+                    // set again below
+                    moved |= st.panes.len() != before && pi + 1 != st.panes.len();
+                    pp = st.panes.as_mut_ptr().add(pi);
+                    v = View::of(&mut *pp);
+                    pr = (pi as u64) << 32;
+                    lo = start;
+                    hi = start.saturating_add(size - 1);
                 }
-            }
-            let known = match &lg {
-                // SAFETY: lg's group is in its pane, which has a link each.
-                Some((lp, j)) => unsafe { *lp.link.get_unchecked(*j) },
-                None => 0,
-            };
-            let gi = if known != 0 {
-                known as usize - 1
-            } else {
-                // SAFETY: f < keys.len(), and the key is zero-padded and
-                // followed by KEY_SLACK bytes, as lookup takes it.
-                let key = unsafe { keys.get_unchecked(f..) };
-                let gi = match p.lookup(key, t - f, h) {
-                    Ok(gi) => gi,
-                    Err(_) if max > 0 && p.len() as i64 >= max => {
-                        full = Some(p.start);
+                // the record's link, in the link window's group
+                let mut lg: *mut u32 = ptr::null_mut();
+                let mut known = 0;
+                if !lrefs.is_empty() {
+                    let l = *lrefs.get_unchecked(i);
+                    if l != NONE {
+                        if l >> 32 != lcur {
+                            lcur = l >> 32;
+                            links = lpanes.get_unchecked_mut(lcur as usize).link.as_mut_ptr();
+                        }
+                        lg = links.add(l as u32 as usize);
+                        known = *lg;
+                    }
+                }
+                let gi = if known != 0 {
+                    known as usize - 1
+                } else {
+                    let (f, h) = (*fp.add(i) as usize, *hp.add(i));
+                    let kn = *tp.add(i) as usize - f;
+                    let key = kp.add(f);
+                    let tag = h as u32;
+                    let mut j = tag as usize & v.mask;
+                    let gi = loop {
+                        let s = *v.slots.add(j);
+                        if s == 0 {
+                            let p = &mut *pp;
+                            if max > 0 && p.len() as i64 >= max {
+                                full = Some(p.start);
+                                break usize::MAX;
+                            }
+                            let g = p.insert(
+                                std::slice::from_raw_parts(key, kn),
+                                h,
+                                j,
+                                idents,
+                                distinct,
+                            );
+                            v = View::of(p);
+                            break g;
+                        }
+                        if (s >> 32) as u32 == tag {
+                            let g = (s as u32 - 1) as usize;
+                            let e = *v.kpos.add(g);
+                            if (e >> 32) as usize == kn
+                                && same_key(v.keys.add(e as u32 as usize), key, kn)
+                            {
+                                break g;
+                            }
+                        }
+                        j = (j + 1) & v.mask;
+                    };
+                    if gi == usize::MAX {
                         break;
                     }
-                    Err(slot) => p.insert(&key[..t - f], h, slot, idents, distinct),
+                    if !lg.is_null() {
+                        *lg = gi as u32 + 1;
+                    }
+                    gi
                 };
-                if let Some((lp, j)) = lg {
-                    // SAFETY: as above
-                    unsafe { *lp.link.get_unchecked_mut(j) = gi as u32 + 1 };
+                let m = v.marked.add(gi);
+                if !*m {
+                    *m = true;
+                    (*pp).dirty.push(gi as u32);
                 }
-                gi
-            };
-            touch(p, gi);
-            // SAFETY: i < n
-            unsafe { *refs.get_unchecked_mut(i) = r | gi as u64 };
+                *rp.add(i) = pr | gi as u64;
+            }
         }
         if let Some(start) = full {
             too_many_groups(self.g, w, start, max);
             return false;
+        }
+        if moved {
+            let (mut pr, mut lo, mut hi) = (0u64, 1i64, 0i64);
+            for (r, &ts) in refs[..n].iter_mut().zip(times) {
+                if *r == NONE {
+                    continue;
+                }
+                if ts < lo || ts > hi {
+                    let start = ts - ts.rem_euclid(size);
+                    pr = (st.pane(start) as u64) << 32;
+                    lo = start;
+                    hi = start.saturating_add(size - 1);
+                }
+                *r = pr | (*r as u32 as u64);
+            }
         }
         true
     }
@@ -570,7 +627,7 @@ impl<'a> Columns<'a> {
     /// groups, window by window, records in order.
     #[inline(always)]
     fn fold(&mut self, j: usize, mut f: impl FnMut(u64, usize) -> u64) {
-        let nm = self.g.metrics.len();
+        let (n, nm) = (self.times.len(), self.g.metrics.len());
         let Groups { ws, scratch, .. } = &mut *self.g;
         for (w, st) in ws.iter_mut().enumerate() {
             if st.kind == WindowKind::Hopping {
@@ -581,7 +638,7 @@ impl<'a> Columns<'a> {
                 continue;
             }
             let (mut last, mut vals) = (NONE, ptr::null_mut::<u64>());
-            for (i, &r) in scratch.refs[w].iter().enumerate() {
+            for (i, &r) in scratch.refs[w][..n].iter().enumerate() {
                 if r == NONE {
                     continue;
                 }
@@ -604,7 +661,7 @@ impl<'a> Columns<'a> {
 
     /// Folds f(the record) into distinct metric j of every record's groups.
     fn fold_distinct(&mut self, j: usize, f: impl Fn(usize) -> u64) {
-        let nm = self.g.metrics.len();
+        let (n, nm) = (self.times.len(), self.g.metrics.len());
         let Groups { ws, scratch, .. } = &mut *self.g;
         for (w, st) in ws.iter_mut().enumerate() {
             let mut add = |r: u64, i: usize| {
@@ -618,7 +675,7 @@ impl<'a> Columns<'a> {
                 }
                 continue;
             }
-            for (i, &r) in scratch.refs[w].iter().enumerate() {
+            for (i, &r) in scratch.refs[w][..n].iter().enumerate() {
                 if r != NONE {
                     add(r, i);
                 }
@@ -704,11 +761,135 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// Where Columns::build writes a column: see build.
+struct Out {
+    n: usize,
+    keys: *mut u8,
+    from: *const u32,
+    base: *const u32, // from or at
+    since: u32,
+    to: *mut u32,
+    at: *mut u32,
+    hs: *mut u64,
+    pad: bool, // the keys have a string: zero-pad them to 8 bytes
+}
+
+impl Out {
+    /// Ends record i's key at end with its hash so far h (the last column).
+    #[inline(always)]
+    unsafe fn end(&self, i: usize, end: u32, h: u64) {
+        *self.to.add(i) = end;
+        if self.pad {
+            ptr::write_unaligned(self.keys.add(end as usize) as *mut u64, 0);
+        }
+        *self.hs.add(i) = hash_end(h, (end - *self.from.add(i)) as usize);
+    }
+
+    /// An int64 or float64 column. Safety: see build.
+    #[inline(always)]
+    unsafe fn words<const FIRST: bool, const LAST: bool>(&self, v: &[u64]) {
+        for i in 0..self.n {
+            let x = *v.get_unchecked(i);
+            let o = *self.base.add(i) + self.since;
+            ptr::write_unaligned(self.keys.add(o as usize) as *mut u64, x.to_le());
+            let h = hash_word(if FIRST { 0 } else { *self.hs.add(i) }, x);
+            if LAST {
+                self.end(i, o + 8, h);
+            } else {
+                *self.hs.add(i) = h;
+            }
+        }
+    }
+
+    /// A string column: its length, then its bytes, copied and hashed by
+    /// words; the tail read as the last 8 bytes before its end, shifted
+    /// down, when the data has them, and written as a whole word. Safety:
+    /// see build.
+    #[inline(always)]
+    unsafe fn string<const FIRST: bool, const LAST: bool>(&self, v: Strings<'_>) {
+        let (offs, data) = (v.offs.as_ptr(), v.data);
+        let dp = data.as_ptr();
+        for i in 0..self.n {
+            let (a, b) = (*offs.add(i) as usize, *offs.add(i + 1) as usize);
+            let ln = b - a;
+            let o = *self.base.add(i) + self.since;
+            let d = self.keys.add(o as usize);
+            ptr::write_unaligned(d as *mut u32, (ln as u32).to_le());
+            let mut h = hash_word(if FIRST { 0 } else { *self.hs.add(i) }, ln as u64);
+            let mut k = 0;
+            while k + 8 <= ln {
+                let w = u64::from_le(ptr::read_unaligned(dp.add(a + k) as *const u64));
+                ptr::write_unaligned(d.add(4 + k) as *mut u64, w.to_le());
+                h = hash_word(h, w);
+                k += 8;
+            }
+            let r = ln - k;
+            let t = if r == 0 {
+                0
+            } else if b >= 8 {
+                u64::from_le(ptr::read_unaligned(dp.add(b - 8) as *const u64)) >> (64 - 8 * r)
+            } else {
+                tail(data.get_unchecked(a + k..b))
+            };
+            ptr::write_unaligned(d.add(4 + k) as *mut u64, t.to_le());
+            h = hash_word(h, t);
+            let end = o + 4 + ln as u32;
+            if LAST {
+                self.end(i, end, h);
+            } else {
+                *self.at.add(i) = end;
+                *self.hs.add(i) = h;
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Want {
     Int,
     Float,
     Distinct,
+}
+
+/// A pane's probe and marks as pointers, for `Columns::lookup`.
+#[derive(Clone, Copy)]
+struct View {
+    slots: *const u64,
+    mask: usize,
+    kpos: *const u64,
+    keys: *const u8,
+    marked: *mut bool,
+}
+
+impl View {
+    #[inline(always)]
+    fn of(p: &mut Pane) -> View {
+        View {
+            slots: p.slots.as_ptr(),
+            mask: p.slots.len() - 1,
+            kpos: p.kpos.as_ptr(),
+            keys: p.keys.as_ptr(),
+            marked: p.marked.as_mut_ptr(),
+        }
+    }
+}
+
+/// `key_eq` over pointers: the keys of n bytes at a and b, zero-padded to 8
+/// and readable for KEY_SLACK bytes, compared by words, the first three
+/// without a branch. Safety: as said.
+#[inline(always)]
+unsafe fn same_key(a: *const u8, b: *const u8, n: usize) -> bool {
+    let w = |p: *const u8, i: usize| ptr::read_unaligned(p.add(i) as *const u64);
+    let mask = |on: bool| 0u64.wrapping_sub(on as u64);
+    let mut d = (w(a, 16) ^ w(b, 16)) & mask(n > 16);
+    d |= (w(a, 8) ^ w(b, 8)) & mask(n > 8);
+    d |= (w(a, 0) ^ w(b, 0)) & mask(n > 0);
+    let mut i = 24;
+    while d == 0 && i < n {
+        d |= w(a, i) ^ w(b, i);
+        i += 8;
+    }
+    d == 0
 }
 
 /// Marks group g of p changed.
