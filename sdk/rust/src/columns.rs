@@ -291,21 +291,10 @@ impl<'a> Columns<'a> {
     /// Finds (or creates) every record's group in every window holding its
     /// time, window by window, records in order: in each pane, groups are
     /// created and marked changed in the order `at` would.
-    fn resolve(&mut self) -> bool {
-        match self.state {
-            State::Resolved => return true,
-            State::Failed => return false,
-            State::Filling => {}
-        }
-        let k = self.g.key_types.len();
-        if self.cols.len() != k {
-            let c = self.cols.len();
-            self.fail(format!(
-                "wagg: metric update before key column {} was filled ({} of {} filled)",
-                c, c, k
-            ));
-            return false;
-        }
+    /// With inc (an int64 sum), the groups of tumbling and global windows
+    /// get 1 added to it as they are found, which saves a count its own pass
+    /// over them (`Groups::resolve` does the same for a first add).
+    fn resolve(&mut self, inc: Option<usize>) -> bool {
         self.state = State::Resolved;
         let nw = self.g.ws.len();
         let s = &mut self.g.scratch;
@@ -326,8 +315,10 @@ impl<'a> Columns<'a> {
         let link = (0..nw.min(lw)).find(|&w| self.g.ws[w].kind == WindowKind::Tumbling);
         for w in 0..nw {
             let ok = match self.g.ws[w].kind {
-                WindowKind::Global => self.lookup(w, if w == lw { link } else { None }),
-                WindowKind::Tumbling => self.lookup(w, None),
+                WindowKind::Global => {
+                    self.lookup::<true>(w, if w == lw { link } else { None }, inc)
+                }
+                WindowKind::Tumbling => self.lookup::<false>(w, None, inc),
                 WindowKind::Hopping => self.hopping(w),
             };
             if !ok {
@@ -348,8 +339,14 @@ impl<'a> Columns<'a> {
     /// is `Pane::lookup`'s, over pointers kept while the pane stays the
     /// same: in Wasm each load of a pane's field is a checked access of
     /// linear memory. False on the host's limit.
-    fn lookup(&mut self, w: usize, link: Option<usize>) -> bool {
+    fn lookup<const GLOBAL: bool>(
+        &mut self,
+        w: usize,
+        link: Option<usize>,
+        inc: Option<usize>,
+    ) -> bool {
         let n = self.times.len();
+        let nm = self.g.metrics.len();
         let times = self.times;
         let max = self.g.max_groups;
         let Groups {
@@ -390,8 +387,9 @@ impl<'a> Columns<'a> {
             kpos: ptr::null(),
             keys: ptr::null(),
             marked: ptr::null_mut(),
+            vals: ptr::null_mut(),
         };
-        if st.kind == WindowKind::Global {
+        if GLOBAL {
             // the one pane, at 0, holds every time
             let pi = st.pane(0);
             pp = &mut st.panes[pi];
@@ -414,8 +412,8 @@ impl<'a> Columns<'a> {
             // and followed by KEY_SLACK bytes; the link window's refs name
             // its panes and groups, which have a link each.
             unsafe {
-                let ts = *times.get_unchecked(i);
-                if ts < lo || ts > hi {
+                let ts = if GLOBAL { 0 } else { *times.get_unchecked(i) };
+                if !GLOBAL && (ts < lo || ts > hi) {
                     let m = ts.rem_euclid(size);
                     if ts < i64::MIN + m {
                         *rp.add(i) = NONE; // no window holds ts (the host dead-letters it)
@@ -496,6 +494,11 @@ impl<'a> Columns<'a> {
                 if !*m {
                     *m = true;
                     (*pp).dirty.push(gi as u32);
+                }
+                if let Some(j) = inc {
+                    // a pane's vals hold nm values per group, and j < nm
+                    let x = v.vals.add(gi * nm + j);
+                    *x = (*x).wrapping_add(1);
                 }
                 *rp.add(i) = pr | gi as u64;
             }
@@ -586,12 +589,28 @@ impl<'a> Columns<'a> {
         true
     }
 
-    /// Checks metric m for an update of n values; false after misuse.
-    fn metric(&mut self, m: Metric, n: usize, method: &str, want: Want) -> Option<Op> {
-        if !self.resolve() {
-            return None;
-        }
+    /// Checks metric m for an update of n values and finds the records'
+    /// groups if not yet done: its op, and whether resolving counted the
+    /// update (with fuse, for a count of an int64 sum, the first update);
+    /// None after misuse.
+    fn metric(
+        &mut self,
+        m: Metric,
+        n: usize,
+        method: &str,
+        want: Want,
+        fuse: bool,
+    ) -> Option<(Op, bool)> {
+        let k = self.g.key_types.len();
         let msg = match self.g.metrics.get(m.0) {
+            _ if self.state == State::Failed => return None,
+            _ if self.cols.len() != k => {
+                let c = self.cols.len();
+                format!(
+                    "wagg: metric update before key column {} was filled ({} of {} filled)",
+                    c, c, k
+                )
+            }
             None => format!("wagg: metric {} is not one of the spec's", m.0),
             Some(_) if n != self.times.len() => format!(
                 "wagg: Columns::{} of metric {} got {} values for {} records",
@@ -601,7 +620,7 @@ impl<'a> Columns<'a> {
                 self.times.len()
             ),
             Some(&(ty, op)) => match (want, ty, op) {
-                (Want::Distinct, _, Op::Distinct) => return Some(op),
+                (Want::Distinct, _, Op::Distinct) => return self.resolved(op, None),
                 (Want::Distinct, _, _) => format!(
                     "wagg: metric {} is not distinct, use Columns::add or Columns::add_float",
                     m.0
@@ -616,20 +635,42 @@ impl<'a> Columns<'a> {
                 (Want::Float, Type::Int64, _) => {
                     format!("wagg: metric {} is int64, use Columns::add", m.0)
                 }
-                _ => return Some(op),
+                (_, Type::Int64, Op::Add) if fuse => return self.resolved(op, Some(m.0)),
+                _ => return self.resolved(op, None),
             },
         };
         self.fail(msg);
         None
     }
 
+    /// Finds the records' groups if not yet done (see resolve): op, and
+    /// whether inc was counted.
+    fn resolved(&mut self, op: Op, inc: Option<usize>) -> Option<(Op, bool)> {
+        if self.state == State::Resolved {
+            return Some((op, false));
+        }
+        if !self.resolve(inc) {
+            return None;
+        }
+        Some((op, inc.is_some()))
+    }
+
     /// Folds f(the value, the record) into metric j of every record's
     /// groups, window by window, records in order.
     #[inline(always)]
-    fn fold(&mut self, j: usize, mut f: impl FnMut(u64, usize) -> u64) {
+    fn fold(&mut self, j: usize, f: impl FnMut(u64, usize) -> u64) {
+        self.fold_in(j, false, f);
+    }
+
+    /// fold, over only the hopping windows' groups with hopping_only.
+    #[inline(always)]
+    fn fold_in(&mut self, j: usize, hopping_only: bool, mut f: impl FnMut(u64, usize) -> u64) {
         let (n, nm) = (self.times.len(), self.g.metrics.len());
         let Groups { ws, scratch, .. } = &mut *self.g;
         for (w, st) in ws.iter_mut().enumerate() {
+            if hopping_only && st.kind != WindowKind::Hopping {
+                continue;
+            }
             if st.kind == WindowKind::Hopping {
                 for &(i, r) in &scratch.hops[w] {
                     let v = &mut st.panes[(r >> 32) as usize].vals[r as u32 as usize * nm + j];
@@ -686,10 +727,11 @@ impl<'a> Columns<'a> {
     /// Adds 1 per record to an int64 metric of the records' groups (a
     /// count, usually), as `Key::add(m, 1)` does.
     pub fn count(mut self, m: Metric) -> Self {
-        match self.metric(m, self.times.len(), "count", Want::Int) {
-            Some(Op::Min) => self.fold(m.0, |cur, _| (cur as i64).min(1) as u64),
-            Some(Op::Max) => self.fold(m.0, |cur, _| (cur as i64).max(1) as u64),
-            Some(_) => self.fold(m.0, |cur, _| cur.wrapping_add(1)),
+        match self.metric(m, self.times.len(), "count", Want::Int, true) {
+            Some((Op::Min, _)) => self.fold(m.0, |cur, _| (cur as i64).min(1) as u64),
+            Some((Op::Max, _)) => self.fold(m.0, |cur, _| (cur as i64).max(1) as u64),
+            // counted as the groups were found, but in hopping windows
+            Some((_, counted)) => self.fold_in(m.0, counted, |cur, _| cur.wrapping_add(1)),
             None => {}
         }
         self
@@ -700,7 +742,10 @@ impl<'a> Columns<'a> {
     /// max keeps the extreme.
     pub fn add(mut self, m: Metric, v: &[i64]) -> Self {
         // SAFETY (the closures): metric checked v holds a value per record.
-        match self.metric(m, v.len(), "add", Want::Int) {
+        match self
+            .metric(m, v.len(), "add", Want::Int, false)
+            .map(|x| x.0)
+        {
             Some(Op::Min) => self.fold(m.0, |cur, i| {
                 (cur as i64).min(unsafe { *v.get_unchecked(i) }) as u64
             }),
@@ -719,7 +764,9 @@ impl<'a> Columns<'a> {
     /// `Key::add_float` does (an average's sum and count both).
     pub fn add_float(mut self, m: Metric, v: &[f64]) -> Self {
         let x = |i: usize| unsafe { *v.get_unchecked(i) }; // SAFETY: as in add
-        let op = self.metric(m, v.len(), "add_float", Want::Float);
+        let op = self
+            .metric(m, v.len(), "add_float", Want::Float, false)
+            .map(|x| x.0);
         let float =
             |f: fn(f64, f64) -> f64| move |cur: u64, i| f(f64::from_bits(cur), x(i)).to_bits();
         match op {
@@ -739,7 +786,7 @@ impl<'a> Columns<'a> {
     /// bytes) into a distinct metric of the records' groups.
     pub fn add_distinct(mut self, m: Metric, v: &[i64]) -> Self {
         if self
-            .metric(m, v.len(), "add_distinct", Want::Distinct)
+            .metric(m, v.len(), "add_distinct", Want::Distinct, false)
             .is_some()
         {
             self.fold_distinct(m.0, |i| sketch_hash(&v[i].to_le_bytes()));
@@ -752,7 +799,7 @@ impl<'a> Columns<'a> {
     pub fn add_distinct_string(mut self, m: Metric, v: Strings<'_>) -> Self {
         let n = v.offs.len().saturating_sub(1);
         if self
-            .metric(m, n, "add_distinct_string", Want::Distinct)
+            .metric(m, n, "add_distinct_string", Want::Distinct, false)
             .is_some()
         {
             self.fold_distinct(m.0, |i| sketch_hash(v.get(i)));
@@ -859,6 +906,7 @@ struct View {
     kpos: *const u64,
     keys: *const u8,
     marked: *mut bool,
+    vals: *mut u64,
 }
 
 impl View {
@@ -870,6 +918,7 @@ impl View {
             kpos: p.kpos.as_ptr(),
             keys: p.keys.as_ptr(),
             marked: p.marked.as_mut_ptr(),
+            vals: p.vals.as_mut_ptr(),
         }
     }
 }
