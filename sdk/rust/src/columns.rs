@@ -290,10 +290,10 @@ impl<'a> Columns<'a> {
 
     /// Finds (or creates) every record's group in every window holding its
     /// time, window by window, records in order: in each pane, groups are
-    /// created and marked changed in the order `at` would.
-    /// With inc (an int64 sum), the groups of tumbling and global windows
-    /// get 1 added to it as they are found, which saves a count its own pass
-    /// over them (`Groups::resolve` does the same for a first add).
+    /// created and marked changed in the order `at` would. With inc (an
+    /// int64 sum), the groups of tumbling and global windows get 1 added to
+    /// it as they are found, which saves a count its own pass over them
+    /// (`Groups::resolve` does the same for a record's first add).
     fn resolve(&mut self, inc: Option<usize>) -> bool {
         self.state = State::Resolved;
         let nw = self.g.ws.len();
