@@ -461,8 +461,10 @@ impl<'a> Columns<'a> {
                                 full = Some(p.start);
                                 break usize::MAX;
                             }
+                            // the key and its pad to 8 bytes
                             let g = p.insert(
-                                std::slice::from_raw_parts(key, kn),
+                                std::slice::from_raw_parts(key, (kn + 7) / 8 * 8),
+                                kn,
                                 h,
                                 j,
                                 idents,
@@ -576,7 +578,7 @@ impl<'a> Columns<'a> {
                         too_many_groups(self.g, w, s, max);
                         return false;
                     }
-                    Err(slot) => p.insert(&key[..t - f], h, slot, idents, distinct),
+                    Err(slot) => p.insert(key, t - f, h, slot, idents, distinct),
                 };
                 touch(p, gi);
                 hops.push((i as u32, (pi as u64) << 32 | gi as u64));

@@ -462,7 +462,7 @@ fn decode_snapshot<A: Aggregator>(
                 let p = &mut g.ws[w].panes[pi];
                 let gi = match p.lookup(&kb, kl, hk) {
                     Ok(_) => return Err(bad("a group appears twice")),
-                    Err(slot) => p.insert(key, hk, slot, &idents, &g.distinct),
+                    Err(slot) => p.insert(&kb, kl, hk, slot, &idents, &g.distinct),
                 };
                 for j in 0..nm {
                     if g.metrics[j].1 != Op::Distinct {

@@ -3,6 +3,8 @@
 //! that the same input gives the same rows and snapshots, byte for byte:
 //! groups in creation order, changed groups in the order first touched.
 
+use std::ptr;
+
 use crate::columns::Scratch;
 use crate::sketch::{hash as sketch_hash, Sketch};
 use crate::spec::{MetricDef, Op, Type, Window, WindowKind};
@@ -91,9 +93,15 @@ impl Pane {
         }
     }
 
+    /// Adds the group of the key of n bytes at the start of key, which is
+    /// zero-padded to 8 bytes and readable that far (as lookup takes it),
+    /// in the empty slot lookup found. The key is copied by words and the
+    /// values written in place: in Wasm a memcpy or memset is a call and a
+    /// loop a few bytes at a time.
     pub fn insert(
         &mut self,
         key: &[u8],
+        n: usize,
         h: u64,
         slot: usize,
         idents: &[u64],
@@ -101,12 +109,27 @@ impl Pane {
     ) -> usize {
         let g = self.kpos.len();
         let from = self.keys.len() - KEY_SLACK;
-        self.keys.truncate(from);
-        self.keys.extend_from_slice(key);
-        self.keys
-            .resize(from + (key.len() + 7) / 8 * 8 + KEY_SLACK, 0);
-        self.kpos.push((key.len() as u64) << 32 | from as u64);
-        self.vals.extend_from_slice(idents);
+        let w = (n + 7) / 8 * 8;
+        let key = &key[..w];
+        self.keys.reserve(w);
+        self.vals.reserve(idents.len());
+        // SAFETY: keys has room for w more bytes (reserve): the key's words
+        // go at from, over the old slack, and KEY_SLACK zero bytes after
+        // them; vals has room for idents.
+        unsafe {
+            let d = self.keys.as_mut_ptr().add(from);
+            for (i, c) in key.chunks_exact(8).enumerate() {
+                ptr::copy_nonoverlapping(c.as_ptr(), d.add(8 * i), 8);
+            }
+            ptr::write_bytes(d.add(w), 0, KEY_SLACK);
+            self.keys.set_len(from + w + KEY_SLACK);
+            let v = self.vals.as_mut_ptr().add(self.vals.len());
+            for (i, &x) in idents.iter().enumerate() {
+                *v.add(i) = x;
+            }
+            self.vals.set_len(self.vals.len() + idents.len());
+        }
+        self.kpos.push((n as u64) << 32 | from as u64);
         for &j in distinct {
             self.vals[g * idents.len() + j] = self.sketches.len() as u64;
             self.sketches.push(Sketch::default());
@@ -556,7 +579,7 @@ impl Groups {
                 too_many_groups(self, w, start, max);
                 return None;
             }
-            Err(slot) => p.insert(&self.key[..n], h, slot, &self.idents, &self.distinct),
+            Err(slot) => p.insert(&self.key, n, h, slot, &self.idents, &self.distinct),
         };
         p.touch(g);
         if let Some((m, v)) = add {
