@@ -133,7 +133,7 @@ impl<A: Aggregator> Engine<A> {
         let g = self.groups.as_mut().ok_or_else(not_ready)?;
         let nm = g.metrics.len();
         // out is written in place up to pos; its length is the most any
-        // flush wrote, so its bytes are zeroed once, not at every flush.
+        // flush wrote (Pane::put_rows grows it without zeroing).
         let out = &mut self.out;
         if out.len() < 16 {
             out.resize(16, 0);
