@@ -21,8 +21,8 @@ enum Col<'a> {
 /// A string column: `get(i)` is record i's bytes, aliasing the batch.
 #[derive(Clone, Copy)]
 pub struct Strings<'a> {
-    offs: &'a [u32],
-    data: &'a [u8],
+    pub(crate) offs: &'a [u32],
+    pub(crate) data: &'a [u8],
 }
 
 impl<'a> Strings<'a> {

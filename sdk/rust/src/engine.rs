@@ -133,7 +133,7 @@ impl<A: Aggregator> Engine<A> {
         let g = self.groups.as_mut().ok_or_else(not_ready)?;
         let nm = g.metrics.len();
         // out is written in place up to pos; its length is the most any
-        // flush wrote, so its bytes are zeroed once, not at every flush.
+        // flush wrote (Pane::put_rows grows it without zeroing).
         let out = &mut self.out;
         if out.len() < 16 {
             out.resize(16, 0);
@@ -462,7 +462,7 @@ fn decode_snapshot<A: Aggregator>(
                 let p = &mut g.ws[w].panes[pi];
                 let gi = match p.lookup(&kb, kl, hk) {
                     Ok(_) => return Err(bad("a group appears twice")),
-                    Err(slot) => p.insert(key, hk, slot, &idents, &g.distinct),
+                    Err(slot) => p.insert(&kb, kl, hk, slot, &idents, &g.distinct),
                 };
                 for j in 0..nm {
                     if g.metrics[j].1 != Op::Distinct {

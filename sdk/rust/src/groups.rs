@@ -3,6 +3,9 @@
 //! that the same input gives the same rows and snapshots, byte for byte:
 //! groups in creation order, changed groups in the order first touched.
 
+use std::ptr;
+
+use crate::columns::Scratch;
 use crate::sketch::{hash as sketch_hash, Sketch};
 use crate::spec::{MetricDef, Op, Type, Window, WindowKind};
 use crate::{Error, Metric};
@@ -17,16 +20,16 @@ pub(crate) struct Pane {
     // (compared by whole words), then KEY_SLACK bytes
     pub keys: Vec<u8>,
     // kpos[i]: group i's key, its offset in keys | its length << 32: one load
-    kpos: Vec<u64>,
-    pub vals: Vec<u64>, // nm values per group
-    marked: Vec<bool>,  // group i is in dirty
+    pub(crate) kpos: Vec<u64>,
+    pub vals: Vec<u64>,           // nm values per group
+    pub(crate) marked: Vec<bool>, // group i is in dirty
     // link[i]: the same key's group + 1 in the pane of the first global
     // window, 0 while unknown (see Groups::resolve)
-    link: Vec<u32>,
+    pub(crate) link: Vec<u32>,
     pub dirty: Vec<u32>, // groups changed since the last flush
     // Open addressing: the key's hash's low 32 bits above the group index
     // + 1; 0 is empty. One load per probe tells most other keys apart.
-    slots: Vec<u64>,
+    pub(crate) slots: Vec<u64>,
     pub sketches: Vec<Sketch>, // a distinct metric's value in vals is its index here
 }
 
@@ -90,9 +93,15 @@ impl Pane {
         }
     }
 
+    /// Adds the group of the key of n bytes at the start of key, which is
+    /// zero-padded to 8 bytes and readable that far (as lookup takes it),
+    /// in the empty slot lookup found. The key is copied by words and the
+    /// values written in place: in Wasm a memcpy or memset is a call and a
+    /// loop a few bytes at a time.
     pub fn insert(
         &mut self,
         key: &[u8],
+        n: usize,
         h: u64,
         slot: usize,
         idents: &[u64],
@@ -100,12 +109,27 @@ impl Pane {
     ) -> usize {
         let g = self.kpos.len();
         let from = self.keys.len() - KEY_SLACK;
-        self.keys.truncate(from);
-        self.keys.extend_from_slice(key);
-        self.keys
-            .resize(from + (key.len() + 7) / 8 * 8 + KEY_SLACK, 0);
-        self.kpos.push((key.len() as u64) << 32 | from as u64);
-        self.vals.extend_from_slice(idents);
+        let w = (n + 7) / 8 * 8;
+        let key = &key[..w];
+        self.keys.reserve(w);
+        self.vals.reserve(idents.len());
+        // SAFETY: keys has room for w more bytes (reserve): the key's words
+        // go at from, over the old slack, and KEY_SLACK zero bytes after
+        // them; vals has room for idents.
+        unsafe {
+            let d = self.keys.as_mut_ptr().add(from);
+            for (i, c) in key.chunks_exact(8).enumerate() {
+                ptr::copy_nonoverlapping(c.as_ptr(), d.add(8 * i), 8);
+            }
+            ptr::write_bytes(d.add(w), 0, KEY_SLACK);
+            self.keys.set_len(from + w + KEY_SLACK);
+            let v = self.vals.as_mut_ptr().add(self.vals.len());
+            for (i, &x) in idents.iter().enumerate() {
+                *v.add(i) = x;
+            }
+            self.vals.set_len(self.vals.len() + idents.len());
+        }
+        self.kpos.push((n as u64) << 32 | from as u64);
         for &j in distinct {
             self.vals[g * idents.len() + j] = self.sketches.len() as u64;
             self.sketches.push(Sketch::default());
@@ -129,13 +153,14 @@ impl Pane {
     }
 
     /// Writes the rows of window w's changed groups (all of them when fin)
-    /// into out from pos, growing it as needed, and returns the end and the
-    /// number of rows. For metrics without a sketch. Each row is reserved
-    /// once and written in place, a key copied by words, the first three
-    /// without a loop or branch (keys are zero-padded and readable for
-    /// KEY_SLACK bytes): in Wasm every push would check the capacity, and a
-    /// loop iteration pays a meter check. What a copy writes past the key
-    /// the values overwrite, or it lies past the rows.
+    /// into out from pos (at most its length), growing it as needed, and
+    /// returns the end and the number of rows. For metrics without a
+    /// sketch. Each row is reserved once (room, not zeroed bytes) and
+    /// written in place, a key copied by words, the first three in one copy
+    /// (keys are zero-padded and readable for KEY_SLACK bytes): in Wasm
+    /// every push would check the capacity, and a loop iteration pays a
+    /// meter check. What a copy writes past the key the values overwrite,
+    /// or it lies past the rows.
     pub(crate) fn put_rows(
         &self,
         out: &mut Vec<u8>,
@@ -154,28 +179,36 @@ impl Pane {
             let e = self.kpos[g];
             let (from, kl) = (e as u32 as usize, (e >> 32) as usize);
             let need = 10 + kl + KEY_SLACK + 8 * nm;
-            if out.len() < pos + need {
-                let size = (pos + need).max(2 * out.len());
-                out.resize(size, 0);
+            if out.capacity() < pos + need {
+                // room, not zeroed bytes: a row's bytes are all written
+                // below (in Wasm zeroing is a loop of 4-byte stores)
+                out.reserve(pos + need - out.len());
             }
-            let r = &mut out[pos..pos + need];
-            r[..10].copy_from_slice(&head);
             let k = &self.keys[from..from + KEY_SLACK];
-            r[26..34].copy_from_slice(&k[16..24]);
-            r[18..26].copy_from_slice(&k[8..16]);
-            r[10..18].copy_from_slice(&k[..8]);
-            let mut j = 24;
-            while j < kl {
-                r[10 + j..18 + j].copy_from_slice(&self.keys[from + j..from + j + 8]);
-                j += 8;
-            }
             let v = &self.vals[g * nm..(g + 1) * nm];
-            let mut d = 10 + kl;
-            for &x in v {
-                r[d..d + 8].copy_from_slice(&x.to_le_bytes());
-                d += 8;
+            // SAFETY: out has room for need bytes from pos, written through
+            // the pointer, initialized or not.
+            unsafe {
+                let r = out.as_mut_ptr().add(pos);
+                ptr::copy_nonoverlapping(head.as_ptr(), r, 10);
+                ptr::copy_nonoverlapping(k.as_ptr(), r.add(10), KEY_SLACK);
+                let mut j = 24;
+                while j < kl {
+                    let w = &self.keys[from + j..from + j + 8];
+                    ptr::copy_nonoverlapping(w.as_ptr(), r.add(10 + j), 8);
+                    j += 8;
+                }
+                let d = r.add(10 + kl);
+                for (m, &x) in v.iter().enumerate() {
+                    ptr::write_unaligned(d.add(8 * m) as *mut u64, x.to_le());
+                }
             }
             pos += 10 + kl + 8 * nm;
+        }
+        if out.len() < pos {
+            // SAFETY: pos was at most out.len() on entry, and every byte
+            // from there to pos is a row's, written above.
+            unsafe { out.set_len(pos) };
         }
         (pos, n as u32)
     }
@@ -235,7 +268,7 @@ fn word(b: &[u8]) -> u64 {
 /// most three loads instead of a loop over bytes (a loop costs a meter check
 /// per byte in Wasm).
 #[inline(always)]
-fn tail(b: &[u8]) -> u64 {
+pub(crate) fn tail(b: &[u8]) -> u64 {
     let (mut t, mut sh, mut i) = (0u64, 0, 0);
     if b.len() & 4 != 0 {
         t = u32::from_le_bytes(b[..4].try_into().unwrap()) as u64;
@@ -261,12 +294,12 @@ const M1: u64 = 0x9e37_79b9_7f4a_7c15;
 const M2: u64 = 0xc2b2_ae3d_27d4_eb4f;
 
 #[inline(always)]
-fn hash_word(h: u64, w: u64) -> u64 {
+pub(crate) fn hash_word(h: u64, w: u64) -> u64 {
     ((h ^ w).wrapping_mul(M2)).rotate_left(31)
 }
 
 #[inline(always)]
-fn hash_end(h: u64, n: usize) -> u64 {
+pub(crate) fn hash_end(h: u64, n: usize) -> u64 {
     let mut h = (h ^ n as u64).wrapping_mul(M1);
     h ^= h >> 29;
     h = h.wrapping_mul(M2);
@@ -303,12 +336,37 @@ pub(crate) struct WindowState {
     // latest has the same latest
     span: i64,
     // the window's kind and lengths, copied here: one place for resolve
-    kind: WindowKind,
-    size: i64,
-    slide: i64,
+    pub(crate) kind: WindowKind,
+    pub(crate) size: i64,
+    pub(crate) slide: i64,
 }
 
-/// The groups of the deployment. Aggregators reach them through `at`.
+impl WindowState {
+    /// The index of the pane at start, created when missing.
+    #[inline(always)]
+    pub(crate) fn pane(&mut self, start: i64) -> usize {
+        if self.last < self.panes.len() && self.panes[self.last].start == start {
+            return self.last;
+        }
+        self.pane_slow(start)
+    }
+
+    #[inline(never)]
+    fn pane_slow(&mut self, start: i64) -> usize {
+        let i = match self.panes.binary_search_by(|p| p.start.cmp(&start)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.panes.insert(i, Pane::new(start));
+                i
+            }
+        };
+        self.last = i;
+        i
+    }
+}
+
+/// The groups of the deployment. Aggregators reach them through `columns`
+/// (a batch at a time) or `at` (a record at a time).
 pub struct Groups {
     pub(crate) windows: Vec<Window>,
     pub(crate) ws: Vec<WindowState>,
@@ -323,10 +381,11 @@ pub struct Groups {
     key: Vec<u8>,
     key_room: usize,
     targets: Vec<(u16, u32, u32)>, // (window, pane index, group)
+    pub(crate) scratch: Scratch,   // Columns' buffers, kept across batches
     pub(crate) err: Option<Error>,
     /// The host's limit of groups per pane (`abi.Config.max_groups`); 0: none.
     pub(crate) max_groups: i64,
-    link_w: usize, // the first global window, if one follows another window; else usize::MAX
+    pub(crate) link_w: usize, // the first global window, if one follows another window; else usize::MAX
 }
 
 impl Groups {
@@ -366,6 +425,7 @@ impl Groups {
             key: vec![0; key_room.max(64)],
             key_room,
             targets: Vec::new(),
+            scratch: Scratch::default(),
             err: None,
             max_groups: 0,
             link_w,
@@ -383,25 +443,7 @@ impl Groups {
     /// The index of window w's pane at start, created when missing.
     #[inline(always)]
     pub(crate) fn pane(&mut self, w: usize, start: i64) -> usize {
-        let s = &self.ws[w];
-        if s.last < s.panes.len() && s.panes[s.last].start == start {
-            return s.last;
-        }
-        self.pane_slow(w, start)
-    }
-
-    #[inline(never)]
-    fn pane_slow(&mut self, w: usize, start: i64) -> usize {
-        let s = &mut self.ws[w];
-        let i = match s.panes.binary_search_by(|p| p.start.cmp(&start)) {
-            Ok(i) => i,
-            Err(i) => {
-                s.panes.insert(i, Pane::new(start));
-                i
-            }
-        };
-        s.last = i;
-        i
+        self.ws[w].pane(start)
     }
 
     /// Starts the group key of a record with event time ts. Fill the key
@@ -419,7 +461,7 @@ impl Groups {
         }
     }
 
-    fn misuse(&mut self, msg: String) {
+    pub(crate) fn misuse(&mut self, msg: String) {
         if self.err.is_none() {
             self.err = Some(Error::new(msg));
         }
@@ -447,7 +489,7 @@ impl Groups {
             if kind == WindowKind::Global {
                 // the window's one pane, at start 0
                 let pi = if st.panes.is_empty() {
-                    self.pane_slow(w, 0)
+                    self.ws[w].pane_slow(0)
                 } else {
                     0
                 };
@@ -476,19 +518,22 @@ impl Groups {
             // The latest start at or before ts, then earlier ones while they
             // still hold ts (abi.Window.Starts). Records come mostly in time
             // order: reuse the last latest start while ts lies within one
-            // slide of it, and divide otherwise.
+            // slide of it, and divide otherwise. (The difference alone would
+            // wrap: i64::MIN + 1 lies "within" a slide of a start near
+            // i64::MAX.)
             let st = &mut self.ws[w];
-            let latest = if (ts as u64).wrapping_sub(st.latest as u64) < st.span as u64 {
-                st.latest
-            } else {
-                let m = ts.rem_euclid(slide);
-                if ts < i64::MIN + m {
-                    continue; // no window holds ts (the host dead-letters it)
-                }
-                st.latest = ts - m;
-                st.span = slide;
-                st.latest
-            };
+            let latest =
+                if ts >= st.latest && (ts as u64).wrapping_sub(st.latest as u64) < st.span as u64 {
+                    st.latest
+                } else {
+                    let m = ts.rem_euclid(slide);
+                    if ts < i64::MIN + m {
+                        continue; // no window holds ts (the host dead-letters it)
+                    }
+                    st.latest = ts - m;
+                    st.span = slide;
+                    st.latest
+                };
             if kind == WindowKind::Tumbling {
                 // size == slide: the one window
                 let pi = self.pane(w, latest);
@@ -543,7 +588,7 @@ impl Groups {
                 too_many_groups(self, w, start, max);
                 return None;
             }
-            Err(slot) => p.insert(&self.key[..n], h, slot, &self.idents, &self.distinct),
+            Err(slot) => p.insert(&self.key, n, h, slot, &self.idents, &self.distinct),
         };
         p.touch(g);
         if let Some((m, v)) = add {
@@ -559,7 +604,7 @@ impl Groups {
 /// arguments by value: formatting them in place would keep them in memory on
 /// the common path.
 #[inline(never)]
-fn too_many_groups(g: &mut Groups, w: usize, start: i64, max: i64) {
+pub(crate) fn too_many_groups(g: &mut Groups, w: usize, start: i64, max: i64) {
     let msg = format!(
         "wagg: too many groups in one pane: window {:?}, pane at {} holds {} groups, the host's limit (sandbox.max_groups_per_pane)",
         g.windows[w].name, start, max
@@ -840,7 +885,7 @@ impl<'g> Key<'g> {
 }
 
 /// Go's math.Min: NaN wins, -0 is below +0.
-fn go_min(a: f64, b: f64) -> f64 {
+pub(crate) fn go_min(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         return if a.is_nan() { a } else { b };
     }
@@ -855,7 +900,7 @@ fn go_min(a: f64, b: f64) -> f64 {
 }
 
 /// Go's math.Max: NaN wins, +0 is above -0.
-fn go_max(a: f64, b: f64) -> f64 {
+pub(crate) fn go_max(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         return if a.is_nan() { a } else { b };
     }

@@ -19,16 +19,18 @@
 //!         Votes { poll, option, votes: s.count("votes") }
 //!     }
 //!     fn aggregate(&mut self, b: &Batch, g: &mut Groups) -> Result<(), Error> {
-//!         let (polls, options) = (b.int64s(self.poll), b.strings(self.option));
-//!         for i in 0..b.len() {
-//!             g.at(b.time(i)).int64(polls[i]).string(options.get(i)).add(self.votes, 1);
-//!         }
+//!         g.columns(b).int64(b.int64s(self.poll)).string(b.strings(self.option)).count(self.votes);
 //!         Ok(())
 //!     }
 //! }
 //!
 //! wagg::export!(Votes);
 //! ```
+//!
+//! `Groups::columns` folds a batch a column at a time; `Groups::at` folds a
+//! record at a time (`g.at(b.time(i)).int64(polls[i]).string(options.get(i))
+//! .add(self.votes, 1)` for each record folds the same), for records that
+//! need logic of their own.
 //!
 //! The SDK keeps the state per window and group, emits the changed groups at
 //! each flush, marks closed windows final, and snapshots and restores the
@@ -46,6 +48,7 @@
 //! how aggregators are unit-tested and benchmarked.
 
 mod batch;
+mod columns;
 mod engine;
 mod groups;
 mod json;
@@ -55,6 +58,7 @@ mod sketch;
 mod spec;
 
 pub use batch::{Batch, Strings};
+pub use columns::Columns;
 pub use engine::Engine;
 pub use groups::{Groups, Key};
 pub use local::{BatchBuilder, Local, Row, Value};

@@ -28,7 +28,8 @@ pub struct Float64Field(pub(crate) usize);
 #[derive(Clone, Copy, Debug)]
 pub struct StringField(pub(crate) usize);
 
-/// A metric; update it with `Key::add` (int64) or `Key::add_float`.
+/// A metric; update it with `Key::add` (int64) or `Key::add_float`, or a
+/// batch at a time with `Columns::add`, `Columns::add_float`, `Columns::count`.
 #[derive(Clone, Copy, Debug)]
 pub struct Metric(pub(crate) usize);
 
