@@ -1192,7 +1192,7 @@ HOT int resolve(wagg_groups *g, int m, int64_t v) {
         }
         /* Records come mostly in time order: reuse the last latest start
          * while ts lies within one slide of it, and divide otherwise. */
-        if ((uint64_t)ts - (uint64_t)st->latest < (uint64_t)st->span) {
+        if (ts >= st->latest && (uint64_t)ts - (uint64_t)st->latest < (uint64_t)st->span) {
             s = st->latest;
         } else if (floor_start(ts, st->slide, &s)) {
             st->latest = s;

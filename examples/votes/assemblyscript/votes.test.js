@@ -43,3 +43,9 @@ test("refuses a batch of other fields", async () => {
   const { encodeBatch } = await import("../../../sdk/assemblyscript/local.js");
   assert.throws(() => l.processEncoded(encodeBatch(schema, [[1000, 7]])), (e) => e.code === -2);
 });
+
+test("a time at INT64_MIN + 1 after one near INT64_MAX lies in no 1 s window", async () => {
+  const l = await Local.load(wasm, windows);
+  l.process([[9223372036854775000n, 1n, "a"], [-9223372036854775807n, 2n, "b"]]);
+  assert.deepEqual(text(l.flush(-9223372036854775808n)), ["0 9223372036854775000 open 1,a 1", "1 0 open 1,a 1", "1 0 open 2,b 1"]);
+});

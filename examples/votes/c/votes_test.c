@@ -1,5 +1,6 @@
 /* The votes aggregator natively, through the SDK's test harness:
  *   cc -I../../../sdk/c votes.c votes_test.c ../../../sdk/c/wagg.c ../../../sdk/c/wagg_local.c && ./a.out */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,24 @@ int main(void) {
     }
     expect("state empty after a refused snapshot", wagg_local_flush(3000), "");
     free(snap);
+
+    /* A record at INT64_MIN + 1 after one near INT64_MAX lies in no 1 s
+     * window (its window would start before INT64_MIN): the totals count
+     * it, the pane near INT64_MAX does not. */
+    if (wagg_local_init(cfg) != WAGG_OK) {
+        fprintf(stderr, "init: %s\n", wagg_local_error());
+        return 1;
+    }
+    wagg_local_record(INT64_MAX - 807); wagg_local_int64(1); wagg_local_string("a");
+    wagg_local_record(INT64_MIN + 1); wagg_local_int64(2); wagg_local_string("b");
+    if (wagg_local_process() != WAGG_OK) {
+        fprintf(stderr, "process: %s\n", wagg_local_error());
+        return 1;
+    }
+    expect("times at the ends of int64", wagg_local_flush(INT64_MIN),
+           "0 9223372036854775000 open [1,\"a\"] [1]\n"
+           "1 0 open [1,\"a\"] [1]\n"
+           "1 0 open [2,\"b\"] [1]\n");
 
     if (failed) return 1;
     printf("votes (C, native): ok\n");

@@ -626,7 +626,7 @@ export class Key {
       let s: i64;
       // Records come mostly in time order: reuse the last latest start
       // while ts lies within one slide of it, and divide otherwise.
-      if (st.haveLatest && <u64>ts - <u64>st.latest < <u64>win.slide) {
+      if (st.haveLatest && ts >= st.latest && <u64>ts - <u64>st.latest < <u64>win.slide) {
         s = st.latest;
       } else {
         let m = ts % win.slide;
