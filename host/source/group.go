@@ -49,6 +49,15 @@ type Options struct {
 // heartbeating (a host that died and does not come back).
 const SessionTimeout = 10 * time.Second
 
+// RebalanceTimeout is how long the group waits in a rebalance for its
+// members to rejoin, and how long a member waits for a join or a sync the
+// broker holds. A member rejoins within a poll and its revocation (the
+// pipeline's StopTimeout, 10 s); franz-go's 60 s default meant a restart of
+// a deployment right after its start (its static member replaced while it
+// was still joining) could hang in the group's sync for a whole minute
+// before rejoining.
+const RebalanceTimeout = 20 * time.Second
+
 // Group is one member of a consumer group reading one topic, which also
 // produces the deployment's dead letters.
 type Group struct {
@@ -82,6 +91,7 @@ func New(o Options, h Handler) (*Group, error) {
 		kgo.OnPartitionsLost(g.lost),
 		kgo.AdjustFetchOffsetsFn(g.adjust),
 		kgo.SessionTimeout(SessionTimeout),
+		kgo.RebalanceTimeout(RebalanceTimeout),
 		kgo.HeartbeatInterval(time.Second),
 		kgo.ProducerLinger(5 * time.Millisecond),
 	}
