@@ -11,7 +11,7 @@ use std::ptr;
 
 use crate::batch::{Batch, Strings};
 use crate::groups::{
-    go_max, go_min, hash_end, hash_word, tail, too_many_groups, Groups, Pane, KEY_SLACK,
+    go_max, go_min, hash_end, hash_word, same_key, tail, too_many_groups, Groups, Pane, KEY_SLACK,
 };
 use crate::sketch::hash as sketch_hash;
 use crate::spec::{Op, Type, WindowKind};
@@ -923,24 +923,6 @@ impl View {
             vals: p.vals.as_mut_ptr(),
         }
     }
-}
-
-/// `key_eq` over pointers: the keys of n bytes at a and b, zero-padded to 8
-/// and readable for KEY_SLACK bytes, compared by words, the first three
-/// without a branch. Safety: as said.
-#[inline(always)]
-unsafe fn same_key(a: *const u8, b: *const u8, n: usize) -> bool {
-    let w = |p: *const u8, i: usize| ptr::read_unaligned(p.add(i) as *const u64);
-    let mask = |on: bool| 0u64.wrapping_sub(on as u64);
-    let mut d = (w(a, 16) ^ w(b, 16)) & mask(n > 16);
-    d |= (w(a, 8) ^ w(b, 8)) & mask(n > 8);
-    d |= (w(a, 0) ^ w(b, 0)) & mask(n > 0);
-    let mut i = 24;
-    while d == 0 && i < n {
-        d |= w(a, i) ^ w(b, i);
-        i += 8;
-    }
-    d == 0
 }
 
 /// Marks group g of p changed.

@@ -11,7 +11,7 @@ use crate::spec::{MetricDef, Op, Type, Window, WindowKind};
 use crate::{Error, Metric};
 
 /// Bytes kept readable past the start of any key, in a pane's keys and in
-/// the key being built: `key_eq` reads a key's first three words at once.
+/// the key being built: `same_key` reads a key's first three words at once.
 pub(crate) const KEY_SLACK: usize = 24;
 
 pub(crate) struct Pane {
@@ -67,6 +67,10 @@ impl Pane {
         // The probe reads without bounds checks, by the table's invariants
         // (in Wasm a check is a reload of the vector's length, a compare and
         // a branch, on top of the access's own check).
+        assert!(
+            key.len() >= KEY_SLACK.max((n + 7) & !7),
+            "wagg: a lookup key without its padding"
+        );
         let mask = self.slots.len() - 1;
         let tag = h as u32;
         let mut i = tag as usize & mask;
@@ -85,7 +89,9 @@ impl Pane {
                     let e = *self.kpos.get_unchecked(g);
                     (e, self.keys.get_unchecked(e as u32 as usize..))
                 };
-                if (e >> 32) as usize == n && key_eq(k, key, n) {
+                // SAFETY: k is a key of this pane (above), key is padded
+                // and readable as checked before the loop.
+                if (e >> 32) as usize == n && unsafe { same_key(k.as_ptr(), key.as_ptr(), n) } {
                     return Ok(g);
                 }
             }
@@ -229,21 +235,21 @@ impl Pane {
     }
 }
 
-/// Compares the keys of n bytes at the starts of a and b, both zero-padded
-/// to 8 and readable for KEY_SLACK bytes. The first three words are
-/// compared without a branch, their excess masked off: in Wasm each branch
-/// starts a block whose loads are bounds-checked again, and each loop
-/// iteration pays the host's meter check.
+/// Whether the keys of n bytes at a and b are equal. Both are zero-padded
+/// to 8 bytes and readable for KEY_SLACK bytes (the callers' safety
+/// condition); they are compared by words, the first three without a
+/// branch (in Wasm each branch starts a block whose loads are checked
+/// again).
 #[inline(always)]
-fn key_eq(a: &[u8], b: &[u8], n: usize) -> bool {
-    let (x, y) = (&a[..KEY_SLACK], &b[..KEY_SLACK]);
+pub(crate) unsafe fn same_key(a: *const u8, b: *const u8, n: usize) -> bool {
+    let w = |p: *const u8, i: usize| ptr::read_unaligned(p.add(i) as *const u64);
     let mask = |on: bool| 0u64.wrapping_sub(on as u64);
-    let mut d = (word(&x[16..]) ^ word(&y[16..])) & mask(n > 16);
-    d |= (word(&x[8..]) ^ word(&y[8..])) & mask(n > 8);
-    d |= (word(x) ^ word(y)) & mask(n > 0);
+    let mut d = (w(a, 16) ^ w(b, 16)) & mask(n > 16);
+    d |= (w(a, 8) ^ w(b, 8)) & mask(n > 8);
+    d |= (w(a, 0) ^ w(b, 0)) & mask(n > 0);
     let mut i = 24;
     while d == 0 && i < n {
-        d |= word(&a[i..]) ^ word(&b[i..]);
+        d |= w(a, i) ^ w(b, i);
         i += 8;
     }
     d == 0
