@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"runtime"
@@ -474,5 +475,88 @@ func TestAdversarial_RowsOfPanesThatDoNotExist(t *testing.T) {
 				t.Fatalf("flush: %v %+v, want a *GuestError naming the pane", err, got)
 			}
 		})
+	}
+}
+
+// A guest that calls WASI's proc_exit ends its instance from inside a call
+// (wazero closes the module), and one in _initialize with status 0 even
+// counts as a successful start in wazero. Either way the sandbox answers
+// with an error that names the export and proc_exit, the instance is
+// broken, nothing stays reserved, and other instances go on.
+func TestAdversarial_ProcExitEndsOnlyItsInstance(t *testing.T) {
+	ctx := context.Background()
+	procExit := []testwasm.Import{{Module: "wasi_snapshot_preview1", Name: "proc_exit", Params: []byte{0x7f}}}
+	for _, status := range []int32{0, 3} {
+		for _, export := range []string{
+			abi.InitializeExport, abi.DescribeExport, abi.InitExport, abi.InputExport,
+			abi.ProcessExport, abi.FlushExport, abi.SnapshotExport, abi.RestoreExport,
+		} {
+			t.Run(fmt.Sprintf("%s/%d", export, status), func(t *testing.T) {
+				rt := runtimeFor(t, sandbox.Options{})
+				// (call $proc_exit (i32.const status)) unreachable
+				exits := testwasm.Guest{Imports: procExit, Bodies: map[string][]byte{
+					export: append(testwasm.I32(status), 0x10, 0, 0x00),
+				}}
+				want := func(err error) {
+					t.Helper()
+					var ge *sandbox.GuestError
+					if !errors.As(err, &ge) || ge.Export != export {
+						t.Fatalf("got %v, want a *GuestError in %s", err, export)
+					}
+					if msg := fmt.Sprintf("proc_exit(%d)", status); !strings.Contains(err.Error(), msg) {
+						t.Fatalf("message %q does not name %s", err, msg)
+					}
+				}
+				m, err := rt.Compile(ctx, exits.Bytes())
+				switch export {
+				case abi.InitializeExport, abi.DescribeExport:
+					if !errors.Is(err, sandbox.ErrInvalid) {
+						t.Fatalf("compile: got %v, want ErrInvalid", err)
+					}
+					want(err)
+				default:
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer m.Close(ctx)
+					inst, err := m.Instantiate(ctx, abi.Config{Windows: total})
+					if export == abi.InitExport || export == abi.InputExport {
+						want(err)
+						break
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					b := guestBatch(t, m)
+					switch export {
+					case abi.ProcessExport:
+						err = inst.Process(ctx, b)
+					case abi.FlushExport:
+						_, err = inst.Flush(ctx, 0, nil)
+					case abi.SnapshotExport:
+						_, err = inst.Snapshot(ctx)
+					case abi.RestoreExport:
+						err = inst.Restore(ctx, nil)
+					}
+					want(err)
+					if err := inst.Process(ctx, b); err == nil {
+						t.Fatal("the instance processed a batch after it exited")
+					}
+					inst.Close(ctx)
+				}
+				if n := rt.Reserved(); n != 0 {
+					t.Fatalf("%d bytes stay reserved after the exit", n)
+				}
+				other := compileGuest(t, rt, testwasm.Guest{})
+				fresh, err := other.Instantiate(ctx, abi.Config{Windows: total})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer fresh.Close(ctx)
+				if err := fresh.Process(ctx, guestBatch(t, other)); err != nil {
+					t.Fatalf("a well-behaved instance after the exit: %v", err)
+				}
+			})
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/wagg/wagg/abi"
 )
@@ -43,6 +44,10 @@ type GuestError struct {
 func (e *GuestError) Error() string {
 	if errors.Is(e.trap, ErrDeadline) {
 		return fmt.Sprintf("plugin %s %s: the instance was stopped", e.Export, e.Message)
+	}
+	var exit *sys.ExitError
+	if errors.As(e.trap, &exit) {
+		return fmt.Sprintf("plugin %s %s", e.Export, e.Message)
 	}
 	if e.trap != nil {
 		return fmt.Sprintf("plugin trapped in %s: %v", e.Export, e.trap)

@@ -14,6 +14,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/wagg/wagg/abi"
 )
@@ -321,6 +322,11 @@ func (m *Module) instantiate(ctx context.Context) (*Instance, error) {
 	out.begin()
 	mod, err := r.rt.InstantiateModule(cctx, m.code.c, cfg)
 	meter.end()
+	if err == nil && mod.IsClosed() {
+		// _initialize called proc_exit(0), which wazero counts as success
+		// and answers with the module closed
+		err = sys.NewExitError(0)
+	}
 	if err != nil {
 		// wazero closes a module whose start function failed, but not one
 		// that failed before (a data segment out of bounds): give back what
@@ -362,6 +368,10 @@ func (r *Runtime) metered(ctx context.Context, c *callMeter) context.Context {
 func (r *Runtime) guestError(export string, err error) *GuestError {
 	if errors.Is(err, ErrDeadline) {
 		return &GuestError{Export: export, Message: fmt.Sprintf("ran past its deadline of %v of CPU time (sandbox.call_timeout)", r.opts.CallTimeout), trap: err}
+	}
+	var exit *sys.ExitError
+	if errors.As(err, &exit) {
+		return &GuestError{Export: export, Message: fmt.Sprintf("called proc_exit(%d), which ends the instance: an export must return instead", exit.ExitCode()), trap: err}
 	}
 	return &GuestError{Export: export, trap: err}
 }

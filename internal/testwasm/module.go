@@ -23,7 +23,7 @@ type Guest struct {
 	MemMin   uint32            // pages, default 2
 	MemMax   uint32            // pages; 0 leaves it undeclared
 	Data     []Segment         // more data segments
-	Imports  []Import          // function imports, type () -> ()
+	Imports  []Import          // function imports
 	ExtraFns [][]byte          // extra (no-export) functions () -> (), bodies without end
 	Tables   []Limits          // funcref tables
 }
@@ -40,8 +40,12 @@ type Segment struct {
 	Bytes  []byte
 }
 
-// Import is an imported function of type () -> ().
-type Import struct{ Module, Name string }
+// Import is an imported function; its type is Params -> () (value type
+// bytes: 0x7f i32, 0x7e i64), () -> () when Params is empty.
+type Import struct {
+	Module, Name string
+	Params       []byte
+}
 
 // Addresses of the default data.
 const (
@@ -180,7 +184,16 @@ func (g Guest) Bytes() []byte {
 	for _, im := range g.Imports {
 		imports = append(imports, str(im.Module)...)
 		imports = append(imports, str(im.Name)...)
-		imports = append(imports, 0x00, 0)
+		if len(im.Params) == 0 {
+			imports = append(imports, 0x00, 0)
+			continue
+		}
+		types = append(types, 0x60)
+		types = append(types, vec(im.Params)...)
+		types = append(types, 0)
+		imports = append(imports, 0x00)
+		imports = append(imports, uleb(uint64(ntypes))...)
+		ntypes++
 	}
 	memMin := g.MemMin
 	if memMin == 0 {
