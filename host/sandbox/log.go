@@ -11,7 +11,8 @@ import (
 	"github.com/wagg/wagg/abi"
 )
 
-// guestLog forwards guest stdout and stderr to the host log, line by line,
+// guestLog forwards guest stdout and stderr to the host log, line by line
+// (a line longer than maxLine in pieces of maxLine bytes),
 // at most burst lines per second, so a chatty or hostile guest cannot flood
 // the host's log. Dropped lines are counted and reported.
 //
@@ -65,19 +66,22 @@ func (g *guestLog) Write(p []byte) (int, error) {
 	}
 	g.partial = append(g.partial, p...)
 	for {
-		i := bytes.IndexByte(g.partial, '\n')
-		if i < 0 {
-			if len(g.partial) > 4096 {
-				i = 4096
-			} else {
-				break
-			}
+		i, next := bytes.IndexByte(g.partial, '\n'), 0
+		switch {
+		case i >= 0 && i <= maxLine:
+			next = i + 1 // past the newline
+		case len(g.partial) > maxLine:
+			i, next = maxLine, maxLine // a long line goes on in the next
+		default:
+			return len(p), nil
 		}
 		g.emit(string(g.partial[:i]))
-		g.partial = g.partial[min(i+1, len(g.partial)):]
+		g.partial = g.partial[next:]
 	}
-	return len(p), nil
 }
+
+// maxLine is the longest line the log passes on in one piece.
+const maxLine = 4096
 
 func (g *guestLog) emit(line string) {
 	g.inCall++

@@ -44,3 +44,34 @@ func TestGuestLog_TooManyLinesInOneCallFailTheCall(t *testing.T) {
 		t.Fatalf("a 1 MiB line passed a cap of 10 lines (write: %v)", werr)
 	}
 }
+
+func TestGuestLog_LongLinesAreSplitWithoutLosingBytes(t *testing.T) {
+	var out strings.Builder
+	g := newGuestLog(slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key != "out" {
+				return slog.Attr{}
+			}
+			return a
+		},
+	})), 10)
+	line := strings.Repeat("0123456789", 1000) // 10,000 bytes, three pieces
+	// in one write with its newline, and in writes without one
+	for _, writes := range [][]string{{line + "\n"}, {line[:5000], line[5000:], "\n"}} {
+		out.Reset()
+		g.begin()
+		for _, w := range writes {
+			if _, err := g.Write([]byte(w)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got strings.Builder
+		pieces := strings.Split(strings.TrimSpace(out.String()), "\n")
+		for _, l := range pieces {
+			got.WriteString(strings.TrimPrefix(l, "out="))
+		}
+		if len(pieces) != 3 || got.String() != line {
+			t.Fatalf("%d writes: %d pieces holding %d bytes of the line's %d, want 3 holding all", len(writes), len(pieces), got.Len(), len(line))
+		}
+	}
+}
