@@ -73,6 +73,10 @@ func (g *guestLog) Write(p []byte) (int, error) {
 		case len(g.partial) > maxLine:
 			i, next = maxLine, maxLine // a long line goes on in the next
 		default:
+			if cap(g.partial) > 4*maxLine {
+				// what a long write left: not worth its buffer
+				g.partial = append([]byte(nil), g.partial...)
+			}
 			return len(p), nil
 		}
 		g.emit(string(g.partial[:i]))
