@@ -8,6 +8,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 )
 
 // The meter is how a guest call is held to its deadline without costing
@@ -22,9 +23,10 @@ import (
 // for its entry). Bulk instructions are charged by their length, and a call
 // followed by a long tail is checked again when it returns (see body). When
 // the fuel runs out the guest calls refuel, which is the only place it
-// returns to Go: it checks the call's deadline (the CPU time the call has
-// used: a busy box must not stop a healthy guest) and its context, and hands
-// out fuelPerRefill more units. Between two refuels a guest runs a bounded
+// returns to Go besides the WASI calls (checked as they return: hostCalls):
+// it checks the call's deadline (the CPU time the call has used: a busy box
+// must not stop a healthy guest) and its context, and hands out
+// fuelPerRefill more units. Between two refuels a guest runs a bounded
 // amount of code, so a looping guest comes back to Go within about two
 // milliseconds, where the Go scheduler can stop it for a garbage collection,
 // and is stopped within that time of its deadline.
@@ -69,10 +71,16 @@ func (c *callMeter) end() {
 	}
 }
 
-// refuel is the host side of wagg_sandbox.refuel: it stops the call (a
-// panic, which wazero turns into the call's error) when the call has used
-// its CPU time or its context is done, and otherwise returns more fuel.
+// refuel is the host side of wagg_sandbox.refuel: it stops the call when
+// it is due (see stopIfDue), and otherwise returns more fuel.
 func refuel(ctx context.Context, _ api.Module, stack []uint64) {
+	stopIfDue(ctx)
+	stack[0] = fuelPerRefill
+}
+
+// stopIfDue stops the guest call of ctx (a panic, which wazero turns into
+// the call's error) when it has used its CPU time or its context is done.
+func stopIfDue(ctx context.Context) {
 	if c, ok := ctx.Value(meterKey{}).(*callMeter); ok {
 		if err := ctx.Err(); err != nil {
 			panic(fmt.Errorf("sandbox: guest call stopped: %w", err))
@@ -81,8 +89,30 @@ func refuel(ctx context.Context, _ api.Module, stack []uint64) {
 			panic(fmt.Errorf("%w (%v of CPU time)", ErrDeadline, c.timeout))
 		}
 	}
-	stack[0] = fuelPerRefill
 }
+
+// hostCalls checks the deadline after every call of a WASI function: the
+// fuel counts guest code only, and one such call can work in proportion to
+// its arguments (random_get fills megabytes, poll_oneoff walks as many
+// subscriptions as memory holds), so a loop around one would otherwise run
+// for hours between two refuels. A guest calls WASI rarely (a Go runtime
+// reads its clock and writes its output), so the check costs nothing that
+// shows. It is a function listener of the WASI host module alone: guest
+// functions are compiled without listeners.
+type hostCalls struct{}
+
+func (hostCalls) NewFunctionListener(api.FunctionDefinition) experimental.FunctionListener {
+	return hostCalls{}
+}
+
+func (hostCalls) Before(context.Context, api.Module, api.FunctionDefinition, []uint64, experimental.StackIterator) {
+}
+
+func (hostCalls) After(ctx context.Context, _ api.Module, _ api.FunctionDefinition, _ []uint64) {
+	stopIfDue(ctx)
+}
+
+func (hostCalls) Abort(context.Context, api.Module, api.FunctionDefinition, error) {}
 
 var processStart = time.Now()
 

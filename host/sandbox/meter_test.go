@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -287,4 +288,33 @@ func processMeetsTheDeadline(t *testing.T, m *sandbox.Module) {
 	b := guestBatch(t, m)
 	err, _ = within(t, func() error { return inst.Process(context.Background(), b) })
 	wantDeadline(t, err, abi.ProcessExport)
+}
+
+// The fuel counts guest code, not the work of the WASI functions it calls,
+// and one such call can work in proportion to its arguments: a loop around
+// one runs few instructions per iteration and would reach the next refuel
+// hours later. The deadline is checked after every WASI call.
+func TestMeter_LoopsAroundWASICallsMeetTheDeadline(t *testing.T) {
+	i32 := func(v int32) []byte { return testwasm.I32(v) }
+	for _, c := range []struct {
+		name         string
+		params, args []byte
+	}{
+		// random_get(buf 0, len 3 MiB): fills 3 MiB per call
+		{"random_get", []byte{0x7f, 0x7f}, slices.Concat(i32(0), i32(3<<20))},
+		// poll_oneoff(in 0, out 2 MiB, 40,000 subscriptions, nevents 3.5 MiB)
+		{"poll_oneoff", []byte{0x7f, 0x7f, 0x7f, 0x7f}, slices.Concat(i32(0), i32(2<<20), i32(40000), i32(7<<19))},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rt := runtimeFor(t, sandbox.Options{})
+			// (loop (drop (call $f args...)) (br 0)) unreachable
+			body := slices.Concat([]byte{0x03, 0x40}, c.args, []byte{0x10, 0x00, 0x1a, 0x0c, 0x00, 0x0b, 0x00})
+			m := compileGuest(t, rt, testwasm.Guest{
+				MemMin:  64,
+				Imports: []testwasm.Import{{Module: "wasi_snapshot_preview1", Name: c.name, Params: c.params, Results: []byte{0x7f}}},
+				Bodies:  map[string][]byte{abi.ProcessExport: body},
+			})
+			processMeetsTheDeadline(t, m)
+		})
+	}
 }

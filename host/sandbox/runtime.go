@@ -114,7 +114,7 @@ func New(ctx context.Context, o *Options) (*Runtime, error) {
 		WithCompilationCache(cache).
 		WithMemoryLimitPages(opts.MemoryPages)
 	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+	if _, err := wasi_snapshot_preview1.Instantiate(experimental.WithFunctionListenerFactory(ctx, hostCalls{}), rt); err != nil {
 		rt.Close(ctx)
 		return nil, fmt.Errorf("sandbox: wasi: %w", err)
 	}

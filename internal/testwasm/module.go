@@ -40,11 +40,11 @@ type Segment struct {
 	Bytes  []byte
 }
 
-// Import is an imported function; its type is Params -> () (value type
-// bytes: 0x7f i32, 0x7e i64), () -> () when Params is empty.
+// Import is an imported function of type Params -> Results (value type
+// bytes: 0x7f i32, 0x7e i64).
 type Import struct {
-	Module, Name string
-	Params       []byte
+	Module, Name    string
+	Params, Results []byte
 }
 
 // Addresses of the default data.
@@ -184,13 +184,13 @@ func (g Guest) Bytes() []byte {
 	for _, im := range g.Imports {
 		imports = append(imports, str(im.Module)...)
 		imports = append(imports, str(im.Name)...)
-		if len(im.Params) == 0 {
+		if len(im.Params)+len(im.Results) == 0 {
 			imports = append(imports, 0x00, 0)
 			continue
 		}
 		types = append(types, 0x60)
 		types = append(types, vec(im.Params)...)
-		types = append(types, 0)
+		types = append(types, vec(im.Results)...)
 		imports = append(imports, 0x00)
 		imports = append(imports, uleb(uint64(ntypes))...)
 		ntypes++
