@@ -106,6 +106,11 @@ type Sandbox struct {
 	// told it and should refuse records past it (dead letters); rows past
 	// it stop the deployment as failed.
 	MaxGroupsPerPane int `yaml:"max_groups_per_pane"`
+	// MaxGroupsPerDeployment bounds the groups the host keeps for one
+	// deployment's live view, every pane of every window together (default
+	// 4,000,000, at least MaxGroupsPerPane): closed panes are dropped first,
+	// and rows past it in panes still open stop the deployment as failed.
+	MaxGroupsPerDeployment int `yaml:"max_groups_per_deployment"`
 }
 
 // Live configures the WebSocket hub.
@@ -157,6 +162,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Sandbox.MaxGroupsPerPane == 0 {
 		c.Sandbox.MaxGroupsPerPane = 1_000_000
+	}
+	if c.Sandbox.MaxGroupsPerDeployment == 0 {
+		c.Sandbox.MaxGroupsPerDeployment = 4_000_000
 	}
 }
 
@@ -280,6 +288,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Sandbox.MaxGroupsPerPane < 1 || c.Sandbox.MaxGroupsPerPane > 1<<30 {
 		return bad("sandbox.max_groups_per_pane", "%d: want 1 to %d", c.Sandbox.MaxGroupsPerPane, 1<<30)
+	}
+	if c.Sandbox.MaxGroupsPerDeployment < c.Sandbox.MaxGroupsPerPane || c.Sandbox.MaxGroupsPerDeployment > 1<<31 {
+		return bad("sandbox.max_groups_per_deployment", "%d: want sandbox.max_groups_per_pane (%d) to %d", c.Sandbox.MaxGroupsPerDeployment, c.Sandbox.MaxGroupsPerPane, 1<<31)
 	}
 	if inst := uint64(c.Sandbox.MemoryPages) << 16; c.Sandbox.MemoryBudget < inst {
 		return bad("sandbox.memory_budget", "%d: less than one instance's memory (sandbox.memory_pages = %d, %d bytes)", c.Sandbox.MemoryBudget, c.Sandbox.MemoryPages, inst)

@@ -501,6 +501,65 @@ func TestHub_RefusesMoreGroupsPerPaneThanTheLimit(t *testing.T) {
 	}
 }
 
+// Fresh keys in panes that never close are bounded in all, not only per
+// pane: otherwise 4096 open panes of a million groups each would take the
+// host's memory. At the bound closed panes go first, oldest first; with
+// none left the rows are refused and the error names the setting.
+func TestHub_BoundsTheGroupsOfAllPanesTogether(t *testing.T) {
+	h, url := serve(t, &Options{MaxGroups: 6, KeepClosed: 10})
+	h.Register("votes", testSchema, testWindows)
+	// two closed panes of 2 groups each, then 2 running totals: 6
+	err := h.Publish("votes", 0, []abi.Row{
+		final(row(second, t0, 1, "a", 1, 5, 5, 0)), final(row(second, t0, 2, "a", 1, 5, 5, 0)),
+		final(row(second, t0+1000, 1, "a", 1, 5, 5, 0)), final(row(second, t0+1000, 2, "a", 1, 5, 5, 0)),
+		row(total, 0, 1, "a", 2, 5, 5, 0), row(total, 0, 2, "a", 2, 5, 5, 0),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a new open pane: the oldest closed pane makes room
+	if err := h.Publish("votes", 0, []abi.Row{row(second, t0+2000, 1, "a", 1, 5, 5, 0), row(second, t0+2000, 2, "a", 1, 5, 5, 0)}); err != nil {
+		t.Fatalf("with a closed pane to evict: %v", err)
+	}
+	got := compact(snapshot(t, url, Subscribe{Aggregator: "votes"}).Rows)
+	want := []string{"total 0 1/a 2 5 5 0", "total 0 2/a 2 5 5 0",
+		"second 1764000001000 1/a 1 5 5 0 final", "second 1764000001000 2/a 1 5 5 0 final",
+		"second 1764000002000 1/a 1 5 5 0", "second 1764000002000 2/a 1 5 5 0"}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("rows %q, want %q", got, want)
+	}
+	// fresh keys in open panes: the last closed pane goes, then rows are
+	// refused, and every existing group still takes its values
+	err = h.Publish("votes", 0, []abi.Row{
+		row(second, t0+3000, 3, "a", 1, 5, 5, 0), row(second, t0+3000, 4, "a", 1, 5, 5, 0),
+		row(second, t0+4000, 5, "a", 1, 5, 5, 0), row(second, t0+5000, 6, "a", 1, 5, 5, 0),
+		row(second, t0+2000, 1, "a", 9, 5, 5, 0),
+	})
+	var tm *TooManyGroupsError
+	if !errors.As(err, &tm) || !tm.AllPanes || tm.Limit != 6 || tm.Dropped != 2 ||
+		!strings.Contains(err.Error(), "sandbox.max_groups_per_deployment") {
+		t.Fatalf("got %v, want a TooManyGroupsError of all panes dropping 2 rows", err)
+	}
+	s := snapshot(t, url, Subscribe{Aggregator: "votes"})
+	got = compact(s.Rows)
+	want = []string{"total 0 1/a 2 5 5 0", "total 0 2/a 2 5 5 0",
+		"second 1764000002000 1/a 9 5 5 0", "second 1764000002000 2/a 1 5 5 0",
+		"second 1764000003000 3/a 1 5 5 0", "second 1764000003000 4/a 1 5 5 0"}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("rows %q, want %q", got, want)
+	}
+	// the refused rows made no pane
+	for _, r := range s.Rows {
+		if r.Start == t0+4000 || r.Start == t0+5000 {
+			t.Fatalf("a pane of refused rows is there: %+v", r)
+		}
+	}
+}
+
 func TestHub_ResetWithGivesTheNewEpochItsFirstStateAtOnce(t *testing.T) {
 	h, url := serve(t, nil)
 	h.Register("votes", testSchema, testWindows)

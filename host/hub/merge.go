@@ -82,6 +82,7 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, 
 	nm := len(a.schema.Metrics)
 	var evicted []paneRef
 	var tooMany *TooManyGroupsError
+	full := false // no closed pane left to evict for a group past maxTotal
 	touched := a.touched[:0]
 	where := a.touchedW[:0]
 	for i := range rows {
@@ -118,11 +119,23 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, 
 		}
 		g := p.groups[r.Key]
 		fresh := g == nil
-		if fresh && len(p.groups) >= a.maxGroups {
+		if fresh && a.groups >= a.maxTotal && !full {
+			// one search per Publish: rows past the bound do not each
+			// walk every pane again
+			evicted = a.evictForRoom(wi, start, evicted)
+			full = a.groups >= a.maxTotal
+		}
+		if fresh && (len(p.groups) >= a.maxGroups || a.groups >= a.maxTotal) {
 			if tooMany == nil {
 				tooMany = &TooManyGroupsError{Aggregator: a.name, Window: w.def.Name, Start: start, Limit: a.maxGroups}
+				if len(p.groups) < a.maxGroups {
+					tooMany.Limit, tooMany.AllPanes = a.maxTotal, true
+				}
 			}
 			tooMany.Dropped++
+			if len(p.groups) == 0 {
+				delete(w.panes, start) // made for this row alone
+			}
 			continue
 		}
 		if fresh {
@@ -134,6 +147,7 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, 
 			g = &group{k: k, merged: make([]uint64, nm)}
 			p.groups[k.key] = g
 			p.open++
+			a.groups++
 		}
 		if !a.sketched(r) {
 			a.drop("distinct metric without its sketch")
@@ -301,8 +315,35 @@ func (a *aggState) evictOldest(wi int, evicted []paneRef) []paneRef {
 	return a.evict(wi, oldest, evicted)
 }
 
+// evictForRoom drops the oldest closed panes of the tumbling and hopping
+// windows, except the pane at start of window wi, until the aggregator
+// holds fewer than maxTotal groups or no such pane is left.
+func (a *aggState) evictForRoom(wi int, start int64, evicted []paneRef) []paneRef {
+	for a.groups >= a.maxTotal {
+		ow, os := -1, int64(0)
+		for i := range a.wins {
+			if a.wins[i].def.Kind == abi.Global {
+				continue
+			}
+			for s, p := range a.wins[i].panes {
+				if p.closed() && (i != wi || s != start) && (ow < 0 || s < os) {
+					ow, os = i, s
+				}
+			}
+		}
+		if ow < 0 {
+			break
+		}
+		evicted = a.evict(ow, os, evicted)
+	}
+	return evicted
+}
+
 func (a *aggState) evict(wi int, start int64, evicted []paneRef) []paneRef {
 	w := &a.wins[wi]
+	if p := w.panes[start]; p != nil {
+		a.groups -= len(p.groups)
+	}
 	delete(w.panes, start)
 	if !w.evicted || start > w.horizon {
 		w.horizon, w.evicted = start, true
@@ -311,16 +352,22 @@ func (a *aggState) evict(wi int, start int64, evicted []paneRef) []paneRef {
 }
 
 // TooManyGroupsError is a Publish whose rows would make one pane hold more
-// groups than Options.MaxGroupsPerPane.
+// groups than Options.MaxGroupsPerPane, or (AllPanes) the aggregator more
+// than Options.MaxGroups with no closed pane left to evict.
 type TooManyGroupsError struct {
 	Aggregator string
 	Window     string
 	Start      int64 // the pane's start, Unix ms (0 for a global window)
 	Limit      int
-	Dropped    int // rows left out
+	AllPanes   bool // Limit is Options.MaxGroups
+	Dropped    int  // rows left out
 }
 
 func (e *TooManyGroupsError) Error() string {
+	if e.AllPanes {
+		return fmt.Sprintf("aggregator %s: the plugin emitted more than %d groups in all, in panes that are not closed (sandbox.max_groups_per_deployment), the first refused in window %s, pane at %d; "+
+			"%d rows left out. Key by fewer distinct values, close panes sooner (shorter windows or lateness), or raise the limit", e.Aggregator, e.Limit, e.Window, e.Start, e.Dropped)
+	}
 	return fmt.Sprintf("aggregator %s: window %s, pane at %d: the plugin emitted more than %d groups for one pane (sandbox.max_groups_per_pane); "+
 		"%d rows left out. Key by fewer distinct values, or raise the limit", e.Aggregator, e.Window, e.Start, e.Limit, e.Dropped)
 }

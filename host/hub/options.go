@@ -19,6 +19,8 @@ const (
 	defaultMaxConnsPerIP = 256
 	// DefaultMaxGroupsPerPane is the default of Options.MaxGroupsPerPane.
 	DefaultMaxGroupsPerPane = 1_000_000
+	// DefaultMaxGroups is the default of Options.MaxGroups.
+	DefaultMaxGroups = 4_000_000
 
 	defaultPingEvery    = 30 * time.Second
 	defaultWriteTimeout = 30 * time.Second
@@ -78,6 +80,14 @@ type Options struct {
 	// per record. Publish leaves out rows that would create more and
 	// returns a *TooManyGroupsError.
 	MaxGroupsPerPane int
+	// MaxGroups bounds the groups an aggregator holds in all its panes of
+	// all its windows together (default 4,000,000). maxOpenPanes times
+	// MaxGroupsPerPane is billions: a plugin emitting fresh keys into
+	// panes that never close would grow the hub until the host runs out of
+	// memory. At the bound the oldest closed panes are evicted first (the
+	// rows of a closed pane are in ClickHouse); rows that would still pass
+	// it are left out and Publish returns a *TooManyGroupsError.
+	MaxGroups int
 	// Logger receives the hub's warnings and debug events (default
 	// slog.Default()).
 	Logger *slog.Logger
@@ -99,6 +109,7 @@ func (o *Options) withDefaults() Options {
 	def(&c.History, defaultHistory)
 	def(&c.MaxConnsPerIP, defaultMaxConnsPerIP)
 	def(&c.MaxGroupsPerPane, DefaultMaxGroupsPerPane)
+	def(&c.MaxGroups, DefaultMaxGroups)
 	c.History = max(c.History, c.QueueFrames)
 	if c.Logger == nil {
 		c.Logger = slog.Default()

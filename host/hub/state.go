@@ -27,7 +27,8 @@ type aggState struct {
 	keepClosed   int
 	history      int
 	historyBytes int // maxHistoryBytes; tests lower it
-	maxGroups    int
+	maxGroups    int // per pane
+	maxTotal     int // in all panes
 
 	// JSON pieces computed once at Register.
 	metricNames [][]byte // `"votes":`
@@ -48,6 +49,7 @@ type aggState struct {
 	// were published at: rows older than it are a replay (another host
 	// restoring the partition from its checkpoint) of values already shown.
 	versions map[int32]int64
+	groups   int // in all panes of all windows
 	scratch  []uint64
 	touched  []*group
 	touchedW []paneRef
@@ -93,6 +95,7 @@ func newAggState(name, epoch string, s *abi.Schema, windows []abi.Window, o *Opt
 		history:      o.History,
 		historyBytes: maxHistoryBytes,
 		maxGroups:    o.MaxGroupsPerPane,
+		maxTotal:     o.MaxGroups,
 		keyCache:     map[string]*keyInfo{},
 		notify:       make(chan struct{}),
 		subs:         map[*subscription]struct{}{},
