@@ -312,3 +312,33 @@ func TestContainment_LoopingGuestsNextToAHealthyDeployment(t *testing.T) {
 		return nil
 	})
 }
+
+// The live view of a deployment is bounded in all its panes together
+// (sandbox.max_groups_per_deployment), not only per pane: votes whose panes
+// stay open a long time (a lateness of an hour) pass a small bound within
+// seconds, and the deployment fails, saying which setting, instead of
+// growing the host.
+func TestContainment_LiveGroupsPastTheDeploymentBoundFailTheDeployment(t *testing.T) {
+	e := services(t)
+	cfg := hostConfig(t, e)
+	cfg.Sandbox.MaxGroupsPerPane = 2000
+	cfg.Sandbox.MaxGroupsPerDeployment = 2000
+	h := runHost(t, e, cfg)
+	// One partition: the plugin keeps each pane within the per-pane bound
+	// it is told, so only the bound of all panes can stop it. The panes
+	// together pass 2000 groups before the running totals' pane alone does.
+	topic, cl := newTopic(t, e, 1)
+	h.deployVotes(t, "votes", topic, `,"lateness":"1h"`)
+	p := startProducer(cl, 2000, 0, 0)
+	defer p.finish()
+	eventually(t, time.Minute, "the deployment failed on the bound", func() error {
+		var ds []api.Deployment
+		if err := getJSON(h.url+"/v1/deployments", &ds); err != nil {
+			return err
+		}
+		if len(ds) != 1 || ds[0].Status != api.StatusFailed || !strings.Contains(ds[0].Error, "sandbox.max_groups_per_deployment") {
+			return fmt.Errorf("deployments %+v", ds)
+		}
+		return nil
+	})
+}
