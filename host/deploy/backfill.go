@@ -69,6 +69,16 @@ func (b *backfill) String() string {
 	return fmt.Sprintf("generation %d from %s: %s", b.b.Spec.Generation, b.b.From, b.status)
 }
 
+// ConsumerGroup is the Kafka consumer group of generation storage
+// (plugins.Deployment.Storage) of a deployment of the cluster whose
+// ClickHouse database is database. The database is in it as it is in the
+// catalog and relay topics: two clusters on one Kafka with a deployment
+// of the same name would otherwise share a group and split its partitions
+// between them, each counting part of the topic.
+func ConsumerGroup(database, storage string) string {
+	return "wagg." + database + "." + storage
+}
+
 // discard is the live hub of a generation that backfills: its rows go to
 // its own table only.
 type discard struct{}
@@ -338,7 +348,7 @@ func (m *Manager) caughtUp(ctx context.Context, b *backfill) (bool, error) {
 // consumer group has no member (a host that stopped it left; one killed
 // is dropped after the session timeout).
 func (m *Manager) stopped(ctx context.Context, b *backfill) (bool, error) {
-	group := "wagg." + b.prev.Storage()
+	group := ConsumerGroup(m.o.Database, b.prev.Storage())
 	gs, err := m.o.Admin.DescribeGroups(ctx, group)
 	if err != nil {
 		return false, err

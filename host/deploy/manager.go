@@ -472,7 +472,7 @@ func (m *Manager) runner(d plugins.Deployment, man plugins.Manifest, mod *sandbo
 		params = nil
 	}
 	return pipeline.New(pipeline.Spec{
-		Name: d.Storage(), Aggregator: d.Name, Topic: d.Topic, DeadLetterTopic: d.DeadLetterTopic, Windows: d.ABIWindows(),
+		Name: d.Storage(), Aggregator: d.Name, Group: ConsumerGroup(m.o.Database, d.Storage()), Topic: d.Topic, DeadLetterTopic: d.DeadLetterTopic, Windows: d.ABIWindows(),
 		Lateness: time.Duration(d.Lateness), IdleAfter: time.Duration(d.IdleAfter),
 		EmitEvery: time.Duration(d.EmitEvery), CheckpointEvery: time.Duration(d.CheckpointEvery),
 		MaxBatch: d.MaxBatch, MaxFuture: time.Duration(d.MaxFuture), MaxPluginErrors: d.MaxPluginErrors,

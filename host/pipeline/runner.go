@@ -40,10 +40,14 @@ type Spec struct {
 	MaxGroupsPerPane int
 	Params           json.RawMessage
 	// Aggregator is the name live rows are published under (default Name,
-	// which also names the consumer group and the checkpoints). A
-	// generation that backfills runs under a name of its own and publishes
-	// under its deployment's only once it takes over.
+	// which also names the checkpoints). A generation that backfills runs
+	// under a name of its own and publishes under its deployment's only
+	// once it takes over.
 	Aggregator string
+	// Group is the Kafka consumer group that spreads the partitions over
+	// the hosts (default "wagg." + Name). Hosts of one cluster share it;
+	// another cluster on the same Kafka must not (deploy.ConsumerGroup).
+	Group string
 	// StartOffsets are where partitions without a checkpoint begin
 	// (missing: 0, the earliest).
 	StartOffsets map[int32]int64
@@ -66,6 +70,9 @@ type Spec struct {
 func (s *Spec) applyDefaults() {
 	if s.Aggregator == "" {
 		s.Aggregator = s.Name
+	}
+	if s.Group == "" {
+		s.Group = "wagg." + s.Name
 	}
 	if s.MaxBatch <= 0 {
 		s.MaxBatch = 4096
@@ -153,7 +160,7 @@ func New(spec Spec, deps Deps) (*Runner, error) {
 		workers: map[int32]*worker{},
 	}
 	g, err := source.New(source.Options{
-		Brokers: deps.Brokers, Group: "wagg." + spec.Name, Topic: spec.Topic,
+		Brokers: deps.Brokers, Group: spec.Group, Topic: spec.Topic,
 		InstanceID: deps.InstanceID, Admin: deps.Admin, MaxPoll: 8 * spec.MaxBatch,
 		Log: r.log, ClientOpts: deps.ClientOpts,
 	}, r)

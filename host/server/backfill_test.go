@@ -17,8 +17,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/host/deploy"
 	"github.com/wagg/wagg/host/hub"
 	"github.com/wagg/wagg/internal/testwasm"
+	"github.com/wagg/wagg/plugins"
 )
 
 // A deploy with ?start=earliest of a plugin that cannot take the state over
@@ -502,7 +504,7 @@ func TestBackfill_DeployingAgainOrDeletingGivesItUpEverywhere(t *testing.T) {
 	// started on b, then deployed again on a while it catches up
 	code, body := hb.post(t, "/v1/deployments?start=earliest", "application/json", votesBackfillSpec(topic))
 	g := backfillGeneration(t, code, body)
-	group := fmt.Sprintf("wagg.votes__g%d", g)
+	group := deploy.ConsumerGroup(db, plugins.GenerationName("votes", g))
 	members := func(group string) (int, error) {
 		gs, err := adm.DescribeGroups(ctx, group)
 		if err != nil {
@@ -547,7 +549,7 @@ func TestBackfill_DeployingAgainOrDeletingGivesItUpEverywhere(t *testing.T) {
 	if g2 <= g {
 		t.Fatalf("generation %d after %d", g2, g)
 	}
-	group2 := fmt.Sprintf("wagg.votes__g%d", g2)
+	group2 := deploy.ConsumerGroup(db, plugins.GenerationName("votes", g2))
 	req, _ := http.NewRequest(http.MethodDelete, b.url+"/v1/deployments/votes", nil)
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("DELETE: %v %v", resp, err)
@@ -560,7 +562,7 @@ func TestBackfill_DeployingAgainOrDeletingGivesItUpEverywhere(t *testing.T) {
 			return nil
 		})
 	}
-	for _, gr := range []string{"wagg.votes", group2} {
+	for _, gr := range []string{deploy.ConsumerGroup(db, "votes"), group2} {
 		eventually(t, time.Minute, "no host in "+gr, func() error {
 			if n, err := members(gr); err != nil || n != 0 {
 				return fmt.Errorf("%d members (%v)", n, err)

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/host/deploy"
 	"github.com/wagg/wagg/plugins"
 )
 
@@ -61,7 +62,7 @@ func (s *Server) Stats(ctx context.Context, name string) (api.Stats, error) {
 					key = l.GetValue()
 				}
 			}
-			if dep == name {
+			if dep == d.Storage() { // the running generation's
 				into[key] += m.GetCounter().GetValue()
 			}
 		}
@@ -69,7 +70,7 @@ func (s *Server) Stats(ctx context.Context, name string) (api.Stats, error) {
 
 	ctx, cancel := context.WithTimeout(ctx, inspectTimeout)
 	defer cancel()
-	group := "wagg." + name
+	group := deploy.ConsumerGroup(s.cfg.ClickHouse.Database, d.Storage())
 	lags, err := s.admin.Lag(ctx, group)
 	l := lags[group]
 	if err == nil {

@@ -483,3 +483,21 @@ func TestVotes_RestartResumesFromTheCheckpointWithoutDoubleCounting(t *testing.T
 		t.Fatalf("1-second windows sum to %d, want %d", windowed, next)
 	}
 }
+
+// Two clusters (two ClickHouse databases) on one Kafka, each with a
+// deployment named votes on the same topic: each counts the whole topic.
+// Their consumer groups carry the database, as their catalog and relay
+// topics do; with one group between them they split the partitions, and
+// each counted only its share.
+func TestVotes_TwoClustersOnOneKafkaEachCountTheWholeTopic(t *testing.T) {
+	e := services(t)
+	topic, cl := newTopic(t, e, 4)
+	produceBacklog(t, cl, 20_000)
+	x := readTopic(t, e.brokers, topic)
+	a, b := startHost(t, e), startHost(t, e)
+	a.deployVotes(t, "votes", topic, "")
+	b.deployVotes(t, "votes", topic, "")
+	for _, h := range []*host{a, b} {
+		eventually(t, time.Minute, h.db+" exact", func() error { return h.check(context.Background(), x) })
+	}
+}
