@@ -98,6 +98,23 @@ func TestBackfill_FreshStartTakesOverOnceCaughtUp(t *testing.T) {
 	// The counts go on in the new generation, in the view and live.
 	produce(1000)
 	eventually(t, time.Minute, "the new generation counts on", counted)
+	// The stats follow it: its consumer group's owners, its counters (it
+	// folded every record, the old one only the first 3000).
+	eventually(t, time.Minute, "the stats of the new generation", func() error {
+		var st api.Stats
+		if err := getJSON(h.url+"/v1/deployments/polls/stats", &st); err != nil {
+			return err
+		}
+		if len(st.Partitions) != 2 || st.Records["processed"] < float64(r.produced) {
+			return fmt.Errorf("stats %+v, want 2 partitions and %d records processed", st, r.produced)
+		}
+		for _, p := range st.Partitions {
+			if p.Owner != st.Host || p.Lag != 0 {
+				return fmt.Errorf("partition %+v (host %s)", p, st.Host)
+			}
+		}
+		return nil
+	})
 	live, err := hub.Dial(ctx, strings.Replace(h.url, "http", "ws", 1)+"/v1/live", hub.Subscribe{Aggregator: "polls"})
 	if err != nil {
 		t.Fatal(err)
