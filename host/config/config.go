@@ -106,11 +106,6 @@ type Sandbox struct {
 	// told it and should refuse records past it (dead letters); rows past
 	// it stop the deployment as failed.
 	MaxGroupsPerPane int `yaml:"max_groups_per_pane"`
-	// MaxGroupsPerDeployment bounds the groups the host keeps for one
-	// deployment's live view, every pane of every window together (default
-	// 4,000,000, at least MaxGroupsPerPane): closed panes are dropped first,
-	// and rows past it in panes still open stop the deployment as failed.
-	MaxGroupsPerDeployment int `yaml:"max_groups_per_deployment"`
 }
 
 // Live configures the WebSocket hub.
@@ -118,6 +113,11 @@ type Live struct {
 	// AllowedOrigins are host patterns (as in coder/websocket) of pages
 	// allowed to subscribe from other origins. Same-origin always works.
 	AllowedOrigins []string `yaml:"allowed_origins"`
+	// MaxStateBytes bounds the memory the groups of one deployment's live
+	// view take, every pane of every window together (default 2 GiB, as
+	// hub.Options.MaxBytes counts it): closed panes are dropped first, and
+	// rows past it in panes still open stop the deployment as failed.
+	MaxStateBytes int64 `yaml:"max_state_bytes"`
 }
 
 // Defaults returns the configuration with every default filled in.
@@ -163,8 +163,8 @@ func (c *Config) applyDefaults() {
 	if c.Sandbox.MaxGroupsPerPane == 0 {
 		c.Sandbox.MaxGroupsPerPane = 1_000_000
 	}
-	if c.Sandbox.MaxGroupsPerDeployment == 0 {
-		c.Sandbox.MaxGroupsPerDeployment = 4_000_000
+	if c.Live.MaxStateBytes == 0 {
+		c.Live.MaxStateBytes = 2 << 30
 	}
 }
 
@@ -289,8 +289,8 @@ func (c *Config) Validate() error {
 	if c.Sandbox.MaxGroupsPerPane < 1 || c.Sandbox.MaxGroupsPerPane > 1<<30 {
 		return bad("sandbox.max_groups_per_pane", "%d: want 1 to %d", c.Sandbox.MaxGroupsPerPane, 1<<30)
 	}
-	if c.Sandbox.MaxGroupsPerDeployment < c.Sandbox.MaxGroupsPerPane || c.Sandbox.MaxGroupsPerDeployment > 1<<31 {
-		return bad("sandbox.max_groups_per_deployment", "%d: want sandbox.max_groups_per_pane (%d) to %d", c.Sandbox.MaxGroupsPerDeployment, c.Sandbox.MaxGroupsPerPane, 1<<31)
+	if c.Live.MaxStateBytes < 1<<20 || c.Live.MaxStateBytes > 1<<40 {
+		return bad("live.max_state_bytes", "%d: want 1 MiB to 1 TiB", c.Live.MaxStateBytes)
 	}
 	if inst := uint64(c.Sandbox.MemoryPages) << 16; c.Sandbox.MemoryBudget < inst {
 		return bad("sandbox.memory_budget", "%d: less than one instance's memory (sandbox.memory_pages = %d, %d bytes)", c.Sandbox.MemoryBudget, c.Sandbox.MemoryPages, inst)

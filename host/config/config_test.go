@@ -35,7 +35,7 @@ func TestLoad_ErrorsNameTheField(t *testing.T) {
 		{"call timeout not a duration", "sandbox: {call_timeout: soon}\n", "sandbox.call_timeout"},
 		{"budget under one instance", "sandbox: {memory_budget: 1000}\n", "sandbox.memory_budget"},
 		{"no groups per pane", "sandbox: {max_groups_per_pane: -1}\n", "sandbox.max_groups_per_pane"},
-		{"fewer groups per deployment than per pane", "sandbox: {max_groups_per_pane: 10, max_groups_per_deployment: 9}\n", "sandbox.max_groups_per_deployment"},
+		{"live state under a MiB", "live: {max_state_bytes: 1000}\n", "live.max_state_bytes"},
 		{"no plugins", "sandbox: {max_plugins: -1}\n", "sandbox.max_plugins"},
 		{"plugin storage under one upload", "sandbox: {max_plugin_storage: 4096}\n", "sandbox.max_plugin_storage"},
 		{"open on every interface", "listen: \":8080\"\n", "auth.hmac_key_files"},

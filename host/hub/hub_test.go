@@ -504,9 +504,11 @@ func TestHub_RefusesMoreGroupsPerPaneThanTheLimit(t *testing.T) {
 // Fresh keys in panes that never close are bounded in all, not only per
 // pane: otherwise 4096 open panes of a million groups each would take the
 // host's memory. At the bound closed panes go first, oldest first; with
-// none left the rows are refused and the error names the setting.
+// none left the rows are refused and the error names the setting. Long
+// keys count for what they take.
 func TestHub_BoundsTheGroupsOfAllPanesTogether(t *testing.T) {
-	h, url := serve(t, &Options{MaxGroups: 6, KeepClosed: 10})
+	one := groupCost(key(1, "a"), len(testSchema.Metrics))
+	h, url := serve(t, &Options{MaxBytes: 6 * one, KeepClosed: 10})
 	h.Register("votes", testSchema, testWindows)
 	// two closed panes of 2 groups each, then 2 running totals: 6
 	err := h.Publish("votes", 0, []abi.Row{
@@ -538,8 +540,7 @@ func TestHub_BoundsTheGroupsOfAllPanesTogether(t *testing.T) {
 		row(second, t0+2000, 1, "a", 9, 5, 5, 0),
 	})
 	var tm *TooManyGroupsError
-	if !errors.As(err, &tm) || !tm.AllPanes || tm.Limit != 6 || tm.Dropped != 2 ||
-		!strings.Contains(err.Error(), "sandbox.max_groups_per_deployment") {
+	if !errors.As(err, &tm) || tm.Bytes != 6*one || tm.Dropped != 2 || !strings.Contains(err.Error(), "live.max_state_bytes") {
 		t.Fatalf("got %v, want a TooManyGroupsError of all panes dropping 2 rows", err)
 	}
 	s := snapshot(t, url, Subscribe{Aggregator: "votes"})
@@ -557,6 +558,14 @@ func TestHub_BoundsTheGroupsOfAllPanesTogether(t *testing.T) {
 		if r.Start == t0+4000 || r.Start == t0+5000 {
 			t.Fatalf("a pane of refused rows is there: %+v", r)
 		}
+	}
+
+	// one group whose key is longer than six short ones put together
+	h2, _ := serve(t, &Options{MaxBytes: 6 * one})
+	h2.Register("votes", testSchema, testWindows)
+	err = h2.Publish("votes", 0, []abi.Row{row(total, 0, 1, strings.Repeat("x", int(2*one)), 1, 5, 5, 0)})
+	if !errors.As(err, &tm) || tm.Bytes != 6*one || tm.Dropped != 1 {
+		t.Fatalf("a key of %d bytes: got %v, want it refused", 2*one, err)
 	}
 }
 

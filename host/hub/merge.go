@@ -35,7 +35,17 @@ type group struct {
 type pane struct {
 	start  int64
 	groups map[string]*group
-	open   int // groups that are not final
+	open   int   // groups that are not final
+	cost   int64 // groupCost of its groups
+}
+
+// groupCost is what a group counts against Options.MaxBytes: about what
+// it takes of the host's memory (its structures, the key as bytes, as
+// decoded values and as JSON, a value per metric for the merge and for
+// its partition), measured with short keys at 1 KiB of RSS per group
+// (3.9 GB at 4 million) once the collector's headroom is in.
+func groupCost(key string, metrics int) int64 {
+	return 512 + 3*int64(len(key)) + 16*int64(metrics)
 }
 
 func (p *pane) closed() bool { return p.open == 0 && len(p.groups) > 0 }
@@ -82,7 +92,7 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, 
 	nm := len(a.schema.Metrics)
 	var evicted []paneRef
 	var tooMany *TooManyGroupsError
-	full := false // no closed pane left to evict for a group past maxTotal
+	full := false // no closed pane left to evict for a group past maxBytes
 	touched := a.touched[:0]
 	where := a.touchedW[:0]
 	for i := range rows {
@@ -119,17 +129,18 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, 
 		}
 		g := p.groups[r.Key]
 		fresh := g == nil
-		if fresh && a.groups >= a.maxTotal && !full {
+		cost := groupCost(r.Key, nm)
+		if fresh && a.held+cost > a.maxBytes && !full {
 			// one search per Publish: rows past the bound do not each
 			// walk every pane again
-			evicted = a.evictForRoom(wi, start, evicted)
-			full = a.groups >= a.maxTotal
+			evicted = a.evictForRoom(wi, start, cost, evicted)
+			full = a.held+cost > a.maxBytes
 		}
-		if fresh && (len(p.groups) >= a.maxGroups || a.groups >= a.maxTotal) {
+		if fresh && (len(p.groups) >= a.maxGroups || a.held+cost > a.maxBytes) {
 			if tooMany == nil {
 				tooMany = &TooManyGroupsError{Aggregator: a.name, Window: w.def.Name, Start: start, Limit: a.maxGroups}
 				if len(p.groups) < a.maxGroups {
-					tooMany.Limit, tooMany.AllPanes = a.maxTotal, true
+					tooMany.Limit, tooMany.Bytes = 0, a.maxBytes
 				}
 			}
 			tooMany.Dropped++
@@ -147,7 +158,8 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, 
 			g = &group{k: k, merged: make([]uint64, nm)}
 			p.groups[k.key] = g
 			p.open++
-			a.groups++
+			p.cost += cost
+			a.held += cost
 		}
 		if !a.sketched(r) {
 			a.drop("distinct metric without its sketch")
@@ -316,10 +328,10 @@ func (a *aggState) evictOldest(wi int, evicted []paneRef) []paneRef {
 }
 
 // evictForRoom drops the oldest closed panes of the tumbling and hopping
-// windows, except the pane at start of window wi, until the aggregator
-// holds fewer than maxTotal groups or no such pane is left.
-func (a *aggState) evictForRoom(wi int, start int64, evicted []paneRef) []paneRef {
-	for a.groups >= a.maxTotal {
+// windows, except the pane at start of window wi, until a group of cost
+// fits in maxBytes or no such pane is left.
+func (a *aggState) evictForRoom(wi int, start, cost int64, evicted []paneRef) []paneRef {
+	for a.held+cost > a.maxBytes {
 		ow, os := -1, int64(0)
 		for i := range a.wins {
 			if a.wins[i].def.Kind == abi.Global {
@@ -342,7 +354,7 @@ func (a *aggState) evictForRoom(wi int, start int64, evicted []paneRef) []paneRe
 func (a *aggState) evict(wi int, start int64, evicted []paneRef) []paneRef {
 	w := &a.wins[wi]
 	if p := w.panes[start]; p != nil {
-		a.groups -= len(p.groups)
+		a.held -= p.cost
 	}
 	delete(w.panes, start)
 	if !w.evicted || start > w.horizon {
@@ -352,21 +364,23 @@ func (a *aggState) evict(wi int, start int64, evicted []paneRef) []paneRef {
 }
 
 // TooManyGroupsError is a Publish whose rows would make one pane hold more
-// groups than Options.MaxGroupsPerPane, or (AllPanes) the aggregator more
-// than Options.MaxGroups with no closed pane left to evict.
+// groups than Options.MaxGroupsPerPane (Limit), or the aggregator's groups
+// take more than Options.MaxBytes (Bytes) with no closed pane left to
+// evict.
 type TooManyGroupsError struct {
 	Aggregator string
-	Window     string
-	Start      int64 // the pane's start, Unix ms (0 for a global window)
+	Window     string // where the first row was refused
+	Start      int64  // the pane's start, Unix ms (0 for a global window)
 	Limit      int
-	AllPanes   bool // Limit is Options.MaxGroups
-	Dropped    int  // rows left out
+	Bytes      int64
+	Dropped    int // rows left out
 }
 
 func (e *TooManyGroupsError) Error() string {
-	if e.AllPanes {
-		return fmt.Sprintf("aggregator %s: the plugin emitted more than %d groups in all, in panes that are not closed (sandbox.max_groups_per_deployment), the first refused in window %s, pane at %d; "+
-			"%d rows left out. Key by fewer distinct values, close panes sooner (shorter windows or lateness), or raise the limit", e.Aggregator, e.Limit, e.Window, e.Start, e.Dropped)
+	if e.Bytes > 0 {
+		return fmt.Sprintf("aggregator %s: the plugin's groups would take more than %d MiB of the host's memory in all, in panes that are not closed "+
+			"(live.max_state_bytes; a group counts 512 bytes, three times its key and 16 per metric), the first refused in window %s, pane at %d; "+
+			"%d rows left out. Key by fewer or shorter values, close panes sooner (shorter windows or lateness), or raise the limit", e.Aggregator, e.Bytes>>20, e.Window, e.Start, e.Dropped)
 	}
 	return fmt.Sprintf("aggregator %s: window %s, pane at %d: the plugin emitted more than %d groups for one pane (sandbox.max_groups_per_pane); "+
 		"%d rows left out. Key by fewer distinct values, or raise the limit", e.Aggregator, e.Window, e.Start, e.Limit, e.Dropped)

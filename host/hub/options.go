@@ -19,8 +19,8 @@ const (
 	defaultMaxConnsPerIP = 256
 	// DefaultMaxGroupsPerPane is the default of Options.MaxGroupsPerPane.
 	DefaultMaxGroupsPerPane = 1_000_000
-	// DefaultMaxGroups is the default of Options.MaxGroups.
-	DefaultMaxGroups = 4_000_000
+	// DefaultMaxBytes is the default of Options.MaxBytes.
+	DefaultMaxBytes = 2 << 30
 
 	defaultPingEvery    = 30 * time.Second
 	defaultWriteTimeout = 30 * time.Second
@@ -80,14 +80,16 @@ type Options struct {
 	// per record. Publish leaves out rows that would create more and
 	// returns a *TooManyGroupsError.
 	MaxGroupsPerPane int
-	// MaxGroups bounds the groups an aggregator holds in all its panes of
-	// all its windows together (default 4,000,000). maxOpenPanes times
-	// MaxGroupsPerPane is billions: a plugin emitting fresh keys into
-	// panes that never close would grow the hub until the host runs out of
-	// memory. At the bound the oldest closed panes are evicted first (the
-	// rows of a closed pane are in ClickHouse); rows that would still pass
-	// it are left out and Publish returns a *TooManyGroupsError.
-	MaxGroups int
+	// MaxBytes bounds the memory an aggregator's groups take in all its
+	// panes of all its windows together, as counted by groupCost (default
+	// 2 GiB, about 4 million groups of short keys). maxOpenPanes times
+	// MaxGroupsPerPane is billions of groups, of keys as long as a flush
+	// holds: a plugin emitting fresh keys into panes that never close would
+	// grow the hub until the host runs out of memory. At the bound the
+	// oldest closed panes are evicted first (the rows of a closed pane are
+	// in ClickHouse); rows that would still pass it are left out and
+	// Publish returns a *TooManyGroupsError.
+	MaxBytes int64
 	// Logger receives the hub's warnings and debug events (default
 	// slog.Default()).
 	Logger *slog.Logger
@@ -109,7 +111,7 @@ func (o *Options) withDefaults() Options {
 	def(&c.History, defaultHistory)
 	def(&c.MaxConnsPerIP, defaultMaxConnsPerIP)
 	def(&c.MaxGroupsPerPane, DefaultMaxGroupsPerPane)
-	def(&c.MaxGroups, DefaultMaxGroups)
+	def(&c.MaxBytes, DefaultMaxBytes)
 	c.History = max(c.History, c.QueueFrames)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -122,7 +124,7 @@ func (o *Options) withDefaults() Options {
 }
 
 // def sets *v to d when it is zero or negative.
-func def[T int | time.Duration](v *T, d T) {
+func def[T int | int64 | time.Duration](v *T, d T) {
 	if *v <= 0 {
 		*v = d
 	}

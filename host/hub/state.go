@@ -26,9 +26,9 @@ type aggState struct {
 
 	keepClosed   int
 	history      int
-	historyBytes int // maxHistoryBytes; tests lower it
-	maxGroups    int // per pane
-	maxTotal     int // in all panes
+	historyBytes int   // maxHistoryBytes; tests lower it
+	maxGroups    int   // per pane
+	maxBytes     int64 // of groupCost, in all panes
 
 	// JSON pieces computed once at Register.
 	metricNames [][]byte // `"votes":`
@@ -49,7 +49,7 @@ type aggState struct {
 	// were published at: rows older than it are a replay (another host
 	// restoring the partition from its checkpoint) of values already shown.
 	versions map[int32]int64
-	groups   int // in all panes of all windows
+	held     int64 // groupCost of the groups of all panes of all windows
 	scratch  []uint64
 	touched  []*group
 	touchedW []paneRef
@@ -95,7 +95,7 @@ func newAggState(name, epoch string, s *abi.Schema, windows []abi.Window, o *Opt
 		history:      o.History,
 		historyBytes: maxHistoryBytes,
 		maxGroups:    o.MaxGroupsPerPane,
-		maxTotal:     o.MaxGroups,
+		maxBytes:     o.MaxBytes,
 		keyCache:     map[string]*keyInfo{},
 		notify:       make(chan struct{}),
 		subs:         map[*subscription]struct{}{},

@@ -314,19 +314,16 @@ func TestContainment_LoopingGuestsNextToAHealthyDeployment(t *testing.T) {
 }
 
 // The live view of a deployment is bounded in all its panes together
-// (sandbox.max_groups_per_deployment), not only per pane: votes whose panes
-// stay open a long time (a lateness of an hour) pass a small bound within
-// seconds, and the deployment fails, saying which setting, instead of
-// growing the host.
+// (live.max_state_bytes), not only per pane: votes whose panes stay open a
+// long time (a lateness of an hour) pass a small bound within seconds, and
+// the deployment fails, saying which setting, instead of growing the host.
 func TestContainment_LiveGroupsPastTheDeploymentBoundFailTheDeployment(t *testing.T) {
 	e := services(t)
 	cfg := hostConfig(t, e)
-	cfg.Sandbox.MaxGroupsPerPane = 2000
-	cfg.Sandbox.MaxGroupsPerDeployment = 2000
+	cfg.Live.MaxStateBytes = 1 << 20 // about 1700 groups of votes
 	h := runHost(t, e, cfg)
-	// One partition: the plugin keeps each pane within the per-pane bound
-	// it is told, so only the bound of all panes can stop it. The panes
-	// together pass 2000 groups before the running totals' pane alone does.
+	// One partition, whose plugin keeps each pane within the per-pane
+	// bound it is told (a million): only the bound of all panes stops it.
 	topic, cl := newTopic(t, e, 1)
 	h.deployVotes(t, "votes", topic, `,"lateness":"1h"`)
 	p := startProducer(cl, 2000, 0, 0)
@@ -336,7 +333,7 @@ func TestContainment_LiveGroupsPastTheDeploymentBoundFailTheDeployment(t *testin
 		if err := getJSON(h.url+"/v1/deployments", &ds); err != nil {
 			return err
 		}
-		if len(ds) != 1 || ds[0].Status != api.StatusFailed || !strings.Contains(ds[0].Error, "sandbox.max_groups_per_deployment") {
+		if len(ds) != 1 || ds[0].Status != api.StatusFailed || !strings.Contains(ds[0].Error, "live.max_state_bytes") {
 			return fmt.Errorf("deployments %+v", ds)
 		}
 		return nil

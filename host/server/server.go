@@ -169,7 +169,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		}
 		log.Warn("WAGG_UNSAFE_REPLAY_OVERLAP is set: restored partitions count records twice (a test's negative control)", "offsets", unsafeReplayOverlap)
 	}
-	s.hub = hub.New(&hub.Options{OriginPatterns: cfg.Live.AllowedOrigins, Logger: log, Auth: s.auth, MaxGroupsPerPane: cfg.Sandbox.MaxGroupsPerPane, MaxGroups: cfg.Sandbox.MaxGroupsPerDeployment})
+	s.hub = hub.New(&hub.Options{OriginPatterns: cfg.Live.AllowedOrigins, Logger: log, Auth: s.auth, MaxGroupsPerPane: cfg.Sandbox.MaxGroupsPerPane, MaxBytes: cfg.Live.MaxStateBytes})
 	s.breaker = &sink.Breaker{}
 	s.prom = prometheus.NewRegistry()
 	s.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
