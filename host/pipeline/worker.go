@@ -253,7 +253,14 @@ func (w *worker) run() {
 		case <-ready:
 			w.take(ctx)
 		case <-emit.C:
-			w.emit(ctx)
+			// Rows wait in pending while ClickHouse is behind; fetching
+			// stops at MaxPendingRows, and the emits at twice that: a
+			// plugin can return rows that no record changed (a flush of
+			// made-up groups) and would otherwise fill the host. Its
+			// changes wait in the plugin until the next checkpoint's emit.
+			if len(w.pending) < 2*w.env.spec.MaxPendingRows {
+				w.emit(ctx)
+			}
 		case <-cp.C:
 			w.tick(ctx)
 		case err := <-w.acks:
@@ -604,19 +611,22 @@ func closesPane(windows []abi.Window, wm, target int64) bool {
 
 // checkpoint hands the writer what makes the progress durable: the rows
 // emitted since the last save and the plugin's snapshot at the next offset.
-// While a save is in flight it only takes the snapshot (the new last good
-// point) and sends when the writer is free again; rows coalesce meanwhile.
+// While a save is in flight it only notes that the next one is due, which
+// goes when the writer is free again; rows coalesce in pending meanwhile.
 // force writes even when nothing changed (an idle advance).
 func (w *worker) checkpoint(ctx context.Context, force bool) {
+	if w.inflight {
+		// the next save goes when the writer acknowledges this one
+		// (acked), with what is emitted then: emitting now would only
+		// pile rows up in pending while ClickHouse is behind
+		w.due = true
+		return
+	}
 	w.emit(ctx)
 	if w.env.hasFailed() || w.abandoned || !force && !w.dirty && len(w.pending) == 0 {
 		return
 	}
 	if !w.rebase(ctx) {
-		return
-	}
-	if w.inflight {
-		w.due = true
 		return
 	}
 	rows := make([]abi.Row, 0, len(w.pending))

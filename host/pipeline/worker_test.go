@@ -36,8 +36,10 @@ type store struct {
 	mu   sync.Mutex
 	down bool // every call fails at once
 	hang bool // every call waits until its context ends
-	rows map[storeKey]storedRow
-	cps  map[int32]checkpoint.Checkpoint
+	// refused counts the calls that failed because down was set
+	refused atomic.Int64
+	rows    map[storeKey]storedRow
+	cps     map[int32]checkpoint.Checkpoint
 }
 
 type storeKey struct {
@@ -71,6 +73,7 @@ func (s *store) fault(ctx context.Context) error {
 		return ctx.Err()
 	}
 	if down {
+		s.refused.Add(1)
 		return errDown
 	}
 	return nil
@@ -230,7 +233,11 @@ func module(t *testing.T, pkg string) *sandbox.Module {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := rt.Compile(context.Background(), testwasm.Build(t, pkg))
+	wasm := testwasm.Build
+	if strings.HasSuffix(pkg, ".c") { // a plugin without the SDK
+		wasm = testwasm.BuildRawC
+	}
+	m, err := rt.Compile(context.Background(), wasm(t, pkg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -886,4 +893,34 @@ func TestWorker_MigratesACheckpointOfAStateVersionItMigrates(t *testing.T) {
 		}
 		return tenths.diff(r.store.sums(1))
 	})
+}
+
+// A plugin whose every flush returns rows of groups it never saw (final
+// rows of fresh keys) while ClickHouse is down: the rows waiting for
+// ClickHouse stay bounded. Fetching stops at MaxPendingRows, but the
+// flushes go on with the emit cadence, and without a bound of their own
+// each added its rows until the host ran out of memory.
+func TestWorker_RowsWaitingForClickHouseStayBoundedWhateverThePluginReturns(t *testing.T) {
+	const maxPending, perFlush = 1000, 500 // perFlush: internal/testwasm/flood
+	r := newRig(t, "internal/testwasm/flood/flood.c", Spec{MaxPendingRows: maxPending})
+	r.start()
+	r.store.set(true, false)
+	before := r.live.rows.Load()
+	// 4 refused calls take the writer's backoff, many times the 10 ms
+	// emit cadence: without the bound, far more than the bound's rows
+	// would have been emitted by then
+	eventually(t, 30*time.Second, "the writer refused 4 times", func() error {
+		if n := r.store.refused.Load(); n < 4 {
+			return fmt.Errorf("%d refusals", n)
+		}
+		return nil
+	})
+	r.stop(false)
+	if n, most := len(r.w.pending), 2*maxPending+perFlush; n > most {
+		t.Fatalf("%d rows wait for ClickHouse, want at most %d", n, most)
+	}
+	// what the save in flight took, and what waits
+	if n, most := r.live.rows.Load()-before, int64(2*(2*maxPending+perFlush)); n > most {
+		t.Fatalf("%d rows published while ClickHouse was down, want at most %d", n, most)
+	}
 }

@@ -78,6 +78,18 @@ func BuildC(tb testing.TB, srcs ...string) []byte {
 	})
 }
 
+// BuildRawC compiles a C plugin that implements the ABI itself, without
+// the SDK (adversarial tests), into a plugin.
+func BuildRawC(tb testing.TB, src string) []byte {
+	tb.Helper()
+	Need(tb, Clang())
+	return cached(tb, "rawc:"+src, func(dir string) (string, *exec.Cmd) {
+		out := filepath.Join(dir, "guest.wasm")
+		args := append(append([]string{}, CFlags...), "-o", out, src)
+		return out, exec.Command(Clang(), args...)
+	})
+}
+
 // Asc is the AssemblyScript compiler, from npm into sdk/assemblyscript
 // (scripts/toolchains.sh runs npm ci there).
 func Asc(tb testing.TB) string {
