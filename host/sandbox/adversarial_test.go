@@ -128,14 +128,22 @@ func TestAdversarial_LoopInProcessIsInterruptedAtTheDeadline(t *testing.T) {
 	if err := inst.Process(ctx, b); err == nil {
 		t.Fatal("an interrupted instance accepted another call")
 	}
-	other := compileGuest(t, rt, testwasm.Guest{})
-	fresh, err := other.Instantiate(ctx, abi.Config{Windows: total})
+	freshInstanceWorks(t, rt, "the interruption")
+}
+
+// freshInstanceWorks checks that a well-behaved plugin still runs on rt
+// after what a test did to another.
+func freshInstanceWorks(t *testing.T, rt *sandbox.Runtime, after string) {
+	t.Helper()
+	ctx := context.Background()
+	m := compileGuest(t, rt, testwasm.Guest{})
+	fresh, err := m.Instantiate(ctx, abi.Config{Windows: total})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fresh.Close(ctx)
-	if err := fresh.Process(ctx, guestBatch(t, other)); err != nil {
-		t.Fatalf("a well-behaved instance after the interruption: %v", err)
+	if err := fresh.Process(ctx, guestBatch(t, m)); err != nil {
+		t.Fatalf("a well-behaved instance after %s: %v", after, err)
 	}
 }
 
@@ -547,15 +555,7 @@ func TestAdversarial_ProcExitEndsOnlyItsInstance(t *testing.T) {
 				if n := rt.Reserved(); n != 0 {
 					t.Fatalf("%d bytes stay reserved after the exit", n)
 				}
-				other := compileGuest(t, rt, testwasm.Guest{})
-				fresh, err := other.Instantiate(ctx, abi.Config{Windows: total})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer fresh.Close(ctx)
-				if err := fresh.Process(ctx, guestBatch(t, other)); err != nil {
-					t.Fatalf("a well-behaved instance after the exit: %v", err)
-				}
+				freshInstanceWorks(t, rt, "the exit")
 			})
 		}
 	}
