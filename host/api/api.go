@@ -122,11 +122,16 @@ const (
 	CodeCrossOrigin      = "cross_origin"           // 403: a state-changing request from another site, or (open mode) for a non-loopback host name
 	CodeUnsupportedMedia = "unsupported_media_type" // 415: a POST body with a form or text/plain content type (what a cross-site form can send)
 	CodeRateLimited      = "rate_limited"           // 429: more than RequestsPerSecond from one client: wait Retry-After seconds
+	CodeBusy             = "busy"                   // 429: the host runs as many SQL queries as it takes at once: retry after Retry-After seconds
 )
 
 // ErrUnavailable wraps a backend error caused by Kafka or ClickHouse not
 // answering: the request may succeed later (503).
 var ErrUnavailable = errors.New("unavailable")
+
+// ErrBusy wraps a refusal because the host already does as much of that
+// work at once as it takes (429, Retry-After 1).
+var ErrBusy = errors.New("busy")
 
 // maxSpecSize bounds a deployment spec body.
 const maxSpecSize = 1 << 20
@@ -417,6 +422,9 @@ func writeErr(w http.ResponseWriter, err error, invalid string) {
 		writeError(w, http.StatusInsufficientStorage, CodeFull, err.Error())
 	case errors.Is(err, ErrUnavailable):
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
+	case errors.Is(err, ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, CodeBusy, err.Error())
 	case errors.Is(err, ErrInvalidQuery):
 		writeError(w, http.StatusBadRequest, CodeInvalidQuery, err.Error())
 	default:

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/wagg/wagg/host/api"
 )
@@ -25,14 +26,34 @@ var querySettings = clickhouse.Settings{
 	"max_result_bytes":   64 << 20,
 }
 
+// maxQueries is how many POST /v1/query run at once on a host, each on a
+// connection of its own pool: with the pool the host writes through, 20
+// slow queries took every connection, and the host's saves and health
+// probes waited for one ("acquire conn timeout") until the queries ended.
+const maxQueries = 2
+
+// openQueries opens the connection pool of POST /v1/query.
+func openQueries(o clickhouse.Options) (driver.Conn, chan struct{}, error) {
+	o.MaxOpenConns, o.MaxIdleConns = maxQueries, maxQueries
+	conn, err := clickhouse.Open(&o)
+	return conn, make(chan struct{}, maxQueries), err
+}
+
 // Query runs read-only SQL on ClickHouse and returns at most
 // api.MaxQueryRows rows. ClickHouse's refusals wrap api.ErrInvalidQuery;
-// a ClickHouse that does not answer, api.ErrUnavailable.
+// a ClickHouse that does not answer, api.ErrUnavailable; a query past the
+// maxQueries running, api.ErrBusy.
 func (s *Server) Query(ctx context.Context, sql string) (api.QueryResult, error) {
+	select {
+	case s.querying <- struct{}{}:
+		defer func() { <-s.querying }()
+	default:
+		return api.QueryResult{}, fmt.Errorf("%w: %d queries run on this host already, the most it runs at once", api.ErrBusy, maxQueries)
+	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	rows, err := s.ch.Query(clickhouse.Context(ctx, clickhouse.WithSettings(querySettings)), sql)
+	rows, err := s.queries.Query(clickhouse.Context(ctx, clickhouse.WithSettings(querySettings)), sql)
 	if err != nil {
 		return api.QueryResult{}, queryError(err)
 	}

@@ -75,3 +75,64 @@ func TestQuery_ReadOnlySQLOverTheHistory(t *testing.T) {
 		t.Fatal("the table is gone")
 	}
 }
+
+// SQL queries run at most two at a time on a host, on connections of their
+// own: a third is refused at once (429 busy, Retry-After), and the host's
+// writes and health probes never wait behind queries for a connection.
+func TestQuery_AtMostTwoAtATimeOnTheirOwnConnections(t *testing.T) {
+	e := services(t)
+	h := startHost(t, e)
+	post := func(sql string) (*http.Response, error) {
+		body, _ := json.Marshal(map[string]string{"sql": sql})
+		return http.Post(h.url+"/v1/query", "application/json", strings.NewReader(string(body)))
+	}
+	// two slow queries, each sent again while the probe below holds a slot
+	slow := make(chan int, 2)
+	for range 2 {
+		go func() {
+			for {
+				resp, err := post("SELECT sleep(3)")
+				if err != nil {
+					slow <- 0
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusTooManyRequests {
+					slow <- resp.StatusCode
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	eventually(t, 10*time.Second, "a third query refused while two run", func() error {
+		resp, err := post("SELECT 1")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var eb api.ErrorBody
+		json.NewDecoder(resp.Body).Decode(&eb)
+		if resp.StatusCode != http.StatusTooManyRequests || eb.Error.Code != api.CodeBusy || resp.Header.Get("Retry-After") == "" {
+			return fmt.Errorf("%d %+v", resp.StatusCode, eb)
+		}
+		return nil
+	})
+	var health api.Health
+	if err := getJSON(h.url+"/healthz", &health); err != nil || health.Status != "ok" {
+		t.Fatalf("health while two queries run: %+v %v", health, err)
+	}
+	for range 2 {
+		if code := <-slow; code != http.StatusOK {
+			t.Fatalf("a slow query answered %d", code)
+		}
+	}
+	resp, err := post("SELECT 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a query after the two: %d", resp.StatusCode)
+	}
+}

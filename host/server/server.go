@@ -45,16 +45,20 @@ import (
 
 // Server is one wagg host.
 type Server struct {
-	cfg   config.Config
-	log   *slog.Logger
-	ch    driver.Conn
-	admin *kadm.Client
-	rt    *sandbox.Runtime
-	reg   *plugins.Registry
-	hub   *hub.Hub
-	auth  *auth.Verifier // nil: open mode, loopback only
-	cps   *checkpoint.Store
-	prom  *prometheus.Registry
+	cfg config.Config
+	log *slog.Logger
+	ch  driver.Conn
+	// queries is the pool of POST /v1/query, apart from ch; querying
+	// holds a token per query running (query.go)
+	queries  driver.Conn
+	querying chan struct{}
+	admin    *kadm.Client
+	rt       *sandbox.Runtime
+	reg      *plugins.Registry
+	hub      *hub.Hub
+	auth     *auth.Verifier // nil: open mode, loopback only
+	cps      *checkpoint.Store
+	prom     *prometheus.Registry
 	// breaker guards every write to ClickHouse of this host.
 	breaker *sink.Breaker
 	catalog *catalog.Catalog
@@ -89,16 +93,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			return nil, fmt.Errorf("config field tls: %w", err)
 		}
 	}
-	ch, err := clickhouse.Open(&clickhouse.Options{
+	chOpts := clickhouse.Options{
 		Addr:        []string{cfg.ClickHouse.Addr},
 		Auth:        clickhouse.Auth{Database: "default", Username: cfg.ClickHouse.Username, Password: cfg.ClickHouse.Password},
 		Protocol:    clickhouse.Native,
 		DialTimeout: 5 * time.Second,
-	})
+	}
+	ch, err := clickhouse.Open(&chOpts)
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse %s: %w", cfg.ClickHouse.Addr, err)
 	}
 	s.ch = ch
+	if s.queries, s.querying, err = openQueries(chOpts); err != nil {
+		ch.Close()
+		return nil, fmt.Errorf("clickhouse %s: %w", cfg.ClickHouse.Addr, err)
+	}
 	if err := waitFor(ctx, log, "clickhouse "+cfg.ClickHouse.Addr, ch.Ping); err != nil {
 		return nil, fmt.Errorf("clickhouse %s is not reachable: %w", cfg.ClickHouse.Addr, err)
 	}
@@ -245,6 +254,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	srv.Shutdown(sctx)
 	s.rt.Close(sctx)
 	s.ch.Close()
+	s.queries.Close()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
