@@ -88,6 +88,10 @@ type Deployment struct {
 	// Backfill is a fresh start catching up in a new generation beside
 	// the running one (wagg deploy -start); it takes over once caught up.
 	Backfill string `json:"backfill,omitempty"`
+	// NotStarted says which partitions this host was given and could not
+	// start, and why (its memory budget is spent, say): it retries at each
+	// rebalance, and /healthz is degraded meanwhile.
+	NotStarted string `json:"not_started,omitempty"`
 }
 
 // Handlers are the parts served by other packages.

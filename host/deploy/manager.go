@@ -100,6 +100,7 @@ type Manager struct {
 // stopped while a backfill switches over (idle).
 type running struct {
 	spec    plugins.Deployment
+	runner  *pipeline.Runner // nil when it does not run here
 	started time.Time
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -396,7 +397,7 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 		m.o.Live.Register(d.Name, &mod.Schema, windows)
 	}
 	rctx, cancel := context.WithCancel(context.Background())
-	r := &running{spec: d, started: time.Now().UTC(), cancel: cancel, done: make(chan struct{})}
+	r := &running{spec: d, runner: runner, started: time.Now().UTC(), cancel: cancel, done: make(chan struct{})}
 	m.mu.Lock()
 	m.running[d.Name] = r
 	m.mu.Unlock()
@@ -614,6 +615,8 @@ func (m *Manager) status(r *running) api.Deployment {
 	d := api.Deployment{Deployment: r.spec, Started: r.started, Table: m.o.Database + "." + r.spec.Name, Status: api.StatusRunning}
 	if f := r.failed(); f != nil {
 		d.Status, d.Error, d.Failed = api.StatusFailed, f.Error, f.At
+	} else if r.runner != nil {
+		d.NotStarted = r.runner.NotStarted()
 	}
 	return d
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -141,7 +143,22 @@ type Runner struct {
 
 	mu      sync.Mutex
 	workers map[int32]*worker
+	// failedStarts are the partitions given to this host whose worker
+	// did not start, with why and when, until it starts (NotStarted)
+	failedStarts map[int32]failedStart
 }
+
+// failedStart is why a partition's worker did not start, and when.
+type failedStart struct {
+	err error
+	at  time.Time
+}
+
+// failedStartsShown is how long NotStarted reports a partition that did not
+// start: a failed start fails the group session, which gives the partition
+// again (and the host retries) within seconds while the cause lasts; a
+// partition another host took since is not this host's concern.
+const failedStartsShown = 30 * time.Second
 
 // New prepares a runner; Run starts it.
 func New(spec Spec, deps Deps) (*Runner, error) {
@@ -158,6 +175,8 @@ func New(spec Spec, deps Deps) (*Runner, error) {
 		deps:    deps,
 		log:     log.With("deployment", spec.Name),
 		workers: map[int32]*worker{},
+
+		failedStarts: map[int32]failedStart{},
 	}
 	g, err := source.New(source.Options{
 		Brokers: deps.Brokers, Group: spec.Group, Topic: spec.Topic,
@@ -217,6 +236,23 @@ func (r *Runner) Records(p int32, recs []*kgo.Record) {
 	}
 }
 
+// NotStarted says which partitions given to this host lately did not
+// start, and why the first of them did not; "" when none.
+func (r *Runner) NotStarted() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ps []int32
+	for _, p := range slices.Sorted(maps.Keys(r.failedStarts)) {
+		if time.Since(r.failedStarts[p].at) < failedStartsShown {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("partitions %v not started on this host: %v", ps, r.failedStarts[ps[0]].err)
+}
+
 // Assigned starts partition p's worker from its checkpoint (or the start of
 // the log when it has none) and returns where to fetch from: the offset the
 // restored plugin state corresponds to, not Kafka's committed offset.
@@ -241,6 +277,9 @@ func (r *Runner) ensure(ctx context.Context, p int32) (*worker, error) {
 	if err := w.restore(ctx); err != nil {
 		if !errors.Is(err, context.Canceled) {
 			r.log.Error("partition not started", "partition", p, "err", err)
+			r.mu.Lock()
+			r.failedStarts[p] = failedStart{err, time.Now()}
+			r.mu.Unlock()
 			var ge *sandbox.GuestError
 			if errors.As(err, &ge) {
 				r.env.fail(&FailedError{Reason: "plugin", Err: err})
@@ -252,6 +291,7 @@ func (r *Runner) ensure(ctx context.Context, p int32) (*worker, error) {
 		return nil, err
 	}
 	r.mu.Lock()
+	delete(r.failedStarts, p)
 	if old := r.workers[p]; old != nil {
 		r.mu.Unlock()
 		w.inst.Close(context.Background())

@@ -339,3 +339,31 @@ func TestContainment_LiveGroupsPastTheDeploymentBoundFailTheDeployment(t *testin
 		return nil
 	})
 }
+
+// A host whose memory budget holds two of a deployment's four partitions
+// says so, in /healthz and in the deployment's not_started, naming the
+// setting, instead of answering ok while none of them runs (a partition
+// that does not start fails the group session, so the others stop too).
+func TestContainment_PartitionsPastTheMemoryBudgetAreReported(t *testing.T) {
+	e := services(t)
+	cfg := hostConfig(t, e)
+	cfg.Sandbox.MemoryBudget = 2 * uint64(cfg.Sandbox.MemoryPages) << 16 // two instances
+	h := runHost(t, e, cfg)
+	topic, _ := newTopic(t, e, 4)
+	h.deployVotes(t, "votes", topic, "")
+	eventually(t, time.Minute, "the partitions that did not start reported", func() error {
+		var health api.Health
+		if err := getJSON(h.url+"/healthz", &health); err != nil {
+			return err
+		}
+		var ds []api.Deployment
+		if err := getJSON(h.url+"/v1/deployments", &ds); err != nil {
+			return err
+		}
+		if health.Status != "degraded" || !strings.Contains(strings.Join(health.Reasons, "; "), "sandbox.memory_budget") ||
+			len(ds) != 1 || !strings.Contains(ds[0].NotStarted, "not started on this host") {
+			return fmt.Errorf("health %+v, deployments %+v", health, ds)
+		}
+		return nil
+	})
+}

@@ -85,6 +85,9 @@ func (s *Server) Health(ctx context.Context) api.Health {
 		if d.Status == api.StatusFailed {
 			reasons = append(reasons, fmt.Sprintf("deployment %s failed: %s", d.Name, d.Error))
 		}
+		if d.NotStarted != "" {
+			reasons = append(reasons, fmt.Sprintf("deployment %s: %s", d.Name, d.NotStarted))
+		}
 	}
 	if len(reasons) > 0 {
 		return api.Health{Status: "degraded", Reasons: reasons}
