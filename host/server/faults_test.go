@@ -386,7 +386,8 @@ func liveTotal(t *testing.T, h *host, aggregator string) func() int64 {
 	}
 }
 
-// ClickHouse stopped for longer than many checkpoint intervals while votes
+// ClickHouse killed (SIGKILL, as a crash: inserts and checkpoints cut
+// mid-request) and down for longer than many checkpoint intervals while votes
 // arrive live (event time = wall clock, lateness shorter than the outage,
 // producers quiet for longer than idle_after meanwhile), then started:
 // nothing valid is dead-lettered, totals and windows are exact, /healthz
@@ -402,7 +403,7 @@ func TestFaults_ClickHouseOutage(t *testing.T) {
 
 	p := startProducer(cl, 8000, 500*time.Millisecond, 0)
 	<-time.After(3 * time.Second)
-	ch.run("down")
+	ch.run("kill")
 	down := time.Now()
 	eventually(t, 30*time.Second, "/healthz degraded naming ClickHouse", func() error {
 		var hl api.Health
@@ -470,8 +471,8 @@ func TestFaults_ClickHouseOutage(t *testing.T) {
 	report(t, "%d votes exact", x.votes)
 }
 
-// The Kafka broker restarted mid-stream, under the host and the producer:
-// exact.
+// The Kafka broker killed (SIGKILL, as a crash) mid-stream and restarted,
+// under the host and the producer: exact.
 func TestFaults_KafkaBrokerRestart(t *testing.T) {
 	e := services(t)
 	k := startPrivate(t, "kafka", 19092)
@@ -490,7 +491,7 @@ func TestFaults_KafkaBrokerRestart(t *testing.T) {
 		}
 		return err
 	})
-	k.run("down")
+	k.run("kill")
 	down := time.Now()
 	k.run("up")
 	report(t, "broker away for %s", time.Since(down).Round(100*time.Millisecond))
