@@ -129,7 +129,10 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, 
 		}
 		g := p.groups[r.Key]
 		fresh := g == nil
-		cost := groupCost(r.Key, nm)
+		var cost int64
+		if fresh {
+			cost = groupCost(r.Key, nm)
+		}
 		if fresh && a.held+cost > a.maxBytes && !full {
 			// one search per Publish: rows past the bound do not each
 			// walk every pane again
