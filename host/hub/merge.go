@@ -129,30 +129,27 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, 
 		}
 		g := p.groups[r.Key]
 		fresh := g == nil
-		var cost int64
 		if fresh {
-			cost = groupCost(r.Key, nm)
-		}
-		if fresh && a.held+cost > a.maxBytes && !full {
-			// one search per Publish: rows past the bound do not each
-			// walk every pane again
-			evicted = a.evictForRoom(wi, start, cost, evicted)
-			full = a.held+cost > a.maxBytes
-		}
-		if fresh && (len(p.groups) >= a.maxGroups || a.held+cost > a.maxBytes) {
-			if tooMany == nil {
-				tooMany = &TooManyGroupsError{Aggregator: a.name, Window: w.def.Name, Start: start, Limit: a.maxGroups}
-				if len(p.groups) < a.maxGroups {
-					tooMany.Limit, tooMany.Bytes = 0, a.maxBytes
+			cost := groupCost(r.Key, nm)
+			if a.held+cost > a.maxBytes && !full {
+				// one search per Publish: rows past the bound do not
+				// each walk every pane again
+				evicted = a.evictForRoom(wi, start, cost, evicted)
+				full = a.held+cost > a.maxBytes
+			}
+			if len(p.groups) >= a.maxGroups || a.held+cost > a.maxBytes {
+				if tooMany == nil {
+					tooMany = &TooManyGroupsError{Aggregator: a.name, Window: w.def.Name, Start: start, Limit: a.maxGroups}
+					if len(p.groups) < a.maxGroups {
+						tooMany.Limit, tooMany.Bytes = 0, a.maxBytes
+					}
 				}
+				tooMany.Dropped++
+				if len(p.groups) == 0 {
+					delete(w.panes, start) // made for this row alone
+				}
+				continue
 			}
-			tooMany.Dropped++
-			if len(p.groups) == 0 {
-				delete(w.panes, start) // made for this row alone
-			}
-			continue
-		}
-		if fresh {
 			k, err := a.keyInfo(r.Key)
 			if err != nil {
 				a.drop("key does not decode")
