@@ -69,16 +69,6 @@ func (b *backfill) String() string {
 	return fmt.Sprintf("generation %d from %s: %s", b.b.Spec.Generation, b.b.From, b.status)
 }
 
-// ConsumerGroup is the Kafka consumer group of generation storage
-// (plugins.Deployment.Storage) of a deployment of the cluster whose
-// ClickHouse database is database. The database is in it as it is in the
-// catalog and relay topics: two clusters on one Kafka with a deployment
-// of the same name would otherwise share a group and split its partitions
-// between them, each counting part of the topic.
-func ConsumerGroup(database, storage string) string {
-	return "wagg." + database + "." + storage
-}
-
 // discard is the live hub of a generation that backfills: its rows go to
 // its own table only.
 type discard struct{}

@@ -465,6 +465,16 @@ func publishAll(rows map[int32][]abi.Row, versions map[int32]int64) func(publish
 	}
 }
 
+// ConsumerGroup is the Kafka consumer group of generation storage
+// (plugins.Deployment.Storage) of a deployment of the cluster whose
+// ClickHouse database is database. The database is in it as it is in the
+// catalog and relay topics: two clusters on one Kafka with a deployment
+// of the same name would otherwise share a group and split its partitions
+// between them, each counting part of the topic.
+func ConsumerGroup(database, storage string) string {
+	return "wagg." + database + "." + storage
+}
+
 // runner makes the pipeline of d's generation, publishing to live and
 // checkpointing to cps.
 func (m *Manager) runner(d plugins.Deployment, man plugins.Manifest, mod *sandbox.Module, table *sink.Table, live pipeline.Live, cps pipeline.Checkpoints, start map[int32]int64) (*pipeline.Runner, error) {
