@@ -38,8 +38,17 @@ export WAGG_CACHE_DIR=$dir
 case $action in
 up | down) exec "$HERE/$kind.sh" "$action" ;;
 kill)
-  if [ -f "$pidfile" ] && pid_alive "$(cat "$pidfile")"; then
-    kill -9 "$(cat "$pidfile")"
+  if [ -f "$pidfile" ] && pid=$(cat "$pidfile") && pid_alive "$pid"; then
+    kill -9 "$pid"
+    # SIGKILL is delivered at once, but a large process (a JVM) takes a
+    # moment to go, and holds its ports until it has: an 'up' right after
+    # would find them taken
+    for ((i = 0; i < 100; i++)); do
+      pid_alive "$pid" || exit 0
+      sleep 0.1
+    done
+    log "fault.sh: process $pid still alive 10 s after SIGKILL"
+    exit 1
   fi
   ;;
 *)
