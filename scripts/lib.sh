@@ -25,12 +25,19 @@ apt_install() {
   ' _ "$@"
 }
 
-# True when PID is a live process (not a zombie).
+# True when PID is a live process: any of its threads is not a zombie. After
+# a SIGKILL the main thread of a JVM turns zombie while the others are still
+# exiting and still hold the process's ports, so the main thread alone says
+# "gone" too early.
 pid_alive() {
-  local pid=$1 state
-  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
-  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
-  [ "$state" != Z ]
+  local pid=$1 stat state
+  [ -n "$pid" ] && [ -d "/proc/$pid/task" ] || return 1
+  for stat in /proc/"$pid"/task/*/stat; do
+    # The state follows the command name, which may hold spaces and parentheses.
+    state=$(sed 's/.*) //' "$stat" 2>/dev/null) || continue
+    [ "${state%% *}" = Z ] || [ -z "$state" ] || return 0
+  done
+  return 1
 }
 
 # PID from a pid file if that process is alive and its command line contains PATTERN.
