@@ -116,6 +116,7 @@ const (
 	CodeConflict      = "conflict"       // name@version exists with other bytes, or a deploy would close a dead-letter loop with the deployment the message names
 	CodeNotFound      = "not_found"      // no such plugin or deployment
 	CodeFull          = "storage_full"   // 507: the host's plugin storage limits are reached: delete unused versions
+	CodeLimit         = "limit_reached"  // 409: the cluster has as many deployments as sandbox.max_deployments allows: undeploy one first
 	CodeUnavailable   = "unavailable"    // Kafka or ClickHouse does not answer
 	CodeInvalidQuery  = "invalid_query"  // ClickHouse refused the SQL: the message is its own
 	CodeInternal      = "internal"       // a bug or an unexpected failure
@@ -132,6 +133,11 @@ const (
 // ErrUnavailable wraps a backend error caused by Kafka or ClickHouse not
 // answering: the request may succeed later (503).
 var ErrUnavailable = errors.New("unavailable")
+
+// ErrLimit wraps a refusal because the cluster has as many of a thing as
+// its configuration allows (409 limit_reached): the message names the
+// setting.
+var ErrLimit = errors.New("limit reached")
 
 // ErrBusy wraps a refusal because the host already does as much of that
 // work at once as it takes (429, Retry-After 1).
@@ -424,6 +430,8 @@ func writeErr(w http.ResponseWriter, err error, invalid string) {
 		writeError(w, http.StatusNotFound, CodeNotFound, err.Error())
 	case errors.Is(err, plugins.ErrFull):
 		writeError(w, http.StatusInsufficientStorage, CodeFull, err.Error())
+	case errors.Is(err, ErrLimit):
+		writeError(w, http.StatusConflict, CodeLimit, err.Error())
 	case errors.Is(err, ErrUnavailable):
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
 	case errors.Is(err, ErrBusy):

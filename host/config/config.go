@@ -106,6 +106,11 @@ type Sandbox struct {
 	// told it and should refuse records past it (dead letters); rows past
 	// it stop the deployment as failed.
 	MaxGroupsPerPane int `yaml:"max_groups_per_pane"`
+	// MaxDeployments bounds the deployments of the cluster (default 100):
+	// each brings a Kafka client, topics, tables and partitions' instances
+	// to every host. A deploy of a new name past it is refused (409
+	// limit_reached); deploying onto an existing name is not.
+	MaxDeployments int `yaml:"max_deployments"`
 }
 
 // Live configures the WebSocket hub.
@@ -162,6 +167,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Sandbox.MaxGroupsPerPane == 0 {
 		c.Sandbox.MaxGroupsPerPane = 1_000_000
+	}
+	if c.Sandbox.MaxDeployments == 0 {
+		c.Sandbox.MaxDeployments = 100
 	}
 	if c.Live.MaxStateBytes == 0 {
 		c.Live.MaxStateBytes = 2 << 30
@@ -288,6 +296,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Sandbox.MaxGroupsPerPane < 1 || c.Sandbox.MaxGroupsPerPane > 1<<30 {
 		return bad("sandbox.max_groups_per_pane", "%d: want 1 to %d", c.Sandbox.MaxGroupsPerPane, 1<<30)
+	}
+	if c.Sandbox.MaxDeployments < 1 || c.Sandbox.MaxDeployments > 10_000 {
+		return bad("sandbox.max_deployments", "%d: want 1 to 10000", c.Sandbox.MaxDeployments)
 	}
 	if c.Live.MaxStateBytes < 1<<20 || c.Live.MaxStateBytes > 1<<40 {
 		return bad("live.max_state_bytes", "%d: want 1 MiB to 1 TiB", c.Live.MaxStateBytes)

@@ -37,6 +37,8 @@ func TestLoad_ErrorsNameTheField(t *testing.T) {
 		{"no groups per pane", "sandbox: {max_groups_per_pane: -1}\n", "sandbox.max_groups_per_pane"},
 		{"live state under a MiB", "live: {max_state_bytes: 1000}\n", "live.max_state_bytes"},
 		{"no plugins", "sandbox: {max_plugins: -1}\n", "sandbox.max_plugins"},
+		{"no deployments", "sandbox: {max_deployments: -1}\n", "sandbox.max_deployments"},
+		{"deployments past the ceiling", "sandbox: {max_deployments: 20000}\n", "sandbox.max_deployments"},
 		{"plugin storage under one upload", "sandbox: {max_plugin_storage: 4096}\n", "sandbox.max_plugin_storage"},
 		{"open on every interface", "listen: \":8080\"\n", "auth.hmac_key_files"},
 		{"open on a LAN address", "listen: 192.168.1.5:8080\n", "config field listen"},

@@ -78,7 +78,11 @@ type Options struct {
 	// MaxGroupsPerPane is the host's limit of groups per pane
 	// (sandbox.max_groups_per_pane), told to each plugin.
 	MaxGroupsPerPane int
-	Log              *slog.Logger
+	// MaxDeployments bounds the cluster's deployments
+	// (sandbox.max_deployments): a deploy of a new name past it is refused
+	// with api.ErrLimit.
+	MaxDeployments int
+	Log            *slog.Logger
 }
 
 // Manager starts, replaces and stops the deployments of one host.
@@ -298,6 +302,9 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 	if err := plugins.CheckDeadLetterLoop(d, stored); err != nil {
 		return api.Deployment{}, err
 	}
+	if err := checkRoom(d.Name, stored, m.o.MaxDeployments); err != nil {
+		return api.Deployment{}, err
+	}
 	man, mod, err := m.plugin(ctx, d)
 	if errors.Is(err, plugins.ErrNotFound) {
 		return api.Deployment{}, fmt.Errorf("%w: deployment field plugin: %s is not pushed (wagg plugin push)", plugins.ErrInvalid, d.Plugin)
@@ -330,6 +337,21 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 		return api.Deployment{}, err
 	}
 	return m.launch(ctx, d, man, mod, nil, true)
+}
+
+// checkRoom refuses a deployment of a new name when the cluster has max
+// (0: no limit) already. The count is this host's view of the catalog, so
+// hosts deploying new names at once may each take the last place.
+func checkRoom(name string, stored []plugins.Deployment, max int) error {
+	if max <= 0 || len(stored) < max {
+		return nil
+	}
+	for _, d := range stored {
+		if d.Name == name {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: the cluster has %d deployments, the most it takes (sandbox.max_deployments): undeploy one first, or deploy onto an existing name", api.ErrLimit, len(stored))
 }
 
 // launch starts d as the deployment of its name, replacing the one that

@@ -20,6 +20,7 @@ import (
 
 	"github.com/wagg/wagg/abi"
 	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/internal/gen"
 	"github.com/wagg/wagg/internal/testwasm"
 )
 
@@ -347,11 +348,39 @@ func TestContainment_LiveGroupsPastTheDeploymentBoundFailTheDeployment(t *testin
 func TestContainment_PartitionsPastTheMemoryBudgetAreReported(t *testing.T) {
 	e := services(t)
 	cfg := hostConfig(t, e)
-	cfg.Sandbox.MemoryBudget = 2 * uint64(cfg.Sandbox.MemoryPages) << 16 // two instances
+	// Room for four instances (each reserves its memory cap and a little more).
+	cfg.Sandbox.MemoryBudget = 9 * uint64(cfg.Sandbox.MemoryPages) << 16 / 2
 	h := runHost(t, e, cfg)
+	hogTopic, _ := newTopic(t, e, 2)
+	h.deployVotes(t, "hog", hogTopic, "")
+	eventually(t, time.Minute, "hog's two partitions started", func() error {
+		if n, err := metric(h.url, "wagg_partitions_owned", `deployment="hog"`); err != nil || n != 2 {
+			return fmt.Errorf("hog owns %v partitions (%v)", n, err)
+		}
+		return nil
+	})
+
+	// votes gets four partitions and room for two.
 	topic, _ := newTopic(t, e, 4)
-	h.deployVotes(t, "votes", topic, "")
-	eventually(t, time.Minute, "the partitions that did not start reported", func() error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	want := gen.Counts{}
+	g := gen.New(gen.Options{Seed: rand.Uint64(), Polls: 50})
+	t0 := time.Now().Add(-time.Minute).UnixMilli()
+	var recs []*kgo.Record
+	for i := range 4000 {
+		v := g.Next(t0 + int64(i))
+		want.Add(v)
+		recs = append(recs, &kgo.Record{Partition: int32(i % 4), Value: v.AppendJSON(nil), Timestamp: time.UnixMilli(v.TS)})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	h.deployVotes(t, "votes", topic, `,"checkpoint_every":"300ms"`)
+	eventually(t, time.Minute, "the partitions that did not start reported, the two that fit counting", func() error {
 		var health api.Health
 		if err := getJSON(h.url+"/healthz", &health); err != nil {
 			return err
@@ -360,10 +389,76 @@ func TestContainment_PartitionsPastTheMemoryBudgetAreReported(t *testing.T) {
 		if err := getJSON(h.url+"/v1/deployments", &ds); err != nil {
 			return err
 		}
+		var notStarted string
+		for _, d := range ds {
+			if d.Name == "votes" {
+				notStarted = d.NotStarted
+			}
+		}
 		if health.Status != "degraded" || !strings.Contains(strings.Join(health.Reasons, "; "), "sandbox.memory_budget") ||
-			len(ds) != 1 || !strings.Contains(ds[0].NotStarted, "not started on this host") {
+			!strings.Contains(notStarted, "not started on this host") {
 			return fmt.Errorf("health %+v, deployments %+v", health, ds)
+		}
+		// Two partitions' votes, a thousand each, and no more: a partition
+		// that does not start must not keep the others from running.
+		var counted int64
+		if err := h.ch.QueryRow(context.Background(), "SELECT sum(votes) FROM "+h.db+".votes WHERE window_name = 'total'").Scan(&counted); err != nil {
+			return err
+		}
+		if counted != 2000 {
+			return fmt.Errorf("%d votes counted, want the 2000 of the two partitions that fit", counted)
 		}
 		return nil
 	})
+
+	// Room again: the other two start without a rebalance, from the start.
+	if code, eb := h.delete(t, "/v1/deployments/hog"); code != http.StatusNoContent {
+		t.Fatalf("undeploy hog: %d %+v", code, eb)
+	}
+	eventually(t, time.Minute, "every vote counted once the budget has room", func() error {
+		got, err := h.totals(context.Background())
+		if err != nil {
+			return err
+		}
+		if err := diff(got, want); err != nil {
+			return err
+		}
+		var ds []api.Deployment
+		if err := getJSON(h.url+"/v1/deployments", &ds); err != nil || len(ds) != 1 || ds[0].NotStarted != "" {
+			return fmt.Errorf("deployments %+v (%v), want votes with every partition started", ds, err)
+		}
+		return nil
+	})
+}
+
+// A deployment token can make deployments, and each brings a Kafka client,
+// topics, tables and instances to every host: new names stop at
+// sandbox.max_deployments, while deploys onto a name that exists go on.
+func TestContainment_NewDeploymentsStopAtTheClusterLimit(t *testing.T) {
+	e := services(t)
+	cfg := hostConfig(t, e)
+	cfg.Sandbox.MaxDeployments = 2
+	h := runHost(t, e, cfg)
+	topic, _ := newTopic(t, e, 1)
+	h.deployVotes(t, "first", topic, "")
+	h.deployVotes(t, "second", topic, "")
+
+	spec := fmt.Sprintf(`{"name":"third","plugin":"votes@1","topic":%q,"windows":[{"name":"total","kind":"global"}]}`, topic)
+	code, body := h.post(t, "/v1/deployments", "application/json", []byte(spec))
+	var eb api.ErrorBody
+	json.Unmarshal(body, &eb)
+	if code != http.StatusConflict || eb.Error.Code != api.CodeLimit || !strings.Contains(eb.Error.Message, "sandbox.max_deployments") {
+		t.Fatalf("a third deployment: %d %s, want 409 limit_reached naming sandbox.max_deployments", code, body)
+	}
+	var list []api.Deployment
+	if err := getJSON(h.url+"/v1/deployments", &list); err != nil || len(list) != 2 {
+		t.Fatalf("after the refused deploy the host lists %+v (%v), want first and second", list, err)
+	}
+	h.deployVotes(t, "first", topic, `,"checkpoint_every":"2s"`)
+	if code, eb := h.delete(t, "/v1/deployments/second"); code != http.StatusNoContent {
+		t.Fatalf("undeploy second: %d %+v", code, eb)
+	}
+	if code, body := h.post(t, "/v1/deployments", "application/json", []byte(spec)); code != http.StatusCreated {
+		t.Fatalf("a third deployment once one is gone: %d %s", code, body)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,7 +21,9 @@ import (
 type Handler interface {
 	// Assigned is called for each newly assigned partition and returns the
 	// offset to start fetching at (its checkpoint's next offset). An error
-	// leaves the partition unfetched.
+	// leaves the partition assigned but unfetched, and Assigned is called
+	// for it again every startRetry while it stays with this member; the
+	// other partitions run meanwhile.
 	Assigned(ctx context.Context, p int32) (next int64, err error)
 	// Revoked stops partitions that move to another member; checkpoint
 	// says whether they may checkpoint first (they may not once lost).
@@ -67,7 +71,15 @@ type Group struct {
 
 	mu      sync.Mutex
 	commits map[int32]int64 // checkpointed next offsets not yet committed
+	// unstarted are the assigned partitions whose Assigned failed: paused
+	// until a retry at retryAt starts them.
+	unstarted map[int32]bool
+	retryAt   time.Time
 }
+
+// startRetry is how often Poll tries again to start the partitions that
+// did not start when assigned.
+const startRetry = 5 * time.Second
 
 // New creates the member; Poll joins the group.
 func New(o Options, h Handler) (*Group, error) {
@@ -77,7 +89,7 @@ func New(o Options, h Handler) (*Group, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	g := &Group{o: o, h: h, commits: map[int32]int64{}}
+	g := &Group{o: o, h: h, commits: map[int32]int64{}, unstarted: map[int32]bool{}}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(o.Brokers...),
 		kgo.ConsumerGroup(o.Group),
@@ -132,6 +144,7 @@ func (g *Group) Poll(ctx context.Context) {
 				g.h.Records(p.Partition, p.Records)
 			}
 		})
+		g.retryStarts(ctx)
 		g.commit(ctx, false)
 		g.cl.AllowRebalance()
 		if fetchFailed && fetches.NumRecords() == 0 {
@@ -217,24 +230,87 @@ func (g *Group) pending() map[string]map[int32]kgo.EpochOffset {
 // adjust starts each assigned partition where the handler says (its
 // checkpoint), not at Kafka's committed offset. The group keeps
 // heartbeating while the handler waits for ClickHouse.
+//
+// A partition that does not start (no room in the memory budget, its
+// checkpoint unreadable) is assigned paused, and retryStarts tries it
+// again: an error here would end the group session, and with it the
+// partitions of this member that did start.
 func (g *Group) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	for p := range offsets[g.o.Topic] {
 		next, err := g.h.Assigned(ctx, p)
 		if err != nil {
-			return nil, err
+			if ctx.Err() != nil {
+				return nil, err // the session ends anyway
+			}
+			// Paused before it is assigned, so that nothing is fetched
+			// for it; At(0) only gives it a position SetOffsets can move.
+			g.cl.PauseFetchPartitions(map[string][]int32{g.o.Topic: {p}})
+			g.mu.Lock()
+			if len(g.unstarted) == 0 {
+				g.retryAt = time.Now().Add(startRetry)
+			}
+			g.unstarted[p] = true
+			g.mu.Unlock()
+			offsets[g.o.Topic][p] = kgo.NewOffset().At(0).WithEpoch(-1)
+			continue
 		}
+		g.started(p)
 		offsets[g.o.Topic][p] = kgo.NewOffset().At(next).WithEpoch(-1)
 	}
 	return offsets, nil
 }
 
+// retryStarts tries again to start the partitions that did not start when
+// assigned, once startRetry has passed. It runs in the poll loop while
+// rebalances wait, so that none of them is revoked meanwhile.
+func (g *Group) retryStarts(ctx context.Context) {
+	g.mu.Lock()
+	if len(g.unstarted) == 0 || time.Now().Before(g.retryAt) {
+		g.mu.Unlock()
+		return
+	}
+	ps := slices.Sorted(maps.Keys(g.unstarted))
+	g.retryAt = time.Now().Add(startRetry)
+	g.mu.Unlock()
+	for _, p := range ps {
+		next, err := g.h.Assigned(ctx, p)
+		if err != nil {
+			continue // the handler reports it; tried again later
+		}
+		g.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{g.o.Topic: {p: {Epoch: -1, Offset: next}}})
+		g.started(p)
+	}
+}
+
+// started lets a partition that did not start before be fetched.
+func (g *Group) started(p int32) {
+	g.mu.Lock()
+	was := g.unstarted[p]
+	delete(g.unstarted, p)
+	g.mu.Unlock()
+	if was {
+		g.cl.ResumeFetchPartitions(map[string][]int32{g.o.Topic: {p}})
+	}
+}
+
 func (g *Group) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	g.forget(revoked[g.o.Topic])
 	g.h.Revoked(revoked[g.o.Topic], true)
 	g.commit(ctx, true)
 }
 
 func (g *Group) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	g.forget(lost[g.o.Topic])
 	g.h.Revoked(lost[g.o.Topic], false)
+}
+
+// forget drops partitions that leave this member from those waiting to
+// start, and lifts their pause: a pause outlives the assignment, and the
+// partition may come back.
+func (g *Group) forget(ps []int32) {
+	for _, p := range ps {
+		g.started(p)
+	}
 }
 
 // Pause stops fetching partition p (its worker is full).

@@ -1,0 +1,131 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// startsFailing fails Assigned for one partition a number of times, then
+// starts it at a given offset; it records what each partition receives.
+type startsFailing struct {
+	failing   int32
+	failsLeft int
+	startAt   int64
+
+	mu       sync.Mutex
+	started  map[int32]bool
+	received map[int32][]int64
+	early    []string // records of a partition before it started
+}
+
+func (h *startsFailing) Assigned(_ context.Context, p int32) (int64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p == h.failing {
+		if h.failsLeft > 0 {
+			h.failsLeft--
+			return 0, errors.New("no room in the memory budget")
+		}
+		h.started[p] = true
+		return h.startAt, nil
+	}
+	h.started[p] = true
+	return 0, nil
+}
+
+func (h *startsFailing) Revoked([]int32, bool) {}
+
+func (h *startsFailing) Records(p int32, recs []*kgo.Record) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range recs {
+		if !h.started[p] {
+			h.early = append(h.early, fmt.Sprintf("%d/%d", p, r.Offset))
+		}
+		h.received[p] = append(h.received[p], r.Offset)
+	}
+}
+
+func (h *startsFailing) offsets(p int32) []int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]int64(nil), h.received[p]...)
+}
+
+// A partition whose start fails is left paused while the member's other
+// partitions run, and starts where the handler says once a retry works,
+// without a rebalance. (An error from the group's offset adjustment ended
+// the whole group session instead, and no partition of the member ran.)
+func TestGroup_APartitionThatDoesNotStartLeavesTheOthersRunning(t *testing.T) {
+	brokers := os.Getenv("WAGG_TEST_KAFKA")
+	if brokers == "" {
+		t.Skip("integration test: needs the Kafka that `make test` starts (WAGG_TEST_KAFKA)")
+	}
+	topic := fmt.Sprintf("source-it-%d-%d", time.Now().UnixNano(), rand.IntN(1e6))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if resp, err := adm.CreateTopic(ctx, 2, 1, nil, topic); err != nil || resp.Err != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Err)
+	}
+	defer adm.DeleteTopics(context.Background(), topic)
+	var recs []*kgo.Record
+	for i := range 20 {
+		recs = append(recs, &kgo.Record{Partition: int32(i % 2), Value: []byte("v")})
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	h := &startsFailing{failing: 1, failsLeft: 2, startAt: 6, started: map[int32]bool{}, received: map[int32][]int64{}}
+	g, err := New(Options{Brokers: strings.Split(brokers, ","), Group: topic, Topic: topic}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, stop := context.WithCancel(ctx)
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		g.Poll(pctx)
+	}()
+	defer func() {
+		stop()
+		<-polled
+		g.Close()
+	}()
+
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for !ok() {
+			if ctx.Err() != nil {
+				t.Fatalf("%s: not within the deadline; partition 0 got %v, partition 1 %v", what, h.offsets(0), h.offsets(1))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor("partition 0 read to its end while partition 1 does not start", func() bool { return len(h.offsets(0)) == 10 })
+	waitFor("partition 1 read from where it started once a retry worked", func() bool { return len(h.offsets(1)) == 4 })
+	if got := h.offsets(1); got[0] != 6 || got[3] != 9 {
+		t.Fatalf("partition 1 got offsets %v, want 6 to 9", got)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failsLeft != 0 || len(h.early) > 0 {
+		t.Fatalf("%d failures left; records before their partition started: %v", h.failsLeft, h.early)
+	}
+}
