@@ -165,6 +165,10 @@ func (s *Sketch) Merge(o *Sketch) {
 	}
 }
 
+// Size is the bytes its registers take in memory: 4 per entry while
+// sparse, SketchRegisters once dense.
+func (s *Sketch) Size() int { return 4*len(s.entries) + len(s.regs) }
+
 // Clone returns a copy of s that shares no memory with it.
 func (s *Sketch) Clone() *Sketch {
 	return &Sketch{entries: slices.Clone(s.entries), regs: slices.Clone(s.regs)}

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -77,5 +78,89 @@ func TestHub_MergesDistinctSketchesAcrossPartitions(t *testing.T) {
 	}
 	if e := union.Estimate(); e < 3880 || e > 4120 {
 		t.Errorf("4000 users estimated %d, beyond 3 standard errors", e)
+	}
+}
+
+// A distinct metric's sketches count against Options.MaxBytes as they
+// grow: a dense sketch takes 4 KiB per partition, eight times what a
+// group itself counts, so fresh keys with dense sketches, or sketches
+// of groups that exist turning dense, would otherwise hold many times the
+// bound.
+func TestHub_DistinctSketchesCountAgainstTheStateBound(t *testing.T) {
+	schema := &abi.Schema{
+		ABI:   abi.Version,
+		Input: []abi.Field{{Name: "poll_id", Type: abi.Int64}, {Name: "user_id", Type: abi.String}},
+		Keys:  []abi.Column{{Name: "poll_id", Type: abi.Int64}},
+		Metrics: []abi.Metric{
+			{Name: "votes", Kind: abi.Count, Type: abi.Int64},
+			{Name: "voters", Kind: abi.Distinct, Type: abi.Int64},
+		},
+	}
+	windows := []abi.Window{{Name: "total", Kind: abi.Global}}
+	sketch := func(users int) *abi.Sketch {
+		s := &abi.Sketch{}
+		for u := range users {
+			s.AddString(fmt.Appendf(nil, "user-%d", u))
+		}
+		return s
+	}
+	sparse, dense := sketch(10), sketch(5000)
+	rows := func(polls int, sk *abi.Sketch) []abi.Row {
+		out := make([]abi.Row, polls)
+		for i := range out {
+			out[i] = abi.Row{Key: string(abi.AppendKeyInt64(nil, int64(i))), Metrics: []uint64{1, uint64(sk.Estimate())}, Sketches: []*abi.Sketch{nil, sk}}
+		}
+		return out
+	}
+	const bound = 1 << 20
+	held := func(h *Hub) int64 {
+		a := h.aggs["voters"]
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		var sum int64
+		for _, p := range a.wins[0].panes {
+			for _, g := range p.groups {
+				sum += groupCost(g.k.key, 2)
+				for _, pv := range g.parts {
+					sum += sketchBytes(pv.sketches)
+				}
+			}
+		}
+		if sum != a.held {
+			t.Fatalf("the groups hold %d bytes as counted, the bound's count says %d", sum, a.held)
+		}
+		return sum
+	}
+	var tm *TooManyGroupsError
+
+	// Fresh keys, dense at once: 1000 groups of 4.5 KiB and more.
+	h, _ := serve(t, &Options{MaxBytes: bound})
+	h.Register("voters", schema, windows)
+	err := h.Publish("voters", 0, rows(1000, dense))
+	if !errors.As(err, &tm) || tm.Bytes != bound || tm.Dropped == 0 {
+		t.Fatalf("1000 groups with dense sketches under a 1 MiB bound: got %v, want the bound's TooManyGroupsError", err)
+	}
+	if n := held(h); n > bound {
+		t.Fatalf("%d bytes held, past the bound", n)
+	}
+
+	// Groups that exist, whose sketches turn dense.
+	h, _ = serve(t, &Options{MaxBytes: bound})
+	h.Register("voters", schema, windows)
+	if err := h.Publish("voters", 0, rows(400, sparse)); err != nil {
+		t.Fatalf("400 groups with small sketches: %v", err)
+	}
+	before := held(h)
+	err = h.Publish("voters", 0, rows(400, dense))
+	if !errors.As(err, &tm) || tm.Bytes != bound || tm.Dropped == 0 || tm.Dropped == 400 {
+		t.Fatalf("the same 400 groups turning dense: got %v, want some of them refused by the bound", err)
+	}
+	if n := held(h); n <= before || n > bound {
+		t.Fatalf("%d bytes held after the growth (%d before), want more, within the bound", n, before)
+	}
+	// A sketch that shrinks gives its bytes back.
+	h.Publish("voters", 0, rows(400, sparse))
+	if n := held(h); n != before {
+		t.Fatalf("%d bytes held once the sketches are small again, want %d", n, before)
 	}
 }

@@ -43,9 +43,31 @@ type pane struct {
 // it takes of the host's memory (its structures, the key as bytes, as
 // decoded values and as JSON, a value per metric for the merge and for
 // its partition), measured with short keys at 1 KiB of RSS per group
-// (3.9 GB at 4 million) once the collector's headroom is in.
+// (3.9 GB at 4 million) once the collector's headroom is in. The
+// partitions' distinct sketches count on top, as they grow (sketchBytes).
 func groupCost(key string, metrics int) int64 {
 	return 512 + 3*int64(len(key)) + 16*int64(metrics)
+}
+
+// sketchBytes is what a row's (or a partition value's) sketches take.
+func sketchBytes(sks []*abi.Sketch) int64 {
+	var n int64
+	for _, sk := range sks {
+		if sk != nil {
+			n += int64(sk.Size())
+		}
+	}
+	return n
+}
+
+// heldSketches is sketchBytes of what the group holds for partition.
+func (g *group) heldSketches(partition int32) int64 {
+	for i := range g.parts {
+		if g.parts[i].partition == partition {
+			return sketchBytes(g.parts[i].sketches)
+		}
+	}
+	return 0
 }
 
 func (p *pane) closed() bool { return p.open == 0 && len(p.groups) > 0 }
@@ -105,6 +127,10 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, 
 			a.drop("wrong number of metrics")
 			continue
 		}
+		if !a.sketched(r) {
+			a.drop("distinct metric without its sketch")
+			continue
+		}
 		wi := int(r.Window)
 		w := &a.wins[wi]
 		start := r.Start
@@ -129,45 +155,55 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, 
 		}
 		g := p.groups[r.Key]
 		fresh := g == nil
+		// What the row adds to the bound: a new group, or a partition's
+		// sketches that grew (a sketch turning dense takes 4 KiB).
+		var cost int64
+		if len(a.distinct) > 0 {
+			cost = sketchBytes(r.Sketches)
+			if !fresh {
+				cost -= g.heldSketches(partition)
+			}
+		}
 		if fresh {
-			cost := groupCost(r.Key, nm)
-			if a.held+cost > a.maxBytes && !full {
-				// one search per Publish: rows past the bound do not
-				// each walk every pane again
-				evicted = a.evictForRoom(wi, start, cost, evicted)
-				full = a.held+cost > a.maxBytes
-			}
-			if len(p.groups) >= a.maxGroups || a.held+cost > a.maxBytes {
-				if tooMany == nil {
-					tooMany = &TooManyGroupsError{Aggregator: a.name, Window: w.def.Name, Start: start, Limit: a.maxGroups}
-					if len(p.groups) < a.maxGroups {
-						tooMany.Limit, tooMany.Bytes = 0, a.maxBytes
-					}
+			cost += groupCost(r.Key, nm)
+		}
+		if cost > 0 && a.held+cost > a.maxBytes && !full {
+			// one search per Publish: rows past the bound do not each
+			// walk every pane again
+			evicted = a.evictForRoom(wi, start, cost, evicted)
+			full = a.held+cost > a.maxBytes
+		}
+		if fresh && len(p.groups) >= a.maxGroups || cost > 0 && a.held+cost > a.maxBytes {
+			if tooMany == nil {
+				tooMany = &TooManyGroupsError{Aggregator: a.name, Window: w.def.Name, Start: start, Limit: a.maxGroups}
+				if !fresh || len(p.groups) < a.maxGroups {
+					tooMany.Limit, tooMany.Bytes = 0, a.maxBytes
 				}
-				tooMany.Dropped++
-				if len(p.groups) == 0 {
-					delete(w.panes, start) // made for this row alone
-				}
-				continue
 			}
+			tooMany.Dropped++
+			if len(p.groups) == 0 {
+				delete(w.panes, start) // made for this row alone
+			}
+			continue
+		}
+		if fresh {
 			k, err := a.keyInfo(r.Key)
 			if err != nil {
 				a.drop("key does not decode")
+				if len(p.groups) == 0 {
+					delete(w.panes, start)
+				}
 				continue
 			}
 			g = &group{k: k, merged: make([]uint64, nm)}
 			p.groups[k.key] = g
 			p.open++
-			p.cost += cost
-			a.held += cost
-		}
-		if !a.sketched(r) {
-			a.drop("distinct metric without its sketch")
-			continue
 		}
 		if !g.set(partition, r.Final, r.Metrics, r.Sketches) && !fresh {
 			continue
 		}
+		p.cost += cost
+		a.held += cost
 		wasFinal := g.final
 		if !g.merge(a.schema, a.scratch) && !fresh {
 			continue
@@ -379,7 +415,7 @@ type TooManyGroupsError struct {
 func (e *TooManyGroupsError) Error() string {
 	if e.Bytes > 0 {
 		return fmt.Sprintf("aggregator %s: the plugin's groups would take more than %d MiB of the host's memory in all, in panes that are not closed "+
-			"(live.max_state_bytes; a group counts 512 bytes, three times its key and 16 per metric), the first refused in window %s, pane at %d; "+
+			"(live.max_state_bytes; a group counts 512 bytes, three times its key, 16 per metric and its distinct sketches' registers), the first refused in window %s, pane at %d; "+
 			"%d rows left out. Key by fewer or shorter values, close panes sooner (shorter windows or lateness), or raise the limit", e.Aggregator, e.Bytes>>20, e.Window, e.Start, e.Dropped)
 	}
 	return fmt.Sprintf("aggregator %s: window %s, pane at %d: the plugin emitted more than %d groups for one pane (sandbox.max_groups_per_pane); "+
