@@ -81,6 +81,9 @@ type Group struct {
 // did not start when assigned.
 const startRetry = 5 * time.Second
 
+// retryFor bounds one round of retryStarts.
+const retryFor = RebalanceTimeout / 2
+
 // New creates the member; Poll joins the group.
 func New(o Options, h Handler) (*Group, error) {
 	if o.MaxPoll <= 0 {
@@ -262,7 +265,10 @@ func (g *Group) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Off
 
 // retryStarts tries again to start the partitions that did not start when
 // assigned, once startRetry has passed. It runs in the poll loop while
-// rebalances wait, so that none of them is revoked meanwhile.
+// rebalances wait, so that none of them is revoked meanwhile; so it gives
+// up after retryFor (a checkpoint that cannot be read while ClickHouse is
+// away), well inside RebalanceTimeout, and the partitions it did not start
+// wait for the next round.
 func (g *Group) retryStarts(ctx context.Context) {
 	g.mu.Lock()
 	if len(g.unstarted) == 0 || time.Now().Before(g.retryAt) {
@@ -272,6 +278,8 @@ func (g *Group) retryStarts(ctx context.Context) {
 	ps := slices.Sorted(maps.Keys(g.unstarted))
 	g.retryAt = time.Now().Add(startRetry)
 	g.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, retryFor)
+	defer cancel()
 	for _, p := range ps {
 		next, err := g.h.Assigned(ctx, p)
 		if err != nil {
