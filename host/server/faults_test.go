@@ -922,8 +922,9 @@ func TestFaults_KillNineNegativeControlDetectsDoubleCounting(t *testing.T) {
 	report(t, "detected: %d votes counted for %d in the topic", got, x.votes)
 }
 
-// A host started while ClickHouse is down waits for it instead of exiting,
-// so that a host and a ClickHouse restarted together come up together.
+// A host started while ClickHouse is down waits for it, however long,
+// instead of exiting, so that a host and a ClickHouse restarted together
+// come up together.
 func TestFaults_HostStartsWhileClickHouseIsDown(t *testing.T) {
 	e := services(t)
 	ch := startPrivate(t, "clickhouse", 19000)
@@ -948,6 +949,13 @@ func TestFaults_HostStartsWhileClickHouseIsDown(t *testing.T) {
 		t.Fatalf("the host did not wait for ClickHouse: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("no 'waiting for clickhouse' in the log")
+	}
+	// ClickHouse stays away longer than the minute a host used to wait
+	// before it gave up and exited.
+	select {
+	case err := <-started:
+		t.Fatalf("the host stopped waiting for ClickHouse: %v", err)
+	case <-time.After(70 * time.Second):
 	}
 	ch.run("up")
 	select {

@@ -6,16 +6,12 @@ import (
 	"time"
 )
 
-// startupWait is how long a starting host waits for ClickHouse and Kafka:
-// a host restarted while one of them restarts too comes up with it instead
-// of exiting.
-const startupWait = time.Minute
-
-// waitFor calls probe until it succeeds, ctx ends or startupWait passes,
-// logging each failure, and returns the last error.
+// waitFor calls probe until it succeeds or ctx ends (the host is stopped),
+// logging each failure, and returns the last error. A starting host waits
+// for ClickHouse and Kafka as long as they take: one restarted while either
+// is down, for however long, comes up with it instead of exiting, and an
+// address that is wrong shows in the log every few seconds.
 func waitFor(ctx context.Context, log *slog.Logger, what string, probe func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, startupWait)
-	defer cancel()
 	for backoff := 250 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
 		err := probe(pctx)
