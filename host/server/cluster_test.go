@@ -316,3 +316,65 @@ func TestCluster_ThreeHostsKillsAndAJoinStayExactInClickHouseAndLive(t *testing.
 	report(t, "cluster: 3 hosts + 1 joining, %d kill -9s of one (checkpointed offsets at each: %s) over a backlog of 500000 votes (+%d live): exact in ClickHouse and on 5 dashboards",
 		len(at), strings.Join(at, " "), sent)
 }
+
+// A host frozen (SIGSTOP: a VM paused, a swap storm) past its session
+// timeout, while it catches up or soon after: the other host takes its partitions; thawed,
+// it finds them gone only at its next heartbeat, and meanwhile its workers
+// go on where they were and may write rows and checkpoints behind the new
+// owner (a zombie). Exact in ClickHouse and on both dashboards.
+func TestCluster_AHostFrozenPastItsSessionComesBackAsAZombie(t *testing.T) {
+	const partitions = 4
+	r := newClusterRig(t, partitions)
+	e, topic, cl, db, bin, logf, ch := r.e, r.topic, r.cl, r.db, r.bin, r.logf, r.ch
+	checker := &host{db: db, ch: ch}
+
+	produceBacklog(t, cl, 400_000)
+	a := startClusterHost(t, bin, "a", e, db, logf)
+	b := startClusterHost(t, bin, "b", e, db, logf)
+	ha := &host{url: a.url}
+	if code, body := ha.post(t, "/v1/plugins/votes/1", "application/wasm", testwasm.Build(t, "examples/votes")); code != http.StatusCreated {
+		t.Fatalf("push: %d %s", code, body)
+	}
+	spec := fmt.Sprintf(`{"name":"votes","plugin":"votes@1","topic":%q,"lateness":"5s","checkpoint_every":"300ms","max_batch":512,
+		"windows":[{"name":"second","kind":"tumbling","size":"1s"},{"name":"total","kind":"global"}]}`, topic)
+	if code, body := ha.post(t, "/v1/deployments", "application/json", []byte(spec)); code != http.StatusCreated {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	owns := func(h *clusterHost, want func(float64) bool) func() error {
+		return func() error {
+			if n, err := metric(h.url, "wagg_partitions_owned"); err != nil || !want(n) {
+				return fmt.Errorf("%s owns %v partitions (%v)", h.name, n, err)
+			}
+			return nil
+		}
+	}
+	some := func(n float64) bool { return n > 0 }
+	eventually(t, time.Minute, "a runs partitions", owns(a, some))
+	eventually(t, time.Minute, "b runs partitions", owns(b, some))
+	live := startProducer(cl, 2000, 2*time.Second, 1000)
+
+	a.p.cmd.Process.Signal(syscall.SIGSTOP)
+	frozen := time.Now()
+	var at int64
+	ch.QueryRow(context.Background(), "SELECT toInt64(sum(next_offset)) FROM "+db+"._wagg_checkpoints FINAL WHERE deployment = 'votes'").Scan(&at)
+	eventually(t, time.Minute, "b takes every partition while a is frozen", owns(b, func(n float64) bool { return n == partitions }))
+	<-time.After(time.Until(frozen.Add(20 * time.Second)))
+	a.p.cmd.Process.Signal(syscall.SIGCONT)
+	eventually(t, 2*time.Minute, "a runs partitions again", owns(a, some))
+	onA, onB := follow(t, a), follow(t, b)
+
+	sent, _ := live.finish()
+	x := readTopic(t, e.brokers, topic)
+	eventually(t, 3*time.Minute, "exact totals and windows in ClickHouse", func() error { return checker.check(context.Background(), x) })
+	for name, f := range map[string]*follower{"a": onA, "b": onB} {
+		eventually(t, time.Minute, "the dashboard on "+name+" shows the exact totals", func() error {
+			got, err := f.totals()
+			if err != nil {
+				return err
+			}
+			return diff(got, x.totals)
+		})
+	}
+	report(t, "a host frozen for %s with the checkpoints at offset %d of a backlog of 400000 votes (+%d live), thawed as a zombie: exact in ClickHouse and on both dashboards",
+		20*time.Second, at, sent)
+}
