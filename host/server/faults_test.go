@@ -99,8 +99,9 @@ type expected struct {
 
 func readTopic(t *testing.T, brokers []string, topic string) expected {
 	t.Helper()
+	// Transaction markers are kept: a partition's last offset may be one.
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,9 @@ func readTopic(t *testing.T, brokers []string, topic string) expected {
 				PollID *int64  `json:"poll_id"`
 				Option *string `json:"option"`
 			}
-			if json.Unmarshal(r.Value, &v) != nil || v.PollID == nil || v.Option == nil {
+			if r.Attrs.IsControl() {
+				// a transaction marker: no record
+			} else if json.Unmarshal(r.Value, &v) != nil || v.PollID == nil || v.Option == nil {
 				x.malformed[fmt.Sprintf("%d/%d", r.Partition, r.Offset)] = true
 			} else {
 				x.totals[gen.Key{PollID: *v.PollID, Option: *v.Option}]++
@@ -1000,4 +1003,70 @@ func serveLog(t testing.TB, path string, tail int) *os.File {
 		}
 	})
 	return f
+}
+
+// A transactional producer that commits some transactions and aborts
+// others, with the votes of both interleaved in the partitions: only the
+// committed votes count, and neither the aborted records nor the
+// transaction markers are dead-lettered.
+func TestFaults_AbortedTransactionsCountNothing(t *testing.T) {
+	e := services(t)
+	topic, _ := newTopic(t, e, 2)
+	h := startHost(t, e)
+	h.deployVotes(t, "votes", topic, `,"lateness":"1m","checkpoint_every":"300ms"`)
+	tx, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.DefaultProduceTopic(topic),
+		kgo.TransactionalID(topic+"-tx"), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	g := gen.New(gen.Options{Seed: rand.Uint64(), Polls: 40})
+	t0 := time.Now().Add(-30 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i := range 12 {
+		if err := tx.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for j := range 500 {
+			v := g.Next(t0.Add(time.Duration(i*500+j) * time.Millisecond).UnixMilli())
+			tx.Produce(ctx, &kgo.Record{Key: []byte(v.UserID), Value: v.AppendJSON(nil), Timestamp: time.UnixMilli(v.TS)}, nil)
+		}
+		if err := tx.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		commit := kgo.TryCommit
+		if i%3 == 1 {
+			commit = kgo.TryAbort
+		}
+		if err := tx.EndTransaction(ctx, commit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x := readTopic(t, e.brokers, topic)
+	if x.votes != 8*500 {
+		t.Fatalf("a read-committed consumer sees %d votes, want the 4000 committed", x.votes)
+	}
+	eventually(t, time.Minute, "the committed votes exact", func() error { return h.check(context.Background(), x) })
+	// Once the checkpoints cover every offset, markers included, any dead
+	// letter is written (one is, before the checkpoint past its record).
+	ends, err := kadm.NewClient(tx).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var end int64
+	ends.Each(func(o kadm.ListedOffset) { end += o.Offset })
+	eventually(t, time.Minute, "checkpoints at the end of the topic", func() error {
+		var n int64
+		if err := h.ch.QueryRow(ctx, "SELECT toInt64(sum(next_offset)) FROM "+h.db+"._wagg_checkpoints FINAL WHERE deployment = 'votes'").Scan(&n); err != nil {
+			return err
+		}
+		if n != end {
+			return fmt.Errorf("checkpoints at %d of %d", n, end)
+		}
+		return nil
+	})
+	if dl := deadLetters(t, e.brokers, topic+".dead-letters"); len(dl) > 0 {
+		t.Fatalf("%d dead letters, the first %s: %s", len(dl), header(dl[0], "wagg.reason"), header(dl[0], "wagg.error"))
+	}
 }
