@@ -9,13 +9,9 @@ import (
 	"github.com/wagg/wagg/abi"
 )
 
-// TestHub_MergesDistinctSketchesAcrossPartitions publishes overlapping
-// voters of one poll from three partitions and checks that subscribers see
-// the estimate of the union of the sketches, not a sum, that a sketch
-// whose registers change is merged again, and that a row without its
-// sketch is dropped.
-func TestHub_MergesDistinctSketchesAcrossPartitions(t *testing.T) {
-	schema := &abi.Schema{
+// votersSchema is votes and unique voters per poll, in running totals.
+func votersSchema() (*abi.Schema, []abi.Window) {
+	return &abi.Schema{
 		ABI:   abi.Version,
 		Input: []abi.Field{{Name: "poll_id", Type: abi.Int64}, {Name: "user_id", Type: abi.String}},
 		Keys:  []abi.Column{{Name: "poll_id", Type: abi.Int64}},
@@ -23,8 +19,16 @@ func TestHub_MergesDistinctSketchesAcrossPartitions(t *testing.T) {
 			{Name: "votes", Kind: abi.Count, Type: abi.Int64},
 			{Name: "voters", Kind: abi.Distinct, Type: abi.Int64},
 		},
-	}
-	windows := []abi.Window{{Name: "total", Kind: abi.Global}}
+	}, []abi.Window{{Name: "total", Kind: abi.Global}}
+}
+
+// TestHub_MergesDistinctSketchesAcrossPartitions publishes overlapping
+// voters of one poll from three partitions and checks that subscribers see
+// the estimate of the union of the sketches, not a sum, that a sketch
+// whose registers change is merged again, and that a row without its
+// sketch is dropped.
+func TestHub_MergesDistinctSketchesAcrossPartitions(t *testing.T) {
+	schema, windows := votersSchema()
 	sketch := func(from, to int) *abi.Sketch {
 		s := &abi.Sketch{}
 		for u := from; u < to; u++ {
@@ -87,16 +91,7 @@ func TestHub_MergesDistinctSketchesAcrossPartitions(t *testing.T) {
 // of groups that exist turning dense, would otherwise hold many times the
 // bound.
 func TestHub_DistinctSketchesCountAgainstTheStateBound(t *testing.T) {
-	schema := &abi.Schema{
-		ABI:   abi.Version,
-		Input: []abi.Field{{Name: "poll_id", Type: abi.Int64}, {Name: "user_id", Type: abi.String}},
-		Keys:  []abi.Column{{Name: "poll_id", Type: abi.Int64}},
-		Metrics: []abi.Metric{
-			{Name: "votes", Kind: abi.Count, Type: abi.Int64},
-			{Name: "voters", Kind: abi.Distinct, Type: abi.Int64},
-		},
-	}
-	windows := []abi.Window{{Name: "total", Kind: abi.Global}}
+	schema, windows := votersSchema()
 	sketch := func(users int) *abi.Sketch {
 		s := &abi.Sketch{}
 		for u := range users {

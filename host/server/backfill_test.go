@@ -481,15 +481,7 @@ func TestBackfill_TwoHostsShareItAndSwitchOnce(t *testing.T) {
 	live.finish()
 	x = readTopic(t, e.brokers, topic)
 	eventually(t, 3*time.Minute, "exact in ClickHouse after the switch", func() error { return checker.check(ctx, x) })
-	for name, f := range map[string]*follower{"a": onA, "b": onB} {
-		eventually(t, time.Minute, "the dashboard on "+name+" shows the exact totals", func() error {
-			got, err := f.totals()
-			if err != nil {
-				return err
-			}
-			return diff(got, x.totals)
-		})
-	}
+	dashboardsShow(t, map[string]*follower{"a": onA, "b": onB}, x.totals)
 	report(t, "backfill on 2 hosts: generation %d requested on b, records handled a %.0f, b %.0f; switched once; exact in ClickHouse and on both dashboards (%d votes)",
 		g, shares["a"], shares["b"], x.votes)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -72,12 +71,7 @@ type clusterHost struct {
 
 func startClusterHost(t testing.TB, bin, name string, e env, db string, logf io.Writer) *clusterHost {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	dir := filepath.Join(t.TempDir(), name)
 	// Four hosts and the test share two cores: a call deadline of 1 s
 	// would fail healthy calls that merely waited for a core.
@@ -88,27 +82,28 @@ func startClusterHost(t testing.TB, bin, name string, e env, db string, logf io.
 	h := &clusterHost{bin: bin, name: name, url: "http://" + addr, args: []string{"-config", conf, "-listen", addr, "-data-dir", dir,
 		"-kafka", strings.Join(e.brokers, ","), "-clickhouse", e.chAddr, "-database", db}}
 	h.start(t, logf)
-	t.Cleanup(func() { // whichever run is current, even when the test fails
-		h.p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-h.p.done:
-		case <-time.After(30 * time.Second):
-			h.p.kill()
-		}
-	})
+	stopAtCleanup(t, &h.p)
 	return h
 }
 
 func (h *clusterHost) start(t testing.TB, logf io.Writer) {
 	t.Helper()
 	h.p = startServe(t, h.bin, h.args, nil, logf)
-	eventually(t, time.Minute, h.name+" answers", func() error {
-		resp, err := http.Get(h.url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err
-	})
+	eventually(t, time.Minute, h.name+" answers", answers(h.url))
+}
+
+// dashboardsShow waits until every follower, by name, shows want.
+func dashboardsShow(t *testing.T, followers map[string]*follower, want gen.Counts) {
+	t.Helper()
+	for name, f := range followers {
+		eventually(t, time.Minute, "the dashboard on "+name+" shows the exact totals", func() error {
+			got, err := f.totals()
+			if err != nil {
+				return err
+			}
+			return diff(got, want)
+		})
+	}
 }
 
 // follower is a dashboard: it follows the running totals of the votes
@@ -296,15 +291,7 @@ func TestCluster_ThreeHostsKillsAndAJoinStayExactInClickHouseAndLive(t *testing.
 		t.Fatalf("only %d votes in the topic", x.votes)
 	}
 	eventually(t, 3*time.Minute, "exact totals and windows in ClickHouse", func() error { return checker.check(context.Background(), x) })
-	for name, f := range map[string]*follower{"a": onA, "b": onB, "c, moved to a": movesFromC, "c after its restarts": onC, "d": onD} {
-		eventually(t, time.Minute, "the dashboard on "+name+" shows the exact totals", func() error {
-			got, err := f.totals()
-			if err != nil {
-				return err
-			}
-			return diff(got, x.totals)
-		})
-	}
+	dashboardsShow(t, map[string]*follower{"a": onA, "b": onB, "c, moved to a": movesFromC, "c after its restarts": onC, "d": onD}, x.totals)
 	if movesFromC.moves == 0 {
 		t.Fatal("the dashboard on c never moved to another host")
 	}
@@ -366,15 +353,7 @@ func TestCluster_AHostFrozenPastItsSessionComesBackAsAZombie(t *testing.T) {
 	sent, _ := live.finish()
 	x := readTopic(t, e.brokers, topic)
 	eventually(t, 3*time.Minute, "exact totals and windows in ClickHouse", func() error { return checker.check(context.Background(), x) })
-	for name, f := range map[string]*follower{"a": onA, "b": onB} {
-		eventually(t, time.Minute, "the dashboard on "+name+" shows the exact totals", func() error {
-			got, err := f.totals()
-			if err != nil {
-				return err
-			}
-			return diff(got, x.totals)
-		})
-	}
+	dashboardsShow(t, map[string]*follower{"a": onA, "b": onB}, x.totals)
 	report(t, "a host frozen for %s with the checkpoints at offset %d of a backlog of 400000 votes (+%d live), thawed as a zombie: exact in ClickHouse and on both dashboards",
 		20*time.Second, at, sent)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/wagg/wagg/host/api"
+	"github.com/wagg/wagg/host/config"
 	"github.com/wagg/wagg/host/hub"
 	"github.com/wagg/wagg/host/server"
 	"github.com/wagg/wagg/internal/gen"
@@ -706,6 +707,51 @@ func TestFaults_PoisonRecords(t *testing.T) {
 	eventually(t, time.Minute, "still failed after a restart", failed(again))
 }
 
+// freeAddr is a loopback address no one listens on (for a child process
+// to listen on).
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// serveArgs picks a free address for a `wagg serve` of cfg on e, and
+// returns its URL and the arguments to start it with.
+func serveArgs(t testing.TB, e env, cfg config.Config) (url string, args []string) {
+	t.Helper()
+	addr := freeAddr(t)
+	return "http://" + addr, []string{"-listen", addr, "-data-dir", cfg.DataDir, "-kafka", strings.Join(e.brokers, ","),
+		"-clickhouse", e.chAddr, "-database", cfg.ClickHouse.Database}
+}
+
+// stopAtCleanup stops whichever process *p is when the test ends, even
+// when it fails: gracefully, or with SIGKILL after 30 s.
+func stopAtCleanup(t testing.TB, p **serveProc) {
+	t.Cleanup(func() {
+		(*p).cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-(*p).done:
+		case <-time.After(30 * time.Second):
+			(*p).kill()
+		}
+	})
+}
+
+// answers is a check that a host at url answers HTTP.
+func answers(url string) func() error {
+	return func() error {
+		resp, err := http.Get(url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+}
+
 // serveProc is `wagg serve` as a child process.
 type serveProc struct {
 	cmd  *exec.Cmd
@@ -755,15 +801,7 @@ func crashTest(t *testing.T, backlog, kills int, extraEnv []string) (*host, expe
 	topic, cl := newTopic(t, e, partitions)
 	cfg := hostConfig(t, e)
 	bin := buildWagg(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	url := "http://" + addr
-	args := []string{"-listen", addr, "-data-dir", cfg.DataDir, "-kafka", strings.Join(e.brokers, ","),
-		"-clickhouse", e.chAddr, "-database", cfg.ClickHouse.Database}
+	url, args := serveArgs(t, e, cfg)
 	logf := serveLog(t, filepath.Join(cfg.DataDir, "serve.log"), 8000)
 	defer logf.Close()
 
@@ -771,22 +809,10 @@ func crashTest(t *testing.T, backlog, kills int, extraEnv []string) (*host, expe
 
 	// The first run deploys; every later one finds the deployment in the catalog.
 	p := startServe(t, bin, args, extraEnv, logf)
-	t.Cleanup(func() { // whichever run is current, even when the test fails
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(30 * time.Second):
-			p.kill()
-		}
-	})
-	eventually(t, time.Minute, "wagg serve answers", func() error {
-		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err
-	})
+	stopAtCleanup(t, &p)
+	eventually(t, time.Minute, "wagg serve answers", answers(url))
 	h := &host{url: url, db: cfg.ClickHouse.Database}
+	var err error
 	h.ch, err = clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
 	if err != nil {
 		t.Fatal(err)

@@ -3,10 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
-	"net"
-	"net/http"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,35 +24,14 @@ func TestFaults_EverythingAtOnce(t *testing.T) {
 	topic, cl := newTopic(t, pe, 4)
 	cfg := hostConfig(t, pe)
 	bin := buildWagg(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	url := "http://" + addr
-	args := []string{"-listen", addr, "-data-dir", cfg.DataDir, "-kafka", k.addr(),
-		"-clickhouse", ch.addr(), "-database", cfg.ClickHouse.Database}
+	url, args := serveArgs(t, pe, cfg)
 	logf := serveLog(t, filepath.Join(cfg.DataDir, "serve.log"), 20000)
 	defer logf.Close()
 	p := startServe(t, bin, args, nil, logf)
-	t.Cleanup(func() {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(30 * time.Second):
-			p.kill()
-		}
-	})
-	answers := func() error {
-		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err
-	}
-	eventually(t, time.Minute, "wagg serve answers", answers)
+	stopAtCleanup(t, &p)
+	eventually(t, time.Minute, "wagg serve answers", answers(url))
 	h := &host{url: url, db: cfg.ClickHouse.Database}
+	var err error
 	h.ch, err = clickhouse.Open(&clickhouse.Options{Addr: []string{ch.addr()}})
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +57,7 @@ func TestFaults_EverythingAtOnce(t *testing.T) {
 	restart := func() {
 		p.kill()
 		p = startServe(t, bin, args, nil, logf)
-		eventually(t, time.Minute, "wagg serve answers again", answers)
+		eventually(t, time.Minute, "wagg serve answers again", answers(url))
 	}
 	progress("progress at first")
 
@@ -91,14 +67,14 @@ func TestFaults_EverythingAtOnce(t *testing.T) {
 	p = startServe(t, bin, args, nil, logf) // starts while ClickHouse is away
 	<-time.After(5 * time.Second)
 	ch.run("up")
-	eventually(t, time.Minute, "wagg serve answers once ClickHouse is back", answers)
+	eventually(t, time.Minute, "wagg serve answers once ClickHouse is back", answers(url))
 	progress("progress once ClickHouse is back")
 
 	k.run("kill")
 	p.kill()
 	k.run("up")
 	p = startServe(t, bin, args, nil, logf)
-	eventually(t, time.Minute, "wagg serve answers after the broker restart", answers)
+	eventually(t, time.Minute, "wagg serve answers after the broker restart", answers(url))
 	progress("progress after the broker and host restart")
 
 	h.deployVotes(t, "votes", topic, `,"lateness":"5m","checkpoint_every":"500ms"`)
