@@ -12,7 +12,7 @@ import (
 // A partition's worker stopped or killed and started again (on this host or
 // another) restores its plugin from the checkpoint and reads on from the
 // checkpoint's offset: the records after it are counted once, those before
-// it, even when Kafka hands them over again, not at all.
+// it not at all.
 func TestCheckpoint_RestoreAfterKillReplaysFromOffset(t *testing.T) {
 	const first, more = 600, 400
 	cases := []struct {
@@ -60,8 +60,13 @@ func TestCheckpoint_RestoreAfterKillReplaysFromOffset(t *testing.T) {
 			if r.w.next != c.from {
 				t.Fatalf("restored at offset %d, want %d", r.w.next, c.from)
 			}
-			// Kafka hands over everything again, the covered records too.
-			r.feed(recs)
+			// Kafka hands over what follows the checkpoint (the client drops
+			// what comes before the fetch offset in a batch; earlier
+			// offsets would mean the log went back:
+			// TestWorker_OffsetsGoingBackStopTheDeployment).
+			if rest := recs[r.w.next:]; len(rest) > 0 {
+				r.feed(rest)
+			}
 			eventually(t, 10*time.Second, "every record counted once", r.counted(w, first+more))
 		})
 	}

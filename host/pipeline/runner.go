@@ -117,7 +117,7 @@ type Deps struct {
 
 // FailedError is why a deployment stopped by itself.
 type FailedError struct {
-	Reason string // plugin_errors, groups (Live refused the rows), state (a checkpoint it does not accept) or plugin
+	Reason string // plugin_errors, groups (Live refused the rows), state (a checkpoint it does not accept), plugin, or source (the topic's offsets went back)
 	Count  int64  // records the plugin failed on, for plugin_errors
 	Streak int    // of which in a row, in one partition
 	Err    error  // the last plugin error
@@ -210,7 +210,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-pctx.Done():
 		}
 	}()
-	r.group.Poll(pctx)
+	if err := r.group.Poll(pctx); err != nil {
+		r.env.fail(&FailedError{Reason: "source", Err: err})
+	}
 	// Stopping: checkpoint what we own, commit, then leave the group.
 	failed := r.env.hasFailed()
 	r.mu.Lock()

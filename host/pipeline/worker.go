@@ -320,7 +320,17 @@ func (w *worker) handle(ctx context.Context, recs []*kgo.Record) {
 			return
 		}
 		if rec.Offset < w.next {
-			continue // covered by the checkpoint already
+			// The fetch starts at next and the client drops what comes
+			// before it in a batch: an earlier offset means the log went
+			// back under what is counted, and Kafka reset the position.
+			// Its records now are not those the counts cover, and rows
+			// versioned by lower offsets would not replace the counted
+			// ones: stop rather than skip them, or count them, silently.
+			w.env.fail(&FailedError{Reason: "source", Err: fmt.Errorf("partition %d: Kafka handed over offset %d after offsets up to %d were counted: "+
+				"the topic %s was deleted and created again, or its log truncated (an unclean leader election). "+
+				"The counts cover records no longer in the log: count it afresh with wagg deploy -start earliest",
+				w.p, rec.Offset, w.next-1, w.env.spec.Topic)})
+			return
 		}
 		w.next = rec.Offset + 1
 		w.dirty = true

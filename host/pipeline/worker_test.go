@@ -584,6 +584,36 @@ func TestWorker_APluginThatAlwaysFailsStopsTheDeployment(t *testing.T) {
 	}
 }
 
+// Kafka handing over offsets below what the partition counted (its topic
+// created again, or its log truncated by an unclean leader election) stops
+// the deployment: skipped, those records would be lost without a word.
+func TestWorker_OffsetsGoingBackStopTheDeployment(t *testing.T) {
+	r := newRig(t, "examples/votes", Spec{MaxBatch: 64})
+	r.start()
+	w := want{}
+	var recs []*kgo.Record
+	for range 300 {
+		recs = append(recs, r.vote(1, "a", time.Now().UnixMilli()))
+		w.add(1, "a")
+	}
+	r.feed(recs)
+	eventually(t, 10*time.Second, "the votes counted", r.counted(w, 300))
+	r.offset = 0 // the log starts over
+	r.feed([]*kgo.Record{r.vote(2, "b", time.Now().UnixMilli())})
+	select {
+	case <-r.env.failed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the deployment went on")
+	}
+	var fe *FailedError
+	if !errors.As(r.env.failure, &fe) || fe.Reason != "source" || !strings.Contains(fe.Error(), "offset 0 after offsets up to 299") {
+		t.Fatalf("failure %v", r.env.failure)
+	}
+	if err := r.counted(w, 300)(); err != nil {
+		t.Fatalf("after the failure: %v", err)
+	}
+}
+
 // Event times the host refuses: a record from the future does not move the
 // watermark (the valid records after it are counted), a record before 1970
 // gets its own reason.

@@ -1096,3 +1096,64 @@ func TestFaults_AbortedTransactionsCountNothing(t *testing.T) {
 		t.Fatalf("%d dead letters, the first %s: %s", len(dl), header(dl[0], "wagg.reason"), header(dl[0], "wagg.error"))
 	}
 }
+
+// The input topic deleted and created again under a running deployment:
+// Kafka's offsets start over below what the deployment has counted, and
+// the new records would be skipped as counted already (or, counted, land
+// in rows that lose to the old ones by version). The deployment fails
+// instead, saying what happened and how to count the topic afresh.
+func TestFaults_SourceTopicCreatedAgainFailsTheDeployment(t *testing.T) {
+	e := services(t)
+	topic, cl := newTopic(t, e, 1)
+	h := startHost(t, e)
+	h.deployVotes(t, "votes", topic, `,"lateness":"1m","checkpoint_every":"300ms"`)
+	g := gen.New(gen.Options{Seed: rand.Uint64(), Polls: 20})
+	produce := func(cl *kgo.Client, n int) {
+		var recs []*kgo.Record
+		for range n {
+			v := g.Next(time.Now().UnixMilli())
+			recs = append(recs, &kgo.Record{Value: v.AppendJSON(nil), Timestamp: time.UnixMilli(v.TS)})
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(cl, 2000)
+	x := readTopic(t, e.brokers, topic)
+	eventually(t, time.Minute, "the first votes counted", func() error { return h.check(context.Background(), x) })
+
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := adm.DeleteTopics(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the topic created again", func() error {
+		resp, err := adm.CreateTopic(ctx, 1, 1, nil, topic)
+		if err == nil {
+			err = resp.Err
+		}
+		return err
+	})
+	// A client of its own: the first one knows the old topic's ID.
+	again, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	produce(again, 500)
+	eventually(t, 2*time.Minute, "the deployment failed naming the source", func() error {
+		var ds []api.Deployment
+		if err := getJSON(h.url+"/v1/deployments", &ds); err != nil {
+			return err
+		}
+		if len(ds) != 1 || ds[0].Status != api.StatusFailed || !strings.Contains(ds[0].Error, "created again") || !strings.Contains(ds[0].Error, "-start earliest") {
+			return fmt.Errorf("deployments: %+v", ds)
+		}
+		return nil
+	})
+	// Nothing of the new topic went into the old counts.
+	if err := h.check(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+}

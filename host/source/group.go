@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -75,7 +76,22 @@ type Group struct {
 	// until a retry at retryAt starts them.
 	unstarted map[int32]bool
 	retryAt   time.Time
+
+	// topicID is the topic's identity when the group started (zero
+	// without an Admin), checked when fetches say the topic is unknown.
+	topicID   [16]byte
+	checkedAt time.Time
 }
+
+// ErrTopicGone is returned by Poll when the topic was deleted, or deleted
+// and created again: a topic of the same name is another log, whose
+// offsets restart under what was counted (Kafka's client refuses to read
+// it, and would otherwise be stuck on the old one for good).
+var ErrTopicGone = errors.New("source: topic deleted")
+
+// topicCheckEvery is how often Poll asks whether the topic is still the one
+// it started on, while fetches say it is unknown.
+const topicCheckEvery = 5 * time.Second
 
 // startRetry is how often Poll tries again to start the partitions that
 // did not start when assigned.
@@ -113,6 +129,15 @@ func New(o Options, h Handler) (*Group, error) {
 	if o.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(o.InstanceID))
 	}
+	if o.Admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		id, err := g.currentTopicID(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("source: topic %s: %w", o.Topic, err)
+		}
+		g.topicID = id
+	}
 	cl, err := kgo.NewClient(append(opts, o.ClientOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("source: kafka client: %w", err)
@@ -121,10 +146,52 @@ func New(o Options, h Handler) (*Group, error) {
 	return g, nil
 }
 
+// currentTopicID is the topic's identity now, ErrTopicGone when it does not
+// exist.
+func (g *Group) currentTopicID(ctx context.Context) ([16]byte, error) {
+	topics, err := g.o.Admin.ListTopics(ctx, g.o.Topic)
+	if err != nil {
+		return [16]byte{}, err
+	}
+	t, ok := topics[g.o.Topic]
+	if !ok || errors.Is(t.Err, kerr.UnknownTopicOrPartition) {
+		return [16]byte{}, ErrTopicGone
+	}
+	if t.Err != nil {
+		return [16]byte{}, t.Err
+	}
+	return t.ID, nil
+}
+
+// topicGone tells, at most every topicCheckEvery, whether the topic was
+// deleted since the group started (an error wrapping ErrTopicGone), when
+// fetches say it is unknown: briefly after a topic is made they may, while
+// it is still the same topic.
+func (g *Group) topicGone(ctx context.Context) error {
+	if g.o.Admin == nil || time.Since(g.checkedAt) < topicCheckEvery {
+		return nil
+	}
+	g.checkedAt = time.Now()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	id, err := g.currentTopicID(ctx)
+	switch {
+	case errors.Is(err, ErrTopicGone):
+		return fmt.Errorf("%w: %s no longer exists; what was counted stays in ClickHouse. Create it and count it afresh: wagg deploy -start earliest", ErrTopicGone, g.o.Topic)
+	case err != nil:
+		return nil // cannot tell now
+	case id != g.topicID:
+		return fmt.Errorf("%w: %s was deleted and created again: the new topic's offsets start over under what was counted, from records no longer in it. "+
+			"Count it afresh: wagg deploy -start earliest", ErrTopicGone, g.o.Topic)
+	}
+	return nil
+}
+
 // Poll fetches and hands records over until ctx ends, committing what
-// checkpoints cover as it goes. It returns with the group still joined:
+// checkpoints cover as it goes, or until the topic is found deleted (an
+// error wrapping ErrTopicGone). It returns with the group still joined:
 // stop the partitions, then Close.
-func (g *Group) Poll(ctx context.Context) {
+func (g *Group) Poll(ctx context.Context) error {
 	backoff := 50 * time.Millisecond
 	for {
 		// A poll waits at most commitEvery, so that what checkpoints cover
@@ -133,15 +200,21 @@ func (g *Group) Poll(ctx context.Context) {
 		fetches := g.cl.PollRecords(pctx, g.o.MaxPoll)
 		cancel()
 		if fetches.IsClientClosed() || ctx.Err() != nil {
-			return
+			return nil
 		}
-		fetchFailed := false
+		fetchFailed, topicGone := false, false
 		fetches.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				fetchFailed = true
+				topicGone = topicGone || errors.Is(err, kerr.UnknownTopicID) || errors.Is(err, kerr.UnknownTopicOrPartition)
 				g.o.Log.Warn("fetch", "topic", t, "partition", p, "err", err)
 			}
 		})
+		if topicGone {
+			if err := g.topicGone(ctx); err != nil {
+				return err
+			}
+		}
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			if len(p.Records) > 0 {
 				g.h.Records(p.Partition, p.Records)
