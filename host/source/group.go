@@ -312,6 +312,8 @@ func (g *Group) pending() map[string]map[int32]kgo.EpochOffset {
 // again: an error here would end the group session, and with it the
 // partitions of this member that did start.
 func (g *Group) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	nexts := map[int32]int64{}
+	defer func() { g.reportDeleted(ctx, nexts) }()
 	for p := range offsets[g.o.Topic] {
 		next, err := g.h.Assigned(ctx, p)
 		if err != nil {
@@ -331,9 +333,32 @@ func (g *Group) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Off
 			continue
 		}
 		g.started(p)
+		nexts[p] = next
 		offsets[g.o.Topic][p] = kgo.NewOffset().At(next).WithEpoch(-1)
 	}
 	return offsets, nil
+}
+
+// reportDeleted logs the partitions whose next offset to count the log no
+// longer holds: records deleted (by retention, say) before they were
+// counted. Kafka's client then starts at the log's start; the records
+// between are lost, and this is the one place that says so.
+func (g *Group) reportDeleted(ctx context.Context, nexts map[int32]int64) {
+	if g.o.Admin == nil || len(nexts) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	starts, err := g.o.Admin.ListStartOffsets(ctx, g.o.Topic)
+	if err != nil {
+		return // only a report
+	}
+	for p, next := range nexts {
+		if s, ok := starts.Lookup(g.o.Topic, p); ok && s.Err == nil && s.Offset > next {
+			g.o.Log.Error("records deleted from the log before they were counted (retention?): counting goes on from the log's start",
+				"topic", g.o.Topic, "partition", p, "from", next, "to", s.Offset, "lost", s.Offset-next)
+		}
+	}
 }
 
 // retryStarts tries again to start the partitions that did not start when
@@ -360,6 +385,7 @@ func (g *Group) retryStarts(ctx context.Context) {
 		}
 		g.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{g.o.Topic: {p: {Epoch: -1, Offset: next}}})
 		g.started(p)
+		g.reportDeleted(ctx, map[int32]int64{p: next})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -131,5 +132,89 @@ func TestGroup_APartitionThatDoesNotStartLeavesTheOthersRunning(t *testing.T) {
 	defer h.mu.Unlock()
 	if h.fails == 0 || len(h.early) > 0 {
 		t.Fatalf("partition 1 failed to start %d times; records before their partition started: %v", h.fails, h.early)
+	}
+}
+
+// logLines collects what a logger writes.
+type logLines struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logLines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A partition whose checkpoint points at records the log no longer holds
+// (deleted by retention while nothing counted them) starts at the log's
+// start, and the loss is logged with its extent.
+func TestGroup_RecordsDeletedBeforeTheyWereCountedAreReported(t *testing.T) {
+	brokers := os.Getenv("WAGG_TEST_KAFKA")
+	if brokers == "" {
+		t.Skip("integration test: needs the Kafka that `make test` starts (WAGG_TEST_KAFKA)")
+	}
+	topic := fmt.Sprintf("source-it-%d-%d", time.Now().UnixNano(), rand.IntN(1e6))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if resp, err := adm.CreateTopic(ctx, 1, 1, nil, topic); err != nil || resp.Err != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Err)
+	}
+	defer adm.DeleteTopics(context.Background(), topic)
+	var recs []*kgo.Record
+	for range 20 {
+		recs = append(recs, &kgo.Record{Value: []byte("v")})
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	before := kadm.Offsets{}
+	before.Add(kadm.Offset{Topic: topic, Partition: 0, At: 12})
+	if resp, err := adm.DeleteRecords(ctx, before); err != nil || resp.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, resp.Error())
+	}
+
+	h := &startsFailing{failing: -1, started: map[int32]bool{}, received: map[int32][]int64{}}
+	log := &logLines{}
+	g, err := New(Options{Brokers: strings.Split(brokers, ","), Group: topic, Topic: topic, Admin: adm,
+		Log: slog.New(slog.NewTextHandler(log, nil))}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, stop := context.WithCancel(ctx)
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		g.Poll(pctx)
+	}()
+	defer func() {
+		stop()
+		<-polled
+		g.Close()
+	}()
+	for len(h.offsets(0)) < 8 {
+		if ctx.Err() != nil {
+			t.Fatalf("partition 0 got offsets %v, want 12 to 19", h.offsets(0))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := h.offsets(0); got[0] != 12 || len(got) != 8 {
+		t.Fatalf("partition 0 got offsets %v, want 12 to 19", got)
+	}
+	if s := log.String(); !strings.Contains(s, "deleted from the log before they were counted") || !strings.Contains(s, "from=0 to=12 lost=12") {
+		t.Fatalf("log: %s", s)
 	}
 }
