@@ -23,6 +23,16 @@ type CodeLimits struct {
 	// of the Go heap; a Go plugin has about 6,500): a larger initial size is
 	// refused, and the table may not grow past it.
 	MaxTableElements int
+	// MaxEntries bounds the entries of each of the type, import, global,
+	// export and element sections (default 100,000; the plugins of the
+	// four SDKs have at most a few dozen), and MaxDataSegments the data
+	// section's (default 1,000,000; a Go plugin has about 42,000). The
+	// compiler keeps a structure per entry, and each instance a copy of
+	// every global and a slice per data segment: 5 million globals, a 25 MB
+	// upload, took the compiler 470 MB and each instance 370 MB of the Go
+	// heap, outside the memory budget.
+	MaxEntries      int
+	MaxDataSegments int
 }
 
 func (l CodeLimits) withDefaults() CodeLimits {
@@ -46,6 +56,12 @@ func (l CodeLimits) withDefaults() CodeLimits {
 	}
 	if l.MaxTableElements <= 0 || l.MaxTableElements > 1<<27 {
 		l.MaxTableElements = 1 << 18
+	}
+	if l.MaxEntries == 0 {
+		l.MaxEntries = 100_000
+	}
+	if l.MaxDataSegments == 0 {
+		l.MaxDataSegments = 1_000_000
 	}
 	return l
 }
@@ -98,8 +114,12 @@ func ScanCode(wasm []byte, l CodeLimits) (CodeStats, error) {
 			// Each element takes at least a byte: a larger count is a lie
 			// the compiler would believe, and allocate for, first.
 			v := reader{b: r.b[:end], off: r.off}
-			if n, ok := v.u32(); !ok || int64(n) > int64(end-v.off) {
+			n, ok := v.u32()
+			if !ok || int64(n) > int64(end-v.off) {
 				return st, bad("section %d at byte %d: count runs past the section", id, r.off)
+			}
+			if limit, name, setting := l.entries(id); id != 10 && int64(n) > int64(limit) { // the code section's below
+				return st, big("%d entries in the %s section, the limit is %d (sandbox code limit %s)", n, name, limit, setting)
 			}
 		}
 		if id != 10 {
@@ -173,6 +193,20 @@ func ScanCode(wasm []byte, l CodeLimits) (CodeStats, error) {
 	}
 	return st, nil
 }
+
+// entries is the limit of the entries of vector section id, the section's
+// name and the limit's.
+func (l CodeLimits) entries(id byte) (int, string, string) {
+	switch id {
+	case 3:
+		return l.MaxFunctions, sectionNames[id], "max_functions"
+	case 11:
+		return l.MaxDataSegments, sectionNames[id], "max_data_segments"
+	}
+	return l.MaxEntries, sectionNames[id], "max_entries"
+}
+
+var sectionNames = map[byte]string{1: "type", 2: "import", 3: "function", 4: "table", 5: "memory", 6: "global", 7: "export", 9: "element", 10: "code", 11: "data"}
 
 // vectorSection marks the sections that are a vector of elements: type,
 // import, function, table, memory, global, export, element, code and data.

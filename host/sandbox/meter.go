@@ -494,6 +494,9 @@ func (m *instrumenter) elemSection(body []byte) ([]byte, error) {
 		return nil, err
 	}
 	out := appendULEB(nil, n)
+	// Each instance keeps a reference per element of a passive segment on
+	// the Go heap: the segments may hold together what the tables may.
+	items, most := uint64(0), uint64(m.maxTable)*maxTables
 	for i := uint32(0); i < n; i++ {
 		flags, ok := r.u32()
 		if !ok || flags > 7 {
@@ -521,6 +524,10 @@ func (m *instrumenter) elemSection(body []byte) ([]byte, error) {
 		count, ok := r.u32()
 		if !ok {
 			return nil, invalid("element segment %d: count", i)
+		}
+		if items += uint64(count); items > most {
+			return nil, fmt.Errorf("%w: %w: the element segments hold more than %d elements, what %d tables of %d (sandbox code limit max_table_elements) may hold",
+				ErrInvalid, ErrTooLarge, most, maxTables, m.maxTable)
 		}
 		out = appendULEB(out, count)
 		for j := uint32(0); j < count; j++ {

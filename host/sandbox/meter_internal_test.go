@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"runtime"
 	"testing"
@@ -166,4 +167,23 @@ func definedBody(t *testing.T, wasm []byte, i int) []byte {
 	}
 	t.Fatalf("no function %d", i)
 	return nil
+}
+
+// Passive element segments are kept per instance on the Go heap, a
+// reference per element: together they may hold what the tables may.
+func TestInstrument_RefusesElementSegmentsPastWhatTheTablesHold(t *testing.T) {
+	module := func(items int) []byte {
+		seg := append([]byte{0x01, 0x01, 0x00}, binary.AppendUvarint(nil, uint64(items))...) // one passive funcref segment
+		seg = append(seg, make([]byte, items)...)                                            // function 0, items times
+		wasm := []byte("\x00asm\x01\x00\x00\x00\x01\x04\x01\x60\x00\x00\x03\x02\x01\x00")
+		wasm = append(append(append(wasm, 0x09), binary.AppendUvarint(nil, uint64(len(seg)))...), seg...)
+		return append(wasm, "\x0a\x04\x01\x02\x00\x0b"...)
+	}
+	const maxTable = 4 // so 32 elements in all
+	if _, _, err := instrument(module(32), true, maxTable); err != nil {
+		t.Fatalf("32 elements: %v", err)
+	}
+	if _, _, err := instrument(module(33), true, maxTable); !errors.Is(err, ErrTooLarge) || !errors.Is(err, ErrInvalid) {
+		t.Fatalf("33 elements: got %v, want ErrTooLarge", err)
+	}
 }
