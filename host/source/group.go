@@ -202,15 +202,15 @@ func (g *Group) Poll(ctx context.Context) error {
 		if fetches.IsClientClosed() || ctx.Err() != nil {
 			return nil
 		}
-		fetchFailed, topicGone := false, false
+		fetchFailed, unknownTopic := false, false
 		fetches.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				fetchFailed = true
-				topicGone = topicGone || errors.Is(err, kerr.UnknownTopicID) || errors.Is(err, kerr.UnknownTopicOrPartition)
+				unknownTopic = unknownTopic || errors.Is(err, kerr.UnknownTopicID) || errors.Is(err, kerr.UnknownTopicOrPartition)
 				g.o.Log.Warn("fetch", "topic", t, "partition", p, "err", err)
 			}
 		})
-		if topicGone {
+		if unknownTopic {
 			if err := g.topicGone(ctx); err != nil {
 				return err
 			}
@@ -313,7 +313,6 @@ func (g *Group) pending() map[string]map[int32]kgo.EpochOffset {
 // partitions of this member that did start.
 func (g *Group) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	nexts := map[int32]int64{}
-	defer func() { g.reportDeleted(ctx, nexts) }()
 	for p := range offsets[g.o.Topic] {
 		next, err := g.h.Assigned(ctx, p)
 		if err != nil {
@@ -336,6 +335,7 @@ func (g *Group) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Off
 		nexts[p] = next
 		offsets[g.o.Topic][p] = kgo.NewOffset().At(next).WithEpoch(-1)
 	}
+	g.reportDeleted(ctx, nexts)
 	return offsets, nil
 }
 
