@@ -111,6 +111,12 @@ type Sandbox struct {
 	// to every host. A deploy of a new name past it is refused (409
 	// limit_reached); deploying onto an existing name is not.
 	MaxDeployments int `yaml:"max_deployments"`
+	// SnapshotRate is how many bytes of snapshots a partition's checkpoints
+	// may write to ClickHouse per second, on average (default 1 MiB): after
+	// a checkpoint of a snapshot of n bytes the next waits n/rate seconds,
+	// while rows go on at checkpoint_every. A plugin may return 64 MiB at
+	// every checkpoint, and a deployment checkpoint every 100 ms.
+	SnapshotRate int64 `yaml:"snapshot_rate"`
 }
 
 // Live configures the WebSocket hub.
@@ -170,6 +176,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Sandbox.MaxDeployments == 0 {
 		c.Sandbox.MaxDeployments = 100
+	}
+	if c.Sandbox.SnapshotRate == 0 {
+		c.Sandbox.SnapshotRate = 1 << 20
 	}
 	if c.Live.MaxStateBytes == 0 {
 		c.Live.MaxStateBytes = 2 << 30
@@ -299,6 +308,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Sandbox.MaxDeployments < 1 || c.Sandbox.MaxDeployments > 10_000 {
 		return bad("sandbox.max_deployments", "%d: want 1 to 10000", c.Sandbox.MaxDeployments)
+	}
+	if c.Sandbox.SnapshotRate < 1024 || c.Sandbox.SnapshotRate > 1<<30 {
+		return bad("sandbox.snapshot_rate", "%d: want 1 KiB to 1 GiB (bytes a second)", c.Sandbox.SnapshotRate)
 	}
 	if c.Live.MaxStateBytes < 1<<20 || c.Live.MaxStateBytes > 1<<40 {
 		return bad("live.max_state_bytes", "%d: want 1 MiB to 1 TiB", c.Live.MaxStateBytes)

@@ -39,6 +39,7 @@ func TestLoad_ErrorsNameTheField(t *testing.T) {
 		{"no plugins", "sandbox: {max_plugins: -1}\n", "sandbox.max_plugins"},
 		{"no deployments", "sandbox: {max_deployments: -1}\n", "sandbox.max_deployments"},
 		{"deployments past the ceiling", "sandbox: {max_deployments: 20000}\n", "sandbox.max_deployments"},
+		{"snapshot rate under a KiB", "sandbox: {snapshot_rate: 100}\n", "sandbox.snapshot_rate"},
 		{"plugin storage under one upload", "sandbox: {max_plugin_storage: 4096}\n", "sandbox.max_plugin_storage"},
 		{"open on every interface", "listen: \":8080\"\n", "auth.hmac_key_files"},
 		{"open on a LAN address", "listen: 192.168.1.5:8080\n", "config field listen"},

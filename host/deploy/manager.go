@@ -82,7 +82,10 @@ type Options struct {
 	// (sandbox.max_deployments): a deploy of a new name past it is refused
 	// with api.ErrLimit.
 	MaxDeployments int
-	Log            *slog.Logger
+	// SnapshotRate paces each partition's checkpoints by their snapshots'
+	// size (sandbox.snapshot_rate, pipeline.Spec.SnapshotRate).
+	SnapshotRate int64
+	Log          *slog.Logger
 }
 
 // Manager starts, replaces and stops the deployments of one host.
@@ -507,7 +510,7 @@ func (m *Manager) runner(d plugins.Deployment, man plugins.Manifest, mod *sandbo
 	return pipeline.New(pipeline.Spec{
 		Name: d.Storage(), Aggregator: d.Name, Group: ConsumerGroup(m.o.Database, d.Storage()), Topic: d.Topic, DeadLetterTopic: d.DeadLetterTopic, Windows: d.ABIWindows(),
 		Lateness: time.Duration(d.Lateness), IdleAfter: time.Duration(d.IdleAfter),
-		EmitEvery: time.Duration(d.EmitEvery), CheckpointEvery: time.Duration(d.CheckpointEvery),
+		EmitEvery: time.Duration(d.EmitEvery), CheckpointEvery: time.Duration(d.CheckpointEvery), SnapshotRate: m.o.SnapshotRate,
 		MaxBatch: d.MaxBatch, MaxFuture: time.Duration(d.MaxFuture), MaxPluginErrors: d.MaxPluginErrors,
 		MaxGroupsPerPane: m.o.MaxGroupsPerPane, StartOffsets: start,
 		Params: params, UnsafeReplayOverlap: m.o.UnsafeReplayOverlap,

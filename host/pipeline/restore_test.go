@@ -21,25 +21,45 @@ func TestCheckpoint_RestoreAfterKillReplaysFromOffset(t *testing.T) {
 		// so no save after the first one lands: the records after it are
 		// in the plugin's state only.
 		kill bool
+		// paced holds every checkpoint after the first back (a snapshot
+		// rate of a byte a second): the rows of the records after it are
+		// in ClickHouse, ahead of the checkpoint, when the worker is killed.
+		paced bool
 		// from is where the restarted worker should read on.
 		from int64
 	}{
-		{"killed with records after its last checkpoint", true, first},
-		{"stopped with a final checkpoint", false, first + more},
+		{"killed with records after its last checkpoint", true, false, first},
+		{"killed with rows stored past its last checkpoint", true, true, first},
+		{"stopped with a final checkpoint", false, false, first + more},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r := newRig(t, "examples/votes", Spec{MaxBatch: 64})
+			spec := Spec{MaxBatch: 64}
+			if c.paced {
+				spec.SnapshotRate = 1
+			}
+			r := newRig(t, "examples/votes", spec)
 			r.start()
 			w := want{}
 			recs := r.votes(w, first+more)
 			r.feed(recs[:first])
 			eventually(t, 10*time.Second, "the first records checkpointed", r.counted(w.only(recs[:first]), first))
 
-			if c.kill {
+			if c.kill && !c.paced {
 				r.store.set(true, false)
 			}
 			r.feed(recs[first:])
+			if c.paced {
+				eventually(t, 10*time.Second, "every record's rows stored, the checkpoint held back", func() error {
+					if err := w.diff(r.store.sums(1)); err != nil {
+						return err
+					}
+					if n := r.store.next(0); n != first {
+						return fmt.Errorf("a checkpoint at offset %d, want it held back at %d", n, first)
+					}
+					return nil
+				})
+			}
 			eventually(t, 10*time.Second, "every record emitted live", func() error {
 				if v := r.live.version.Load(); v != first+more {
 					return fmt.Errorf("live rows as of offset %d", v)

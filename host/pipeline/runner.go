@@ -31,7 +31,11 @@ type Spec struct {
 	MaxFuture       time.Duration // 0: no limit but the sink's range
 	EmitEvery       time.Duration
 	CheckpointEvery time.Duration
-	MaxBatch        int
+	// SnapshotRate paces a partition's checkpoints by their snapshots'
+	// size: after a snapshot of n bytes the next checkpoint waits n/rate
+	// seconds (rows still go at CheckpointEvery). 0: unpaced.
+	SnapshotRate int64
+	MaxBatch     int
 	// MaxPluginErrors is how many records in a row of one partition the
 	// plugin may fail on (each dead-lettered) before the deployment is
 	// stopped as failed; 0: no limit.

@@ -72,12 +72,16 @@ type worker struct {
 	// save; the next save writes them, versioned by next.
 	pending    map[rowKey]abi.Row
 	rows       []abi.Row
-	dirty      bool // records handled since the last save
+	dirty      bool // records handled since the last checkpoint
 	lastRecord time.Time
 
 	inflight bool // a save is with the writer
 	due      bool // a checkpoint fell due while one was in flight
 	hold     bool // an idle advance waits until its checkpoint is durable
+	// paceUntil is when the next checkpoint may go (Spec.SnapshotRate);
+	// until then saves write rows alone.
+	paceUntil time.Time
+	pacedLog  bool // the pacing was logged
 
 	saves chan save
 	acks  chan error
@@ -98,9 +102,13 @@ type op struct {
 }
 
 // save is one checkpoint on its way to ClickHouse.
+// save is what the writer stores: rows versioned by the offset the
+// partition reached, then the checkpoint at that offset, unless pacing
+// holds it back (cp nil).
 type save struct {
-	rows []abi.Row
-	cp   checkpoint.Checkpoint
+	rows    []abi.Row
+	version int64
+	cp      *checkpoint.Checkpoint
 }
 
 type rowKey struct {
@@ -305,6 +313,7 @@ func (w *worker) leave(ctx context.Context) {
 		return
 	}
 	w.take(ctx)
+	w.paceUntil = time.Time{} // the next owner starts from this one
 	w.checkpoint(ctx, false)
 	wait()
 }
@@ -557,7 +566,7 @@ func (w *worker) tick(ctx context.Context) {
 	if w.env.hasFailed() {
 		return
 	}
-	idle := w.idleAdvance(ctx)
+	idle := !w.paced() && w.idleAdvance(ctx)
 	w.checkpoint(ctx, idle)
 	if idle && w.inflight {
 		// Nothing is judged against the advanced watermark before the
@@ -624,6 +633,13 @@ func closesPane(windows []abi.Window, wm, target int64) bool {
 // While a save is in flight it only notes that the next one is due, which
 // goes when the writer is free again; rows coalesce in pending meanwhile.
 // force writes even when nothing changed (an idle advance).
+//
+// A snapshot may be 64 MiB and a checkpoint due every 100 ms, so
+// checkpoints are paced: after one, the next waits as long as its snapshot
+// takes at Spec.SnapshotRate. Meanwhile saves write the rows alone,
+// versioned by the offset reached, as a save whose checkpoint failed
+// leaves them: a restart replays from the last checkpoint and rewrites
+// them with the same counts.
 func (w *worker) checkpoint(ctx context.Context, force bool) {
 	if w.inflight {
 		// the next save goes when the writer acknowledges this one
@@ -633,25 +649,49 @@ func (w *worker) checkpoint(ctx context.Context, force bool) {
 		return
 	}
 	w.emit(ctx)
-	if w.env.hasFailed() || w.abandoned || !force && !w.dirty && len(w.pending) == 0 {
+	paced := w.paced()
+	if w.env.hasFailed() || w.abandoned || !force && len(w.pending) == 0 && (paced || !w.dirty) {
 		return
 	}
-	if !w.rebase(ctx) {
-		return
-	}
-	rows := make([]abi.Row, 0, len(w.pending))
+	s := save{rows: make([]abi.Row, 0, len(w.pending)), version: w.next}
 	for _, r := range w.pending {
-		rows = append(rows, r)
+		s.rows = append(s.rows, r)
 	}
-	e := w.env
-	w.saves <- save{rows: rows, cp: checkpoint.Checkpoint{
-		Deployment: e.spec.Name, Topic: e.spec.Topic, Partition: w.p,
-		NextOffset: w.next, Watermark: w.wm.Value(), Snapshot: w.base, Plugin: e.plugin,
-		StateVersion: e.module.Schema.StateVersion(),
-	}}
+	if !paced {
+		if !w.rebase(ctx) {
+			return
+		}
+		e := w.env
+		s.cp = &checkpoint.Checkpoint{
+			Deployment: e.spec.Name, Topic: e.spec.Topic, Partition: w.p,
+			NextOffset: w.next, Watermark: w.wm.Value(), Snapshot: w.base, Plugin: e.plugin,
+			StateVersion: e.module.Schema.StateVersion(),
+		}
+		w.pace(len(w.base))
+		w.dirty = false
+	}
+	w.saves <- s
 	clear(w.pending)
-	w.inflight, w.due, w.dirty = true, false, false
+	w.inflight, w.due = true, false
 	w.gate.open(pauseBacklog)
+}
+
+// paced reports whether the next checkpoint must wait (Spec.SnapshotRate).
+func (w *worker) paced() bool { return time.Now().Before(w.paceUntil) }
+
+// pace spaces the next checkpoint from one of a snapshot of n bytes.
+func (w *worker) pace(n int) {
+	rate := w.env.spec.SnapshotRate
+	if rate <= 0 {
+		return
+	}
+	wait := time.Duration(int64(n) * int64(time.Second) / rate)
+	w.paceUntil = time.Now().Add(wait)
+	if wait > w.env.spec.CheckpointEvery && !w.pacedLog {
+		w.pacedLog = true
+		w.env.log.Warn("checkpoints spaced by the size of the plugin's snapshot; rows still go to ClickHouse at every checkpoint_every",
+			"partition", w.p, "snapshot_bytes", n, "checkpoint_every", wait.Round(time.Millisecond), "snapshot_rate", rate)
+	}
 }
 
 func (w *worker) acked(ctx context.Context, err error) {
@@ -668,7 +708,7 @@ func (w *worker) writer(ctx context.Context, done chan<- struct{}) {
 	e := w.env
 	for s := range w.saves {
 		err := w.store(ctx, s)
-		if err == nil {
+		if err == nil && s.cp != nil {
 			e.m.Checkpoints.WithLabelValues(e.spec.Name, "ok").Inc()
 			e.m.Watermark.WithLabelValues(e.spec.Name, w.partStr).Set(float64(s.cp.Watermark) / 1000)
 			e.checkpointed(w.p, s.cp.NextOffset)
@@ -691,10 +731,13 @@ func (w *worker) store(ctx context.Context, s save) error {
 			err = e.breaker.Do(ctx, func(ctx context.Context) error {
 				ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 				defer cancel()
-				if err := e.rows.Write(ctx, w.p, s.cp.NextOffset, s.rows); err != nil {
+				if err := e.rows.Write(ctx, w.p, s.version, s.rows); err != nil {
 					return err
 				}
-				return e.cps.Save(ctx, s.cp)
+				if s.cp == nil {
+					return nil
+				}
+				return e.cps.Save(ctx, *s.cp)
 			})
 		}
 		if err == nil {

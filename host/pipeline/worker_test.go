@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,13 @@ type store struct {
 	refused atomic.Int64
 	rows    map[storeKey]storedRow
 	cps     map[int32]checkpoint.Checkpoint
+	saves   []savedAt // every checkpoint saved, in order
+}
+
+// savedAt is when a checkpoint was saved and how long its snapshot was.
+type savedAt struct {
+	at    time.Time
+	bytes int
 }
 
 type storeKey struct {
@@ -115,7 +123,14 @@ func (s *store) Save(ctx context.Context, c checkpoint.Checkpoint) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cps[c.Partition] = c
+	s.saves = append(s.saves, savedAt{time.Now(), len(c.Snapshot)})
 	return nil
+}
+
+func (s *store) saved() []savedAt {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.saves)
 }
 
 func (s *store) next(p int32) int64 {
@@ -952,5 +967,58 @@ func TestWorker_RowsWaitingForClickHouseStayBoundedWhateverThePluginReturns(t *t
 	// what the save in flight took, and what waits
 	if n, most := r.live.rows.Load()-before, int64(2*(2*maxPending+perFlush)); n > most {
 		t.Fatalf("%d rows published while ClickHouse was down, want at most %d", n, most)
+	}
+}
+
+// A plugin may return a snapshot of up to 64 MiB at every checkpoint, and a
+// deployment may checkpoint every 100 ms: unpaced, one partition would write
+// 640 MiB a second into ClickHouse. A partition's checkpoints are spaced by
+// their snapshots' size at the host's snapshot rate.
+func TestWorker_CheckpointsArePacedBySnapshotSize(t *testing.T) {
+	const rate = 16 << 20 // bigstate's snapshots are 4 MiB: a checkpoint every 250 ms at most
+	r := newRig(t, "internal/testwasm/bigstate/bigstate.c", Spec{SnapshotRate: rate})
+	r.start()
+	ts := int64(1_700_000_000_000)
+	eventually(t, 30*time.Second, "5 checkpoints", func() error {
+		ts++
+		r.feed([]*kgo.Record{r.vote(1, "a", ts)}) // every checkpoint has progress to save
+		if n := len(r.store.saved()); n < 5 {
+			return fmt.Errorf("%d checkpoints", n)
+		}
+		return nil
+	})
+	saves := r.store.saved()
+	for i := 1; i < len(saves); i++ {
+		gap, least := saves[i].at.Sub(saves[i-1].at), time.Duration(saves[i-1].bytes)*time.Second/rate
+		if gap < least*9/10 {
+			t.Fatalf("checkpoint %d came %v after one of %d bytes, want at least %v", i, gap, saves[i-1].bytes, least)
+		}
+	}
+}
+
+// Pacing delays the checkpoints of a running partition, never the last one
+// of a partition that stops: its next owner starts from it.
+func TestWorker_TheLastCheckpointIsNotPaced(t *testing.T) {
+	r := newRig(t, "internal/testwasm/bigstate/bigstate.c", Spec{SnapshotRate: 1}) // 4 MiB: one checkpoint in 48 days
+	r.start()
+	ts := int64(1_700_000_000_000)
+	var recs []*kgo.Record
+	for i := range 20 {
+		recs = append(recs, r.vote(1, "a", ts+int64(i)))
+	}
+	r.feed(recs[:10])
+	eventually(t, 10*time.Second, "the first checkpoint", func() error {
+		if n := len(r.store.saved()); n != 1 {
+			return fmt.Errorf("%d checkpoints", n)
+		}
+		return nil
+	})
+	r.feed(recs[10:])
+	r.stop(true)
+	if n := len(r.store.saved()); n != 2 {
+		t.Fatalf("%d checkpoints, want the first and the last", n)
+	}
+	if next := r.store.next(0); next != r.offset {
+		t.Fatalf("the last checkpoint is at offset %d, want %d", next, r.offset)
 	}
 }
