@@ -48,13 +48,9 @@ func serve(ctx context.Context, args []string) error {
 	var lvl slog.Level
 	lvl.UnmarshalText([]byte(cfg.LogLevel))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	s, err := server.New(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("config field listen: %w", err)
 	}
-	return s.Run(ctx, ln)
+	return server.Serve(ctx, cfg, log, ln)
 }

@@ -67,7 +67,7 @@ var ErrInvalidQuery = errors.New("invalid query")
 // Health is the answer of /healthz. A degraded host still serves (the API,
 // live deltas of what it read); the reasons say what does not work.
 type Health struct {
-	Status  string   `json:"status"` // ok or degraded
+	Status  string   `json:"status"` // ok, degraded or starting (StatusStarting)
 	Reasons []string `json:"reasons,omitempty"`
 }
 
@@ -456,4 +456,33 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// StatusStarting is the /healthz status of a host that does not serve
+// yet: it waits for ClickHouse or Kafka, or starts its deployments.
+const StatusStarting = "starting"
+
+// Starting is what a host answers before it serves: /healthz 503 with
+// status "starting" and, as reasons (admin only when auth is on), what it
+// waits for (waiting); every other request 503 unavailable with
+// Retry-After 1. A host restarted while ClickHouse is down answers its
+// health checks at once instead of refusing connections until it is back,
+// and a load balancer sends it nothing until it serves.
+func Starting(v *auth.Verifier, waiting func() string) http.Handler {
+	a := &handler{v: v}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" || r.Method != http.MethodGet {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "the host is starting: GET /healthz says what it waits for")
+			return
+		}
+		h := Health{Status: StatusStarting, Reasons: []string{waiting()}}
+		if a.v != nil {
+			if tok, err := a.token(r); err != nil || !tok.Allows(auth.ScopeAdmin) {
+				h.Reasons = nil
+			}
+		}
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, h)
+	})
 }

@@ -58,18 +58,25 @@ func ok(name string) http.Handler {
 
 func newServer(t *testing.T, withAuth bool) *httptest.Server {
 	t.Helper()
-	var v *auth.Verifier
-	if withAuth {
-		p := filepath.Join(t.TempDir(), "k1.key")
-		os.WriteFile(p, []byte(secret), 0o600)
-		var err error
-		if v, err = auth.New(auth.Options{HMACKeyFiles: []string{p}, Issuer: issuer, Audience: audience, Leeway: -1}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	v := verifier(t, withAuth)
 	srv := httptest.NewServer(New(fakeBackend{}, Handlers{Live: ok("live"), LiveSSE: ok("sse"), Metrics: ok("metrics"), Web: ok("page"), Auth: v}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// verifier is the test key's verifier, or nil (open mode).
+func verifier(t *testing.T, withAuth bool) *auth.Verifier {
+	t.Helper()
+	if !withAuth {
+		return nil
+	}
+	p := filepath.Join(t.TempDir(), "k1.key")
+	os.WriteFile(p, []byte(secret), 0o600)
+	v, err := auth.New(auth.Options{HMACKeyFiles: []string{p}, Issuer: issuer, Audience: audience, Leeway: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 func token(t *testing.T, key, iss, aud string, exp time.Duration, scopes ...string) string {
@@ -315,6 +322,32 @@ func TestAPI_DeadLettersCountIsBounded(t *testing.T) {
 	}{{"", 200}, {"?n=1", 200}, {"?n=500", 200}, {"?n=0", 400}, {"?n=501", 400}, {"?n=x", 400}, {"?n=-3", 400}} {
 		if status, e, body := do(t, srv, "GET", "/v1/deployments/v/dead-letters"+c.n, "", "", nil); status != c.status || status == 400 && e.Error.Code != CodeBadRequest {
 			t.Errorf("n %q: %d %s, want %d", c.n, status, body, c.status)
+		}
+	}
+}
+
+// A starting host answers /healthz at once, saying what it waits for to
+// admins, and refuses everything else with 503 until it serves.
+func TestAPI_StartingHostAnswersItsHealthChecks(t *testing.T) {
+	for _, withAuth := range []bool{false, true} {
+		srv := httptest.NewServer(Starting(verifier(t, withAuth), func() string { return "waiting for clickhouse 127.0.0.1:9000" }))
+		t.Cleanup(srv.Close)
+		admin := map[string]string{"Authorization": "Bearer " + token(t, secret, issuer, audience, time.Hour, auth.ScopeAdmin)}
+		for _, hdr := range []map[string]string{nil, admin} {
+			status, _, body := do(t, srv, "GET", "/healthz", "", "", hdr)
+			var h Health
+			if err := json.Unmarshal([]byte(body), &h); err != nil || status != 503 || h.Status != StatusStarting {
+				t.Fatalf("auth %v: /healthz: %d %s", withAuth, status, body)
+			}
+			if showReasons := !withAuth || hdr != nil; showReasons != (len(h.Reasons) == 1 && strings.Contains(h.Reasons[0], "clickhouse")) {
+				t.Errorf("auth %v, token %v: reasons %q", withAuth, hdr != nil, h.Reasons)
+			}
+		}
+		for _, e := range endpoints {
+			status, eb, body := do(t, srv, e.method, e.path, e.ctype, e.body, admin)
+			if status != 503 || eb.Error.Code != CodeUnavailable {
+				t.Errorf("%s %s while starting: %d %s", e.method, e.path, status, body)
+			}
 		}
 	}
 }

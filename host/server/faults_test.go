@@ -741,14 +741,19 @@ func stopAtCleanup(t testing.TB, p **serveProc) {
 	})
 }
 
-// answers is a check that a host at url answers HTTP.
+// answers is a check that a host at url serves: /healthz 200, not the
+// 503 of a host still starting.
 func answers(url string) func() error {
 	return func() error {
 		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
+		if err != nil {
+			return err
 		}
-		return err
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/healthz: %s", resp.Status)
+		}
+		return nil
 	}
 }
 
@@ -953,47 +958,58 @@ func TestFaults_KillNineNegativeControlDetectsDoubleCounting(t *testing.T) {
 
 // A host started while ClickHouse is down waits for it, however long,
 // instead of exiting, so that a host and a ClickHouse restarted together
-// come up together.
+// come up together; meanwhile its /healthz says what it waits for.
 func TestFaults_HostStartsWhileClickHouseIsDown(t *testing.T) {
 	e := services(t)
 	ch := startPrivate(t, "clickhouse", 19000)
 	pe := env{brokers: e.brokers, chAddr: ch.addr()}
 	cfg := hostConfig(t, pe)
 	ch.run("down")
-	waiting := &logWatch{want: "waiting for clickhouse", seen: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		s, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(waiting, nil)))
-		if err == nil {
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			ln, _ := net.Listen("tcp", "127.0.0.1:0")
-			err = s.Run(ctx, ln)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(ctx, cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)), ln) }()
+	waits := func() error {
+		select {
+		case err := <-served:
+			t.Fatalf("the host stopped waiting for ClickHouse: %v", err)
+		default:
 		}
-		started <- err
-	}()
-	select {
-	case <-waiting.seen:
-	case err := <-started:
-		t.Fatalf("the host did not wait for ClickHouse: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("no 'waiting for clickhouse' in the log")
-	}
-	// ClickHouse stays away longer than the minute a host used to wait
-	// before it gave up and exited.
-	select {
-	case err := <-started:
-		t.Fatalf("the host stopped waiting for ClickHouse: %v", err)
-	case <-time.After(70 * time.Second):
-	}
-	ch.run("up")
-	select {
-	case err := <-started:
+		resp, err := http.Get(url + "/healthz")
 		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var hl api.Health
+		if err := json.NewDecoder(resp.Body).Decode(&hl); err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || hl.Status != api.StatusStarting ||
+			!strings.Contains(strings.Join(hl.Reasons, " "), "waiting for clickhouse "+ch.addr()) {
+			return fmt.Errorf("/healthz: %s %+v", resp.Status, hl)
+		}
+		return nil
+	}
+	eventually(t, 30*time.Second, "/healthz saying the host waits for ClickHouse", waits)
+	// ClickHouse stays away longer than the minute a host used to wait
+	// before it gave up and exited, and the host answers all along.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for away := time.Now(); time.Since(away) < 70*time.Second; <-tick.C {
+		if err := waits(); err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(time.Minute):
-		t.Fatal("the host did not start once ClickHouse was back")
+	}
+	ch.run("up")
+	eventually(t, time.Minute, "the host serving once ClickHouse is back", answers(url))
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatal(err)
 	}
 }
 

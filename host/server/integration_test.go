@@ -107,16 +107,21 @@ func runHost(t *testing.T, e env, cfg config.Config) *host {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	s, err := server.New(ctx, cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, ln) }()
+	go func() { done <- server.Serve(ctx, cfg, log, ln) }()
+	url := "http://" + ln.Addr().String()
+	eventually(t, 2*time.Minute, "the host serves", func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("server: %v", err)
+		default:
+		}
+		return answers(url)()
+	})
 	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +137,7 @@ func runHost(t *testing.T, e env, cfg config.Config) *host {
 		})
 	}
 	t.Cleanup(stop)
-	return &host{url: "http://" + ln.Addr().String(), db: cfg.ClickHouse.Database, ch: ch, stop: stop}
+	return &host{url: url, db: cfg.ClickHouse.Database, ch: ch, stop: stop}
 }
 
 type testWriter struct{ t *testing.T }

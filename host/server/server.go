@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -70,29 +71,72 @@ type Server struct {
 	pushing sync.Mutex
 }
 
-// New connects to ClickHouse and Kafka, waiting up to a minute for each,
-// and opens the registry. It fails with a message saying which service is
-// unreachable.
-func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+// Serve runs a host on ln until ctx ends, then stops every deployment
+// (each checkpoints) and closes the hub.
+//
+// It answers on ln from the start: until ClickHouse and Kafka answer, which
+// it waits for as long as they take, and its stored deployments are
+// started, /healthz says "starting" and what the host waits for, and every
+// other request gets 503 (api.Starting). Then the whole HTTP surface.
+func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener) error {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return err
 	}
-	s := &Server{cfg: cfg, log: log}
+	var v *auth.Verifier
 	if cfg.Auth.Enabled() {
-		v, err := auth.New(auth.Options{
+		var err error
+		if v, err = auth.New(auth.Options{
 			HMACKeyFiles: cfg.Auth.HMACKeyFiles, PublicKeyFiles: cfg.Auth.PublicKeyFiles, JWKSFiles: cfg.Auth.JWKSFiles,
 			Issuer: cfg.Auth.Issuer, Audience: cfg.Auth.Audience,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("config field auth: %w", err)
+		}); err != nil {
+			return fmt.Errorf("config field auth: %w", err)
 		}
-		s.auth = v
+	} else if !config.Loopback(ln.Addr().String()) {
+		return fmt.Errorf("config field listen: %s is not a loopback address and auth has no keys (docs/security.md)", ln.Addr())
 	}
 	if cfg.TLS.Enabled() {
 		if _, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
-			return nil, fmt.Errorf("config field tls: %w", err)
+			return fmt.Errorf("config field tls: %w", err)
 		}
 	}
+	var waiting atomic.Pointer[string]
+	note := func(what string) { waiting.Store(&what) }
+	note("connecting to clickhouse " + cfg.ClickHouse.Addr)
+	sw := &handlerSwitch{}
+	sw.set(api.Starting(v, func() string { return *waiting.Load() }))
+	srv := &http.Server{Handler: sw, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	if cfg.TLS.Enabled() {
+		go func() { errc <- srv.ServeTLS(ln, cfg.TLS.CertFile, cfg.TLS.KeyFile) }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	s, err := newServer(ctx, cfg, log, v, note)
+	if err == nil {
+		err = s.run(ctx, srv, sw, errc, note)
+	} else {
+		srv.Close()
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// handlerSwitch serves through the handler set last.
+type handlerSwitch struct{ h atomic.Pointer[http.Handler] }
+
+func (s *handlerSwitch) set(h http.Handler) { s.h.Store(&h) }
+
+func (s *handlerSwitch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.h.Load()).ServeHTTP(w, r)
+}
+
+// newServer connects to ClickHouse and Kafka, waiting for each as long as
+// it takes (telling note what it waits for), and opens the registry and
+// the catalog.
+func newServer(ctx context.Context, cfg config.Config, log *slog.Logger, v *auth.Verifier, note func(string)) (*Server, error) {
+	s := &Server{cfg: cfg, log: log, auth: v}
 	chOpts := clickhouse.Options{
 		Addr:        []string{cfg.ClickHouse.Addr},
 		Auth:        clickhouse.Auth{Database: "default", Username: cfg.ClickHouse.Username, Password: cfg.ClickHouse.Password},
@@ -108,7 +152,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		ch.Close()
 		return nil, fmt.Errorf("clickhouse %s: %w", cfg.ClickHouse.Addr, err)
 	}
-	if err := waitFor(ctx, log, "clickhouse "+cfg.ClickHouse.Addr, ch.Ping); err != nil {
+	if err := waitFor(ctx, log, note, "clickhouse "+cfg.ClickHouse.Addr, ch.Ping); err != nil {
 		return nil, fmt.Errorf("clickhouse %s is not reachable: %w", cfg.ClickHouse.Addr, err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -129,7 +173,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	s.admin = kadm.NewClient(kc)
-	if err := waitFor(ctx, log, fmt.Sprintf("kafka %v", cfg.Kafka.Brokers), func(ctx context.Context) error {
+	note(fmt.Sprintf("connecting to kafka %v", cfg.Kafka.Brokers))
+	if err := waitFor(ctx, log, note, fmt.Sprintf("kafka %v", cfg.Kafka.Brokers), func(ctx context.Context) error {
 		_, err := s.admin.BrokerMetadata(ctx)
 		return err
 	}); err != nil {
@@ -163,6 +208,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}); err != nil {
 		return nil, err
 	}
+	note("reading the catalog topic " + cfg.CatalogTopic())
 	if err := s.catalog.Load(ctx); err != nil {
 		return nil, err
 	}
@@ -208,13 +254,12 @@ func (s *Server) Handler() http.Handler {
 	})
 }
 
-// Run starts the stored deployments and serves HTTP on ln until ctx ends,
-// then stops every deployment (each checkpoints) and closes the hub.
-func (s *Server) Run(ctx context.Context, ln net.Listener) error {
-	if s.auth == nil && !config.Loopback(ln.Addr().String()) {
-		return fmt.Errorf("config field listen: %s is not a loopback address and auth has no keys (docs/security.md)", ln.Addr())
-	}
+// run starts the stored deployments, then serves the whole HTTP surface
+// through sw until ctx ends or srv fails (errc).
+func (s *Server) run(ctx context.Context, srv *http.Server, sw *handlerSwitch, errc <-chan error, note func(string)) error {
+	note("starting the deployments")
 	if err := s.deploys.Start(ctx); err != nil {
+		srv.Close()
 		return err
 	}
 	s.probe(ctx)
@@ -226,18 +271,14 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		defer close(catalogDone)
 		s.catalog.Run(cctx)
 	}()
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
+	sw.set(s.Handler())
 	scheme := "http"
 	if s.cfg.TLS.Enabled() {
 		scheme = "https"
-		go func() { errc <- srv.ServeTLS(ln, s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile) }()
-	} else {
-		go func() { errc <- srv.Serve(ln) }()
 	}
-	s.log.Info("wagg serving", "addr", ln.Addr().String(), "scheme", scheme)
+	s.log.Info("wagg serving", "addr", s.cfg.Listen, "scheme", scheme)
 	if s.auth == nil {
-		s.log.Warn("auth: no keys configured: open mode, listening on loopback only; anyone on this machine may push, deploy and subscribe (docs/security.md)", "addr", ln.Addr().String())
+		s.log.Warn("auth: no keys configured: open mode, listening on loopback only; anyone on this machine may push, deploy and subscribe (docs/security.md)", "addr", s.cfg.Listen)
 	}
 	var err error
 	select {
@@ -255,9 +296,6 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	s.rt.Close(sctx)
 	s.ch.Close()
 	s.queries.Close()
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
 	return err
 }
 

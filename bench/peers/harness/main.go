@@ -164,9 +164,11 @@ func startWagg(name string) *waggProc {
 	w := &waggProc{cmd: cmd, url: "http://" + addr, logf: logf}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if resp, err := http.Get(w.url + "/healthz"); err == nil && resp.StatusCode == 200 {
+		if resp, err := http.Get(w.url + "/healthz"); err == nil {
 			resp.Body.Close()
-			break
+			if resp.StatusCode == http.StatusOK { // 503 while it starts
+				break
+			}
 		}
 		if time.Now().After(deadline) {
 			log.Fatalf("wagg serve did not come up; see %s", logf.Name())
