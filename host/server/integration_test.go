@@ -113,14 +113,18 @@ func runHost(t *testing.T, e env, cfg config.Config) *host {
 	}
 	done := make(chan error, 1)
 	go func() { done <- server.Serve(ctx, cfg, log, ln) }()
-	url := "http://" + ln.Addr().String()
+	url, scheme := "http://"+ln.Addr().String(), "http://"
+	if cfg.TLS.Enabled() {
+		scheme = "https://"
+	}
+	serves := answers(scheme + ln.Addr().String())
 	eventually(t, 2*time.Minute, "the host serves", func() error {
 		select {
 		case err := <-done:
 			t.Fatalf("server: %v", err)
 		default:
 		}
-		return answers(url)()
+		return serves()
 	})
 	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{e.chAddr}})
 	if err != nil {
