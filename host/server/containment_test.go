@@ -462,3 +462,43 @@ func TestContainment_NewDeploymentsStopAtTheClusterLimit(t *testing.T) {
 		t.Fatalf("a third deployment once one is gone: %d %s", code, body)
 	}
 }
+
+// A plugin whose every snapshot is 4 MiB, deployed to checkpoint every
+// 100 ms, while records keep every checkpoint due: the host writes its
+// checkpoints no faster than sandbox.snapshot_rate allows, a second apart
+// here.
+func TestContainment_CheckpointsGoNoFasterThanTheSnapshotRate(t *testing.T) {
+	e := services(t)
+	cfg := hostConfig(t, e)
+	cfg.Sandbox.SnapshotRate = 4 << 20
+	h := runHost(t, e, cfg)
+	topic, cl := newTopic(t, e, 1)
+	if code, body := h.post(t, "/v1/plugins/bigstate/1", "application/wasm", testwasm.BuildRawC(t, "internal/testwasm/bigstate/bigstate.c")); code != http.StatusCreated {
+		t.Fatalf("push: %d %s", code, body)
+	}
+	spec := fmt.Sprintf(`{"name":"bigstate","plugin":"bigstate@1","topic":%q,"windows":[{"name":"total","kind":"global"}],"checkpoint_every":"100ms"}`, topic)
+	if code, body := h.post(t, "/v1/deployments", "application/json", []byte(spec)); code != http.StatusCreated {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	checkpointsPast := func(n float64) func() error {
+		return func() error {
+			if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: []byte(`{"poll_id":1}`)}).FirstErr(); err != nil {
+				return err
+			}
+			got, err := metric(h.url, "wagg_checkpoints_total", `deployment="bigstate"`, `result="ok"`)
+			if err == nil && got <= n {
+				err = fmt.Errorf("%v checkpoints", got)
+			}
+			return err
+		}
+	}
+	eventually(t, time.Minute, "a first checkpoint", checkpointsPast(0))
+	first, _ := metric(h.url, "wagg_checkpoints_total", `deployment="bigstate"`, `result="ok"`)
+	start := time.Now()
+	eventually(t, time.Minute, "three checkpoints more", checkpointsPast(first+2))
+	// The first of the three follows one taken before start, so at least
+	// two full seconds pass.
+	if took := time.Since(start); took < 1800*time.Millisecond {
+		t.Fatalf("three checkpoints of 4 MiB snapshots in %v, want them a second apart at 4 MiB/s", took)
+	}
+}
