@@ -101,7 +101,6 @@ type op struct {
 	wm    int64
 }
 
-// save is one checkpoint on its way to ClickHouse.
 // save is what the writer stores: rows versioned by the offset the
 // partition reached, then the checkpoint at that offset, unless pacing
 // holds it back (cp nil).
@@ -690,7 +689,7 @@ func (w *worker) pace(n int) {
 	if wait > w.env.spec.CheckpointEvery && !w.pacedLog {
 		w.pacedLog = true
 		w.env.log.Warn("checkpoints spaced by the size of the plugin's snapshot; rows still go to ClickHouse at every checkpoint_every",
-			"partition", w.p, "snapshot_bytes", n, "checkpoint_every", wait.Round(time.Millisecond), "snapshot_rate", rate)
+			"partition", w.p, "snapshot_bytes", n, "every", wait.Round(time.Millisecond), "snapshot_rate", rate)
 	}
 }
 
