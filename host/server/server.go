@@ -112,11 +112,15 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.List
 		go func() { errc <- srv.Serve(ln) }()
 	}
 	s, err := newServer(ctx, cfg, log, v, note)
-	if err == nil {
-		err = s.run(ctx, srv, sw, errc, note)
-	} else {
+	if err != nil {
 		srv.Close()
+		if ctx.Err() != nil { // stopped while it waited
+			log.Info("stopped before serving", "while", *waiting.Load())
+			return nil
+		}
+		return err
 	}
+	err = s.run(ctx, srv, sw, errc, note)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
