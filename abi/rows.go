@@ -237,6 +237,9 @@ func decodeRows(buf []byte, s *Schema, windows int, dst []Row) ([]Row, error) {
 			}
 			off += k
 		}
+		if off-keyStart > MaxKeyBytes {
+			return dst, fmt.Errorf("%w: row %d has a key of %d bytes, at most %d", ErrRows, i, off-keyStart, MaxKeyBytes)
+		}
 		if fixed {
 			nm := len(s.Metrics)
 			if len(buf)-off < 8*nm {

@@ -39,7 +39,7 @@ func key(poll int64, ratio float64, option string) string {
 func f64(v float64) uint64 { return math.Float64bits(v) }
 
 func TestRows_RoundTrip(t *testing.T) {
-	long := strings.Repeat("o", 70_000)
+	long := strings.Repeat("o", abi.MaxKeyBytes-8-8-4) // the longest key there may be
 	want := []abi.Row{
 		{Window: 0, Final: false, Start: 1_700_000_000_000, Key: key(1, 0.5, "yes"), Metrics: []uint64{3, 10, f64(1.5), 1, 9, f64(-2), f64(2)}},
 		{Window: 1, Final: true, Start: -60_000, Key: key(-1, math.Inf(-1), ""), Metrics: []uint64{1, 0, 0, 0, 0, 0, 0}},
@@ -143,6 +143,12 @@ func TestDecodeRows_RefusesMalformed(t *testing.T) {
 			return b
 		}, 2, "row 1 metrics truncated"},
 		{"trailing", func(b []byte) []byte { b = append(b, 0); le.PutUint64(b[8:], uint64(len(b))); return b }, 2, "trailing"},
+		{"key past MaxKeyBytes", func([]byte) []byte {
+			var w abi.RowsWriter
+			w.Reset()
+			w.Append(1, true, 5, []byte(key(1, 2, strings.Repeat("o", abi.MaxKeyBytes-8-8-4+1))), make([]uint64, 7))
+			return w.Bytes()
+		}, 2, "a key of 65537 bytes, at most 65536"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b := bytes.Clone(good)

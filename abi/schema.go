@@ -113,10 +113,12 @@ func (s *Schema) RestoresState(v int) bool { return s.AcceptsState(v) || s.Migra
 
 var nameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
-// reserved are the output column names the host adds itself.
+// reserved are the output column names the host adds itself (those of
+// the ClickHouse table and view, host/sink, and the live rows').
 var reserved = map[string]bool{
-	"window": true, "window_start": true, "window_end": true, "partition": true,
-	"final": true, "version": true, "inserted_at": true,
+	"window": true, "window_name": true, "window_start": true, "window_end": true,
+	"partition": true, "source_partition": true, "final": true, "is_final": true,
+	"version": true, "inserted_at": true,
 }
 
 // Limits on a declared schema, so a hostile plugin cannot make the host
@@ -125,6 +127,10 @@ const (
 	MaxFields  = 64
 	MaxKeys    = 16
 	MaxMetrics = 64
+	// MaxKeyBytes bounds a row's encoded key (DecodeRows): a group's key
+	// is held by the live view, the rows waiting for ClickHouse and its
+	// inserts, several times over.
+	MaxKeyBytes = 64 << 10
 )
 
 // Validate reports the first problem with a declared schema, naming the

@@ -105,6 +105,8 @@ func TestSchema_ValidateNamesTheField(t *testing.T) {
 		{"key type", func(s *abi.Schema) { s.Keys[0].Type = "" }, `keys[0]: type ""`},
 		{"metric name", func(s *abi.Schema) { s.Metrics[0].Name = "Votes" }, `metrics[0]: name "Votes"`},
 		{"metric reserved", func(s *abi.Schema) { s.Metrics[0].Name = "final" }, `metrics[0]: name "final": reserved`},
+		{"metric named as a table column", func(s *abi.Schema) { s.Metrics[0].Name = "is_final" }, `metrics[0]: name "is_final": reserved`},
+		{"key named as a table column", func(s *abi.Schema) { s.Keys[0].Name = "source_partition" }, `keys[0]: name "source_partition": reserved`},
 		{"metric same as key", func(s *abi.Schema) { s.Metrics[0].Name = "option" }, `metrics[0]: name "option": declared twice`},
 		{"metric type", func(s *abi.Schema) { s.Metrics[0].Type = "int32" }, `metrics[0]: type "int32"`},
 		{"count float", func(s *abi.Schema) { s.Metrics[0].Type = abi.Float64 }, "metrics[0].type: a count is int64"},

@@ -43,10 +43,13 @@ type pane struct {
 // it takes of the host's memory (its structures, the key as bytes, as
 // decoded values and as JSON, a value per metric for the merge and for
 // its partition), measured with short keys at 1 KiB of RSS per group
-// (3.9 GB at 4 million) once the collector's headroom is in. The
-// partitions' distinct sketches count on top, as they grow (sketchBytes).
+// (3.9 GB at 4 million) once the collector's headroom is in. A key counts
+// eight times its length: its copy, and its JSON, which takes up to six
+// bytes per byte (a control character is written \u0000), with room for
+// the collector. The partitions' distinct sketches count on top, as they
+// grow (sketchBytes).
 func groupCost(key string, metrics int) int64 {
-	return 512 + 3*int64(len(key)) + 16*int64(metrics)
+	return 512 + 8*int64(len(key)) + 16*int64(metrics)
 }
 
 // sketchBytes is what a row's (or a partition value's) sketches take.

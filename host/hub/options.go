@@ -36,8 +36,11 @@ const (
 	// broken pipeline from growing the hub without limit. Past it the oldest
 	// pane goes, open or not.
 	maxOpenPanes = 4096
-	// maxKeyCache bounds the decoded keys kept for reuse across panes.
-	maxKeyCache = 1 << 20
+	// maxKeyCache and maxKeyCacheBytes bound the decoded keys kept for
+	// reuse across panes, by count and by the bytes of the keys and their
+	// JSON: it also holds the keys of groups gone.
+	maxKeyCache      = 1 << 20
+	maxKeyCacheBytes = 256 << 20
 	// maxHistoryBytes bounds the encoded deltas kept for resume, next to the
 	// History count, so a burst of huge deltas (every group of a closing
 	// pane) cannot hold gigabytes.

@@ -35,13 +35,14 @@ type aggState struct {
 	keyNames    [][]byte // `"poll_id":`
 	infoJSON    []byte   // `"windows":[...],"keys":[...],"metrics":[...]`
 
-	mu       sync.RWMutex
-	seq      uint64 // the seq of the latest delta
-	notify   chan struct{}
-	subs     map[*subscription]struct{}
-	gone     bool // replaced by a Register or the hub closed
-	keyCache map[string]*keyInfo
-	drops    map[string]uint64
+	mu            sync.RWMutex
+	seq           uint64 // the seq of the latest delta
+	notify        chan struct{}
+	subs          map[*subscription]struct{}
+	gone          bool // replaced by a Register or the hub closed
+	keyCache      map[string]*keyInfo
+	keyCacheBytes int // of the keys and their JSON in keyCache
+	drops         map[string]uint64
 
 	// The merge (merge.go).
 	wins []windowState
@@ -177,9 +178,11 @@ func (a *aggState) keyInfo(key string) (*keyInfo, error) {
 		}
 	}
 	b = append(b, '}')
-	if len(a.keyCache) >= maxKeyCache {
+	if len(a.keyCache) >= maxKeyCache || a.keyCacheBytes >= maxKeyCacheBytes {
 		clear(a.keyCache)
+		a.keyCacheBytes = 0
 	}
+	a.keyCacheBytes += len(key) + len(b)
 	k := &keyInfo{key: key, vals: vals, json: b}
 	a.keyCache[k.key] = k
 	return k, nil
