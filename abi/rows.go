@@ -48,6 +48,17 @@ type Row struct {
 	Sketches []*Sketch
 }
 
+// Bytes is what the row's key, values and sketches take.
+func (r *Row) Bytes() int {
+	n := len(r.Key) + 8*len(r.Metrics)
+	for _, sk := range r.Sketches {
+		if sk != nil {
+			n += sk.Size()
+		}
+	}
+	return n
+}
+
 // AppendKeyInt64 and friends build an encoded key.
 func AppendKeyInt64(b []byte, v int64) []byte { return binary.LittleEndian.AppendUint64(b, uint64(v)) }
 

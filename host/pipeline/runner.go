@@ -60,9 +60,13 @@ type Spec struct {
 
 	// Bounds of what a partition holds while it or ClickHouse is behind;
 	// past them its fetching pauses. Defaults: 16 batches of records and
-	// 100k pending rows.
+	// 100k pending rows (MaxPendingBytes below).
 	MaxQueued      int
 	MaxPendingRows int
+	// MaxPendingBytes bounds the same by the bytes of the flushes the
+	// pending rows came from (default 128 MiB): a row keeps its flush's
+	// keys and values alive, and a plugin may return 64 MiB a flush.
+	MaxPendingBytes int
 	// StopTimeout bounds how long stopping waits for ClickHouse to take the
 	// final checkpoints (default 10s).
 	StopTimeout time.Duration
@@ -88,6 +92,9 @@ func (s *Spec) applyDefaults() {
 	}
 	if s.MaxPendingRows <= 0 {
 		s.MaxPendingRows = 100_000
+	}
+	if s.MaxPendingBytes <= 0 {
+		s.MaxPendingBytes = 128 << 20
 	}
 	if s.StopTimeout <= 0 {
 		s.StopTimeout = 10 * time.Second

@@ -71,6 +71,7 @@ type worker struct {
 	// pending holds the latest row per (window, start, key) since the last
 	// save; the next save writes them, versioned by next.
 	pending    map[rowKey]abi.Row
+	pendingB   int // bytes of the flushes the pending rows came from
 	rows       []abi.Row
 	dirty      bool // records handled since the last checkpoint
 	lastRecord time.Time
@@ -261,11 +262,12 @@ func (w *worker) run() {
 			w.take(ctx)
 		case <-emit.C:
 			// Rows wait in pending while ClickHouse is behind; fetching
-			// stops at MaxPendingRows, and the emits at twice that: a
+			// stops at MaxPendingRows or MaxPendingBytes, and the emits
+			// at twice that: a
 			// plugin can return rows that no record changed (a flush of
 			// made-up groups) and would otherwise fill the host. Its
 			// changes wait in the plugin until the next checkpoint's emit.
-			if len(w.pending) < 2*w.env.spec.MaxPendingRows {
+			if !w.pendingPast(2) {
 				w.emit(ctx)
 			}
 		case <-cp.C:
@@ -553,10 +555,19 @@ func (w *worker) emit(ctx context.Context) {
 	}
 	for _, r := range rows {
 		w.pending[rowKey{r.Window, r.Start, r.Key}] = r
+		w.pendingB += r.Bytes()
 	}
-	if len(w.pending) >= e.spec.MaxPendingRows {
+	if w.pendingPast(1) {
 		w.gate.close(pauseBacklog) // ClickHouse is behind: stop fetching
 	}
+}
+
+// pendingPast reports whether the rows waiting for the next save reach n
+// times the spec's bound, in rows or in the bytes of their flushes (every
+// row of a flush counts: those replaced since may still keep it alive).
+func (w *worker) pendingPast(n int) bool {
+	s := &w.env.spec
+	return len(w.pending) >= n*s.MaxPendingRows || w.pendingB >= n*s.MaxPendingBytes
 }
 
 // tick is the checkpoint cadence: an idle advance when the partition has
@@ -671,6 +682,7 @@ func (w *worker) checkpoint(ctx context.Context, force bool) {
 	}
 	w.saves <- s
 	clear(w.pending)
+	w.pendingB = 0
 	w.inflight, w.due = true, false
 	w.gate.open(pauseBacklog)
 }

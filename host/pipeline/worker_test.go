@@ -970,6 +970,27 @@ func TestWorker_RowsWaitingForClickHouseStayBoundedWhateverThePluginReturns(t *t
 	}
 }
 
+// The same bound in bytes: a plugin may return few rows of long keys (up
+// to 64 KiB each, 64 MiB a flush), and each row keeps its flush's keys and
+// values alive while it waits.
+func TestWorker_RowsWaitingForClickHouseStayBoundedInBytes(t *testing.T) {
+	const maxBytes = 64 << 10
+	const perFlush = 500 * 24 // internal/testwasm/flood: 500 rows of an 8-byte key and a count
+	r := newRig(t, "internal/testwasm/flood/flood.c", Spec{MaxPendingRows: 1 << 30, MaxPendingBytes: maxBytes})
+	r.start()
+	r.store.set(true, false)
+	eventually(t, 30*time.Second, "the writer refused 4 times", func() error {
+		if n := r.store.refused.Load(); n < 4 {
+			return fmt.Errorf("%d refusals", n)
+		}
+		return nil
+	})
+	r.stop(false)
+	if n, most := r.w.pendingB, 2*maxBytes+perFlush; n > most {
+		t.Fatalf("%d bytes of rows wait for ClickHouse, want at most %d", n, most)
+	}
+}
+
 // A plugin may return a snapshot of up to 64 MiB at every checkpoint, and a
 // deployment may checkpoint every 100 ms: unpaced, one partition would write
 // 640 MiB a second into ClickHouse. A partition's checkpoints are spaced by
