@@ -975,7 +975,7 @@ func TestWorker_RowsWaitingForClickHouseStayBoundedWhateverThePluginReturns(t *t
 // values alive while it waits.
 func TestWorker_RowsWaitingForClickHouseStayBoundedInBytes(t *testing.T) {
 	const maxBytes = 64 << 10
-	const perFlush = 500 * 24 // internal/testwasm/flood: 500 rows of an 8-byte key and a count
+	const perFlush = 500 * 16 // internal/testwasm/flood: 500 rows of an 8-byte key and a count
 	r := newRig(t, "internal/testwasm/flood/flood.c", Spec{MaxPendingRows: 1 << 30, MaxPendingBytes: maxBytes})
 	r.start()
 	r.store.set(true, false)
