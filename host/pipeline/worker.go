@@ -809,7 +809,14 @@ func (w *worker) produceDeadLetter(ctx context.Context, dl *kgo.Record) {
 			return
 		}
 		w.env.m.DeadLetters.WithLabelValues(w.env.spec.Name, "produce_retry").Inc()
-		w.env.log.Warn("dead letter not written yet; it is retried before the next checkpoint", "partition", w.p, "err", err)
+		if source.Unwritable(err) {
+			// Retrying it as it is would hold the partition's checkpoints
+			// for good.
+			w.env.log.Warn("dead letter refused by Kafka as it is; it is written without the record's key and value", "partition", w.p, "err", err)
+			r = source.Stripped(r, err)
+		} else {
+			w.env.log.Warn("dead letter not written yet; it is retried before the next checkpoint", "partition", w.p, "err", err)
+		}
 		w.dlMu.Lock()
 		w.dlFailed = append(w.dlFailed, r)
 		w.dlMu.Unlock()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/wagg/wagg/abi"
@@ -160,6 +161,9 @@ type broker struct {
 	pauses  int
 	dls     []*kgo.Record
 	refuse  bool // produce fails, as while the broker restarts
+	// maxValue > 0 refuses records of longer values, as a topic's
+	// max.message.bytes does
+	maxValue int
 	end     atomic.Int64
 	flushes atomic.Int64
 }
@@ -185,16 +189,19 @@ func (b *broker) isPaused() bool {
 
 func (b *broker) Produce(_ context.Context, r *kgo.Record, done func(*kgo.Record, error)) {
 	b.mu.Lock()
-	refuse := b.refuse
-	if !refuse {
+	refuse, tooLarge := b.refuse, b.maxValue > 0 && len(r.Value) > b.maxValue
+	if !refuse && !tooLarge {
 		b.dls = append(b.dls, r)
 	}
 	b.mu.Unlock()
-	if refuse {
+	switch {
+	case refuse:
 		done(r, errors.New("kafka: broker not available"))
-		return
+	case tooLarge:
+		done(r, fmt.Errorf("%w (uncompressed_bytes=%d)", kerr.MessageTooLarge, len(r.Value)))
+	default:
+		done(r, nil)
 	}
-	done(r, nil)
 }
 
 func (b *broker) Flush(context.Context) error {
@@ -729,6 +736,37 @@ func TestWorker_DeadLettersSurviveABrokerOutage(t *testing.T) {
 		if header(d, "wagg.reason") != ReasonMalformed {
 			t.Fatalf("dead letter %v", d.Headers)
 		}
+	}
+}
+
+// A dead letter Kafka refuses as it is (its value past the topic's
+// max.message.bytes, its timestamp past the topic's bounds) would never be
+// written, and no checkpoint may cover its record before it is: it is
+// written without the record's key and value instead, and counting goes on.
+func TestWorker_DeadLettersKafkaRefusesWholeAreWrittenStripped(t *testing.T) {
+	r := newRig(t, "examples/votes", Spec{})
+	r.broker.mu.Lock()
+	r.broker.maxValue = 100
+	r.broker.mu.Unlock()
+	r.start()
+	w := want{}
+	big := r.vote(1, "a", time.Now().UnixMilli())
+	big.Value = []byte(`{"poll_id":"` + strings.Repeat("x", 200) + `"}`)
+	recs := []*kgo.Record{big}
+	for range 20 {
+		w.add(3, "c")
+		recs = append(recs, r.vote(3, "c", time.Now().UnixMilli()))
+	}
+	r.feed(recs)
+	eventually(t, 10*time.Second, "counted past the record whose dead letter is too large", r.counted(w, r.offset))
+	dl := r.broker.deadLetters()
+	if len(dl) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dl))
+	}
+	d := dl[0]
+	if header(d, "wagg.reason") != ReasonMalformed || header(d, "wagg.offset") != "0" || d.Value != nil ||
+		!strings.Contains(header(d, "wagg.stripped"), fmt.Sprintf("value (%d bytes)", len(big.Value))) {
+		t.Fatalf("dead letter: value %q, headers %v", d.Value, d.Headers)
 	}
 }
 

@@ -1,8 +1,13 @@
 package source
 
 import (
+	"errors"
+	"fmt"
+	"slices"
 	"strconv"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -28,5 +33,30 @@ func DeadLetter(topic, deployment string, rec *kgo.Record, reason, msg string) *
 			{Key: "wagg.partition", Value: []byte(strconv.Itoa(int(rec.Partition)))},
 			{Key: "wagg.offset", Value: []byte(strconv.FormatInt(rec.Offset, 10))},
 		},
+	}
+}
+
+// Unwritable reports whether Kafka refuses the dead letter dl for good, as
+// it is: its key and value past the topic's max.message.bytes (or the
+// client's batch size), or its timestamp outside the topic's
+// message.timestamp.* bounds. Such a dead letter is written Stripped.
+func Unwritable(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) || errors.Is(err, kerr.InvalidTimestamp)
+}
+
+// Stripped is dl without the source record's key and value, dated now,
+// for a dead letter Kafka refused as it was (Unwritable): its headers
+// still say why the record was not counted and where it is in the source
+// topic, and wagg.stripped why it is not whole.
+func Stripped(dl *kgo.Record, err error) *kgo.Record {
+	msg := fmt.Sprintf("Kafka refused this dead letter whole (%v): the source record's key (%d bytes) and value (%d bytes) are left out and its timestamp (%d ms) replaced; read it at wagg.topic, wagg.partition, wagg.offset",
+		err, len(dl.Key), len(dl.Value), dl.Timestamp.UnixMilli())
+	if len(msg) > MaxDeadLetterMessage {
+		msg = msg[:MaxDeadLetterMessage]
+	}
+	return &kgo.Record{
+		Topic:     dl.Topic,
+		Timestamp: time.Now(),
+		Headers:   append(slices.Clip(dl.Headers), kgo.RecordHeader{Key: "wagg.stripped", Value: []byte(msg)}),
 	}
 }
