@@ -172,6 +172,10 @@ func (d *Decoder) Add(value []byte, ts int64) error {
 		d.rollback()
 		return err
 	}
+	if n := d.stringBytes(); n > MaxStringBytes {
+		d.rollback()
+		return fmt.Errorf("string fields of %d bytes together, at most %d (a group's key is at most %d bytes)", n, MaxStringBytes, abi.MaxKeyBytes)
+	}
 	d.size += len(value)
 	d.batch.Times = append(d.batch.Times, ts)
 	if d.batch.Raw != nil {
@@ -179,6 +183,23 @@ func (d *Decoder) Add(value []byte, ts int64) error {
 		d.raw.Offsets = append(d.raw.Offsets, uint32(len(d.raw.Data)))
 	}
 	return nil
+}
+
+// MaxStringBytes bounds the declared string fields of one record together:
+// they make group keys, and a row's key past abi.MaxKeyBytes fails the
+// deployment's flush, where a record past this is dead-lettered alone.
+const MaxStringBytes = abi.MaxKeyBytes - 256
+
+// stringBytes is what the record just parsed added to the string columns.
+func (d *Decoder) stringBytes() int {
+	n, sum := len(d.batch.Times), 0
+	for i := range d.fields {
+		if d.fields[i].kind == kindString {
+			o := d.fields[i].col.Offsets
+			sum += int(o[n+1] - o[n])
+		}
+	}
+	return sum
 }
 
 // rollback cuts every column back to the records before the failed one.

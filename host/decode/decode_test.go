@@ -432,6 +432,31 @@ func TestDecoder_RejectsMalformedStrings(t *testing.T) {
 	})
 }
 
+// The string fields of a record make group keys, which the host caps: a
+// record past it is refused alone, the records around it decode.
+func TestDecoder_RefusesStringFieldsPastTheKeyCap(t *testing.T) {
+	s := schema(false, stringField("a"), stringField("b"), optional(stringField("c")))
+	half := strings.Repeat("x", MaxStringBytes/2)
+	d := New(s)
+	for i, c := range []struct {
+		value string
+		ok    bool
+	}{
+		{`{"a":"` + half + `","b":"` + half + `"}`, true},
+		{`{"a":"` + half + `","b":"` + half + `y"}`, false},
+		{`{"a":"","b":"` + strings.Repeat(`\u0041`, MaxStringBytes+1) + `"}`, false}, // counted unescaped
+		{`{"a":"1","b":"2","c":"3"}`, true},
+	} {
+		err := d.Add([]byte(c.value), 0)
+		if c.ok != (err == nil) || err != nil && !strings.Contains(err.Error(), fmt.Sprintf("at most %d", MaxStringBytes)) {
+			t.Fatalf("record %d: %v", i, err)
+		}
+	}
+	if got := records(s, d.Batch()); len(got) != 2 || !reflect.DeepEqual(got[1].values, []any{"1", "2", "3"}) {
+		t.Fatalf("decoded %d records, want the first and the last: %v", len(got), got[1:])
+	}
+}
+
 func TestDecoder_RejectsOtherTypesForStringField(t *testing.T) {
 	s := schema(false, stringField("option"))
 	runErr(t, s, []errCase{
