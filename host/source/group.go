@@ -434,13 +434,15 @@ func (g *Group) Produce(ctx context.Context, r *kgo.Record, done func(*kgo.Recor
 // Flush waits until every record produced so far is written or failed.
 func (g *Group) Flush(ctx context.Context) error { return g.cl.Flush(ctx) }
 
-// EndOffset is the partition's last stable offset: where a read-committed
-// consumer that has read everything stands.
+// EndOffset is the partition's high watermark: the offset past its last
+// record, committed or not. A partition read up to its last stable offset
+// is not caught up while a transaction is open: the records in it may yet
+// commit, and an idle advance meanwhile would make them late.
 func (g *Group) EndOffset(ctx context.Context, p int32) (int64, error) {
 	if g.o.Admin == nil {
 		return 0, errors.New("no admin client")
 	}
-	offs, err := g.o.Admin.ListCommittedOffsets(ctx, g.o.Topic)
+	offs, err := g.o.Admin.ListEndOffsets(ctx, g.o.Topic)
 	if err != nil {
 		return 0, err
 	}

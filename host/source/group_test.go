@@ -209,3 +209,31 @@ func TestGroup_RecordsDeletedBeforeTheyWereCountedAreReported(t *testing.T) {
 		t.Fatalf("log: %s", s)
 	}
 }
+
+// A partition read up to its last stable offset is not at its end while a
+// transaction is open in it: the records in it may yet commit.
+func TestGroup_EndOffsetCountsAnOpenTransaction(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	brokers, topic, adm := testTopic(ctx, t, 1, 5)
+	txn, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic), kgo.TransactionalID(topic+"-txn"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Close()
+	if err := txn.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.ProduceSync(ctx, &kgo.Record{Value: []byte("v")}, &kgo.Record{Value: []byte("v")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	defer txn.EndTransaction(context.Background(), kgo.TryAbort)
+	g, err := New(Options{Brokers: brokers, Group: topic, Topic: topic, Admin: adm}, newStartsFailing(-1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if end, err := g.EndOffset(ctx, 0); err != nil || end != 7 {
+		t.Fatalf("end offset %d (%v), want 7: past the open transaction's two records", end, err)
+	}
+}
