@@ -305,7 +305,7 @@ func (w *worker) leave(ctx context.Context) {
 			w.inflight, w.hold = false, false
 			return err == nil
 		case <-deadline.C:
-			w.env.log.Warn("stopping without a final checkpoint: ClickHouse did not take it in time; the next owner replays from the last one",
+			w.env.log.Warn("stopping without a final checkpoint: it was not stored in time (ClickHouse, or dead letters Kafka has not taken, see the warnings before); the next owner replays from the last one",
 				"partition", w.p, "timeout", w.env.spec.StopTimeout)
 			return false
 		}
