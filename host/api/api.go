@@ -92,6 +92,11 @@ type Deployment struct {
 	// start, and why (its memory budget is spent, say): it retries at each
 	// rebalance, and /healthz is degraded meanwhile.
 	NotStarted string `json:"not_started,omitempty"`
+	// Stalled says which partitions this host runs have not stored their
+	// results in ClickHouse for a while (30 s), and why: ClickHouse
+	// refusing writes, or dead letters Kafka does not take. Their records
+	// wait in Kafka, and /healthz is degraded meanwhile.
+	Stalled string `json:"stalled,omitempty"`
 }
 
 // Handlers are the parts served by other packages.

@@ -651,7 +651,7 @@ func (m *Manager) status(r *running) api.Deployment {
 	if f := r.failed(); f != nil {
 		d.Status, d.Error, d.Failed = api.StatusFailed, f.Error, f.At
 	} else if r.runner != nil {
-		d.NotStarted = r.runner.NotStarted()
+		d.NotStarted, d.Stalled = r.runner.NotStarted(), r.runner.Stalled()
 	}
 	return d
 }

@@ -70,6 +70,9 @@ type Spec struct {
 	// StopTimeout bounds how long stopping waits for ClickHouse to take the
 	// final checkpoints (default 10s).
 	StopTimeout time.Duration
+	// StalledAfter is how long a partition's saves may fail before
+	// Stalled reports it (default 30s).
+	StalledAfter time.Duration
 
 	// UnsafeReplayOverlap breaks exactness on purpose, for the negative
 	// control of the crash tests: a restored partition resumes this many
@@ -98,6 +101,9 @@ func (s *Spec) applyDefaults() {
 	}
 	if s.StopTimeout <= 0 {
 		s.StopTimeout = 10 * time.Second
+	}
+	if s.StalledAfter <= 0 {
+		s.StalledAfter = 30 * time.Second
 	}
 }
 
@@ -264,6 +270,31 @@ func (r *Runner) NotStarted() string {
 		return ""
 	}
 	return fmt.Sprintf("partitions %v not started on this host: %v", ps, r.failedStarts[ps[0]].err)
+}
+
+// Stalled says which partitions of this host have failed to store their
+// rows and checkpoint for Spec.StalledAfter or longer, and why the first
+// of them failed last (ClickHouse refusing writes, dead letters Kafka does
+// not take); "" when none. Their records wait in Kafka meanwhile.
+func (r *Runner) Stalled() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ps []int32
+	var first error
+	var longest time.Duration
+	for _, p := range slices.Sorted(maps.Keys(r.workers)) {
+		since, err := r.workers[p].failing()
+		if d := time.Since(since); !since.IsZero() && d >= r.spec.StalledAfter {
+			if first == nil {
+				first = err
+			}
+			ps, longest = append(ps, p), max(longest, d)
+		}
+	}
+	if len(ps) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("partitions %v have stored nothing for %v: %v", ps, longest.Round(time.Second), first)
 }
 
 // Assigned starts partition p's worker from its checkpoint (or the start of

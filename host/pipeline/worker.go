@@ -92,6 +92,12 @@ type worker struct {
 	dlMu     sync.Mutex
 	dlFailed []*kgo.Record // dead letters Kafka refused, produced again before the next save
 
+	// failingSince is when the save the writer is on first failed (zero
+	// while saves go through), and failErr why it failed last (failing).
+	failMu       sync.Mutex
+	failingSince time.Time
+	failErr      error
+
 	partStr string
 }
 
@@ -752,17 +758,34 @@ func (w *worker) store(ctx context.Context, s save) error {
 			})
 		}
 		if err == nil {
+			w.failMu.Lock()
+			w.failingSince, w.failErr = time.Time{}, nil
+			w.failMu.Unlock()
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		w.failMu.Lock()
+		if w.failingSince.IsZero() {
+			w.failingSince = time.Now()
+		}
+		w.failErr = err
+		w.failMu.Unlock()
 		e.m.Checkpoints.WithLabelValues(e.spec.Name, "error").Inc()
 		e.log.Warn("checkpoint failed; retrying", "partition", w.p, "err", err, "in", backoff)
 		if !sleep(ctx, backoff) {
 			return ctx.Err()
 		}
 	}
+}
+
+// failing reports since when the writer has failed to store the save it is
+// on, and why; a zero time while saves go through.
+func (w *worker) failing() (time.Time, error) {
+	w.failMu.Lock()
+	defer w.failMu.Unlock()
+	return w.failingSince, w.failErr
 }
 
 // flushDeadLetters waits until every dead letter produced so far is in

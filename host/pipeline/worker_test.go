@@ -770,6 +770,29 @@ func TestWorker_DeadLettersKafkaRefusesWholeAreWrittenStripped(t *testing.T) {
 	}
 }
 
+// Saves that fail for StalledAfter are reported, with why, until one goes
+// through (GET /v1/deployments' stalled, and /healthz).
+func TestWorker_SavesFailingForAWhileAreReported(t *testing.T) {
+	r := newRig(t, "examples/votes", Spec{StalledAfter: 200 * time.Millisecond})
+	r.start()
+	run := &Runner{spec: r.env.spec, workers: map[int32]*worker{0: r.w}}
+	r.store.set(true, false)
+	r.feed([]*kgo.Record{r.vote(1, "a", time.Now().UnixMilli())})
+	eventually(t, 10*time.Second, "the partition reported stalled", func() error {
+		if s := run.Stalled(); !strings.Contains(s, "partitions [0] have stored nothing for") || !strings.Contains(s, errDown.Error()) {
+			return fmt.Errorf("Stalled() = %q", s)
+		}
+		return nil
+	})
+	r.store.set(false, false)
+	eventually(t, 10*time.Second, "the report gone once a save goes through", func() error {
+		if s := run.Stalled(); s != "" {
+			return fmt.Errorf("Stalled() = %q", s)
+		}
+		return nil
+	})
+}
+
 // A plugin told the host's limit of groups per pane (the Go SDK) refuses the
 // records that would pass it: they are dead-lettered, the groups that exist
 // go on counting.

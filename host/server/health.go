@@ -88,6 +88,9 @@ func (s *Server) Health(ctx context.Context) api.Health {
 		if d.NotStarted != "" {
 			reasons = append(reasons, fmt.Sprintf("deployment %s: %s", d.Name, d.NotStarted))
 		}
+		if d.Stalled != "" {
+			reasons = append(reasons, fmt.Sprintf("deployment %s: %s", d.Name, d.Stalled))
+		}
 	}
 	if len(reasons) > 0 {
 		return api.Health{Status: "degraded", Reasons: reasons}
