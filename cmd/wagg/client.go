@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -120,9 +121,11 @@ func deployments(ctx context.Context, args []string) error {
 
 func printDeployments(w io.Writer, ds []api.Deployment) error {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATUS\tPLUGIN\tTOPIC\tTABLE\tERROR")
+	fmt.Fprintln(tw, "NAME\tSTATUS\tPLUGIN\tTOPIC\tTABLE\tPROBLEM")
 	for _, d := range ds {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Status, d.Plugin, d.Topic, d.Table, d.Error)
+		// a failed deployment's error, or what does not run of a running one
+		problem := strings.Join(slices.DeleteFunc([]string{d.Error, d.NotStarted, d.Stalled}, func(s string) bool { return s == "" }), "; ")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Status, d.Plugin, d.Topic, d.Table, problem)
 	}
 	return tw.Flush()
 }

@@ -11,7 +11,8 @@ import (
 
 func TestDeployments_ShowsTheStatusAndTheErrorOfAFailedOne(t *testing.T) {
 	ds := []api.Deployment{
-		{Deployment: plugins.Deployment{Name: "votes", Plugin: "votes@1", Topic: "votes"}, Table: "wagg.votes", Status: api.StatusRunning},
+		{Deployment: plugins.Deployment{Name: "votes", Plugin: "votes@1", Topic: "votes"}, Table: "wagg.votes", Status: api.StatusRunning,
+			Stalled: "partitions [2] have stored nothing for 31s: clickhouse: connection refused"},
 		{Deployment: plugins.Deployment{Name: "cursed", Plugin: "panics@1", Topic: "t"}, Table: "wagg.cursed", Status: api.StatusFailed,
 			Error: "stopped after the plugin failed on 5 records in a row"},
 	}
@@ -26,7 +27,7 @@ func TestDeployments_ShowsTheStatusAndTheErrorOfAFailedOne(t *testing.T) {
 	if f := strings.Fields(lines[2]); f[0] != "cursed" || f[1] != "failed" || !strings.Contains(lines[2], "5 records in a row") {
 		t.Fatalf("failed deployment line: %q", lines[2])
 	}
-	if f := strings.Fields(lines[1]); f[0] != "votes" || f[1] != "running" {
+	if f := strings.Fields(lines[1]); f[0] != "votes" || f[1] != "running" || !strings.Contains(lines[1], "have stored nothing for 31s") {
 		t.Fatalf("running deployment line: %q", lines[1])
 	}
 }
