@@ -156,16 +156,16 @@ func (s *store) sums(window uint8) map[string]int64 {
 
 // broker is Kafka as a worker sees it: pauses, dead letters, end offsets.
 type broker struct {
-	mu      sync.Mutex
-	paused  bool
-	pauses  int
-	dls     []*kgo.Record
-	refuse  bool // produce fails, as while the broker restarts
+	mu     sync.Mutex
+	paused bool
+	pauses int
+	dls    []*kgo.Record
+	refuse bool // produce fails, as while the broker restarts
 	// maxValue > 0 refuses records of longer values, as a topic's
 	// max.message.bytes does
 	maxValue int
-	end     atomic.Int64
-	flushes atomic.Int64
+	end      atomic.Int64
+	flushes  atomic.Int64
 }
 
 func (b *broker) Pause(int32) {
