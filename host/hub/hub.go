@@ -214,34 +214,47 @@ func (h *Hub) sweep() {
 	defer h.wg.Done()
 	t := time.NewTicker(h.opts.sweepEvery)
 	defer t.Stop()
-	var aggs []*aggState
-	var slow []*subscription
+	var sw sweeper
 	for {
 		select {
 		case <-h.quit:
 			return
 		case <-t.C:
 		}
-		h.mu.RLock()
-		aggs = aggs[:0]
-		for _, a := range h.aggs {
-			aggs = append(aggs, a)
-		}
-		h.mu.RUnlock()
-		slow = slow[:0]
-		for _, a := range aggs {
-			a.mu.RLock()
-			oldest := a.oldest()
-			for s := range a.subs {
-				if s.cursor.Load()+1 < oldest {
-					slow = append(slow, s)
-				}
+		sw.sweep(h)
+	}
+}
+
+// sweeper is one sweep's scratch, kept from one to the next.
+type sweeper struct {
+	aggs []*aggState
+	slow []*subscription
+}
+
+func (sw *sweeper) sweep(h *Hub) {
+	// cleared, not only cut: their arrays would keep an undeployed
+	// aggregator's whole state alive
+	clear(sw.aggs)
+	clear(sw.slow)
+	h.mu.RLock()
+	sw.aggs = sw.aggs[:0]
+	for _, a := range h.aggs {
+		sw.aggs = append(sw.aggs, a)
+	}
+	h.mu.RUnlock()
+	sw.slow = sw.slow[:0]
+	for _, a := range sw.aggs {
+		a.mu.RLock()
+		oldest := a.oldest()
+		for s := range a.subs {
+			if s.cursor.Load()+1 < oldest {
+				sw.slow = append(sw.slow, s)
 			}
-			a.mu.RUnlock()
 		}
-		for _, s := range slow {
-			s.sess.closeWith(StatusSlowConsumer, "slow consumer")
-		}
+		a.mu.RUnlock()
+	}
+	for _, s := range sw.slow {
+		s.sess.closeWith(StatusSlowConsumer, "slow consumer")
 	}
 }
 

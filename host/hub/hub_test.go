@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+	"weak"
 
 	"github.com/wagg/wagg/abi"
 )
@@ -613,4 +616,28 @@ func TestHub_ResetStartsANewEpochWithTheSameSchema(t *testing.T) {
 	if s := snapshot(t, url, Subscribe{Aggregator: "votes"}); s.Epoch == before.Epoch || len(s.Rows) != 0 {
 		t.Fatalf("after Reset: epoch %s rows %v, want a new epoch and no rows", s.Epoch, s.Rows)
 	}
+}
+
+// An undeployed aggregator's state goes with it: nothing the hub keeps
+// from one sweep to the next holds it (the sweep's scratch held the whole
+// state of the last one, hundreds of MB after a flood of long keys).
+func TestHub_ForgetsAnUndeployedAggregator(t *testing.T) {
+	h, _ := serve(t, nil)
+	h.Register("votes", testSchema, testWindows)
+	h.Publish("votes", 0, []abi.Row{row(total, 0, 1, "a", 1, 5, 5, 0.5)})
+	state := weak.Make(h.lookup("votes"))
+	var sw sweeper
+	sw.sweep(h)
+	h.Unregister("votes")
+	sw.sweep(h)
+	// the hub's own sweeper may have taken it too: it lets go at its next
+	// sweep
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.GC(); state.Value() != nil; runtime.GC() {
+		if time.Now().After(deadline) {
+			t.Fatal("the undeployed aggregator's state is still held")
+		}
+		runtime.Gosched()
+	}
+	runtime.KeepAlive(&sw) // as the hub's sweeper lives on
 }

@@ -157,6 +157,10 @@ func producer(o Options) (*kgo.Client, error) {
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.DisableIdempotentWrite(),
 		kgo.ProducerBatchMaxBytes(16<<20),
+		// What waits to be sent is bounded: past it a publish waits, and
+		// so does the partition emitting, instead of the host growing
+		// with a plugin that returns tens of MB a flush.
+		kgo.MaxBufferedBytes(64<<20),
 		kgo.RecordRetries(3),
 	)
 	if err != nil {

@@ -146,6 +146,9 @@ func newServer(ctx context.Context, cfg config.Config, log *slog.Logger, v *auth
 		Auth:        clickhouse.Auth{Database: "default", Username: cfg.ClickHouse.Username, Password: cfg.ClickHouse.Password},
 		Protocol:    clickhouse.Native,
 		DialTimeout: 5 * time.Second,
+		// A connection would keep the buffer of the largest insert it
+		// ever sent (rows of long keys make hundreds of MB) for good.
+		FreeBufOnConnRelease: true,
 	}
 	ch, err := clickhouse.Open(&chOpts)
 	if err != nil {
