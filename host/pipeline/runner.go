@@ -64,7 +64,7 @@ type Spec struct {
 	MaxQueued      int
 	MaxPendingRows int
 	// MaxPendingBytes bounds the same by the bytes of the flushes the
-	// pending rows came from (default 64 MiB): a row keeps its flush's
+	// pending rows came from (default 32 MiB): a row keeps its flush's
 	// keys and values alive, and a plugin may return 64 MiB a flush.
 	MaxPendingBytes int
 	// StopTimeout bounds how long stopping waits for ClickHouse to take the
@@ -97,7 +97,7 @@ func (s *Spec) applyDefaults() {
 		s.MaxPendingRows = 100_000
 	}
 	if s.MaxPendingBytes <= 0 {
-		s.MaxPendingBytes = 64 << 20
+		s.MaxPendingBytes = 32 << 20
 	}
 	if s.StopTimeout <= 0 {
 		s.StopTimeout = 10 * time.Second
