@@ -49,9 +49,12 @@ type Row struct {
 }
 
 // Bytes is what the row's key, values and sketches take.
-func (r *Row) Bytes() int {
-	n := len(r.Key) + 8*len(r.Metrics)
-	for _, sk := range r.Sketches {
+func (r *Row) Bytes() int { return len(r.Key) + 8*len(r.Metrics) + SketchesSize(r.Sketches) }
+
+// SketchesSize is what sketches take (Sketch.Size of each; nil is none).
+func SketchesSize(sks []*Sketch) int {
+	n := 0
+	for _, sk := range sks {
 		if sk != nil {
 			n += sk.Size()
 		}

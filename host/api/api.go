@@ -300,13 +300,18 @@ func writeAuthError(w http.ResponseWriter, err error) {
 }
 
 func (a *handler) health(w http.ResponseWriter, r *http.Request) {
-	h := a.b.Health(r.Context())
+	a.writeHealth(w, r, http.StatusOK, a.b.Health(r.Context()))
+}
+
+// writeHealth answers /healthz with h: its reasons name addresses and
+// errors, so only an admin's token sees them when auth is on.
+func (a *handler) writeHealth(w http.ResponseWriter, r *http.Request, status int, h Health) {
 	if a.v != nil {
 		if tok, err := a.token(r); err != nil || !tok.Allows(auth.ScopeAdmin) {
 			h.Reasons = nil
 		}
 	}
-	writeJSON(w, http.StatusOK, h)
+	writeJSON(w, status, h)
 }
 
 func (a *handler) pushPlugin(w http.ResponseWriter, r *http.Request) {
@@ -481,13 +486,7 @@ func Starting(v *auth.Verifier, waiting func() string) http.Handler {
 			writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "the host is starting: GET /healthz says what it waits for")
 			return
 		}
-		h := Health{Status: StatusStarting, Reasons: []string{waiting()}}
-		if a.v != nil {
-			if tok, err := a.token(r); err != nil || !tok.Allows(auth.ScopeAdmin) {
-				h.Reasons = nil
-			}
-		}
 		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, h)
+		a.writeHealth(w, r, http.StatusServiceUnavailable, Health{Status: StatusStarting, Reasons: []string{waiting()}})
 	})
 }

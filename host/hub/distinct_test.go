@@ -117,7 +117,7 @@ func TestHub_DistinctSketchesCountAgainstTheStateBound(t *testing.T) {
 			for _, g := range p.groups {
 				sum += groupCost(g.k.key, 2)
 				for _, pv := range g.parts {
-					sum += sketchBytes(pv.sketches)
+					sum += int64(abi.SketchesSize(pv.sketches))
 				}
 			}
 		}

@@ -47,27 +47,16 @@ type pane struct {
 // eight times its length: its copy, and its JSON, which takes up to six
 // bytes per byte (a control character is written \u0000), with room for
 // the collector. The partitions' distinct sketches count on top, as they
-// grow (sketchBytes).
+// grow (abi.SketchesSize).
 func groupCost(key string, metrics int) int64 {
 	return 512 + 8*int64(len(key)) + 16*int64(metrics)
 }
 
-// sketchBytes is what a row's (or a partition value's) sketches take.
-func sketchBytes(sks []*abi.Sketch) int64 {
-	var n int64
-	for _, sk := range sks {
-		if sk != nil {
-			n += int64(sk.Size())
-		}
-	}
-	return n
-}
-
-// heldSketches is sketchBytes of what the group holds for partition.
+// heldSketches is what the group holds of partition's sketches.
 func (g *group) heldSketches(partition int32) int64 {
 	for i := range g.parts {
 		if g.parts[i].partition == partition {
-			return sketchBytes(g.parts[i].sketches)
+			return int64(abi.SketchesSize(g.parts[i].sketches))
 		}
 	}
 	return 0
@@ -162,7 +151,7 @@ func (a *aggState) apply(partition int32, rows []abi.Row) ([]outRow, []paneRef, 
 		// sketches that grew (a sketch turning dense takes 4 KiB).
 		var cost int64
 		if len(a.distinct) > 0 {
-			cost = sketchBytes(r.Sketches)
+			cost = int64(abi.SketchesSize(r.Sketches))
 			if !fresh {
 				cost -= g.heldSketches(partition)
 			}

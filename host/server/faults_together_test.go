@@ -93,18 +93,7 @@ func TestFaults_EverythingAtOnce(t *testing.T) {
 	x := readTopic(t, pe.brokers, topic)
 	eventually(t, 3*time.Minute, "exact totals and windows", func() error { return h.check(context.Background(), x) })
 	dl := deadLetters(t, pe.brokers, topic+".dead-letters")
-	seen := map[string]bool{}
-	for _, d := range dl {
-		if r := header(d, "wagg.reason"); r != "malformed" {
-			t.Fatalf("dead letter %s: %s", r, header(d, "wagg.error"))
-		}
-		seen[header(d, "wagg.partition")+"/"+header(d, "wagg.offset")] = true
-	}
-	for m := range x.malformed {
-		if !seen[m] {
-			t.Fatalf("malformed record %s not dead-lettered", m)
-		}
-	}
+	checkMalformedDeadLettered(t, dl, x, true)
 	report(t, "%d votes exact (%d acknowledged, %d reported lost by the producer), %d malformed dead-lettered (%d dead letters: a record replayed after a kill is dead-lettered again)",
 		x.votes, sent, lost, len(x.malformed), len(dl))
 }
