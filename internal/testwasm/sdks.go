@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -59,22 +60,24 @@ func Missing(tb testing.TB, msg string) {
 	tb.Skip(msg)
 }
 
-// CFlags build a C guest with the C SDK: a WASI reactor (its _initialize
-// runs the C runtime's constructors), optimized, stripped.
-var CFlags = []string{"--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-flto", "-Wall", "-Werror", "-Wl,--strip-all"}
+// CFlags compile a C guest's sources, and CLinkFlags link them into a WASI
+// reactor (its _initialize runs the C runtime's constructors), optimized
+// across files, stripped. The two steps run apart because clang, given an
+// optimization level when it links, also runs binaryen's wasm-opt if that
+// is installed, and its output runs slower under wazero (BENCHMARKS.md):
+// the build would depend on what else the machine has.
+var (
+	CFlags     = []string{"--target=wasm32-wasi", "-O2", "-flto", "-Wall", "-Werror"}
+	CLinkFlags = []string{"--target=wasm32-wasi", "-mexec-model=reactor", "-flto", "-Wl,--lto-O2", "-Wl,--strip-all"}
+)
 
 // BuildC compiles C sources (paths relative to the module root) with the C
 // SDK (sdk/c/wagg.c) into a plugin.
 func BuildC(tb testing.TB, srcs ...string) []byte {
 	tb.Helper()
 	Need(tb, Clang())
-	return cached(tb, "c:"+strings.Join(srcs, ","), func(dir string) (string, *exec.Cmd) {
-		out := filepath.Join(dir, "guest.wasm")
-		args := append([]string{}, CFlags...)
-		args = append(args, "-Isdk/c", "-o", out)
-		args = append(args, srcs...)
-		args = append(args, "sdk/c/wagg.c")
-		return out, exec.Command(Clang(), args...)
+	return cached(tb, "c:"+strings.Join(srcs, ","), func(dir string) (string, []*exec.Cmd) {
+		return buildC(dir, append(slices.Clone(srcs), "sdk/c/wagg.c"))
 	})
 }
 
@@ -83,11 +86,23 @@ func BuildC(tb testing.TB, srcs ...string) []byte {
 func BuildRawC(tb testing.TB, src string) []byte {
 	tb.Helper()
 	Need(tb, Clang())
-	return cached(tb, "rawc:"+src, func(dir string) (string, *exec.Cmd) {
-		out := filepath.Join(dir, "guest.wasm")
-		args := append(append([]string{}, CFlags...), "-o", out, src)
-		return out, exec.Command(Clang(), args...)
+	return cached(tb, "rawc:"+src, func(dir string) (string, []*exec.Cmd) {
+		return buildC(dir, []string{src})
 	})
+}
+
+// buildC returns the commands that compile srcs into dir and link them.
+func buildC(dir string, srcs []string) (string, []*exec.Cmd) {
+	out := filepath.Join(dir, "guest.wasm")
+	link := append([]string{}, CLinkFlags...)
+	var cmds []*exec.Cmd
+	for i, src := range srcs {
+		obj := filepath.Join(dir, fmt.Sprintf("%d.o", i))
+		args := append(append([]string{}, CFlags...), "-Isdk/c", "-c", "-o", obj, src)
+		cmds = append(cmds, exec.Command(Clang(), args...))
+		link = append(link, obj)
+	}
+	return out, append(cmds, exec.Command(Clang(), append(link, "-o", out)...))
 }
 
 // Asc is the AssemblyScript compiler, from npm into sdk/assemblyscript
@@ -123,9 +138,9 @@ func BuildAS(tb testing.TB, entry string) []byte {
 	if b, err := os.ReadFile(keep); err == nil {
 		return b
 	}
-	b := cached(tb, "as:"+entry, func(dir string) (string, *exec.Cmd) {
+	b := cached(tb, "as:"+entry, func(dir string) (string, []*exec.Cmd) {
 		out := filepath.Join(dir, "guest.wasm")
-		return out, exec.Command(Asc(tb), append([]string{entry, "-o", out}, AscFlags...)...)
+		return out, []*exec.Cmd{exec.Command(Asc(tb), append([]string{entry, "-o", out}, AscFlags...)...)}
 	})
 	if err := os.MkdirAll(filepath.Dir(keep), 0o755); err == nil {
 		os.WriteFile(keep, b, 0o644) // a cache: a failed write only costs the next run time
@@ -151,26 +166,29 @@ func BuildRust(tb testing.TB, dir string) []byte {
 		tb.Fatalf("%s/Cargo.toml names no package", dir)
 	}
 	target := filepath.Join(root, ".cache", "cargo")
-	return cached(tb, "rust:"+dir, func(string) (string, *exec.Cmd) {
+	return cached(tb, "rust:"+dir, func(string) (string, []*exec.Cmd) {
 		cmd := exec.Command(Cargo(), "build", "-q", "--offline", "--release", "--lib", "--target", "wasm32-unknown-unknown",
 			"--manifest-path", filepath.Join(dir, "Cargo.toml"))
 		cmd.Env = append(os.Environ(), "CARGO_TARGET_DIR="+target, "RUSTC="+Rustc())
-		return filepath.Join(target, "wasm32-unknown-unknown", "release", strings.ReplaceAll(string(m[1]), "-", "_")+".wasm"), cmd
+		return filepath.Join(target, "wasm32-unknown-unknown", "release", strings.ReplaceAll(string(m[1]), "-", "_")+".wasm"), []*exec.Cmd{cmd}
 	})
 }
 
-// cached runs the build that make returns once per test binary and key.
-func cached(tb testing.TB, key string, make func(dir string) (string, *exec.Cmd)) []byte {
+// cached runs the build that make returns, its commands in order, once
+// per test binary and key.
+func cached(tb testing.TB, key string, make func(dir string) (string, []*exec.Cmd)) []byte {
 	tb.Helper()
 	mu.Lock()
 	defer mu.Unlock()
 	if b, ok := built[key]; ok {
 		return b
 	}
-	out, cmd := make(tb.TempDir())
-	cmd.Dir = Root(tb)
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("building %s: %v\n%s", key, err, msg)
+	out, cmds := make(tb.TempDir())
+	for _, cmd := range cmds {
+		cmd.Dir = Root(tb)
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			tb.Fatalf("building %s: %v\n%s", key, err, msg)
+		}
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {

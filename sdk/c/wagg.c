@@ -1453,6 +1453,10 @@ static int decode_batch(const uint8_t *p, uint32_t len, wagg_batch *b) {
     return WAGG_OK;
 }
 
+/* see wagg_engine_process */
+static wagg_groups *volatile groups_ptr = &groups;
+static const wagg_batch *volatile batch_ptr = &batch;
+
 int wagg_engine_process(const uint8_t *p, uint32_t len) {
     if (!ready) return fail(WAGG_ERR_NOT_READY, "wagg: wagg_init has not succeeded");
     if (len >= 16 && rd32(p) == BATCH_MAGIC) {
@@ -1472,15 +1476,13 @@ int wagg_engine_process(const uint8_t *p, uint32_t len) {
     groups.err = NULL;
     groups.next = &k_none; /* no record of an earlier batch is added to */
     groups.ntargets = 0;
-    /* The aggregator reaches the groups and the batch through pointers the
-     * optimizer cannot fold into constant addresses: in Wasm an access
-     * through a constant address is bounds-checked every time, one through
-     * a pointer in a local is not again for a lower offset from the same
-     * pointer (wazero's known safe bounds). */
-    wagg_groups *g = &groups;
-    const wagg_batch *b = &batch;
-    __asm__("" : "+r"(g), "+r"(b));
-    int rc = wagg_aggregate(b, g);
+    /* The aggregator reaches the groups and the batch through pointers
+     * loaded from memory, which no optimizer folds into constant addresses
+     * (an empty asm barrier does not survive binaryen's wasm-opt): in Wasm
+     * an access through a constant address is bounds-checked every time,
+     * one through a pointer in a local is not again for a lower offset from
+     * the same pointer (wazero's known safe bounds). */
+    int rc = wagg_aggregate(batch_ptr, groups_ptr);
     if (groups.err) return fail(WAGG_ERR_AGGREGATE, groups.err);
     if (rc) return fail(WAGG_ERR_AGGREGATE, "wagg: the aggregator failed");
     return WAGG_OK;
