@@ -155,6 +155,18 @@ var topicRE = func(s string) bool {
 	return true
 }
 
+// ReservedTopic reports whether a deployment may neither read nor write
+// topic: the hosts' own topics (the catalog, the live relays) start with
+// _wagg_, and Kafka's internal ones with __. A dead letter carries its
+// record's key, value and headers, so a deployment dead-lettering into the
+// catalog would let whoever writes its input rewrite the cluster's plugins
+// and deployments.
+func ReservedTopic(topic string) bool {
+	return strings.HasPrefix(topic, "_wagg_") || strings.HasPrefix(topic, "__")
+}
+
+const reservedWhy = "topics starting with _wagg_ or __ are the hosts' and Kafka's own; want another topic"
+
 // Validate names the first wrong field.
 func (d *Deployment) Validate() error {
 	bad := func(field, format string, a ...any) error {
@@ -167,8 +179,12 @@ func (d *Deployment) Validate() error {
 		return bad("plugin", "%q: want name@version of a pushed plugin", d.Plugin)
 	case !topicRE(d.Topic):
 		return bad("topic", "%q: not a valid Kafka topic name", d.Topic)
+	case ReservedTopic(d.Topic):
+		return bad("topic", "%q: %s", d.Topic, reservedWhy)
 	case !topicRE(d.DeadLetterTopic):
 		return bad("dead_letter_topic", "%q: not a valid Kafka topic name", d.DeadLetterTopic)
+	case ReservedTopic(d.DeadLetterTopic):
+		return bad("dead_letter_topic", "%q: %s", d.DeadLetterTopic, reservedWhy)
 	case d.DeadLetterTopic == d.Topic:
 		return bad("dead_letter_topic", "%q is the input topic of deployment %s: its dead letters would be read again (a dead-letter loop); want another topic", d.DeadLetterTopic, d.Name)
 	case len(d.Windows) == 0 || len(d.Windows) > 16:

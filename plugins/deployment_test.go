@@ -36,6 +36,8 @@ func TestParseDeployment_NamesTheWrongField(t *testing.T) {
 		{"max_batch: 100000000", "max_batch"},
 		{"checkpoint_every: 1ms", "checkpoint_every"},
 		{"dead_letter_topic: votes", "dead_letter_topic"},
+		{"dead_letter_topic: _wagg_catalog_wagg", "dead_letter_topic"},
+		{"dead_letter_topic: __consumer_offsets", "dead_letter_topic"},
 		{"idle_after: soon", "soon"},
 		{"maxfuture: 1m", "maxfuture"},
 	}
@@ -217,5 +219,17 @@ func TestGenerationName_LaterGenerationsCannotCollideWithADeployment(t *testing.
 	d.applyDefaults()
 	if err := d.Validate(); !errors.Is(err, ErrInvalid) {
 		t.Errorf("a deployment named like a generation (%s) was accepted", g)
+	}
+}
+
+func TestValidate_RefusesTheHostsAndKafkasTopics(t *testing.T) {
+	for _, topic := range []string{"_wagg_catalog_wagg", "_wagg_live_wagg_votes", "__consumer_offsets"} {
+		d, err := ParseDeployment([]byte(strings.Replace(goodSpec, "topic: votes", "topic: "+topic, 1)))
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "field topic") || !strings.Contains(err.Error(), topic) {
+			t.Errorf("topic %s: %+v %v, want ErrInvalid naming the field and the topic", topic, d.Topic, err)
+		}
+	}
+	if _, err := ParseDeployment([]byte(strings.Replace(goodSpec, "topic: votes", "topic: wagg_votes", 1))); err != nil {
+		t.Errorf("topic wagg_votes: %v", err)
 	}
 }

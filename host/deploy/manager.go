@@ -85,6 +85,10 @@ type Options struct {
 	// SnapshotRate paces each partition's checkpoints by their snapshots'
 	// size (sandbox.snapshot_rate, pipeline.Spec.SnapshotRate).
 	SnapshotRate int64
+	// CatalogTopic is the cluster's catalog (kafka.catalog_topic): no
+	// deployment reads it or dead-letters into it, whatever its name
+	// (plugins.ReservedTopic covers the default).
+	CatalogTopic string
 	Log          *slog.Logger
 }
 
@@ -295,6 +299,9 @@ func sameSpec(a, b plugins.Deployment) bool {
 func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deployment, error) {
 	if err := d.Validate(); err != nil {
 		return api.Deployment{}, err
+	}
+	if c := m.o.CatalogTopic; d.Topic == c || d.DeadLetterTopic == c {
+		return api.Deployment{}, fmt.Errorf("%w: deployment %s: %q is the cluster's catalog topic (kafka.catalog_topic); want another topic", plugins.ErrInvalid, d.Name, c)
 	}
 	m.deploying.Lock()
 	defer m.deploying.Unlock()

@@ -80,3 +80,59 @@ func TestDeploy_RefusesDeadLetterLoops(t *testing.T) {
 	}
 	t.Cleanup(func() { adm.DeleteTopics(context.Background(), retry+".dead-letters") })
 }
+
+// A dead letter carries its record's key, value and headers, so a
+// deployment dead-lettering into the cluster's catalog would let whoever
+// writes its input undeploy, replace or delete everything (a null value on
+// the key deployment/<name> is an undeploy). No deployment reads or writes
+// the hosts' own topics or Kafka's, whatever kafka.catalog_topic names.
+func TestDeploy_RefusesTheHostsOwnTopics(t *testing.T) {
+	e := services(t)
+	in, cl := newTopic(t, e, 1)
+	cfg := hostConfig(t, e)
+	cfg.Kafka.CatalogTopic = "catalog-" + cfg.ClickHouse.Database
+	adm := kadm.NewClient(cl)
+	t.Cleanup(func() { adm.DeleteTopics(context.Background(), cfg.Kafka.CatalogTopic) })
+	h := runHost(t, e, cfg)
+	if code, body := h.post(t, "/v1/plugins/votes/1", "application/wasm", testwasm.Build(t, "examples/votes")); code != http.StatusCreated {
+		t.Fatalf("push: %d %s", code, body)
+	}
+	deploy := func(name, topic, dl string) (int, api.ErrorBody) {
+		spec := fmt.Sprintf(`{"name":%q,"plugin":"votes@1","topic":%q,"dead_letter_topic":%q,"windows":[{"name":"total","kind":"global"}]}`, name, topic, dl)
+		code, body := h.post(t, "/v1/deployments", "application/json", []byte(spec))
+		var eb api.ErrorBody
+		json.Unmarshal(body, &eb)
+		return code, eb
+	}
+	if code, eb := deploy("votes", in, in+".dead-letters"); code != http.StatusCreated {
+		t.Fatalf("deploy votes: %d %+v", code, eb)
+	}
+	cases := []struct{ name, topic, dl, field, named string }{
+		{"into_catalog", in, cfg.Kafka.CatalogTopic, "", cfg.Kafka.CatalogTopic},
+		{"reads_catalog", cfg.Kafka.CatalogTopic, in + ".dl", "", cfg.Kafka.CatalogTopic},
+		{"into_default_catalog", in, "_wagg_catalog_" + cfg.ClickHouse.Database, "field dead_letter_topic", "_wagg_catalog_"},
+		{"into_relay", in, "_wagg_live_" + cfg.ClickHouse.Database + "_votes", "field dead_letter_topic", "_wagg_live_"},
+		{"into_offsets", in, "__consumer_offsets", "field dead_letter_topic", "__consumer_offsets"},
+		{"reads_relay", "_wagg_live_" + cfg.ClickHouse.Database + "_votes", in + ".dl", "field topic", "_wagg_live_"},
+		{"votes", in, "__transaction_state", "field dead_letter_topic", "__transaction_state"}, // a redeploy too
+	}
+	for _, c := range cases {
+		code, eb := deploy(c.name, c.topic, c.dl)
+		if code != http.StatusBadRequest || eb.Error.Code != api.CodeInvalidSpec || !strings.Contains(eb.Error.Message, c.named) ||
+			!strings.Contains(eb.Error.Message, c.field) {
+			t.Errorf("deploy %s (topic %s, dead letters %s): %d %+v, want 400 invalid naming %q and %q", c.name, c.topic, c.dl, code, eb, c.named, c.field)
+		}
+	}
+	// The votes deployment is as it was deployed, and alone.
+	resp, err := http.Get(h.url + "/v1/deployments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ds []api.Deployment
+	json.NewDecoder(resp.Body).Decode(&ds)
+	if len(ds) != 1 || ds[0].Name != "votes" || ds[0].DeadLetterTopic != in+".dead-letters" {
+		t.Fatalf("deployments after the refusals: %+v, want votes alone as deployed", ds)
+	}
+	t.Cleanup(func() { adm.DeleteTopics(context.Background(), in+".dead-letters") })
+}

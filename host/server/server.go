@@ -239,7 +239,7 @@ func newServer(ctx context.Context, cfg config.Config, log *slog.Logger, v *auth
 		Registry: s.reg, Specs: catalog.Specs{C: s.catalog}, Brokers: cfg.Kafka.Brokers, Admin: s.admin,
 		ClickHouse: ch, Database: cfg.ClickHouse.Database, Checkpoints: s.cps, Breaker: s.breaker,
 		Live: s.hub, Metrics: pipeline.NewMetrics(s.prom), Prometheus: s.prom,
-		InstanceID: id, UnsafeReplayOverlap: unsafeReplayOverlap, MaxGroupsPerPane: cfg.Sandbox.MaxGroupsPerPane, MaxDeployments: cfg.Sandbox.MaxDeployments, SnapshotRate: cfg.Sandbox.SnapshotRate, Log: log,
+		InstanceID: id, UnsafeReplayOverlap: unsafeReplayOverlap, MaxGroupsPerPane: cfg.Sandbox.MaxGroupsPerPane, MaxDeployments: cfg.Sandbox.MaxDeployments, SnapshotRate: cfg.Sandbox.SnapshotRate, CatalogTopic: cfg.CatalogTopic(), Log: log,
 	})
 	s.prom.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "wagg_clickhouse_breaker_state", Help: "The ClickHouse circuit breaker: 0 closed, 1 half-open (trying), 2 open (ClickHouse failing).",
