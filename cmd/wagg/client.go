@@ -12,8 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
 
 	"github.com/wagg/wagg/host/api"
 )
@@ -125,10 +127,33 @@ func printDeployments(w io.Writer, ds []api.Deployment) error {
 	for _, d := range ds {
 		// a failed deployment's error, or what does not run of a running one
 		problem := strings.Join(slices.DeleteFunc([]string{d.Error, d.NotStarted, d.Stalled}, func(s string) bool { return s == "" }), "; ")
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Status, d.Plugin, d.Topic, d.Table, problem)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(d.Name), d.Status, printable(d.Plugin), printable(d.Topic), printable(d.Table), printable(problem))
 	}
 	return tw.Flush()
 }
+
+// printable escapes, Go style (\x1b, \n, \u202e), what a terminal would act
+// on rather than show: control characters (an ESC starts a sequence that
+// can clear the screen; a newline or carriage return can forge a line) and
+// bidirectional overrides. Errors, keys and names come from plugins and
+// producers.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, hidden) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if hidden(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func hidden(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) }
 
 // call sends a request and prints the JSON answer; an error answer becomes
 // the command's error, with the server's message.

@@ -59,7 +59,7 @@ func main() {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(2)
 		}
-		fmt.Fprintln(os.Stderr, "wagg:", err)
+		fmt.Fprintln(os.Stderr, "wagg:", printable(err.Error()))
 		os.Exit(1)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"net/url"
-	"os"
 	"sort"
 	"strings"
 
@@ -61,7 +60,7 @@ func tail(ctx context.Context, args []string) error {
 			fmt.Printf("%s seq=%d rows=%d\n", f.Type, f.Seq, len(f.Rows))
 		}
 		for _, r := range f.Rows {
-			fmt.Fprintf(os.Stdout, "  %s %s %s %s%s\n", r.Window, pane(r), kv(r.Key), values(r), final(r.Final))
+			fmt.Println(printable(fmt.Sprintf("  %s %s %s %s%s", r.Window, pane(r), kv(r.Key), values(r), final(r.Final))))
 		}
 	}
 }
