@@ -112,6 +112,7 @@ type Manager struct {
 type running struct {
 	spec    plugins.Deployment
 	runner  *pipeline.Runner // nil when it does not run here
+	loaded  <-chan struct{}  // closed once the hub holds its checkpointed state (nil when it does not run here)
 	started time.Time
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -162,6 +163,31 @@ func (m *Manager) Start(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// WaitLoaded waits until the hub holds the checkpointed state of every
+// deployment running here, or ctx ends; it returns those still loading.
+// A host that served before would show a restarted deployment empty, then
+// partly filled, to the dashboards that connect first.
+func (m *Manager) WaitLoaded(ctx context.Context) []string {
+	m.mu.Lock()
+	loading := map[string]<-chan struct{}{}
+	for name, r := range m.running {
+		if r.loaded != nil {
+			loading[name] = r.loaded
+		}
+	}
+	m.mu.Unlock()
+	var pending []string
+	for name, ch := range loading {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			pending = append(pending, name)
+		}
+	}
+	sort.Strings(pending)
+	return pending
 }
 
 // resyncEvery is how often a host compares what it runs with the specs.
@@ -429,7 +455,7 @@ func (m *Manager) launch(ctx context.Context, d plugins.Deployment, man plugins.
 		m.o.Live.Register(d.Name, &mod.Schema, windows)
 	}
 	rctx, cancel := context.WithCancel(context.Background())
-	r := &running{spec: d, runner: runner, started: time.Now().UTC(), cancel: cancel, done: make(chan struct{})}
+	r := &running{spec: d, runner: runner, loaded: rel.Loaded(), started: time.Now().UTC(), cancel: cancel, done: make(chan struct{})}
 	m.mu.Lock()
 	m.running[d.Name] = r
 	m.mu.Unlock()

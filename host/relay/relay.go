@@ -187,6 +187,10 @@ func closeProducer(cl *kgo.Client) {
 
 func (r *Relay) setReady() { r.once.Do(func() { close(r.ready) }) }
 
+// Loaded is closed once Run has loaded the state the checkpoints left into
+// the hub (or the relay closed first).
+func (r *Relay) Loaded() <-chan struct{} { return r.ready }
+
 // describe reads the relay topic's incarnation and offsets, creating the
 // topic when it is missing and create is set, and adopts them for the
 // positions it hands out. A new incarnation voids the floors listed in

@@ -480,9 +480,45 @@ func TestVotes_RestartResumesFromTheCheckpointWithoutDoubleCounting(t *testing.T
 	first.stop()
 
 	// The second host finds the deployment in the data directory, restores
-	// each partition from its checkpoint and reads on from its offset.
-	produce(20_000)
+	// each partition from its checkpoint and reads on from its offset. From
+	// its first answer on, its dashboards see every vote counted so far:
+	// not an empty view filling up while it loads.
+	// A subscriber knocks every few milliseconds from before the host
+	// listens, so that it takes the very first snapshot the host serves.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = ln.Addr().String()
+	ln.Close()
+	firstVotes := make(chan int64, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	go func() {
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if n, err := snapshotVotes(ctx, "ws://"+cfg.Listen+"/v1/live", "votes"); err == nil {
+				firstVotes <- n
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
 	second := runHost(t, e, cfg)
+	select {
+	case got := <-firstVotes:
+		if got != int64(next) {
+			t.Fatalf("the restarted host's first live snapshot shows %d votes, want the %d counted before the restart", got, next)
+		}
+	case <-ctx.Done():
+		t.Fatal("no live snapshot from the restarted host")
+	}
+	produce(20_000)
 	eventually(t, 2*time.Minute, "second host counted every vote exactly once", counted(second))
 	var windowed int64
 	if err := second.ch.QueryRow(context.Background(), "SELECT sum(votes) FROM "+second.db+".votes WHERE window_name = 'second'").Scan(&windowed); err != nil {
@@ -490,6 +526,34 @@ func TestVotes_RestartResumesFromTheCheckpointWithoutDoubleCounting(t *testing.T
 	}
 	if windowed != int64(next) {
 		t.Fatalf("1-second windows sum to %d, want %d", windowed, next)
+	}
+}
+
+// snapshotVotes subscribes to the total window of an aggregator at a live
+// endpoint and returns the votes of the first snapshot it sends.
+func snapshotVotes(ctx context.Context, url, aggregator string) (int64, error) {
+	c, err := hub.Dial(ctx, url, hub.Subscribe{Aggregator: aggregator, Windows: []string{"total"}})
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	for {
+		f, err := c.Next(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if f.Type == "error" {
+			return 0, fmt.Errorf("%s: %s", f.Code, f.Message)
+		}
+		if f.Type != "snapshot" {
+			continue
+		}
+		var n int64
+		for _, r := range f.Rows {
+			v, _ := r.Values["votes"].Int64()
+			n += v
+		}
+		return n, nil
 	}
 }
 

@@ -261,6 +261,10 @@ func (s *Server) Handler() http.Handler {
 	})
 }
 
+// loadLiveTimeout bounds how long a starting host waits for the live state
+// of its deployments before it serves anyway.
+const loadLiveTimeout = 30 * time.Second
+
 // run starts the stored deployments, then serves the whole HTTP surface
 // through sw until ctx ends or srv fails (errc).
 func (s *Server) run(ctx context.Context, srv *http.Server, sw *handlerSwitch, errc <-chan error, note func(string)) error {
@@ -269,6 +273,12 @@ func (s *Server) run(ctx context.Context, srv *http.Server, sw *handlerSwitch, e
 		srv.Close()
 		return err
 	}
+	note("loading the deployments' live state from ClickHouse")
+	lctx, cancel := context.WithTimeout(ctx, loadLiveTimeout)
+	if pending := s.deploys.WaitLoaded(lctx); len(pending) > 0 && ctx.Err() == nil {
+		s.log.Warn("serving before the live state of these deployments is loaded: their dashboards fill as it comes", "deployments", pending, "waited", loadLiveTimeout)
+	}
+	cancel()
 	s.probe(ctx)
 	go s.probeLoop(ctx)
 	cctx, stopCatalog := context.WithCancel(ctx)
