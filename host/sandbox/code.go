@@ -14,6 +14,12 @@ type CodeLimits struct {
 	MaxFunctionSize int // bytes of one function body (default 512 KiB)
 	MaxCodeSize     int // bytes of the code section (default 24 MiB)
 	MaxLocals       int // locals declared by one function (default 50,000)
+	// MaxTotalLocals bounds the locals declared by all functions together
+	// (default 2,000,000; a Go plugin declares about 10,000): the compiler
+	// keeps about 8 bytes per declared local for as long as the module
+	// lives, and declarations are counts, so 10,000 functions of 50,000
+	// locals each fit in 80 KB and took 3.9 GB.
+	MaxTotalLocals int
 	MaxBlocks       int // block, loop and if instructions in one function (default 5,000; a Go plugin has under 1,000)
 	// MaxBlockWork bounds the sum over functions of their blocks squared
 	// (default 50,000,000, about 1.5 s of compiling on the 2-core box; a Go
@@ -33,6 +39,21 @@ type CodeLimits struct {
 	// heap, outside the memory budget.
 	MaxEntries      int
 	MaxDataSegments int
+	// MaxLoopWork bounds the sum over functions of their loops times the
+	// square of their locals, parameters included (counted as the longest
+	// function type's length): the compiler gives each loop header a
+	// parameter per local it may see changed and resolves them in time
+	// square in their number, so one function of 1,000 nested loops and
+	// 50,000 locals, a 236 KB upload, compiled for more than 9 minutes.
+	// Default 500,000,000 (under a second of compiling on the 2-core box;
+	// the votes plugins of the four SDKs need under 1,000,000).
+	MaxLoopWork int
+	// MaxTypeWork bounds the sum over the type section's function types of
+	// their parameters and results counted together, squared (default
+	// 1,000,000, one type of 1,000; the SDKs' plugins need under 10,000):
+	// the compiler takes time in the square of a type's length, so 200,000
+	// parameters in one type, a 200 KB upload, took 28 s of it.
+	MaxTypeWork int
 }
 
 func (l CodeLimits) withDefaults() CodeLimits {
@@ -47,6 +68,15 @@ func (l CodeLimits) withDefaults() CodeLimits {
 	}
 	if l.MaxLocals == 0 {
 		l.MaxLocals = 50_000
+	}
+	if l.MaxTotalLocals == 0 {
+		l.MaxTotalLocals = 2_000_000
+	}
+	if l.MaxTypeWork == 0 {
+		l.MaxTypeWork = 1_000_000
+	}
+	if l.MaxLoopWork == 0 {
+		l.MaxLoopWork = 500_000_000
 	}
 	if l.MaxBlocks == 0 {
 		l.MaxBlocks = 5_000
@@ -72,6 +102,9 @@ type CodeStats struct {
 	CodeSize        int // bytes of the code section
 	MaxFunctionSize int // bytes of the largest body
 	MaxLocals       int // most locals declared by one body
+	Locals          int // locals declared by all bodies
+	TypeWork        int // the sum over function types of their length (parameters and results) squared
+	LoopWork        int // the sum over bodies of their loops times the square of their locals and the longest type's length
 	MaxBlocks       int // most block, loop and if instructions in one body
 	Blocks          int // block, loop and if instructions in all bodies
 	BlockWork       int // the sum over bodies of blocks squared
@@ -102,6 +135,7 @@ func ScanCode(wasm []byte, l CodeLimits) (CodeStats, error) {
 	}
 	r := reader{b: wasm, off: 8}
 	seenCode := false
+	longestType := 0
 	for r.off < len(r.b) {
 		id := r.b[r.off]
 		r.off++
@@ -121,6 +155,16 @@ func ScanCode(wasm []byte, l CodeLimits) (CodeStats, error) {
 			if limit, name, setting := l.entries(id); id != 10 && int64(n) > int64(limit) { // the code section's below
 				return st, big("%d entries in the %s section, the limit is %d (sandbox code limit %s)", n, name, limit, setting)
 			}
+		}
+		if id == 1 {
+			work, longest, err := typeWork(r.b[:end], r.off, l.MaxTypeWork)
+			if errors.Is(err, errTypeWork) {
+				return st, big("the function types' parameters and results, squared per type, add up to more than %d (sandbox code limit max_type_work)", l.MaxTypeWork)
+			}
+			if err != nil {
+				return st, bad("type section: %v", err)
+			}
+			st.TypeWork, longestType = work, longest
 		}
 		if id != 10 {
 			r.off = end
@@ -171,12 +215,19 @@ func ScanCode(wasm []byte, l CodeLimits) (CodeStats, error) {
 				}
 			}
 			st.MaxLocals = max(st.MaxLocals, int(total))
-			blocks, err := countBlocks(locals.b[locals.off:], l.MaxBlocks)
+			if st.Locals += int(total); st.Locals > l.MaxTotalLocals {
+				return st, big("the functions declare more than %d locals together (sandbox code limit max_total_locals)", l.MaxTotalLocals)
+			}
+			blocks, loops, err := countBlocks(locals.b[locals.off:], l.MaxBlocks)
 			if errors.Is(err, errBlocks) {
 				return st, big("function %d has more than %d blocks (sandbox code limit max_blocks)", i, l.MaxBlocks)
 			}
 			if err != nil {
 				return st, bad("function %d: %v", i, err)
+			}
+			width := int(total) + longestType
+			if st.LoopWork += loops * width * width; st.LoopWork > l.MaxLoopWork {
+				return st, big("the functions' loops times the square of their locals add up to more than %d (sandbox code limit max_loop_work): fewer locals in functions with loops, or fewer loops", l.MaxLoopWork)
 			}
 			st.MaxBlocks = max(st.MaxBlocks, blocks)
 			st.Blocks += blocks
@@ -192,6 +243,40 @@ func ScanCode(wasm []byte, l CodeLimits) (CodeStats, error) {
 		r.off = end
 	}
 	return st, nil
+}
+
+var errTypeWork = errors.New("type work")
+
+// typeWork sums over the function types of the type section at b[off:]
+// the square of their length (parameters and results), up to limit
+// (errTypeWork past it), and finds the longest. Types of other forms (WebAssembly 2.0 has none)
+// are left to the compiler.
+func typeWork(b []byte, off, limit int) (work, longest int, err error) {
+	r := reader{b: b, off: off}
+	n, ok := r.u32()
+	if !ok {
+		return 0, 0, errors.New("count")
+	}
+	for i := uint32(0); i < n; i++ {
+		if r.off >= len(r.b) || r.b[r.off] != 0x60 {
+			return work, longest, nil
+		}
+		r.off++
+		length := 0
+		for range 2 { // parameters, then results: one byte each
+			k, ok := r.u32()
+			if !ok || int64(k) > int64(len(r.b)-r.off) {
+				return 0, 0, fmt.Errorf("type %d runs past the section", i)
+			}
+			r.off += int(k)
+			length += int(k)
+		}
+		longest = max(longest, length)
+		if work += length * length; work > limit {
+			return work, longest, errTypeWork
+		}
+	}
+	return work, longest, nil
 }
 
 // entries is the limit of the entries of vector section id, the section's
@@ -241,22 +326,24 @@ var errBlocks = errors.New("too many blocks")
 
 // countBlocks walks the instructions of a function body and counts block,
 // loop and if, stopping with errBlocks past limit.
-func countBlocks(code []byte, limit int) (int, error) {
-	blocks := 0
+func countBlocks(code []byte, limit int) (blocks, loops int, err error) {
 	for off := 0; off < len(code); {
 		in, err := decodeInstr(code, off)
 		if err != nil {
-			return blocks, err
+			return blocks, loops, err
 		}
 		if in.op == opBlock || in.op == opLoop || in.op == opIf {
 			blocks++
 			if blocks > limit {
-				return blocks, errBlocks
+				return blocks, loops, errBlocks
+			}
+			if in.op == opLoop {
+				loops++
 			}
 		}
 		off = in.end
 	}
-	return blocks, nil
+	return blocks, loops, nil
 }
 
 // Opcodes the scanner and the meter look at.

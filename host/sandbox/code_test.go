@@ -40,7 +40,7 @@ func FuzzScanCode(f *testing.F) {
 	f.Add(testwasm.Guest{ExtraFns: [][]byte{{0x02, 0x40, 0x0e, 0x02, 0x00, 0x00, 0x00, 0x0b}}}.Bytes())
 	f.Add([]byte("\x00asm\x01\x00\x00\x00\x0a\x05\x01\x03\x00\x01\x0b"))
 	f.Add([]byte("\x00asm\x01\x00\x00\x00\x0a\xff\xff\xff\xff\x0f"))
-	limits := sandbox.CodeLimits{MaxFunctions: 50, MaxFunctionSize: 4096, MaxCodeSize: 1 << 16, MaxLocals: 100, MaxBlocks: 50, MaxBlockWork: 1000}
+	limits := sandbox.CodeLimits{MaxFunctions: 50, MaxFunctionSize: 4096, MaxCodeSize: 1 << 16, MaxLocals: 100, MaxTotalLocals: 1000, MaxBlocks: 50, MaxBlockWork: 1000, MaxTypeWork: 100, MaxLoopWork: 10_000}
 	f.Fuzz(func(t *testing.T, wasm []byte) {
 		st, err := sandbox.ScanCode(wasm, limits)
 		if err != nil {
@@ -51,7 +51,7 @@ func FuzzScanCode(f *testing.F) {
 		}
 		if st.Functions > limits.MaxFunctions || st.MaxFunctionSize > limits.MaxFunctionSize ||
 			st.CodeSize > limits.MaxCodeSize || st.MaxLocals > limits.MaxLocals ||
-			st.MaxBlocks > limits.MaxBlocks || st.BlockWork > limits.MaxBlockWork {
+			st.MaxBlocks > limits.MaxBlocks || st.BlockWork > limits.MaxBlockWork || st.Locals > limits.MaxTotalLocals || st.TypeWork > limits.MaxTypeWork || st.LoopWork > limits.MaxLoopWork {
 			t.Fatalf("accepted stats over the limits: %+v", st)
 		}
 	})
@@ -83,5 +83,81 @@ func TestScanCode_RefusesSectionsOfTooManyEntries(t *testing.T) {
 	}
 	if _, err := sandbox.ScanCode(module(11, 11, segment), limits); !errors.Is(err, sandbox.ErrTooLarge) || !strings.Contains(err.Error(), "max_data_segments") {
 		t.Fatalf("11 data segments past a limit of 10: got %v", err)
+	}
+}
+
+// Three things cost the compiler far more than their bytes: locals,
+// declared as counts (10,000 functions of 50,000 locals each fit in 80 KB
+// and took 3.9 GB, kept as long as the module), locals seen by loops (one
+// function of 1,000 nested loops and 50,000 locals compiled for more than
+// 9 minutes), and long function types (the compiler's time grows with the
+// square of a type's length: 200,000 parameters in a 200 KB upload took
+// 28 s). Each held one of the host's two compile slots all along.
+func TestScanCode_RefusesLocalsAndTypesThatCostTheCompilerMore(t *testing.T) {
+	section := func(id byte, body []byte) []byte {
+		return append(append([]byte{id}, binary.AppendUvarint(nil, uint64(len(body)))...), body...)
+	}
+	code := func(functions, locals int) []byte {
+		fn := binary.AppendUvarint([]byte{0x01}, uint64(locals)) // one group of locals
+		fn = append(fn, 0x7f, 0x0b)                               // i32; end
+		body := binary.AppendUvarint(nil, uint64(functions))
+		for range functions {
+			body = append(append(body, binary.AppendUvarint(nil, uint64(len(fn)))...), fn...)
+		}
+		return append([]byte("\x00asm\x01\x00\x00\x00"), section(10, body)...)
+	}
+	if _, err := sandbox.ScanCode(code(40, 50_000), sandbox.CodeLimits{}); err != nil {
+		t.Fatalf("40 functions of 50,000 locals: %v", err)
+	}
+	_, err := sandbox.ScanCode(code(41, 50_000), sandbox.CodeLimits{})
+	if !errors.Is(err, sandbox.ErrTooLarge) || !strings.Contains(err.Error(), "max_total_locals") {
+		t.Fatalf("41 functions of 50,000 locals: got %v, want ErrTooLarge naming max_total_locals", err)
+	}
+	// One function of nested loops reading its locals.
+	loops := func(depth, locals int) []byte {
+		fn := binary.AppendUvarint([]byte{0x01}, uint64(locals))
+		fn = append(fn, 0x7e) // i64
+		for range depth {
+			fn = append(fn, 0x03, 0x40) // loop
+		}
+		for i := range locals {
+			fn = append(binary.AppendUvarint(append(fn, 0x20), uint64(i)), 0x1a) // local.get i; drop
+		}
+		for range depth {
+			fn = append(fn, 0x0b)
+		}
+		fn = append(fn, 0x0b)
+		body := append([]byte{0x01}, binary.AppendUvarint(nil, uint64(len(fn)))...)
+		return append([]byte("\x00asm\x01\x00\x00\x00"), section(10, append(body, fn...))...)
+	}
+	if st, err := sandbox.ScanCode(loops(1000, 700), sandbox.CodeLimits{}); err != nil || st.LoopWork != 1000*700*700 {
+		t.Fatalf("1,000 loops and 700 locals: %+v %v", st, err)
+	}
+	for _, c := range [][2]int{{1000, 710}, {1, 50_000}} {
+		_, err = sandbox.ScanCode(loops(c[0], c[1]), sandbox.CodeLimits{})
+		if !errors.Is(err, sandbox.ErrTooLarge) || !strings.Contains(err.Error(), "max_loop_work") {
+			t.Fatalf("%d loops and %d locals: got %v, want ErrTooLarge naming max_loop_work", c[0], c[1], err)
+		}
+	}
+	types := func(params ...int) []byte {
+		body := binary.AppendUvarint(nil, uint64(len(params)))
+		for _, n := range params {
+			body = binary.AppendUvarint(append(body, 0x60), uint64(n))
+			body = append(append(body, make([]byte, n)...), 0x01, 0x7f) // n parameters, one i32 result
+			for i := len(body) - n - 2; i < len(body)-2; i++ {
+				body[i] = 0x7e // i64
+			}
+		}
+		return append([]byte("\x00asm\x01\x00\x00\x00"), section(1, body)...)
+	}
+	st, err := sandbox.ScanCode(types(998, 3, 0), sandbox.CodeLimits{})
+	if err != nil || st.TypeWork != 999*999+4*4+1 {
+		t.Fatalf("a type of 998 parameters: %+v %v", st, err)
+	}
+	for _, params := range [][]int{{1000}, {500, 500, 500, 500, 500}} {
+		_, err := sandbox.ScanCode(types(params...), sandbox.CodeLimits{})
+		if !errors.Is(err, sandbox.ErrTooLarge) || !strings.Contains(err.Error(), "max_type_work") {
+			t.Fatalf("types of %v parameters: got %v, want ErrTooLarge naming max_type_work", params, err)
+		}
 	}
 }
