@@ -20,7 +20,7 @@ type CodeLimits struct {
 	// lives, and declarations are counts, so 10,000 functions of 50,000
 	// locals each fit in 80 KB and took 3.9 GB.
 	MaxTotalLocals int
-	MaxBlocks       int // block, loop and if instructions in one function (default 5,000; a Go plugin has under 1,000)
+	MaxBlocks      int // block, loop and if instructions in one function (default 5,000; a Go plugin has under 1,000)
 	// MaxBlockWork bounds the sum over functions of their blocks squared
 	// (default 50,000,000, about 1.5 s of compiling on the 2-core box; a Go
 	// plugin needs about 10,000,000).

@@ -99,7 +99,7 @@ func TestScanCode_RefusesLocalsAndTypesThatCostTheCompilerMore(t *testing.T) {
 	}
 	code := func(functions, locals int) []byte {
 		fn := binary.AppendUvarint([]byte{0x01}, uint64(locals)) // one group of locals
-		fn = append(fn, 0x7f, 0x0b)                               // i32; end
+		fn = append(fn, 0x7f, 0x0b)                              // i32; end
 		body := binary.AppendUvarint(nil, uint64(functions))
 		for range functions {
 			body = append(append(body, binary.AppendUvarint(nil, uint64(len(fn)))...), fn...)
