@@ -482,7 +482,7 @@ func (w *worker) rebuild(ctx context.Context) error {
 	if w.base != nil {
 		cfg.MigrateFrom = w.baseFrom
 	}
-	inst, err := e.module.Instantiate(ctx, cfg)
+	inst, err := e.module.Instantiate(sandbox.WithLogAttrs(ctx, "deployment", e.spec.Name, "partition", w.p), cfg)
 	if err != nil {
 		return fmt.Errorf("partition %d: starting the plugin: %w", w.p, err)
 	}

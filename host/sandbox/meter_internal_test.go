@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,5 +187,35 @@ func TestInstrument_RefusesElementSegmentsPastWhatTheTablesHold(t *testing.T) {
 	}
 	if _, _, err := instrument(module(33), true, maxTable); !errors.Is(err, ErrTooLarge) || !errors.Is(err, ErrInvalid) {
 		t.Fatalf("33 elements: got %v, want ErrTooLarge", err)
+	}
+}
+
+// A guest's output is logged with the deployment and partition its
+// instance serves, outside what the guest writes: a line saying
+// deployment=other cannot pass for another deployment's.
+func TestGuestLog_NamesTheDeploymentAndPartition(t *testing.T) {
+	ctx := context.Background()
+	var out bytes.Buffer
+	rt, err := New(ctx, &Options{Log: slog.New(slog.NewTextHandler(&out, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	m, err := rt.Compile(ctx, testwasm.BuildC(t, "examples/votes/c/votes.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := m.instantiate(WithLogAttrs(ctx, "deployment", "votes", "partition", int32(3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close(ctx)
+	inst.out.begin()
+	inst.out.Write([]byte("deployment=other partition=9\n"))
+	if err := inst.out.end(abi.ProcessExport); err != nil {
+		t.Fatal(err)
+	}
+	if line := out.String(); !strings.Contains(line, `msg=plugin deployment=votes partition=3 out="deployment=other partition=9"`) {
+		t.Fatalf("log: %q", line)
 	}
 }

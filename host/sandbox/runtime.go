@@ -305,13 +305,27 @@ func (m *Module) Close(ctx context.Context) error { return m.code.close(ctx) }
 // closed nor collected.
 func (r *Runtime) Modules() int { return int(r.modules.Load()) }
 
+type logAttrsKey struct{}
+
+// WithLogAttrs returns ctx such that an instance started with it logs its
+// guest's output with these attributes (the deployment and partition), so
+// that a line is told by where it came from rather than by what the guest
+// writes in it.
+func WithLogAttrs(ctx context.Context, attrs ...any) context.Context {
+	return context.WithValue(ctx, logAttrsKey{}, attrs)
+}
+
 func (m *Module) instantiate(ctx context.Context) (*Instance, error) {
 	r := m.r
 	if err := r.budget.reserve(m.memCap); err != nil {
 		return nil, err
 	}
 	alloc := &allocator{b: &r.budget, reserved: m.memCap}
-	out := newGuestLog(r.opts.Log, r.opts.MaxLogLines)
+	log := r.opts.Log
+	if a, ok := ctx.Value(logAttrsKey{}).([]any); ok {
+		log = log.With(a...)
+	}
+	out := newGuestLog(log, r.opts.MaxLogLines)
 	cfg := wazero.NewModuleConfig().
 		WithName("").
 		WithStartFunctions(abi.InitializeExport).
