@@ -18,16 +18,7 @@ func TestDeploy_RefusesDeadLetterLoops(t *testing.T) {
 	e := services(t)
 	in, cl := newTopic(t, e, 1)
 	h := startHost(t, e)
-	if code, body := h.post(t, "/v1/plugins/votes/1", "application/wasm", testwasm.Build(t, "examples/votes")); code != http.StatusCreated {
-		t.Fatalf("push: %d %s", code, body)
-	}
-	deploy := func(name, topic, dl string) (int, api.ErrorBody) {
-		spec := fmt.Sprintf(`{"name":%q,"plugin":"votes@1","topic":%q,"dead_letter_topic":%q,"windows":[{"name":"total","kind":"global"}]}`, name, topic, dl)
-		code, body := h.post(t, "/v1/deployments", "application/json", []byte(spec))
-		var eb api.ErrorBody
-		json.Unmarshal(body, &eb)
-		return code, eb
-	}
+	deploy := votesDeployer(t, h)
 	if code, eb := deploy("first", in, in+".dead-letters"); code != http.StatusCreated {
 		t.Fatalf("deploy first: %d %+v", code, eb)
 	}
@@ -94,16 +85,7 @@ func TestDeploy_RefusesTheHostsOwnTopics(t *testing.T) {
 	adm := kadm.NewClient(cl)
 	t.Cleanup(func() { adm.DeleteTopics(context.Background(), cfg.Kafka.CatalogTopic) })
 	h := runHost(t, e, cfg)
-	if code, body := h.post(t, "/v1/plugins/votes/1", "application/wasm", testwasm.Build(t, "examples/votes")); code != http.StatusCreated {
-		t.Fatalf("push: %d %s", code, body)
-	}
-	deploy := func(name, topic, dl string) (int, api.ErrorBody) {
-		spec := fmt.Sprintf(`{"name":%q,"plugin":"votes@1","topic":%q,"dead_letter_topic":%q,"windows":[{"name":"total","kind":"global"}]}`, name, topic, dl)
-		code, body := h.post(t, "/v1/deployments", "application/json", []byte(spec))
-		var eb api.ErrorBody
-		json.Unmarshal(body, &eb)
-		return code, eb
-	}
+	deploy := votesDeployer(t, h)
 	if code, eb := deploy("votes", in, in+".dead-letters"); code != http.StatusCreated {
 		t.Fatalf("deploy votes: %d %+v", code, eb)
 	}
@@ -135,4 +117,20 @@ func TestDeploy_RefusesTheHostsOwnTopics(t *testing.T) {
 		t.Fatalf("deployments after the refusals: %+v, want votes alone as deployed", ds)
 	}
 	t.Cleanup(func() { adm.DeleteTopics(context.Background(), in+".dead-letters") })
+}
+
+// votesDeployer pushes the votes plugin to h and returns a deploy of it
+// by name, input and dead-letter topic, answering the status and error.
+func votesDeployer(t *testing.T, h *host) func(name, topic, dl string) (int, api.ErrorBody) {
+	t.Helper()
+	if code, body := h.post(t, "/v1/plugins/votes/1", "application/wasm", testwasm.Build(t, "examples/votes")); code != http.StatusCreated {
+		t.Fatalf("push: %d %s", code, body)
+	}
+	return func(name, topic, dl string) (int, api.ErrorBody) {
+		spec := fmt.Sprintf(`{"name":%q,"plugin":"votes@1","topic":%q,"dead_letter_topic":%q,"windows":[{"name":"total","kind":"global"}]}`, name, topic, dl)
+		code, body := h.post(t, "/v1/deployments", "application/json", []byte(spec))
+		var eb api.ErrorBody
+		json.Unmarshal(body, &eb)
+		return code, eb
+	}
 }
