@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/sys"
@@ -69,7 +70,7 @@ func (m *Module) Instantiate(ctx context.Context, cfg abi.Config) (*Instance, er
 		i.Close(ctx)
 		return nil, err
 	}
-	if err := i.status(ctx, i.init, b); err != nil {
+	if err := i.status(ctx, &i.init, b); err != nil {
 		i.Close(ctx)
 		return nil, err
 	}
@@ -88,13 +89,13 @@ func (i *Instance) Close(ctx context.Context) error {
 
 // Process hands the guest an encoded batch (abi batch layout).
 func (i *Instance) Process(ctx context.Context, batch []byte) error {
-	return i.status(ctx, i.process, batch)
+	return i.status(ctx, &i.process, batch)
 }
 
 // Flush returns the rows the guest emits at watermark.
 func (i *Instance) Flush(ctx context.Context, watermark int64, dst []abi.Row) ([]abi.Row, error) {
 	i.stack[0] = uint64(watermark)
-	b, err := i.packed(ctx, i.flush, i.m.r.opts.MaxOutput)
+	b, err := i.packed(ctx, &i.flush, i.m.r.opts.MaxOutput)
 	if err != nil {
 		return dst, err
 	}
@@ -120,7 +121,7 @@ func (i *Instance) Flush(ctx context.Context, watermark int64, dst []abi.Row) ([
 
 // Snapshot returns a copy of the guest's state.
 func (i *Instance) Snapshot(ctx context.Context) ([]byte, error) {
-	b, err := i.packed(ctx, i.snapshot, i.m.r.opts.MaxSnapshot)
+	b, err := i.packed(ctx, &i.snapshot, i.m.r.opts.MaxSnapshot)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +130,7 @@ func (i *Instance) Snapshot(ctx context.Context) ([]byte, error) {
 
 // Restore replaces the guest's state with a snapshot.
 func (i *Instance) Restore(ctx context.Context, snap []byte) error {
-	return i.status(ctx, i.restore, snap)
+	return i.status(ctx, &i.restore, snap)
 }
 
 // write copies b into the guest's input buffer, growing it when needed.
@@ -141,7 +142,7 @@ func (i *Instance) write(ctx context.Context, b []byte) error {
 	if uint32(len(b)) > i.inCap || i.inPtr == 0 {
 		size := max(uint32(len(b)), 64<<10)
 		i.stack[0] = uint64(size)
-		if err := i.call(ctx, i.input); err != nil {
+		if err := i.call(ctx, &i.input); err != nil {
 			return err
 		}
 		i.inPtr, i.inCap = uint32(i.stack[0]), size
@@ -155,20 +156,30 @@ func (i *Instance) write(ctx context.Context, b []byte) error {
 	return nil
 }
 
-// call calls f under the runtime's per-call deadline. Any failure breaks
+// call calls *f under the runtime's per-call deadline. Any failure breaks
 // the instance: a trapped or interrupted guest may have left its state half
 // updated, and wazero has closed an interrupted module already.
-func (i *Instance) call(ctx context.Context, f api.Function) error {
-	name := exportName(f)
+//
+// Each api.Function keeps the call stack its calls grew, for as long as it
+// lives, outside the memory budget: a guest recursing a million deep once
+// held hundreds of MB per export and instance. So after a call long enough
+// to have grown it far (restackAfter), *f is replaced by a fresh one and
+// the old stack left to the collector.
+func (i *Instance) call(ctx context.Context, f *api.Function) error {
+	name := exportName(*f)
 	if i.broken {
 		return &GuestError{Export: name, Message: "instance is broken", trap: errBroken}
 	}
 	i.out.begin()
-	err := f.CallWithStack(i.m.r.metered(ctx, &i.meter), i.stack[:])
+	start := time.Now()
+	err := (*f).CallWithStack(i.m.r.metered(ctx, &i.meter), i.stack[:])
 	i.meter.end()
 	if err != nil {
 		i.broken = true
 		return i.m.r.guestError(name, err)
+	}
+	if time.Since(start) > restackAfter {
+		*f = i.mod.ExportedFunction(name)
 	}
 	if err := i.out.end(name); err != nil {
 		i.broken = true
@@ -177,9 +188,13 @@ func (i *Instance) call(ctx context.Context, f api.Function) error {
 	return nil
 }
 
+// restackAfter is the call time past which call replaces the function: in
+// less, a guest recursing as fast as it can grows a stack of some MB.
+const restackAfter = time.Millisecond
+
 // status calls an export that takes the length of the input it was given
 // and returns a status code.
-func (i *Instance) status(ctx context.Context, f api.Function, in []byte) error {
+func (i *Instance) status(ctx context.Context, f *api.Function, in []byte) error {
 	if err := i.write(ctx, in); err != nil {
 		return err
 	}
@@ -188,22 +203,22 @@ func (i *Instance) status(ctx context.Context, f api.Function, in []byte) error 
 		return err
 	}
 	if c := abi.Code(int32(uint32(i.stack[0]))); c != abi.OK {
-		return &GuestError{Export: exportName(f), Code: c, Message: i.message(ctx)}
+		return &GuestError{Export: exportName(*f), Code: c, Message: i.message(ctx)}
 	}
 	return nil
 }
 
 // packed calls an export that returns a region of guest memory; the bytes
 // are a view valid until the next call.
-func (i *Instance) packed(ctx context.Context, f api.Function, limit uint32) ([]byte, error) {
+func (i *Instance) packed(ctx context.Context, f *api.Function, limit uint32) ([]byte, error) {
 	if err := i.call(ctx, f); err != nil {
 		return nil, err
 	}
 	ptr, n, code := abi.Unpack(int64(i.stack[0]))
 	if code != abi.OK {
-		return nil, &GuestError{Export: exportName(f), Code: code, Message: i.message(ctx)}
+		return nil, &GuestError{Export: exportName(*f), Code: code, Message: i.message(ctx)}
 	}
-	return i.view(exportName(f), ptr, n, limit)
+	return i.view(exportName(*f), ptr, n, limit)
 }
 
 func (i *Instance) view(export string, ptr, n, limit uint32) ([]byte, error) {
@@ -218,7 +233,7 @@ func (i *Instance) view(export string, ptr, n, limit uint32) ([]byte, error) {
 }
 
 func (i *Instance) message(ctx context.Context) string {
-	if err := i.call(ctx, i.lastErr); err != nil {
+	if err := i.call(ctx, &i.lastErr); err != nil {
 		return "(no message: " + err.Error() + ")"
 	}
 	ptr, n, code := abi.Unpack(int64(i.stack[0]))

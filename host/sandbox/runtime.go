@@ -226,7 +226,7 @@ func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	defer inst.Close(ctx)
-	raw, err := inst.packed(ctx, inst.describe, r.opts.MaxOutput)
+	raw, err := inst.packed(ctx, &inst.describe, r.opts.MaxOutput)
 	if err != nil {
 		m.Close(ctx)
 		return nil, fmt.Errorf("%w: wagg_describe: %w", ErrInvalid, err)
