@@ -579,7 +579,7 @@ func TestAdversarial_DeepRecursionLeavesNoStackBehind(t *testing.T) {
 	recurse = append(recurse, 0x41)
 	recurse = append(recurse, sleb(counter)...)
 	recurse = append(recurse, 0x28, 0x02, 0x00, 0x41, 0x01, 0x6b, 0x36, 0x02, 0x00) // i32.load; i32.const 1; i32.sub; i32.store
-	recurse = append(recurse, 0x10, 10)                                               // call 10
+	recurse = append(recurse, 0x10, 10)                                             // call 10
 	process := []byte{0x41}
 	process = append(process, sleb(counter)...)
 	process = append(process, 0x41)
