@@ -154,7 +154,7 @@ const maxSpecSize = 1 << 20
 // New returns the HTTP handler.
 func New(b Backend, h Handlers) http.Handler {
 	mux := http.NewServeMux()
-	a := &handler{b: b, v: h.Auth, limit: newLimiter()}
+	a := &handler{b: b, v: h.Auth, limit: newLimiter(), uploads: make(chan struct{}, maxUploads)}
 	// /healthz answers everyone, so that load balancers need no token; the
 	// reasons (which name addresses and errors) only with admin.
 	mux.HandleFunc("GET /healthz", a.health)
@@ -191,7 +191,19 @@ type handler struct {
 	b     Backend
 	v     *auth.Verifier
 	limit *limiter
+	// uploads bounds the plugin bodies read at once: each may be
+	// sandbox.max_upload_size bytes, and 50 of 32 MB in parallel took a
+	// host from 0.9 to 5 GB.
+	uploads chan struct{}
 }
+
+// BodyTimeout bounds the reading of a request's body, and the writing of
+// a query's answer: a plugin of 32 MiB needs a client that sends at least
+// about 600 KB a second. (A variable for the tests.)
+var BodyTimeout = time.Minute
+
+// maxUploads is how many plugin uploads a host reads at once; more wait.
+const maxUploads = 4
 
 // guard refuses what no endpoint should see: in open mode a request for a
 // host name that is not loopback (DNS rebinding), and a state-changing
@@ -203,6 +215,12 @@ func (a *handler) guard(next http.Handler) http.Handler {
 	}))
 	checked := cop.Handler(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			// A body sent a byte at a time would hold the connection, and
+			// its handler, for ever: even a refused request's body is read
+			// (drained) before the connection serves another.
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(BodyTimeout))
+		}
 		if a.v == nil && !loopbackHost(r.Host) {
 			writeError(w, http.StatusForbidden, CodeCrossOrigin, fmt.Sprintf("host %q: without auth keys wagg answers only to loopback names (127.0.0.1, [::1], localhost)", r.Host))
 			return
@@ -315,6 +333,12 @@ func (a *handler) writeHealth(w http.ResponseWriter, r *http.Request, status int
 }
 
 func (a *handler) pushPlugin(w http.ResponseWriter, r *http.Request) {
+	select {
+	case a.uploads <- struct{}{}:
+		defer func() { <-a.uploads }()
+	case <-r.Context().Done():
+		return
+	}
 	limit := a.b.MaxUpload()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
 	var tooBig *http.MaxBytesError
@@ -403,8 +427,27 @@ func (a *handler) query(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err, CodeInvalidQuery)
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	// The answer is bounded in bytes, not only its rows, and so is the
+	// time a client may take to read it: a result's JSON can be six times
+	// ClickHouse's bytes (a NUL byte is \u0000), and eight clients that
+	// never read held 10 GB.
+	b, err := json.Marshal(res)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, CodeInternal, err.Error())
+		return
+	}
+	if len(b) > MaxQueryResponse {
+		writeError(w, http.StatusBadRequest, CodeInvalidQuery, fmt.Sprintf("the result is %d bytes of JSON, more than the %d a query may return: select fewer rows or columns", len(b), MaxQueryResponse))
+		return
+	}
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(BodyTimeout))
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
 }
+
+// MaxQueryResponse bounds the JSON of one POST /v1/query answer.
+const MaxQueryResponse = 64 << 20
 
 func (a *handler) undeploy(w http.ResponseWriter, r *http.Request) {
 	if err := a.b.Undeploy(r.Context(), r.PathValue("name")); err != nil {

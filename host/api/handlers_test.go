@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/wagg/wagg/plugins"
 )
@@ -30,6 +32,7 @@ type recorder struct {
 	deployed  plugins.Deployment
 	n         int
 	sql       string
+	result    *QueryResult // what Query answers, when set
 }
 
 func (r *recorder) call(format string, a ...any) error {
@@ -80,6 +83,9 @@ func (r *recorder) DeadLetters(_ context.Context, name string, n int) ([]DeadLet
 func (r *recorder) Health(context.Context) Health { return Health{Status: "ok"} }
 func (r *recorder) Query(_ context.Context, sql string) (QueryResult, error) {
 	r.sql = sql
+	if r.result != nil {
+		return *r.result, r.call("Query")
+	}
 	return QueryResult{Columns: []QueryColumn{{Name: "1", Type: "UInt8"}}, Rows: [][]any{{1}}}, r.call("Query")
 }
 
@@ -317,4 +323,37 @@ func httptestContentType(t *testing.T, srv *httptest.Server, path string) string
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.Header.Get("Content-Type")
+}
+
+// A body sent a byte at a time held its connection for ever, even for a
+// request the host refuses; a query's answer is bounded in bytes, since
+// its JSON can be six times what ClickHouse returned (\u0000 for a NUL).
+func TestAPI_SlowBodiesAndLargeAnswersAreBounded(t *testing.T) {
+	defer func(d time.Duration) { BodyTimeout = d }(BodyTimeout)
+	BodyTimeout = 300 * time.Millisecond
+	r := &recorder{result: &QueryResult{Columns: []QueryColumn{{Name: "s", Type: "String"}}, Rows: [][]any{{strings.Repeat("\x00", MaxQueryResponse/6+1)}}}}
+	srv := serveRecorder(t, r)
+	for _, path := range []string{"/v1/query", "/v1/plugins/votes/1", "/v1/no-such-endpoint"} {
+		c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", path)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = io.ReadAll(c) // until the host closes the connection
+		c.Close()
+		if err != nil {
+			t.Errorf("POST %s with 1 of 100 body bytes: the connection stayed open (%v)", path, err)
+		}
+	}
+	resp, err := http.Post(srv.URL+"/v1/query", "application/json", strings.NewReader(`{"sql":"SELECT s FROM t"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var eb ErrorBody
+	json.NewDecoder(resp.Body).Decode(&eb)
+	if resp.StatusCode != http.StatusBadRequest || eb.Error.Code != CodeInvalidQuery || !strings.Contains(eb.Error.Message, "bytes of JSON") {
+		t.Fatalf("a result of %d bytes of JSON: %d %+v, want 400 invalid_query", MaxQueryResponse+6, resp.StatusCode, eb)
+	}
 }

@@ -51,11 +51,20 @@ func (s *Server) Query(ctx context.Context, sql string) (api.QueryResult, error)
 		return api.QueryResult{}, fmt.Errorf("%w: %d queries run on this host already, the most it runs at once", api.ErrBusy, maxQueries)
 	}
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
-	rows, err := s.queries.Query(clickhouse.Context(ctx, clickhouse.WithSettings(querySettings)), sql)
+	failed := func(err error) error {
+		if errors.Is(qctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+			// ClickHouse 18.16 lets some queries (count() of system.numbers)
+			// run past max_execution_time: the host stops them at its own
+			// deadline, as ClickHouse would have.
+			return fmt.Errorf("%w: the query ran past %s", api.ErrInvalidQuery, queryTimeout)
+		}
+		return queryError(err)
+	}
+	rows, err := s.queries.Query(clickhouse.Context(qctx, clickhouse.WithSettings(querySettings)), sql)
 	if err != nil {
-		return api.QueryResult{}, queryError(err)
+		return api.QueryResult{}, failed(err)
 	}
 	defer rows.Close()
 	res := api.QueryResult{Columns: []api.QueryColumn{}, Rows: [][]any{}}
@@ -71,7 +80,7 @@ func (s *Server) Query(ctx context.Context, sql string) (api.QueryResult, error)
 			break
 		}
 		if err := rows.Scan(dst...); err != nil {
-			return api.QueryResult{}, queryError(err)
+			return api.QueryResult{}, failed(err)
 		}
 		row := make([]any, len(dst))
 		for i, d := range dst {
@@ -80,11 +89,15 @@ func (s *Server) Query(ctx context.Context, sql string) (api.QueryResult, error)
 		res.Rows = append(res.Rows, row)
 	}
 	if err := rows.Err(); err != nil {
-		return api.QueryResult{}, queryError(err)
+		return api.QueryResult{}, failed(err)
 	}
 	res.ElapsedMs = time.Since(start).Milliseconds()
 	return res, nil
 }
+
+// queryTimeout is when the host stops a query, ClickHouse's
+// max_execution_time and a margin for the answer to come back.
+const queryTimeout = 11 * time.Second
 
 // queryError tells ClickHouse's refusal of the query from ClickHouse not
 // answering.

@@ -104,7 +104,10 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.List
 	note("connecting to clickhouse " + cfg.ClickHouse.Addr)
 	sw := &handlerSwitch{}
 	sw.set(api.Starting(v, func() string { return *waiting.Load() }))
-	srv := &http.Server{Handler: sw, ReadHeaderTimeout: 10 * time.Second}
+	// A connection idle between requests is closed after IdleTimeout: kept
+	// open for ever, 20,000 of them took every file descriptor (bodies are
+	// bounded by api.BodyTimeout, headers by ReadHeaderTimeout).
+	srv := &http.Server{Handler: sw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	errc := make(chan error, 1)
 	if cfg.TLS.Enabled() {
 		go func() { errc <- srv.ServeTLS(ln, cfg.TLS.CertFile, cfg.TLS.KeyFile) }()
