@@ -197,6 +197,17 @@ type handler struct {
 	uploads chan struct{}
 }
 
+// readBody reads a request's body, at most limit bytes, then lifts the
+// read deadline the guard set for it: what the handler does next may take
+// longer, and a deadline passing under it would cancel its context.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err == nil {
+		http.NewResponseController(w).SetReadDeadline(time.Time{})
+	}
+	return body, err
+}
+
 // BodyTimeout bounds the reading of a request's body, and the writing of
 // a query's answer: a plugin of 32 MiB needs a client that sends at least
 // about 600 KB a second. (A variable for the tests.)
@@ -215,10 +226,11 @@ func (a *handler) guard(next http.Handler) http.Handler {
 	}))
 	checked := cop.Handler(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if r.ContentLength != 0 {
 			// A body sent a byte at a time would hold the connection, and
 			// its handler, for ever: even a refused request's body is read
-			// (drained) before the connection serves another.
+			// (drained) before the connection serves another. readBody
+			// lifts the deadline once the body is in.
 			http.NewResponseController(w).SetReadDeadline(time.Now().Add(BodyTimeout))
 		}
 		if a.v == nil && !loopbackHost(r.Host) {
@@ -340,7 +352,7 @@ func (a *handler) pushPlugin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	limit := a.b.MaxUpload()
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
+	body, err := readBody(w, r, int64(limit))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
 		writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("plugin larger than the limit of %d bytes", limit))
@@ -376,7 +388,7 @@ func (a *handler) listPlugins(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *handler) deploy(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSpecSize))
+	body, err := readBody(w, r, maxSpecSize)
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("deployment spec larger than %d bytes", maxSpecSize))
 		return
@@ -408,7 +420,7 @@ func (a *handler) listDeployments(w http.ResponseWriter, _ *http.Request) {
 const maxQuerySize = 64 << 10
 
 func (a *handler) query(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxQuerySize))
+	body, err := readBody(w, r, maxQuerySize)
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("query larger than %d bytes", maxQuerySize))
 		return
