@@ -571,19 +571,11 @@ func TestAdversarial_DeepRecursionLeavesNoStackBehind(t *testing.T) {
 	const counter = 60_000 // an address in the guest's memory
 	// Function 10, the first after the ten ABI exports: while the counter
 	// is not 0, decrement it and call itself.
-	recurse := []byte{0x41}
-	recurse = append(recurse, sleb(counter)...)
-	recurse = append(recurse, 0x28, 0x02, 0x00, 0x45, 0x04, 0x40, 0x0f, 0x0b) // i32.load; i32.eqz; if return end
-	recurse = append(recurse, 0x41)
-	recurse = append(recurse, sleb(counter)...)
-	recurse = append(recurse, 0x41)
-	recurse = append(recurse, sleb(counter)...)
+	recurse := append(testwasm.I32(counter), 0x28, 0x02, 0x00, 0x45, 0x04, 0x40, 0x0f, 0x0b) // i32.load; i32.eqz; if return end
+	recurse = append(append(recurse, testwasm.I32(counter)...), testwasm.I32(counter)...)
 	recurse = append(recurse, 0x28, 0x02, 0x00, 0x41, 0x01, 0x6b, 0x36, 0x02, 0x00) // i32.load; i32.const 1; i32.sub; i32.store
 	recurse = append(recurse, 0x10, 10)                                             // call 10
-	process := []byte{0x41}
-	process = append(process, sleb(counter)...)
-	process = append(process, 0x41)
-	process = append(process, sleb(1_000_000)...)
+	process := append(testwasm.I32(counter), testwasm.I32(1_000_000)...)
 	process = append(process, 0x36, 0x02, 0x00, 0x10, 10, 0x41, 0x00) // i32.store; call 10; i32.const 0
 	m := compileGuest(t, rt, testwasm.Guest{Bodies: map[string][]byte{abi.ProcessExport: process}, ExtraFns: [][]byte{recurse}})
 	inst, err := m.Instantiate(ctx, abi.Config{Windows: total})
@@ -608,17 +600,5 @@ func TestAdversarial_DeepRecursionLeavesNoStackBehind(t *testing.T) {
 	// and the instance goes on
 	if err := inst.Process(ctx, b); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func sleb(v int64) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
-			return append(b, c)
-		}
-		b = append(b, c|0x80)
 	}
 }

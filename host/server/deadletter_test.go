@@ -55,14 +55,7 @@ func TestDeploy_RefusesDeadLetterLoops(t *testing.T) {
 	if topics.Has(retry + ".dl") {
 		t.Errorf("a refused deploy created its dead-letter topic %s", retry+".dl")
 	}
-	resp, err := http.Get(h.url + "/v1/deployments")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var ds []api.Deployment
-	json.NewDecoder(resp.Body).Decode(&ds)
-	if len(ds) != 1 || ds[0].Name != "first" || ds[0].DeadLetterTopic != in+".dead-letters" {
+	if ds := listDeployments(t, h); len(ds) != 1 || ds[0].Name != "first" || ds[0].DeadLetterTopic != in+".dead-letters" {
 		t.Fatalf("deployments after the refusals: %+v, want first alone as deployed", ds)
 	}
 	// Another dead-letter topic makes it fine.
@@ -106,14 +99,7 @@ func TestDeploy_RefusesTheHostsOwnTopics(t *testing.T) {
 		}
 	}
 	// The votes deployment is as it was deployed, and alone.
-	resp, err := http.Get(h.url + "/v1/deployments")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var ds []api.Deployment
-	json.NewDecoder(resp.Body).Decode(&ds)
-	if len(ds) != 1 || ds[0].Name != "votes" || ds[0].DeadLetterTopic != in+".dead-letters" {
+	if ds := listDeployments(t, h); len(ds) != 1 || ds[0].Name != "votes" || ds[0].DeadLetterTopic != in+".dead-letters" {
 		t.Fatalf("deployments after the refusals: %+v, want votes alone as deployed", ds)
 	}
 	t.Cleanup(func() { adm.DeleteTopics(context.Background(), in+".dead-letters") })
@@ -133,4 +119,19 @@ func votesDeployer(t *testing.T, h *host) func(name, topic, dl string) (int, api
 		json.Unmarshal(body, &eb)
 		return code, eb
 	}
+}
+
+// listDeployments lists h's deployments.
+func listDeployments(t *testing.T, h *host) []api.Deployment {
+	t.Helper()
+	resp, err := http.Get(h.url + "/v1/deployments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ds []api.Deployment
+	if err := json.NewDecoder(resp.Body).Decode(&ds); err != nil {
+		t.Fatal(err)
+	}
+	return ds
 }
