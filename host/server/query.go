@@ -54,13 +54,7 @@ func (s *Server) Query(ctx context.Context, sql string) (api.QueryResult, error)
 	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	failed := func(err error) error {
-		if errors.Is(qctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
-			// ClickHouse 18.16 lets some queries (count() of system.numbers)
-			// run past max_execution_time: the host stops them at its own
-			// deadline, as ClickHouse would have.
-			return fmt.Errorf("%w: the query ran past %s", api.ErrInvalidQuery, queryTimeout)
-		}
-		return queryError(err)
+		return queryError(err, errors.Is(qctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil)
 	}
 	rows, err := s.queries.Query(clickhouse.Context(qctx, clickhouse.WithSettings(querySettings)), sql)
 	if err != nil {
@@ -99,9 +93,14 @@ func (s *Server) Query(ctx context.Context, sql string) (api.QueryResult, error)
 // max_execution_time and a margin for the answer to come back.
 const queryTimeout = 11 * time.Second
 
-// queryError tells ClickHouse's refusal of the query from ClickHouse not
-// answering.
-func queryError(err error) error {
+// queryError tells ClickHouse's refusal of the query, or the host's
+// deadline (expired), from ClickHouse not answering. ClickHouse 18.16 lets
+// some queries (count() of system.numbers) run past max_execution_time:
+// the host stops them at its own deadline, as ClickHouse would have.
+func queryError(err error, expired bool) error {
+	if expired {
+		return fmt.Errorf("%w: the query ran past %s", api.ErrInvalidQuery, queryTimeout)
+	}
 	var ex *clickhouse.Exception
 	if errors.As(err, &ex) {
 		return fmt.Errorf("%w: clickhouse: %s", api.ErrInvalidQuery, ex.Message)
