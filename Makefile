@@ -100,6 +100,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzInstrument -fuzztime $(FUZZTIME) ./host/sandbox
 	$(GO) test -run XXX -fuzz FuzzGuestDecoders -fuzztime $(FUZZTIME) -parallel 1 ./sdk/conformance
 	$(GO) test -run XXX -fuzz FuzzStateApply -fuzztime $(FUZZTIME) ./host/catalog
+	$(GO) test -run XXX -fuzz FuzzCheckSQL -fuzztime $(FUZZTIME) ./host/server
 
 # The Wasm stage against native Go, the host decoder, the cost of per-call
 # deadlines, the memory of idle partitions and the host's decoding of a

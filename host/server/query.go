@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/wagg/wagg/host/api"
@@ -50,6 +52,9 @@ func (s *Server) Query(ctx context.Context, sql string) (api.QueryResult, error)
 	default:
 		return api.QueryResult{}, fmt.Errorf("%w: %d queries run on this host already, the most it runs at once", api.ErrBusy, maxQueries)
 	}
+	if err := checkSQL(sql); err != nil {
+		return api.QueryResult{}, err
+	}
 	start := time.Now()
 	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
@@ -89,6 +94,117 @@ func (s *Server) Query(ctx context.Context, sql string) (api.QueryResult, error)
 	return res, nil
 }
 
+// maxSQLNesting bounds how deep brackets and CASE ... END nest in a query.
+// ClickHouse 18.16's parser recurses on each level with no limit of its
+// own (its max_ast_depth is checked after parsing): 1,000 nested brackets,
+// or 1,500 nested CASE, crash the server, whoever sent them. Hand-written
+// and generated dashboard queries nest a few levels.
+const maxSQLNesting = 128
+
+// sqlStatements are the statements POST /v1/query runs. readonly=1 refuses
+// writes, DDL and SET, but not KILL QUERY, which would let a reader stop
+// anyone's query on the server, the host's own inserts included.
+var sqlStatements = []string{"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN"}
+
+// checkSQL refuses, before it reaches ClickHouse, a query that is not one
+// of sqlStatements or that nests deeper than maxSQLNesting. It reads the
+// query as ClickHouse's lexer does where that matters: string literals,
+// quoted identifiers and comments hide brackets and keywords. Where the two
+// might differ it errs on the side of counting: a comment ends at its
+// first "*/", and an unclosed literal or comment runs to the end.
+func checkSQL(sql string) error {
+	first := ""
+	brackets, cases, deepest := 0, 0, 0
+	for i := 0; i < len(sql); {
+		c := sql[i]
+		switch {
+		case c == '\'' || c == '"' || c == '`':
+			i = skipQuoted(sql, i+1, c)
+			if first == "" {
+				first = "a literal"
+			}
+			continue
+		case c == '-' && strings.HasPrefix(sql[i:], "--"):
+			if j := strings.IndexByte(sql[i:], '\n'); j >= 0 {
+				i += j + 1
+			} else {
+				i = len(sql)
+			}
+			continue
+		case c == '/' && strings.HasPrefix(sql[i:], "/*"):
+			if j := strings.Index(sql[i+2:], "*/"); j >= 0 {
+				i += j + 4
+			} else {
+				i = len(sql)
+			}
+			continue
+		case c == '(' || c == '[' || c == '{':
+			brackets++
+		case c == ')' || c == ']' || c == '}':
+			brackets = max(brackets-1, 0) // a stray closer must not hide openers
+		case isWordByte(c):
+			j := i
+			for j < len(sql) && isWordByte(sql[j]) {
+				j++
+			}
+			word := sql[i:j]
+			if first == "" {
+				first = word
+			}
+			switch {
+			case strings.EqualFold(word, "CASE"):
+				cases++
+			case strings.EqualFold(word, "END"):
+				cases = max(cases-1, 0) // a column named end, too
+			}
+			i = j
+		case c > ' ' && first == "":
+			first = string(c)
+		}
+		deepest = max(deepest, brackets+cases)
+		if !isWordByte(c) {
+			i++
+		}
+	}
+	if deepest > maxSQLNesting {
+		return fmt.Errorf("%w: brackets and CASE nest %d deep, more than the %d a query may", api.ErrInvalidQuery, deepest, maxSQLNesting)
+	}
+	for _, s := range sqlStatements {
+		if strings.EqualFold(first, s) {
+			return nil
+		}
+	}
+	if first == "" {
+		return fmt.Errorf("%w: the query is empty", api.ErrInvalidQuery)
+	}
+	return fmt.Errorf("%w: a query starts with one of %s, not %q", api.ErrInvalidQuery, strings.Join(sqlStatements, ", "), first)
+}
+
+// skipQuoted returns the index past the quote that closes a literal or
+// identifier opened by q before i; a backslash escapes the next byte and a
+// doubled quote stands for itself.
+func skipQuoted(sql string, i int, q byte) int {
+	for i < len(sql) {
+		switch sql[i] {
+		case '\\':
+			i += 2
+			continue
+		case q:
+			if i+1 < len(sql) && sql[i+1] == q {
+				i += 2
+				continue
+			}
+			return i + 1
+		}
+		i++
+	}
+	return len(sql)
+}
+
+func isWordByte(c byte) bool {
+	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+}
+
 // queryTimeout is when the host stops a query, ClickHouse's
 // max_execution_time and a margin for the answer to come back.
 const queryTimeout = 11 * time.Second
@@ -105,20 +221,55 @@ func queryError(err error, expired bool) error {
 	if errors.As(err, &ex) {
 		return fmt.Errorf("%w: clickhouse: %s", api.ErrInvalidQuery, ex.Message)
 	}
+	var unsupported *column.UnsupportedColumnTypeError
+	if errors.As(err, &unsupported) {
+		return fmt.Errorf("%w: %s: select a readable type instead (an aggregate state through finalizeAggregation or a -Merge function)", api.ErrInvalidQuery, unsupported.Error())
+	}
 	return fmt.Errorf("%w: clickhouse: %w", api.ErrUnavailable, err)
 }
 
-// jsonValue makes a scanned value encodable: JSON has no NaN or infinity.
+// jsonValue makes a scanned value encodable as JSON the way a reader
+// expects it: NaN and infinities, which JSON lacks, as strings ("NaN",
+// "+Inf"), wherever they are (in a Nullable, an Array or a Tuple), and an
+// Array(UInt8) as numbers rather than the base64 encoding/json gives a
+// []byte.
 func jsonValue(v any) any {
 	switch f := v.(type) {
 	case float64:
 		if math.IsNaN(f) || math.IsInf(f, 0) {
 			return fmt.Sprint(f)
 		}
+		return v
 	case float32:
 		if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
 			return fmt.Sprint(f)
 		}
+		return v
+	case nil, string, bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, int, uint:
+		return v
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if rv.IsNil() {
+			return nil
+		}
+		return jsonValue(rv.Elem().Interface())
+	case reflect.Slice, reflect.Array:
+		if rv.Kind() == reflect.Slice && rv.IsNil() {
+			return []any{}
+		}
+		out := make([]any, rv.Len())
+		for i := range out {
+			out[i] = jsonValue(rv.Index(i).Interface())
+		}
+		return out
+	case reflect.Map:
+		out := make(map[string]any, rv.Len())
+		for it := rv.MapRange(); it.Next(); {
+			out[fmt.Sprint(it.Key().Interface())] = jsonValue(it.Value().Interface())
+		}
+		return out
 	}
 	return v
 }
