@@ -202,8 +202,8 @@ func TestAdversarial_MemoryGrowthStopsAtTheCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := rt.Reserved(); got != 32<<16 {
-		t.Fatalf("an instance reserves %d bytes, want its cap %d", got, 32<<16)
+	if got := rt.Reserved(); got < 32<<16 || got > 32<<16+1<<10 {
+		t.Fatalf("an instance reserves %d bytes, want its cap %d and what its two data segments take", got, 32<<16)
 	}
 	err, _ = within(t, func() error { return inst.Process(ctx, guestBatch(t, m)) })
 	var ge *sandbox.GuestError
@@ -215,7 +215,8 @@ func TestAdversarial_MemoryGrowthStopsAtTheCap(t *testing.T) {
 
 func TestAdversarial_MemoryBudgetRefusesInstancesPastIt(t *testing.T) {
 	ctx := context.Background()
-	rt := runtimeFor(t, sandbox.Options{MemoryPages: 16, MemoryBudget: 2 * 16 << 16})
+	// room for two instances: their memory caps and their data segments
+	rt := runtimeFor(t, sandbox.Options{MemoryPages: 16, MemoryBudget: 2*16<<16 + 1<<10})
 	m := compileGuest(t, rt, testwasm.Guest{})
 	a, err := m.Instantiate(ctx, abi.Config{Windows: total})
 	if err != nil {
@@ -600,5 +601,56 @@ func TestAdversarial_DeepRecursionLeavesNoStackBehind(t *testing.T) {
 	// and the instance goes on
 	if err := inst.Process(ctx, b); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An instance's globals, data segments and element segments live on the Go
+// heap, outside its linear memory: the memory budget counts them, so that a
+// module of two pages and a million segments cannot take a host's memory
+// far past its budget, one partition after another.
+func TestAdversarial_TheBudgetCountsWhatAnInstanceTakesOnTheHeap(t *testing.T) {
+	ctx := context.Background()
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	for _, c := range []struct {
+		name string
+		g    testwasm.Guest
+	}{
+		{"globals", testwasm.Guest{Globals: 90_000}},
+		{"data segments", testwasm.Guest{Data: make([]testwasm.Segment, 400_000)}},
+		{"elements", testwasm.Guest{Elems: 1_000_000}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rt := runtimeFor(t, sandbox.Options{})
+			c.g.MemMax = 2
+			m := compileGuest(t, rt, c.g)
+			base, before := rt.Reserved(), heap()
+			var insts []*sandbox.Instance
+			for range 4 {
+				inst, err := m.Instantiate(ctx, abi.Config{Windows: total})
+				if err != nil {
+					t.Fatal(err)
+				}
+				insts = append(insts, inst)
+			}
+			took, reserved := int64(heap()-before), int64(rt.Reserved()-base)
+			for _, inst := range insts {
+				inst.Close(ctx)
+			}
+			if took < 1<<20 {
+				t.Fatalf("4 instances took %d bytes of the heap: the module does not test what it should", took)
+			}
+			if reserved < took {
+				t.Fatalf("4 instances took %d KiB of the Go heap, the budget counted %d KiB", took>>10, reserved>>10)
+			}
+			t.Logf("4 instances: %d KiB of the heap, %d KiB of the budget", took>>10, reserved>>10)
+			if rt.Reserved() != base {
+				t.Fatalf("closed instances still hold %d bytes of the budget", rt.Reserved()-base)
+			}
+		})
 	}
 }

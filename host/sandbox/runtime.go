@@ -194,7 +194,8 @@ var exports = []struct {
 // Compile compiles wasm, checks it against the ABI and reads its schema by
 // instantiating it once. Every refusal wraps ErrInvalid and says what to fix.
 func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
-	if _, err := ScanCode(wasm, r.opts.Code); err != nil {
+	st, err := ScanCode(wasm, r.opts.Code)
+	if err != nil {
 		return nil, err
 	}
 	wasm, tableElems, err := instrument(wasm, r.opts.CallTimeout > 0, uint32(r.opts.Code.MaxTableElements))
@@ -217,9 +218,10 @@ func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	if max, ok := c.ExportedMemories()["memory"].Max(); ok && max < pages {
 		pages = max
 	}
-	// Tables live on the Go heap, 8 bytes an element: the budget counts them
-	// with the memory.
-	m.memCap = uint64(pages)*pageSize + tableElems*8
+	// Tables live on the Go heap, 8 bytes an element, and so do an
+	// instance's globals and segments: the budget counts them with the
+	// memory.
+	m.memCap = uint64(pages)*pageSize + tableElems*8 + st.InstanceHeap()
 	inst, err := m.instantiate(ctx)
 	if err != nil {
 		m.Close(ctx)

@@ -26,6 +26,8 @@ type Guest struct {
 	Imports  []Import          // function imports
 	ExtraFns [][]byte          // extra (no-export) functions () -> (), bodies without end
 	Tables   []Limits          // funcref tables
+	Globals  int               // mutable i32 globals, never used
+	Elems    int               // elements of one passive segment, each function 0
 }
 
 // Limits are the minimum and, when Max is set, the maximum of a table.
@@ -236,7 +238,19 @@ func (g Guest) Bytes() []byte {
 		out = section(out, 4, tables)
 	}
 	out = section(out, 5, mem)
+	if g.Globals > 0 {
+		globals := uleb(uint64(g.Globals))
+		for range g.Globals {
+			globals = append(globals, 0x7f, 0x01, opI32Const, 0x00, opEnd)
+		}
+		out = section(out, 6, globals)
+	}
 	out = section(out, 7, append(uleb(uint64(len(names)+1)), exports...))
+	if g.Elems > 0 {
+		elems := append([]byte{1, 0x01, 0x00}, uleb(uint64(g.Elems))...) // passive, funcref
+		elems = append(elems, make([]byte, g.Elems)...)
+		out = section(out, 9, elems)
+	}
 	out = section(out, 10, append(uleb(uint64(len(names)+len(g.ExtraFns))), code...))
 	out = section(out, 11, data)
 	return out
