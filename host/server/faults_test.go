@@ -410,16 +410,7 @@ func TestFaults_ClickHouseOutage(t *testing.T) {
 	<-time.After(3 * time.Second)
 	ch.run("kill")
 	down := time.Now()
-	eventually(t, 30*time.Second, "/healthz degraded naming ClickHouse", func() error {
-		var hl api.Health
-		if err := getJSON(h.url+"/healthz", &hl); err != nil {
-			return err
-		}
-		if hl.Status != "degraded" || !strings.Contains(strings.Join(hl.Reasons, " "), "clickhouse") {
-			return fmt.Errorf("%+v", hl)
-		}
-		return nil
-	})
+	waitHealth(t, h.url, "degraded", "clickhouse:")
 	// A deploy that needs ClickHouse now is refused as unavailable (503),
 	// and nothing of it is kept.
 	spec := fmt.Sprintf(`{"name":"later","plugin":"votes@1","topic":%q,"windows":[{"name":"total","kind":"global"}]}`, topic)
@@ -463,16 +454,7 @@ func TestFaults_ClickHouseOutage(t *testing.T) {
 	if dl := deadLetters(t, e.brokers, topic+".dead-letters"); len(dl) > 0 {
 		t.Fatalf("%d valid votes dead-lettered, first: %s %s", len(dl), header(dl[0], "wagg.reason"), header(dl[0], "wagg.error"))
 	}
-	eventually(t, 30*time.Second, "/healthz ok again", func() error {
-		var hl api.Health
-		if err := getJSON(h.url+"/healthz", &hl); err != nil {
-			return err
-		}
-		if hl.Status != "ok" {
-			return fmt.Errorf("%+v", hl)
-		}
-		return nil
-	})
+	waitHealth(t, h.url, "ok", "")
 	report(t, "%d votes exact", x.votes)
 }
 
@@ -498,6 +480,9 @@ func TestFaults_KafkaBrokerRestart(t *testing.T) {
 	})
 	k.run("kill")
 	down := time.Now()
+	// The host's Kafka client knows its broker by now: /healthz must ask
+	// the broker, not the client's cache.
+	waitHealth(t, h.url, "degraded", "kafka:")
 	k.run("up")
 	report(t, "broker away for %s", time.Since(down).Round(100*time.Millisecond))
 	eventually(t, 2*time.Minute, "progress after the restart", func() error {
@@ -517,7 +502,24 @@ func TestFaults_KafkaBrokerRestart(t *testing.T) {
 	x := readTopic(t, pe.brokers, topic)
 	eventually(t, 2*time.Minute, "exact totals and windows", func() error { return h.check(context.Background(), x) })
 	checkMalformedDeadLettered(t, deadLetters(t, pe.brokers, topic+".dead-letters"), x, true)
+	waitHealth(t, h.url, "ok", "")
 	report(t, "%d votes exact (%d acknowledged, %d reported lost by the producer), %d malformed dead-lettered", x.votes, sent, lost, len(x.malformed))
+}
+
+// waitHealth waits for /healthz to say status, with a reason containing
+// reason when it is not empty.
+func waitHealth(t *testing.T, url, status, reason string) {
+	t.Helper()
+	eventually(t, 30*time.Second, fmt.Sprintf("/healthz %s %s", status, reason), func() error {
+		var hl api.Health
+		if err := getJSON(url+"/healthz", &hl); err != nil {
+			return err
+		}
+		if hl.Status != status || !strings.Contains(strings.Join(hl.Reasons, " "), reason) {
+			return fmt.Errorf("%+v", hl)
+		}
+		return nil
+	})
 }
 
 // A record dated an hour ahead and one before 1970 among valid votes: both

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"github.com/wagg/wagg/host/api"
 	"github.com/wagg/wagg/host/sink"
 )
@@ -28,18 +30,43 @@ type probes struct {
 	ch, kafka error
 }
 
-// probe asks ClickHouse and Kafka, together, once.
+// probe asks ClickHouse and Kafka, together, once, and gives each
+// probeTimeout to answer: a ClickHouse that accepts connections and says
+// nothing holds its ping for the driver's dial timeout, and must not make
+// Kafka look silent too.
 func (s *Server) probe(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	var chErr, kErr error
-	var wg sync.WaitGroup
-	wg.Go(func() { chErr = s.ch.Ping(ctx) })
-	wg.Go(func() { _, kErr = s.admin.BrokerMetadata(ctx) })
-	wg.Wait()
+	ch, kafka := make(chan error, 1), make(chan error, 1)
+	go func() { ch <- s.ch.Ping(ctx) }()
+	go func() { kafka <- s.askKafka(ctx) }()
+	answer := func(c <-chan error) error {
+		select {
+		case err := <-c:
+			return err
+		case <-ctx.Done():
+			select {
+			case err := <-c:
+				return err
+			default:
+				return fmt.Errorf("no answer within %v", probeTimeout)
+			}
+		}
+	}
+	chErr, kErr := answer(ch), answer(kafka)
 	s.health.mu.Lock()
 	s.health.at, s.health.ch, s.health.kafka = time.Now(), chErr, kErr
 	s.health.mu.Unlock()
+}
+
+// askKafka sends a broker a metadata request for no topic. kadm's
+// BrokerMetadata would not do: once the client knows its brokers it
+// answers from its cache, and said all was well with the only broker dead.
+func (s *Server) askKafka(ctx context.Context) error {
+	req := kmsg.NewPtrMetadataRequest()
+	req.Topics = []kmsg.MetadataRequestTopic{}
+	_, err := req.RequestWith(ctx, s.kafka)
+	return err
 }
 
 // probeLoop probes every probeInterval until ctx is done.

@@ -54,6 +54,7 @@ type Server struct {
 	queries  driver.Conn
 	querying chan struct{}
 	admin    *kadm.Client
+	kafka    *kgo.Client // admin's: health probes ask a broker through it
 	rt       *sandbox.Runtime
 	reg      *plugins.Registry
 	hub      *hub.Hub
@@ -182,12 +183,9 @@ func newServer(ctx context.Context, cfg config.Config, log *slog.Logger, v *auth
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
-	s.admin = kadm.NewClient(kc)
+	s.admin, s.kafka = kadm.NewClient(kc), kc
 	note(fmt.Sprintf("connecting to kafka %v", cfg.Kafka.Brokers))
-	if err := waitFor(ctx, log, note, fmt.Sprintf("kafka %v", cfg.Kafka.Brokers), func(ctx context.Context) error {
-		_, err := s.admin.BrokerMetadata(ctx)
-		return err
-	}); err != nil {
+	if err := waitFor(ctx, log, note, fmt.Sprintf("kafka %v", cfg.Kafka.Brokers), s.askKafka); err != nil {
 		return nil, fmt.Errorf("kafka %v is not reachable: %w", cfg.Kafka.Brokers, err)
 	}
 	if s.rt, err = sandbox.New(ctx, &sandbox.Options{
