@@ -228,3 +228,45 @@ func TestVerifier_ReloadsRotatedKeys(t *testing.T) {
 		t.Fatalf("a broken key file locked everyone out: %v", err)
 	}
 }
+
+// A key file removed, or emptied, revokes the tokens its key signed at the
+// next check, and the other files' keys go on.
+func TestVerifier_RemovingAKeyFileRevokesItsTokens(t *testing.T) {
+	for _, remove := range []struct {
+		name string
+		do   func(path string) error
+	}{
+		{"deleted", os.Remove},
+		{"emptied", func(p string) error { return os.WriteFile(p, nil, 0o600) }},
+	} {
+		t.Run(remove.name, func(t *testing.T) {
+			gone := writeFile(t, "gone.key", []byte(testSecret))
+			stays := writeFile(t, "stays.key", []byte(testSecret+"-stays"))
+			v, err := New(Options{HMACKeyFiles: []string{gone, stays}, ReloadEvery: time.Nanosecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			revoked, _ := Mint([]byte(testSecret), "", Claims{Scopes: []string{"admin"}, TTL: time.Minute})
+			kept, _ := Mint([]byte(testSecret+"-stays"), "", Claims{Scopes: []string{"admin"}, TTL: time.Minute})
+			if _, err := v.Verify(revoked); err != nil {
+				t.Fatal(err)
+			}
+			if err := remove.do(gone); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.Verify(revoked); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("a token of a %s key file: %v, want it refused", remove.name, err)
+			}
+			if _, err := v.Verify(kept); err != nil {
+				t.Fatalf("the other file's token: %v", err)
+			}
+			// the key back, the token is good again
+			if err := os.WriteFile(gone, []byte(testSecret), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.Verify(revoked); err != nil {
+				t.Fatalf("the key file back: %v", err)
+			}
+		})
+	}
+}

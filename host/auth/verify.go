@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -63,9 +62,18 @@ type Verifier struct {
 	parser *jwt.Parser
 
 	mu      sync.Mutex
-	keys    []key
-	mtimes  map[string]time.Time
+	files   []keyFile
+	keys    []key // every file's, together
 	checked time.Time
+}
+
+// keyFile is one key file, its reader, and the keys it held when it last
+// loaded.
+type keyFile struct {
+	path  string
+	read  func(path string) ([]key, error)
+	mtime time.Time
+	keys  []key
 }
 
 // validMethods are the algorithms accepted; "none" never is.
@@ -95,56 +103,53 @@ func New(o Options) (*Verifier, error) {
 		popts = append(popts, jwt.WithAudience(o.Audience))
 	}
 	v := &Verifier{opts: o, parser: jwt.NewParser(popts...)}
-	keys, mtimes, err := v.load()
-	if err != nil {
-		return nil, err
+	hmacKey := func(p string) ([]key, error) {
+		s, kid, err := LoadHMACKey(p)
+		return []key{{kid, "HS", s}}, err
 	}
-	v.keys, v.mtimes, v.checked = keys, mtimes, time.Now()
+	publicKey := func(p string) ([]key, error) {
+		k, err := loadPublicKey(p)
+		return []key{k}, err
+	}
+	for _, list := range []struct {
+		paths []string
+		read  func(string) ([]key, error)
+	}{{o.HMACKeyFiles, hmacKey}, {o.PublicKeyFiles, publicKey}, {o.JWKSFiles, loadJWKS}} {
+		for _, p := range list.paths {
+			f := keyFile{path: p, read: list.read}
+			if st, err := os.Stat(p); err == nil {
+				f.mtime = st.ModTime()
+			}
+			keys, err := f.read(p)
+			if err != nil {
+				return nil, err
+			}
+			f.keys = keys
+			v.files = append(v.files, f)
+		}
+	}
+	v.collect()
+	if len(v.keys) == 0 {
+		return nil, errors.New("auth: no keys")
+	}
+	v.checked = time.Now()
 	return v, nil
 }
 
-func (v *Verifier) files() []string {
-	return slices.Concat(v.opts.HMACKeyFiles, v.opts.PublicKeyFiles, v.opts.JWKSFiles)
-}
-
-func (v *Verifier) load() ([]key, map[string]time.Time, error) {
+// collect gathers the files' keys, in a new slice: callers of current
+// read the last one without the lock.
+func (v *Verifier) collect() {
 	var keys []key
-	mtimes := map[string]time.Time{}
-	for _, f := range v.files() {
-		if st, err := os.Stat(f); err == nil {
-			mtimes[f] = st.ModTime()
-		}
+	for _, f := range v.files {
+		keys = append(keys, f.keys...)
 	}
-	for _, f := range v.opts.HMACKeyFiles {
-		s, kid, err := LoadHMACKey(f)
-		if err != nil {
-			return nil, nil, err
-		}
-		keys = append(keys, key{kid, "HS", s})
-	}
-	for _, f := range v.opts.PublicKeyFiles {
-		k, err := loadPublicKey(f)
-		if err != nil {
-			return nil, nil, err
-		}
-		keys = append(keys, k)
-	}
-	for _, f := range v.opts.JWKSFiles {
-		ks, err := loadJWKS(f)
-		if err != nil {
-			return nil, nil, err
-		}
-		keys = append(keys, ks...)
-	}
-	if len(keys) == 0 {
-		return nil, nil, errors.New("auth: no keys")
-	}
-	return keys, mtimes, nil
+	v.keys = keys
 }
 
-// current returns the keys, reading the files again when one changed. A
-// file that no longer loads keeps the keys that were good: a half-written
-// JWKS must not lock everyone out.
+// current returns the keys, reading a file again when it changed. A file
+// removed or emptied holds no key any more: the tokens its keys signed are
+// refused from then on. A file that is there but does not load keeps the
+// keys that were good: a half-written JWKS must not lock everyone out.
 func (v *Verifier) current() []key {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -153,17 +158,22 @@ func (v *Verifier) current() []key {
 	}
 	v.checked = time.Now()
 	changed := false
-	for _, f := range v.files() {
-		st, err := os.Stat(f)
-		if err != nil || !st.ModTime().Equal(v.mtimes[f]) {
-			changed = true
-			break
+	for i := range v.files {
+		f := &v.files[i]
+		st, err := os.Stat(f.path)
+		switch {
+		case err != nil && errors.Is(err, os.ErrNotExist), err == nil && st.Size() == 0:
+			changed = changed || f.keys != nil
+			f.keys, f.mtime = nil, time.Time{}
+		case err != nil || st.ModTime().Equal(f.mtime):
+		default:
+			if keys, err := f.read(f.path); err == nil {
+				f.keys, f.mtime, changed = keys, st.ModTime(), true
+			}
 		}
 	}
 	if changed {
-		if keys, mtimes, err := v.load(); err == nil {
-			v.keys, v.mtimes = keys, mtimes
-		}
+		v.collect()
 	}
 	return v.keys
 }
