@@ -178,6 +178,16 @@ func TestHub_AbuseClosesTheConnectionWithItsCode(t *testing.T) {
 			}
 			return nil
 		}, websocket.StatusPolicyViolation},
+		{"a flood of control frames", func(ctx context.Context, c *websocket.Conn) error {
+			go func() { // each Ping waits for its pong, which the Read below takes
+				for range 200 {
+					if c.Ping(ctx) != nil {
+						return
+					}
+				}
+			}()
+			return nil
+		}, websocket.StatusPolicyViolation},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := rawDial(t, url)

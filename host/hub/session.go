@@ -38,8 +38,11 @@ type session struct {
 
 	sub *subscription // set and read by the reader only
 
-	tokens float64 // reader only
-	last   time.Time
+	// the frame bucket: the reader's, and a close handshake's reading
+	// control frames
+	bucketMu sync.Mutex
+	tokens   float64
+	last     time.Time
 
 	// bearer is the token of the handshake (Authorization or
 	// Sec-WebSocket-Protocol); a subscribe frame's token overrides it.
@@ -88,13 +91,28 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.opts.OriginPatterns, Subprotocols: []string{Subprotocol}})
+	// Control frames count with the others: the library answers a ping
+	// inside Read, so a flood of them would otherwise cost the host a pong
+	// each and never meet the limit.
+	var s *session
+	control := func() bool {
+		if s.allow() {
+			return true
+		}
+		s.closeWith(websocket.StatusPolicyViolation, "too many frames")
+		return false
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		OriginPatterns: h.opts.OriginPatterns, Subprotocols: []string{Subprotocol},
+		OnPingReceived: func(context.Context, []byte) bool { return control() },
+		OnPongReceived: func(context.Context, []byte) { control() },
+	})
 	if err != nil {
 		h.log.Debug("hub: websocket accept failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	conn.SetReadLimit(ReadLimit)
-	s := h.newSession(wsTransport{conn}, bearer)
+	s = h.newSession(wsTransport{conn}, bearer)
 	if !h.track(s) {
 		conn.Close(websocket.StatusGoingAway, "server shutting down")
 		return
@@ -217,6 +235,8 @@ func (s *session) readLoop(conn *websocket.Conn) {
 
 // allow is a token bucket over the frames a client sends.
 func (s *session) allow() bool {
+	s.bucketMu.Lock()
+	defer s.bucketMu.Unlock()
 	now := time.Now()
 	s.tokens = min(frameBurst, s.tokens+now.Sub(s.last).Seconds()*framesPerSec)
 	s.last = now
