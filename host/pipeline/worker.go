@@ -283,7 +283,17 @@ func (w *worker) run() {
 		case keep := <-w.quit:
 			if keep && !w.env.hasFailed() {
 				w.leave(ctx)
+				return
 			}
+			// No checkpoint: the records are read again by the next
+			// owner. The dead letters already counted are written still,
+			// within the spec's StopTimeout, before the client closes:
+			// a failed deployment is often not deployed again.
+			dctx, cancel := context.WithTimeout(ctx, w.env.spec.StopTimeout)
+			if err := w.flushDeadLetters(dctx); err != nil {
+				w.env.log.Warn("partition stopped with dead letters not written", "partition", w.p, "err", err)
+			}
+			cancel()
 			return
 		}
 	}

@@ -690,9 +690,21 @@ func TestFaults_PoisonRecords(t *testing.T) {
 	if v, err := metric(h.url, "wagg_deployment_failed", `deployment="cursed"`); err != nil || v != 1 {
 		t.Fatalf("wagg_deployment_failed: %v %v", v, err)
 	}
-	if dl := deadLetters(t, e.brokers, bad+".dead-letters"); len(dl) > 6 {
-		t.Fatalf("%d dead letters from a deployment that should have stopped after 5", len(dl))
+	// Every dead letter counted is written, though the deployment stopped
+	// without a checkpoint right after them.
+	dead, err := metric(h.url, "wagg_dead_letters_total", `deployment="cursed"`, `reason="plugin_error"`)
+	if err != nil || dead < 5 {
+		t.Fatalf("%v dead letters counted (%v), want at least 5", dead, err)
 	}
+	if dead > 6 {
+		t.Fatalf("%v dead letters from a deployment that should have stopped after 5", dead)
+	}
+	eventually(t, 30*time.Second, "the dead letters counted written", func() error {
+		if dl := deadLetters(t, e.brokers, bad+".dead-letters"); len(dl) != int(dead) {
+			return fmt.Errorf("%d dead letters written, %v counted", len(dl), dead)
+		}
+		return nil
+	})
 	h.stop()
 	again := runHost(t, e, cfg)
 	eventually(t, time.Minute, "still failed after a restart", failed(again))
