@@ -251,12 +251,18 @@ func TestAdversarial_DataSegmentsAndMemoryDeclarations(t *testing.T) {
 		{"data segment past memory", testwasm.Guest{MemMax: 2, Data: []testwasm.Segment{{Offset: 0, Bytes: make([]byte, 3<<20)}}}, "out of bounds"},
 		{"data segment at the end of the address space", testwasm.Guest{Data: []testwasm.Segment{{Offset: 0xffffff00, Bytes: make([]byte, 512)}}}, "out of bounds"},
 		{"minimum memory over the cap", testwasm.Guest{MemMin: 17}, "16"},
+		{"a start function that traps", testwasm.Guest{ExtraFns: [][]byte{testwasm.Trap()}, Start: true}, "trapped in its start function: start function[11] failed: wasm error: unreachable"},
+		{"a WASI import of the wrong type", testwasm.Guest{Imports: []testwasm.Import{{Module: "wasi_snapshot_preview1", Name: "fd_write"}}}, "signature mismatch"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := rt.Compile(ctx, c.g.Bytes())
 			if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), c.msg) {
 				t.Fatalf("got %v, want ErrInvalid mentioning %q", err, c.msg)
+			}
+			// _initialize did not run: it is not blamed
+			if strings.Contains(err.Error(), abi.InitializeExport) || !c.g.Start && strings.Contains(err.Error(), "trapped") {
+				t.Fatalf("got %v, which blames code that never ran", err)
 			}
 		})
 	}

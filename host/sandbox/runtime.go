@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -328,21 +329,28 @@ func (m *Module) instantiate(ctx context.Context) (*Instance, error) {
 		log = log.With(a...)
 	}
 	out := newGuestLog(log, r.opts.MaxLogLines)
+	// _initialize is called here rather than as a start function, so that
+	// its failure is told from the module's own start function and from
+	// what fails before any code runs (a link or a data segment).
 	cfg := wazero.NewModuleConfig().
 		WithName("").
-		WithStartFunctions(abi.InitializeExport).
+		WithStartFunctions().
 		WithStdout(out).WithStderr(out).
 		WithStdin(eof{})
 	var meter callMeter
 	cctx := r.metered(experimental.WithMemoryAllocator(ctx, alloc), &meter)
 	out.begin()
 	mod, err := r.rt.InstantiateModule(cctx, m.code.c, cfg)
-	meter.end()
-	if err == nil && mod.IsClosed() {
-		// _initialize called proc_exit(0), which wazero counts as success
-		// and answers with the module closed
-		err = sys.NewExitError(0)
+	failed := startFunction
+	if err == nil {
+		if init := mod.ExportedFunction(abi.InitializeExport); init != nil {
+			failed = abi.InitializeExport
+			if _, err = init.Call(cctx); err != nil {
+				mod.Close(ctx)
+			}
+		}
 	}
+	meter.end()
 	if err != nil {
 		// wazero closes a module whose start function failed, but not one
 		// that failed before (a data segment out of bounds): give back what
@@ -352,7 +360,11 @@ func (m *Module) instantiate(ctx context.Context) (*Instance, error) {
 		} else if alloc.reserved > 0 {
 			r.budget.release(alloc.reserved)
 		}
-		return nil, fmt.Errorf("instantiate: %w", r.guestError(abi.InitializeExport, err))
+		var exit *sys.ExitError
+		if failed == startFunction && !errors.Is(err, ErrDeadline) && !errors.As(err, &exit) && !strings.HasPrefix(err.Error(), "start ") {
+			return nil, fmt.Errorf("instantiate: %w", err) // no code ran: a link or a data segment
+		}
+		return nil, fmt.Errorf("instantiate: %w", r.guestError(failed, err))
 	}
 	i := &Instance{m: m, mod: mod, mem: mod.Memory(), out: out}
 	if err := out.end(abi.InitializeExport); err != nil {
@@ -381,6 +393,10 @@ func (r *Runtime) metered(ctx context.Context, c *callMeter) context.Context {
 
 // guestError turns the error of a guest call into a *GuestError: a deadline
 // becomes ErrDeadline, anything else a trap.
+// startFunction names the module's start function (its start section) in
+// errors, where an export's name goes otherwise.
+const startFunction = "its start function"
+
 func (r *Runtime) guestError(export string, err error) *GuestError {
 	if errors.Is(err, ErrDeadline) {
 		return &GuestError{Export: export, Message: fmt.Sprintf("ran past its deadline of %v of CPU time (sandbox.call_timeout)", r.opts.CallTimeout), trap: err}

@@ -28,6 +28,7 @@ type Guest struct {
 	Tables   []Limits          // funcref tables
 	Globals  int               // mutable i32 globals, never used
 	Elems    int               // elements of one passive segment, each function 0
+	Start    bool              // the first of ExtraFns is the module's start function
 }
 
 // Limits are the minimum and, when Max is set, the maximum of a table.
@@ -246,6 +247,9 @@ func (g Guest) Bytes() []byte {
 		out = section(out, 6, globals)
 	}
 	out = section(out, 7, append(uleb(uint64(len(names)+1)), exports...))
+	if g.Start {
+		out = section(out, 8, uleb(uint64(nimports+len(names))))
+	}
 	if g.Elems > 0 {
 		elems := append([]byte{1, 0x01, 0x00}, uleb(uint64(g.Elems))...) // passive, funcref
 		elems = append(elems, make([]byte, g.Elems)...)
