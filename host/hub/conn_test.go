@@ -112,6 +112,8 @@ func TestHub_BadFramesGetErrorFramesAndKeepTheConnection(t *testing.T) {
 	}{
 		{"not JSON", `{"type":`, CodeBadFrame},
 		{"not an object", `[1,2]`, CodeBadFrame},
+		{"null", `null`, CodeBadFrame},
+		{"a string", ` "ping" `, CodeBadFrame},
 		{"a field of the wrong JSON type", `{"type":"subscribe","aggregator":7}`, CodeBadFrame},
 		{"resume of the wrong shape", `{"type":"subscribe","aggregator":"votes","resume":{"seq":-1}}`, CodeBadFrame},
 		{"two JSON values", `{"type":"ping"} {"type":"ping"}`, CodeBadFrame},

@@ -193,6 +193,9 @@ func decodeClientFrame(b []byte) (*clientFrame, *protoError) {
 	if d.More() {
 		return nil, refuse(CodeBadFrame, "frame holds more than one JSON value")
 	}
+	if b = bytes.TrimSpace(b); len(b) == 0 || b[0] != '{' { // null decodes into a struct without a word
+		return nil, refuse(CodeBadFrame, "frame is not a JSON object")
+	}
 	switch f.Type {
 	case TypePing:
 		return &f, nil
