@@ -3,7 +3,9 @@ package plugins
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -111,6 +113,10 @@ func ParseDeployment(b []byte) (Deployment, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&d); err != nil {
 		return d, fmt.Errorf("%w: deployment: %v", ErrInvalid, err)
+	}
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil && len(more.Content) > 0 && more.Content[0].Tag != "!!null" || err != nil && !errors.Is(err, io.EOF) {
+		return d, fmt.Errorf("%w: deployment: more than one YAML document: a file holds one deployment", ErrInvalid)
 	}
 	d.applyDefaults()
 	return d, d.Validate()

@@ -40,6 +40,8 @@ func TestParseDeployment_NamesTheWrongField(t *testing.T) {
 		{"dead_letter_topic: __consumer_offsets", "dead_letter_topic"},
 		{"idle_after: soon", "soon"},
 		{"maxfuture: 1m", "maxfuture"},
+		{"---\nname: second", "more than one YAML document"},
+		{"--- [", "more than one YAML document"},
 	}
 	for _, c := range cases {
 		t.Run(c.extra, func(t *testing.T) {
@@ -48,6 +50,15 @@ func TestParseDeployment_NamesTheWrongField(t *testing.T) {
 				t.Fatalf("got %v, want ErrInvalid naming %s", err, c.field)
 			}
 		})
+	}
+}
+
+// An empty document after the deployment is no second deployment.
+func TestParseDeployment_AnEmptyDocumentAfterIt(t *testing.T) {
+	for _, tail := range []string{"---\n", "---\n# nothing\n", "...\n"} {
+		if _, err := ParseDeployment([]byte(goodSpec + tail)); err != nil {
+			t.Errorf("%q: %v", tail, err)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -59,7 +60,14 @@ func main() {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(2)
 		}
-		fmt.Fprintln(os.Stderr, "wagg:", printable(err.Error()))
+		// line by line: a YAML error lists its fields on lines of their own
+		for i, line := range strings.Split(err.Error(), "\n") {
+			if i == 0 {
+				fmt.Fprintln(os.Stderr, "wagg:", printable(line))
+			} else {
+				fmt.Fprintln(os.Stderr, "     ", printable(line))
+			}
+		}
 		os.Exit(1)
 	}
 }
