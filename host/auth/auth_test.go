@@ -124,6 +124,15 @@ func TestVerify_Refusals(t *testing.T) {
 		return c
 	}
 	pubPEM, _ := os.ReadFile(pubFile)
+	withHeader := func(k string, val any) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, good())
+		tok.Header[k] = val
+		s, err := tok.SignedString([]byte(testSecret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
 	for _, c := range []struct {
 		name string
 		tok  string
@@ -143,6 +152,8 @@ func TestVerify_Refusals(t *testing.T) {
 		{"alg confusion", sign(t, jwt.SigningMethodHS256, pubPEM, "rsa", good()), ErrInvalid, ""},
 		{"alg none", sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, "", good()), ErrInvalid, ""},
 		{"too long", strings.Repeat("a", MaxTokenSize+1), ErrInvalid, ""},
+		{"a critical header", withHeader("crit", []string{"exp"}), ErrInvalid, "crit"},
+		{"a kid that is not a string", withHeader("kid", 7), ErrInvalid, "kid"},
 		{"bad scope type", sign(t, jwt.SigningMethodHS256, []byte(testSecret), "", with("scope", 7)), ErrInvalid, "scope"},
 	} {
 		_, err := v.Verify(c.tok)

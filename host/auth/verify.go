@@ -221,8 +221,16 @@ func ecCurveFits(alg string, k *ecdsa.PublicKey) bool {
 }
 
 func (v *Verifier) keyfunc(t *jwt.Token) (any, error) {
+	// RFC 7515: a token whose critical header parameters the verifier does
+	// not understand must be refused, and wagg understands none.
+	if _, ok := t.Header["crit"]; ok {
+		return nil, errors.New(`"crit" header parameters are not supported`)
+	}
 	alg := t.Method.Alg()
-	kid, _ := t.Header["kid"].(string)
+	kid, ok := t.Header["kid"].(string)
+	if _, present := t.Header["kid"]; present && !ok {
+		return nil, errors.New(`"kid" is not a string`)
+	}
 	var set jwt.VerificationKeySet
 	for _, k := range v.current() {
 		if k.family != family(alg) || (kid != "" && k.kid != kid) {
