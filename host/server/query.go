@@ -94,27 +94,37 @@ func (s *Server) Query(ctx context.Context, sql string) (api.QueryResult, error)
 	return res, nil
 }
 
-// maxSQLNesting bounds how deep brackets and CASE ... END nest in a query.
-// ClickHouse 18.16's parser recurses on each level with no limit of its
-// own (its max_ast_depth is checked after parsing): 1,000 nested brackets,
-// or 1,500 nested CASE, crash the server, whoever sent them. Hand-written
-// and generated dashboard queries nest a few levels.
-const maxSQLNesting = 128
+// ClickHouse 18.16's parser recurses on each level of brackets and of CASE
+// with no limit of its own (its max_ast_depth is checked after parsing):
+// 1,000 nested brackets, or 1,500 nested CASE, crash the server, whoever
+// sent them. A query may nest brackets maxSQLBrackets deep and hold
+// maxSQLCases CASE in all: an END cannot be trusted to close one (a column
+// may be named end), and 128 brackets around 400 nested CASE parse safely.
+// Hand-written and generated dashboard queries stay far below both.
+const (
+	maxSQLBrackets = 128
+	maxSQLCases    = 256
+)
 
 // sqlStatements are the statements POST /v1/query runs. readonly=1 refuses
 // writes, DDL and SET, but not KILL QUERY, which would let a reader stop
 // anyone's query on the server, the host's own inserts included.
 var sqlStatements = []string{"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN"}
 
+// sqlCrashers are functions that crash ClickHouse 18.16 on input a reader
+// chooses (visitParamExtractRaw on truncated JSON: a segmentation fault).
+var sqlCrashers = []string{"visitParamExtractRaw"}
+
 // checkSQL refuses, before it reaches ClickHouse, a query that is not one
-// of sqlStatements or that nests deeper than maxSQLNesting. It reads the
+// of sqlStatements, that nests brackets deeper than maxSQLBrackets, holds
+// more than maxSQLCases CASE or names one of sqlCrashers. It reads the
 // query as ClickHouse's lexer does where that matters: string literals,
-// quoted identifiers and comments hide brackets and keywords. Where the two
+// quoted identifiers and comments hide brackets and words. Where the two
 // might differ it errs on the side of counting: a comment ends at its
 // first "*/", and an unclosed literal or comment runs to the end.
 func checkSQL(sql string) error {
 	first := ""
-	brackets, cases, deepest := 0, 0, 0
+	brackets, deepest, cases := 0, 0, 0
 	for i := 0; i < len(sql); {
 		c := sql[i]
 		switch {
@@ -140,6 +150,7 @@ func checkSQL(sql string) error {
 			continue
 		case c == '(' || c == '[' || c == '{':
 			brackets++
+			deepest = max(deepest, brackets)
 		case c == ')' || c == ']' || c == '}':
 			brackets = max(brackets-1, 0) // a stray closer must not hide openers
 		case isWordByte(c):
@@ -151,23 +162,26 @@ func checkSQL(sql string) error {
 			if first == "" {
 				first = word
 			}
-			switch {
-			case strings.EqualFold(word, "CASE"):
+			if strings.EqualFold(word, "CASE") {
 				cases++
-			case strings.EqualFold(word, "END"):
-				cases = max(cases-1, 0) // a column named end, too
+			}
+			for _, f := range sqlCrashers {
+				if strings.EqualFold(word, f) {
+					return fmt.Errorf("%w: %s crashes ClickHouse 18.16 on malformed JSON: use visitParamExtractString or JSON functions", api.ErrInvalidQuery, f)
+				}
 			}
 			i = j
+			continue
 		case c > ' ' && first == "":
 			first = string(c)
 		}
-		deepest = max(deepest, brackets+cases)
-		if !isWordByte(c) {
-			i++
-		}
+		i++
 	}
-	if deepest > maxSQLNesting {
-		return fmt.Errorf("%w: brackets and CASE nest %d deep, more than the %d a query may", api.ErrInvalidQuery, deepest, maxSQLNesting)
+	if deepest > maxSQLBrackets {
+		return fmt.Errorf("%w: brackets nest %d deep, more than the %d a query may", api.ErrInvalidQuery, deepest, maxSQLBrackets)
+	}
+	if cases > maxSQLCases {
+		return fmt.Errorf("%w: %d CASE, more than the %d a query may hold", api.ErrInvalidQuery, cases, maxSQLCases)
 	}
 	for _, s := range sqlStatements {
 		if strings.EqualFold(first, s) {
