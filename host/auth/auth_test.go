@@ -241,42 +241,77 @@ func TestVerifier_ReloadsRotatedKeys(t *testing.T) {
 }
 
 // A key file removed, or emptied, revokes the tokens its key signed at the
-// next check, and the other files' keys go on.
-func TestVerifier_RemovingAKeyFileRevokesItsTokens(t *testing.T) {
-	for _, remove := range []struct {
-		name string
-		do   func(path string) error
+// next check, and the other files' keys go on; so does a JWKS without its
+// key. A file that changes and does not load keeps its keys.
+func TestVerifier_RemovingAKeyRevokesItsTokens(t *testing.T) {
+	jwks := func(secret string) []byte {
+		b, _ := json.Marshal(map[string]any{"keys": []map[string]string{{"kty": "oct", "kid": "set", "k": b64u([]byte(secret))}}})
+		return b
+	}
+	for _, c := range []struct {
+		name    string
+		jwks    bool
+		remove  []byte // the file's new content; nil: deleted
+		revokes bool
 	}{
-		{"deleted", os.Remove},
-		{"emptied", func(p string) error { return os.WriteFile(p, nil, 0o600) }},
+		{"deleted", false, nil, true},
+		{"emptied", false, []byte{}, true},
+		{"left a newline", false, []byte(" \t\n"), true},
+		{"the JWKS's key removed", true, []byte(`{"keys":[]}`), true},
+		{"the JWKS half-written", true, []byte(`{"keys":[{"kty":"oc`), false},
 	} {
-		t.Run(remove.name, func(t *testing.T) {
-			gone := writeFile(t, "gone.key", []byte(testSecret))
-			stays := writeFile(t, "stays.key", []byte(testSecret+"-stays"))
-			v, err := New(Options{HMACKeyFiles: []string{gone, stays}, ReloadEvery: time.Nanosecond})
+		t.Run(c.name, func(t *testing.T) {
+			secret := testSecret + "-gone"
+			o := Options{HMACKeyFiles: []string{writeFile(t, "stays.key", []byte(testSecret))}, ReloadEvery: time.Nanosecond}
+			var gone string
+			if c.jwks {
+				gone = writeFile(t, "gone.json", jwks(secret))
+				o.JWKSFiles = []string{gone}
+			} else {
+				gone = writeFile(t, "gone.key", []byte(secret))
+				o.HMACKeyFiles = append(o.HMACKeyFiles, gone)
+			}
+			v, err := New(o)
 			if err != nil {
 				t.Fatal(err)
 			}
-			revoked, _ := Mint([]byte(testSecret), "", Claims{Scopes: []string{"admin"}, TTL: time.Minute})
-			kept, _ := Mint([]byte(testSecret+"-stays"), "", Claims{Scopes: []string{"admin"}, TTL: time.Minute})
-			if _, err := v.Verify(revoked); err != nil {
+			tok, _ := Mint([]byte(secret), "", Claims{Scopes: []string{"admin"}, TTL: time.Minute})
+			kept, _ := Mint([]byte(testSecret), "", Claims{Scopes: []string{"admin"}, TTL: time.Minute})
+			if _, err := v.Verify(tok); err != nil {
 				t.Fatal(err)
 			}
-			if err := remove.do(gone); err != nil {
+			if c.remove == nil {
+				err = os.Remove(gone)
+			} else {
+				err = os.WriteFile(gone, c.remove, 0o600)
+				later := time.Now().Add(time.Minute) // a new mtime, whatever the file system's resolution
+				os.Chtimes(gone, later, later)
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := v.Verify(revoked); !errors.Is(err, ErrInvalid) {
-				t.Fatalf("a token of a %s key file: %v, want it refused", remove.name, err)
+			_, err = v.Verify(tok)
+			if c.revokes && !errors.Is(err, ErrInvalid) {
+				t.Fatalf("the token of a key %s: %v, want it refused", c.name, err)
+			}
+			if !c.revokes && err != nil {
+				t.Fatalf("the token of a key whose file does not load: %v, want it kept", err)
 			}
 			if _, err := v.Verify(kept); err != nil {
 				t.Fatalf("the other file's token: %v", err)
 			}
 			// the key back, the token is good again
-			if err := os.WriteFile(gone, []byte(testSecret), 0o600); err != nil {
+			content := []byte(secret)
+			if c.jwks {
+				content = jwks(secret)
+			}
+			if err := os.WriteFile(gone, content, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := v.Verify(revoked); err != nil {
-				t.Fatalf("the key file back: %v", err)
+			later := time.Now().Add(2 * time.Minute)
+			os.Chtimes(gone, later, later)
+			if _, err := v.Verify(tok); err != nil {
+				t.Fatalf("the key back: %v", err)
 			}
 		})
 	}

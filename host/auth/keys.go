@@ -37,6 +37,10 @@ func kidOf(path string) string {
 	return strings.TrimSuffix(b, filepath.Ext(b))
 }
 
+// errNoKeys is a key file that holds no key: on a reload, its keys were
+// removed.
+var errNoKeys = errors.New("no signing keys")
+
 // LoadHMACKey reads an HMAC secret: the file's bytes, trailing newlines and
 // spaces removed, at least MinHMACKeySize bytes. It returns the key id too.
 func LoadHMACKey(path string) (secret []byte, kid string, err error) {
@@ -45,6 +49,9 @@ func LoadHMACKey(path string) (secret []byte, kid string, err error) {
 		return nil, "", err
 	}
 	b = []byte(strings.TrimRight(string(b), "\r\n\t "))
+	if len(b) == 0 {
+		return nil, "", fmt.Errorf("%s: %w", path, errNoKeys)
+	}
 	if len(b) < MinHMACKeySize {
 		return nil, "", fmt.Errorf("%s: HMAC key of %d bytes, want at least %d (e.g. head -c 32 /dev/urandom | base64 > %s)", path, len(b), MinHMACKeySize, path)
 	}
@@ -140,7 +147,7 @@ func loadJWKS(path string) ([]key, error) {
 		out = append(out, k)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no signing keys", path)
+		return nil, fmt.Errorf("%s: %w", path, errNoKeys)
 	}
 	return out, nil
 }

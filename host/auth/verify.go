@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -35,6 +36,8 @@ type Options struct {
 	// ReloadEvery is how often key files are checked for changes
 	// (default 10s), so that rotating keys needs no restart.
 	ReloadEvery time.Duration
+	// Log says what a reload did (nil: nothing is logged).
+	Log *slog.Logger
 }
 
 // Token is what a verified token says.
@@ -90,6 +93,9 @@ func New(o Options) (*Verifier, error) {
 	}
 	if o.ReloadEvery <= 0 {
 		o.ReloadEvery = 10 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
 	}
 	popts := []jwt.ParserOption{
 		jwt.WithValidMethods(validMethods),
@@ -161,15 +167,22 @@ func (v *Verifier) current() []key {
 	for i := range v.files {
 		f := &v.files[i]
 		st, err := os.Stat(f.path)
-		switch {
-		case err != nil && errors.Is(err, os.ErrNotExist), err == nil && st.Size() == 0:
-			changed = changed || f.keys != nil
-			f.keys, f.mtime = nil, time.Time{}
-		case err != nil || st.ModTime().Equal(f.mtime):
-		default:
-			if keys, err := f.read(f.path); err == nil {
+		gone := err != nil && errors.Is(err, os.ErrNotExist) || err == nil && st.Size() == 0
+		if err == nil && !gone && !st.ModTime().Equal(f.mtime) {
+			keys, rerr := f.read(f.path)
+			switch {
+			case rerr == nil:
 				f.keys, f.mtime, changed = keys, st.ModTime(), true
+				v.opts.Log.Info("auth: key file read again", "file", f.path, "keys", len(keys))
+			case errors.Is(rerr, errNoKeys):
+				gone = true
+			default:
+				v.opts.Log.Warn("auth: key file changed but does not load; its keys stay as they were", "file", f.path, "err", rerr)
 			}
+		}
+		if gone && f.keys != nil {
+			v.opts.Log.Warn("auth: key file removed or holds no key: the tokens its keys signed are refused from now on", "file", f.path)
+			f.keys, f.mtime, changed = nil, time.Time{}, true
 		}
 	}
 	if changed {

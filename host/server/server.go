@@ -88,7 +88,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.List
 		var err error
 		if v, err = auth.New(auth.Options{
 			HMACKeyFiles: cfg.Auth.HMACKeyFiles, PublicKeyFiles: cfg.Auth.PublicKeyFiles, JWKSFiles: cfg.Auth.JWKSFiles,
-			Issuer: cfg.Auth.Issuer, Audience: cfg.Auth.Audience,
+			Issuer: cfg.Auth.Issuer, Audience: cfg.Auth.Audience, Log: log,
 		}); err != nil {
 			return fmt.Errorf("config field auth: %w", err)
 		}
