@@ -23,7 +23,7 @@ import (
 // api.MaxQueryRows are cut by the host, not by result_overflow_mode.)
 var querySettings = clickhouse.Settings{
 	"readonly":           1,
-	"max_execution_time": 10, // seconds
+	"max_execution_time": int(maxExecution / time.Second),
 	"max_memory_usage":   1 << 30,
 	"max_result_bytes":   64 << 20,
 }
@@ -59,7 +59,10 @@ func (s *Server) Query(ctx context.Context, sql string) (api.QueryResult, error)
 	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	failed := func(err error) error {
-		return queryError(err, errors.Is(qctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil)
+		// past max_execution_time, the driver's read deadline can end the
+		// query before qctx does: the query's time ran out either way
+		expired := errors.Is(qctx.Err(), context.DeadlineExceeded) || time.Since(start) >= maxExecution
+		return queryError(err, expired && ctx.Err() == nil)
 	}
 	rows, err := s.queries.Query(clickhouse.Context(qctx, clickhouse.WithSettings(querySettings)), sql)
 	if err != nil {
@@ -219,9 +222,13 @@ func isWordByte(c byte) bool {
 	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
 }
 
-// queryTimeout is when the host stops a query, ClickHouse's
-// max_execution_time and a margin for the answer to come back.
-const queryTimeout = 11 * time.Second
+// maxExecution is ClickHouse's max_execution_time for a query, and
+// queryTimeout when the host stops it: that and a margin for the answer to
+// come back.
+const (
+	maxExecution = 10 * time.Second
+	queryTimeout = maxExecution + time.Second
+)
 
 // queryError tells ClickHouse's refusal of the query, or the host's
 // deadline (expired), from ClickHouse not answering. ClickHouse 18.16 lets
