@@ -36,6 +36,7 @@ const (
 	CodeUnauthorized      = "unauthorized"       // no token, or one that does not verify (signature, issuer, audience)
 	CodeTokenExpired      = "token_expired"      // the token expired: get a new one and subscribe again
 	CodeForbidden         = "forbidden"          // the token has no live:<aggregator> (nor live:*) for this aggregator
+	CodeCrossOrigin       = "cross_origin"       // SSE: a page of an origin the hub does not allow (OriginPatterns)
 )
 
 // Close codes the hub uses besides the standard ones (1001 going away on

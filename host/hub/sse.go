@@ -35,7 +35,7 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 	// the origins the WebSocket allows (OriginPatterns), refused for others.
 	if origin := r.Header.Get("Origin"); origin != "" {
 		if !h.allowOrigin(r.Host, origin) {
-			http.Error(w, "origin "+origin+" is not allowed (hub OriginPatterns)", http.StatusForbidden)
+			sseRefuse(w, refuse(CodeCrossOrigin, "origin %.200q is not allowed (hub OriginPatterns)", origin))
 			return
 		}
 		w.Header().Set("Access-Control-Allow-Origin", origin)
@@ -103,7 +103,7 @@ func sseRefuse(w http.ResponseWriter, e *protoError) {
 		status = http.StatusNotFound
 	case CodeUnauthorized, CodeTokenExpired:
 		status = http.StatusUnauthorized
-	case CodeForbidden:
+	case CodeForbidden, CodeCrossOrigin:
 		status = http.StatusForbidden
 	}
 	w.Header().Set("Content-Type", "application/json")

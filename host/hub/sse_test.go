@@ -399,5 +399,11 @@ func TestSSE_OtherOriginsNeedTheOriginPatterns(t *testing.T) {
 		if s.resp.StatusCode != c.status || s.resp.Header.Get("Access-Control-Allow-Origin") != c.cors {
 			t.Errorf("origin %q: %d, CORS %q; want %d, %q", c.origin, s.resp.StatusCode, s.resp.Header.Get("Access-Control-Allow-Origin"), c.status, c.cors)
 		}
+		if c.status == 403 { // the refusal is an error frame, as every other
+			var f Frame
+			if err := json.NewDecoder(s.resp.Body).Decode(&f); err != nil || f.Type != TypeError || f.Code != CodeCrossOrigin {
+				t.Errorf("origin %q: body %+v (%v), want an error frame %s", c.origin, f, err, CodeCrossOrigin)
+			}
+		}
 	}
 }
