@@ -375,6 +375,14 @@ func TestAdversarial_CompileBombWithinTheLimits(t *testing.T) {
 		}(),
 		"flat-blocks":   bytes.Repeat([]byte{0x02, 0x40, 0x0b}, blocks),
 		"nested-blocks": append(bytes.Repeat([]byte{0x02, 0x40}, blocks), bytes.Repeat([]byte{0x0b}, blocks)...),
+		// each br_if ends a block of the compiler's
+		"br_if": append(append([]byte{0x02, 0x40}, bytes.Repeat([]byte{0x41, 0x00, 0x0d, 0x00}, blocks-1)...), 0x0b),
+		// each target an edge into one block
+		"br_table": append(append([]byte{0x02, 0x40, 0x41, 0x00, 0x0e}, testwasm.ULEB(blocks-2)...), append(make([]byte, blocks-1), 0x0b)...),
+		// the meter checks after each call with a long tail
+		"calls": bytes.Repeat(append([]byte{0x10}, testwasm.ULEB(uint64(testwasm.ExtraIndex(0, 0)))...), blocks),
+		// the meter checks before each fill of a length it does not know
+		"fills": bytes.Repeat([]byte{0x41, 0x00, 0x41, 0x00, 0x3f, 0x00, 0xfc, 0x0b, 0x00}, blocks/4),
 	}
 	for name, body := range bodies {
 		t.Run(name, func(t *testing.T) {
@@ -391,18 +399,28 @@ func TestAdversarial_CompileBombWithinTheLimits(t *testing.T) {
 			}
 		})
 	}
-	// One more block than allowed is refused before compiling.
-	_, err := rt.Compile(ctx, testwasm.Guest{ExtraFns: [][]byte{bytes.Repeat([]byte{0x02, 0x40, 0x0b}, blocks+1)}}.Bytes())
-	if !errors.Is(err, sandbox.ErrTooLarge) || !strings.Contains(err.Error(), "max_blocks") {
-		t.Fatalf("got %v, want ErrTooLarge naming max_blocks", err)
+	// One more block than allowed is refused before compiling, whatever
+	// makes the blocks: 100,000 br_if compiled for 6 minutes, a br_table of
+	// 500,000 targets for 94 s, 40,000 calls for 81 s.
+	for _, body := range [][]byte{
+		bytes.Repeat([]byte{0x02, 0x40, 0x0b}, blocks+1),
+		append(bytes.Repeat([]byte{0x41, 0x00, 0x0d, 0x00}, blocks+1), 0x00),
+		append(append([]byte{0x02, 0x40, 0x41, 0x00, 0x0e}, testwasm.ULEB(blocks)...), append(make([]byte, blocks+1), 0x0b)...),
+		bytes.Repeat(append([]byte{0x10}, testwasm.ULEB(uint64(testwasm.ExtraIndex(0, 0)))...), blocks+1),
+		bytes.Repeat([]byte{0x41, 0x00, 0x41, 0x00, 0x3f, 0x00, 0xfc, 0x0b, 0x00}, blocks/4+1),
+	} {
+		_, err := rt.Compile(ctx, testwasm.Guest{ExtraFns: [][]byte{body}}.Bytes())
+		if !errors.Is(err, sandbox.ErrTooLarge) || !strings.Contains(err.Error(), "max_blocks") {
+			t.Fatalf("%.16x...: got %v, want ErrTooLarge naming max_blocks", body, err)
+		}
 	}
 	// Many functions just under the per-function limit add up past the
 	// module's budget.
-	fns := make([][]byte, 3)
+	fns := make([][]byte, 7)
 	for i := range fns {
 		fns[i] = bytes.Repeat([]byte{0x02, 0x40, 0x0b}, blocks)
 	}
-	_, err = rt.Compile(ctx, testwasm.Guest{ExtraFns: fns}.Bytes())
+	_, err := rt.Compile(ctx, testwasm.Guest{ExtraFns: fns}.Bytes())
 	if !errors.Is(err, sandbox.ErrTooLarge) || !strings.Contains(err.Error(), "max_block_work") {
 		t.Fatalf("got %v, want ErrTooLarge naming max_block_work", err)
 	}

@@ -20,10 +20,14 @@ type CodeLimits struct {
 	// lives, and declarations are counts, so 10,000 functions of 50,000
 	// locals each fit in 80 KB and took 3.9 GB.
 	MaxTotalLocals int
-	MaxBlocks      int // block, loop and if instructions in one function (default 5,000; a Go plugin has under 1,000)
+	// MaxBlocks bounds the blocks of one function, as countBlocks counts
+	// them: block, loop, if, br_if, br_table targets, calls and bulk
+	// instructions (default 5,000; a Go plugin has under 3,300).
+	MaxBlocks int
 	// MaxBlockWork bounds the sum over functions of their blocks squared
-	// (default 50,000,000, about 1.5 s of compiling on the 2-core box; a Go
-	// plugin needs about 10,000,000).
+	// (default 150,000,000, about 2 s of compiling on the 2-core box for
+	// six functions of 5,000 br_if or calls; a Go plugin needs about
+	// 74,000,000).
 	MaxBlockWork int
 	// MaxTableElements caps each table of a module (default 262,144, 2 MiB
 	// of the Go heap; a Go plugin has about 6,500): a larger initial size is
@@ -82,7 +86,7 @@ func (l CodeLimits) withDefaults() CodeLimits {
 		l.MaxBlocks = 5_000
 	}
 	if l.MaxBlockWork == 0 {
-		l.MaxBlockWork = 50_000_000
+		l.MaxBlockWork = 150_000_000
 	}
 	if l.MaxTableElements <= 0 || l.MaxTableElements > 1<<27 {
 		l.MaxTableElements = 1 << 18
@@ -105,7 +109,7 @@ type CodeStats struct {
 	Locals          int // locals declared by all bodies
 	TypeWork        int // the sum over function types of their length (parameters and results) squared
 	LoopWork        int // the sum over bodies of their loops times the square of their locals and the longest type's length
-	MaxBlocks       int // most block, loop and if instructions in one body
+	MaxBlocks       int // most blocks in one body (countBlocks)
 	Blocks          int // block, loop and if instructions in all bodies
 	BlockWork       int // the sum over bodies of blocks squared
 	Globals         int // entries of the global section
@@ -346,22 +350,35 @@ func (r *reader) u32() (uint32, bool) {
 
 var errBlocks = errors.New("too many blocks")
 
-// countBlocks walks the instructions of a function body and counts block,
-// loop and if, stopping with errBlocks past limit.
+// countBlocks walks the instructions of a function body and counts what
+// makes the compiler's blocks and their edges, stopping with errBlocks past
+// limit: block, loop and if; br_if, which ends a block; each target of a
+// br_table, an edge into a block whose predecessors the compiler keeps in a
+// list it scans; and call, call_indirect and the bulk instructions, after or
+// before which the meter may add a check (an if). The compiler's time grows
+// with the square of them: one function of 100,000 br_if, a 400 KB upload,
+// compiled for 6 minutes, a br_table of 500,000 targets for 94 s, 40,000
+// calls for 81 s, and 4,900 memory.fill of a length in a local for 2 s
+// (they count 4 each).
 func countBlocks(code []byte, limit int) (blocks, loops int, err error) {
 	for off := 0; off < len(code); {
 		in, err := decodeInstr(code, off)
 		if err != nil {
 			return blocks, loops, err
 		}
-		if in.op == opBlock || in.op == opLoop || in.op == opIf {
+		switch {
+		case isBulk(in): // the meter's check, and the instruction's own loop
+			blocks += 4
+		case in.op == opBlock || in.op == opIf || in.op == opBrIf || in.op == opCall || in.op == opCallIndirect:
 			blocks++
-			if blocks > limit {
-				return blocks, loops, errBlocks
-			}
-			if in.op == opLoop {
-				loops++
-			}
+		case in.op == opLoop:
+			blocks++
+			loops++
+		case in.op == opBrTable:
+			blocks += int(in.index) + 1
+		}
+		if blocks > limit {
+			return blocks, loops, errBlocks
 		}
 		off = in.end
 	}
@@ -446,10 +463,9 @@ func decodeInstr(code []byte, off int) (instr, error) {
 		(op >= 0x20 && op <= 0x26) || // locals, table.get/set
 		op == 0x3f || op == 0x40: // memory.size, memory.grow
 		ok = skip(1)
-	case op == 0x0e: // br_table
-		var n uint32
-		n, ok = r.u32()
-		ok = ok && int64(n) < int64(len(r.b)) && skip(int(n)+1)
+	case op == 0x0e: // br_table: index is the count of targets
+		in.index, ok = r.u32()
+		ok = ok && int64(in.index) < int64(len(r.b)) && skip(int(in.index)+1)
 	case op == 0x11: // call_indirect
 		ok = skip(2)
 	case op == 0x1c: // typed select
