@@ -112,20 +112,22 @@ type CodeStats struct {
 	MaxBlocks       int // most blocks in one body (countBlocks)
 	Blocks          int // block, loop and if instructions in all bodies
 	BlockWork       int // the sum over bodies of blocks squared
+	Imports         int // entries of the import section
 	Globals         int // entries of the global section
 	DataSegments    int // entries of the data section
 	ElementBytes    int // bytes of the element section
 }
 
-// InstanceHeap is what one instance of the module takes on the Go heap
-// for its globals, data segments and element segments, at most, with a
-// margin: measured with wazero 1.12, a global takes about 90 bytes, a data
-// segment 24 (a slice), an element 41, and each element takes at least a
-// byte of the section; 2 million elements took 78 MiB per instance. The
-// memory budget counts it with the instance's linear memory and tables;
-// for the plugins of the four SDKs it is under 2 MiB.
+// InstanceHeap is what one instance of the module takes on the Go heap,
+// outside its linear memory and tables, at most, with a margin: measured
+// with wazero 1.12, about 100 KiB for any instance (the stacks of its
+// exports), and per import 40 bytes, per global about 90, per data segment
+// 24 (a slice), per element 41, each element taking at least a byte of the
+// section; 2 million elements took 78 MiB per instance, 99,000 imports
+// 3.9 MiB. The memory budget counts it with the instance's memory cap and
+// tables; for the plugins of the four SDKs it is under 2 MiB.
 func (st CodeStats) InstanceHeap() uint64 {
-	return 112*uint64(st.Globals) + 32*uint64(st.DataSegments) + 48*uint64(st.ElementBytes)
+	return 128<<10 + 48*uint64(st.Imports) + 112*uint64(st.Globals) + 32*uint64(st.DataSegments) + 48*uint64(st.ElementBytes)
 }
 
 // ScanCode reads the section headers of a WebAssembly binary, the code
@@ -174,6 +176,8 @@ func ScanCode(wasm []byte, l CodeLimits) (CodeStats, error) {
 				return st, big("%d entries in the %s section, the limit is %d (sandbox code limit %s)", n, name, limit, setting)
 			}
 			switch id {
+			case 2:
+				st.Imports = int(n)
 			case 6:
 				st.Globals = int(n)
 			case 9:
