@@ -58,13 +58,28 @@ func (g *guestLog) end(export string) error {
 	return nil
 }
 
+// Write takes p a line's length at a time, so that one write of a guest's
+// whole memory costs no copy of it: past the call's line limit the rest is
+// not read.
 func (g *guestLog) Write(p []byte) (int, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.inCall > g.maxPerCall {
-		return 0, errLogLimit
+	n := 0
+	for n < len(p) {
+		if g.inCall > g.maxPerCall {
+			return n, errLogLimit
+		}
+		chunk := p[n:min(len(p), n+maxLine)]
+		g.partial = append(g.partial, chunk...)
+		n += len(chunk)
+		g.emitLines()
 	}
-	g.partial = append(g.partial, p...)
+	return n, nil
+}
+
+// emitLines emits the whole lines of partial, and a line's first maxLine bytes
+// when it is longer.
+func (g *guestLog) emitLines() {
 	for {
 		i, next := bytes.IndexByte(g.partial, '\n'), 0
 		switch {
@@ -77,7 +92,7 @@ func (g *guestLog) Write(p []byte) (int, error) {
 				// what a long write left: not worth its buffer
 				g.partial = append([]byte(nil), g.partial...)
 			}
-			return len(p), nil
+			return
 		}
 		g.emit(string(g.partial[:i]))
 		g.partial = g.partial[next:]

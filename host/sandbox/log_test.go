@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -42,6 +43,19 @@ func TestGuestLog_TooManyLinesInOneCallFailTheCall(t *testing.T) {
 	_, werr = g.Write(make([]byte, 1<<20))
 	if g.end(abi.ProcessExport) == nil {
 		t.Fatalf("a 1 MiB line passed a cap of 10 lines (write: %v)", werr)
+	}
+	// A write of a guest's whole memory is read only up to the limit, a
+	// line at a time: no copy of it on the heap.
+	g.begin()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	n, werr := g.Write(make([]byte, 64<<20))
+	runtime.ReadMemStats(&after)
+	if werr == nil || n > 12*maxLine {
+		t.Fatalf("a 64 MiB write: %d bytes taken (%v), want the write stopped past 10 lines", n, werr)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20+1<<20 {
+		t.Fatalf("a 64 MiB write allocated %d MiB besides its own 64", (grew-64<<20)>>20)
 	}
 }
 
