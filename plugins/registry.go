@@ -121,7 +121,10 @@ func (r *Registry) Check(ctx context.Context, name, version string, wasm []byte)
 		}
 		return Manifest{}, fmt.Errorf("%w: %s@%s exists with sha256 %s; push a new version", ErrConflict, name, version, old.SHA256)
 	}
-	mod, err := r.compile(ctx, sha, wasm)
+	// Bytes not stored yet are checked in a runtime of their own first
+	// (sandbox.Runtime.Scratch): a refusal leaves nothing in the host's.
+	_, serr := os.Stat(filepath.Join(r.dir, "blobs", sha+".wasm"))
+	mod, err := r.compile(ctx, sha, wasm, serr != nil)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -189,7 +192,7 @@ func (r *Registry) Room(m Manifest, max int, maxBytes int64) error {
 // Compilers at a time, so a slow or hostile upload holds up neither lookups
 // of compiled modules nor more than its own slot; a module that fails is
 // closed, so its compiled code does not stay in memory.
-func (r *Registry) compile(ctx context.Context, sha string, wasm []byte) (*sandbox.Module, error) {
+func (r *Registry) compile(ctx context.Context, sha string, wasm []byte, vet bool) (*sandbox.Module, error) {
 	if m := r.cached(sha); m != nil {
 		return m, nil
 	}
@@ -202,7 +205,39 @@ func (r *Registry) compile(ctx context.Context, sha string, wasm []byte) (*sandb
 	if m := r.cached(sha); m != nil { // compiled meanwhile by another caller
 		return m, nil
 	}
-	m, err := r.rt.Compile(ctx, wasm)
+	if vet {
+		scratch, err := r.rt.Scratch(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m, err := check(ctx, scratch, wasm)
+		if m != nil {
+			m.Close(ctx)
+		}
+		scratch.Close(ctx)
+		if err != nil {
+			return nil, err
+		}
+	}
+	m, err := check(ctx, r.rt, wasm)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old := r.modules[sha].Value(); old != nil {
+		m.Close(ctx)
+		r.use(old)
+		return old, nil
+	}
+	r.modules[sha] = weak.Make(m)
+	r.use(m)
+	return m, nil
+}
+
+// check compiles wasm in rt and dry-runs it.
+func check(ctx context.Context, rt *sandbox.Runtime, wasm []byte) (*sandbox.Module, error) {
+	m, err := rt.Compile(ctx, wasm)
 	if err != nil {
 		switch {
 		case errors.Is(err, sandbox.ErrTooLarge):
@@ -219,15 +254,6 @@ func (r *Registry) compile(ctx context.Context, sha string, wasm []byte) (*sandb
 		}
 		return nil, fmt.Errorf("%w: dry run on a sample batch: %v", ErrInvalid, err)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if old := r.modules[sha].Value(); old != nil {
-		m.Close(ctx)
-		r.use(old)
-		return old, nil
-	}
-	r.modules[sha] = weak.Make(m)
-	r.use(m)
 	return m, nil
 }
 
@@ -306,7 +332,7 @@ func (r *Registry) Module(ctx context.Context, m Manifest) (*sandbox.Module, err
 	if err != nil {
 		return nil, fmt.Errorf("plugins: module of %s: %w", m.Ref(), err)
 	}
-	return r.compile(ctx, m.SHA256, wasm)
+	return r.compile(ctx, m.SHA256, wasm, false)
 }
 
 // BySHA returns the manifest of a stored plugin by its module's sha256 (the

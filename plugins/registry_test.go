@@ -71,6 +71,77 @@ func TestRegistry_RefusedUploadsAreNamedAndLeaveNothing(t *testing.T) {
 	}
 }
 
+// A refused upload leaves nothing in the host's runtime: neither the
+// function types it declared (wazero's runtime keeps a table of every type
+// it compiled, for good: 200 such uploads took a host's heap from 7 to 277
+// MiB) nor compiled code in the runtime's cache directory.
+func TestRegistry_RefusedUploadsLeaveNoTypesNorCompiledCode(t *testing.T) {
+	ctx := context.Background()
+	cache := t.TempDir()
+	rt, err := sandbox.New(ctx, &sandbox.Options{CallTimeout: 300 * time.Millisecond, MemoryPages: 64, CacheDir: cache, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close(ctx) })
+	r, err := plugins.Open(t.TempDir(), rt, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A module of nothing but 6,000 function types of 12 parameters, each
+	// upload's its own: refused (it exports nothing) once compiled.
+	types := func(seed int) []byte {
+		const n = 6_000
+		body := testwasm.ULEB(n)
+		for i := range n {
+			body = append(body, 0x60, 12)
+			for k, v := 0, seed*n+i; k < 12; k, v = k+1, v/4 {
+				body = append(body, 0x7c+byte(v%4)) // f64, f32, i64, i32
+			}
+			body = append(body, 0)
+		}
+		out := []byte("\x00asm\x01\x00\x00\x00\x01")
+		out = append(out, testwasm.ULEB(uint64(len(body)))...)
+		return append(out, body...)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	for i := range 40 {
+		if _, err := r.Push(ctx, "types", "1", types(i)); !errors.Is(err, plugins.ErrInvalid) {
+			t.Fatalf("upload %d: %v, want it refused", i, err)
+		}
+	}
+	grew := int64(heap() - before)
+	t.Logf("40 refused uploads: the heap grew by %d KiB", grew>>10)
+	if grew > 8<<20 {
+		t.Fatalf("40 refused uploads left %d MiB on the heap", grew>>20)
+	}
+	// Code that compiles and fails its dry run writes nothing to the cache.
+	trap := testwasm.Guest{Bodies: map[string][]byte{abi.FlushExport: testwasm.Trap()}}.Bytes()
+	if _, err := r.Push(ctx, "trap", "1", trap); !errors.Is(err, plugins.ErrInvalid) {
+		t.Fatalf("a trapping dry run: %v", err)
+	}
+	var files []string
+	filepath.WalkDir(cache, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if len(files) > 0 {
+		t.Fatalf("refused uploads left compiled code on disk: %v", files)
+	}
+	// An accepted one is compiled into the cache, as before.
+	if _, err := r.Push(ctx, "good", "1", testwasm.Guest{}.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Every upload is compiled to be checked, but only the modules a deployment
 // uses and the few most recent keep their compiled code: a stream of
 // uploads does not pile up machine code in the host.

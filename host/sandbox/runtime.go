@@ -126,6 +126,19 @@ func New(ctx context.Context, o *Options) (*Runtime, error) {
 	return &Runtime{opts: opts, rt: rt, cache: cache, budget: budget{limit: opts.MemoryBudget}}, nil
 }
 
+// Scratch starts a runtime of r's options that shares nothing with r, its
+// compiled code kept in memory only: a module that may be refused is
+// checked there. wazero's runtime keeps, for as long as it lives, a table
+// of every function type it compiled, and r writes compiled code to its
+// cache directory for good: 200 refused uploads of 15,000 types each had
+// taken a host's heap from 7 to 277 MiB, and each refused 4 MB upload had
+// left 17 MB on disk.
+func (r *Runtime) Scratch(ctx context.Context) (*Runtime, error) {
+	o := r.opts
+	o.CacheDir = ""
+	return New(ctx, &o)
+}
+
 // Reserved is the linear memory reserved by live instances, in bytes.
 func (r *Runtime) Reserved() uint64 { return r.budget.used.Load() }
 
