@@ -23,9 +23,15 @@ import (
 )
 
 func registry(t *testing.T) (*plugins.Registry, *sandbox.Runtime) {
+	return registryCaching(t, "")
+}
+
+// registryCaching is a registry whose runtime keeps compiled code in cache
+// ("": in memory).
+func registryCaching(t *testing.T, cache string) (*plugins.Registry, *sandbox.Runtime) {
 	t.Helper()
 	ctx := context.Background()
-	rt, err := sandbox.New(ctx, &sandbox.Options{CallTimeout: 300 * time.Millisecond, MemoryPages: 64, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	rt, err := sandbox.New(ctx, &sandbox.Options{CallTimeout: 300 * time.Millisecond, MemoryPages: 64, CacheDir: cache, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,15 +84,7 @@ func TestRegistry_RefusedUploadsAreNamedAndLeaveNothing(t *testing.T) {
 func TestRegistry_RefusedUploadsLeaveNoTypesNorCompiledCode(t *testing.T) {
 	ctx := context.Background()
 	cache := t.TempDir()
-	rt, err := sandbox.New(ctx, &sandbox.Options{CallTimeout: 300 * time.Millisecond, MemoryPages: 64, CacheDir: cache, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rt.Close(ctx) })
-	r, err := plugins.Open(t.TempDir(), rt, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, _ := registryCaching(t, cache)
 	// A module of nothing but 6,000 function types of 12 parameters, each
 	// upload's its own: refused (it exports nothing) once compiled.
 	types := func(seed int) []byte {
@@ -103,20 +101,13 @@ func TestRegistry_RefusedUploadsLeaveNoTypesNorCompiledCode(t *testing.T) {
 		out = append(out, testwasm.ULEB(uint64(len(body)))...)
 		return append(out, body...)
 	}
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
-	before := heap()
+	before := testwasm.LiveHeap()
 	for i := range 40 {
 		if _, err := r.Push(ctx, "types", "1", types(i)); !errors.Is(err, plugins.ErrInvalid) {
 			t.Fatalf("upload %d: %v, want it refused", i, err)
 		}
 	}
-	grew := int64(heap() - before)
+	grew := int64(testwasm.LiveHeap() - before)
 	t.Logf("40 refused uploads: the heap grew by %d KiB", grew>>10)
 	if grew > 8<<20 {
 		t.Fatalf("40 refused uploads left %d MiB on the heap", grew>>20)

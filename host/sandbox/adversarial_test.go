@@ -610,12 +610,7 @@ func TestAdversarial_DeepRecursionLeavesNoStackBehind(t *testing.T) {
 	}
 	defer inst.Close(ctx)
 	b := guestBatch(t, m)
-	heap := func() uint64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
+	heap := testwasm.LiveHeap
 	before := heap()
 	if err := inst.Process(ctx, b); err != nil {
 		t.Fatal(err)
@@ -635,15 +630,7 @@ func TestAdversarial_DeepRecursionLeavesNoStackBehind(t *testing.T) {
 // far past its budget, one partition after another.
 func TestAdversarial_TheBudgetCountsWhatAnInstanceTakesOnTheHeap(t *testing.T) {
 	ctx := context.Background()
-	heap := func() uint64 {
-		// twice: the first runs the cleanups of what the last case
-		// closed, the second collects what they freed
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
+	heap := testwasm.LiveHeap
 	for _, c := range []struct {
 		name string
 		g    testwasm.Guest

@@ -45,3 +45,14 @@ func Root(tb testing.TB) string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
+
+// LiveHeap is the Go heap in use once collected: twice, so that the
+// cleanups of what the first collection found unreachable (a closed
+// module's compiled code) have run and what they freed is gone too.
+func LiveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
