@@ -278,7 +278,7 @@ func (s *session) start(req *Subscribe) (*subscription, *protoError) {
 		tok, err := v.Verify(raw)
 		switch {
 		case errors.Is(err, auth.ErrNoToken):
-			return nil, refuse(CodeUnauthorized, `no token: send "token" in the subscribe frame (a JWT with scope %s)`, auth.Live(req.Aggregator))
+			return nil, refuse(CodeUnauthorized, `no token: send a JWT with scope %s as "token" in the subscribe frame, the token parameter (SSE) or an Authorization: Bearer header`, auth.Live(req.Aggregator))
 		case errors.Is(err, auth.ErrExpired):
 			return nil, refuse(CodeTokenExpired, "the token expired: get a new one")
 		case err != nil:
