@@ -52,14 +52,19 @@ type Store struct {
 const Table = "_wagg_checkpoints"
 
 // tableDDL creates the checkpoint table: one row per (deployment, topic,
-// partition) once merged, the one of the highest version.
+// partition) once merged, the one of the highest version. Each row is a
+// granule of its own (index_granularity 1): the table holds few rows, and
+// in a granule of the default 8,192 a Load read the snapshots of every
+// deployment to find its own, so one plugin's 64 MiB snapshots made every
+// other deployment's partitions take seconds each to restore.
 func tableDDL(table string) string {
 	return "CREATE TABLE IF NOT EXISTS " + table + ` (
 		deployment String, topic String, source_partition UInt32,
 		next_offset Int64, watermark Int64, snapshot String, plugin_sha256 String,
 		version UInt64, written_at DateTime DEFAULT now(), state_version UInt32 DEFAULT 1,
 		relay_topic String DEFAULT '', relay_offset Int64 DEFAULT -1
-	) ENGINE = ReplacingMergeTree(version) ORDER BY (deployment, topic, source_partition)`
+	) ENGINE = ReplacingMergeTree(version) ORDER BY (deployment, topic, source_partition)
+	SETTINGS index_granularity = 1`
 }
 
 // saveColumns are the columns Save writes, in the order of values.
@@ -103,8 +108,13 @@ var ErrNone = errors.New("checkpoint: none")
 
 // Load returns the latest checkpoint of a partition, or ErrNone.
 func (s *Store) Load(ctx context.Context, deployment, topic string, partition int32) (Checkpoint, error) {
+	// The row of the highest version, the one FINAL would keep. The key in
+	// PREWHERE, and a granule per row, make ClickHouse read the snapshot
+	// of that partition's rows only; with FINAL, or the key in WHERE, it
+	// read its neighbours' too (all of a part's, when the part holds one
+	// row, as a save's part does before merges).
 	row := s.conn.QueryRow(ctx, "SELECT "+loadColumns+" FROM "+s.table+
-		" FINAL WHERE deployment = ? AND topic = ? AND source_partition = ?", deployment, topic, uint32(partition))
+		" PREWHERE deployment = ? AND topic = ? AND source_partition = ? ORDER BY version DESC LIMIT 1", deployment, topic, uint32(partition))
 	var l loaded
 	if err := row.Scan(l.dest()...); err != nil {
 		c := Checkpoint{Deployment: deployment, Topic: topic, Partition: partition}

@@ -200,22 +200,7 @@ func TestCheckpoint_LoadReadsBackWhatSaveWrote(t *testing.T) {
 // latest save, not the other host's older one (a restart would replay
 // everything since it), in the real ClickHouse.
 func TestCheckpoint_SavesAfterALoadWinOverAClockAhead(t *testing.T) {
-	addr := os.Getenv("WAGG_TEST_CLICKHOUSE")
-	if addr == "" {
-		t.Skip("integration test: needs the ClickHouse that `make test` starts (WAGG_TEST_CLICKHOUSE)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	db := fmt.Sprintf("wagg_test_checkpoint_clock_%d", time.Now().UnixNano())
-	if err := conn.Exec(ctx, "CREATE DATABASE "+db); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Exec(context.Background(), "DROP DATABASE "+db)
+	ctx, conn, db := database(t, "clock")
 	ahead, err := Open(ctx, conn, db)
 	if err != nil {
 		t.Fatal(err)
@@ -255,4 +240,62 @@ func TestCheckpoint_ObservedVersionsAreExceeded(t *testing.T) {
 	if v := clk.next(); v <= ahead {
 		t.Fatalf("next after observing %d: %d", ahead, v)
 	}
+}
+
+// database connects to the ClickHouse `make test` starts and makes a
+// database of the test's own, dropped at its end.
+func database(t *testing.T, name string) (context.Context, clickhouse.Conn, string) {
+	t.Helper()
+	addr := os.Getenv("WAGG_TEST_CLICKHOUSE")
+	if addr == "" {
+		t.Skip("integration test: needs the ClickHouse that `make test` starts (WAGG_TEST_CLICKHOUSE)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	db := fmt.Sprintf("wagg_test_checkpoint_%s_%d", name, time.Now().UnixNano())
+	if err := conn.Exec(ctx, "CREATE DATABASE "+db); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE "+db) })
+	return ctx, conn, db
+}
+
+// Loading one partition's checkpoint reads that row, not its neighbours'
+// snapshots: one deployment's large snapshots must not slow every other
+// deployment's restores. ClickHouse's max_bytes_to_read stops a query
+// that reads more.
+func TestCheckpoint_LoadReadsOnlyItsOwnSnapshot(t *testing.T) {
+	ctx, conn, db := database(t, "neighbours")
+	s, err := Open(ctx, conn, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte{7}, 16<<20)
+	for p := range int32(8) {
+		if err := s.Save(ctx, Checkpoint{Deployment: "big", Topic: "in", Partition: p, Snapshot: big, Plugin: "p", StateVersion: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Save(ctx, Checkpoint{Deployment: "small", Topic: "in", Partition: p, NextOffset: int64(p), Snapshot: []byte("s"), Plugin: "p", StateVersion: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	limited := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_bytes_to_read": 4 << 20}))
+	load := func(when string) {
+		for _, p := range []int32{0, 5} {
+			got, err := s.Load(limited, "small", "in", p)
+			if err != nil || got.NextOffset != int64(p) || string(got.Snapshot) != "s" {
+				t.Fatalf("%s: partition %d's small checkpoint among 128 MiB of others' snapshots: %+v, %v", when, p, got, err)
+			}
+		}
+	}
+	load("a part per save")
+	if err := conn.Exec(ctx, "OPTIMIZE TABLE "+s.table+" FINAL"); err != nil {
+		t.Fatal(err)
+	}
+	load("merged")
 }
