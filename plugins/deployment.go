@@ -268,7 +268,7 @@ type UpgradeError struct {
 	Migrates   []int  // the older versions it migrates
 	Old        string // who wrote the checkpoints: name@version, or a sha256 no longer in the registry
 	OldVersion int    // their state version
-	Partitions int    // how many partitions' checkpoints
+	Partitions int    // how many partitions' checkpoints; 0: Old runs, and checkpoints as it stops
 	// Unknown: the plugin migrates OldVersion, but the one that wrote the
 	// checkpoints is not in the registry, and a migration reads old state
 	// through the schema of its writer.
@@ -288,10 +288,14 @@ func (e *UpgradeError) Error() string {
 			"Push that plugin again; or keep the old plugin; %s",
 			e.Deployment, e.Partitions, e.OldVersion, e.Old, e.Plugin, e.OldVersion, fresh)
 	}
-	return fmt.Sprintf("deployment %s: the checkpoints of %d partitions hold state version %d written by %s; %s declares state version %d, accepts %s and migrates %s, so it cannot restore them. "+
+	held := fmt.Sprintf("the checkpoints of %d partitions hold state version %d written by %s", e.Partitions, e.OldVersion, e.Old)
+	if e.Partitions == 0 {
+		held = fmt.Sprintf("%s runs, and checkpoints state version %d as it stops", e.Old, e.OldVersion)
+	}
+	return fmt.Sprintf("deployment %s: %s; %s declares state version %d, accepts %s and migrates %s, so it cannot restore them. "+
 		"Keep the old plugin (plugin: %s); or, if the new one counts on from that state as it is, declare that it accepts state version %d (Go SDK: Spec.State.Accepts) and push it again; "+
 		"or, if it can convert that state, declare that it migrates state version %d (Go SDK: Spec.State.Migrates and Spec.Migrate) and push it again; %s",
-		e.Deployment, e.Partitions, e.OldVersion, e.Old, e.Plugin, e.Version, versions(e.Accepts), versions(e.Migrates), e.Old, e.OldVersion, e.OldVersion, fresh)
+		e.Deployment, held, e.Plugin, e.Version, versions(e.Accepts), versions(e.Migrates), e.Old, e.OldVersion, e.OldVersion, fresh)
 }
 
 // Is makes an UpgradeError match ErrConflict.

@@ -352,6 +352,13 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 	var prev *catalog.Entry
 	if e, ok := m.o.Specs.Entry(d.Name); ok {
 		prev = &e
+		if cur := e.Current(); cur.Topic != d.Topic {
+			// The table and the checkpoints are kept by source partition,
+			// versions by offset: another topic's rows would mix with the
+			// old ones, the higher offsets winning.
+			return api.Deployment{}, fmt.Errorf("%w: deployment %s reads topic %s; a deployment keeps its topic: deploy %s under another name (and undeploy this one)",
+				plugins.ErrConflict, d.Name, cur.Topic, d.Topic)
+		}
 		d.Generation = e.Current().Generation
 	} else if d.Generation, err = m.viewGeneration(ctx, d.Name); err != nil {
 		return api.Deployment{}, err
@@ -369,7 +376,7 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 			"or start fresh: wagg deploy -start earliest (or an offset, or a time) counts into a new generation of the tables beside the running one and takes over once caught up",
 			plugins.ErrConflict, d.Name, d.Plugin, diff)
 	}
-	if err := m.checkUpgrade(ctx, d, man, &mod.Schema); err != nil {
+	if err := m.checkUpgrade(ctx, d, man, &mod.Schema, prev); err != nil {
 		return api.Deployment{}, err
 	}
 	return m.launch(ctx, d, man, mod, nil, true)
@@ -561,10 +568,21 @@ func (m *Manager) runner(d plugins.Deployment, man plugins.Manifest, mod *sandbo
 // checkpoints: those another plugin wrote with a state version the new one
 // neither accepts nor migrates, or migrates but cannot read because the
 // plugin that wrote them (whose schema lays them out) is not stored.
-func (m *Manager) checkUpgrade(ctx context.Context, d plugins.Deployment, man plugins.Manifest, s *abi.Schema) error {
+func (m *Manager) checkUpgrade(ctx context.Context, d plugins.Deployment, man plugins.Manifest, s *abi.Schema, prev *catalog.Entry) error {
 	writers, err := m.o.Checkpoints.Writers(ctx, d.Storage(), d.Topic)
 	if err != nil {
 		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	// The plugin that runs writes its last checkpoints as it stops, after
+	// this check: what it will have written counts too. (A plugin deployed
+	// a moment before may have written none yet.)
+	if prev != nil && prev.Failure == nil {
+		if cur := prev.Current(); cur.Storage() == d.Storage() {
+			name, version := cur.PluginRef()
+			if old, err := m.o.Registry.Get(name, version); err == nil {
+				writers = append(writers, checkpoint.Writer{Plugin: old.SHA256, StateVersion: old.Schema.StateVersion()})
+			}
+		}
 	}
 	for _, w := range writers {
 		if w.Plugin == man.SHA256 || s.AcceptsState(w.StateVersion) {

@@ -137,6 +137,41 @@ func TestUpgrade_RestoresOnlyStateTheNewPluginAccepts(t *testing.T) {
 	eventually(t, time.Minute, "counts@2 counted on", counted)
 }
 
+// A deploy is checked against what the running plugin will checkpoint as it
+// stops, not only against the checkpoints written so far: a plugin deployed
+// a moment before has written none yet, and one that cannot read its state
+// was accepted and then stopped the deployment on every host. And a
+// deployment keeps its topic: its table and checkpoints are kept by source
+// partition, and another topic's rows would mix with the old ones.
+func TestUpgrade_RefusesWhatTheRunningPluginWillLeave(t *testing.T) {
+	e := services(t)
+	r := newPollsRig(t, e, map[string]string{"1": "internal/testwasm/panics", "3": "internal/testwasm/statev2compat"})
+	if code, body := r.deploy("counts@1", ""); code != http.StatusCreated {
+		t.Fatalf("deploy counts@1: %d %s", code, body)
+	}
+	r.produce(1000)
+	eventually(t, time.Minute, "counts@1 counted the votes", r.counted)
+	if code, body := r.deploy("counts@3", ""); code != http.StatusCreated {
+		t.Fatalf("deploy counts@3: %d %s", code, body)
+	}
+	code, body := r.deploy("counts@1", "")
+	if code != http.StatusConflict || !strings.Contains(string(body), "counts@3 runs, and checkpoints state version 2 as it stops") {
+		t.Fatalf("deploy counts@1 right after counts@3: %d %s, want 409 naming the running plugin", code, body)
+	}
+	var ds []api.Deployment
+	if err := getJSON(r.h.url+"/v1/deployments", &ds); err != nil || len(ds) != 1 || ds[0].Plugin != "counts@3" || ds[0].Status != api.StatusRunning {
+		t.Fatalf("after the refusal: %+v %v, want counts@3 running", ds, err)
+	}
+	r.produce(500)
+	eventually(t, time.Minute, "counts@3 counting", r.counted)
+
+	other, _ := newTopic(t, e, 2)
+	spec := fmt.Sprintf(`{"name":"polls","plugin":"counts@3","topic":%q,"windows":[{"name":"total","kind":"global"}]}`, other)
+	if code, body := r.h.post(t, "/v1/deployments", "application/json", []byte(spec)); code != http.StatusConflict || !strings.Contains(string(body), "keeps its topic") {
+		t.Fatalf("deploy polls onto another topic: %d %s, want 409", code, body)
+	}
+}
+
 // A plugin that declares it migrates the state version of a deployment's
 // checkpoints takes them over converted: here version 2 counts tenths of a
 // vote and multiplies version 1's whole votes by 10 as it restores them, so
