@@ -182,6 +182,24 @@ type Writer struct {
 	Partitions   int
 }
 
+// Topics returns the topics a deployment's checkpoints are of.
+func (s *Store) Topics(ctx context.Context, deployment string) ([]string, error) {
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT topic FROM "+s.table+" WHERE deployment = ? ORDER BY topic", deployment)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: topics of %s: %w", deployment, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, fmt.Errorf("checkpoint: topics of %s: %w", deployment, err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
 // Writers returns who wrote the latest checkpoint of each partition of a
 // deployment on topic; none for a deployment that never checkpointed.
 func (s *Store) Writers(ctx context.Context, deployment, topic string) ([]Writer, error) {

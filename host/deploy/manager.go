@@ -376,6 +376,18 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 			"or start fresh: wagg deploy -start earliest (or an offset, or a time) counts into a new generation of the tables beside the running one and takes over once caught up",
 			plugins.ErrConflict, d.Name, d.Plugin, diff)
 	}
+	// Undeployed and deployed again, a name may find its table and
+	// checkpoints: they must be of the same topic.
+	topics, err := m.o.Checkpoints.Topics(ctx, d.Storage())
+	if err != nil {
+		return api.Deployment{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	for _, tp := range topics {
+		if tp != d.Topic {
+			return api.Deployment{}, fmt.Errorf("%w: deployment %s has the table and checkpoints of topic %s, kept after it was undeployed; a deployment keeps its topic: deploy %s under another name, or start fresh (wagg deploy -start earliest counts into a new generation of the tables)",
+				plugins.ErrConflict, d.Name, tp, d.Topic)
+		}
+	}
 	if err := m.checkUpgrade(ctx, d, man, &mod.Schema, prev); err != nil {
 		return api.Deployment{}, err
 	}

@@ -170,6 +170,19 @@ func TestUpgrade_RefusesWhatTheRunningPluginWillLeave(t *testing.T) {
 	if code, body := r.h.post(t, "/v1/deployments", "application/json", []byte(spec)); code != http.StatusConflict || !strings.Contains(string(body), "keeps its topic") {
 		t.Fatalf("deploy polls onto another topic: %d %s, want 409", code, body)
 	}
+	// Undeployed, the name still has its table and checkpoints.
+	req, _ := http.NewRequest(http.MethodDelete, r.h.url+"/v1/deployments/polls", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE: %v %v", resp, err)
+	}
+	if code, body := r.h.post(t, "/v1/deployments", "application/json", []byte(spec)); code != http.StatusConflict || !strings.Contains(string(body), "kept after it was undeployed") {
+		t.Fatalf("deploy polls onto another topic once undeployed: %d %s, want 409", code, body)
+	}
+	if code, body := r.deploy("counts@3", ""); code != http.StatusCreated {
+		t.Fatalf("deploy polls again onto its topic: %d %s", code, body)
+	}
+	r.produce(100)
+	eventually(t, time.Minute, "counted on after a delete and a deploy", r.counted)
 }
 
 // A plugin that declares it migrates the state version of a deployment's
