@@ -101,6 +101,13 @@ var (
 // Push would store. The same bytes already stored are their manifest;
 // other bytes under a stored name@version are refused.
 func (r *Registry) Check(ctx context.Context, name, version string, wasm []byte) (Manifest, error) {
+	return r.check(ctx, name, version, wasm, true)
+}
+
+// check is Check; vet checks bytes not stored yet in a runtime of their own
+// first (sandbox.Runtime.Scratch), so that a refusal leaves nothing in the
+// host's.
+func (r *Registry) check(ctx context.Context, name, version string, wasm []byte, vet bool) (Manifest, error) {
 	if !nameRE.MatchString(name) {
 		return Manifest{}, fmt.Errorf("%w: name %q: want a lower-case letter, then letters, digits or _ (at most 48)", ErrInvalid, name)
 	}
@@ -121,10 +128,11 @@ func (r *Registry) Check(ctx context.Context, name, version string, wasm []byte)
 		}
 		return Manifest{}, fmt.Errorf("%w: %s@%s exists with sha256 %s; push a new version", ErrConflict, name, version, old.SHA256)
 	}
-	// Bytes not stored yet are checked in a runtime of their own first
-	// (sandbox.Runtime.Scratch): a refusal leaves nothing in the host's.
-	_, serr := os.Stat(filepath.Join(r.dir, "blobs", sha+".wasm"))
-	mod, err := r.compile(ctx, sha, wasm, serr != nil)
+	if vet {
+		_, err := os.Stat(filepath.Join(r.dir, "blobs", sha+".wasm"))
+		vet = err != nil
+	}
+	mod, err := r.compile(ctx, sha, wasm, vet)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -134,7 +142,18 @@ func (r *Registry) Check(ctx context.Context, name, version string, wasm []byte)
 // Push validates wasm and stores it as name@version. Pushing the same bytes
 // again is a no-op; other bytes under an existing name@version are refused.
 func (r *Registry) Push(ctx context.Context, name, version string, wasm []byte) (Manifest, error) {
-	m, err := r.Check(ctx, name, version, wasm)
+	return r.push(ctx, name, version, wasm, true)
+}
+
+// Adopt is Push for a plugin another host of the cluster checked (it comes
+// from the catalog): compiled and dry-run in this host's runtime only, so
+// that hosts pick a new plugin up as fast as before the scratch check.
+func (r *Registry) Adopt(ctx context.Context, name, version string, wasm []byte) (Manifest, error) {
+	return r.push(ctx, name, version, wasm, false)
+}
+
+func (r *Registry) push(ctx context.Context, name, version string, wasm []byte, vet bool) (Manifest, error) {
+	m, err := r.check(ctx, name, version, wasm, vet)
 	if err != nil {
 		return Manifest{}, err
 	}

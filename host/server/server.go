@@ -209,7 +209,7 @@ func newServer(ctx context.Context, cfg config.Config, log *slog.Logger, v *auth
 				}
 				return nil
 			}
-			_, err := s.reg.Push(ctx, p.Name, p.Version, p.Wasm)
+			_, err := s.reg.Adopt(ctx, p.Name, p.Version, p.Wasm)
 			return err
 		},
 		Changed: func(name string) { s.deploys.Changed(name) },
