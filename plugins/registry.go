@@ -129,7 +129,7 @@ func (r *Registry) check(ctx context.Context, name, version string, wasm []byte,
 		return Manifest{}, fmt.Errorf("%w: %s@%s exists with sha256 %s; push a new version", ErrConflict, name, version, old.SHA256)
 	}
 	if vet {
-		_, err := os.Stat(filepath.Join(r.dir, "blobs", sha+".wasm"))
+		_, err := os.Stat(r.blob(sha))
 		vet = err != nil
 	}
 	mod, err := r.compile(ctx, sha, wasm, vet)
@@ -160,7 +160,7 @@ func (r *Registry) push(ctx context.Context, name, version string, wasm []byte, 
 	if _, err := r.Get(name, version); err == nil {
 		return m, nil // stored before
 	}
-	if err := writeAtomic(filepath.Join(r.dir, "blobs", m.SHA256+".wasm"), wasm); err != nil {
+	if err := writeAtomic(r.blob(m.SHA256), wasm); err != nil {
 		return Manifest{}, err
 	}
 	b, _ := json.MarshalIndent(m, "", "  ")
@@ -229,7 +229,7 @@ func (r *Registry) compile(ctx context.Context, sha string, wasm []byte, vet boo
 		if err != nil {
 			return nil, err
 		}
-		m, err := check(ctx, scratch, wasm)
+		m, err := compileIn(ctx, scratch, wasm)
 		if m != nil {
 			m.Close(ctx)
 		}
@@ -238,7 +238,7 @@ func (r *Registry) compile(ctx context.Context, sha string, wasm []byte, vet boo
 			return nil, err
 		}
 	}
-	m, err := check(ctx, r.rt, wasm)
+	m, err := compileIn(ctx, r.rt, wasm)
 	if err != nil {
 		return nil, err
 	}
@@ -254,8 +254,8 @@ func (r *Registry) compile(ctx context.Context, sha string, wasm []byte, vet boo
 	return m, nil
 }
 
-// check compiles wasm in rt and dry-runs it.
-func check(ctx context.Context, rt *sandbox.Runtime, wasm []byte) (*sandbox.Module, error) {
+// compileIn compiles wasm in rt and dry-runs it.
+func compileIn(ctx context.Context, rt *sandbox.Runtime, wasm []byte) (*sandbox.Module, error) {
 	m, err := rt.Compile(ctx, wasm)
 	if err != nil {
 		switch {
@@ -275,6 +275,9 @@ func check(ctx context.Context, rt *sandbox.Runtime, wasm []byte) (*sandbox.Modu
 	}
 	return m, nil
 }
+
+// blob is where the module of sha is stored.
+func (r *Registry) blob(sha string) string { return filepath.Join(r.dir, "blobs", sha+".wasm") }
 
 // cached is the compiled module of sha, if it is still held somewhere.
 func (r *Registry) cached(sha string) *sandbox.Module {
@@ -320,7 +323,7 @@ func (r *Registry) Delete(name, version string) error {
 			return nil
 		}
 	}
-	if err := os.Remove(filepath.Join(r.dir, "blobs", m.SHA256+".wasm")); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(r.blob(m.SHA256)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return nil
@@ -347,7 +350,7 @@ func (r *Registry) Get(name, version string) (Manifest, error) {
 
 // Module returns the compiled module of a stored plugin.
 func (r *Registry) Module(ctx context.Context, m Manifest) (*sandbox.Module, error) {
-	wasm, err := os.ReadFile(filepath.Join(r.dir, "blobs", m.SHA256+".wasm"))
+	wasm, err := os.ReadFile(r.blob(m.SHA256))
 	if err != nil {
 		return nil, fmt.Errorf("plugins: module of %s: %w", m.Ref(), err)
 	}

@@ -352,14 +352,15 @@ func (m *Manager) Deploy(ctx context.Context, d plugins.Deployment) (api.Deploym
 	var prev *catalog.Entry
 	if e, ok := m.o.Specs.Entry(d.Name); ok {
 		prev = &e
-		if cur := e.Current(); cur.Topic != d.Topic {
+		cur := e.Current()
+		if cur.Topic != d.Topic {
 			// The table and the checkpoints are kept by source partition,
 			// versions by offset: another topic's rows would mix with the
 			// old ones, the higher offsets winning.
 			return api.Deployment{}, fmt.Errorf("%w: deployment %s reads topic %s; a deployment keeps its topic: deploy %s under another name (and undeploy this one)",
 				plugins.ErrConflict, d.Name, cur.Topic, d.Topic)
 		}
-		d.Generation = e.Current().Generation
+		d.Generation = cur.Generation
 	} else if d.Generation, err = m.viewGeneration(ctx, d.Name); err != nil {
 		return api.Deployment{}, err
 	}
